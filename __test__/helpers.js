@@ -1,0 +1,163 @@
+'use strict'
+// Test helpers: start the fixture app as a real process tree, talk to it from
+// many loopback source addresses, and clean up every process it started.
+
+const { spawn } = require('child_process')
+const fs = require('fs')
+const http = require('http')
+const https = require('https')
+const net = require('net')
+const path = require('path')
+const readline = require('readline')
+const { io } = require('socket.io-client')
+
+const APP = path.join(__dirname, 'fixtures', 'app.js')
+const running = new Set()
+
+/** Client source addresses 127.0.0.2, 127.0.0.3, ...: one "client IP" each. */
+const clientIp = (index) => `127.0.0.${2 + (index % 250)}`
+
+function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout
+  return new Promise((resolve, reject) => {
+    const check = async () => {
+      let value
+      try {
+        value = await predicate()
+      } catch (error) {
+        value = undefined
+      }
+      if (value) return resolve(value)
+      if (Date.now() > deadline) return reject(new Error(`timed out after ${timeout} ms waiting for ${what}`))
+      setTimeout(check, interval)
+    }
+    check()
+  })
+}
+
+/**
+ * Starts `fixtures/app.js` (or `script`) with `config`; resolves once it
+ * printed `listening` and `workers` workers came online.
+ */
+async function startApp(config = {}, { script = APP, waitForWorkers = true } = {}) {
+  const child = spawn(process.execPath, [script], {
+    env: { ...process.env, STICKY_TEST_CONFIG: JSON.stringify(config) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+  })
+  const app = { child, pid: child.pid, events: [], stderr: '', exited: null }
+  running.add(app)
+  child.stderr.on('data', (chunk) => (app.stderr += chunk))
+  child.on('exit', (code, signal) => (app.exited = { code, signal }))
+  readline.createInterface({ input: child.stdout }).on('line', (line) => {
+    try {
+      app.events.push(JSON.parse(line))
+    } catch {
+      app.events.push({ event: 'text', line })
+    }
+  })
+  app.find = (event, filter = () => true) => app.events.filter((e) => e.event === event && filter(e))
+  app.waitFor = (event, filter, timeout) =>
+    waitUntil(() => app.find(event, filter)[0], { timeout, what: `${event} from the app (stderr: ${app.stderr.slice(-500)})` })
+  app.stats = async () => {
+    const before = app.find('stats').length
+    child.stdin.write('stats\n')
+    await waitUntil(() => app.find('stats').length > before, { what: 'stats' })
+    return app.find('stats')[before].stats
+  }
+  app.workerPids = () => {
+    const exited = new Set(app.find('exit').map((e) => e.pid))
+    return app.find('online').map((e) => e.pid).filter((pid) => !exited.has(pid))
+  }
+  app.stop = () => stopApp(app)
+  const listening = await app.waitFor('listening', () => true, 20000)
+  app.port = listening.port
+  const workers = config.options && config.options.workers !== undefined ? config.options.workers : 2
+  if (waitForWorkers) await waitUntil(() => app.workerPids().length >= workers, { what: `${workers} workers online` })
+  return app
+}
+
+async function stopApp(app) {
+  if (!running.has(app)) return
+  running.delete(app)
+  try {
+    process.kill(-app.pid, 'SIGKILL')
+  } catch {}
+  await waitUntil(() => app.exited, { timeout: 5000, what: 'the app to exit' }).catch(() => {})
+}
+
+async function stopAll() {
+  await Promise.all([...running].map(stopApp))
+}
+
+/** One HTTP request on a new connection from `localAddress`. */
+function request(port, { path: urlPath = '/whoami', localAddress = '127.0.0.1', host = '127.0.0.1', method = 'GET', body, tls = false, timeout = 10000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const lib = tls ? https : http
+    const req = lib.request(
+      { host, port, path: urlPath, method, localAddress, agent: false, rejectUnauthorized: false, headers: { connection: 'close' }, timeout },
+      (res) => {
+        const chunks = []
+        res.on('data', (chunk) => chunks.push(chunk))
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString()
+          let json
+          try {
+            json = JSON.parse(text)
+          } catch {}
+          resolve({ status: res.statusCode, headers: res.headers, text, json })
+        })
+        res.on('error', reject)
+      },
+    )
+    req.on('timeout', () => req.destroy(new Error(`request to ${urlPath} timed out`)))
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+/** A socket.io client whose every connection comes from `localAddress`. */
+function ioClient(port, localAddress, { transports = ['polling'], upgrade = false, tls = false, ...options } = {}) {
+  const agent = tls
+    ? new https.Agent({ localAddress, rejectUnauthorized: false })
+    : new http.Agent({ localAddress })
+  return io(`${tls ? 'https' : 'http'}://127.0.0.1:${port}`, {
+    transports,
+    upgrade,
+    agent,
+    localAddress,
+    rejectUnauthorized: false,
+    reconnection: false,
+    forceNew: true,
+    timeout: 10000,
+    ...options,
+  })
+}
+
+function once(emitter, event, timeout = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), timeout)
+    emitter.once(event, (...args) => {
+      clearTimeout(timer)
+      resolve(args)
+    })
+  })
+}
+
+function emitWithAck(socket, event, timeout = 10000) {
+  return socket.timeout(timeout).emitWithAck(event)
+}
+
+function fdCount(pid) {
+  return fs.readdirSync(`/proc/${pid}/fd`).length
+}
+
+/** Raw TCP: connect from `localAddress`, optionally write, then act. */
+function rawConnection(port, localAddress = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress }, () => resolve(socket))
+    socket.on('error', reject)
+  })
+}
+
+module.exports = { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }

@@ -1,0 +1,134 @@
+'use strict'
+
+// A worker: receives connections from the primary (native thread) and turns
+// each into a `net.Socket` on the user's server, exactly as Node's own accept
+// path would, so timeouts, `close()` and `getConnections()` behave.
+
+const cluster = require('cluster')
+const net = require('net')
+const os = require('os')
+const path = require('path')
+const debug = require('debug')('sticky-session-rs')
+const { claimChannel } = require('./native')
+const { stickyError } = require('./errors')
+
+/** After the server has drained, leave this long for a natural exit, then exit. */
+const EXIT_GRACE_MS = 2000
+
+let claimed = null
+
+/**
+ * Takes this worker's channel out of the environment, once, as early as
+ * possible (at require time): the fd becomes close-on-exec so this worker's
+ * own children never inherit it, and its number leaves `process.env`.
+ */
+function claimFromEnvironment() {
+  if (claimed || !cluster.isWorker || process.env.STICKY_CHANNEL_FD === undefined) return claimed
+  const fd = Number(process.env.STICKY_CHANNEL_FD)
+  delete process.env.STICKY_CHANNEL_FD
+  claimed = claimChannel(fd)
+  return claimed
+}
+
+function takeChannel() {
+  const channel = claimFromEnvironment()
+  if (!channel) {
+    throw stickyError(
+      'ERR_STICKY_NO_CHANNEL',
+      'this worker has no sticky-session-rs channel: workers must be forked by sticky.listen() in the primary ' +
+        '(do not call cluster.fork() yourself for this server)',
+    )
+  }
+  claimed = null
+  return channel
+}
+
+/** A listening address nobody else uses, so the server has a real handle. */
+function privateAddress() {
+  const name = `sticky-session-rs-${process.pid}-${Math.random().toString(36).slice(2)}`
+  return process.platform === 'linux' ? `\0${name}` : path.join(os.tmpdir(), `${name}.sock`)
+}
+
+/** Node's private per-server socket options, read once per server. */
+function socketOptionsOf(server) {
+  const symbols = Object.getOwnPropertySymbols(server)
+  const read = (description) => {
+    const symbol = symbols.find((s) => s.description === description)
+    return symbol ? server[symbol] : undefined
+  }
+  return {
+    noDelay: Boolean(read('kSetNoDelay') ?? server.noDelay),
+    keepAlive: Boolean(read('kSetKeepAlive') ?? server.keepAlive),
+    keepAliveInitialDelay: read('kSetKeepAliveInitialDelay') ?? server.keepAliveInitialDelay ?? 0,
+  }
+}
+
+/** What Node's `onconnection` does for an accepted handle, for a received fd. */
+function adopt(server, socketOptions, connection) {
+  if (server.maxConnections != null && server._connections >= server.maxConnections) {
+    require('fs').closeSync(connection.fd)
+    return
+  }
+  const socket = new net.Socket({
+    fd: connection.fd,
+    readable: true,
+    writable: true,
+    allowHalfOpen: server.allowHalfOpen,
+    pauseOnCreate: server.pauseOnConnect || connection.prefix !== undefined,
+  })
+  if (connection.remoteAddress !== undefined) {
+    socket._peername = { address: connection.remoteAddress, port: connection.remotePort, family: connection.remoteFamily }
+  }
+  if (socketOptions.noDelay) socket.setNoDelay(true)
+  if (socketOptions.keepAlive) socket.setKeepAlive(true, socketOptions.keepAliveInitialDelay)
+  server._connections++
+  socket.server = server
+  socket._server = server
+  if (connection.prefix !== undefined) socket.unshift(connection.prefix)
+  server.emit('connection', socket)
+  if (connection.prefix !== undefined && !server.pauseOnConnect) socket.resume()
+}
+
+function startWorker(server) {
+  const channel = takeChannel()
+  const socketOptions = socketOptionsOf(server)
+  let closed = false
+
+  const receive = (connections) => {
+    for (const connection of connections) {
+      try {
+        adopt(server, socketOptions, connection)
+      } catch (error) {
+        debug('worker %d could not adopt fd %d: %s', process.pid, connection.fd, error.message)
+        try {
+          require('fs').closeSync(connection.fd)
+        } catch {}
+      }
+    }
+  }
+
+  // Stop taking connections the moment the user closes the server: the
+  // primary then sends new clients of this slot elsewhere until the
+  // replacement worker is up.
+  const close = server.close
+  server.close = function closeStickyServer(...args) {
+    if (!closed) {
+      closed = true
+      channel.close()
+    }
+    return close.apply(this, args)
+  }
+  server.once('close', () => {
+    debug('worker %d drained; exiting', process.pid)
+    if (cluster.worker && cluster.worker.isConnected()) cluster.worker.disconnect()
+    setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref()
+  })
+
+  server.listen({ path: privateAddress(), exclusive: true }, () => {
+    if (closed) return
+    channel.start(receive)
+    debug('worker %d (slot %s) receiving', process.pid, process.env.STICKY_WORKER_SLOT)
+  })
+}
+
+module.exports = { startWorker, claimFromEnvironment }

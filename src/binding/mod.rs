@@ -1,0 +1,11 @@
+//! The `#[napi]` surface: thin adapters from JavaScript values to the
+//! primary and worker modules. The hand-written `index.js` is the public API;
+//! this is what it calls.
+
+mod error;
+mod primary;
+mod worker;
+
+pub use error::ErrorCode;
+pub use primary::{Balancer, BalancerOptions};
+pub use worker::{claim_channel, WorkerChannel};

@@ -1,0 +1,263 @@
+//! `Balancer`: the primary's accept loop, as JavaScript sees it.
+
+use std::net::IpAddr;
+use std::os::fd::IntoRawFd;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi_derive::napi;
+
+use super::error::{from_napi, js_error, ErrorCode};
+use crate::primary::{bind_listener, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot};
+
+/// Options of `new Balancer(...)`; `index.js` validates and fills defaults.
+#[napi(object)]
+pub struct BalancerOptions {
+  /// An IP literal (`index.js` resolves names first).
+  pub host: String,
+  /// True when the user did not choose the host: `::` may then fall back to `0.0.0.0`.
+  pub host_is_default: bool,
+  pub port: u32,
+  pub backlog: i32,
+  pub workers: u32,
+  /// Decimal string of an unsigned 64-bit seed.
+  pub seed: String,
+  pub max_pending_per_slot: u32,
+  pub max_parked: u32,
+  /// Milliseconds to wait for every worker's first hello before accepting.
+  pub startup_wait: u32,
+}
+
+#[napi(object)]
+pub struct AddressInfo {
+  pub address: String,
+  pub family: String,
+  pub port: u32,
+}
+
+/// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'` or `'error'`.
+#[napi(object)]
+pub struct BalancerEvent {
+  pub kind: String,
+  pub slot: Option<u32>,
+  pub pid: Option<u32>,
+  pub requeued: Option<u32>,
+  pub reason: Option<String>,
+  pub code: Option<String>,
+  pub message: Option<String>,
+  pub fatal: Option<bool>,
+}
+
+#[napi(object)]
+pub struct SlotStatsObject {
+  pub slot: u32,
+  pub pid: u32,
+  pub state: String,
+  pub respawns: f64,
+  pub dispatched: f64,
+  pub acknowledged: f64,
+  pub redispatched: f64,
+  pub dropped_queue_full: f64,
+  pub pending: f64,
+}
+
+#[napi(object)]
+pub struct StatsObject {
+  pub accepted: f64,
+  pub accept_errors: f64,
+  pub dropped: f64,
+  pub dropped_no_worker: f64,
+  pub parked: f64,
+  pub slots: Vec<SlotStatsObject>,
+}
+
+#[napi]
+pub struct Balancer {
+  handle: PrimaryHandle,
+}
+
+#[napi]
+impl Balancer {
+  /// Binds the listening socket now (so listen errors are synchronous) and
+  /// starts the accept loop. `on_event` receives `BalancerEvent`s.
+  #[napi(constructor)]
+  pub fn new(
+    options: BalancerOptions,
+    on_event: Function<'_, BalancerEvent, ()>,
+  ) -> Result<Self, ErrorCode> {
+    let host: IpAddr = options.host.parse().map_err(|_| {
+      js_error(
+        "ERR_STICKY_INVALID_OPTION",
+        format!("host {:?} is not an IP address", options.host),
+      )
+    })?;
+    let port = u16::try_from(options.port).map_err(|_| {
+      js_error(
+        "ERR_STICKY_INVALID_OPTION",
+        format!("port {} is out of range 0..65535", options.port),
+      )
+    })?;
+    let slots = u16::try_from(options.workers)
+      .ok()
+      .filter(|&n| n >= 1)
+      .ok_or_else(|| {
+        js_error(
+          "ERR_STICKY_INVALID_OPTION",
+          format!("workers {} must be between 1 and 65535", options.workers),
+        )
+      })?;
+    let seed: u64 = options.seed.parse().map_err(|_| {
+      js_error(
+        "ERR_STICKY_INVALID_OPTION",
+        format!("seed {:?} is not an unsigned 64-bit integer", options.seed),
+      )
+    })?;
+    let events = on_event
+      .build_threadsafe_function::<BalancerEvent>()
+      .callee_handled::<false>()
+      .weak::<true>()
+      .build_callback(|context| Ok(context.value))
+      .map_err(from_napi)?;
+    let listener =
+      bind_listener(host, port, options.backlog, options.host_is_default).map_err(|error| {
+        let mut js = js_error(error.code(), error.to_string());
+        js.reason = format!("{} (syscall {})", error, error.syscall);
+        js
+      })?;
+    let config = PrimaryConfig {
+      slots,
+      seed,
+      max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
+      max_parked: options.max_parked as usize,
+      startup_wait: Duration::from_millis(u64::from(options.startup_wait)),
+    };
+    let sink = Box::new(move |event: PrimaryEvent| {
+      events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
+    });
+    let handle = PrimaryHandle::start(config, listener, sink).map_err(|error| {
+      js_error(
+        "ERR_STICKY_START",
+        format!("cannot start the accept loop: {error}"),
+      )
+    })?;
+    Ok(Balancer { handle })
+  }
+
+  #[napi]
+  pub fn address(&self) -> AddressInfo {
+    let address = self.handle.local_addr();
+    AddressInfo {
+      address: address.ip().to_string(),
+      family: if address.is_ipv4() {
+        "IPv4".into()
+      } else {
+        "IPv6".into()
+      },
+      port: u32::from(address.port()),
+    }
+  }
+
+  /// Creates the channel of a worker about to be forked into `slot`; returns
+  /// the worker's end as a raw fd, which the caller places in the child's
+  /// stdio and must then close (`fs.closeSync`).
+  #[napi]
+  pub fn open_slot(&self, slot: u32) -> Result<i32, ErrorCode> {
+    let slot = u16::try_from(slot).map_err(|_| {
+      js_error(
+        "ERR_STICKY_INVALID_SLOT",
+        format!("slot {slot} is out of range"),
+      )
+    })?;
+    let worker_end = self.handle.open_slot(slot).map_err(|error| {
+      js_error(
+        "ERR_STICKY_CHANNEL",
+        format!("cannot create the channel for slot {slot}: {error}"),
+      )
+    })?;
+    Ok(worker_end.into_raw_fd())
+  }
+
+  #[napi]
+  pub fn stats(&self) -> StatsObject {
+    to_js_stats(self.handle.stats().snapshot())
+  }
+
+  /// Stops accepting and closes the listening socket.
+  #[napi]
+  pub fn close(&self) {
+    self.handle.close();
+  }
+}
+
+fn to_js_event(event: PrimaryEvent) -> BalancerEvent {
+  let empty = BalancerEvent {
+    kind: String::new(),
+    slot: None,
+    pid: None,
+    requeued: None,
+    reason: None,
+    code: None,
+    message: None,
+    fatal: None,
+  };
+  match event {
+    PrimaryEvent::SlotReady { slot, pid } => BalancerEvent {
+      kind: "slot-ready".into(),
+      slot: Some(u32::from(slot)),
+      pid: Some(pid),
+      ..empty
+    },
+    PrimaryEvent::SlotClosed {
+      slot,
+      reason,
+      requeued,
+    } => BalancerEvent {
+      kind: "slot-closed".into(),
+      slot: Some(u32::from(slot)),
+      requeued: Some(u32::try_from(requeued).unwrap_or(u32::MAX)),
+      reason: Some(reason.into()),
+      ..empty
+    },
+    PrimaryEvent::Error {
+      code,
+      message,
+      fatal,
+    } => BalancerEvent {
+      kind: "error".into(),
+      code: Some(code),
+      message: Some(message),
+      fatal: Some(fatal),
+      ..empty
+    },
+  }
+}
+
+fn to_js_stats(snapshot: StatsSnapshot) -> StatsObject {
+  StatsObject {
+    accepted: snapshot.accepted as f64,
+    accept_errors: snapshot.accept_errors as f64,
+    dropped: snapshot.dropped as f64,
+    dropped_no_worker: snapshot.dropped_no_worker as f64,
+    parked: snapshot.parked as f64,
+    slots: snapshot
+      .slots
+      .into_iter()
+      .map(|slot| SlotStatsObject {
+        slot: slot.slot,
+        pid: slot.pid,
+        state: if slot.live {
+          "live".into()
+        } else {
+          "down".into()
+        },
+        respawns: slot.respawns as f64,
+        dispatched: slot.dispatched as f64,
+        acknowledged: slot.acknowledged as f64,
+        redispatched: slot.redispatched as f64,
+        dropped_queue_full: slot.dropped_queue_full as f64,
+        pending: slot.pending as f64,
+      })
+      .collect(),
+  }
+}

@@ -1,0 +1,160 @@
+//! `WorkerChannel`: a worker's end of its slot's channel, as JavaScript sees it.
+
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi_derive::napi;
+
+use super::error::{from_napi, js_error, ErrorCode};
+use crate::channel;
+use crate::worker::{Delivered, Receiver};
+
+/// Batches queued towards JavaScript before the receiver thread waits: the
+/// bound that turns a slow event loop into backpressure on the channel (and so
+/// on the primary's per-slot limit) instead of descriptors piling up here.
+const MAX_QUEUED_BATCHES: usize = 32;
+
+/// One connection for `index.js` to wrap in a `net.Socket`.
+#[napi(object)]
+pub struct Connection {
+  pub fd: i32,
+  pub remote_address: Option<String>,
+  pub remote_port: Option<u32>,
+  pub remote_family: Option<String>,
+  pub prefix: Option<Buffer>,
+}
+
+#[napi(object)]
+pub struct WorkerChannelStats {
+  pub received: f64,
+  pub lost_descriptors: f64,
+  pub invalid_records: f64,
+}
+
+#[napi]
+pub struct WorkerChannel {
+  channel: Option<OwnedFd>,
+  receiver: Option<Receiver>,
+}
+
+/// Takes ownership of the channel fd the primary placed in this worker: checks
+/// that it is one, and makes it close-on-exec so this worker's own children
+/// never inherit it.
+#[napi]
+pub fn claim_channel(fd: i32) -> Result<WorkerChannel, ErrorCode> {
+  if fd < 3 || !channel::is_seqpacket_socket(fd) {
+    return Err(js_error(
+      "ERR_STICKY_NO_CHANNEL",
+      format!(
+        "fd {fd} is not a sticky-session-rs channel: start workers through sticky.listen() in the primary, \
+         not with cluster.fork() or node directly"
+      ),
+    ));
+  }
+  channel::set_cloexec(fd)
+    .map_err(|error| js_error("ERR_STICKY_NO_CHANNEL", format!("fd {fd}: {error}")))?;
+  // SAFETY: the fd is open (getsockopt succeeded) and, by the contract with
+  // the primary (the env variable naming it), owned by nobody else here.
+  let channel = unsafe { OwnedFd::from_raw_fd(fd) };
+  Ok(WorkerChannel {
+    channel: Some(channel),
+    receiver: None,
+  })
+}
+
+#[napi]
+impl WorkerChannel {
+  /// Tells the primary this worker is ready and starts delivering
+  /// connections: `on_connections` receives arrays of `Connection`.
+  #[napi]
+  pub fn start(
+    &mut self,
+    on_connections: Function<'_, Vec<Connection>, ()>,
+  ) -> Result<(), ErrorCode> {
+    let channel = self.channel.take().ok_or_else(|| {
+      js_error(
+        "ERR_STICKY_CHANNEL_STATE",
+        "the channel was already started or closed",
+      )
+    })?;
+    let deliver = on_connections
+      .build_threadsafe_function::<Vec<Delivered>>()
+      .callee_handled::<false>()
+      .max_queue_size::<MAX_QUEUED_BATCHES>()
+      .build_callback(|context| {
+        Ok(
+          context
+            .value
+            .into_iter()
+            .map(to_js_connection)
+            .collect::<Vec<_>>(),
+        )
+      })
+      .map_err(from_napi)?;
+    let receiver = Receiver::start(channel, move |batch| {
+      // Blocking: a full queue makes this thread wait, so the kernel queue and
+      // then the primary feel the backpressure. On failure (JavaScript is
+      // gone) the batch is dropped here and its fds closed.
+      deliver.call(batch, ThreadsafeFunctionCallMode::Blocking) == Status::Ok
+    })
+    .map_err(|error| {
+      js_error(
+        "ERR_STICKY_CHANNEL",
+        format!("cannot start receiving connections: {error}"),
+      )
+    })?;
+    self.receiver = Some(receiver);
+    Ok(())
+  }
+
+  /// Stops taking connections; the primary sends the ones this worker did not
+  /// take to other workers.
+  #[napi]
+  pub fn close(&mut self) {
+    self.channel = None;
+    if let Some(receiver) = self.receiver.as_mut() {
+      receiver.close();
+    }
+  }
+
+  #[napi]
+  pub fn stats(&self) -> WorkerChannelStats {
+    match &self.receiver {
+      Some(receiver) => WorkerChannelStats {
+        received: receiver.stats().received.load(Relaxed) as f64,
+        lost_descriptors: receiver.stats().lost_descriptors.load(Relaxed) as f64,
+        invalid_records: receiver.stats().invalid_records.load(Relaxed) as f64,
+      },
+      None => WorkerChannelStats {
+        received: 0.0,
+        lost_descriptors: 0.0,
+        invalid_records: 0.0,
+      },
+    }
+  }
+}
+
+fn to_js_connection(delivered: Delivered) -> Connection {
+  let (remote_address, remote_port, remote_family) = match delivered.client {
+    Some(client) => (
+      Some(client.ip().to_string()),
+      Some(u32::from(client.port())),
+      Some(if client.is_ipv4() {
+        "IPv4".to_string()
+      } else {
+        "IPv6".to_string()
+      }),
+    ),
+    None => (None, None, None),
+  };
+  Connection {
+    // From here on the fd belongs to JavaScript (`net.Socket` closes it).
+    fd: delivered.fd.into_raw_fd(),
+    remote_address,
+    remote_port,
+    remote_family,
+    prefix: (!delivered.prefix.is_empty()).then(|| delivered.prefix.into()),
+  }
+}

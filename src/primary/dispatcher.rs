@@ -1,0 +1,658 @@
+//! Which worker gets a connection, and the bookkeeping that loses none.
+//!
+//! Single-threaded: owned by the accept loop's thread, borrowed by its tasks
+//! between awaits. Every connection is in exactly one place until a worker
+//! acknowledges it: `parked` (no worker alive), a slot's `backlog` (channel
+//! full) or a slot's `unacked` (sent, the primary still holds its fd). When a
+//! channel closes, everything it held goes back through `dispatch` to each
+//! client's next rendezvous choice.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channel;
+use crate::hrw::{LiveSlots, Rendezvous, SlotId};
+use crate::wire::{self, Handoff, Reply};
+
+use super::stats::Stats;
+
+/// An accepted connection on its way to a worker.
+pub struct Connection {
+  pub fd: OwnedFd,
+  pub key_hash: u64,
+  /// The client named by a PROXY header or trusted forwarding header.
+  pub client: Option<SocketAddr>,
+}
+
+/// Why a slot's channel closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelEnd {
+  /// The worker closed it: graceful `server.close()`, or the process exited.
+  WorkerClosed,
+  /// A send or receive failed (ECONNRESET, EPIPE, ...).
+  Failed,
+  /// The worker spoke something this build does not understand.
+  ProtocolError,
+  /// A new channel for the same slot replaced it.
+  Replaced,
+}
+
+/// What the loop must tell JavaScript about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+  /// The slot's channel task has work (a queued hand-off) or must notice a
+  /// closed or replaced channel.
+  Wake {
+    slot: SlotId,
+  },
+  SlotReady {
+    slot: SlotId,
+    pid: u32,
+  },
+  SlotClosed {
+    slot: SlotId,
+    end: ChannelEnd,
+    requeued: usize,
+  },
+  ProtocolError {
+    slot: SlotId,
+    message: String,
+  },
+}
+
+/// A slot's connection to its current worker.
+struct SlotChannel {
+  generation: u64,
+  fd: OwnedFd,
+  /// The worker said hello: its server is listening and its receiver runs.
+  ready: bool,
+  next_seq: u64,
+  /// Waiting for room in the channel, in order.
+  backlog: VecDeque<Connection>,
+  /// Sent and not yet acknowledged, in sequence order.
+  unacked: VecDeque<(u64, Connection)>,
+}
+
+impl SlotChannel {
+  fn pending(&self) -> usize {
+    self.backlog.len() + self.unacked.len()
+  }
+}
+
+/// The outcome of reading or writing a channel, for the task that waits on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+  /// The kernel has nothing more now: wait for readiness again.
+  WouldBlock,
+  /// Nothing left to do (nothing to write).
+  Idle,
+  /// The channel is gone (closed, replaced): the task should end.
+  Gone,
+}
+
+pub struct Dispatcher {
+  hrw: Rendezvous,
+  slots: Vec<Option<SlotChannel>>,
+  live: LiveSlots,
+  parked: VecDeque<Connection>,
+  max_pending_per_slot: usize,
+  max_parked: usize,
+  /// True once every slot has said hello once (or the start-up wait ended):
+  /// before that, clients would be spread over the first workers up and then
+  /// moved, breaking their sessions.
+  started: bool,
+  closed: bool,
+  next_generation: u64,
+  stats: Arc<Stats>,
+  notices: Vec<Notice>,
+  record: Vec<u8>,
+}
+
+pub struct DispatcherLimits {
+  pub max_pending_per_slot: usize,
+  pub max_parked: usize,
+}
+
+impl Dispatcher {
+  pub fn new(
+    hrw: Rendezvous,
+    slot_count: u16,
+    limits: DispatcherLimits,
+    stats: Arc<Stats>,
+  ) -> Self {
+    debug_assert_eq!(stats.slots.len(), usize::from(slot_count));
+    Dispatcher {
+      hrw,
+      slots: (0..slot_count).map(|_| None).collect(),
+      live: LiveSlots::default(),
+      parked: VecDeque::new(),
+      max_pending_per_slot: limits.max_pending_per_slot,
+      max_parked: limits.max_parked,
+      started: false,
+      closed: false,
+      next_generation: 1,
+      stats,
+      notices: Vec::new(),
+      record: Vec::with_capacity(wire::HANDOFF_HEADER_LEN),
+    }
+  }
+
+  pub fn hrw(&self) -> &Rendezvous {
+    &self.hrw
+  }
+
+  /// Whether the accept loop should take connections off the listen queue now.
+  /// When it should not, they wait in the kernel's backlog (the `backlog`
+  /// option), which costs the primary nothing.
+  pub fn accepting(&self) -> bool {
+    !self.closed && self.started && !self.live.is_empty()
+  }
+
+  /// Ends the start-up wait even if some workers never said hello.
+  pub fn end_startup_wait(&mut self) {
+    self.started = true;
+  }
+
+  pub fn close(&mut self) {
+    self.closed = true;
+  }
+
+  pub fn take_notices(&mut self) -> Vec<Notice> {
+    std::mem::take(&mut self.notices)
+  }
+
+  /// Installs a new channel for `slot`; returns its generation, which the
+  /// channel's task uses to notice that it has been replaced.
+  pub fn attach(&mut self, slot: SlotId, fd: OwnedFd) -> u64 {
+    if self.slots[usize::from(slot)].is_some() {
+      self.close_channel(slot, ChannelEnd::Replaced);
+    }
+    let generation = self.next_generation;
+    self.next_generation += 1;
+    self.slots[usize::from(slot)] = Some(SlotChannel {
+      generation,
+      fd,
+      ready: false,
+      next_seq: 1,
+      backlog: VecDeque::new(),
+      unacked: VecDeque::new(),
+    });
+    self.stats.slots[usize::from(slot)]
+      .channels
+      .fetch_add(1, Relaxed);
+    generation
+  }
+
+  pub fn channel_fd(&self, slot: SlotId, generation: u64) -> Option<&OwnedFd> {
+    self.current(slot, generation).map(|channel| &channel.fd)
+  }
+
+  pub fn wants_write(&self, slot: SlotId, generation: u64) -> bool {
+    self
+      .current(slot, generation)
+      .is_some_and(|channel| !channel.backlog.is_empty())
+  }
+
+  fn current(&self, slot: SlotId, generation: u64) -> Option<&SlotChannel> {
+    self
+      .slots
+      .get(usize::from(slot))?
+      .as_ref()
+      .filter(|channel| channel.generation == generation)
+  }
+
+  /// Sends `connection` to its client's first choice among the live slots,
+  /// parks it when no slot is live, and resets it when the chosen slot's queue
+  /// is full.
+  pub fn dispatch(&mut self, connection: Connection) {
+    let Some(slot) = self.hrw.pick(connection.key_hash, self.live.as_slice()) else {
+      self.park(connection);
+      return;
+    };
+    let index = usize::from(slot);
+    let Some(channel) = self.slots[index].as_mut() else {
+      debug_assert!(false, "live slot {slot} has no channel");
+      self.park(connection);
+      return;
+    };
+    if channel.pending() >= self.max_pending_per_slot {
+      self.stats.slots[index]
+        .dropped_queue_full
+        .fetch_add(1, Relaxed);
+      reset(connection);
+      return;
+    }
+    self.stats.slots[index].dispatched.fetch_add(1, Relaxed);
+    self.stats.slots[index].pending.fetch_add(1, Relaxed);
+    channel.backlog.push_back(connection);
+    if channel.backlog.len() == 1 {
+      // Nothing queued before it: send now rather than wait for the task.
+      let generation = channel.generation;
+      self.flush(slot, generation);
+    }
+  }
+
+  fn park(&mut self, connection: Connection) {
+    if self.parked.len() >= self.max_parked {
+      self.stats.dropped_no_worker.fetch_add(1, Relaxed);
+      reset(connection);
+      return;
+    }
+    self.parked.push_back(connection);
+    self.stats.parked.store(self.parked.len() as u64, Relaxed);
+  }
+
+  /// Sends what the slot's backlog holds until the channel is full.
+  pub fn flush(&mut self, slot: SlotId, generation: u64) -> Progress {
+    let index = usize::from(slot);
+    loop {
+      let Some(channel) = self.slots[index]
+        .as_mut()
+        .filter(|channel| channel.generation == generation)
+      else {
+        return Progress::Gone;
+      };
+      let Some(connection) = channel.backlog.front() else {
+        return Progress::Idle;
+      };
+      let seq = channel.next_seq;
+      wire::encode_handoff(
+        &Handoff {
+          seq,
+          client: connection.client,
+          prefix: &[],
+        },
+        &mut self.record,
+      );
+      match channel::send_record(
+        channel.fd.as_fd(),
+        &self.record,
+        Some(connection.fd.as_fd()),
+      ) {
+        Ok(()) => {
+          channel.next_seq += 1;
+          if let Some(connection) = channel.backlog.pop_front() {
+            channel.unacked.push_back((seq, connection));
+          }
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+          self.notices.push(Notice::Wake { slot });
+          return Progress::WouldBlock;
+        }
+        Err(_) => {
+          self.close_channel(slot, ChannelEnd::Failed);
+          return Progress::Gone;
+        }
+      }
+    }
+  }
+
+  /// Reads the worker's replies until the channel is empty.
+  pub fn read_replies(&mut self, slot: SlotId, generation: u64) -> Progress {
+    let mut buf = [0u8; 64];
+    loop {
+      let Some(channel) = self.current(slot, generation) else {
+        return Progress::Gone;
+      };
+      match channel::recv_record(channel.fd.as_fd(), &mut buf, false) {
+        Ok(received) if received.len == 0 => {
+          self.close_channel(slot, ChannelEnd::WorkerClosed);
+          return Progress::Gone;
+        }
+        // A worker never sends descriptors; one that arrives is closed here.
+        Ok(received) => match wire::decode_reply(&buf[..received.len]) {
+          Ok(reply) => self.on_reply(slot, reply),
+          Err(error) => {
+            self.notices.push(Notice::ProtocolError {
+              slot,
+              message: error.to_string(),
+            });
+            self.close_channel(slot, ChannelEnd::ProtocolError);
+            return Progress::Gone;
+          }
+        },
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Progress::WouldBlock,
+        Err(_) => {
+          self.close_channel(slot, ChannelEnd::Failed);
+          return Progress::Gone;
+        }
+      }
+    }
+  }
+
+  fn on_reply(&mut self, slot: SlotId, reply: Reply) {
+    let index = usize::from(slot);
+    let Some(channel) = self.slots[index].as_mut() else {
+      return;
+    };
+    match reply {
+      Reply::Hello { pid } => {
+        if channel.ready {
+          return;
+        }
+        channel.ready = true;
+        self.stats.slots[index].pid.store(pid, Relaxed);
+        self.notices.push(Notice::SlotReady { slot, pid });
+        self.rebuild_live();
+        if !self.started
+          && self
+            .slots
+            .iter()
+            .all(|s| s.as_ref().is_some_and(|c| c.ready))
+        {
+          self.started = true;
+        }
+        self.unpark();
+      }
+      Reply::Ack { up_to } => {
+        let mut acknowledged = 0u64;
+        while channel
+          .unacked
+          .front()
+          .is_some_and(|(seq, _)| *seq <= up_to)
+        {
+          // Dropping the connection closes the primary's copy of the fd; the
+          // worker holds its own.
+          channel.unacked.pop_front();
+          acknowledged += 1;
+        }
+        self.stats.slots[index]
+          .acknowledged
+          .fetch_add(acknowledged, Relaxed);
+        self.stats.slots[index]
+          .pending
+          .fetch_sub(acknowledged, Relaxed);
+      }
+    }
+  }
+
+  /// Closes a slot's channel and sends every connection its worker had not
+  /// taken to each client's next choice.
+  pub fn close_channel(&mut self, slot: SlotId, end: ChannelEnd) {
+    let index = usize::from(slot);
+    let Some(channel) = self.slots[index].take() else {
+      return;
+    };
+    let requeued: Vec<Connection> = channel
+      .backlog
+      .into_iter()
+      .chain(
+        channel
+          .unacked
+          .into_iter()
+          .map(|(_, connection)| connection),
+      )
+      .collect();
+    let slot_stats = &self.stats.slots[index];
+    slot_stats.pending.store(0, Relaxed);
+    slot_stats
+      .redispatched
+      .fetch_add(requeued.len() as u64, Relaxed);
+    slot_stats.pid.store(0, Relaxed);
+    self.notices.push(Notice::SlotClosed {
+      slot,
+      end,
+      requeued: requeued.len(),
+    });
+    self.notices.push(Notice::Wake { slot });
+    // `channel.fd` closes here: a worker still holding the other end sees EOF.
+    drop(channel.fd);
+    self.rebuild_live();
+    for connection in requeued {
+      self.dispatch(connection);
+    }
+  }
+
+  fn rebuild_live(&mut self) {
+    let live: Vec<SlotId> = self
+      .slots
+      .iter()
+      .enumerate()
+      .filter(|(_, channel)| channel.as_ref().is_some_and(|c| c.ready))
+      .map(|(slot, _)| slot as SlotId)
+      .collect();
+    for (slot, slot_stats) in self.stats.slots.iter().enumerate() {
+      slot_stats
+        .live
+        .store(live.contains(&(slot as SlotId)), Relaxed);
+    }
+    self.live = LiveSlots::from_slots(live);
+  }
+
+  fn unpark(&mut self) {
+    if self.live.is_empty() {
+      return;
+    }
+    let parked = std::mem::take(&mut self.parked);
+    self.stats.parked.store(0, Relaxed);
+    for connection in parked {
+      self.dispatch(connection);
+    }
+  }
+}
+
+/// Closes a connection with RST (`SO_LINGER` 0): the client learns at once
+/// that it was refused, and no `TIME_WAIT` is left in the primary.
+pub fn reset(connection: Connection) {
+  let socket = socket2::SockRef::from(&connection.fd);
+  let _ = socket.set_linger(Some(Duration::ZERO));
+  drop(connection);
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::channel::{recv_record, send_record};
+  use crate::wire::{decode_handoff, encode_reply};
+
+  struct Worker {
+    end: OwnedFd,
+  }
+
+  impl Worker {
+    fn say(&self, reply: Reply) {
+      send_record(self.end.as_fd(), &encode_reply(reply), None).unwrap();
+    }
+
+    /// Receives every handoff waiting, returning their sequence numbers.
+    fn take_all(&self) -> Vec<u64> {
+      let mut seqs = Vec::new();
+      let mut buf = [0u8; 256];
+      while let Ok(received) = recv_record(self.end.as_fd(), &mut buf, false) {
+        if received.len == 0 {
+          break;
+        }
+        seqs.push(decode_handoff(&buf[..received.len]).unwrap().seq);
+      }
+      seqs
+    }
+  }
+
+  fn dispatcher(slots: u16) -> (Dispatcher, Vec<(Worker, u64)>) {
+    let stats = Arc::new(Stats::new(usize::from(slots)));
+    let mut dispatcher = Dispatcher::new(
+      Rendezvous::default(),
+      slots,
+      DispatcherLimits {
+        max_pending_per_slot: 4,
+        max_parked: 2,
+      },
+      stats,
+    );
+    let mut workers = Vec::new();
+    for slot in 0..slots {
+      let (primary_end, worker_end) = channel::socketpair().unwrap();
+      let generation = dispatcher.attach(slot, primary_end);
+      let worker = Worker { end: worker_end };
+      worker.say(Reply::Hello {
+        pid: 1000 + u32::from(slot),
+      });
+      assert_eq!(
+        dispatcher.read_replies(slot, generation),
+        Progress::WouldBlock
+      );
+      workers.push((worker, generation));
+    }
+    (dispatcher, workers)
+  }
+
+  /// A connection whose key goes first to `slot` among `all` slots.
+  fn connection_for(dispatcher: &Dispatcher, slot: SlotId, all: &[SlotId]) -> Connection {
+    let key_hash = (0u64..)
+      .map(|i| dispatcher.hrw().key_hash(&i.to_le_bytes()))
+      .find(|&h| dispatcher.hrw().pick(h, all) == Some(slot))
+      .unwrap();
+    let (fd, _) = channel::socketpair().unwrap();
+    Connection {
+      fd,
+      key_hash,
+      client: None,
+    }
+  }
+
+  #[test]
+  fn accepting_waits_until_every_worker_said_hello() {
+    let stats = Arc::new(Stats::new(2));
+    let mut dispatcher = Dispatcher::new(
+      Rendezvous::default(),
+      2,
+      DispatcherLimits {
+        max_pending_per_slot: 4,
+        max_parked: 2,
+      },
+      stats,
+    );
+    let (first, first_worker) = channel::socketpair().unwrap();
+    let generation = dispatcher.attach(0, first);
+    let first_worker = Worker { end: first_worker };
+    first_worker.say(Reply::Hello { pid: 1 });
+    dispatcher.read_replies(0, generation);
+    assert!(!dispatcher.accepting(), "one of two workers is up: wait");
+    dispatcher.end_startup_wait();
+    assert!(dispatcher.accepting());
+  }
+
+  #[test]
+  fn acknowledged_connections_are_released_and_counted() {
+    let (mut dispatcher, workers) = dispatcher(2);
+    assert!(dispatcher.accepting());
+    let connection = connection_for(&dispatcher, 1, &[0, 1]);
+    dispatcher.dispatch(connection);
+    let (worker, generation) = &workers[1];
+    assert_eq!(worker.take_all(), vec![1]);
+    assert_eq!(dispatcher.stats.slots[1].pending.load(Relaxed), 1);
+    worker.say(Reply::Ack { up_to: 1 });
+    dispatcher.read_replies(1, *generation);
+    assert_eq!(dispatcher.stats.slots[1].acknowledged.load(Relaxed), 1);
+    assert_eq!(dispatcher.stats.slots[1].pending.load(Relaxed), 0);
+  }
+
+  #[test]
+  fn a_closed_worker_s_unacknowledged_connections_go_to_the_next_choice() {
+    let (mut dispatcher, mut workers) = dispatcher(3);
+    for _ in 0..3 {
+      let connection = connection_for(&dispatcher, 2, &[0, 1, 2]);
+      dispatcher.dispatch(connection);
+    }
+    let (dead, generation) = workers.remove(2);
+    assert_eq!(dead.take_all().len(), 3);
+    drop(dead);
+    assert_eq!(dispatcher.read_replies(2, generation), Progress::Gone);
+    let taken: usize = workers
+      .iter()
+      .map(|(worker, _)| worker.take_all().len())
+      .sum();
+    assert_eq!(
+      taken, 3,
+      "every unacknowledged connection reaches a survivor"
+    );
+    assert_eq!(dispatcher.stats.slots[2].redispatched.load(Relaxed), 3);
+    let notices = dispatcher.take_notices();
+    assert!(
+      notices.contains(&Notice::SlotClosed {
+        slot: 2,
+        end: ChannelEnd::WorkerClosed,
+        requeued: 3
+      }),
+      "{notices:?}"
+    );
+  }
+
+  #[test]
+  fn a_full_slot_resets_the_connection_and_counts_it() {
+    let (mut dispatcher, _workers) = dispatcher(2);
+    for _ in 0..5 {
+      let connection = connection_for(&dispatcher, 0, &[0, 1]);
+      dispatcher.dispatch(connection);
+    }
+    assert_eq!(dispatcher.stats.slots[0].dispatched.load(Relaxed), 4);
+    assert_eq!(
+      dispatcher.stats.slots[0].dropped_queue_full.load(Relaxed),
+      1
+    );
+    assert_eq!(dispatcher.stats.snapshot().dropped, 1);
+  }
+
+  #[test]
+  fn with_no_worker_alive_connections_park_then_flow_to_the_next_worker() {
+    let (mut dispatcher, workers) = dispatcher(1);
+    let (worker, generation) = &workers[0];
+    send_record(worker.end.as_fd(), b"", None).ok();
+    dispatcher.close_channel(0, ChannelEnd::Failed);
+    assert!(!dispatcher.accepting());
+    let _ = generation;
+    for _ in 0..3 {
+      let (fd, _) = channel::socketpair().unwrap();
+      dispatcher.dispatch(Connection {
+        fd,
+        key_hash: 7,
+        client: None,
+      });
+    }
+    assert_eq!(dispatcher.stats.parked.load(Relaxed), 2);
+    assert_eq!(dispatcher.stats.dropped_no_worker.load(Relaxed), 1);
+    let (primary_end, worker_end) = channel::socketpair().unwrap();
+    let generation = dispatcher.attach(0, primary_end);
+    let respawned = Worker { end: worker_end };
+    respawned.say(Reply::Hello { pid: 2 });
+    dispatcher.read_replies(0, generation);
+    assert_eq!(respawned.take_all(), vec![1, 2]);
+    assert_eq!(dispatcher.stats.slots[0].respawns_for_test(), 1);
+  }
+
+  #[test]
+  fn a_worker_speaking_another_protocol_is_disconnected_with_a_notice() {
+    let (mut dispatcher, workers) = dispatcher(1);
+    let (worker, generation) = &workers[0];
+    send_record(
+      worker.end.as_fd(),
+      &[9, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+      None,
+    )
+    .unwrap();
+    assert_eq!(dispatcher.read_replies(0, *generation), Progress::Gone);
+    let notices = dispatcher.take_notices();
+    assert!(
+      notices
+        .iter()
+        .any(|n| matches!(n, Notice::ProtocolError { slot: 0, .. })),
+      "{notices:?}"
+    );
+    assert!(
+      notices.iter().any(|n| matches!(
+        n,
+        Notice::SlotClosed {
+          slot: 0,
+          end: ChannelEnd::ProtocolError,
+          ..
+        }
+      )),
+      "{notices:?}"
+    );
+  }
+}

@@ -1,0 +1,472 @@
+//! The accept loop: a current-thread tokio runtime on a thread of its own.
+//!
+//! Tasks on one thread share the dispatcher without locks (`Rc<RefCell<_>>`,
+//! never borrowed across an await): one accepts, one per slot channel reads
+//! acknowledgements and flushes queued hand-offs, one takes commands from
+//! JavaScript. Sockets are edge-triggered (tokio), so a channel that stays
+//! readable costs one wake-up, not a spin.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::Socket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{mpsc, Notify};
+
+use crate::address::ClientKey;
+use crate::channel;
+use crate::hrw::{Rendezvous, SlotId};
+
+use super::dispatcher::{ChannelEnd, Connection, Dispatcher, DispatcherLimits, Notice, Progress};
+use super::listener::errno_name;
+use super::stats::Stats;
+
+pub struct PrimaryConfig {
+  pub slots: u16,
+  pub seed: u64,
+  /// Connections handed to one slot and not yet acknowledged (or not yet sent).
+  pub max_pending_per_slot: usize,
+  /// Connections held while no worker is alive.
+  pub max_parked: usize,
+  /// How long to wait for every worker's first hello before accepting with
+  /// the workers that are up.
+  pub startup_wait: Duration,
+}
+
+/// What the loop reports to JavaScript (through the binding's callback).
+#[derive(Debug, Clone)]
+pub enum PrimaryEvent {
+  SlotReady {
+    slot: SlotId,
+    pid: u32,
+  },
+  SlotClosed {
+    slot: SlotId,
+    reason: &'static str,
+    requeued: usize,
+  },
+  /// A failure the user should see as an `'error'` event; `fatal` means the
+  /// accept loop has stopped.
+  Error {
+    code: String,
+    message: String,
+    fatal: bool,
+  },
+}
+
+enum Command {
+  Attach { slot: SlotId, channel: OwnedFd },
+  Close,
+}
+
+/// The JavaScript side's handle on a running accept loop.
+pub struct PrimaryHandle {
+  commands: mpsc::UnboundedSender<Command>,
+  stats: Arc<Stats>,
+  local_addr: SocketAddr,
+  thread: Option<JoinHandle<()>>,
+}
+
+type EventSink = Box<dyn Fn(PrimaryEvent) + Send + 'static>;
+
+impl PrimaryHandle {
+  /// Starts the accept loop on `listener` (already bound and listening).
+  pub fn start(config: PrimaryConfig, listener: Socket, on_event: EventSink) -> io::Result<Self> {
+    let local_addr = listener
+      .local_addr()?
+      .as_socket()
+      .ok_or_else(|| io::Error::other("the listening socket has no IP address"))?;
+    let stats = Arc::new(Stats::new(usize::from(config.slots)));
+    let (commands, receiver) = mpsc::unbounded_channel();
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+      .name("sticky-accept".into())
+      .spawn(move || {
+        let on_event = Rc::new(on_event);
+        let sink = on_event.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+          run(config, listener, receiver, thread_stats, sink)
+        }));
+        let failure = match outcome {
+          Ok(Ok(())) => None,
+          Ok(Err(error)) => Some(format!("the accept loop stopped: {error}")),
+          Err(panic) => Some(format!(
+            "the accept loop panicked: {}",
+            panic_message(&panic)
+          )),
+        };
+        if let Some(message) = failure {
+          on_event(PrimaryEvent::Error {
+            code: "ERR_STICKY_ACCEPT_LOOP".into(),
+            message,
+            fatal: true,
+          });
+        }
+      })?;
+    Ok(PrimaryHandle {
+      commands,
+      stats,
+      local_addr,
+      thread: Some(thread),
+    })
+  }
+
+  pub fn local_addr(&self) -> SocketAddr {
+    self.local_addr
+  }
+
+  pub fn stats(&self) -> &Stats {
+    &self.stats
+  }
+
+  /// Creates the channel for a worker about to be forked into `slot` and
+  /// returns the worker's end, which the caller must place in the child and
+  /// then close. A previous channel of the slot is replaced.
+  pub fn open_slot(&self, slot: SlotId) -> io::Result<OwnedFd> {
+    if usize::from(slot) >= self.stats.slots.len() {
+      return Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("slot {slot} is out of range"),
+      ));
+    }
+    let (primary_end, worker_end) = channel::socketpair()?;
+    self
+      .commands
+      .send(Command::Attach {
+        slot,
+        channel: primary_end,
+      })
+      .map_err(|_| io::Error::other("the accept loop is not running"))?;
+    Ok(worker_end)
+  }
+
+  /// Stops accepting and closes the listening socket. Connections already
+  /// handed to workers are unaffected.
+  pub fn close(&self) {
+    let _ = self.commands.send(Command::Close);
+  }
+}
+
+impl Drop for PrimaryHandle {
+  fn drop(&mut self) {
+    let _ = self.commands.send(Command::Close);
+    // The thread ends with the process; joining here could block JavaScript.
+    drop(self.thread.take());
+  }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+  if let Some(text) = panic.downcast_ref::<&str>() {
+    (*text).to_string()
+  } else if let Some(text) = panic.downcast_ref::<String>() {
+    text.clone()
+  } else {
+    "unknown panic".into()
+  }
+}
+
+struct Shared {
+  dispatcher: RefCell<Dispatcher>,
+  /// One per slot: wakes that slot's channel task when it has something to
+  /// write or its channel was closed or replaced.
+  slot_wakeups: Vec<Notify>,
+  /// Wakes the accept task when accepting may have become possible.
+  gate: Notify,
+  on_event: Rc<EventSink>,
+}
+
+impl Shared {
+  /// Delivers the dispatcher's notices to JavaScript and wakes the accept
+  /// task when the set of live slots changed.
+  fn publish(&self) {
+    let notices = self.dispatcher.borrow_mut().take_notices();
+    for notice in notices {
+      let event = match notice {
+        Notice::Wake { slot } => {
+          if let Some(wakeup) = self.slot_wakeups.get(usize::from(slot)) {
+            wakeup.notify_one();
+          }
+          continue;
+        }
+        Notice::SlotReady { slot, pid } => {
+          self.gate.notify_one();
+          PrimaryEvent::SlotReady { slot, pid }
+        }
+        Notice::SlotClosed {
+          slot,
+          end,
+          requeued,
+        } => PrimaryEvent::SlotClosed {
+          slot,
+          requeued,
+          reason: match end {
+            ChannelEnd::WorkerClosed => "worker closed its channel",
+            ChannelEnd::Failed => "channel failed",
+            ChannelEnd::ProtocolError => "protocol error",
+            ChannelEnd::Replaced => "replaced by a new worker",
+          },
+        },
+        Notice::ProtocolError { slot, message } => PrimaryEvent::Error {
+          code: "ERR_STICKY_PROTOCOL".into(),
+          message: format!("worker in slot {slot} sent an invalid record: {message}"),
+          fatal: false,
+        },
+      };
+      (self.on_event)(event);
+    }
+  }
+}
+
+fn run(
+  config: PrimaryConfig,
+  listener: Socket,
+  mut commands: mpsc::UnboundedReceiver<Command>,
+  stats: Arc<Stats>,
+  on_event: Rc<EventSink>,
+) -> io::Result<()> {
+  let runtime = tokio::runtime::Builder::new_current_thread()
+    .enable_io()
+    .enable_time()
+    .build()?;
+  let local = tokio::task::LocalSet::new();
+  local.block_on(&runtime, async move {
+    let dispatcher = Dispatcher::new(
+      Rendezvous::new(config.seed),
+      config.slots,
+      DispatcherLimits {
+        max_pending_per_slot: config.max_pending_per_slot,
+        max_parked: config.max_parked,
+      },
+      stats.clone(),
+    );
+    let slot_wakeups = (0..config.slots).map(|_| Notify::new()).collect();
+    let shared = Rc::new(Shared {
+      dispatcher: RefCell::new(dispatcher),
+      slot_wakeups,
+      gate: Notify::new(),
+      on_event,
+    });
+
+    let startup = shared.clone();
+    tokio::task::spawn_local(async move {
+      tokio::time::sleep(config.startup_wait).await;
+      startup.dispatcher.borrow_mut().end_startup_wait();
+      startup.gate.notify_one();
+    });
+
+    let listener = register(listener, Interest::READABLE)?;
+    let acceptor = tokio::task::spawn_local(accept_connections(shared.clone(), listener, stats));
+
+    while let Some(command) = commands.recv().await {
+      match command {
+        Command::Attach { slot, channel } => {
+          let channel = register(channel, Interest::READABLE | Interest::WRITABLE)?;
+          let generation = shared
+            .dispatcher
+            .borrow_mut()
+            .attach(slot, channel.get_ref().try_clone()?);
+          shared.publish();
+          tokio::task::spawn_local(serve_channel(shared.clone(), slot, generation, channel));
+        }
+        Command::Close => {
+          shared.dispatcher.borrow_mut().close();
+          acceptor.abort();
+        }
+      }
+    }
+    // Every handle is gone: JavaScript dropped the primary. Nothing left to serve.
+    Ok(())
+  })
+}
+
+/// Registers an owned descriptor with the reactor.
+fn register<T: AsRawFd>(owned: T, interest: Interest) -> io::Result<AsyncFd<T>> {
+  // SAFETY: `owned` owns its descriptor (an `OwnedFd` or a `Socket`), so the
+  // descriptor stays open and unchanged for as long as the `AsyncFd` lives.
+  unsafe { AsyncFd::register_with_interest(owned, interest) }.map_err(io::Error::from)
+}
+
+/// Accepts connections while the dispatcher wants them, and dispatches each.
+async fn accept_connections(
+  shared: Rc<Shared>,
+  listener: AsyncFd<Socket>,
+  stats: Arc<Stats>,
+) -> io::Result<()> {
+  const ACCEPTS_PER_WAKEUP: usize = 64;
+  loop {
+    while !shared.dispatcher.borrow().accepting() {
+      shared.gate.notified().await;
+    }
+    let mut guard = listener.readable().await?;
+    for _ in 0..ACCEPTS_PER_WAKEUP {
+      match guard.get_inner().accept() {
+        Ok((socket, peer)) => {
+          stats.accepted.fetch_add(1, Relaxed);
+          let Some(peer) = peer.as_socket() else {
+            continue;
+          };
+          let mut dispatcher = shared.dispatcher.borrow_mut();
+          let key_hash = dispatcher
+            .hrw()
+            .key_hash(ClientKey::from_peer(peer).as_bytes());
+          dispatcher.dispatch(Connection {
+            fd: OwnedFd::from(socket),
+            key_hash,
+            client: None,
+          });
+          drop(dispatcher);
+          shared.publish();
+          if !shared.dispatcher.borrow().accepting() {
+            break;
+          }
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+          guard.clear_ready();
+          break;
+        }
+        Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+        Err(error) if error.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+        Err(error) => {
+          // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays in the
+          // kernel's queue. Back off instead of spinning on a listener that
+          // stays readable, and tell the user.
+          stats.accept_errors.fetch_add(1, Relaxed);
+          (shared.on_event)(PrimaryEvent::Error {
+            code: errno_name(&error).into(),
+            message: format!("accept failed: {error}; retrying in 100 ms"),
+            fatal: false,
+          });
+          drop(guard);
+          tokio::time::sleep(Duration::from_millis(100)).await;
+          break;
+        }
+      }
+    }
+    tokio::task::yield_now().await;
+  }
+}
+
+/// Serves one channel of one slot until it closes or is replaced.
+async fn serve_channel(
+  shared: Rc<Shared>,
+  slot: SlotId,
+  generation: u64,
+  channel: AsyncFd<OwnedFd>,
+) {
+  debug_assert!(channel.get_ref().as_raw_fd() >= 0);
+  loop {
+    let wants_write = {
+      let dispatcher = shared.dispatcher.borrow();
+      if dispatcher.channel_fd(slot, generation).is_none() {
+        return;
+      }
+      dispatcher.wants_write(slot, generation)
+    };
+    tokio::select! {
+      ready = channel.readable() => {
+        let Ok(mut guard) = ready else { break };
+        let progress = shared.dispatcher.borrow_mut().read_replies(slot, generation);
+        shared.publish();
+        match progress {
+          Progress::WouldBlock => guard.clear_ready(),
+          Progress::Gone => return,
+          Progress::Idle => {}
+        }
+      }
+      ready = channel.writable(), if wants_write => {
+        let Ok(mut guard) = ready else { break };
+        let progress = shared.dispatcher.borrow_mut().flush(slot, generation);
+        shared.publish();
+        match progress {
+          Progress::WouldBlock => guard.clear_ready(),
+          Progress::Gone => return,
+          Progress::Idle => {}
+        }
+      }
+      // A dispatch queued behind a full channel, or the channel was closed or replaced.
+      _ = shared.slot_wakeups[usize::from(slot)].notified() => {}
+    }
+  }
+  shared
+    .dispatcher
+    .borrow_mut()
+    .close_channel(slot, ChannelEnd::Failed);
+  shared.publish();
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::primary::listener::bind_listener;
+  use crate::wire::{decode_handoff, encode_reply, Reply};
+  use std::io::{Read, Write};
+  use std::net::{IpAddr, Ipv4Addr, TcpStream};
+  use std::os::fd::AsFd;
+  use std::sync::mpsc as std_mpsc;
+
+  #[test]
+  fn a_connection_reaches_the_worker_and_the_primary_releases_it_on_ack() {
+    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
+    let (events, event_log) = std_mpsc::channel();
+    let config = PrimaryConfig {
+      slots: 1,
+      seed: crate::hrw::DEFAULT_SEED,
+      max_pending_per_slot: 16,
+      max_parked: 16,
+      startup_wait: Duration::from_secs(5),
+    };
+    let handle = PrimaryHandle::start(
+      config,
+      listener,
+      Box::new(move |event| drop(events.send(format!("{event:?}")))),
+    )
+    .unwrap();
+    let worker = handle.open_slot(0).unwrap();
+    channel::send_record(worker.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), None).unwrap();
+
+    let mut client = TcpStream::connect(handle.local_addr()).unwrap();
+    client.write_all(b"ping").unwrap();
+
+    let mut buf = [0u8; 128];
+    let received = channel::recv_record(worker.as_fd(), &mut buf, true).unwrap();
+    let handoff = decode_handoff(&buf[..received.len]).unwrap();
+    assert_eq!(handoff.seq, 1);
+    let connection = std::net::TcpStream::from(received.fd.expect("the client's fd"));
+    channel::send_record(worker.as_fd(), &encode_reply(Reply::Ack { up_to: 1 }), None).unwrap();
+
+    let mut read = [0u8; 4];
+    (&connection).read_exact(&mut read).unwrap();
+    assert_eq!(&read, b"ping");
+    (&connection).write_all(b"pong").unwrap();
+    drop(connection);
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    assert_eq!(
+      reply, b"pong",
+      "the client sees EOF once the worker closes: the primary let go of the fd"
+    );
+    assert!(event_log
+      .recv_timeout(Duration::from_secs(5))
+      .unwrap()
+      .contains("SlotReady"));
+    // The primary closes its copy just before it counts the ack: allow for that instant.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while handle.stats().snapshot().slots[0].acknowledged == 0
+      && std::time::Instant::now() < deadline
+    {
+      std::thread::sleep(Duration::from_millis(5));
+    }
+    let snapshot = handle.stats().snapshot();
+    assert_eq!(snapshot.accepted, 1);
+    assert_eq!(snapshot.slots[0].acknowledged, 1);
+    assert_eq!(snapshot.slots[0].pending, 0);
+  }
+}

@@ -1,0 +1,101 @@
+//! Counters shared between the accept loop (writer) and JavaScript (reader).
+//!
+//! Plain relaxed atomics: each counter is exact, a snapshot is not one instant
+//! across counters, and reading never blocks the accept loop.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct SlotStats {
+  pub pid: AtomicU32,
+  pub live: AtomicBool,
+  /// Channels opened for this slot: 1 for the first worker, +1 per respawn.
+  pub channels: AtomicU64,
+  pub dispatched: AtomicU64,
+  pub acknowledged: AtomicU64,
+  /// Connections this slot's worker never took, sent to another slot.
+  pub redispatched: AtomicU64,
+  /// Connections reset because this slot's queue was full.
+  pub dropped_queue_full: AtomicU64,
+  /// Handed off and not yet acknowledged, or waiting for the channel.
+  pub pending: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Stats {
+  pub accepted: AtomicU64,
+  pub accept_errors: AtomicU64,
+  /// Connections reset because no worker was alive for longer than the park limit.
+  pub dropped_no_worker: AtomicU64,
+  /// Connections waiting for any worker to come up.
+  pub parked: AtomicU64,
+  pub slots: Vec<SlotStats>,
+}
+
+impl Stats {
+  pub fn new(slots: usize) -> Self {
+    Stats {
+      slots: (0..slots).map(|_| SlotStats::default()).collect(),
+      ..Default::default()
+    }
+  }
+
+  pub fn snapshot(&self) -> StatsSnapshot {
+    let slots: Vec<SlotSnapshot> = self
+      .slots
+      .iter()
+      .enumerate()
+      .map(|(slot, s)| SlotSnapshot {
+        slot: slot as u32,
+        pid: s.pid.load(Relaxed),
+        live: s.live.load(Relaxed),
+        respawns: s.channels.load(Relaxed).saturating_sub(1),
+        dispatched: s.dispatched.load(Relaxed),
+        acknowledged: s.acknowledged.load(Relaxed),
+        redispatched: s.redispatched.load(Relaxed),
+        dropped_queue_full: s.dropped_queue_full.load(Relaxed),
+        pending: s.pending.load(Relaxed),
+      })
+      .collect();
+    StatsSnapshot {
+      accepted: self.accepted.load(Relaxed),
+      accept_errors: self.accept_errors.load(Relaxed),
+      dropped_no_worker: self.dropped_no_worker.load(Relaxed),
+      parked: self.parked.load(Relaxed),
+      dropped: self.dropped_no_worker.load(Relaxed)
+        + slots.iter().map(|s| s.dropped_queue_full).sum::<u64>(),
+      slots,
+    }
+  }
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotSnapshot {
+  pub slot: u32,
+  pub pid: u32,
+  pub live: bool,
+  pub respawns: u64,
+  pub dispatched: u64,
+  pub acknowledged: u64,
+  pub redispatched: u64,
+  pub dropped_queue_full: u64,
+  pub pending: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatsSnapshot {
+  pub accepted: u64,
+  pub accept_errors: u64,
+  pub dropped_no_worker: u64,
+  pub parked: u64,
+  /// Every connection the primary reset, whatever the reason.
+  pub dropped: u64,
+  pub slots: Vec<SlotSnapshot>,
+}
+
+#[cfg(test)]
+impl SlotStats {
+  pub fn respawns_for_test(&self) -> u64 {
+    self.channels.load(Relaxed).saturating_sub(1)
+  }
+}

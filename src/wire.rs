@@ -1,0 +1,258 @@
+//! The records exchanged on a slot's hand-off channel. No I/O.
+//!
+//! The channel is a `SOCK_SEQPACKET` socketpair: one `sendmsg` is one record,
+//! so records need no framing. Primary → worker: a `Handoff` (the connection's
+//! fd travels beside it as `SCM_RIGHTS`). Worker → primary: `Hello` once the
+//! worker's server is ready, then cumulative `Ack`s ("I hold every connection
+//! up to this sequence number") — the primary keeps its copy of each fd until
+//! then, so a connection a dead worker never took can go to another worker.
+//!
+//! All integers are little-endian. Byte 0 is the protocol version, so a
+//! primary and a worker from different builds refuse each other clearly.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Every handoff record is this long, plus `prefix_len` bytes the primary
+/// consumed from the connection (a PROXY header is not among them: it is
+/// consumed and dropped).
+pub const HANDOFF_HEADER_LEN: usize = 48;
+pub const HELLO_LEN: usize = 8;
+pub const ACK_LEN: usize = 12;
+/// The largest record either side sends or expects.
+pub const MAX_RECORD_LEN: usize = HANDOFF_HEADER_LEN + MAX_PREFIX_LEN;
+/// Bytes of the connection the primary may hand over with it.
+pub const MAX_PREFIX_LEN: usize = 16 * 1024;
+
+const KIND_HANDOFF: u8 = 1;
+const KIND_HELLO: u8 = 0x10;
+const KIND_ACK: u8 = 0x11;
+
+const FAMILY_NONE: u8 = 0;
+const FAMILY_V4: u8 = 4;
+const FAMILY_V6: u8 = 6;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+  #[error("record of {len} bytes is too short for a {kind} record ({expected} bytes)")]
+  TooShort {
+    kind: &'static str,
+    len: usize,
+    expected: usize,
+  },
+  #[error("record speaks protocol version {found}, this build speaks {PROTOCOL_VERSION}: the primary and the workers must load the same sticky-session-rs build")]
+  Version { found: u8 },
+  #[error("unknown record kind {kind:#04x}")]
+  UnknownKind { kind: u8 },
+  #[error("address family byte {family} is not 0, 4 or 6")]
+  Family { family: u8 },
+}
+
+/// A connection handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff<'a> {
+  /// Per channel, increasing from 1; acknowledged cumulatively.
+  pub seq: u64,
+  /// The client as a PROXY header or trusted forwarding header named it, when
+  /// that differs from the socket's peer; the worker reports it as the
+  /// socket's remote address.
+  pub client: Option<SocketAddr>,
+  /// Bytes the primary read off the connection that the application must
+  /// still see first.
+  pub prefix: &'a [u8],
+}
+
+/// What a worker sends back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+  Hello { pid: u32 },
+  Ack { up_to: u64 },
+}
+
+pub fn encode_handoff(handoff: &Handoff<'_>, out: &mut Vec<u8>) {
+  debug_assert!(handoff.prefix.len() <= MAX_PREFIX_LEN);
+  out.clear();
+  out.resize(HANDOFF_HEADER_LEN, 0);
+  out[0] = PROTOCOL_VERSION;
+  out[1] = KIND_HANDOFF;
+  out[4..12].copy_from_slice(&handoff.seq.to_le_bytes());
+  match handoff.client {
+    None => out[12] = FAMILY_NONE,
+    Some(SocketAddr::V4(v4)) => {
+      out[12] = FAMILY_V4;
+      out[14..16].copy_from_slice(&v4.port().to_le_bytes());
+      out[16..20].copy_from_slice(&v4.ip().octets());
+    }
+    Some(SocketAddr::V6(v6)) => {
+      out[12] = FAMILY_V6;
+      out[14..16].copy_from_slice(&v6.port().to_le_bytes());
+      out[16..32].copy_from_slice(&v6.ip().octets());
+    }
+  }
+  out.extend_from_slice(handoff.prefix);
+}
+
+pub fn decode_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
+  check_header(record, "handoff", HANDOFF_HEADER_LEN, KIND_HANDOFF)?;
+  let seq = u64::from_le_bytes(array_at(record, 4));
+  let port = u16::from_le_bytes(array_at(record, 14));
+  let client = match record[12] {
+    FAMILY_NONE => None,
+    FAMILY_V4 => Some(SocketAddr::new(
+      IpAddr::V4(Ipv4Addr::from(array_at::<4>(record, 16))),
+      port,
+    )),
+    FAMILY_V6 => Some(SocketAddr::new(
+      IpAddr::V6(Ipv6Addr::from(array_at::<16>(record, 16))),
+      port,
+    )),
+    family => return Err(WireError::Family { family }),
+  };
+  Ok(Handoff {
+    seq,
+    client,
+    prefix: &record[HANDOFF_HEADER_LEN..],
+  })
+}
+
+pub fn encode_reply(reply: Reply) -> Vec<u8> {
+  match reply {
+    Reply::Hello { pid } => {
+      let mut out = vec![PROTOCOL_VERSION, KIND_HELLO, 0, 0];
+      out.extend_from_slice(&pid.to_le_bytes());
+      out
+    }
+    Reply::Ack { up_to } => {
+      let mut out = vec![PROTOCOL_VERSION, KIND_ACK, 0, 0];
+      out.extend_from_slice(&up_to.to_le_bytes());
+      out
+    }
+  }
+}
+
+pub fn decode_reply(record: &[u8]) -> Result<Reply, WireError> {
+  match record.get(1) {
+    Some(&KIND_HELLO) => {
+      check_header(record, "hello", HELLO_LEN, KIND_HELLO)?;
+      Ok(Reply::Hello {
+        pid: u32::from_le_bytes(array_at(record, 4)),
+      })
+    }
+    Some(&KIND_ACK) => {
+      check_header(record, "ack", ACK_LEN, KIND_ACK)?;
+      Ok(Reply::Ack {
+        up_to: u64::from_le_bytes(array_at(record, 4)),
+      })
+    }
+    Some(&kind) => Err(WireError::UnknownKind { kind }),
+    None => Err(WireError::TooShort {
+      kind: "reply",
+      len: record.len(),
+      expected: 2,
+    }),
+  }
+}
+
+fn check_header(
+  record: &[u8],
+  kind: &'static str,
+  expected: usize,
+  kind_byte: u8,
+) -> Result<(), WireError> {
+  if record.len() < expected {
+    return Err(WireError::TooShort {
+      kind,
+      len: record.len(),
+      expected,
+    });
+  }
+  if record[0] != PROTOCOL_VERSION {
+    return Err(WireError::Version { found: record[0] });
+  }
+  if record[1] != kind_byte {
+    return Err(WireError::UnknownKind { kind: record[1] });
+  }
+  Ok(())
+}
+
+/// `N` bytes at `at`; callers have checked the length.
+fn array_at<const N: usize>(record: &[u8], at: usize) -> [u8; N] {
+  let mut out = [0u8; N];
+  out.copy_from_slice(&record[at..at + N]);
+  out
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use proptest::prelude::*;
+
+  #[test]
+  fn a_handoff_without_client_round_trips() {
+    let mut buf = Vec::new();
+    let handoff = Handoff {
+      seq: 7,
+      client: None,
+      prefix: b"",
+    };
+    encode_handoff(&handoff, &mut buf);
+    assert_eq!(buf.len(), HANDOFF_HEADER_LEN);
+    assert_eq!(decode_handoff(&buf), Ok(handoff));
+  }
+
+  #[test]
+  fn replies_round_trip() {
+    for reply in [Reply::Hello { pid: 4242 }, Reply::Ack { up_to: u64::MAX }] {
+      assert_eq!(decode_reply(&encode_reply(reply)), Ok(reply));
+    }
+  }
+
+  #[test]
+  fn a_record_from_another_version_is_refused_with_a_reason() {
+    let mut record = encode_reply(Reply::Ack { up_to: 1 });
+    record[0] = 9;
+    let error = decode_reply(&record).unwrap_err();
+    assert_eq!(error, WireError::Version { found: 9 });
+    assert!(error.to_string().contains("same sticky-session-rs build"));
+  }
+
+  #[test]
+  fn truncated_records_are_refused() {
+    let record = encode_reply(Reply::Ack { up_to: 1 });
+    assert!(matches!(
+      decode_reply(&record[..5]),
+      Err(WireError::TooShort { .. })
+    ));
+    assert!(matches!(
+      decode_handoff(&[PROTOCOL_VERSION, KIND_HANDOFF]),
+      Err(WireError::TooShort { .. })
+    ));
+    assert!(decode_reply(&[]).is_err());
+  }
+
+  fn any_socket_addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+      (any::<u32>(), any::<u16>())
+        .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
+      (any::<u128>(), any::<u16>())
+        .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
+    ]
+  }
+
+  proptest! {
+    #[test]
+    fn every_handoff_round_trips(seq in any::<u64>(), client in proptest::option::of(any_socket_addr()), prefix in proptest::collection::vec(any::<u8>(), 0..256)) {
+      let mut buf = Vec::new();
+      let handoff = Handoff { seq, client, prefix: &prefix };
+      encode_handoff(&handoff, &mut buf);
+      prop_assert_eq!(decode_handoff(&buf), Ok(handoff));
+    }
+
+    #[test]
+    fn arbitrary_records_decode_or_fail_without_panic(record in proptest::collection::vec(any::<u8>(), 0..80)) {
+      let _ = decode_handoff(&record);
+      let _ = decode_reply(&record);
+    }
+  }
+}

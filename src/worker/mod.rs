@@ -1,0 +1,5 @@
+//! The worker process's side of the hand-off channel.
+
+mod receiver;
+
+pub use receiver::{Delivered, Receiver};

@@ -35,4 +35,16 @@ function stats() {
   return primary ? primary.stats() : null
 }
 
-module.exports = { listen, stats }
+/**
+ * In the primary: stops accepting, lets each worker finish its in-flight
+ * requests and exit, then calls `callback`. Workers are not respawned.
+ */
+function close(callback) {
+  if (!primary) {
+    if (callback) process.nextTick(callback)
+    return
+  }
+  primary.close(callback)
+}
+
+module.exports = { listen, stats, close }

@@ -39,7 +39,7 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
  * Starts `fixtures/app.js` (or `script`) with `config`; resolves once it
  * printed `listening` and `workers` workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true } = {}) {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true } = {}) {
   const child = spawn(process.execPath, [script], {
     env: { ...process.env, STICKY_TEST_CONFIG: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -70,6 +70,7 @@ async function startApp(config = {}, { script = APP, waitForWorkers = true } = {
     return app.find('online').map((e) => e.pid).filter((pid) => !exited.has(pid))
   }
   app.stop = () => stopApp(app)
+  if (!waitForListening) return app
   const listening = await app.waitFor('listening', () => true, 20000)
   app.port = listening.port
   const workers = config.options && config.options.workers !== undefined ? config.options.workers : 2
@@ -160,4 +161,17 @@ function rawConnection(port, localAddress = '127.0.0.1') {
   })
 }
 
-module.exports = { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }
+/** A port nothing listens on right now (for tests that need a busy port). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer()
+    probe.on('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+  })
+}
+
+module.exports = {
+  freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }

@@ -91,14 +91,17 @@ const MODES = [
   { name: 'sticky-session-rs (ip)', script: 'sticky-session-rs.js', ours: true, port0: true,
     env: { BENCH_ROUTING: 'ip' }, load: [], check: 'src' },
   { name: 'sticky-session-rs (header)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'header' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff' },
+    env: { BENCH_ROUTING: 'header' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff', routing: 'header' },
   { name: 'sticky-session-rs (proxy-protocol)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'proxy-protocol' }, load: ['--proxy-v1', '--src', '127.0.0.1'], check: 'proxy' },
+    env: { BENCH_ROUTING: 'proxy-protocol' }, load: ['--proxy-v1', '--src', '127.0.0.1'], check: 'proxy',
+    routing: 'proxy-protocol' },
   { name: 'sticky-session-rs (sid)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'sid' }, load: ['--sid-fraction', '0.3'], check: 'src' },
+    env: { BENCH_ROUTING: 'sid' }, load: ['--sid-fraction', '0.3'], check: 'src', routing: 'sid',
+    sioLoad: ['--sio-rotate-src'], note: 'socket.io sessions send each request from a different source IP' },
   { name: 'sticky-session 1.1.2', script: 'sticky-session.js', load: [], check: 'src', ref: true },
   { name: '@socket.io/sticky 2.0.1', script: 'socketio-sticky.js', load: [], check: 'src',
-    note: 'routes by engine.io sid only; sid-less requests go to the least-connection worker, which for plain HTTP (no socket.io sessions open) is always the first worker' },
+    sioLoad: ['--sio-rotate-src'],
+    note: 'socket.io sessions send each request from a different source IP; routes by engine.io sid only; sid-less requests go to the least-connection worker, which for plain HTTP (no socket.io sessions open) is always the first worker' },
   { name: 'socketio-sticky-session 0.4.3', script: 'socketio-sticky-session.js', load: [], check: 'src' },
   { name: 'socketio-sticky-session 0.4.3 (proxy)', script: 'socketio-sticky-session.js',
     env: { BENCH_SSS_PROXY: '1' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff',
@@ -288,7 +291,7 @@ function rawRequest(port, { localAddress, preamble = '', headers = {}, reqPath =
 
 /** 8 clients x 3 requests each: did each client always hit the same worker? */
 async function stickinessCheck(mode, port) {
-  const clients = 8, reps = 3;
+  const clients = 16, reps = 3;
   const seen = new Set();
   let sticky = true, ok = 0, fail = 0, lastErr = null;
   for (let c = 0; c < clients; c++) {
@@ -359,10 +362,29 @@ async function runMode(mode, round) {
 
     // Sanity + stickiness (also makes sure requests are actually served).
     rec.check = await stickinessCheck(mode, srv.port);
+    const notEffective = mode.routing ? `routing: '${mode.routing}' not effective (option ignored?): ` : '';
     if (rec.check.ok === 0) {
       rec.status = 'unavailable';
-      rec.reason = `server started but requests fail: ${rec.check.lastErr}`;
+      rec.reason = `${notEffective}server started but requests fail: ${rec.check.lastErr}`;
       return rec;
+    }
+    // Our routing modes must really route on what they claim to, or the numbers
+    // would just repeat the ip mode under another name.
+    if ((mode.routing === 'header' || mode.routing === 'proxy-protocol') && (rec.check.workersSeen < 2 || !rec.check.sticky)) {
+      rec.status = 'unavailable';
+      rec.reason = `${notEffective}16 clients differing only in ${mode.routing === 'header' ? 'X-Forwarded-For' : 'the PROXY line'} ` +
+        (rec.check.sticky ? 'all landed on one worker' : 'were not sticky');
+      return rec;
+    }
+    if (mode.routing === 'sid' && opt.socketio) {
+      const n = 12;
+      const r = await runLoadgen(['-t', target, '-c', '4', '--socketio', String(n), '-d', '10', '--sio-rotate-src'], 100);
+      rec.sid_check = r;
+      if (r.completed < n) {
+        rec.status = 'unavailable';
+        rec.reason = `${notEffective}${n - r.completed}/${n} socket.io sessions failed when each request came from a different source IP`;
+        return rec;
+      }
     }
 
     // Warm-up.
@@ -396,7 +418,7 @@ async function runMode(mode, round) {
     // socket.io long-polling sessions.
     if (opt.socketio) {
       const sio = await runLoadgen(['-t', target, '-c', String(opt.concurrency), '--socketio', String(opt.sioSessions),
-        '-d', String(opt.sioDuration), ...mode.load], opt.sioDuration * 9 + 10);
+        '-d', String(opt.sioDuration), ...mode.load, ...(mode.sioLoad || [])], opt.sioDuration * 9 + 10);
       rec.socketio = sio;
       rec.sio_sessions_per_s = sio.sessions_per_s;
       rec.sio_fail_rate = (sio.completed + sio.errors_total) ? sio.errors_total / (sio.completed + sio.errors_total) : 0;
@@ -491,7 +513,7 @@ function markdown(rows, meta) {
   const m = meta.machine;
   const notes = rows.filter((r) => r.status === 'ok').map((r) => {
     const trivially = r.sticky === true && r.workers_seen === 1 ? 'trivially: every client on the same worker; ' : '';
-    const bits = [`sticky: ${r.sticky === true ? 'yes' : r.sticky === false ? 'no' : '?'} (${trivially}${r.workers_seen} worker(s) seen in the 8-client check)`];
+    const bits = [`sticky: ${r.sticky === true ? 'yes' : r.sticky === false ? 'no' : '?'} (${trivially}${r.workers_seen} worker(s) seen in the 16-client check)`];
     if (r.workers_cpu_split) bits.push(`worker CPU split ${r.workers_cpu_split.join('/')} %`);
     if (r.per_round_conn_per_s.length > 1) bits.push(`conn/s per round: ${r.per_round_conn_per_s.map((x) => f(x)).join(', ')}`);
     if (Object.keys(r.http_errors).length) bits.push(`HTTP errors: ${JSON.stringify(r.http_errors)}`);
@@ -564,8 +586,16 @@ function ensureLoadgen() {
 }
 
 function ensurePeers() {
-  const missing = ['sticky-session', '@socket.io/sticky', 'socketio-sticky-session', 'socket.io']
-    .filter((p) => !fs.existsSync(path.join(BENCH, 'node_modules', p, 'package.json')));
+  const peers = ['sticky-session', '@socket.io/sticky', 'socketio-sticky-session', 'socket.io'];
+  const isMissing = (p) => !fs.existsSync(path.join(BENCH, 'node_modules', p, 'package.json'));
+  let missing = peers.filter(isMissing);
+  if (missing.length) {
+    // bench/ has its own package.json (private, gitignored node_modules): install it once.
+    log(`installing the peer packages in bench/ (npm install; missing: ${missing.join(', ')})…`);
+    spawnSync(process.platform === 'win32' ? 'npm.cmd' : 'npm', ['install', '--no-audit', '--no-fund'],
+      { cwd: BENCH, stdio: ['ignore', 2, 'inherit'], timeout: 300000 });
+    missing = peers.filter(isMissing);
+  }
   if (missing.length) {
     throw new Error(`peer packages missing (${missing.join(', ')}): run \`npm install\` in bench/ (cd bench && npm install)`);
   }

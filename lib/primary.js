@@ -150,6 +150,25 @@ class Primary {
   stats() {
     return this.balancer ? this.balancer.stats() : null
   }
+
+  /**
+   * Stops accepting, then lets every worker finish what it has in flight
+   * (`server.close()` in the worker) and exit; `callback` runs when all have.
+   */
+  close(callback) {
+    if (!this.closing) {
+      this.closing = true
+      if (this.balancer) this.balancer.close()
+    }
+    const workers = [...this.slots.values()].map((state) => state.worker).filter(Boolean)
+    let remaining = workers.length
+    const done = () => callback && process.nextTick(callback)
+    if (remaining === 0) return done()
+    for (const worker of workers) {
+      worker.once('exit', () => --remaining === 0 && done())
+      if (worker.isConnected()) worker.disconnect()
+    }
+  }
 }
 
 function startPrimary(server, port, options) {

@@ -124,9 +124,21 @@ function startWorker(server) {
     setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref()
   })
 
+  // The primary disconnecting this worker (graceful shutdown) closes the
+  // server like the user would: finish what is in flight, then exit.
+  if (cluster.worker) cluster.worker.once('disconnect', () => server.close())
+
   server.listen({ path: privateAddress(), exclusive: true }, () => {
     if (closed) return
-    channel.start(receive)
+    try {
+      channel.start(receive)
+    } catch (error) {
+      // The primary went away while this worker started: cluster is already
+      // ending this process. Anything else is the user's to handle.
+      if (cluster.worker && !cluster.worker.isConnected()) return
+      server.emit('error', error)
+      return
+    }
     debug('worker %d (slot %s) receiving', process.pid, process.env.STICKY_WORKER_SLOT)
   })
 }

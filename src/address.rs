@@ -16,13 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// IPv6: they are not what a dual-stack socket reports for IPv4 peers, and
 /// `::1` is one of them.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-  match ip {
-    IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-      Some(v4) => IpAddr::V4(v4),
-      None => IpAddr::V6(v6),
-    },
-    v4 => v4,
-  }
+  ip.to_canonical()
 }
 
 /// Bytes that identify a client for hashing: 4 bytes for IPv4, 16 for IPv6.

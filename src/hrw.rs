@@ -193,7 +193,7 @@ mod tests {
     let before = all_slots(8);
     let removed: SlotId = 3;
     let after: Vec<SlotId> = before.iter().copied().filter(|&s| s != removed).collect();
-    let mut moved_to = vec![0usize; 8];
+    let mut moved_to = [0usize; 8];
     let mut owned_by_removed = 0;
     for i in 0..50_000 {
       let key = hrw.key_hash(&ipv4_key(i));

@@ -1,12 +1,14 @@
 //! sticky-session-rs: sticky load balancing for Node.js cluster.
 //!
-//! Pure modules (no I/O): `address`, `hrw`, `wire`. I/O shells over them:
+//! Pure modules (no I/O): `address`, `hrw`, `wire`, `parsers` (PROXY v1/v2,
+//! HTTP request head, forwarding headers, trusted proxies). I/O shells over them:
 //! `channel` (the SEQPACKET hand-off socket), `primary` (listener, accept loop,
 //! dispatcher), `worker` (receiver). `binding` holds the `#[napi]` exports.
 
 pub mod address;
 pub mod channel;
 pub mod hrw;
+pub mod parsers;
 pub mod primary;
 pub mod wire;
 pub mod worker;

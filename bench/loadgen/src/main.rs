@@ -33,6 +33,7 @@ usage: loadgen --target HOST:PORT [options]
       --proxy-v1           send `PROXY TCP4 <client ip> <dst> <sport> <dport>` first
       --sid-fraction F     add ?sid=<random 20 chars> to this fraction of requests (0..1)
       --socketio N         run N engine.io v4 polling sessions instead of plain requests
+      --sio-rotate-src     every request of a session from the next source ip (tests sid routing)
       --path P             request path for HTTP mode (default /)
       --timeout-ms MS      per-connection timeout (default 5000)
       --clients N          distinct client ips for --xff/--proxy-v1 (default 4096)
@@ -50,6 +51,7 @@ struct Cfg {
     proxy_v1: bool,
     sid_fraction: f64,
     socketio: Option<u64>,
+    sio_rotate_src: bool,
     path: String,
     timeout: Duration,
     clients: u64,
@@ -106,6 +108,7 @@ fn parse_args() -> Cfg {
         proxy_v1: false,
         sid_fraction: 0.0,
         socketio: None,
+        sio_rotate_src: false,
         path: "/".into(),
         timeout: Duration::from_millis(5000),
         clients: 4096,
@@ -145,6 +148,7 @@ fn parse_args() -> Cfg {
                     die("--sid-fraction must be in [0,1]");
                 }
             }
+            "--sio-rotate-src" => cfg.sio_rotate_src = true,
             "--socketio" => cfg.socketio = Some(val(&mut i).parse().unwrap_or_else(|_| die("bad --socketio"))),
             "--path" => cfg.path = val(&mut i),
             "--timeout-ms" => cfg.timeout = Duration::from_millis(val(&mut i).parse().unwrap_or_else(|_| die("bad --timeout-ms"))),
@@ -442,12 +446,18 @@ fn packets(body: &[u8]) -> Vec<String> {
 
 async fn sio_session(sh: &Shared, i: u64, reqs: &Cell<u64>) -> Result<(), String> {
     let cfg = &sh.cfg;
-    let src = cfg.src[(i % cfg.src.len() as u64) as usize];
+    let nsrc = cfg.src.len() as u64;
+    let reqno = Cell::new(0u64);
     let client = client_ip(cfg, i);
     let sport = 1024 + ((i * 7919) % 64000) as u16;
     let base = "/socket.io/?EIO=4&transport=polling";
     let call = |method: &'static str, path: String, body: Option<&'static [u8]>| {
         reqs.set(reqs.get() + 1);
+        // Same source ip for the whole session, unless --sio-rotate-src (then each
+        // request comes from the next address: only sid-based routing keeps it sticky).
+        let k = if cfg.sio_rotate_src { i.wrapping_mul(7) + reqno.get() } else { i };
+        reqno.set(reqno.get() + 1);
+        let src = cfg.src[(k % nsrc) as usize];
         let req = build_request(cfg, method, &path, Some(&client), sport, body);
         async move {
             match tokio::time::timeout(cfg.timeout, one_request(cfg, src, &req, &sh.no_close)).await {

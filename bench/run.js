@@ -339,7 +339,7 @@ function runLoadgen(args, capSeconds) {
 
 // ---------------------------------------------------------------- one mode, one round
 async function runMode(mode, round) {
-  const rec = { mode: mode.name, round, status: 'ok' };
+  const rec = { mode: mode.name, round, status: 'ok', loadavg1_at_start: Number(os.loadavg()[0].toFixed(2)) };
   const port = mode.port0 ? 0 : await freePort();
   let srv;
   const t0 = Date.now();
@@ -455,6 +455,7 @@ function aggregate(records) {
         row[k] = median(ok.map((r) => r[k]));
       }
       row.per_round_conn_per_s = ok.map((r) => r.conn_per_s);
+      row.failed_rounds = recs.filter((r) => r.status !== 'ok').map((r) => ({ round: r.round, reason: r.reason }));
       row.sticky = ok.every((r) => r.check && r.check.sticky === true) ? true
         : ok.some((r) => r.check && r.check.sticky === false) ? false : null;
       row.workers_seen = Math.max(...ok.map((r) => (r.check ? r.check.workersSeen : 0)));
@@ -516,6 +517,10 @@ function markdown(rows, meta) {
     const bits = [`sticky: ${r.sticky === true ? 'yes' : r.sticky === false ? 'no' : '?'} (${trivially}${r.workers_seen} worker(s) seen in the 16-client check)`];
     if (r.workers_cpu_split) bits.push(`worker CPU split ${r.workers_cpu_split.join('/')} %`);
     if (r.per_round_conn_per_s.length > 1) bits.push(`conn/s per round: ${r.per_round_conn_per_s.map((x) => f(x)).join(', ')}`);
+    if (r.failed_rounds.length) {
+      const first = r.failed_rounds[0];
+      bits.push(`**only ${r.rounds} of ${meta.rounds} round(s) ran**: unavailable from round ${first.round} (${first.reason})`);
+    }
     if (Object.keys(r.http_errors).length) bits.push(`HTTP errors: ${JSON.stringify(r.http_errors)}`);
     if (Object.keys(r.sio_errors).length) bits.push(`socket.io errors: ${JSON.stringify(r.sio_errors)}`);
     if (r.note) bits.push(r.note);
@@ -524,7 +529,7 @@ function markdown(rows, meta) {
   return `# sticky-session-rs benchmark
 
 - date: ${m.date}
-- machine: ${m.nproc} CPU(s), ${m.cpu}, ${m.kernel}, load average at start ${m.loadavg.join(' / ')}
+- machine: ${m.nproc} CPU(s), ${m.cpu}, ${m.kernel}; load average (1/5/15 min) at start ${m.loadavg.join(' / ')}, at end ${meta.loadavg_end.join(' / ')}
 - Node ${m.node}; 2 workers per mode; each mode a fresh primary process
 - ${meta.rounds} round(s)${meta.quick ? ' (--quick)' : ''}, modes in ${meta.order} order; per mode and round: ${meta.warmup} warm-up connections, then up to ${meta.connections} connections or ${meta.duration} s (first reached), concurrency ${meta.concurrency}, one new TCP connection per request from 249 source IPs (127.0.0.2–127.0.0.250; header/proxy-protocol modes: from 127.0.0.1 with the client IP in X-Forwarded-For / PROXY v1)
 - socket.io: ${meta.socketio ? `up to ${meta.sioSessions} engine.io v4 polling sessions or ${meta.sioDuration} s (handshake, connect, emit with ack, close; every request a new connection)` : 'skipped'}
@@ -671,6 +676,7 @@ async function main() {
     warmup: opt.warmup, connections: opt.connections, duration: opt.duration, concurrency: opt.concurrency,
     socketio: opt.socketio, sioSessions: opt.sioSessions, sioDuration: opt.sioDuration,
     elapsed_s: (Date.now() - tStart) / 1000,
+    loadavg_end: os.loadavg().map((x) => Number(x.toFixed(2))),
   };
   fs.mkdirSync(RESULTS, { recursive: true });
   const md = markdown(rows, meta);

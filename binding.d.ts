@@ -38,6 +38,12 @@ export declare class WorkerChannel {
    * take to other workers.
    */
   close(): void
+  /**
+   * Tells the primary that this worker opened (`opened`) or closed an
+   * engine.io session, so requests carrying its `sid` are routed here.
+   * Returns false if the report could not be sent.
+   */
+  reportSession(sid: string, opened: boolean): boolean
   stats(): WorkerChannelStats
 }
 
@@ -74,6 +80,23 @@ export interface BalancerOptions {
   maxParked: number
   /** Milliseconds to wait for every worker's first hello before accepting. */
   startupWait: number
+  /** `'ip'`, `'header'`, `'proxy-protocol'` or `'sid'`. */
+  routing: string
+  /** Header routing: a header name (lower case) in `X-Forwarded-For` format, or `'forwarded'` (RFC 7239). */
+  header: string
+  /** IPs and CIDRs (and `loopback`, `linklocal`, `uniquelocal`) whose PROXY headers and forwarding headers are believed. */
+  trustedProxies: Array<string>
+  ignoreMissingHeader: boolean
+  /** Milliseconds a client has to send its PROXY header or request head. */
+  headerTimeout: number
+  maxHeaderBytes: number
+  /** Connections reading their header at once. */
+  maxPendingHeaders: number
+  /** `'least-connection'`, `'round-robin'` or `'random'`: where new engine.io sessions go. */
+  loadBalancingMethod: string
+  /** Milliseconds an idle session entry is kept. */
+  sessionTtl: number
+  maxSessions: number
 }
 
 /**
@@ -102,6 +125,7 @@ export interface SlotStatsObject {
   redispatched: number
   droppedQueueFull: number
   pending: number
+  sessions: number
 }
 
 export interface StatsObject {
@@ -110,6 +134,13 @@ export interface StatsObject {
   dropped: number
   droppedNoWorker: number
   parked: number
+  readingHeader: number
+  droppedHeaderTimeout: number
+  droppedInvalidHeader: number
+  droppedUntrustedProxy: number
+  droppedHeaderOverflow: number
+  closedBeforeHeader: number
+  sessionsRefused: number
   slots: Array<SlotStatsObject>
 }
 

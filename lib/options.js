@@ -13,6 +13,61 @@ const DEFAULTS = {
   maxPendingPerSlot: 1024,
   maxParked: 4096,
   startupWait: 10000,
+  routing: 'ip',
+  header: 'x-forwarded-for',
+  trustedProxies: ['loopback'],
+  ignoreMissingHeader: true,
+  headerTimeout: 5000,
+  maxHeaderBytes: 16384,
+  maxPendingHeaders: 1024,
+  loadBalancingMethod: 'least-connection',
+  sessionTtl: 120000,
+  maxSessions: 100000,
+}
+
+const ROUTING_MODES = ['ip', 'header', 'proxy-protocol', 'sid']
+const BALANCING_METHODS = ['least-connection', 'round-robin', 'random']
+
+function oneOf(name, value, allowed, fallback) {
+  if (value === undefined || value === null) return fallback
+  if (!allowed.includes(value)) {
+    throw stickyError(
+      'ERR_STICKY_INVALID_OPTION',
+      `options.${name} must be one of ${allowed.map((v) => `'${v}'`).join(', ')}, got ${describe(value)}`,
+    )
+  }
+  return value
+}
+
+function booleanOption(name, value, fallback) {
+  if (value === undefined || value === null) return fallback
+  if (typeof value !== 'boolean') {
+    throw stickyError('ERR_STICKY_INVALID_OPTION', `options.${name} must be true or false, got ${describe(value)}`)
+  }
+  return value
+}
+
+function headerName(value) {
+  if (value === undefined || value === null) return DEFAULTS.header
+  if (typeof value !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(value)) {
+    throw stickyError(
+      'ERR_STICKY_INVALID_OPTION',
+      `options.header must be an HTTP header name such as 'x-forwarded-for', 'x-real-ip' or 'forwarded', got ${describe(value)}`,
+    )
+  }
+  return value.toLowerCase()
+}
+
+function trustedProxies(value) {
+  if (value === undefined || value === null) return DEFAULTS.trustedProxies
+  const list = typeof value === 'string' ? value.split(',').map((entry) => entry.trim()) : value
+  if (!Array.isArray(list) || list.length === 0 || !list.every((entry) => typeof entry === 'string' && entry !== '')) {
+    throw stickyError(
+      'ERR_STICKY_INVALID_OPTION',
+      `options.trustedProxies must be a non-empty array of IP addresses, CIDR ranges or 'loopback' / 'linklocal' / 'uniquelocal', got ${describe(value)}`,
+    )
+  }
+  return list
 }
 
 function isPlainObject(value) {
@@ -91,6 +146,23 @@ function listenOptions(options) {
     maxPendingPerSlot: positiveInteger('maxPendingPerSlot', options.maxPendingPerSlot, DEFAULTS.maxPendingPerSlot),
     maxParked: positiveInteger('maxParked', options.maxParked, DEFAULTS.maxParked),
     startupWait: positiveInteger('startupWait', options.startupWait, DEFAULTS.startupWait),
+    ...routingOptions(options),
+  }
+}
+
+/** The routing options, shared by every API shape. */
+function routingOptions(options) {
+  return {
+    routing: oneOf('routing', options.routing, ROUTING_MODES, DEFAULTS.routing),
+    header: headerName(options.header),
+    trustedProxies: trustedProxies(options.trustedProxies),
+    ignoreMissingHeader: booleanOption('ignoreMissingHeader', options.ignoreMissingHeader, DEFAULTS.ignoreMissingHeader),
+    headerTimeout: positiveInteger('headerTimeout', options.headerTimeout, DEFAULTS.headerTimeout),
+    maxHeaderBytes: positiveInteger('maxHeaderBytes', options.maxHeaderBytes, DEFAULTS.maxHeaderBytes, 1024 * 1024),
+    maxPendingHeaders: positiveInteger('maxPendingHeaders', options.maxPendingHeaders, DEFAULTS.maxPendingHeaders),
+    loadBalancingMethod: oneOf('loadBalancingMethod', options.loadBalancingMethod, BALANCING_METHODS, DEFAULTS.loadBalancingMethod),
+    sessionTtl: positiveInteger('sessionTtl', options.sessionTtl, DEFAULTS.sessionTtl),
+    maxSessions: positiveInteger('maxSessions', options.maxSessions, DEFAULTS.maxSessions),
   }
 }
 

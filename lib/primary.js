@@ -54,6 +54,16 @@ class Primary {
           maxPendingPerSlot: options.maxPendingPerSlot,
           maxParked: options.maxParked,
           startupWait: options.startupWait,
+          routing: options.routing,
+          header: options.header,
+          trustedProxies: options.trustedProxies,
+          ignoreMissingHeader: options.ignoreMissingHeader,
+          headerTimeout: options.headerTimeout,
+          maxHeaderBytes: options.maxHeaderBytes,
+          maxPendingHeaders: options.maxPendingHeaders,
+          loadBalancingMethod: options.loadBalancingMethod,
+          sessionTtl: options.sessionTtl,
+          maxSessions: options.maxSessions,
         },
         (event) => this.onBalancerEvent(event),
       )
@@ -93,6 +103,7 @@ class Primary {
         ...this.options.env,
         STICKY_WORKER_SLOT: String(slot),
         STICKY_CHANNEL_FD: String(channelIndex),
+        STICKY_ROUTING: this.options.routing,
       })
     } finally {
       cluster.setupPrimary({ stdio: previousStdio })

@@ -8,6 +8,7 @@ const cluster = require('cluster')
 const net = require('net')
 const os = require('os')
 const path = require('path')
+const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel } = require('./native')
 const { stickyError } = require('./errors')
@@ -89,9 +90,64 @@ function adopt(server, socketOptions, connection) {
   if (connection.prefix !== undefined && !server.pauseOnConnect) socket.resume()
 }
 
-function startWorker(server) {
-  const channel = takeChannel()
+/** True for an engine.io polling handshake: `EIO=`, `transport=polling`, no `sid`. */
+function isPollingHandshake(url) {
+  const query = url.slice(url.indexOf('?') + 1)
+  return /(^|&)EIO=/.test(query) && /(^|&)transport=polling(&|$)/.test(query) && !/(^|&)sid=/.test(query)
+}
+
+/** The sid in an engine.io handshake response body (`0{"sid":"..."` , EIO 4; `97:0{...` , EIO 3). */
+function sidOfHandshake(chunk) {
+  const head = typeof chunk === 'string' ? chunk.slice(0, 512) : Buffer.isBuffer(chunk) ? chunk.toString('latin1', 0, 512) : ''
+  if (!/^(\d+:)?0\{/.test(head)) return null
+  const match = /"sid":"([^"\\]{1,255})"/.exec(head)
+  return match ? match[1] : null
+}
+
+/**
+ * Routing by `sid` or by a forwarding header assumes one client per
+ * connection: `Connection: close` keeps a proxy or a client from reusing a
+ * connection (routed for one session or client) for another. In `sid` mode,
+ * each polling handshake's new sid is reported to the primary before the
+ * response leaves, so the client's next request is already routable.
+ */
+function routeAwareResponses(server, channel, routing) {
+  if (routing !== 'sid' && routing !== 'header') return
+  // Hooked on `emit`, not as a 'request' listener: engine.io's attach()
+  // removes the server's request listeners and calls them only for requests
+  // that are not its own.
+  const emit = server.emit
+  server.emit = function emitRouteAware(event, req, res) {
+    if (event === 'request') {
+      res.setHeader('Connection', 'close')
+      if (routing === 'sid' && isPollingHandshake(req.url)) {
+        const end = res.end
+        res.end = function endReportingSession(chunk, ...rest) {
+          const sid = sidOfHandshake(chunk)
+          if (sid) channel.reportSession(sid, true)
+          return end.call(this, chunk, ...rest)
+        }
+      }
+    }
+    return emit.apply(this, arguments)
+  }
+}
+
+/**
+ * A TLS server wraps each socket in a TLSSocket with its own peer name: give
+ * it the client address the primary read from a PROXY header too.
+ */
+function tlsPeerNames(server) {
+  if (!(server instanceof tls.Server)) return
+  server.prependListener('secureConnection', (tlsSocket) => {
+    if (tlsSocket._parent && tlsSocket._parent._peername) tlsSocket._peername = tlsSocket._parent._peername
+  })
+}
+
+function startWorker(server, { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = {}) {
   const socketOptions = socketOptionsOf(server)
+  routeAwareResponses(server, channel, routing)
+  if (routing === 'proxy-protocol') tlsPeerNames(server)
   let closed = false
 
   const receive = (connections) => {
@@ -143,4 +199,4 @@ function startWorker(server) {
   })
 }
 
-module.exports = { startWorker, claimFromEnvironment }
+module.exports = { startWorker, claimFromEnvironment, takeChannel }

@@ -55,12 +55,7 @@ impl ClientKey {
 
   pub fn ip(&self) -> IpAddr {
     if self.len == 4 {
-      IpAddr::V4(Ipv4Addr::new(
-        self.bytes[0],
-        self.bytes[1],
-        self.bytes[2],
-        self.bytes[3],
-      ))
+      IpAddr::V4(Ipv4Addr::new(self.bytes[0], self.bytes[1], self.bytes[2], self.bytes[3]))
     } else {
       IpAddr::V6(Ipv6Addr::from(self.bytes))
     }
@@ -137,18 +132,8 @@ mod tests {
 
   #[test]
   fn scope_id_is_not_part_of_the_key() {
-    let a = SocketAddr::V6(std::net::SocketAddrV6::new(
-      "fe80::1".parse().unwrap(),
-      1,
-      0,
-      2,
-    ));
-    let b = SocketAddr::V6(std::net::SocketAddrV6::new(
-      "fe80::1".parse().unwrap(),
-      2,
-      0,
-      7,
-    ));
+    let a = SocketAddr::V6(std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 1, 0, 2));
+    let b = SocketAddr::V6(std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 2, 0, 7));
     assert_eq!(ClientKey::from_peer(a), ClientKey::from_peer(b));
     assert_eq!(ClientKey::from_peer(a).as_bytes().len(), 16);
   }

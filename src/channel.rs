@@ -9,8 +9,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
-  self, recvmsg, sendmsg, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
-  SockType,
+  self, recvmsg, sendmsg, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 
 /// A new channel: `(primary_end, worker_end)`, both close-on-exec. The primary
@@ -18,12 +17,7 @@ use nix::sys::socket::{
 /// is blocking (a dedicated thread waits on it) and is made inheritable only
 /// by the `dup2` that places it in the forked worker.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-  let (primary, worker) = socket::socketpair(
-    AddressFamily::Unix,
-    SockType::SeqPacket,
-    None,
-    cloexec_flag(),
-  )?;
+  let (primary, worker) = socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, cloexec_flag())?;
   set_cloexec(primary.as_raw_fd())?;
   set_cloexec(worker.as_raw_fd())?;
   set_nonblocking(primary.as_raw_fd(), true)?;
@@ -69,11 +63,7 @@ pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
   if flags < 0 {
     return Err(io::Error::last_os_error());
   }
-  let wanted = if nonblocking {
-    flags | libc::O_NONBLOCK
-  } else {
-    flags & !libc::O_NONBLOCK
-  };
+  let wanted = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
   // SAFETY: as above.
   if wanted != flags && unsafe { libc::fcntl(fd, libc::F_SETFL, wanted) } < 0 {
     return Err(io::Error::last_os_error());
@@ -87,26 +77,15 @@ pub fn is_seqpacket_socket(fd: RawFd) -> bool {
   let mut kind: libc::c_int = 0;
   let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
   // SAFETY: `kind` and `len` are valid for writes of the sizes given.
-  let rc = unsafe {
-    libc::getsockopt(
-      fd,
-      libc::SOL_SOCKET,
-      libc::SO_TYPE,
-      (&mut kind as *mut libc::c_int).cast(),
-      &mut len,
-    )
-  };
+  let rc =
+    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len) };
   rc == 0 && kind == libc::SOCK_SEQPACKET
 }
 
 /// Sends one record, with `fd` attached when given, without blocking and
 /// without `SIGPIPE`. `WouldBlock` means the worker's queue is full: keep the
 /// record and retry when the channel is writable.
-pub fn send_record(
-  channel: BorrowedFd<'_>,
-  record: &[u8],
-  fd: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
+pub fn send_record(channel: BorrowedFd<'_>, record: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
   let iov = [IoSlice::new(record)];
   let raw = fd.map(|fd| [fd.as_raw_fd()]);
   let rights = raw.as_ref().map(|raw| ControlMessage::ScmRights(raw));
@@ -120,10 +99,7 @@ pub fn send_record(
       Ok(sent) if sent == record.len() => return Ok(()),
       Ok(sent) => {
         // SEQPACKET sends records whole or not at all; anything else is a kernel surprise.
-        return Err(io::Error::other(format!(
-          "short send on the hand-off channel: {sent} of {} bytes",
-          record.len()
-        )));
+        return Err(io::Error::other(format!("short send on the hand-off channel: {sent} of {} bytes", record.len())));
       }
       Err(nix::errno::Errno::EINTR) => continue,
       Err(errno) => return Err(errno.into()),
@@ -158,9 +134,7 @@ pub fn recv_record(channel: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::R
       Err(nix::errno::Errno::EINTR) => continue,
       Err(errno) => return Err(errno.into()),
     };
-    let truncated = message
-      .flags
-      .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let truncated = message.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
     let mut fds: Vec<OwnedFd> = Vec::new();
     // `cmsgs()` refuses a truncated control buffer; the descriptors that did
     // arrive are then read below from a second pass that ignores the flag.
@@ -168,11 +142,7 @@ pub fn recv_record(channel: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::R
       for cmsg in cmsgs {
         if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
           // SAFETY: the kernel just installed these descriptors in this process for us.
-          fds.extend(
-            raw_fds
-              .into_iter()
-              .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }),
-          );
+          fds.extend(raw_fds.into_iter().map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }));
         }
       }
     }
@@ -224,10 +194,7 @@ mod tests {
     let error = recv_record(primary.as_fd(), &mut buf, false).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
     drop(worker);
-    assert_eq!(
-      recv_record(primary.as_fd(), &mut buf, false).unwrap().len,
-      0
-    );
+    assert_eq!(recv_record(primary.as_fd(), &mut buf, false).unwrap().len, 0);
   }
 
   #[test]
@@ -250,12 +217,6 @@ mod tests {
     let (primary, worker) = socketpair().unwrap();
     drop(worker);
     let error = send_record(primary.as_fd(), b"x", None).unwrap_err();
-    assert!(
-      matches!(
-        error.raw_os_error(),
-        Some(libc::EPIPE) | Some(libc::ECONNRESET)
-      ),
-      "{error}"
-    );
+    assert!(matches!(error.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET)), "{error}");
   }
 }

@@ -82,10 +82,7 @@ impl Rendezvous {
   /// All candidates in order of preference: the first is `pick`'s answer, the
   /// second is where the key goes if the first is unavailable, and so on.
   pub fn ranked(&self, key_hash: u64, candidates: &[SlotId]) -> Vec<SlotId> {
-    let mut scored: Vec<(u64, SlotId)> = candidates
-      .iter()
-      .map(|&slot| (self.score(key_hash, slot), slot))
-      .collect();
+    let mut scored: Vec<(u64, SlotId)> = candidates.iter().map(|&slot| (self.score(key_hash, slot), slot)).collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().map(|(_, slot)| slot).collect()
   }
@@ -172,19 +169,13 @@ mod tests {
     let mut differs = 0;
     for i in 0..1000 {
       let key = ipv4_key(i);
-      assert_eq!(
-        a.pick(a.key_hash(&key), &slots),
-        b.pick(b.key_hash(&key), &slots)
-      );
+      assert_eq!(a.pick(a.key_hash(&key), &slots), b.pick(b.key_hash(&key), &slots));
       if a.pick(a.key_hash(&key), &slots) != c.pick(c.key_hash(&key), &slots) {
         differs += 1;
       }
     }
     // Another seed is another mapping: about 7/8 of keys differ.
-    assert!(
-      differs > 700,
-      "only {differs} of 1000 keys moved with another seed"
-    );
+    assert!(differs > 700, "only {differs} of 1000 keys moved with another seed");
   }
 
   #[test]
@@ -214,10 +205,7 @@ mod tests {
       if slot as SlotId == removed {
         assert_eq!(count, 0);
       } else {
-        assert!(
-          (low..=high).contains(&(count as f64)),
-          "slot {slot} took {count}, expected {low:.0}..{high:.0}"
-        );
+        assert!((low..=high).contains(&(count as f64)), "slot {slot} took {count}, expected {low:.0}..{high:.0}");
       }
     }
   }
@@ -260,14 +248,9 @@ mod tests {
     // The tests' clients are 127.0.0.2..: adjacent addresses must not cluster.
     let hrw = Rendezvous::default();
     let slots = all_slots(2);
-    let on_zero = (2u8..=250)
-      .filter(|&last| hrw.pick(hrw.key_hash(&[127, 0, 0, last]), &slots) == Some(0))
-      .count();
+    let on_zero = (2u8..=250).filter(|&last| hrw.pick(hrw.key_hash(&[127, 0, 0, last]), &slots) == Some(0)).count();
     let (low, high) = binomial_bounds(249, 0.5);
-    assert!(
-      (low..=high).contains(&(on_zero as f64)),
-      "{on_zero} of 249 on slot 0"
-    );
+    assert!((low..=high).contains(&(on_zero as f64)), "{on_zero} of 249 on slot 0");
   }
 
   #[test]

@@ -1,7 +1,8 @@
 //! sticky-session-rs: sticky load balancing for Node.js cluster.
 //!
 //! Pure modules (no I/O): `address`, `hrw`, `wire`, `parsers` (PROXY v1/v2,
-//! HTTP request head, forwarding headers, trusted proxies). I/O shells over them:
+//! HTTP request head, forwarding headers, trusted proxies), `routing` (what
+//! identifies a client), `sessions` (engine.io session owners). I/O shells over them:
 //! `channel` (the SEQPACKET hand-off socket), `primary` (listener, accept loop,
 //! dispatcher), `worker` (receiver). `binding` holds the `#[napi]` exports.
 
@@ -10,6 +11,8 @@ pub mod channel;
 pub mod hrw;
 pub mod parsers;
 pub mod primary;
+pub mod routing;
+pub mod sessions;
 pub mod wire;
 pub mod worker;
 

@@ -20,6 +20,12 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const HANDOFF_HEADER_LEN: usize = 48;
 pub const HELLO_LEN: usize = 8;
 pub const ACK_LEN: usize = 12;
+/// A session record: 4 header bytes, then the session id.
+pub const SESSION_HEADER_LEN: usize = 4;
+/// The longest session id a worker may report.
+pub const MAX_SESSION_ID_LEN: usize = 255;
+/// The largest record a worker sends.
+pub const MAX_REPLY_LEN: usize = SESSION_HEADER_LEN + MAX_SESSION_ID_LEN;
 /// The largest record either side sends or expects.
 pub const MAX_RECORD_LEN: usize = HANDOFF_HEADER_LEN + MAX_PREFIX_LEN;
 /// Bytes of the connection the primary may hand over with it.
@@ -28,6 +34,8 @@ pub const MAX_PREFIX_LEN: usize = 16 * 1024;
 const KIND_HANDOFF: u8 = 1;
 const KIND_HELLO: u8 = 0x10;
 const KIND_ACK: u8 = 0x11;
+const KIND_SESSION_OPENED: u8 = 0x12;
+const KIND_SESSION_CLOSED: u8 = 0x13;
 
 const FAMILY_NONE: u8 = 0;
 const FAMILY_V4: u8 = 4;
@@ -36,17 +44,15 @@ const FAMILY_V6: u8 = 6;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
   #[error("record of {len} bytes is too short for a {kind} record ({expected} bytes)")]
-  TooShort {
-    kind: &'static str,
-    len: usize,
-    expected: usize,
-  },
+  TooShort { kind: &'static str, len: usize, expected: usize },
   #[error("record speaks protocol version {found}, this build speaks {PROTOCOL_VERSION}: the primary and the workers must load the same sticky-session-rs build")]
   Version { found: u8 },
   #[error("unknown record kind {kind:#04x}")]
   UnknownKind { kind: u8 },
   #[error("address family byte {family} is not 0, 4 or 6")]
   Family { family: u8 },
+  #[error("session id of {len} bytes is empty or longer than {MAX_SESSION_ID_LEN}")]
+  SessionId { len: usize },
 }
 
 /// A connection handed to a worker.
@@ -65,9 +71,21 @@ pub struct Handoff<'a> {
 
 /// What a worker sends back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-  Hello { pid: u32 },
-  Ack { up_to: u64 },
+pub enum Reply<'a> {
+  Hello {
+    pid: u32,
+  },
+  Ack {
+    up_to: u64,
+  },
+  /// The worker opened an engine.io session: route its `sid` here.
+  SessionOpened {
+    sid: &'a [u8],
+  },
+  /// The worker closed an engine.io session.
+  SessionClosed {
+    sid: &'a [u8],
+  },
 }
 
 pub fn encode_handoff(handoff: &Handoff<'_>, out: &mut Vec<u8>) {
@@ -99,25 +117,22 @@ pub fn decode_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
   let port = u16::from_le_bytes(array_at(record, 14));
   let client = match record[12] {
     FAMILY_NONE => None,
-    FAMILY_V4 => Some(SocketAddr::new(
-      IpAddr::V4(Ipv4Addr::from(array_at::<4>(record, 16))),
-      port,
-    )),
-    FAMILY_V6 => Some(SocketAddr::new(
-      IpAddr::V6(Ipv6Addr::from(array_at::<16>(record, 16))),
-      port,
-    )),
+    FAMILY_V4 => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(array_at::<4>(record, 16))), port)),
+    FAMILY_V6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(array_at::<16>(record, 16))), port)),
     family => return Err(WireError::Family { family }),
   };
-  Ok(Handoff {
-    seq,
-    client,
-    prefix: &record[HANDOFF_HEADER_LEN..],
-  })
+  Ok(Handoff { seq, client, prefix: &record[HANDOFF_HEADER_LEN..] })
 }
 
-pub fn encode_reply(reply: Reply) -> Vec<u8> {
+pub fn encode_reply(reply: Reply<'_>) -> Vec<u8> {
   match reply {
+    Reply::SessionOpened { sid } | Reply::SessionClosed { sid } => {
+      debug_assert!(!sid.is_empty() && sid.len() <= MAX_SESSION_ID_LEN);
+      let kind = if matches!(reply, Reply::SessionOpened { .. }) { KIND_SESSION_OPENED } else { KIND_SESSION_CLOSED };
+      let mut out = vec![PROTOCOL_VERSION, kind, 0, 0];
+      out.extend_from_slice(sid);
+      out
+    }
     Reply::Hello { pid } => {
       let mut out = vec![PROTOCOL_VERSION, KIND_HELLO, 0, 0];
       out.extend_from_slice(&pid.to_le_bytes());
@@ -131,41 +146,32 @@ pub fn encode_reply(reply: Reply) -> Vec<u8> {
   }
 }
 
-pub fn decode_reply(record: &[u8]) -> Result<Reply, WireError> {
+pub fn decode_reply(record: &[u8]) -> Result<Reply<'_>, WireError> {
   match record.get(1) {
+    Some(&kind @ (KIND_SESSION_OPENED | KIND_SESSION_CLOSED)) => {
+      check_header(record, "session", SESSION_HEADER_LEN, kind)?;
+      let sid = &record[SESSION_HEADER_LEN..];
+      if sid.is_empty() || sid.len() > MAX_SESSION_ID_LEN {
+        return Err(WireError::SessionId { len: sid.len() });
+      }
+      Ok(if kind == KIND_SESSION_OPENED { Reply::SessionOpened { sid } } else { Reply::SessionClosed { sid } })
+    }
     Some(&KIND_HELLO) => {
       check_header(record, "hello", HELLO_LEN, KIND_HELLO)?;
-      Ok(Reply::Hello {
-        pid: u32::from_le_bytes(array_at(record, 4)),
-      })
+      Ok(Reply::Hello { pid: u32::from_le_bytes(array_at(record, 4)) })
     }
     Some(&KIND_ACK) => {
       check_header(record, "ack", ACK_LEN, KIND_ACK)?;
-      Ok(Reply::Ack {
-        up_to: u64::from_le_bytes(array_at(record, 4)),
-      })
+      Ok(Reply::Ack { up_to: u64::from_le_bytes(array_at(record, 4)) })
     }
     Some(&kind) => Err(WireError::UnknownKind { kind }),
-    None => Err(WireError::TooShort {
-      kind: "reply",
-      len: record.len(),
-      expected: 2,
-    }),
+    None => Err(WireError::TooShort { kind: "reply", len: record.len(), expected: 2 }),
   }
 }
 
-fn check_header(
-  record: &[u8],
-  kind: &'static str,
-  expected: usize,
-  kind_byte: u8,
-) -> Result<(), WireError> {
+fn check_header(record: &[u8], kind: &'static str, expected: usize, kind_byte: u8) -> Result<(), WireError> {
   if record.len() < expected {
-    return Err(WireError::TooShort {
-      kind,
-      len: record.len(),
-      expected,
-    });
+    return Err(WireError::TooShort { kind, len: record.len(), expected });
   }
   if record[0] != PROTOCOL_VERSION {
     return Err(WireError::Version { found: record[0] });
@@ -191,11 +197,7 @@ mod tests {
   #[test]
   fn a_handoff_without_client_round_trips() {
     let mut buf = Vec::new();
-    let handoff = Handoff {
-      seq: 7,
-      client: None,
-      prefix: b"",
-    };
+    let handoff = Handoff { seq: 7, client: None, prefix: b"" };
     encode_handoff(&handoff, &mut buf);
     assert_eq!(buf.len(), HANDOFF_HEADER_LEN);
     assert_eq!(decode_handoff(&buf), Ok(handoff));
@@ -203,7 +205,12 @@ mod tests {
 
   #[test]
   fn replies_round_trip() {
-    for reply in [Reply::Hello { pid: 4242 }, Reply::Ack { up_to: u64::MAX }] {
+    for reply in [
+      Reply::Hello { pid: 4242 },
+      Reply::Ack { up_to: u64::MAX },
+      Reply::SessionOpened { sid: b"Zm9vYmFy_-12" },
+      Reply::SessionClosed { sid: &[b'x'; MAX_SESSION_ID_LEN] },
+    ] {
       assert_eq!(decode_reply(&encode_reply(reply)), Ok(reply));
     }
   }
@@ -220,23 +227,16 @@ mod tests {
   #[test]
   fn truncated_records_are_refused() {
     let record = encode_reply(Reply::Ack { up_to: 1 });
-    assert!(matches!(
-      decode_reply(&record[..5]),
-      Err(WireError::TooShort { .. })
-    ));
-    assert!(matches!(
-      decode_handoff(&[PROTOCOL_VERSION, KIND_HANDOFF]),
-      Err(WireError::TooShort { .. })
-    ));
+    assert!(matches!(decode_reply(&record[..5]), Err(WireError::TooShort { .. })));
+    assert!(matches!(decode_handoff(&[PROTOCOL_VERSION, KIND_HANDOFF]), Err(WireError::TooShort { .. })));
     assert!(decode_reply(&[]).is_err());
+    assert_eq!(decode_reply(&[PROTOCOL_VERSION, KIND_SESSION_OPENED, 0, 0]), Err(WireError::SessionId { len: 0 }));
   }
 
   fn any_socket_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
-      (any::<u32>(), any::<u16>())
-        .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
-      (any::<u128>(), any::<u16>())
-        .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
+      (any::<u32>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
+      (any::<u128>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
     ]
   }
 

@@ -27,8 +27,5 @@ pub fn js_error(code: impl Into<String>, message: impl Into<String>) -> napi::Er
 
 /// Maps a napi failure (e.g. creating a callback) into our error type.
 pub fn from_napi(error: napi::Error) -> napi::Error<ErrorCode> {
-  js_error(
-    format!("ERR_STICKY_NAPI_{}", error.status.as_ref()),
-    error.reason.clone(),
-  )
+  js_error(format!("ERR_STICKY_NAPI_{}", error.status.as_ref()), error.reason.clone())
 }

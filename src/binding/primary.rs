@@ -9,7 +9,11 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{from_napi, js_error, ErrorCode};
-use crate::primary::{bind_listener, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot};
+use crate::hrw::Rendezvous;
+use crate::parsers::trusted::TrustedProxies;
+use crate::primary::{bind_listener, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot};
+use crate::routing::{ForwardingHeader, Router, RoutingMode};
+use crate::sessions::{NewSessionBalance, SessionTable};
 
 /// Options of `new Balancer(...)`; `index.js` validates and fills defaults.
 #[napi(object)]
@@ -27,6 +31,23 @@ pub struct BalancerOptions {
   pub max_parked: u32,
   /// Milliseconds to wait for every worker's first hello before accepting.
   pub startup_wait: u32,
+  /// `'ip'`, `'header'`, `'proxy-protocol'` or `'sid'`.
+  pub routing: String,
+  /// Header routing: a header name (lower case) in `X-Forwarded-For` format, or `'forwarded'` (RFC 7239).
+  pub header: String,
+  /// IPs and CIDRs (and `loopback`, `linklocal`, `uniquelocal`) whose PROXY headers and forwarding headers are believed.
+  pub trusted_proxies: Vec<String>,
+  pub ignore_missing_header: bool,
+  /// Milliseconds a client has to send its PROXY header or request head.
+  pub header_timeout: u32,
+  pub max_header_bytes: u32,
+  /// Connections reading their header at once.
+  pub max_pending_headers: u32,
+  /// `'least-connection'`, `'round-robin'` or `'random'`: where new engine.io sessions go.
+  pub load_balancing_method: String,
+  /// Milliseconds an idle session entry is kept.
+  pub session_ttl: u32,
+  pub max_sessions: u32,
 }
 
 #[napi(object)]
@@ -60,6 +81,7 @@ pub struct SlotStatsObject {
   pub redispatched: f64,
   pub dropped_queue_full: f64,
   pub pending: f64,
+  pub sessions: f64,
 }
 
 #[napi(object)]
@@ -69,6 +91,13 @@ pub struct StatsObject {
   pub dropped: f64,
   pub dropped_no_worker: f64,
   pub parked: f64,
+  pub reading_header: f64,
+  pub dropped_header_timeout: f64,
+  pub dropped_invalid_header: f64,
+  pub dropped_untrusted_proxy: f64,
+  pub dropped_header_overflow: f64,
+  pub closed_before_header: f64,
+  pub sessions_refused: f64,
   pub slots: Vec<SlotStatsObject>,
 }
 
@@ -82,36 +111,18 @@ impl Balancer {
   /// Binds the listening socket now (so listen errors are synchronous) and
   /// starts the accept loop. `on_event` receives `BalancerEvent`s.
   #[napi(constructor)]
-  pub fn new(
-    options: BalancerOptions,
-    on_event: Function<'_, BalancerEvent, ()>,
-  ) -> Result<Self, ErrorCode> {
-    let host: IpAddr = options.host.parse().map_err(|_| {
-      js_error(
-        "ERR_STICKY_INVALID_OPTION",
-        format!("host {:?} is not an IP address", options.host),
-      )
+  pub fn new(options: BalancerOptions, on_event: Function<'_, BalancerEvent, ()>) -> Result<Self, ErrorCode> {
+    let host: IpAddr = options
+      .host
+      .parse()
+      .map_err(|_| js_error("ERR_STICKY_INVALID_OPTION", format!("host {:?} is not an IP address", options.host)))?;
+    let port = u16::try_from(options.port)
+      .map_err(|_| js_error("ERR_STICKY_INVALID_OPTION", format!("port {} is out of range 0..65535", options.port)))?;
+    let slots = u16::try_from(options.workers).ok().filter(|&n| n >= 1).ok_or_else(|| {
+      js_error("ERR_STICKY_INVALID_OPTION", format!("workers {} must be between 1 and 65535", options.workers))
     })?;
-    let port = u16::try_from(options.port).map_err(|_| {
-      js_error(
-        "ERR_STICKY_INVALID_OPTION",
-        format!("port {} is out of range 0..65535", options.port),
-      )
-    })?;
-    let slots = u16::try_from(options.workers)
-      .ok()
-      .filter(|&n| n >= 1)
-      .ok_or_else(|| {
-        js_error(
-          "ERR_STICKY_INVALID_OPTION",
-          format!("workers {} must be between 1 and 65535", options.workers),
-        )
-      })?;
     let seed: u64 = options.seed.parse().map_err(|_| {
-      js_error(
-        "ERR_STICKY_INVALID_OPTION",
-        format!("seed {:?} is not an unsigned 64-bit integer", options.seed),
-      )
+      js_error("ERR_STICKY_INVALID_OPTION", format!("seed {:?} is not an unsigned 64-bit integer", options.seed))
     })?;
     let events = on_event
       .build_threadsafe_function::<BalancerEvent>()
@@ -119,15 +130,46 @@ impl Balancer {
       .weak::<true>()
       .build_callback(|context| Ok(context.value))
       .map_err(from_napi)?;
-    let listener =
-      bind_listener(host, port, options.backlog, options.host_is_default).map_err(|error| {
-        let mut js = js_error(error.code(), error.to_string());
-        js.reason = format!("{} (syscall {})", error, error.syscall);
-        js
-      })?;
+    let listener = bind_listener(host, port, options.backlog, options.host_is_default).map_err(|error| {
+      let mut js = js_error(error.code(), error.to_string());
+      js.reason = format!("{} (syscall {})", error, error.syscall);
+      js
+    })?;
+    let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
+    let mode = match options.routing.as_str() {
+      "ip" => RoutingMode::Ip,
+      "proxy-protocol" => RoutingMode::ProxyProtocol,
+      "sid" => RoutingMode::Sid,
+      "header" if options.header.eq_ignore_ascii_case("forwarded") => RoutingMode::Header(ForwardingHeader::Forwarded),
+      "header" => RoutingMode::Header(ForwardingHeader::AddressList(options.header.to_ascii_lowercase())),
+      other => return Err(invalid(format!("routing {other:?} is not 'ip', 'header', 'proxy-protocol' or 'sid'"))),
+    };
+    let trusted_entries: Vec<&str> = options.trusted_proxies.iter().map(String::as_str).collect();
+    let trusted =
+      TrustedProxies::parse(&trusted_entries).map_err(|error| invalid(format!("trustedProxies: {error}")))?;
+    let balance = match options.load_balancing_method.as_str() {
+      "least-connection" => NewSessionBalance::LeastConnection,
+      "round-robin" => NewSessionBalance::RoundRobin,
+      "random" => NewSessionBalance::Random,
+      other => {
+        return Err(invalid(format!(
+          "loadBalancingMethod {other:?} is not 'least-connection', 'round-robin' or 'random'"
+        )))
+      }
+    };
+    let sessions = (mode == RoutingMode::Sid)
+      .then(|| SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed));
+    let hrw = Rendezvous::new(seed);
     let config = PrimaryConfig {
       slots,
       seed,
+      router: Router::new(mode, trusted, options.ignore_missing_header, hrw),
+      header: HeaderLimits {
+        timeout: Duration::from_millis(u64::from(options.header_timeout)),
+        max_bytes: options.max_header_bytes.max(64) as usize,
+        max_waiting: options.max_pending_headers.max(1) as usize,
+      },
+      sessions,
       max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
       max_parked: options.max_parked as usize,
       startup_wait: Duration::from_millis(u64::from(options.startup_wait)),
@@ -135,12 +177,8 @@ impl Balancer {
     let sink = Box::new(move |event: PrimaryEvent| {
       events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
     });
-    let handle = PrimaryHandle::start(config, listener, sink).map_err(|error| {
-      js_error(
-        "ERR_STICKY_START",
-        format!("cannot start the accept loop: {error}"),
-      )
-    })?;
+    let handle = PrimaryHandle::start(config, listener, sink)
+      .map_err(|error| js_error("ERR_STICKY_START", format!("cannot start the accept loop: {error}")))?;
     Ok(Balancer { handle })
   }
 
@@ -149,11 +187,7 @@ impl Balancer {
     let address = self.handle.local_addr();
     AddressInfo {
       address: address.ip().to_string(),
-      family: if address.is_ipv4() {
-        "IPv4".into()
-      } else {
-        "IPv6".into()
-      },
+      family: if address.is_ipv4() { "IPv4".into() } else { "IPv6".into() },
       port: u32::from(address.port()),
     }
   }
@@ -163,18 +197,12 @@ impl Balancer {
   /// stdio and must then close (`fs.closeSync`).
   #[napi]
   pub fn open_slot(&self, slot: u32) -> Result<i32, ErrorCode> {
-    let slot = u16::try_from(slot).map_err(|_| {
-      js_error(
-        "ERR_STICKY_INVALID_SLOT",
-        format!("slot {slot} is out of range"),
-      )
-    })?;
-    let worker_end = self.handle.open_slot(slot).map_err(|error| {
-      js_error(
-        "ERR_STICKY_CHANNEL",
-        format!("cannot create the channel for slot {slot}: {error}"),
-      )
-    })?;
+    let slot =
+      u16::try_from(slot).map_err(|_| js_error("ERR_STICKY_INVALID_SLOT", format!("slot {slot} is out of range")))?;
+    let worker_end = self
+      .handle
+      .open_slot(slot)
+      .map_err(|error| js_error("ERR_STICKY_CHANNEL", format!("cannot create the channel for slot {slot}: {error}")))?;
     Ok(worker_end.into_raw_fd())
   }
 
@@ -202,34 +230,19 @@ fn to_js_event(event: PrimaryEvent) -> BalancerEvent {
     fatal: None,
   };
   match event {
-    PrimaryEvent::SlotReady { slot, pid } => BalancerEvent {
-      kind: "slot-ready".into(),
-      slot: Some(u32::from(slot)),
-      pid: Some(pid),
-      ..empty
-    },
-    PrimaryEvent::SlotClosed {
-      slot,
-      reason,
-      requeued,
-    } => BalancerEvent {
+    PrimaryEvent::SlotReady { slot, pid } => {
+      BalancerEvent { kind: "slot-ready".into(), slot: Some(u32::from(slot)), pid: Some(pid), ..empty }
+    }
+    PrimaryEvent::SlotClosed { slot, reason, requeued } => BalancerEvent {
       kind: "slot-closed".into(),
       slot: Some(u32::from(slot)),
       requeued: Some(u32::try_from(requeued).unwrap_or(u32::MAX)),
       reason: Some(reason.into()),
       ..empty
     },
-    PrimaryEvent::Error {
-      code,
-      message,
-      fatal,
-    } => BalancerEvent {
-      kind: "error".into(),
-      code: Some(code),
-      message: Some(message),
-      fatal: Some(fatal),
-      ..empty
-    },
+    PrimaryEvent::Error { code, message, fatal } => {
+      BalancerEvent { kind: "error".into(), code: Some(code), message: Some(message), fatal: Some(fatal), ..empty }
+    }
   }
 }
 
@@ -240,23 +253,27 @@ fn to_js_stats(snapshot: StatsSnapshot) -> StatsObject {
     dropped: snapshot.dropped as f64,
     dropped_no_worker: snapshot.dropped_no_worker as f64,
     parked: snapshot.parked as f64,
+    reading_header: snapshot.reading_header as f64,
+    dropped_header_timeout: snapshot.dropped_header_timeout as f64,
+    dropped_invalid_header: snapshot.dropped_invalid_header as f64,
+    dropped_untrusted_proxy: snapshot.dropped_untrusted_proxy as f64,
+    dropped_header_overflow: snapshot.dropped_header_overflow as f64,
+    closed_before_header: snapshot.closed_before_header as f64,
+    sessions_refused: snapshot.sessions_refused as f64,
     slots: snapshot
       .slots
       .into_iter()
       .map(|slot| SlotStatsObject {
         slot: slot.slot,
         pid: slot.pid,
-        state: if slot.live {
-          "live".into()
-        } else {
-          "down".into()
-        },
+        state: if slot.live { "live".into() } else { "down".into() },
         respawns: slot.respawns as f64,
         dispatched: slot.dispatched as f64,
         acknowledged: slot.acknowledged as f64,
         redispatched: slot.redispatched as f64,
         dropped_queue_full: slot.dropped_queue_full as f64,
         pending: slot.pending as f64,
+        sessions: slot.sessions as f64,
       })
       .collect(),
   }

@@ -9,6 +9,7 @@ use napi_derive::napi;
 
 use super::error::{from_napi, js_error, ErrorCode};
 use crate::channel;
+use crate::wire::{self, Reply};
 use crate::worker::{Delivered, Receiver};
 
 /// Batches queued towards JavaScript before the receiver thread waits: the
@@ -53,15 +54,11 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel, ErrorCode> {
       ),
     ));
   }
-  channel::set_cloexec(fd)
-    .map_err(|error| js_error("ERR_STICKY_NO_CHANNEL", format!("fd {fd}: {error}")))?;
+  channel::set_cloexec(fd).map_err(|error| js_error("ERR_STICKY_NO_CHANNEL", format!("fd {fd}: {error}")))?;
   // SAFETY: the fd is open (getsockopt succeeded) and, by the contract with
   // the primary (the env variable naming it), owned by nobody else here.
   let channel = unsafe { OwnedFd::from_raw_fd(fd) };
-  Ok(WorkerChannel {
-    channel: Some(channel),
-    receiver: None,
-  })
+  Ok(WorkerChannel { channel: Some(channel), receiver: None })
 }
 
 #[napi]
@@ -69,29 +66,16 @@ impl WorkerChannel {
   /// Tells the primary this worker is ready and starts delivering
   /// connections: `on_connections` receives arrays of `Connection`.
   #[napi]
-  pub fn start(
-    &mut self,
-    on_connections: Function<'_, Vec<Connection>, ()>,
-  ) -> Result<(), ErrorCode> {
-    let channel = self.channel.take().ok_or_else(|| {
-      js_error(
-        "ERR_STICKY_CHANNEL_STATE",
-        "the channel was already started or closed",
-      )
-    })?;
+  pub fn start(&mut self, on_connections: Function<'_, Vec<Connection>, ()>) -> Result<(), ErrorCode> {
+    let channel = self
+      .channel
+      .take()
+      .ok_or_else(|| js_error("ERR_STICKY_CHANNEL_STATE", "the channel was already started or closed"))?;
     let deliver = on_connections
       .build_threadsafe_function::<Vec<Delivered>>()
       .callee_handled::<false>()
       .max_queue_size::<MAX_QUEUED_BATCHES>()
-      .build_callback(|context| {
-        Ok(
-          context
-            .value
-            .into_iter()
-            .map(to_js_connection)
-            .collect::<Vec<_>>(),
-        )
-      })
+      .build_callback(|context| Ok(context.value.into_iter().map(to_js_connection).collect::<Vec<_>>()))
       .map_err(from_napi)?;
     let receiver = Receiver::start(channel, move |batch| {
       // Blocking: a full queue makes this thread wait, so the kernel queue and
@@ -99,12 +83,7 @@ impl WorkerChannel {
       // gone) the batch is dropped here and its fds closed.
       deliver.call(batch, ThreadsafeFunctionCallMode::Blocking) == Status::Ok
     })
-    .map_err(|error| {
-      js_error(
-        "ERR_STICKY_CHANNEL",
-        format!("cannot start receiving connections: {error}"),
-      )
-    })?;
+    .map_err(|error| js_error("ERR_STICKY_CHANNEL", format!("cannot start receiving connections: {error}")))?;
     self.receiver = Some(receiver);
     Ok(())
   }
@@ -119,6 +98,19 @@ impl WorkerChannel {
     }
   }
 
+  /// Tells the primary that this worker opened (`opened`) or closed an
+  /// engine.io session, so requests carrying its `sid` are routed here.
+  /// Returns false if the report could not be sent.
+  #[napi]
+  pub fn report_session(&self, sid: String, opened: bool) -> bool {
+    let sid = sid.as_bytes();
+    if sid.is_empty() || sid.len() > wire::MAX_SESSION_ID_LEN {
+      return false;
+    }
+    let reply = if opened { Reply::SessionOpened { sid } } else { Reply::SessionClosed { sid } };
+    self.receiver.as_ref().is_some_and(|receiver| receiver.send_reply(reply))
+  }
+
   #[napi]
   pub fn stats(&self) -> WorkerChannelStats {
     match &self.receiver {
@@ -127,11 +119,7 @@ impl WorkerChannel {
         lost_descriptors: receiver.stats().lost_descriptors.load(Relaxed) as f64,
         invalid_records: receiver.stats().invalid_records.load(Relaxed) as f64,
       },
-      None => WorkerChannelStats {
-        received: 0.0,
-        lost_descriptors: 0.0,
-        invalid_records: 0.0,
-      },
+      None => WorkerChannelStats { received: 0.0, lost_descriptors: 0.0, invalid_records: 0.0 },
     }
   }
 }
@@ -141,11 +129,7 @@ fn to_js_connection(delivered: Delivered) -> Connection {
     Some(client) => (
       Some(client.ip().to_string()),
       Some(u32::from(client.port())),
-      Some(if client.is_ipv4() {
-        "IPv4".to_string()
-      } else {
-        "IPv6".to_string()
-      }),
+      Some(if client.is_ipv4() { "IPv4".to_string() } else { "IPv6".to_string() }),
     ),
     None => (None, None, None),
   };

@@ -60,10 +60,7 @@ pub fn parse_forwarded(values: &[&[u8]]) -> Vec<ForwardedNode> {
     let mut position = 0;
     while position < value.len() {
       let (element, next_position) = parse_forwarded_element(value, position);
-      debug_assert!(
-        next_position > position,
-        "the element parser must make progress"
-      );
+      debug_assert!(next_position > position, "the element parser must make progress");
       if let Some(node) = element {
         nodes.push(node);
       }
@@ -92,11 +89,7 @@ pub fn parse_forwarded(values: &[&[u8]]) -> Vec<ForwardedNode> {
 ///   entries at all, the trusted peer itself is.
 ///
 /// The result is canonical: IPv4-mapped IPv6 becomes IPv4.
-pub fn pick_client(
-  nodes: &[ForwardedNode],
-  peer: IpAddr,
-  trusted: &TrustedProxies,
-) -> Option<IpAddr> {
+pub fn pick_client(nodes: &[ForwardedNode], peer: IpAddr, trusted: &TrustedProxies) -> Option<IpAddr> {
   let peer = canonical_ip(peer);
   if !trusted.contains(peer) {
     return Some(peer);
@@ -179,8 +172,7 @@ fn parse_ipv6_with_zone(text: &str) -> Option<Ipv6Addr> {
     Some((address, zone)) => (address, Some(zone)),
     None => (text, None),
   };
-  let zone_is_valid =
-    zone.is_none_or(|zone| !zone.is_empty() && zone.bytes().all(|byte| byte.is_ascii_graphic()));
+  let zone_is_valid = zone.is_none_or(|zone| !zone.is_empty() && zone.bytes().all(|byte| byte.is_ascii_graphic()));
   if !zone_is_valid {
     return None;
   }
@@ -192,10 +184,7 @@ fn is_node_port(port: &[u8]) -> bool {
   let is_decimal_port = !port.is_empty()
     && port.len() <= 5
     && port.iter().all(u8::is_ascii_digit)
-    && std::str::from_utf8(port)
-      .ok()
-      .and_then(|text| text.parse::<u16>().ok())
-      .is_some();
+    && std::str::from_utf8(port).ok().and_then(|text| text.parse::<u16>().ok()).is_some();
   is_decimal_port || is_obfuscated_identifier(port)
 }
 
@@ -204,10 +193,7 @@ fn is_node_port(port: &[u8]) -> bool {
 fn is_obfuscated_identifier(text: &[u8]) -> bool {
   match text.split_first() {
     Some((b'_', rest)) => {
-      !rest.is_empty()
-        && rest
-          .iter()
-          .all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+      !rest.is_empty() && rest.iter().all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
     }
     _ => false,
   }
@@ -219,14 +205,8 @@ fn is_optional_whitespace(byte: u8) -> bool {
 }
 
 fn trim_optional_whitespace(text: &[u8]) -> &[u8] {
-  let start = text
-    .iter()
-    .position(|&byte| !is_optional_whitespace(byte))
-    .unwrap_or(text.len());
-  let end = text
-    .iter()
-    .rposition(|&byte| !is_optional_whitespace(byte))
-    .map_or(start, |last| last.saturating_add(1));
+  let start = text.iter().position(|&byte| !is_optional_whitespace(byte)).unwrap_or(text.len());
+  let end = text.iter().rposition(|&byte| !is_optional_whitespace(byte)).map_or(start, |last| last.saturating_add(1));
   text.get(start..end).unwrap_or_default()
 }
 
@@ -276,10 +256,7 @@ fn parse_forwarded_element(value: &[u8], mut position: usize) -> (Option<Forward
   };
 
   match end {
-    PairsEnd::Malformed => (
-      Some(ForwardedNode::Unknown),
-      skip_past_element(value, position),
-    ),
+    PairsEnd::Malformed => (Some(ForwardedNode::Unknown), skip_past_element(value, position)),
     PairsEnd::ElementEnd if !has_pairs => (None, position),
     PairsEnd::ElementEnd => {
       // RFC 7239 §4: a parameter must not occur twice in one element; with
@@ -315,11 +292,7 @@ fn parse_forwarded_pair(value: &[u8], position: usize) -> Option<ForwardedPair<'
   let after_equals = value.get(value_start..)?;
   if after_equals.first() == Some(&b'"') {
     let (unescaped, quoted_len) = parse_quoted_string(after_equals)?;
-    return Some(ForwardedPair {
-      name,
-      value: unescaped,
-      end: value_start.checked_add(quoted_len)?,
-    });
+    return Some(ForwardedPair { name, value: unescaped, end: value_start.checked_add(quoted_len)? });
   }
   // Unquoted values are read up to the next delimiter rather than strictly
   // as tokens, so that the common mistake `for=[2001:db8::1]` still parses.
@@ -328,11 +301,7 @@ fn parse_forwarded_pair(value: &[u8], position: usize) -> Option<ForwardedPair<'
     .position(|&byte| matches!(byte, b';' | b',' | b'"') || is_optional_whitespace(byte))
     .unwrap_or(after_equals.len());
   let token = after_equals.get(..token_len)?;
-  Some(ForwardedPair {
-    name,
-    value: Cow::Borrowed(token),
-    end: value_start.checked_add(token_len)?,
-  })
+  Some(ForwardedPair { name, value: Cow::Borrowed(token), end: value_start.checked_add(token_len)? })
 }
 
 /// Parses a quoted string starting with `"`; returns its unescaped content
@@ -354,9 +323,7 @@ fn parse_quoted_string(text: &[u8]) -> Option<(Cow<'_, [u8]>, usize)> {
       }
       b'\\' => {
         let escaped = *content.get(index.checked_add(1)?)?;
-        unescaped
-          .get_or_insert_with(|| content.get(..index).unwrap_or_default().to_vec())
-          .push(escaped);
+        unescaped.get_or_insert_with(|| content.get(..index).unwrap_or_default().to_vec()).push(escaped);
         index = index.checked_add(2)?;
       }
       _ => {
@@ -386,12 +353,8 @@ fn skip_past_element(value: &[u8], mut position: usize) -> usize {
 }
 
 fn skip_optional_whitespace(value: &[u8], position: usize) -> usize {
-  let skipped = value
-    .get(position..)
-    .unwrap_or_default()
-    .iter()
-    .take_while(|&&byte| is_optional_whitespace(byte))
-    .count();
+  let skipped =
+    value.get(position..).unwrap_or_default().iter().take_while(|&&byte| is_optional_whitespace(byte)).count();
   position.saturating_add(skipped)
 }
 
@@ -440,10 +403,7 @@ mod tests {
   #[test]
   fn x_forwarded_for_entries_tolerate_ports_brackets_zones_and_mapping() {
     let cases: &[(&str, ForwardedNode)] = &[
-      (
-        "2001:db8:85a3:8d3:1319:8a2e:370:7348",
-        ip("2001:db8:85a3:8d3:1319:8a2e:370:7348"),
-      ),
+      ("2001:db8:85a3:8d3:1319:8a2e:370:7348", ip("2001:db8:85a3:8d3:1319:8a2e:370:7348")),
       ("203.0.113.195:41237", ip("203.0.113.195")),
       ("[2001:db8::1]:4711", ip("2001:db8::1")),
       ("[2001:db8::1]", ip("2001:db8::1")),
@@ -493,18 +453,9 @@ mod tests {
   fn the_rfc_7239_examples_parse() {
     let cases: &[(&str, Vec<ForwardedNode>)] = &[
       ("for=\"_gazonk\"", vec![Obfuscated]),
-      (
-        "For=\"[2001:db8:cafe::17]:4711\"",
-        vec![ip("2001:db8:cafe::17")],
-      ),
-      (
-        "for=192.0.2.60;proto=http;by=203.0.113.43",
-        vec![ip("192.0.2.60")],
-      ),
-      (
-        "for=192.0.2.43, for=198.51.100.17",
-        vec![ip("192.0.2.43"), ip("198.51.100.17")],
-      ),
+      ("For=\"[2001:db8:cafe::17]:4711\"", vec![ip("2001:db8:cafe::17")]),
+      ("for=192.0.2.60;proto=http;by=203.0.113.43", vec![ip("192.0.2.60")]),
+      ("for=192.0.2.43, for=198.51.100.17", vec![ip("192.0.2.43"), ip("198.51.100.17")]),
       ("for=unknown", vec![Unknown]),
       (
         "for=192.0.2.43,for=\"[2001:db8:cafe::17]\",for=unknown",
@@ -529,10 +480,7 @@ mod tests {
       ("for=\"1.2.3.4, for=6.6.6.6\"", vec![Unknown]),
       ("for=\"::ffff:10.0.0.1\"", vec![ip("10.0.0.1")]),
       (" ; for=10.0.0.1 ; ", vec![ip("10.0.0.1")]),
-      (
-        "for=10.0.0.1, , ,for=10.0.0.2",
-        vec![ip("10.0.0.1"), ip("10.0.0.2")],
-      ),
+      ("for=10.0.0.1, , ,for=10.0.0.2", vec![ip("10.0.0.1"), ip("10.0.0.2")]),
     ];
     for (value, expected) in cases {
       assert_eq!(&forwarded(value), expected, "value {value:?}");
@@ -561,10 +509,7 @@ mod tests {
 
   #[test]
   fn an_unterminated_quote_cannot_swallow_a_later_header_line() {
-    assert_eq!(
-      parse_forwarded(&[b"for=\"1.2.3.4, for=6.6.6.6", b"for=10.0.0.1"]),
-      vec![Unknown, ip("10.0.0.1")]
-    );
+    assert_eq!(parse_forwarded(&[b"for=\"1.2.3.4, for=6.6.6.6", b"for=10.0.0.1"]), vec![Unknown, ip("10.0.0.1")]);
   }
 
   // --- pick_client ---------------------------------------------------------
@@ -573,10 +518,7 @@ mod tests {
   fn an_untrusted_peer_is_the_client_whatever_it_claims() {
     let trusted = trusted(&["10.0.0.0/8"]);
     let nodes = xff("1.1.1.1, 10.0.0.5");
-    assert_eq!(
-      pick_client(&nodes, addr("203.0.113.9"), &trusted),
-      Some(addr("203.0.113.9"))
-    );
+    assert_eq!(pick_client(&nodes, addr("203.0.113.9"), &trusted), Some(addr("203.0.113.9")));
   }
 
   #[test]
@@ -584,69 +526,40 @@ mod tests {
     let trusted = trusted(&["10.0.0.0/8"]);
     // The client wrote "6.6.6.6" itself; our proxies appended the rest.
     let nodes = xff("6.6.6.6, 203.0.113.7, 10.0.0.2");
-    assert_eq!(
-      pick_client(&nodes, addr("10.0.0.1"), &trusted),
-      Some(addr("203.0.113.7"))
-    );
+    assert_eq!(pick_client(&nodes, addr("10.0.0.1"), &trusted), Some(addr("203.0.113.7")));
   }
 
   #[test]
   fn when_every_hop_is_trusted_the_leftmost_is_the_client() {
     let trusted = trusted(&["10.0.0.0/8"]);
     let nodes = xff("10.0.0.9, 10.0.0.2");
-    assert_eq!(
-      pick_client(&nodes, addr("10.0.0.1"), &trusted),
-      Some(addr("10.0.0.9"))
-    );
-    assert_eq!(
-      pick_client(&[], addr("10.0.0.1"), &trusted),
-      Some(addr("10.0.0.1"))
-    );
+    assert_eq!(pick_client(&nodes, addr("10.0.0.1"), &trusted), Some(addr("10.0.0.9")));
+    assert_eq!(pick_client(&[], addr("10.0.0.1"), &trusted), Some(addr("10.0.0.1")));
   }
 
   #[test]
   fn an_unidentifiable_hop_before_the_client_gives_no_answer() {
     let trusted = trusted(&["10.0.0.0/8"]);
     for header in ["1.1.1.1, unknown, 10.0.0.2", "1.1.1.1, _hidden", "garbage"] {
-      assert_eq!(
-        pick_client(&xff(header), addr("10.0.0.1"), &trusted),
-        None,
-        "{header}"
-      );
+      assert_eq!(pick_client(&xff(header), addr("10.0.0.1"), &trusted), None, "{header}");
     }
     // Beyond the client it does not matter.
-    assert_eq!(
-      pick_client(
-        &xff("unknown, 1.1.1.1, 10.0.0.2"),
-        addr("10.0.0.1"),
-        &trusted
-      ),
-      Some(addr("1.1.1.1"))
-    );
+    assert_eq!(pick_client(&xff("unknown, 1.1.1.1, 10.0.0.2"), addr("10.0.0.1"), &trusted), Some(addr("1.1.1.1")));
   }
 
   #[test]
   fn mapped_addresses_are_judged_and_returned_as_ipv4() {
     let trusted = trusted(&["10.0.0.0/8"]);
     let nodes = [ForwardedNode::Ip(addr("::ffff:10.0.0.3"))];
-    assert_eq!(
-      pick_client(&nodes, addr("::ffff:10.0.0.1"), &trusted),
-      Some(addr("10.0.0.3"))
-    );
-    assert_eq!(
-      pick_client(&[], addr("::ffff:192.0.2.1"), &trusted),
-      Some(addr("192.0.2.1"))
-    );
+    assert_eq!(pick_client(&nodes, addr("::ffff:10.0.0.1"), &trusted), Some(addr("10.0.0.3")));
+    assert_eq!(pick_client(&[], addr("::ffff:192.0.2.1"), &trusted), Some(addr("192.0.2.1")));
   }
 
   #[test]
   fn the_forwarded_header_feeds_the_same_policy() {
     let trusted = trusted(&["loopback", "fd00::/8"]);
     let nodes = forwarded("for=6.6.6.6, for=\"[2001:db8::7]:1234\", for=\"[fd00::2]\"");
-    assert_eq!(
-      pick_client(&nodes, addr("::1"), &trusted),
-      Some(addr("2001:db8::7"))
-    );
+    assert_eq!(pick_client(&nodes, addr("::1"), &trusted), Some(addr("2001:db8::7")));
   }
 
   // --- properties ----------------------------------------------------------

@@ -93,10 +93,7 @@ pub enum HeadError {
   RequestLineTooLong { max: usize },
 
   #[error("HTTP request line has a malformed {part} at offset {offset}")]
-  MalformedRequestLine {
-    part: RequestLinePart,
-    offset: usize,
-  },
+  MalformedRequestLine { part: RequestLinePart, offset: usize },
 
   #[error("engine.io sid is empty")]
   EmptySid,
@@ -104,9 +101,7 @@ pub enum HeadError {
   #[error("engine.io sid is {len} bytes long, more than the {max} allowed")]
   SidTooLong { len: usize, max: usize },
 
-  #[error(
-    "engine.io sid has byte {byte:#04x} at offset {offset}; only A-Z a-z 0-9 - _ . ~ are allowed"
-  )]
+  #[error("engine.io sid has byte {byte:#04x} at offset {offset}; only A-Z a-z 0-9 - _ . ~ are allowed")]
   SidForbiddenByte { byte: u8, offset: usize },
 
   #[error("engine.io sid appears more than once in the query string")]
@@ -125,9 +120,7 @@ pub fn find_query_param<'a>(request_target: &'a [u8], name: &[u8]) -> Option<&'a
   if name.is_empty() {
     return None;
   }
-  query_params(request_target)
-    .find(|(param_name, _)| *param_name == name)
-    .map(|(_, value)| value)
+  query_params(request_target).find(|(param_name, _)| *param_name == name).map(|(_, value)| value)
 }
 
 /// Parses an HTTP/1.x request head (request line and header fields up to the
@@ -147,39 +140,19 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize) -> Parse<RequestHead<'
   let head_len = match request.parse(window) {
     Ok(httparse::Status::Complete(head_len)) => head_len,
     Ok(httparse::Status::Partial) if window.len() >= MAX_REQUEST_HEAD_LEN => {
-      return Parse::Invalid(HeadError::HeadTooLarge {
-        max: MAX_REQUEST_HEAD_LEN,
-      })
+      return Parse::Invalid(HeadError::HeadTooLarge { max: MAX_REQUEST_HEAD_LEN })
     }
     Ok(httparse::Status::Partial) => return Parse::Incomplete,
-    Err(httparse::Error::TooManyHeaders) => {
-      return Parse::Invalid(HeadError::TooManyHeaders { max: max_headers })
-    }
+    Err(httparse::Error::TooManyHeaders) => return Parse::Invalid(HeadError::TooManyHeaders { max: max_headers }),
     Err(source) => return Parse::Invalid(HeadError::Malformed { source }),
   };
   debug_assert!(head_len <= window.len());
   // httparse fills all three before it reports Complete.
-  let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version)
-  else {
-    return Parse::Invalid(HeadError::Malformed {
-      source: httparse::Error::Token,
-    });
+  let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
+    return Parse::Invalid(HeadError::Malformed { source: httparse::Error::Token });
   };
-  let headers = request
-    .headers
-    .iter()
-    .map(|header| HeaderField {
-      name: header.name,
-      value: header.value,
-    })
-    .collect();
-  Parse::Complete(RequestHead {
-    method,
-    target,
-    version,
-    headers,
-    head_len,
-  })
+  let headers = request.headers.iter().map(|header| HeaderField { name: header.name, value: header.value }).collect();
+  Parse::Complete(RequestHead { method, target, version, headers, head_len })
 }
 
 /// All values of the header `name` (compared case-insensitively), in the
@@ -188,12 +161,7 @@ pub fn parse_request_head(buf: &[u8], max_headers: usize) -> Parse<RequestHead<'
 /// callers parsing lists (such as `X-Forwarded-For`) should treat the values
 /// as consecutive parts of one list.
 pub fn header_values<'a>(head: &RequestHead<'a>, name: &str) -> Vec<&'a [u8]> {
-  head
-    .headers
-    .iter()
-    .filter(|header| header.name.eq_ignore_ascii_case(name))
-    .map(|header| header.value)
-    .collect()
+  head.headers.iter().filter(|header| header.name.eq_ignore_ascii_case(name)).map(|header| header.value).collect()
 }
 
 /// Extracts the engine.io session id from the request line alone:
@@ -222,9 +190,7 @@ pub fn request_line_sid(buf: &[u8]) -> Parse<Option<&[u8]>, HeadError> {
     Parse::Incomplete => return Parse::Incomplete,
     Parse::Invalid(error) => return Parse::Invalid(error),
   };
-  let mut sids = query_params(target)
-    .filter(|(name, _)| *name == SID_PARAM)
-    .map(|(_, value)| value);
+  let mut sids = query_params(target).filter(|(name, _)| *name == SID_PARAM).map(|(_, value)| value);
   let Some(sid) = sids.next() else {
     return Parse::Complete(None);
   };
@@ -242,16 +208,10 @@ fn validate_sid(sid: &[u8]) -> Result<(), HeadError> {
     return Err(HeadError::EmptySid);
   }
   if sid.len() > MAX_SID_LEN {
-    return Err(HeadError::SidTooLong {
-      len: sid.len(),
-      max: MAX_SID_LEN,
-    });
+    return Err(HeadError::SidTooLong { len: sid.len(), max: MAX_SID_LEN });
   }
   match sid.iter().position(|&byte| !is_unreserved(byte)) {
-    Some(offset) => Err(HeadError::SidForbiddenByte {
-      byte: sid.get(offset).copied().unwrap_or_default(),
-      offset,
-    }),
+    Some(offset) => Err(HeadError::SidForbiddenByte { byte: sid.get(offset).copied().unwrap_or_default(), offset }),
     None => Ok(()),
   }
 }
@@ -265,25 +225,27 @@ fn is_unreserved(byte: u8) -> bool {
 /// `&&`) are skipped.
 fn query_params(request_target: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
   // The fragment is cut first: a `?` after `#` does not start a query.
-  let before_fragment = request_target
-    .split(|&byte| byte == b'#')
-    .next()
-    .unwrap_or_default();
+  let before_fragment = request_target.split(|&byte| byte == b'#').next().unwrap_or_default();
   let query = before_fragment
     .iter()
     .position(|&byte| byte == b'?')
     .and_then(|question_mark| before_fragment.get(question_mark.saturating_add(1)..))
     .unwrap_or_default();
-  query
-    .split(|&byte| byte == b'&')
-    .filter(|param| !param.is_empty())
-    .map(|param| match param.iter().position(|&byte| byte == b'=') {
+  query.split(|&byte| byte == b'&').filter(|param| !param.is_empty()).map(|param| {
+    match param.iter().position(|&byte| byte == b'=') {
       Some(equals) => {
         let (name, equals_and_value) = param.split_at(equals);
         (name, equals_and_value.get(1..).unwrap_or_default())
       }
       None => (param, &[][..]),
-    })
+    }
+  })
+}
+
+/// The request target of the request line (query included, not decoded), once
+/// the line is complete; the same syntax rules as [`request_line_sid`].
+pub fn request_line_target(buf: &[u8]) -> Parse<&[u8], HeadError> {
+  parse_request_line_target(buf)
 }
 
 /// Checks the request line at the start of `buf` and returns its target.
@@ -291,19 +253,14 @@ fn parse_request_line_target(buf: &[u8]) -> Parse<&[u8], HeadError> {
   let window = buf.get(..MAX_REQUEST_LINE_LEN).unwrap_or(buf);
   let need_more = || {
     if window.len() >= MAX_REQUEST_LINE_LEN {
-      Parse::Invalid(HeadError::RequestLineTooLong {
-        max: MAX_REQUEST_LINE_LEN,
-      })
+      Parse::Invalid(HeadError::RequestLineTooLong { max: MAX_REQUEST_LINE_LEN })
     } else {
       Parse::Incomplete
     }
   };
 
   let mut line_start = 0;
-  while window
-    .get(line_start..)
-    .is_some_and(|rest| rest.starts_with(b"\r\n"))
-  {
+  while window.get(line_start..).is_some_and(|rest| rest.starts_with(b"\r\n")) {
     line_start = line_start.saturating_add(2);
   }
   let rest = window.get(line_start..).unwrap_or_default();
@@ -323,10 +280,7 @@ fn parse_request_line_target(buf: &[u8]) -> Parse<&[u8], HeadError> {
     _ => (line, is_terminated),
   };
   let malformed = |part, offset_in_line: usize| {
-    Parse::Invalid(HeadError::MalformedRequestLine {
-      part,
-      offset: line_start.saturating_add(offset_in_line),
-    })
+    Parse::Invalid(HeadError::MalformedRequestLine { part, offset: line_start.saturating_add(offset_in_line) })
   };
 
   let mut parts = line.splitn(3, |&byte| byte == b' ');
@@ -339,29 +293,18 @@ fn parse_request_line_target(buf: &[u8]) -> Parse<&[u8], HeadError> {
     return malformed(RequestLinePart::Method, offset);
   }
   let Some(target) = target else {
-    return if version_is_finished {
-      malformed(RequestLinePart::Method, method.len())
-    } else {
-      need_more()
-    };
+    return if version_is_finished { malformed(RequestLinePart::Method, method.len()) } else { need_more() };
   };
   if method.is_empty() {
     return malformed(RequestLinePart::Method, 0);
   }
   let target_offset = method.len().saturating_add(1);
   if let Some(offset) = target.iter().position(|&byte| !is_target_byte(byte)) {
-    return malformed(
-      RequestLinePart::Target,
-      target_offset.saturating_add(offset),
-    );
+    return malformed(RequestLinePart::Target, target_offset.saturating_add(offset));
   }
   let version_offset = target_offset.saturating_add(target.len()).saturating_add(1);
   let Some(version) = version else {
-    return if version_is_finished {
-      malformed(RequestLinePart::Target, target_offset)
-    } else {
-      need_more()
-    };
+    return if version_is_finished { malformed(RequestLinePart::Target, target_offset) } else { need_more() };
   };
   if target.is_empty() {
     return malformed(RequestLinePart::Target, target_offset);
@@ -435,11 +378,7 @@ mod tests {
       ("", None),
     ];
     for (target, expected) in cases {
-      assert_eq!(
-        find_query_param(target.as_bytes(), b"sid"),
-        expected.map(str::as_bytes),
-        "target {target}"
-      );
+      assert_eq!(find_query_param(target.as_bytes(), b"sid"), expected.map(str::as_bytes), "target {target}");
     }
   }
 
@@ -465,10 +404,7 @@ x-forwarded-for: 10.0.0.2\r\n\
     assert_eq!(head.version, 1);
     assert_eq!(head.headers.len(), 4);
     assert_eq!(stream.get(head.head_len..), Some(&b"\x81\x05hello"[..]));
-    assert_eq!(
-      header_values(&head, "X-FORWARDED-FOR"),
-      vec![&b"203.0.113.1, 10.0.0.1"[..], &b"10.0.0.2"[..]]
-    );
+    assert_eq!(header_values(&head, "X-FORWARDED-FOR"), vec![&b"203.0.113.1, 10.0.0.1"[..], &b"10.0.0.2"[..]]);
     assert_eq!(header_values(&head, "forwarded"), Vec::<&[u8]>::new());
   }
 
@@ -481,10 +417,7 @@ x-forwarded-for: 10.0.0.2\r\n\
   #[test]
   fn a_head_with_too_many_headers_is_invalid() {
     let stream = b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n";
-    assert_eq!(
-      parse_request_head(stream, 2),
-      Parse::Invalid(HeadError::TooManyHeaders { max: 2 })
-    );
+    assert_eq!(parse_request_head(stream, 2), Parse::Invalid(HeadError::TooManyHeaders { max: 2 }));
     assert!(parse_request_head(stream, 3).is_complete());
     assert!(parse_request_head(stream, usize::MAX).is_complete());
   }
@@ -495,21 +428,13 @@ x-forwarded-for: 10.0.0.2\r\n\
     stream.resize(MAX_REQUEST_HEAD_LEN - 1, b'a');
     assert!(parse_request_head(&stream, 8).is_incomplete());
     stream.push(b'a');
-    assert_eq!(
-      parse_request_head(&stream, 8),
-      Parse::Invalid(HeadError::HeadTooLarge {
-        max: MAX_REQUEST_HEAD_LEN
-      })
-    );
+    assert_eq!(parse_request_head(&stream, 8), Parse::Invalid(HeadError::HeadTooLarge { max: MAX_REQUEST_HEAD_LEN }));
   }
 
   #[test]
   fn a_malformed_head_is_invalid() {
-    for stream in [
-      &b"\x16\x03\x01\x02\x00"[..],
-      b"GET / HTTP/2.0\r\n\r\n",
-      b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-    ] {
+    for stream in [&b"\x16\x03\x01\x02\x00"[..], b"GET / HTTP/2.0\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"]
+    {
       assert!(parse_request_head(stream, 8).is_invalid(), "{stream:?}");
     }
   }
@@ -518,10 +443,7 @@ x-forwarded-for: 10.0.0.2\r\n\
 
   #[test]
   fn a_handshake_has_no_sid_and_a_continuation_has_one() {
-    assert_eq!(
-      sid(b"GET /socket.io/?EIO=4&transport=polling&t=Nk1 HTTP/1.1\r\n"),
-      Parse::Complete(None)
-    );
+    assert_eq!(sid(b"GET /socket.io/?EIO=4&transport=polling&t=Nk1 HTTP/1.1\r\n"), Parse::Complete(None));
     assert_eq!(
       sid(b"GET /socket.io/?EIO=4&transport=websocket&sid=AbC-_12xyz HTTP/1.1\r\nHost: a\r\n"),
       Parse::Complete(Some(&b"AbC-_12xyz"[..]))
@@ -564,34 +486,10 @@ Cookie: sid=attacker\r\n\r\n";
     let cases: &[(&[u8], HeadError)] = &[
       (b"GET /?sid= HTTP/1.1\r\n", HeadError::EmptySid),
       (b"GET /?sid&EIO=4 HTTP/1.1\r\n", HeadError::EmptySid),
-      (
-        too_long.as_bytes(),
-        HeadError::SidTooLong {
-          len: MAX_SID_LEN + 1,
-          max: MAX_SID_LEN,
-        },
-      ),
-      (
-        b"GET /?sid=a%62c HTTP/1.1\r\n",
-        HeadError::SidForbiddenByte {
-          byte: b'%',
-          offset: 1,
-        },
-      ),
-      (
-        b"GET /?sid=a/b HTTP/1.1\r\n",
-        HeadError::SidForbiddenByte {
-          byte: b'/',
-          offset: 1,
-        },
-      ),
-      (
-        b"GET /?sid=a+b HTTP/1.1\r\n",
-        HeadError::SidForbiddenByte {
-          byte: b'+',
-          offset: 1,
-        },
-      ),
+      (too_long.as_bytes(), HeadError::SidTooLong { len: MAX_SID_LEN + 1, max: MAX_SID_LEN }),
+      (b"GET /?sid=a%62c HTTP/1.1\r\n", HeadError::SidForbiddenByte { byte: b'%', offset: 1 }),
+      (b"GET /?sid=a/b HTTP/1.1\r\n", HeadError::SidForbiddenByte { byte: b'/', offset: 1 }),
+      (b"GET /?sid=a+b HTTP/1.1\r\n", HeadError::SidForbiddenByte { byte: b'+', offset: 1 }),
       (b"GET /?sid=a&sid=b HTTP/1.1\r\n", HeadError::DuplicateSid),
       (b"GET /?sid=a&sid=a HTTP/1.1\r\n", HeadError::DuplicateSid),
     ];
@@ -620,11 +518,7 @@ Cookie: sid=attacker\r\n\r\n";
       b"\r\r\n",
       b"\n",
     ] {
-      assert!(
-        sid(line).is_invalid(),
-        "{:?}",
-        String::from_utf8_lossy(line)
-      );
+      assert!(sid(line).is_invalid(), "{:?}", String::from_utf8_lossy(line));
     }
   }
 
@@ -632,17 +526,11 @@ Cookie: sid=attacker\r\n\r\n";
   fn request_line_errors_point_at_the_bad_part() {
     assert_eq!(
       sid(b"GET / HTTP/3"),
-      Parse::Invalid(HeadError::MalformedRequestLine {
-        part: RequestLinePart::Version,
-        offset: 6,
-      })
+      Parse::Invalid(HeadError::MalformedRequestLine { part: RequestLinePart::Version, offset: 6 })
     );
     assert_eq!(
       sid(b"\r\nGET /\x7f"),
-      Parse::Invalid(HeadError::MalformedRequestLine {
-        part: RequestLinePart::Target,
-        offset: 7,
-      })
+      Parse::Invalid(HeadError::MalformedRequestLine { part: RequestLinePart::Target, offset: 7 })
     );
   }
 
@@ -652,12 +540,7 @@ Cookie: sid=attacker\r\n\r\n";
     line.resize(MAX_REQUEST_LINE_LEN - 1, b'a');
     assert!(sid(&line).is_incomplete());
     line.push(b'a');
-    assert_eq!(
-      sid(&line),
-      Parse::Invalid(HeadError::RequestLineTooLong {
-        max: MAX_REQUEST_LINE_LEN
-      })
-    );
+    assert_eq!(sid(&line), Parse::Invalid(HeadError::RequestLineTooLong { max: MAX_REQUEST_LINE_LEN }));
   }
 
   #[test]
@@ -685,51 +568,34 @@ Cookie: sid=attacker\r\n\r\n";
     (
       prop_oneof![Just("GET"), Just("POST"), Just("OPTIONS"), Just("M-SEARCH")],
       "(/[a-z0-9.]{0,8}){1,3}",
-      proptest::collection::vec(
-        (param_name(), param_value()).prop_filter("not sid", |(name, _)| name != "sid"),
-        0..4,
-      ),
+      proptest::collection::vec((param_name(), param_value()).prop_filter("not sid", |(name, _)| name != "sid"), 0..4),
       proptest::option::of("[a-zA-Z0-9._~-]{1,40}"),
       any::<prop::sample::Index>(),
       prop_oneof![Just("HTTP/1.0"), Just("HTTP/1.1")],
       0usize..3,
     )
-      .prop_map(
-        |(method, path, params, sid, sid_position, version, empty_lines)| {
-          let mut pairs: Vec<String> = params
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect();
-          if let Some(sid) = &sid {
-            pairs.insert(sid_position.index(pairs.len() + 1), format!("sid={sid}"));
-          }
-          let query = if pairs.is_empty() {
-            String::new()
-          } else {
-            format!("?{}", pairs.join("&"))
-          };
-          let line = format!(
-            "{}{method} {path}{query} {version}\r\n",
-            "\r\n".repeat(empty_lines)
-          );
-          (line.into_bytes(), sid)
-        },
-      )
+      .prop_map(|(method, path, params, sid, sid_position, version, empty_lines)| {
+        let mut pairs: Vec<String> = params.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        if let Some(sid) = &sid {
+          pairs.insert(sid_position.index(pairs.len() + 1), format!("sid={sid}"));
+        }
+        let query = if pairs.is_empty() { String::new() } else { format!("?{}", pairs.join("&")) };
+        let line = format!("{}{method} {path}{query} {version}\r\n", "\r\n".repeat(empty_lines));
+        (line.into_bytes(), sid)
+      })
   }
 
   fn valid_request_head() -> impl Strategy<Value = Vec<u8>> {
-    (
-      valid_request_line(),
-      proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,12}", "[ -~]{0,24}"), 0..6),
-    )
-      .prop_map(|((line, _), headers)| {
+    (valid_request_line(), proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,12}", "[ -~]{0,24}"), 0..6)).prop_map(
+      |((line, _), headers)| {
         let mut head = line;
         for (name, value) in headers {
           head.extend_from_slice(format!("{name}: {}\r\n", value.trim()).as_bytes());
         }
         head.extend_from_slice(b"\r\n");
         head
-      })
+      },
+    )
   }
 
   proptest! {

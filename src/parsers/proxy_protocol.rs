@@ -20,9 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The 12 bytes every version 2 header starts with. Chosen by the spec to be
 /// invalid as the start of HTTP, TLS, SMTP and other common protocols.
-pub const V2_SIGNATURE: [u8; 12] = [
-  0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-];
+pub const V2_SIGNATURE: [u8; 12] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A];
 
 /// Longest version 1 header the spec allows, CRLF included. The spec derives
 /// it from `PROXY UNKNOWN` followed by two full-length IPv6 addresses.
@@ -96,9 +94,7 @@ impl fmt::Display for V1Field {
 /// Why a byte stream can never start with a valid PROXY protocol header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
-  #[error(
-    "not a PROXY protocol header: first byte {first_byte:#04x} is neither 'P' (v1) nor '\\r' (v2)"
-  )]
+  #[error("not a PROXY protocol header: first byte {first_byte:#04x} is neither 'P' (v1) nor '\\r' (v2)")]
   NotProxyProtocol { first_byte: u8 },
 
   #[error("PROXY v1 header does not start with \"PROXY \": byte {byte:#04x} at offset {offset}")]
@@ -111,11 +107,7 @@ pub enum ProxyError {
   V1MalformedField { field: V1Field, offset: usize },
 
   #[error("PROXY v1 header has byte {byte:#04x} at offset {offset} where {expected} was expected")]
-  V1UnexpectedByte {
-    offset: usize,
-    byte: u8,
-    expected: &'static str,
-  },
+  V1UnexpectedByte { offset: usize, byte: u8, expected: &'static str },
 
   #[error("PROXY v1 header has no CRLF within the first {max} bytes")]
   V1TooLong { max: usize },
@@ -129,22 +121,14 @@ pub enum ProxyError {
   #[error("PROXY v2 command is {command}, expected 0 (LOCAL) or 1 (PROXY)")]
   V2UnknownCommand { command: u8 },
 
-  #[error(
-    "PROXY v2 family byte {family:#04x} is not one of 0x00, 0x11, 0x12, 0x21, 0x22, 0x31, 0x32"
-  )]
+  #[error("PROXY v2 family byte {family:#04x} is not one of 0x00, 0x11, 0x12, 0x21, 0x22, 0x31, 0x32")]
   V2UnknownFamily { family: u8 },
 
   #[error("PROXY v2 header of {header_len} bytes exceeds the {max}-byte limit")]
   V2TooLong { header_len: usize, max: usize },
 
-  #[error(
-    "PROXY v2 length {declared} is shorter than the {required}-byte address block of family {family:#04x}"
-  )]
-  V2AddressBlockTooShort {
-    family: u8,
-    declared: usize,
-    required: usize,
-  },
+  #[error("PROXY v2 length {declared} is shorter than the {required}-byte address block of family {family:#04x}")]
+  V2AddressBlockTooShort { family: u8, declared: usize, required: usize },
 }
 
 /// Parses a PROXY protocol header (v1 or v2) at the start of `buf`.
@@ -165,20 +149,10 @@ pub fn parse_proxy_header(buf: &[u8]) -> Parse<ProxyHeader, ProxyError> {
 /// an IPv4-mapped IPv6 address under `TCP6`, since v1 has no mixed form.
 pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
   let (protocol, source_ip, destination_ip) = match (source.ip(), destination.ip()) {
-    (IpAddr::V4(source_ip), IpAddr::V4(destination_ip)) => {
-      ("TCP4", source_ip.to_string(), destination_ip.to_string())
-    }
-    (source_ip, destination_ip) => (
-      "TCP6",
-      as_ipv6(source_ip).to_string(),
-      as_ipv6(destination_ip).to_string(),
-    ),
+    (IpAddr::V4(source_ip), IpAddr::V4(destination_ip)) => ("TCP4", source_ip.to_string(), destination_ip.to_string()),
+    (source_ip, destination_ip) => ("TCP6", as_ipv6(source_ip).to_string(), as_ipv6(destination_ip).to_string()),
   };
-  let header = format!(
-    "PROXY {protocol} {source_ip} {destination_ip} {} {}\r\n",
-    source.port(),
-    destination.port()
-  );
+  let header = format!("PROXY {protocol} {source_ip} {destination_ip} {} {}\r\n", source.port(), destination.port());
   debug_assert!(header.len() <= V1_MAX_HEADER_LEN);
   header.into_bytes()
 }
@@ -306,11 +280,7 @@ fn parse_v2(buf: &[u8]) -> Parse<ProxyHeader, ProxyError> {
   } else {
     match V2Family::from_byte(family_byte) {
       Some(family) => Some(family),
-      None => {
-        return Parse::Invalid(ProxyError::V2UnknownFamily {
-          family: family_byte,
-        })
-      }
+      None => return Parse::Invalid(ProxyError::V2UnknownFamily { family: family_byte }),
     }
   };
 
@@ -321,18 +291,11 @@ fn parse_v2(buf: &[u8]) -> Parse<ProxyHeader, ProxyError> {
   // Cannot overflow: at most 16 + 65535.
   let header_len = V2_FIXED_LEN + declared;
   if header_len > MAX_V2_HEADER_LEN {
-    return Parse::Invalid(ProxyError::V2TooLong {
-      header_len,
-      max: MAX_V2_HEADER_LEN,
-    });
+    return Parse::Invalid(ProxyError::V2TooLong { header_len, max: MAX_V2_HEADER_LEN });
   }
   let required = family.map_or(0, V2Family::address_block_len);
   if declared < required {
-    return Parse::Invalid(ProxyError::V2AddressBlockTooShort {
-      family: family_byte,
-      declared,
-      required,
-    });
+    return Parse::Invalid(ProxyError::V2AddressBlockTooShort { family: family_byte, declared, required });
   }
 
   let Some(header) = buf.get(..header_len) else {
@@ -342,36 +305,20 @@ fn parse_v2(buf: &[u8]) -> Parse<ProxyHeader, ProxyError> {
   // routing needs only the addresses.
   let address_block = header.get(V2_FIXED_LEN..).unwrap_or_default();
   let addresses = match family {
-    Some(V2Family::Inet) => {
-      decode_v2_addresses::<4>(address_block, |octets| IpAddr::V4(Ipv4Addr::from(octets)))
-    }
-    Some(V2Family::Inet6) => {
-      decode_v2_addresses::<16>(address_block, |octets| IpAddr::V6(Ipv6Addr::from(octets)))
-    }
+    Some(V2Family::Inet) => decode_v2_addresses::<4>(address_block, |octets| IpAddr::V4(Ipv4Addr::from(octets))),
+    Some(V2Family::Inet6) => decode_v2_addresses::<16>(address_block, |octets| IpAddr::V6(Ipv6Addr::from(octets))),
     Some(V2Family::Unspecified) | Some(V2Family::Unix) | None => {
-      return Parse::Complete(ProxyHeader {
-        header_len,
-        version: 2,
-        source: None,
-        destination: None,
-      })
+      return Parse::Complete(ProxyHeader { header_len, version: 2, source: None, destination: None })
     }
   };
   match addresses {
-    Some((source, destination)) => Parse::Complete(ProxyHeader {
-      header_len,
-      version: 2,
-      source: Some(source),
-      destination: Some(destination),
-    }),
+    Some((source, destination)) => {
+      Parse::Complete(ProxyHeader { header_len, version: 2, source: Some(source), destination: Some(destination) })
+    }
     // Unreachable: `declared >= required` was checked above. Kept as an
     // error rather than a panic so that a future edit cannot crash the
     // accept loop.
-    None => Parse::Invalid(ProxyError::V2AddressBlockTooShort {
-      family: family_byte,
-      declared,
-      required,
-    }),
+    None => Parse::Invalid(ProxyError::V2AddressBlockTooShort { family: family_byte, declared, required }),
   }
 }
 
@@ -388,10 +335,7 @@ fn decode_v2_addresses<const N: usize>(
   let (destination_port, _tlvs) = rest.split_first_chunk::<2>()?;
   Some((
     SocketAddr::new(to_ip(*source_ip), u16::from_be_bytes(*source_port)),
-    SocketAddr::new(
-      to_ip(*destination_ip),
-      u16::from_be_bytes(*destination_port),
-    ),
+    SocketAddr::new(to_ip(*destination_ip), u16::from_be_bytes(*destination_port)),
   ))
 }
 
@@ -426,17 +370,12 @@ struct V1Cursor<'a> {
 
 impl<'a> V1Cursor<'a> {
   fn new(buf: &'a [u8]) -> Self {
-    V1Cursor {
-      window: buf.get(..V1_MAX_HEADER_LEN).unwrap_or(buf),
-      position: 0,
-    }
+    V1Cursor { window: buf.get(..V1_MAX_HEADER_LEN).unwrap_or(buf), position: 0 }
   }
 
   fn out_of_bytes(&self) -> Stop {
     if self.window.len() >= V1_MAX_HEADER_LEN {
-      Stop::Invalid(ProxyError::V1TooLong {
-        max: V1_MAX_HEADER_LEN,
-      })
+      Stop::Invalid(ProxyError::V1TooLong { max: V1_MAX_HEADER_LEN })
     } else {
       Stop::Incomplete
     }
@@ -452,17 +391,11 @@ impl<'a> V1Cursor<'a> {
   }
 
   /// Consumes `literal`, failing at the first byte that differs.
-  fn expect_literal(
-    &mut self,
-    literal: &[u8],
-    on_mismatch: impl Fn(usize, u8) -> ProxyError,
-  ) -> Result<(), Stop> {
+  fn expect_literal(&mut self, literal: &[u8], on_mismatch: impl Fn(usize, u8) -> ProxyError) -> Result<(), Stop> {
     for &expected in literal {
       match self.remaining().first() {
         None => return Err(self.out_of_bytes()),
-        Some(&received) if received != expected => {
-          return Err(Stop::Invalid(on_mismatch(self.position, received)))
-        }
+        Some(&received) if received != expected => return Err(Stop::Invalid(on_mismatch(self.position, received))),
         Some(_) => self.advance(1),
       }
     }
@@ -474,10 +407,7 @@ impl<'a> V1Cursor<'a> {
   /// when the window ended first.
   fn take_field(&mut self) -> (&'a [u8], Option<u8>) {
     let remaining = self.remaining();
-    let field_len = remaining
-      .iter()
-      .position(|&byte| byte == b' ' || byte == b'\r')
-      .unwrap_or(remaining.len());
+    let field_len = remaining.iter().position(|&byte| byte == b' ' || byte == b'\r').unwrap_or(remaining.len());
     let (field, after) = remaining.split_at(field_len);
     self.advance(field_len);
     (field, after.first().copied())
@@ -485,12 +415,7 @@ impl<'a> V1Cursor<'a> {
 
   /// Consumes the separator that `take_field` stopped on, which must be
   /// `expected`.
-  fn expect_separator(
-    &mut self,
-    separator: Option<u8>,
-    expected: u8,
-    description: &'static str,
-  ) -> Result<(), Stop> {
+  fn expect_separator(&mut self, separator: Option<u8>, expected: u8, description: &'static str) -> Result<(), Stop> {
     match separator {
       None => Err(self.out_of_bytes()),
       Some(received) if received == expected => {
@@ -516,32 +441,19 @@ impl<'a> V1Cursor<'a> {
     let malformed = ProxyError::V1MalformedField { field, offset };
     let (text, separator) = self.take_field();
     if separator.is_none() {
-      return Err(if is_address_prefix(family, text) {
-        self.out_of_bytes()
-      } else {
-        Stop::Invalid(malformed)
-      });
+      return Err(if is_address_prefix(family, text) { self.out_of_bytes() } else { Stop::Invalid(malformed) });
     }
     let address = parse_address(family, text).ok_or(malformed)?;
     self.expect_separator(separator, separator_expected, separator_description)?;
     Ok(address)
   }
 
-  fn port(
-    &mut self,
-    field: V1Field,
-    separator_expected: u8,
-    separator_description: &'static str,
-  ) -> Result<u16, Stop> {
+  fn port(&mut self, field: V1Field, separator_expected: u8, separator_description: &'static str) -> Result<u16, Stop> {
     let offset = self.position;
     let malformed = ProxyError::V1MalformedField { field, offset };
     let (text, separator) = self.take_field();
     if separator.is_none() {
-      return Err(if is_port_prefix(text) {
-        self.out_of_bytes()
-      } else {
-        Stop::Invalid(malformed)
-      });
+      return Err(if is_port_prefix(text) { self.out_of_bytes() } else { Stop::Invalid(malformed) });
     }
     let port = parse_port(text).ok_or(malformed)?;
     self.expect_separator(separator, separator_expected, separator_description)?;
@@ -562,45 +474,25 @@ fn parse_v1(buf: &[u8]) -> Parse<ProxyHeader, ProxyError> {
 }
 
 fn parse_v1_line(cursor: &mut V1Cursor<'_>) -> Result<ProxyHeader, Stop> {
-  cursor.expect_literal(V1_PREFIX, |offset, byte| ProxyError::V1BadPrefix {
-    offset,
-    byte,
-  })?;
+  cursor.expect_literal(V1_PREFIX, |offset, byte| ProxyError::V1BadPrefix { offset, byte })?;
 
   // The spec tells receivers to ignore everything between UNKNOWN and CRLF.
   if cursor.remaining().starts_with(V1_UNKNOWN) {
     cursor.advance(V1_UNKNOWN.len());
-    let Some(line_rest) = cursor
-      .remaining()
-      .windows(2)
-      .position(|pair| pair == b"\r\n")
-    else {
+    let Some(line_rest) = cursor.remaining().windows(2).position(|pair| pair == b"\r\n") else {
       return Err(cursor.out_of_bytes());
     };
     cursor.advance(line_rest.saturating_add(2));
-    return Ok(ProxyHeader {
-      header_len: cursor.position,
-      version: 1,
-      source: None,
-      destination: None,
-    });
+    return Ok(ProxyHeader { header_len: cursor.position, version: 1, source: None, destination: None });
   }
 
   let protocol_offset = cursor.position;
-  let unknown_protocol = ProxyError::V1UnknownProtocol {
-    offset: protocol_offset,
-  };
+  let unknown_protocol = ProxyError::V1UnknownProtocol { offset: protocol_offset };
   let (protocol, separator) = cursor.take_field();
   let family = match protocol {
     _ if separator.is_none() => {
-      let could_still_match = [V1_TCP4, V1_TCP6, V1_UNKNOWN]
-        .iter()
-        .any(|known| known.starts_with(protocol));
-      return Err(if could_still_match {
-        cursor.out_of_bytes()
-      } else {
-        Stop::Invalid(unknown_protocol)
-      });
+      let could_still_match = [V1_TCP4, V1_TCP6, V1_UNKNOWN].iter().any(|known| known.starts_with(protocol));
+      return Err(if could_still_match { cursor.out_of_bytes() } else { Stop::Invalid(unknown_protocol) });
     }
     V1_TCP4 => V1AddressFamily::Tcp4,
     V1_TCP6 => V1AddressFamily::Tcp6,
@@ -609,8 +501,7 @@ fn parse_v1_line(cursor: &mut V1Cursor<'_>) -> Result<ProxyHeader, Stop> {
   cursor.expect_separator(separator, b' ', "a single space")?;
 
   let source_ip = cursor.address(family, V1Field::SourceAddress, b' ', "a single space")?;
-  let destination_ip =
-    cursor.address(family, V1Field::DestinationAddress, b' ', "a single space")?;
+  let destination_ip = cursor.address(family, V1Field::DestinationAddress, b' ', "a single space")?;
   let source_port = cursor.port(V1Field::SourcePort, b' ', "a single space")?;
   let destination_port = cursor.port(V1Field::DestinationPort, b'\r', "CR")?;
   cursor.expect_literal(b"\n", |offset, byte| ProxyError::V1UnexpectedByte {
@@ -663,10 +554,7 @@ fn is_ipv4_prefix(text: &[u8]) -> bool {
 
 fn is_ipv4_octet(text: &[u8]) -> bool {
   let has_leading_zero = text.len() > 1 && text.first() == Some(&b'0');
-  !text.is_empty()
-    && text.len() <= 3
-    && !has_leading_zero
-    && parse_decimal(text).is_some_and(|value| value <= 255)
+  !text.is_empty() && text.len() <= 3 && !has_leading_zero && parse_decimal(text).is_some_and(|value| value <= 255)
 }
 
 /// Whether `text` might be extended into an IPv6 address. Not exact (it
@@ -693,9 +581,7 @@ fn is_ipv6_prefix(text: &[u8]) -> bool {
       (groups, Some(tail))
     }
   };
-  let groups_fit = groups
-    .split(|&byte| byte == b':')
-    .all(|group| group.len() <= 4 && !group.contains(&b'.'));
+  let groups_fit = groups.split(|&byte| byte == b':').all(|group| group.len() <= 4 && !group.contains(&b'.'));
   groups_fit && ipv4_tail.is_none_or(is_ipv4_prefix)
 }
 
@@ -729,20 +615,14 @@ mod tests {
   fn complete(buf: &[u8]) -> ProxyHeader {
     match parse_proxy_header(buf) {
       Parse::Complete(header) => header,
-      other => panic!(
-        "expected Complete for {:?}, got {other:?}",
-        String::from_utf8_lossy(buf)
-      ),
+      other => panic!("expected Complete for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
     }
   }
 
   fn invalid(buf: &[u8]) -> ProxyError {
     match parse_proxy_header(buf) {
       Parse::Invalid(error) => error,
-      other => panic!(
-        "expected Invalid for {:?}, got {other:?}",
-        String::from_utf8_lossy(buf)
-      ),
+      other => panic!("expected Invalid for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
     }
   }
 
@@ -783,13 +663,7 @@ mod tests {
 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
     let header = complete(worst_tcp6);
     assert_eq!(header.header_len, 104);
-    assert_eq!(
-      header.source,
-      Some(SocketAddr::new(
-        IpAddr::V6(Ipv6Addr::from([0xff; 16])),
-        65535
-      ))
-    );
+    assert_eq!(header.source, Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from([0xff; 16])), 65535)));
 
     let worst_unknown = b"PROXY UNKNOWN ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff \
 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
@@ -799,33 +673,19 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
     assert_eq!(header.source, None);
 
     let short_unknown = b"PROXY UNKNOWN\r\n";
-    assert_eq!(
-      complete(short_unknown),
-      ProxyHeader {
-        header_len: 15,
-        version: 1,
-        source: None,
-        destination: None,
-      }
-    );
+    assert_eq!(complete(short_unknown), ProxyHeader { header_len: 15, version: 1, source: None, destination: None });
   }
 
   #[test]
   fn v1_application_bytes_after_the_header_are_not_consumed() {
     let stream = b"PROXY TCP4 10.0.0.1 10.0.0.2 1000 80\r\nGET / HTTP/1.1\r\n\r\n";
     let header = complete(stream);
-    assert_eq!(
-      stream.get(header.header_len..),
-      Some(&b"GET / HTTP/1.1\r\n\r\n"[..])
-    );
+    assert_eq!(stream.get(header.header_len..), Some(&b"GET / HTTP/1.1\r\n\r\n"[..]));
   }
 
   #[test]
   fn v1_unknown_ignores_anything_up_to_crlf() {
-    assert_eq!(
-      complete(b"PROXY UNKNOWN junk \x00\xff\r\nrest").header_len,
-      23
-    );
+    assert_eq!(complete(b"PROXY UNKNOWN junk \x00\xff\r\nrest").header_len, 23);
     assert_eq!(complete(b"PROXY UNKNOWNjunk\r\n").header_len, 19);
   }
 
@@ -872,22 +732,10 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
   fn v1_errors_name_the_failing_field_and_offset() {
     assert_eq!(
       invalid(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n"),
-      ProxyError::V1MalformedField {
-        field: V1Field::SourcePort,
-        offset: 27,
-      }
+      ProxyError::V1MalformedField { field: V1Field::SourcePort, offset: 27 }
     );
-    assert_eq!(
-      invalid(b"PROXY TCP9"),
-      ProxyError::V1UnknownProtocol { offset: 6 }
-    );
-    assert_eq!(
-      invalid(b"PROXI"),
-      ProxyError::V1BadPrefix {
-        offset: 4,
-        byte: b'I'
-      }
-    );
+    assert_eq!(invalid(b"PROXY TCP9"), ProxyError::V1UnknownProtocol { offset: 6 });
+    assert_eq!(invalid(b"PROXI"), ProxyError::V1BadPrefix { offset: 4, byte: b'I' });
   }
 
   #[test]
@@ -921,12 +769,7 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
     line.resize(V1_MAX_HEADER_LEN - 1, b'x');
     assert!(parse_proxy_header(&line).is_incomplete());
     line.push(b'\r');
-    assert_eq!(
-      invalid(&line),
-      ProxyError::V1TooLong {
-        max: V1_MAX_HEADER_LEN
-      }
-    );
+    assert_eq!(invalid(&line), ProxyError::V1TooLong { max: V1_MAX_HEADER_LEN });
     line.push(b'\n');
     invalid(&line);
   }
@@ -934,10 +777,7 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
   #[test]
   fn a_first_byte_other_than_p_or_cr_is_invalid_at_once() {
     for first_byte in [b'G', 0x16, b'\n', 0x00, b'p'] {
-      assert_eq!(
-        invalid(&[first_byte]),
-        ProxyError::NotProxyProtocol { first_byte }
-      );
+      assert_eq!(invalid(&[first_byte]), ProxyError::NotProxyProtocol { first_byte });
     }
   }
 
@@ -968,11 +808,7 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
 
   #[test]
   fn v2_udp_families_carry_addresses() {
-    let header = complete(&v2_header(
-      0x21,
-      0x12,
-      &[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2],
-    ));
+    let header = complete(&v2_header(0x21, 0x12, &[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2]));
     assert_eq!(header.source, Some(socket("1.2.3.4:1")));
     let mut payload = [0u8; 36];
     payload[15] = 1;
@@ -1003,34 +839,18 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
 
   #[test]
   fn malformed_v2_headers_are_invalid() {
-    assert_eq!(
-      invalid(&v2_header(0x11, 0x11, &[0; 12])),
-      ProxyError::V2UnsupportedVersion { version: 1 }
-    );
-    assert_eq!(
-      invalid(&v2_header(0x22, 0x11, &[0; 12])),
-      ProxyError::V2UnknownCommand { command: 2 }
-    );
-    assert_eq!(
-      invalid(&v2_header(0x21, 0x13, &[0; 12])),
-      ProxyError::V2UnknownFamily { family: 0x13 }
-    );
+    assert_eq!(invalid(&v2_header(0x11, 0x11, &[0; 12])), ProxyError::V2UnsupportedVersion { version: 1 });
+    assert_eq!(invalid(&v2_header(0x22, 0x11, &[0; 12])), ProxyError::V2UnknownCommand { command: 2 });
+    assert_eq!(invalid(&v2_header(0x21, 0x13, &[0; 12])), ProxyError::V2UnknownFamily { family: 0x13 });
     assert_eq!(
       invalid(&v2_header(0x21, 0x11, &[0; 11])),
-      ProxyError::V2AddressBlockTooShort {
-        family: 0x11,
-        declared: 11,
-        required: 12,
-      }
+      ProxyError::V2AddressBlockTooShort { family: 0x11, declared: 11, required: 12 }
     );
     invalid(&v2_header(0x21, 0x21, &[0; 35]));
     invalid(&v2_header(0x21, 0x31, &[0; 215]));
     let mut bad_signature = v2_header(0x21, 0x11, &[0; 12]);
     bad_signature[11] = b'X';
-    assert_eq!(
-      invalid(&bad_signature),
-      ProxyError::V2BadSignature { offset: 11 }
-    );
+    assert_eq!(invalid(&bad_signature), ProxyError::V2BadSignature { offset: 11 });
   }
 
   #[test]
@@ -1045,19 +865,13 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
     too_long_prefix.extend_from_slice(&declared.to_be_bytes());
     assert_eq!(
       invalid(&too_long_prefix),
-      ProxyError::V2TooLong {
-        header_len: MAX_V2_HEADER_LEN + 1,
-        max: MAX_V2_HEADER_LEN,
-      }
+      ProxyError::V2TooLong { header_len: MAX_V2_HEADER_LEN + 1, max: MAX_V2_HEADER_LEN }
     );
   }
 
   #[test]
   fn v2_garbage_is_rejected_at_the_first_wrong_byte() {
-    assert_eq!(
-      invalid(b"\r\n\r\nX"),
-      ProxyError::V2BadSignature { offset: 4 }
-    );
+    assert_eq!(invalid(b"\r\n\r\nX"), ProxyError::V2BadSignature { offset: 4 });
     assert!(parse_proxy_header(&V2_SIGNATURE[..7]).is_incomplete());
     let mut wrong_version = V2_SIGNATURE.to_vec();
     wrong_version.push(0x31);
@@ -1083,10 +897,7 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
       let header = complete(line.as_bytes());
       assert_eq!(header.header_len, line.len(), "{literal}");
       for cut in 0..line.len() {
-        assert!(
-          parse_proxy_header(&line.as_bytes()[..cut]).is_incomplete(),
-          "{literal} cut at {cut}"
-        );
+        assert!(parse_proxy_header(&line.as_bytes()[..cut]).is_incomplete(), "{literal} cut at {cut}");
       }
     }
   }
@@ -1096,10 +907,7 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
     let source = socket("192.0.2.1:1234");
     let destination = socket("[2001:db8::1]:443");
     let mapped_source = socket("[::ffff:192.0.2.1]:1234");
-    for encoded in [
-      encode_v1(source, destination),
-      encode_v2(source, destination, b""),
-    ] {
+    for encoded in [encode_v1(source, destination), encode_v2(source, destination, b"")] {
       let header = complete(&encoded);
       assert_eq!(header.source, Some(mapped_source));
       assert_eq!(header.destination, Some(destination));
@@ -1126,40 +934,26 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
 
   fn socket_addr() -> BoxedStrategy<SocketAddr> {
     prop_oneof![
-      (any::<Ipv4Addr>(), any::<u16>())
-        .prop_map(|(ip, port)| SocketAddr::V4(SocketAddrV4::new(ip, port))),
-      (ipv6_address(), any::<u16>())
-        .prop_map(|(ip, port)| SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))),
+      (any::<Ipv4Addr>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::V4(SocketAddrV4::new(ip, port))),
+      (ipv6_address(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0))),
     ]
     .boxed()
   }
 
   fn same_family_pair() -> BoxedStrategy<(SocketAddr, SocketAddr)> {
     prop_oneof![
-      (
-        any::<Ipv4Addr>(),
-        any::<u16>(),
-        any::<Ipv4Addr>(),
-        any::<u16>()
-      )
-        .prop_map(|(a, p, b, q)| (
-          SocketAddr::new(IpAddr::V4(a), p),
-          SocketAddr::new(IpAddr::V4(b), q)
-        )),
-      (ipv6_address(), any::<u16>(), ipv6_address(), any::<u16>()).prop_map(|(a, p, b, q)| (
-        SocketAddr::new(IpAddr::V6(a), p),
-        SocketAddr::new(IpAddr::V6(b), q)
-      )),
+      (any::<Ipv4Addr>(), any::<u16>(), any::<Ipv4Addr>(), any::<u16>())
+        .prop_map(|(a, p, b, q)| (SocketAddr::new(IpAddr::V4(a), p), SocketAddr::new(IpAddr::V4(b), q))),
+      (ipv6_address(), any::<u16>(), ipv6_address(), any::<u16>())
+        .prop_map(|(a, p, b, q)| (SocketAddr::new(IpAddr::V6(a), p), SocketAddr::new(IpAddr::V6(b), q))),
     ]
     .boxed()
   }
 
   /// Any valid header this module should accept, with its expected length.
   fn valid_header() -> BoxedStrategy<Vec<u8>> {
-    let unknown_junk = proptest::collection::vec(
-      any::<u8>().prop_filter("no CR", |byte| *byte != b'\r'),
-      0..=(V1_MAX_HEADER_LEN - 15),
-    );
+    let unknown_junk =
+      proptest::collection::vec(any::<u8>().prop_filter("no CR", |byte| *byte != b'\r'), 0..=(V1_MAX_HEADER_LEN - 15));
     prop_oneof![
       same_family_pair().prop_map(|(source, destination)| encode_v1(source, destination)),
       unknown_junk.prop_map(|junk| {
@@ -1168,11 +962,7 @@ ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n";
         line.extend_from_slice(b"\r\n");
         line
       }),
-      (
-        socket_addr(),
-        socket_addr(),
-        proptest::collection::vec(any::<u8>(), 0..64)
-      )
+      (socket_addr(), socket_addr(), proptest::collection::vec(any::<u8>(), 0..64))
         .prop_map(|(source, destination, tlvs)| encode_v2(source, destination, &tlvs)),
       (
         prop_oneof![

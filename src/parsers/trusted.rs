@@ -23,19 +23,13 @@ const LOOPBACK: &[IpNet] = &[
 ];
 const LINK_LOCAL: &[IpNet] = &[
   IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 0, 0), 16)),
-  IpNet::V6(Ipv6Net::new_assert(
-    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
-    10,
-  )),
+  IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10)),
 ];
 const UNIQUE_LOCAL: &[IpNet] = &[
   IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 8)),
   IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(172, 16, 0, 0), 12)),
   IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(192, 168, 0, 0), 16)),
-  IpNet::V6(Ipv6Net::new_assert(
-    Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0),
-    7,
-  )),
+  IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7)),
 ];
 
 /// Prefix length of the IPv4-mapped range `::ffff:0:0/96`.
@@ -97,10 +91,7 @@ impl TrustedProxies {
         .parse::<IpNet>()
         .map(|network| network.trunc())
         .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| TrustedProxyError::Unrecognised {
-          index,
-          entry: entry.to_owned(),
-        })?;
+        .map_err(|_| TrustedProxyError::Unrecognised { index, entry: entry.to_owned() })?;
       networks.push(canonical_network(network));
     }
     Ok(TrustedProxies { networks })
@@ -125,14 +116,10 @@ impl TrustedProxies {
 }
 
 fn keyword_networks(entry: &str) -> Option<&'static [IpNet]> {
-  [
-    ("loopback", LOOPBACK),
-    ("linklocal", LINK_LOCAL),
-    ("uniquelocal", UNIQUE_LOCAL),
-  ]
-  .into_iter()
-  .find(|(keyword, _)| entry.eq_ignore_ascii_case(keyword))
-  .map(|(_, networks)| networks)
+  [("loopback", LOOPBACK), ("linklocal", LINK_LOCAL), ("uniquelocal", UNIQUE_LOCAL)]
+    .into_iter()
+    .find(|(keyword, _)| entry.eq_ignore_ascii_case(keyword))
+    .map(|(_, networks)| networks)
 }
 
 /// Rewrites a network inside `::ffff:0:0/96` as the IPv4 network it maps, so
@@ -162,41 +149,25 @@ mod tests {
   #[test]
   fn addresses_networks_and_keywords_are_accepted() {
     let trusted =
-      TrustedProxies::parse(&["127.0.0.1", " 10.0.0.0/8 ", "::1", "fd00::/8", "LoopBack"])
-        .expect("valid entries");
+      TrustedProxies::parse(&["127.0.0.1", " 10.0.0.0/8 ", "::1", "fd00::/8", "LoopBack"]).expect("valid entries");
     for inside in ["127.0.0.1", "10.200.3.4", "::1", "fd12::1", "127.9.9.9"] {
       assert!(trusted.contains(ip(inside)), "{inside} should be trusted");
     }
     for outside in ["11.0.0.1", "::2", "fe00::1", "192.168.1.1"] {
-      assert!(
-        !trusted.contains(ip(outside)),
-        "{outside} should not be trusted"
-      );
+      assert!(!trusted.contains(ip(outside)), "{outside} should not be trusted");
     }
   }
 
   #[test]
   fn the_keywords_cover_the_same_ranges_as_express() {
-    let trusted =
-      TrustedProxies::parse(&["loopback", "linklocal", "uniquelocal"]).expect("keywords");
-    for inside in [
-      "127.0.0.1",
-      "::1",
-      "169.254.1.1",
-      "fe80::1",
-      "10.1.1.1",
-      "172.31.255.255",
-      "192.168.0.1",
-      "fc00::1",
-      "fdff::1",
-    ] {
+    let trusted = TrustedProxies::parse(&["loopback", "linklocal", "uniquelocal"]).expect("keywords");
+    for inside in
+      ["127.0.0.1", "::1", "169.254.1.1", "fe80::1", "10.1.1.1", "172.31.255.255", "192.168.0.1", "fc00::1", "fdff::1"]
+    {
       assert!(trusted.contains(ip(inside)), "{inside} should be trusted");
     }
     for outside in ["172.32.0.1", "8.8.8.8", "2001:db8::1", "fec0::1"] {
-      assert!(
-        !trusted.contains(ip(outside)),
-        "{outside} should not be trusted"
-      );
+      assert!(!trusted.contains(ip(outside)), "{outside} should not be trusted");
     }
   }
 
@@ -209,14 +180,10 @@ mod tests {
 
   #[test]
   fn an_ipv4_mapped_entry_is_stored_as_ipv4() {
-    let trusted =
-      TrustedProxies::parse(&["::ffff:10.0.0.0/104", "::ffff:192.0.2.1"]).expect("valid");
+    let trusted = TrustedProxies::parse(&["::ffff:10.0.0.0/104", "::ffff:192.0.2.1"]).expect("valid");
     assert_eq!(
       trusted.networks(),
-      &[
-        "10.0.0.0/8".parse::<IpNet>().expect("net"),
-        "192.0.2.1/32".parse::<IpNet>().expect("net")
-      ]
+      &["10.0.0.0/8".parse::<IpNet>().expect("net"), "192.0.2.1/32".parse::<IpNet>().expect("net")]
     );
     assert!(trusted.contains(ip("10.9.9.9")));
   }
@@ -237,32 +204,13 @@ mod tests {
 
   #[test]
   fn bad_entries_are_reported_with_their_position_and_the_expected_format() {
-    assert_eq!(
-      TrustedProxies::parse(&["::1", "  "]),
-      Err(TrustedProxyError::Empty { index: 1 })
-    );
-    assert_eq!(
-      TrustedProxies::parse(&["*"]),
-      Err(TrustedProxyError::Wildcard { index: 0 })
-    );
-    for bad in [
-      "10.0.0.0/33",
-      "localhost",
-      "10.0.0",
-      "fe80::1%eth0",
-      "10.0.0.0/8/8",
-      "[::1]",
-      "127.0.0.1:80",
-      "0x7f.0.0.1",
-    ] {
+    assert_eq!(TrustedProxies::parse(&["::1", "  "]), Err(TrustedProxyError::Empty { index: 1 }));
+    assert_eq!(TrustedProxies::parse(&["*"]), Err(TrustedProxyError::Wildcard { index: 0 }));
+    for bad in
+      ["10.0.0.0/33", "localhost", "10.0.0", "fe80::1%eth0", "10.0.0.0/8/8", "[::1]", "127.0.0.1:80", "0x7f.0.0.1"]
+    {
       let error = TrustedProxies::parse(&["::1", bad]).expect_err(bad);
-      assert_eq!(
-        error,
-        TrustedProxyError::Unrecognised {
-          index: 1,
-          entry: bad.to_owned()
-        }
-      );
+      assert_eq!(error, TrustedProxyError::Unrecognised { index: 1, entry: bad.to_owned() });
       let message = error.to_string();
       assert!(message.contains(bad), "{message}");
       assert!(message.contains("CIDR network"), "{message}");

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use crate::channel;
 use crate::hrw::{LiveSlots, Rendezvous, SlotId};
+use crate::routing::Route;
+use crate::sessions::SessionTable;
 use crate::wire::{self, Handoff, Reply};
 
 use super::stats::Stats;
@@ -24,8 +26,8 @@ use super::stats::Stats;
 /// An accepted connection on its way to a worker.
 pub struct Connection {
   pub fd: OwnedFd,
-  pub key_hash: u64,
-  /// The client named by a PROXY header or trusted forwarding header.
+  pub route: Route,
+  /// The client named by a PROXY header.
   pub client: Option<SocketAddr>,
 }
 
@@ -108,6 +110,9 @@ pub struct Dispatcher {
   started: bool,
   closed: bool,
   next_generation: u64,
+  /// Engine.io sessions and their owners (`sid` routing only).
+  sessions: Option<SessionTable>,
+  clock: std::time::Instant,
   stats: Arc<Stats>,
   notices: Vec<Notice>,
   record: Vec<u8>,
@@ -123,6 +128,7 @@ impl Dispatcher {
     hrw: Rendezvous,
     slot_count: u16,
     limits: DispatcherLimits,
+    sessions: Option<SessionTable>,
     stats: Arc<Stats>,
   ) -> Self {
     debug_assert_eq!(stats.slots.len(), usize::from(slot_count));
@@ -136,12 +142,15 @@ impl Dispatcher {
       started: false,
       closed: false,
       next_generation: 1,
+      sessions,
+      clock: std::time::Instant::now(),
       stats,
       notices: Vec::new(),
       record: Vec::with_capacity(wire::HANDOFF_HEADER_LEN),
     }
   }
 
+  #[cfg(test)]
   pub fn hrw(&self) -> &Rendezvous {
     &self.hrw
   }
@@ -182,9 +191,7 @@ impl Dispatcher {
       backlog: VecDeque::new(),
       unacked: VecDeque::new(),
     });
-    self.stats.slots[usize::from(slot)]
-      .channels
-      .fetch_add(1, Relaxed);
+    self.stats.slots[usize::from(slot)].channels.fetch_add(1, Relaxed);
     generation
   }
 
@@ -193,24 +200,64 @@ impl Dispatcher {
   }
 
   pub fn wants_write(&self, slot: SlotId, generation: u64) -> bool {
-    self
-      .current(slot, generation)
-      .is_some_and(|channel| !channel.backlog.is_empty())
+    self.current(slot, generation).is_some_and(|channel| !channel.backlog.is_empty())
   }
 
   fn current(&self, slot: SlotId, generation: u64) -> Option<&SlotChannel> {
-    self
-      .slots
-      .get(usize::from(slot))?
-      .as_ref()
-      .filter(|channel| channel.generation == generation)
+    self.slots.get(usize::from(slot))?.as_ref().filter(|channel| channel.generation == generation)
   }
 
-  /// Sends `connection` to its client's first choice among the live slots,
-  /// parks it when no slot is live, and resets it when the chosen slot's queue
-  /// is full.
+  fn now_ms(&self) -> u64 {
+    u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+  }
+
+  /// The slot a route leads to now, among the live slots.
+  fn choose(&mut self, route: &Route) -> Option<SlotId> {
+    match route {
+      Route::Hash(key_hash) => self.hrw.pick(*key_hash, self.live.as_slice()),
+      Route::Session(sid) => {
+        let now = self.now_ms();
+        let owner = |dispatcher: &mut Self| {
+          let sessions = dispatcher.sessions.as_mut()?;
+          sessions.lookup(sid, now).filter(|&slot| dispatcher.live.contains(slot))
+        };
+        if let Some(slot) = owner(self) {
+          return Some(slot);
+        }
+        // The worker reports a session before its handshake response leaves,
+        // so a report can only be waiting unread in a channel: read them all.
+        self.read_all_replies();
+        if let Some(slot) = owner(self) {
+          return Some(slot);
+        }
+        // Unknown (expired, or its worker died): any worker answers "Session
+        // ID unknown", and the client reconnects with a new handshake.
+        self.pick_new_session(false)
+      }
+      Route::NewSession { handshake } => self.pick_new_session(*handshake),
+    }
+  }
+
+  fn pick_new_session(&mut self, handshake: bool) -> Option<SlotId> {
+    let live = self.live.as_slice();
+    match self.sessions.as_mut() {
+      Some(sessions) => sessions.pick_new(live, handshake),
+      None => live.first().copied(),
+    }
+  }
+
+  fn read_all_replies(&mut self) {
+    for index in 0..self.slots.len() {
+      if let Some(generation) = self.slots[index].as_ref().map(|channel| channel.generation) {
+        self.read_replies(index as SlotId, generation);
+      }
+    }
+  }
+
+  /// Sends `connection` to its route's slot among the live ones, parks it
+  /// when no slot is live, and resets it when the chosen slot's queue is full.
   pub fn dispatch(&mut self, connection: Connection) {
-    let Some(slot) = self.hrw.pick(connection.key_hash, self.live.as_slice()) else {
+    let Some(slot) = self.choose(&connection.route) else {
       self.park(connection);
       return;
     };
@@ -221,9 +268,7 @@ impl Dispatcher {
       return;
     };
     if channel.pending() >= self.max_pending_per_slot {
-      self.stats.slots[index]
-        .dropped_queue_full
-        .fetch_add(1, Relaxed);
+      self.stats.slots[index].dropped_queue_full.fetch_add(1, Relaxed);
       reset(connection);
       return;
     }
@@ -251,29 +296,15 @@ impl Dispatcher {
   pub fn flush(&mut self, slot: SlotId, generation: u64) -> Progress {
     let index = usize::from(slot);
     loop {
-      let Some(channel) = self.slots[index]
-        .as_mut()
-        .filter(|channel| channel.generation == generation)
-      else {
+      let Some(channel) = self.slots[index].as_mut().filter(|channel| channel.generation == generation) else {
         return Progress::Gone;
       };
       let Some(connection) = channel.backlog.front() else {
         return Progress::Idle;
       };
       let seq = channel.next_seq;
-      wire::encode_handoff(
-        &Handoff {
-          seq,
-          client: connection.client,
-          prefix: &[],
-        },
-        &mut self.record,
-      );
-      match channel::send_record(
-        channel.fd.as_fd(),
-        &self.record,
-        Some(connection.fd.as_fd()),
-      ) {
+      wire::encode_handoff(&Handoff { seq, client: connection.client, prefix: &[] }, &mut self.record);
+      match channel::send_record(channel.fd.as_fd(), &self.record, Some(connection.fd.as_fd())) {
         Ok(()) => {
           channel.next_seq += 1;
           if let Some(connection) = channel.backlog.pop_front() {
@@ -294,7 +325,7 @@ impl Dispatcher {
 
   /// Reads the worker's replies until the channel is empty.
   pub fn read_replies(&mut self, slot: SlotId, generation: u64) -> Progress {
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; wire::MAX_REPLY_LEN];
     loop {
       let Some(channel) = self.current(slot, generation) else {
         return Progress::Gone;
@@ -308,10 +339,7 @@ impl Dispatcher {
         Ok(received) => match wire::decode_reply(&buf[..received.len]) {
           Ok(reply) => self.on_reply(slot, reply),
           Err(error) => {
-            self.notices.push(Notice::ProtocolError {
-              slot,
-              message: error.to_string(),
-            });
+            self.notices.push(Notice::ProtocolError { slot, message: error.to_string() });
             self.close_channel(slot, ChannelEnd::ProtocolError);
             return Progress::Gone;
           }
@@ -325,7 +353,7 @@ impl Dispatcher {
     }
   }
 
-  fn on_reply(&mut self, slot: SlotId, reply: Reply) {
+  fn on_reply(&mut self, slot: SlotId, reply: Reply<'_>) {
     let index = usize::from(slot);
     let Some(channel) = self.slots[index].as_mut() else {
       return;
@@ -339,34 +367,47 @@ impl Dispatcher {
         self.stats.slots[index].pid.store(pid, Relaxed);
         self.notices.push(Notice::SlotReady { slot, pid });
         self.rebuild_live();
-        if !self.started
-          && self
-            .slots
-            .iter()
-            .all(|s| s.as_ref().is_some_and(|c| c.ready))
-        {
+        if !self.started && self.slots.iter().all(|s| s.as_ref().is_some_and(|c| c.ready)) {
           self.started = true;
         }
         self.unpark();
       }
       Reply::Ack { up_to } => {
         let mut acknowledged = 0u64;
-        while channel
-          .unacked
-          .front()
-          .is_some_and(|(seq, _)| *seq <= up_to)
-        {
+        while channel.unacked.front().is_some_and(|(seq, _)| *seq <= up_to) {
           // Dropping the connection closes the primary's copy of the fd; the
           // worker holds its own.
           channel.unacked.pop_front();
           acknowledged += 1;
         }
-        self.stats.slots[index]
-          .acknowledged
-          .fetch_add(acknowledged, Relaxed);
-        self.stats.slots[index]
-          .pending
-          .fetch_sub(acknowledged, Relaxed);
+        self.stats.slots[index].acknowledged.fetch_add(acknowledged, Relaxed);
+        self.stats.slots[index].pending.fetch_sub(acknowledged, Relaxed);
+      }
+      Reply::SessionOpened { sid } => {
+        let now = self.now_ms();
+        if let Some(sessions) = self.sessions.as_mut() {
+          if !sessions.open(sid, slot, now) {
+            self.stats.sessions_refused.fetch_add(1, Relaxed);
+          }
+          self.stats.slots[index].sessions.store(sessions.sessions_of(slot), Relaxed);
+        }
+      }
+      Reply::SessionClosed { sid } => {
+        if let Some(sessions) = self.sessions.as_mut() {
+          sessions.close(sid);
+          self.stats.slots[index].sessions.store(sessions.sessions_of(slot), Relaxed);
+        }
+      }
+    }
+  }
+
+  /// Forgets sessions idle for longer than their TTL (`sid` routing).
+  pub fn expire_sessions(&mut self) {
+    let now = self.now_ms();
+    if let Some(sessions) = self.sessions.as_mut() {
+      sessions.expire(now);
+      for (slot, slot_stats) in self.stats.slots.iter().enumerate() {
+        slot_stats.sessions.store(sessions.sessions_of(slot as SlotId), Relaxed);
       }
     }
   }
@@ -378,27 +419,17 @@ impl Dispatcher {
     let Some(channel) = self.slots[index].take() else {
       return;
     };
-    let requeued: Vec<Connection> = channel
-      .backlog
-      .into_iter()
-      .chain(
-        channel
-          .unacked
-          .into_iter()
-          .map(|(_, connection)| connection),
-      )
-      .collect();
+    let requeued: Vec<Connection> =
+      channel.backlog.into_iter().chain(channel.unacked.into_iter().map(|(_, connection)| connection)).collect();
     let slot_stats = &self.stats.slots[index];
     slot_stats.pending.store(0, Relaxed);
-    slot_stats
-      .redispatched
-      .fetch_add(requeued.len() as u64, Relaxed);
+    slot_stats.redispatched.fetch_add(requeued.len() as u64, Relaxed);
     slot_stats.pid.store(0, Relaxed);
-    self.notices.push(Notice::SlotClosed {
-      slot,
-      end,
-      requeued: requeued.len(),
-    });
+    slot_stats.sessions.store(0, Relaxed);
+    if let Some(sessions) = self.sessions.as_mut() {
+      sessions.forget_slot(slot);
+    }
+    self.notices.push(Notice::SlotClosed { slot, end, requeued: requeued.len() });
     self.notices.push(Notice::Wake { slot });
     // `channel.fd` closes here: a worker still holding the other end sees EOF.
     drop(channel.fd);
@@ -417,9 +448,7 @@ impl Dispatcher {
       .map(|(slot, _)| slot as SlotId)
       .collect();
     for (slot, slot_stats) in self.stats.slots.iter().enumerate() {
-      slot_stats
-        .live
-        .store(live.contains(&(slot as SlotId)), Relaxed);
+      slot_stats.live.store(live.contains(&(slot as SlotId)), Relaxed);
     }
     self.live = LiveSlots::from_slots(live);
   }
@@ -448,6 +477,7 @@ pub fn reset(connection: Connection) {
 mod tests {
   use super::*;
   use crate::channel::{recv_record, send_record};
+  use crate::sessions::NewSessionBalance;
   use crate::wire::{decode_handoff, encode_reply};
 
   struct Worker {
@@ -478,10 +508,8 @@ mod tests {
     let mut dispatcher = Dispatcher::new(
       Rendezvous::default(),
       slots,
-      DispatcherLimits {
-        max_pending_per_slot: 4,
-        max_parked: 2,
-      },
+      DispatcherLimits { max_pending_per_slot: 4, max_parked: 2 },
+      Some(SessionTable::new(slots, NewSessionBalance::LeastConnection, 60_000, 100, 1)),
       stats,
     );
     let mut workers = Vec::new();
@@ -489,13 +517,8 @@ mod tests {
       let (primary_end, worker_end) = channel::socketpair().unwrap();
       let generation = dispatcher.attach(slot, primary_end);
       let worker = Worker { end: worker_end };
-      worker.say(Reply::Hello {
-        pid: 1000 + u32::from(slot),
-      });
-      assert_eq!(
-        dispatcher.read_replies(slot, generation),
-        Progress::WouldBlock
-      );
+      worker.say(Reply::Hello { pid: 1000 + u32::from(slot) });
+      assert_eq!(dispatcher.read_replies(slot, generation), Progress::WouldBlock);
       workers.push((worker, generation));
     }
     (dispatcher, workers)
@@ -508,11 +531,7 @@ mod tests {
       .find(|&h| dispatcher.hrw().pick(h, all) == Some(slot))
       .unwrap();
     let (fd, _) = channel::socketpair().unwrap();
-    Connection {
-      fd,
-      key_hash,
-      client: None,
-    }
+    Connection { fd, route: Route::Hash(key_hash), client: None }
   }
 
   #[test]
@@ -521,10 +540,8 @@ mod tests {
     let mut dispatcher = Dispatcher::new(
       Rendezvous::default(),
       2,
-      DispatcherLimits {
-        max_pending_per_slot: 4,
-        max_parked: 2,
-      },
+      DispatcherLimits { max_pending_per_slot: 4, max_parked: 2 },
+      None,
       stats,
     );
     let (first, first_worker) = channel::socketpair().unwrap();
@@ -563,22 +580,12 @@ mod tests {
     assert_eq!(dead.take_all().len(), 3);
     drop(dead);
     assert_eq!(dispatcher.read_replies(2, generation), Progress::Gone);
-    let taken: usize = workers
-      .iter()
-      .map(|(worker, _)| worker.take_all().len())
-      .sum();
-    assert_eq!(
-      taken, 3,
-      "every unacknowledged connection reaches a survivor"
-    );
+    let taken: usize = workers.iter().map(|(worker, _)| worker.take_all().len()).sum();
+    assert_eq!(taken, 3, "every unacknowledged connection reaches a survivor");
     assert_eq!(dispatcher.stats.slots[2].redispatched.load(Relaxed), 3);
     let notices = dispatcher.take_notices();
     assert!(
-      notices.contains(&Notice::SlotClosed {
-        slot: 2,
-        end: ChannelEnd::WorkerClosed,
-        requeued: 3
-      }),
+      notices.contains(&Notice::SlotClosed { slot: 2, end: ChannelEnd::WorkerClosed, requeued: 3 }),
       "{notices:?}"
     );
   }
@@ -591,10 +598,7 @@ mod tests {
       dispatcher.dispatch(connection);
     }
     assert_eq!(dispatcher.stats.slots[0].dispatched.load(Relaxed), 4);
-    assert_eq!(
-      dispatcher.stats.slots[0].dropped_queue_full.load(Relaxed),
-      1
-    );
+    assert_eq!(dispatcher.stats.slots[0].dropped_queue_full.load(Relaxed), 1);
     assert_eq!(dispatcher.stats.snapshot().dropped, 1);
   }
 
@@ -608,11 +612,7 @@ mod tests {
     let _ = generation;
     for _ in 0..3 {
       let (fd, _) = channel::socketpair().unwrap();
-      dispatcher.dispatch(Connection {
-        fd,
-        key_hash: 7,
-        client: None,
-      });
+      dispatcher.dispatch(Connection { fd, route: Route::Hash(7), client: None });
     }
     assert_eq!(dispatcher.stats.parked.load(Relaxed), 2);
     assert_eq!(dispatcher.stats.dropped_no_worker.load(Relaxed), 1);
@@ -626,32 +626,40 @@ mod tests {
   }
 
   #[test]
+  fn a_session_reported_by_a_worker_routes_its_next_requests_there_even_before_the_report_is_read() {
+    let (mut dispatcher, workers) = dispatcher(3);
+    let (owner, _) = &workers[2];
+    // The report sits unread in the channel when the next request arrives.
+    owner.say(Reply::SessionOpened { sid: b"s1" });
+    for _ in 0..3 {
+      let (fd, _) = channel::socketpair().unwrap();
+      dispatcher.dispatch(Connection { fd, route: Route::Session(b"s1"[..].into()), client: None });
+    }
+    assert_eq!(owner.take_all().len(), 3);
+    assert_eq!(dispatcher.stats.slots[2].sessions.load(Relaxed), 1);
+  }
+
+  #[test]
+  fn a_burst_of_handshakes_spreads_over_the_workers() {
+    let (mut dispatcher, workers) = dispatcher(3);
+    for _ in 0..3 {
+      let (fd, _) = channel::socketpair().unwrap();
+      dispatcher.dispatch(Connection { fd, route: Route::NewSession { handshake: true }, client: None });
+    }
+    let per_worker: Vec<usize> = workers.iter().map(|(worker, _)| worker.take_all().len()).collect();
+    assert_eq!(per_worker, vec![1, 1, 1]);
+  }
+
+  #[test]
   fn a_worker_speaking_another_protocol_is_disconnected_with_a_notice() {
     let (mut dispatcher, workers) = dispatcher(1);
     let (worker, generation) = &workers[0];
-    send_record(
-      worker.end.as_fd(),
-      &[9, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-      None,
-    )
-    .unwrap();
+    send_record(worker.end.as_fd(), &[9, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], None).unwrap();
     assert_eq!(dispatcher.read_replies(0, *generation), Progress::Gone);
     let notices = dispatcher.take_notices();
+    assert!(notices.iter().any(|n| matches!(n, Notice::ProtocolError { slot: 0, .. })), "{notices:?}");
     assert!(
-      notices
-        .iter()
-        .any(|n| matches!(n, Notice::ProtocolError { slot: 0, .. })),
-      "{notices:?}"
-    );
-    assert!(
-      notices.iter().any(|n| matches!(
-        n,
-        Notice::SlotClosed {
-          slot: 0,
-          end: ChannelEnd::ProtocolError,
-          ..
-        }
-      )),
+      notices.iter().any(|n| matches!(n, Notice::SlotClosed { slot: 0, end: ChannelEnd::ProtocolError, .. })),
       "{notices:?}"
     );
   }

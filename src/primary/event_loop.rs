@@ -21,17 +21,25 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, Notify};
 
-use crate::address::ClientKey;
 use crate::channel;
 use crate::hrw::{Rendezvous, SlotId};
+use crate::routing::Router;
+use crate::sessions::SessionTable;
 
 use super::dispatcher::{ChannelEnd, Connection, Dispatcher, DispatcherLimits, Notice, Progress};
+use super::header_reader::{self, HeaderLimits, NoDecision, PendingSocket, WaitingSet};
 use super::listener::errno_name;
 use super::stats::Stats;
 
 pub struct PrimaryConfig {
   pub slots: u16,
   pub seed: u64,
+  /// What identifies a client.
+  pub router: Router,
+  /// Limits on reading a routing key (modes that peek).
+  pub header: HeaderLimits,
+  /// Engine.io session owners (`sid` routing only).
+  pub sessions: Option<SessionTable>,
   /// Connections handed to one slot and not yet acknowledged (or not yet sent).
   pub max_pending_per_slot: usize,
   /// Connections held while no worker is alive.
@@ -80,43 +88,27 @@ type EventSink = Box<dyn Fn(PrimaryEvent) + Send + 'static>;
 impl PrimaryHandle {
   /// Starts the accept loop on `listener` (already bound and listening).
   pub fn start(config: PrimaryConfig, listener: Socket, on_event: EventSink) -> io::Result<Self> {
-    let local_addr = listener
-      .local_addr()?
-      .as_socket()
-      .ok_or_else(|| io::Error::other("the listening socket has no IP address"))?;
+    let local_addr =
+      listener.local_addr()?.as_socket().ok_or_else(|| io::Error::other("the listening socket has no IP address"))?;
     let stats = Arc::new(Stats::new(usize::from(config.slots)));
     let (commands, receiver) = mpsc::unbounded_channel();
     let thread_stats = stats.clone();
-    let thread = std::thread::Builder::new()
-      .name("sticky-accept".into())
-      .spawn(move || {
-        let on_event = Rc::new(on_event);
-        let sink = on_event.clone();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-          run(config, listener, receiver, thread_stats, sink)
-        }));
-        let failure = match outcome {
-          Ok(Ok(())) => None,
-          Ok(Err(error)) => Some(format!("the accept loop stopped: {error}")),
-          Err(panic) => Some(format!(
-            "the accept loop panicked: {}",
-            panic_message(&panic)
-          )),
-        };
-        if let Some(message) = failure {
-          on_event(PrimaryEvent::Error {
-            code: "ERR_STICKY_ACCEPT_LOOP".into(),
-            message,
-            fatal: true,
-          });
-        }
-      })?;
-    Ok(PrimaryHandle {
-      commands,
-      stats,
-      local_addr,
-      thread: Some(thread),
-    })
+    let thread = std::thread::Builder::new().name("sticky-accept".into()).spawn(move || {
+      let on_event = Rc::new(on_event);
+      let sink = on_event.clone();
+      let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        run(config, listener, receiver, thread_stats, sink)
+      }));
+      let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(format!("the accept loop stopped: {error}")),
+        Err(panic) => Some(format!("the accept loop panicked: {}", panic_message(&panic))),
+      };
+      if let Some(message) = failure {
+        on_event(PrimaryEvent::Error { code: "ERR_STICKY_ACCEPT_LOOP".into(), message, fatal: true });
+      }
+    })?;
+    Ok(PrimaryHandle { commands, stats, local_addr, thread: Some(thread) })
   }
 
   pub fn local_addr(&self) -> SocketAddr {
@@ -132,18 +124,12 @@ impl PrimaryHandle {
   /// then close. A previous channel of the slot is replaced.
   pub fn open_slot(&self, slot: SlotId) -> io::Result<OwnedFd> {
     if usize::from(slot) >= self.stats.slots.len() {
-      return Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("slot {slot} is out of range"),
-      ));
+      return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("slot {slot} is out of range")));
     }
     let (primary_end, worker_end) = channel::socketpair()?;
     self
       .commands
-      .send(Command::Attach {
-        slot,
-        channel: primary_end,
-      })
+      .send(Command::Attach { slot, channel: primary_end })
       .map_err(|_| io::Error::other("the accept loop is not running"))?;
     Ok(worker_end)
   }
@@ -175,6 +161,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 struct Shared {
   dispatcher: RefCell<Dispatcher>,
+  router: Router,
+  header: HeaderLimits,
+  waiting: RefCell<WaitingSet>,
+  stats: Arc<Stats>,
   /// One per slot: wakes that slot's channel task when it has something to
   /// write or its channel was closed or replaced.
   slot_wakeups: Vec<Notify>,
@@ -200,11 +190,7 @@ impl Shared {
           self.gate.notify_one();
           PrimaryEvent::SlotReady { slot, pid }
         }
-        Notice::SlotClosed {
-          slot,
-          end,
-          requeued,
-        } => PrimaryEvent::SlotClosed {
+        Notice::SlotClosed { slot, end, requeued } => PrimaryEvent::SlotClosed {
           slot,
           requeued,
           reason: match end {
@@ -232,47 +218,57 @@ fn run(
   stats: Arc<Stats>,
   on_event: Rc<EventSink>,
 ) -> io::Result<()> {
-  let runtime = tokio::runtime::Builder::new_current_thread()
-    .enable_io()
-    .enable_time()
-    .build()?;
+  let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
   let local = tokio::task::LocalSet::new();
   local.block_on(&runtime, async move {
+    let PrimaryConfig { slots, seed, router, header, sessions, max_pending_per_slot, max_parked, startup_wait } =
+      config;
+    let expires_sessions = sessions.is_some();
     let dispatcher = Dispatcher::new(
-      Rendezvous::new(config.seed),
-      config.slots,
-      DispatcherLimits {
-        max_pending_per_slot: config.max_pending_per_slot,
-        max_parked: config.max_parked,
-      },
+      Rendezvous::new(seed),
+      slots,
+      DispatcherLimits { max_pending_per_slot, max_parked },
+      sessions,
       stats.clone(),
     );
-    let slot_wakeups = (0..config.slots).map(|_| Notify::new()).collect();
+    let slot_wakeups = (0..slots).map(|_| Notify::new()).collect();
     let shared = Rc::new(Shared {
       dispatcher: RefCell::new(dispatcher),
+      router,
+      header,
+      waiting: RefCell::new(WaitingSet::default()),
+      stats: stats.clone(),
       slot_wakeups,
       gate: Notify::new(),
       on_event,
     });
 
+    if expires_sessions {
+      let sweeper = shared.clone();
+      tokio::task::spawn_local(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+          every.tick().await;
+          sweeper.dispatcher.borrow_mut().expire_sessions();
+        }
+      });
+    }
+
     let startup = shared.clone();
     tokio::task::spawn_local(async move {
-      tokio::time::sleep(config.startup_wait).await;
+      tokio::time::sleep(startup_wait).await;
       startup.dispatcher.borrow_mut().end_startup_wait();
       startup.gate.notify_one();
     });
 
     let listener = register(listener, Interest::READABLE)?;
-    let acceptor = tokio::task::spawn_local(accept_connections(shared.clone(), listener, stats));
+    let acceptor = tokio::task::spawn_local(accept_connections(shared.clone(), listener));
 
     while let Some(command) = commands.recv().await {
       match command {
         Command::Attach { slot, channel } => {
           let channel = register(channel, Interest::READABLE | Interest::WRITABLE)?;
-          let generation = shared
-            .dispatcher
-            .borrow_mut()
-            .attach(slot, channel.get_ref().try_clone()?);
+          let generation = shared.dispatcher.borrow_mut().attach(slot, channel.get_ref().try_clone()?);
           shared.publish();
           tokio::task::spawn_local(serve_channel(shared.clone(), slot, generation, channel));
         }
@@ -294,13 +290,10 @@ fn register<T: AsRawFd>(owned: T, interest: Interest) -> io::Result<AsyncFd<T>> 
   unsafe { AsyncFd::register_with_interest(owned, interest) }.map_err(io::Error::from)
 }
 
-/// Accepts connections while the dispatcher wants them, and dispatches each.
-async fn accept_connections(
-  shared: Rc<Shared>,
-  listener: AsyncFd<Socket>,
-  stats: Arc<Stats>,
-) -> io::Result<()> {
+/// Accepts connections while the dispatcher wants them, and routes each.
+async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
   const ACCEPTS_PER_WAKEUP: usize = 64;
+  let stats = shared.stats.clone();
   loop {
     while !shared.dispatcher.borrow().accepting() {
       shared.gate.notified().await;
@@ -313,17 +306,13 @@ async fn accept_connections(
           let Some(peer) = peer.as_socket() else {
             continue;
           };
-          let mut dispatcher = shared.dispatcher.borrow_mut();
-          let key_hash = dispatcher
-            .hrw()
-            .key_hash(ClientKey::from_peer(peer).as_bytes());
-          dispatcher.dispatch(Connection {
-            fd: OwnedFd::from(socket),
-            key_hash,
-            client: None,
-          });
-          drop(dispatcher);
-          shared.publish();
+          if shared.router.peeks() {
+            read_header_then_dispatch(&shared, socket, peer);
+          } else {
+            let route = shared.router.route_by_ip(peer.ip());
+            shared.dispatcher.borrow_mut().dispatch(Connection { fd: OwnedFd::from(socket), route, client: None });
+            shared.publish();
+          }
           if !shared.dispatcher.borrow().accepting() {
             break;
           }
@@ -354,13 +343,58 @@ async fn accept_connections(
   }
 }
 
+/// Starts a task that reads the connection's routing key within the header
+/// timeout, then dispatches it; at the limit of waiting connections, the
+/// oldest is closed first.
+fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAddr) {
+  if socket.set_nonblocking(true).is_err() {
+    return;
+  }
+  let Ok(socket) = register(socket, Interest::READABLE) else {
+    return;
+  };
+  let socket = PendingSocket::new(socket);
+  let mut waiting = shared.waiting.borrow_mut();
+  while waiting.len() >= shared.header.max_waiting && waiting.evict_oldest() {
+    shared.stats.dropped_header_overflow.fetch_add(1, Relaxed);
+    shared.stats.reading_header.fetch_sub(1, Relaxed);
+  }
+  let id = waiting.next_id();
+  shared.stats.reading_header.fetch_add(1, Relaxed);
+  let task_shared = shared.clone();
+  let task = tokio::task::spawn_local(async move {
+    let shared = task_shared;
+    let limits = shared.header;
+    let outcome = tokio::time::timeout(
+      limits.timeout,
+      header_reader::read_decision(&shared.router, socket.get(), peer, limits.max_bytes),
+    )
+    .await;
+    shared.waiting.borrow_mut().remove(id);
+    shared.stats.reading_header.fetch_sub(1, Relaxed);
+    let outcome = match outcome {
+      Ok(outcome) => outcome,
+      Err(_elapsed) => {
+        shared.stats.dropped_header_timeout.fetch_add(1, Relaxed);
+        return; // `socket` is reset as it drops
+      }
+    };
+    header_reader::count(&shared.stats, &outcome);
+    match outcome {
+      Ok(decision) => {
+        let connection = Connection { fd: socket.into_fd(), route: decision.route, client: decision.client };
+        shared.dispatcher.borrow_mut().dispatch(connection);
+        shared.publish();
+      }
+      Err(NoDecision::ClosedEarly) => socket.close_quietly(),
+      Err(NoDecision::Refused(_) | NoDecision::TooLarge) => drop(socket),
+    }
+  });
+  waiting.insert(id, task.abort_handle());
+}
+
 /// Serves one channel of one slot until it closes or is replaced.
-async fn serve_channel(
-  shared: Rc<Shared>,
-  slot: SlotId,
-  generation: u64,
-  channel: AsyncFd<OwnedFd>,
-) {
+async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channel: AsyncFd<OwnedFd>) {
   debug_assert!(channel.get_ref().as_raw_fd() >= 0);
   loop {
     let wants_write = {
@@ -395,36 +429,109 @@ async fn serve_channel(
       _ = shared.slot_wakeups[usize::from(slot)].notified() => {}
     }
   }
-  shared
-    .dispatcher
-    .borrow_mut()
-    .close_channel(slot, ChannelEnd::Failed);
+  shared.dispatcher.borrow_mut().close_channel(slot, ChannelEnd::Failed);
   shared.publish();
 }
 
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::parsers::proxy_protocol::encode_v1;
+  use crate::parsers::trusted::TrustedProxies;
   use crate::primary::listener::bind_listener;
+  use crate::routing::RoutingMode;
   use crate::wire::{decode_handoff, encode_reply, Reply};
   use std::io::{Read, Write};
-  use std::net::{IpAddr, Ipv4Addr, TcpStream};
+  use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
   use std::os::fd::AsFd;
   use std::sync::mpsc as std_mpsc;
+
+  fn config(mode: RoutingMode) -> PrimaryConfig {
+    PrimaryConfig {
+      slots: 1,
+      seed: crate::hrw::DEFAULT_SEED,
+      router: Router::new(mode, TrustedProxies::parse(&["loopback"]).unwrap(), true, Rendezvous::default()),
+      header: HeaderLimits { timeout: Duration::from_millis(500), max_bytes: 4096, max_waiting: 3 },
+      sessions: None,
+      max_pending_per_slot: 16,
+      max_parked: 16,
+      startup_wait: Duration::from_secs(5),
+    }
+  }
+
+  /// A primary with one ready worker (this test) on loopback.
+  fn primary(mode: RoutingMode) -> (PrimaryHandle, OwnedFd) {
+    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
+    let handle = PrimaryHandle::start(config(mode), listener, Box::new(|_| {})).unwrap();
+    let worker = handle.open_slot(0).unwrap();
+    channel::send_record(worker.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), None).unwrap();
+    (handle, worker)
+  }
+
+  fn receive(worker: &OwnedFd) -> (crate::wire::Handoff<'static>, TcpStream) {
+    let mut buf = [0u8; 128];
+    let received = channel::recv_record(worker.as_fd(), &mut buf, true).unwrap();
+    let handoff = decode_handoff(&buf[..received.len]).unwrap();
+    let handoff = crate::wire::Handoff { seq: handoff.seq, client: handoff.client, prefix: &[] };
+    channel::send_record(worker.as_fd(), &encode_reply(Reply::Ack { up_to: handoff.seq }), None).unwrap();
+    (handoff, TcpStream::from(received.fd.unwrap()))
+  }
+
+  #[test]
+  fn a_proxy_header_is_consumed_exactly_and_stalled_clients_delay_nobody() {
+    let (handle, worker) = primary(RoutingMode::ProxyProtocol);
+    // Five clients stall half-way through their header. With at most 3
+    // waiting, the 4th and 5th stalled clients and the good one each evict the
+    // oldest waiting; the timeout closes the two stalled ones left.
+    let stalled: Vec<TcpStream> = (0..5)
+      .map(|_| {
+        let mut stream = TcpStream::connect(handle.local_addr()).unwrap();
+        stream.write_all(b"PROXY TCP4 1.2.3.4").unwrap();
+        stream
+      })
+      .collect();
+    let mut client = TcpStream::connect(handle.local_addr()).unwrap();
+    let source: SocketAddr = "198.51.100.7:5555".parse().unwrap();
+    client.write_all(&encode_v1(source, "127.0.0.1:80".parse().unwrap())).unwrap();
+    client.write_all(b"\x16\x03\x01 hello").unwrap();
+    let (handoff, connection) = receive(&worker);
+    assert_eq!(handoff.client, Some(source));
+    let mut first = [0u8; 9];
+    (&connection).read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"\x16\x03\x01 hello", "the application's bytes follow the header, untouched");
+
+    std::thread::sleep(Duration::from_millis(900));
+    let snapshot = handle.stats().snapshot();
+    assert_eq!(snapshot.dropped_header_overflow, 3);
+    assert_eq!(snapshot.dropped_header_timeout, 2);
+    assert_eq!(snapshot.reading_header, 0);
+    for mut stream in stalled {
+      let mut rest = Vec::new();
+      assert!(stream.read_to_end(&mut rest).is_err() || rest.is_empty(), "stalled clients are closed");
+    }
+  }
+
+  #[test]
+  fn garbage_from_a_trusted_proxy_is_refused_and_counted() {
+    let (handle, _worker) = primary(RoutingMode::ProxyProtocol);
+    let mut garbage = TcpStream::connect(handle.local_addr()).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = garbage.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while handle.stats().snapshot().dropped_invalid_header == 0 && std::time::Instant::now() < deadline {
+      std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(handle.stats().snapshot().dropped_invalid_header, 1);
+  }
 
   #[test]
   fn a_connection_reaches_the_worker_and_the_primary_releases_it_on_ack() {
     let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
     let (events, event_log) = std_mpsc::channel();
-    let config = PrimaryConfig {
-      slots: 1,
-      seed: crate::hrw::DEFAULT_SEED,
-      max_pending_per_slot: 16,
-      max_parked: 16,
-      startup_wait: Duration::from_secs(5),
-    };
     let handle = PrimaryHandle::start(
-      config,
+      config(RoutingMode::Ip),
       listener,
       Box::new(move |event| drop(events.send(format!("{event:?}")))),
     )
@@ -449,19 +556,11 @@ mod tests {
     drop(connection);
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).unwrap();
-    assert_eq!(
-      reply, b"pong",
-      "the client sees EOF once the worker closes: the primary let go of the fd"
-    );
-    assert!(event_log
-      .recv_timeout(Duration::from_secs(5))
-      .unwrap()
-      .contains("SlotReady"));
+    assert_eq!(reply, b"pong", "the client sees EOF once the worker closes: the primary let go of the fd");
+    assert!(event_log.recv_timeout(Duration::from_secs(5)).unwrap().contains("SlotReady"));
     // The primary closes its copy just before it counts the ack: allow for that instant.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while handle.stats().snapshot().slots[0].acknowledged == 0
-      && std::time::Instant::now() < deadline
-    {
+    while handle.stats().snapshot().slots[0].acknowledged == 0 && std::time::Instant::now() < deadline {
       std::thread::sleep(Duration::from_millis(5));
     }
     let snapshot = handle.stats().snapshot();

@@ -25,44 +25,22 @@ impl ListenError {
 /// unspecified IPv6 host (`::`) is dual-stack so IPv4 clients connect too. When
 /// the host was left at its default and IPv6 is unavailable, falls back to
 /// `0.0.0.0` as Node does.
-pub fn bind_listener(
-  host: IpAddr,
-  port: u16,
-  backlog: i32,
-  host_is_default: bool,
-) -> Result<Socket, ListenError> {
+pub fn bind_listener(host: IpAddr, port: u16, backlog: i32, host_is_default: bool) -> Result<Socket, ListenError> {
   match bind_exact(SocketAddr::new(host, port), backlog) {
     Err(error)
       if host_is_default
         && host.is_ipv6()
-        && matches!(
-          error.source.raw_os_error(),
-          Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
-        ) =>
+        && matches!(error.source.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)) =>
     {
-      bind_exact(
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-        backlog,
-      )
+      bind_exact(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), backlog)
     }
     other => other,
   }
 }
 
 fn bind_exact(address: SocketAddr, backlog: i32) -> Result<Socket, ListenError> {
-  let fail = |syscall: &'static str| {
-    move |source: io::Error| ListenError {
-      address,
-      syscall,
-      source,
-    }
-  };
-  let socket = Socket::new(
-    Domain::for_address(address),
-    Type::STREAM,
-    Some(Protocol::TCP),
-  )
-  .map_err(fail("socket"))?;
+  let fail = |syscall: &'static str| move |source: io::Error| ListenError { address, syscall, source };
+  let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(fail("socket"))?;
   if address.is_ipv6() && address.ip().is_unspecified() {
     socket.set_only_v6(false).map_err(fail("setsockopt"))?;
   }
@@ -111,7 +89,6 @@ mod tests {
   fn the_default_host_accepts_ipv4_clients() {
     let listener = bind_listener("::".parse().unwrap(), 0, 16, true).unwrap();
     let port = listener.local_addr().unwrap().as_socket().unwrap().port();
-    std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-      .expect("an IPv4 client connects to '::'");
+    std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("an IPv4 client connects to '::'");
   }
 }

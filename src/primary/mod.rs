@@ -6,9 +6,11 @@
 
 mod dispatcher;
 mod event_loop;
+mod header_reader;
 mod listener;
 mod stats;
 
 pub use event_loop::{PrimaryConfig, PrimaryEvent, PrimaryHandle};
+pub use header_reader::HeaderLimits;
 pub use listener::{bind_listener, ListenError};
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

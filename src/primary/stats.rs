@@ -19,6 +19,8 @@ pub struct SlotStats {
   pub dropped_queue_full: AtomicU64,
   /// Handed off and not yet acknowledged, or waiting for the channel.
   pub pending: AtomicU64,
+  /// Engine.io sessions this slot owns (`sid` routing).
+  pub sessions: AtomicU64,
 }
 
 #[derive(Default)]
@@ -29,15 +31,28 @@ pub struct Stats {
   pub dropped_no_worker: AtomicU64,
   /// Connections waiting for any worker to come up.
   pub parked: AtomicU64,
+  /// Connections whose routing key (PROXY header, request head) is still being read.
+  pub reading_header: AtomicU64,
+  /// Closed: the header did not arrive within `headerTimeout`.
+  pub dropped_header_timeout: AtomicU64,
+  /// Closed: invalid PROXY header, a header larger than `maxHeaderBytes`, or
+  /// a missing forwarding header with `ignoreMissingHeader: false`.
+  pub dropped_invalid_header: AtomicU64,
+  /// Closed: a connection in `proxy-protocol` mode from a peer not in `trustedProxies`.
+  pub dropped_untrusted_proxy: AtomicU64,
+  /// Closed: the oldest connection still reading its header, to make room
+  /// when `maxPendingHeaders` connections were reading.
+  pub dropped_header_overflow: AtomicU64,
+  /// The client closed before sending its header (not a drop: nobody was waiting).
+  pub closed_before_header: AtomicU64,
+  /// Session reports refused because the session table was full.
+  pub sessions_refused: AtomicU64,
   pub slots: Vec<SlotStats>,
 }
 
 impl Stats {
   pub fn new(slots: usize) -> Self {
-    Stats {
-      slots: (0..slots).map(|_| SlotStats::default()).collect(),
-      ..Default::default()
-    }
+    Stats { slots: (0..slots).map(|_| SlotStats::default()).collect(), ..Default::default() }
   }
 
   pub fn snapshot(&self) -> StatsSnapshot {
@@ -55,6 +70,7 @@ impl Stats {
         redispatched: s.redispatched.load(Relaxed),
         dropped_queue_full: s.dropped_queue_full.load(Relaxed),
         pending: s.pending.load(Relaxed),
+        sessions: s.sessions.load(Relaxed),
       })
       .collect();
     StatsSnapshot {
@@ -62,7 +78,18 @@ impl Stats {
       accept_errors: self.accept_errors.load(Relaxed),
       dropped_no_worker: self.dropped_no_worker.load(Relaxed),
       parked: self.parked.load(Relaxed),
+      reading_header: self.reading_header.load(Relaxed),
+      dropped_header_timeout: self.dropped_header_timeout.load(Relaxed),
+      dropped_invalid_header: self.dropped_invalid_header.load(Relaxed),
+      dropped_untrusted_proxy: self.dropped_untrusted_proxy.load(Relaxed),
+      dropped_header_overflow: self.dropped_header_overflow.load(Relaxed),
+      closed_before_header: self.closed_before_header.load(Relaxed),
+      sessions_refused: self.sessions_refused.load(Relaxed),
       dropped: self.dropped_no_worker.load(Relaxed)
+        + self.dropped_header_timeout.load(Relaxed)
+        + self.dropped_invalid_header.load(Relaxed)
+        + self.dropped_untrusted_proxy.load(Relaxed)
+        + self.dropped_header_overflow.load(Relaxed)
         + slots.iter().map(|s| s.dropped_queue_full).sum::<u64>(),
       slots,
     }
@@ -80,6 +107,7 @@ pub struct SlotSnapshot {
   pub redispatched: u64,
   pub dropped_queue_full: u64,
   pub pending: u64,
+  pub sessions: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +116,13 @@ pub struct StatsSnapshot {
   pub accept_errors: u64,
   pub dropped_no_worker: u64,
   pub parked: u64,
+  pub reading_header: u64,
+  pub dropped_header_timeout: u64,
+  pub dropped_invalid_header: u64,
+  pub dropped_untrusted_proxy: u64,
+  pub dropped_header_overflow: u64,
+  pub closed_before_header: u64,
+  pub sessions_refused: u64,
   /// Every connection the primary reset, whatever the reason.
   pub dropped: u64,
   pub slots: Vec<SlotSnapshot>,

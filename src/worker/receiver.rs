@@ -59,9 +59,7 @@ impl Receiver {
     F: FnMut(Vec<Delivered>) -> bool + Send + 'static,
   {
     channel::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&channel), false)?;
-    let hello = wire::encode_reply(Reply::Hello {
-      pid: std::process::id(),
-    });
+    let hello = wire::encode_reply(Reply::Hello { pid: std::process::id() });
     channel::send_record(channel.as_fd(), &hello, None)?;
     let channel = Arc::new(channel);
     let control = Arc::new(Mutex::new(Control { closing: false }));
@@ -72,16 +70,22 @@ impl Receiver {
         .name("sticky-receiver".into())
         .spawn(move || receive_until_closed(&channel, &control, &stats, deliver))?
     };
-    Ok(Receiver {
-      channel,
-      control,
-      stats,
-      thread: Some(thread),
-    })
+    Ok(Receiver { channel, control, stats, thread: Some(thread) })
   }
 
   pub fn stats(&self) -> &ReceiverStats {
     &self.stats
+  }
+
+  /// Sends a reply other than an ack (a session report) from any thread.
+  /// Returns false when the channel is closed or full (the report is lost:
+  /// the primary then routes that session as unknown and its client reconnects).
+  pub fn send_reply(&self, reply: Reply<'_>) -> bool {
+    let control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if control.closing {
+      return false;
+    }
+    channel::send_record(self.channel.as_fd(), &wire::encode_reply(reply), None).is_ok()
   }
 
   /// Stops taking connections: nothing is acknowledged from now on, and the
@@ -89,10 +93,7 @@ impl Receiver {
   /// not take to other workers.
   pub fn close(&mut self) {
     {
-      let mut control = self
-        .control
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+      let mut control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
       if control.closing {
         return;
       }
@@ -118,21 +119,14 @@ impl Receiver {
 
 impl Drop for Receiver {
   fn drop(&mut self) {
-    let mut control = self
-      .control
-      .lock()
-      .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     control.closing = true;
     channel::shutdown(self.channel.as_fd());
   }
 }
 
-fn receive_until_closed<F>(
-  channel: &OwnedFd,
-  control: &Mutex<Control>,
-  stats: &ReceiverStats,
-  mut deliver: F,
-) where
+fn receive_until_closed<F>(channel: &OwnedFd, control: &Mutex<Control>, stats: &ReceiverStats, mut deliver: F)
+where
   F: FnMut(Vec<Delivered>) -> bool,
 {
   let mut buf = vec![0u8; wire::MAX_RECORD_LEN];
@@ -157,11 +151,7 @@ fn receive_until_closed<F>(
           match received.fd {
             Some(fd) if !received.truncated => {
               stats.received.fetch_add(1, Relaxed);
-              batch.push(Delivered {
-                fd,
-                client: handoff.client,
-                prefix: handoff.prefix.to_vec(),
-              })
+              batch.push(Delivered { fd, client: handoff.client, prefix: handoff.prefix.to_vec() })
             }
             _ => {
               stats.lost_descriptors.fetch_add(1, Relaxed);
@@ -176,9 +166,7 @@ fn receive_until_closed<F>(
       }
     }
     if let Some(up_to) = last_seq {
-      let control = control
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+      let control = control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
       if control.closing {
         // Not acknowledged: the primary re-dispatches these. Dropping the
         // batch closes this process's copies.
@@ -213,22 +201,22 @@ mod tests {
   fn handoff(primary: &OwnedFd, seq: u64) {
     let (payload, _other) = channel::socketpair().unwrap();
     let mut record = Vec::new();
-    encode_handoff(
-      &Handoff {
-        seq,
-        client: Some("10.1.2.3:4567".parse().unwrap()),
-        prefix: b"GET",
-      },
-      &mut record,
-    );
+    encode_handoff(&Handoff { seq, client: Some("10.1.2.3:4567".parse().unwrap()), prefix: b"GET" }, &mut record);
     channel::send_record(primary.as_fd(), &record, Some(payload.as_fd())).unwrap();
   }
 
-  fn read_reply(primary: &OwnedFd) -> Option<Reply> {
+  fn read_reply(primary: &OwnedFd) -> Option<Reply<'static>> {
     let mut buf = [0u8; 64];
     channel::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(primary), false).unwrap();
     let received = channel::recv_record(primary.as_fd(), &mut buf, true).ok()?;
-    (received.len > 0).then(|| decode_reply(&buf[..received.len]).unwrap())
+    if received.len == 0 {
+      return None;
+    }
+    match decode_reply(&buf[..received.len]).unwrap() {
+      Reply::Hello { pid } => Some(Reply::Hello { pid }),
+      Reply::Ack { up_to } => Some(Reply::Ack { up_to }),
+      other => panic!("unexpected reply {other:?}"),
+    }
   }
 
   #[test]
@@ -236,12 +224,7 @@ mod tests {
     let (primary, worker) = channel::socketpair().unwrap();
     let (delivered, deliveries) = mpsc::channel();
     let mut receiver = Receiver::start(worker, move |batch| delivered.send(batch).is_ok()).unwrap();
-    assert_eq!(
-      read_reply(&primary),
-      Some(Reply::Hello {
-        pid: std::process::id()
-      })
-    );
+    assert_eq!(read_reply(&primary), Some(Reply::Hello { pid: std::process::id() }));
     handoff(&primary, 1);
     handoff(&primary, 2);
     let mut got = Vec::new();
@@ -258,11 +241,7 @@ mod tests {
       }
     }
     receiver.close();
-    assert_eq!(
-      read_reply(&primary),
-      None,
-      "the primary sees the channel close"
-    );
+    assert_eq!(read_reply(&primary), None, "the primary sees the channel close");
     assert_eq!(receiver.stats().received.load(Relaxed), 2);
   }
 
@@ -275,16 +254,8 @@ mod tests {
     receiver.close();
     let (payload, _other) = channel::socketpair().unwrap();
     let mut record = Vec::new();
-    encode_handoff(
-      &Handoff {
-        seq: 1,
-        client: None,
-        prefix: b"",
-      },
-      &mut record,
-    );
-    let refused =
-      channel::send_record(primary.as_fd(), &record, Some(payload.as_fd())).unwrap_err();
+    encode_handoff(&Handoff { seq: 1, client: None, prefix: b"" }, &mut record);
+    let refused = channel::send_record(primary.as_fd(), &record, Some(payload.as_fd())).unwrap_err();
     assert_eq!(
       refused.raw_os_error(),
       Some(libc::EPIPE),

@@ -1,0 +1,221 @@
+//! Reading a routing key (PROXY header, request head) off a new connection
+//! without eating the application's bytes.
+//!
+//! Each connection waiting for its header is a task with a deadline on the
+//! accept loop's thread: a client that sends nothing costs a timer and a
+//! registration, not a thread. The bytes are peeked (`MSG_PEEK`) and parsed
+//! again as more arrive; readiness is edge-triggered, so a partial header
+//! costs one wake-up per arrival, not a spin. Only a PROXY header is ever
+//! consumed, exactly, so everything after it (even a TLS ClientHello) reaches
+//! the worker untouched.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use socket2::Socket;
+use tokio::io::unix::AsyncFd;
+use tokio::task::AbortHandle;
+
+use crate::parsers::Parse;
+use crate::routing::{Decision, Refusal, Router};
+
+use super::stats::Stats;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLimits {
+  /// How long a client has to send its header.
+  pub timeout: Duration,
+  /// The most bytes read while looking for it.
+  pub max_bytes: usize,
+  /// Connections reading their header at once; at the limit the oldest is
+  /// closed to make room (it is the likeliest to be a slowloris).
+  pub max_waiting: usize,
+}
+
+/// How reading a header ended when it produced no decision.
+#[derive(Debug)]
+pub enum NoDecision {
+  Refused(Refusal),
+  /// The limit of `max_bytes` was reached before the header was complete.
+  TooLarge,
+  /// The client closed (or reset) the connection first.
+  ClosedEarly,
+}
+
+/// Peeks at `socket` until `router` decides, then consumes what the decision
+/// says (the PROXY header) and returns it.
+pub async fn read_decision(
+  router: &Router,
+  socket: &AsyncFd<Socket>,
+  peer: SocketAddr,
+  max_bytes: usize,
+) -> Result<Decision, NoDecision> {
+  let mut buf = Vec::new();
+  let mut capacity = max_bytes.min(1024);
+  let mut peeked = 0;
+  loop {
+    match router.decide(peer, &buf[..peeked]) {
+      Parse::Complete(decision) => {
+        consume(socket.get_ref(), decision.consume).map_err(|_| NoDecision::ClosedEarly)?;
+        return Ok(decision);
+      }
+      Parse::Invalid(refusal) => return Err(NoDecision::Refused(refusal)),
+      Parse::Incomplete if peeked == capacity && capacity >= max_bytes => return Err(NoDecision::TooLarge),
+      Parse::Incomplete => {}
+    }
+    if peeked == capacity {
+      // Full buffer, still incomplete: look further without waiting.
+      capacity = (capacity * 4).min(max_bytes);
+    }
+    buf.resize(capacity, 0);
+    let mut guard = socket.readable().await.map_err(|_| NoDecision::ClosedEarly)?;
+    match peek(socket.get_ref(), &mut buf) {
+      Ok(0) => return Err(NoDecision::ClosedEarly),
+      Ok(n) => {
+        // Everything available was seen: wait for the next arrival (tokio
+        // keeps the readiness if data came in meanwhile). A full buffer
+        // means there may be more: look again at once, with a larger one.
+        if n < capacity {
+          guard.clear_ready();
+        }
+        peeked = n;
+      }
+      Err(error) if error.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+      Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+      Err(_) => return Err(NoDecision::ClosedEarly),
+    }
+  }
+}
+
+fn peek(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+  // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+  let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+  if n < 0 {
+    Err(io::Error::last_os_error())
+  } else {
+    Ok(n as usize)
+  }
+}
+
+/// Removes exactly `len` bytes, which a peek has already seen in the kernel.
+fn consume(socket: &Socket, len: usize) -> io::Result<()> {
+  let mut scratch = [0u8; 512];
+  let mut left = len;
+  while left > 0 {
+    let want = left.min(scratch.len());
+    // SAFETY: `scratch` is valid for writes of `want` bytes.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), scratch.as_mut_ptr().cast(), want, 0) };
+    match n {
+      n if n > 0 => left -= n as usize,
+      0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+      _ => {
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+          return Err(error);
+        }
+      }
+    }
+  }
+  Ok(())
+}
+
+/// A connection that is reset (RST, not FIN) if it is dropped before being
+/// handed on: refused, timed out, or evicted.
+pub struct PendingSocket {
+  socket: Option<AsyncFd<Socket>>,
+}
+
+impl PendingSocket {
+  pub fn new(socket: AsyncFd<Socket>) -> Self {
+    PendingSocket { socket: Some(socket) }
+  }
+
+  pub fn get(&self) -> &AsyncFd<Socket> {
+    self.socket.as_ref().expect("present until handed on")
+  }
+
+  /// Hands the connection on: it is no longer reset on drop.
+  pub fn into_fd(mut self) -> OwnedFd {
+    let socket = self.socket.take().expect("present until handed on");
+    OwnedFd::from(socket.into_inner())
+  }
+
+  /// Closes without a reset (the client is gone anyway).
+  pub fn close_quietly(mut self) {
+    drop(self.socket.take());
+  }
+}
+
+impl Drop for PendingSocket {
+  fn drop(&mut self) {
+    if let Some(socket) = self.socket.take() {
+      let _ = socket.get_ref().set_linger(Some(Duration::ZERO));
+    }
+  }
+}
+
+/// The connections reading their header, oldest first, so the oldest can be
+/// evicted at the limit.
+#[derive(Default)]
+pub struct WaitingSet {
+  next_id: u64,
+  order: VecDeque<u64>,
+  tasks: HashMap<u64, AbortHandle>,
+}
+
+impl WaitingSet {
+  pub fn len(&self) -> usize {
+    self.tasks.len()
+  }
+
+  pub fn next_id(&mut self) -> u64 {
+    self.next_id += 1;
+    self.next_id
+  }
+
+  pub fn insert(&mut self, id: u64, task: AbortHandle) {
+    self.order.push_back(id);
+    self.tasks.insert(id, task);
+  }
+
+  pub fn remove(&mut self, id: u64) {
+    self.tasks.remove(&id);
+    // `order` is cleaned lazily; keep it from growing past twice the live set.
+    if self.order.len() > 2 * self.tasks.len() + 64 {
+      let tasks = &self.tasks;
+      self.order.retain(|id| tasks.contains_key(id));
+    }
+  }
+
+  /// Aborts the oldest waiting connection's task (its socket is reset as the
+  /// task is dropped); returns false when there is none.
+  pub fn evict_oldest(&mut self) -> bool {
+    while let Some(id) = self.order.pop_front() {
+      if let Some(task) = self.tasks.remove(&id) {
+        task.abort();
+        return true;
+      }
+    }
+    false
+  }
+}
+
+/// Counts how a header read ended.
+pub fn count(stats: &Stats, outcome: &Result<Decision, NoDecision>) {
+  match outcome {
+    Ok(_) => {}
+    Err(NoDecision::Refused(Refusal::UntrustedProxy { .. })) => {
+      stats.dropped_untrusted_proxy.fetch_add(1, Relaxed);
+    }
+    Err(NoDecision::Refused(_)) | Err(NoDecision::TooLarge) => {
+      stats.dropped_invalid_header.fetch_add(1, Relaxed);
+    }
+    Err(NoDecision::ClosedEarly) => {
+      stats.closed_before_header.fetch_add(1, Relaxed);
+    }
+  }
+}

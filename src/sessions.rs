@@ -1,0 +1,251 @@
+//! Which slot owns each engine.io session, and where new sessions go. No I/O.
+//!
+//! Workers report the sessions they open (and, when they can, close); the
+//! primary routes every later request carrying `sid=` to the owner. An entry
+//! not seen for `ttl` is forgotten: a session upgraded to websocket needs no
+//! more routing, and an abandoned one must not hold memory. Time is passed in
+//! (milliseconds from any fixed origin) so this stays pure and testable.
+
+use std::collections::HashMap;
+
+use crate::hrw::SlotId;
+
+/// How a new session (a request without `sid`) picks its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewSessionBalance {
+  /// Fewest sessions, counting handshakes dispatched and not yet reported so a
+  /// burst of handshakes spreads instead of piling onto one slot.
+  LeastConnection,
+  RoundRobin,
+  Random,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+  slot: SlotId,
+  last_seen_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct SessionTable {
+  entries: HashMap<Box<[u8]>, Entry>,
+  /// Sessions per slot (entries owned).
+  owned: Vec<u64>,
+  /// Handshakes sent to a slot whose session has not been reported yet.
+  provisional: Vec<u64>,
+  max_entries: usize,
+  ttl_ms: u64,
+  balance: NewSessionBalance,
+  round_robin_next: usize,
+  random_state: u64,
+}
+
+impl SessionTable {
+  pub fn new(slots: u16, balance: NewSessionBalance, ttl_ms: u64, max_entries: usize, random_seed: u64) -> Self {
+    SessionTable {
+      entries: HashMap::new(),
+      owned: vec![0; usize::from(slots)],
+      provisional: vec![0; usize::from(slots)],
+      max_entries,
+      ttl_ms,
+      balance,
+      round_robin_next: 0,
+      // xorshift must not start at zero.
+      random_state: random_seed | 1,
+    }
+  }
+
+  pub fn len(&self) -> usize {
+    self.entries.len()
+  }
+
+  pub fn is_empty(&self) -> bool {
+    self.entries.is_empty()
+  }
+
+  pub fn sessions_of(&self, slot: SlotId) -> u64 {
+    self.owned.get(usize::from(slot)).copied().unwrap_or(0)
+  }
+
+  /// The slot that owns `sid`, refreshing the entry.
+  pub fn lookup(&mut self, sid: &[u8], now_ms: u64) -> Option<SlotId> {
+    let entry = self.entries.get_mut(sid)?;
+    entry.last_seen_ms = now_ms;
+    Some(entry.slot)
+  }
+
+  /// A worker reported a new session. Returns false when the table is full
+  /// (the session then routes as unknown: its client reconnects).
+  pub fn open(&mut self, sid: &[u8], slot: SlotId, now_ms: u64) -> bool {
+    let index = usize::from(slot);
+    if index >= self.owned.len() {
+      return false;
+    }
+    self.provisional[index] = self.provisional[index].saturating_sub(1);
+    if let Some(previous) = self.entries.get(sid).copied() {
+      self.release(previous.slot);
+    } else if self.entries.len() >= self.max_entries {
+      return false;
+    }
+    self.entries.insert(sid.into(), Entry { slot, last_seen_ms: now_ms });
+    self.owned[index] += 1;
+    true
+  }
+
+  pub fn close(&mut self, sid: &[u8]) {
+    if let Some(entry) = self.entries.remove(sid) {
+      self.release(entry.slot);
+    }
+  }
+
+  fn release(&mut self, slot: SlotId) {
+    if let Some(count) = self.owned.get_mut(usize::from(slot)) {
+      *count = count.saturating_sub(1);
+    }
+  }
+
+  /// Forgets every session of a slot whose worker is gone.
+  pub fn forget_slot(&mut self, slot: SlotId) {
+    self.entries.retain(|_, entry| entry.slot != slot);
+    if let Some(count) = self.owned.get_mut(usize::from(slot)) {
+      *count = 0;
+    }
+    if let Some(count) = self.provisional.get_mut(usize::from(slot)) {
+      *count = 0;
+    }
+  }
+
+  /// Forgets entries idle for longer than the TTL, and the provisional counts
+  /// (handshakes that became sessions were reported long before a sweep).
+  pub fn expire(&mut self, now_ms: u64) {
+    let ttl = self.ttl_ms;
+    let mut released = Vec::new();
+    self.entries.retain(|_, entry| {
+      let keep = now_ms.saturating_sub(entry.last_seen_ms) <= ttl;
+      if !keep {
+        released.push(entry.slot);
+      }
+      keep
+    });
+    for slot in released {
+      self.release(slot);
+    }
+    self.provisional.iter_mut().for_each(|count| *count = 0);
+  }
+
+  /// The slot for a new session among `live` (sorted slot ids).
+  /// `is_handshake` counts it provisionally for least-connection.
+  pub fn pick_new(&mut self, live: &[SlotId], is_handshake: bool) -> Option<SlotId> {
+    if live.is_empty() {
+      return None;
+    }
+    let slot = match self.balance {
+      NewSessionBalance::LeastConnection => {
+        let load = |slot: &SlotId| self.owned[usize::from(*slot)] + self.provisional[usize::from(*slot)];
+        // Among the least loaded, rotate, so equal loads do not all pick the lowest id.
+        let least = live.iter().map(load).min()?;
+        let tied: Vec<SlotId> = live.iter().copied().filter(|slot| load(slot) == least).collect();
+        let slot = tied[self.round_robin_next % tied.len()];
+        self.round_robin_next = self.round_robin_next.wrapping_add(1);
+        slot
+      }
+      NewSessionBalance::RoundRobin => {
+        let slot = live[self.round_robin_next % live.len()];
+        self.round_robin_next = self.round_robin_next.wrapping_add(1);
+        slot
+      }
+      NewSessionBalance::Random => {
+        // xorshift64: uniform enough to spread sessions; not for secrets.
+        let mut x = self.random_state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random_state = x;
+        live[(x % live.len() as u64) as usize]
+      }
+    };
+    if is_handshake {
+      self.provisional[usize::from(slot)] += 1;
+    }
+    Some(slot)
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn table(balance: NewSessionBalance) -> SessionTable {
+    SessionTable::new(3, balance, 1_000, 100, 7)
+  }
+
+  #[test]
+  fn a_reported_session_routes_to_its_slot_until_it_expires() {
+    let mut sessions = table(NewSessionBalance::LeastConnection);
+    assert!(sessions.open(b"abc", 2, 0));
+    assert_eq!(sessions.lookup(b"abc", 900), Some(2));
+    sessions.expire(1_800);
+    assert_eq!(sessions.lookup(b"abc", 1_800), Some(2), "seen at 900, so alive at 1800");
+    sessions.expire(2_901);
+    assert_eq!(sessions.lookup(b"abc", 2_901), None);
+    assert_eq!(sessions.sessions_of(2), 0);
+  }
+
+  #[test]
+  fn a_burst_of_handshakes_spreads_over_slots_with_least_connection() {
+    let mut sessions = table(NewSessionBalance::LeastConnection);
+    let picks: Vec<SlotId> = (0..6).map(|_| sessions.pick_new(&[0, 1, 2], true).unwrap()).collect();
+    let mut counts = [0; 3];
+    picks.iter().for_each(|&slot| counts[usize::from(slot)] += 1);
+    assert_eq!(counts, [2, 2, 2], "{picks:?}");
+  }
+
+  #[test]
+  fn least_connection_prefers_the_slot_with_fewest_sessions() {
+    let mut sessions = table(NewSessionBalance::LeastConnection);
+    for sid in [&b"a"[..], b"b", b"c"] {
+      sessions.open(sid, 0, 0);
+    }
+    sessions.open(b"d", 1, 0);
+    assert_eq!(sessions.pick_new(&[0, 1, 2], true), Some(2));
+    sessions.close(b"d");
+    assert_eq!(sessions.sessions_of(1), 0);
+    assert_eq!(sessions.pick_new(&[0, 1], true), Some(1));
+  }
+
+  #[test]
+  fn round_robin_and_random_use_only_live_slots() {
+    let mut rr = table(NewSessionBalance::RoundRobin);
+    let picks: Vec<SlotId> = (0..4).map(|_| rr.pick_new(&[0, 2], false).unwrap()).collect();
+    assert_eq!(picks, vec![0, 2, 0, 2]);
+    let mut random = table(NewSessionBalance::Random);
+    let mut seen = [false; 3];
+    for _ in 0..100 {
+      seen[usize::from(random.pick_new(&[1, 2], false).unwrap())] = true;
+    }
+    assert_eq!(seen, [false, true, true]);
+    assert_eq!(random.pick_new(&[], false), None);
+  }
+
+  #[test]
+  fn a_dead_slot_s_sessions_are_forgotten() {
+    let mut sessions = table(NewSessionBalance::LeastConnection);
+    sessions.open(b"x", 1, 0);
+    sessions.open(b"y", 2, 0);
+    sessions.forget_slot(1);
+    assert_eq!(sessions.lookup(b"x", 0), None);
+    assert_eq!(sessions.lookup(b"y", 0), Some(2));
+    assert_eq!(sessions.len(), 1);
+  }
+
+  #[test]
+  fn a_full_table_refuses_new_sessions_without_growing() {
+    let mut sessions = SessionTable::new(1, NewSessionBalance::RoundRobin, 1_000, 2, 1);
+    assert!(sessions.open(b"1", 0, 0));
+    assert!(sessions.open(b"2", 0, 0));
+    assert!(!sessions.open(b"3", 0, 0));
+    assert!(sessions.open(b"2", 0, 5), "re-reporting a known session is not growth");
+    assert_eq!(sessions.len(), 2);
+    assert!(!sessions.open(b"x", 9, 0), "an out-of-range slot is refused");
+  }
+}

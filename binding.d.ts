@@ -23,6 +23,9 @@ export declare class Balancer {
    */
   openSlot(slot: number): number
   stats(): StatsObject
+  /** Lets the worker process `pid` (forked by the user) take a channel. */
+  allowWorker(pid: number): void
+  forgetWorker(pid: number): void
   /** Stops accepting and closes the listening socket. */
   close(): void
 }
@@ -97,6 +100,8 @@ export interface BalancerOptions {
   /** Milliseconds an idle session entry is kept. */
   sessionTtl: number
   maxSessions: number
+  /** When the user forks the workers: the abstract socket name they connect to. */
+  rendezvous?: string
 }
 
 /**
@@ -105,6 +110,13 @@ export interface BalancerOptions {
  * never inherit it.
  */
 export declare function claimChannel(fd: number): WorkerChannel
+
+/**
+ * Connects to the rendezvous socket of a primary set up with
+ * `setupMaster` (workers forked by the user); the primary accepts only
+ * processes of its cluster.
+ */
+export declare function connectChannel(name: string): WorkerChannel
 
 /** One connection for `index.js` to wrap in a `net.Socket`. */
 export interface Connection {
@@ -141,6 +153,7 @@ export interface StatsObject {
   droppedHeaderOverflow: number
   closedBeforeHeader: number
   sessionsRefused: number
+  rejectedChannels: number
   slots: Array<SlotStatsObject>
 }
 

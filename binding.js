@@ -838,3 +838,4 @@ module.exports = nativeBinding
 module.exports.Balancer = nativeBinding.Balancer
 module.exports.WorkerChannel = nativeBinding.WorkerChannel
 module.exports.claimChannel = nativeBinding.claimChannel
+module.exports.connectChannel = nativeBinding.connectChannel

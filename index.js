@@ -1,36 +1,156 @@
 'use strict'
 
-// sticky-session-rs: the drop-in API. One core (lib/primary.js, lib/worker.js),
-// exposed in the shape of sticky-session 1.1.2: `sticky.listen(server, port[, options])`.
+// sticky-session-rs: the drop-in API, in the three shapes people already use,
+// as thin adapters over one core (lib/primary.js, lib/worker.js):
+//   1. sticky-session 1.1.2:        sticky.listen(server, port[, options])
+//   2. socketio-sticky-session:     sticky([num | options, ] serverOrFactory).listen(port[, host][, cb])
+//   3. @socket.io/sticky:           sticky.setupMaster(httpServer, options) / sticky.setupWorker(io)
 
 const cluster = require('cluster')
+const crypto = require('crypto')
+const net = require('net')
 const { listenOptions, validatePort, validateServer } = require('./lib/options')
+const { stickyError } = require('./lib/errors')
 const worker = require('./lib/worker')
 const { startPrimary } = require('./lib/primary')
+const { connectChannel } = require('./lib/native')
 
 // A worker's channel leaves the environment as soon as the module loads.
 worker.claimFromEnvironment()
 
 let primary = null
 
+function startBalancing(server, port, options) {
+  if (primary) {
+    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary; listen was already called')
+  }
+  primary = startPrimary(server, port, options)
+  return primary
+}
+
+// ---- 1. sticky-session 1.1.2 -------------------------------------------
+
 /**
- * sticky-session's `listen`: in the primary, starts balancing on `port` and
- * returns `false` (`server` emits `'listening'`, or `'error'`); in a worker,
- * attaches `server` to the primary's connections and returns `true`.
+ * In the primary, starts balancing on `port` and returns `false` (`server`
+ * emits `'listening'`, or `'error'`); in a worker, attaches `server` to the
+ * primary's connections and returns `true`.
  */
 function listen(server, port, options) {
   validateServer(server)
   const checkedPort = validatePort(port)
   const checkedOptions = listenOptions(options)
   if (cluster.isPrimary) {
-    primary = startPrimary(server, checkedPort, checkedOptions)
+    startBalancing(server, checkedPort, checkedOptions)
     return false
   }
   worker.startWorker(server)
   return true
 }
 
-/** Counters of the primary's accept loop (`null` in a worker or before `listen`). */
+// ---- 2. socketio-sticky-session ----------------------------------------
+
+/** `listen(port[, host][, callback])` arguments. */
+function listenArguments(args) {
+  const callback = typeof args[args.length - 1] === 'function' ? args[args.length - 1] : undefined
+  if (args[0] !== null && typeof args[0] === 'object') {
+    return { port: args[0].port ?? 0, host: args[0].host, backlog: args[0].backlog, callback }
+  }
+  return { port: args[0] ?? 0, host: typeof args[1] === 'string' ? args[1] : undefined, backlog: typeof args[2] === 'number' ? args[2] : undefined, callback }
+}
+
+/**
+ * socketio-sticky-session's `sticky(server)`, `sticky(num, server)`,
+ * `sticky(options, serverOrFactory)`: options `num`, `proxy` (route by the
+ * `header`, default `x-forwarded-for`), `ignoreMissingHeader` (default false,
+ * as there), `sync` (accepted and not needed: the primary never reads the
+ * request, so there is no first packet to replay), plus any option of
+ * `listen`. Returns, in the primary, a server whose `.listen(port[, host][, cb])`
+ * starts balancing; in a worker, the user's server (the factory runs only
+ * there), whose `.listen` binds nothing public.
+ */
+function sticky(first, second) {
+  const [options, serverOrFactory] =
+    second === undefined ? [{}, first] : typeof first === 'number' ? [{ num: first }, second] : [first || {}, second]
+  const { num, proxy, sync, ...rest } = options
+  const checked = listenOptions({
+    workers: num,
+    ...rest,
+    routing: rest.routing || (proxy ? 'header' : 'ip'),
+    ignoreMissingHeader: rest.ignoreMissingHeader ?? false,
+  })
+  if (cluster.isPrimary) {
+    const facade = new net.Server()
+    facade.listen = function listenSticky(...args) {
+      const { port, host, backlog, callback } = listenArguments(args)
+      if (callback) facade.once('listening', callback)
+      const hostOptions = host === undefined ? {} : { host, hostIsDefault: false }
+      startBalancing(facade, validatePort(port), { ...checked, ...hostOptions, backlog: backlog || checked.backlog })
+      return facade
+    }
+    return facade
+  }
+  const server = typeof serverOrFactory === 'function' ? serverOrFactory() : serverOrFactory
+  validateServer(server)
+  worker.startWorker(server)
+  // The worker's server is fed by the primary: its listen() binds nothing.
+  server.listen = function listenInWorker(...args) {
+    const { callback } = listenArguments(args)
+    if (callback) process.nextTick(callback)
+    return server
+  }
+  return server
+}
+
+// ---- 3. @socket.io/sticky ----------------------------------------------
+
+/**
+ * @socket.io/sticky's primary half: the user calls `httpServer.listen(port)`
+ * and forks the workers with `cluster.fork()`. Routing is by engine.io `sid`;
+ * new sessions by `loadBalancingMethod`. Workers get their channel from an
+ * abstract socket that only this cluster's worker processes may use.
+ */
+function setupMaster(httpServer, options = {}) {
+  validateServer(httpServer)
+  if (!cluster.isPrimary) {
+    throw stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
+  }
+  const { maxWorkers, ...rest } = options || {}
+  const checked = listenOptions({ ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 })
+  const rendezvous = `sticky-session-rs-${process.pid}-${crypto.randomBytes(8).toString('hex')}`
+  // Every cluster.fork() after this inherits the name.
+  process.env.STICKY_RENDEZVOUS = rendezvous
+  httpServer.listen = function listenSticky(...args) {
+    const { port, host, backlog, callback } = listenArguments(args)
+    if (callback) httpServer.once('listening', callback)
+    const hostOptions = host === undefined ? {} : { host, hostIsDefault: false }
+    startBalancing(httpServer, validatePort(port), { ...checked, ...hostOptions, backlog: backlog || checked.backlog, rendezvous })
+    return httpServer
+  }
+}
+
+/** @socket.io/sticky's worker half: `io` is a socket.io server attached to an http server. */
+function setupWorker(io) {
+  const server = io && io.httpServer
+  if (!(server instanceof net.Server)) {
+    throw stickyError('ERR_STICKY_INVALID_SERVER', 'setupWorker(io) needs a socket.io server attached to an http server: new Server(httpServer)')
+  }
+  const rendezvous = process.env.STICKY_RENDEZVOUS
+  if (!cluster.isWorker || !rendezvous) {
+    throw stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a worker forked after setupMaster(httpServer) in the primary')
+  }
+  const channel = connectChannel(rendezvous)
+  worker.startWorker(server, { routing: 'sid', channel })
+  // Exact session accounting for least-connection (handshakes are also
+  // reported, earlier, from their responses).
+  io.engine.on('connection', (socket) => {
+    channel.reportSession(socket.id, true)
+    socket.once('close', () => channel.reportSession(socket.id, false))
+  })
+}
+
+// ---- common ---------------------------------------------------------------
+
+/** Counters of the primary's accept loop (`null` in a worker or before listening). */
 function stats() {
   return primary ? primary.stats() : null
 }
@@ -47,4 +167,5 @@ function close(callback) {
   primary.close(callback)
 }
 
-module.exports = { listen, stats, close }
+module.exports = sticky
+Object.assign(sticky, { listen, stats, close, setupMaster, setupPrimary: setupMaster, setupWorker })

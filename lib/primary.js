@@ -64,6 +64,7 @@ class Primary {
           loadBalancingMethod: options.loadBalancingMethod,
           sessionTtl: options.sessionTtl,
           maxSessions: options.maxSessions,
+          rendezvous: options.rendezvous,
         },
         (event) => this.onBalancerEvent(event),
       )
@@ -75,7 +76,8 @@ class Primary {
     // the balancer's address so `server.address().port` works with port 0.
     const balancer = this.balancer
     server.address = () => balancer.address()
-    for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
+    if (options.rendezvous) this.admitUserForkedWorkers()
+    else for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
     debug('primary %d listening on %o with %d workers', process.pid, balancer.address(), options.workers)
     server.emit('listening')
   }
@@ -115,6 +117,19 @@ class Primary {
     this.slots.set(slot, state)
     debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)
     worker.once('exit', (code, signal) => this.onWorkerExit(slot, worker, code, signal))
+  }
+
+  /**
+   * The user forks the workers (@socket.io/sticky shape): tell the accept
+   * loop which pids are this cluster's workers, the only processes that may
+   * take a channel.
+   */
+  admitUserForkedWorkers() {
+    const balancer = this.balancer
+    const admit = (worker) => worker.process && worker.process.pid && balancer.allowWorker(worker.process.pid)
+    Object.values(cluster.workers || {}).forEach(admit)
+    cluster.on('fork', admit)
+    cluster.on('exit', (worker) => worker.process && worker.process.pid && balancer.forgetWorker(worker.process.pid))
   }
 
   onWorkerExit(slot, worker, code, signal) {
@@ -159,7 +174,11 @@ class Primary {
   }
 
   stats() {
-    return this.balancer ? this.balancer.stats() : null
+    if (!this.balancer) return null
+    const stats = this.balancer.stats()
+    // With user-forked workers the slots are a capacity: list the ones used.
+    if (this.options.rendezvous) stats.slots = stats.slots.filter((slot) => slot.pid !== 0 || slot.dispatched > 0)
+    return stats
   }
 
   /**
@@ -171,7 +190,9 @@ class Primary {
       this.closing = true
       if (this.balancer) this.balancer.close()
     }
-    const workers = [...this.slots.values()].map((state) => state.worker).filter(Boolean)
+    const workers = this.options.rendezvous
+      ? Object.values(cluster.workers || {})
+      : [...this.slots.values()].map((state) => state.worker).filter(Boolean)
     let remaining = workers.length
     const done = () => callback && process.nextTick(callback)
     if (remaining === 0) return done()

@@ -159,6 +159,43 @@ pub fn recv_record(channel: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::R
   }
 }
 
+/// A listening `SOCK_SEQPACKET` socket at an abstract address (Linux): where
+/// workers that the user forked connect to get their channel. Abstract names
+/// have no file permissions, so the primary checks every peer's credentials
+/// (`peer_credentials`) before it sends anything.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn listen_abstract(name: &[u8]) -> io::Result<OwnedFd> {
+  let socket =
+    socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+  socket::bind(socket.as_raw_fd(), &socket::UnixAddr::new_abstract(name)?)?;
+  socket::listen(&socket, socket::Backlog::new(64)?)?;
+  Ok(socket)
+}
+
+/// Connects to a primary's abstract rendezvous socket (blocking end).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn connect_abstract(name: &[u8]) -> io::Result<OwnedFd> {
+  let socket = socket::socket(AddressFamily::Unix, SockType::SeqPacket, SockFlag::SOCK_CLOEXEC, None)?;
+  socket::connect(socket.as_raw_fd(), &socket::UnixAddr::new_abstract(name)?)?;
+  Ok(socket)
+}
+
+/// Accepts one connection on a rendezvous socket (non-blocking, close-on-exec).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+  let fd = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)?;
+  // SAFETY: accept4 returned a new descriptor that nothing else owns.
+  Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The pid and uid of the process at the other end of a Unix socket, as the
+/// kernel recorded them when it connected.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn peer_credentials(channel: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+  let credentials = socket::getsockopt(&channel, socket::sockopt::PeerCredentials)?;
+  Ok((credentials.pid() as u32, credentials.uid()))
+}
+
 /// Stops both directions, waking a thread blocked in `recv_record` on the
 /// other side of this process's end.
 pub fn shutdown(channel: BorrowedFd<'_>) {

@@ -8,4 +8,4 @@ mod worker;
 
 pub use error::ErrorCode;
 pub use primary::{Balancer, BalancerOptions};
-pub use worker::{claim_channel, WorkerChannel};
+pub use worker::{claim_channel, connect_channel, WorkerChannel};

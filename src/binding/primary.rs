@@ -11,7 +11,9 @@ use napi_derive::napi;
 use super::error::{from_napi, js_error, ErrorCode};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
-use crate::primary::{bind_listener, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot};
+use crate::primary::{
+  bind_listener, AllowedWorkers, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot,
+};
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
 
@@ -48,6 +50,8 @@ pub struct BalancerOptions {
   /// Milliseconds an idle session entry is kept.
   pub session_ttl: u32,
   pub max_sessions: u32,
+  /// When the user forks the workers: the abstract socket name they connect to.
+  pub rendezvous: Option<String>,
 }
 
 #[napi(object)]
@@ -98,12 +102,15 @@ pub struct StatsObject {
   pub dropped_header_overflow: f64,
   pub closed_before_header: f64,
   pub sessions_refused: f64,
+  pub rejected_channels: f64,
   pub slots: Vec<SlotStatsObject>,
 }
 
 #[napi]
 pub struct Balancer {
   handle: PrimaryHandle,
+  /// Pids that may take a channel from the rendezvous socket.
+  allowed: AllowedWorkers,
 }
 
 #[napi]
@@ -160,6 +167,7 @@ impl Balancer {
     let sessions = (mode == RoutingMode::Sid)
       .then(|| SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed));
     let hrw = Rendezvous::new(seed);
+    let allowed = AllowedWorkers::default();
     let config = PrimaryConfig {
       slots,
       seed,
@@ -170,6 +178,7 @@ impl Balancer {
         max_waiting: options.max_pending_headers.max(1) as usize,
       },
       sessions,
+      rendezvous: options.rendezvous.as_ref().map(|name| (name.as_bytes().to_vec(), allowed.clone())),
       max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
       max_parked: options.max_parked as usize,
       startup_wait: Duration::from_millis(u64::from(options.startup_wait)),
@@ -179,7 +188,7 @@ impl Balancer {
     });
     let handle = PrimaryHandle::start(config, listener, sink)
       .map_err(|error| js_error("ERR_STICKY_START", format!("cannot start the accept loop: {error}")))?;
-    Ok(Balancer { handle })
+    Ok(Balancer { handle, allowed })
   }
 
   #[napi]
@@ -209,6 +218,17 @@ impl Balancer {
   #[napi]
   pub fn stats(&self) -> StatsObject {
     to_js_stats(self.handle.stats().snapshot())
+  }
+
+  /// Lets the worker process `pid` (forked by the user) take a channel.
+  #[napi]
+  pub fn allow_worker(&self, pid: u32) {
+    self.allowed.allow(pid);
+  }
+
+  #[napi]
+  pub fn forget_worker(&self, pid: u32) {
+    self.allowed.forget(pid);
   }
 
   /// Stops accepting and closes the listening socket.
@@ -260,6 +280,7 @@ fn to_js_stats(snapshot: StatsSnapshot) -> StatsObject {
     dropped_header_overflow: snapshot.dropped_header_overflow as f64,
     closed_before_header: snapshot.closed_before_header as f64,
     sessions_refused: snapshot.sessions_refused as f64,
+    rejected_channels: snapshot.rejected_channels as f64,
     slots: snapshot
       .slots
       .into_iter()

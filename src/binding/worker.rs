@@ -61,6 +61,28 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel, ErrorCode> {
   Ok(WorkerChannel { channel: Some(channel), receiver: None })
 }
 
+/// Connects to the rendezvous socket of a primary set up with
+/// `setupMaster` (workers forked by the user); the primary accepts only
+/// processes of its cluster.
+#[napi]
+pub fn connect_channel(name: String) -> Result<WorkerChannel, ErrorCode> {
+  #[cfg(any(target_os = "linux", target_os = "android"))]
+  {
+    let channel = channel::connect_abstract(name.as_bytes()).map_err(|error| {
+      js_error(
+        "ERR_STICKY_NO_CHANNEL",
+        format!("cannot reach the primary's sticky-session-rs socket: {error}; call setupMaster() in the primary before cluster.fork()"),
+      )
+    })?;
+    Ok(WorkerChannel { channel: Some(channel), receiver: None })
+  }
+  #[cfg(not(any(target_os = "linux", target_os = "android")))]
+  {
+    let _ = name;
+    Err(js_error("ERR_STICKY_UNSUPPORTED", "setupMaster/setupWorker need Linux"))
+  }
+}
+
 #[napi]
 impl WorkerChannel {
   /// Tells the primary this worker is ready and starts delivering

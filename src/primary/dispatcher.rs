@@ -195,6 +195,11 @@ impl Dispatcher {
     generation
   }
 
+  /// The lowest slot without a channel (for workers that connect on their own).
+  pub fn free_slot(&self) -> Option<SlotId> {
+    self.slots.iter().position(Option::is_none).map(|slot| slot as SlotId)
+  }
+
   pub fn channel_fd(&self, slot: SlotId, generation: u64) -> Option<&OwnedFd> {
     self.current(slot, generation).map(|channel| &channel.fd)
   }

@@ -40,6 +40,9 @@ pub struct PrimaryConfig {
   pub header: HeaderLimits,
   /// Engine.io session owners (`sid` routing only).
   pub sessions: Option<SessionTable>,
+  /// For workers the user forks: the abstract socket name they connect to,
+  /// and who may. `None` when the primary forks the workers itself.
+  pub rendezvous: Option<(Vec<u8>, AllowedWorkers)>,
   /// Connections handed to one slot and not yet acknowledged (or not yet sent).
   pub max_pending_per_slot: usize,
   /// Connections held while no worker is alive.
@@ -221,8 +224,17 @@ fn run(
   let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
   let local = tokio::task::LocalSet::new();
   local.block_on(&runtime, async move {
-    let PrimaryConfig { slots, seed, router, header, sessions, max_pending_per_slot, max_parked, startup_wait } =
-      config;
+    let PrimaryConfig {
+      slots,
+      seed,
+      router,
+      header,
+      sessions,
+      rendezvous,
+      max_pending_per_slot,
+      max_parked,
+      startup_wait,
+    } = config;
     let expires_sessions = sessions.is_some();
     let dispatcher = Dispatcher::new(
       Rendezvous::new(seed),
@@ -261,17 +273,22 @@ fn run(
       startup.gate.notify_one();
     });
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some((name, allowed)) = rendezvous {
+      let workers = register(channel::listen_abstract(&name)?, Interest::READABLE)?;
+      tokio::task::spawn_local(accept_worker_channels(shared.clone(), workers, allowed));
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    if rendezvous.is_some() {
+      return Err(io::Error::other("workers forked by the user need Linux (abstract sockets)"));
+    }
+
     let listener = register(listener, Interest::READABLE)?;
     let acceptor = tokio::task::spawn_local(accept_connections(shared.clone(), listener));
 
     while let Some(command) = commands.recv().await {
       match command {
-        Command::Attach { slot, channel } => {
-          let channel = register(channel, Interest::READABLE | Interest::WRITABLE)?;
-          let generation = shared.dispatcher.borrow_mut().attach(slot, channel.get_ref().try_clone()?);
-          shared.publish();
-          tokio::task::spawn_local(serve_channel(shared.clone(), slot, generation, channel));
-        }
+        Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
         Command::Close => {
           shared.dispatcher.borrow_mut().close();
           acceptor.abort();
@@ -281,6 +298,89 @@ fn run(
     // Every handle is gone: JavaScript dropped the primary. Nothing left to serve.
     Ok(())
   })
+}
+
+/// Gives `slot` a new channel and starts serving it.
+fn attach_channel(shared: &Rc<Shared>, slot: SlotId, channel: OwnedFd) -> io::Result<()> {
+  let channel = register(channel, Interest::READABLE | Interest::WRITABLE)?;
+  let generation = shared.dispatcher.borrow_mut().attach(slot, channel.get_ref().try_clone()?);
+  shared.publish();
+  tokio::task::spawn_local(serve_channel(shared.clone(), slot, generation, channel));
+  Ok(())
+}
+
+/// Takes channels from workers the user forked (the @socket.io/sticky API
+/// shape). Only a process of this cluster may get one: its pid must be a
+/// worker pid JavaScript registered (`PrimaryHandle::allow_worker`) and its
+/// uid ours. A worker usually connects after JavaScript has seen its fork;
+/// a connection that comes first is re-checked for a short while.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+async fn accept_worker_channels(
+  shared: Rc<Shared>,
+  listener: AsyncFd<OwnedFd>,
+  allowed: AllowedWorkers,
+) -> io::Result<()> {
+  use std::os::fd::AsFd;
+  const RECHECKS: u32 = 100;
+  // SAFETY: getuid has no preconditions and cannot fail.
+  let our_uid = unsafe { libc::getuid() };
+  loop {
+    let mut guard = listener.readable().await?;
+    let channel = match channel::accept(listener.get_ref().as_fd()) {
+      Ok(channel) => channel,
+      Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+        guard.clear_ready();
+        continue;
+      }
+      Err(_) => continue,
+    };
+    drop(guard);
+    let shared = shared.clone();
+    let allowed = allowed.clone();
+    tokio::task::spawn_local(async move {
+      let Ok((pid, uid)) = channel::peer_credentials(channel.as_fd()) else { return };
+      let mut checks = 0;
+      while uid == our_uid && !allowed.contains(pid) && checks < RECHECKS {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        checks += 1;
+      }
+      let free_slot = shared.dispatcher.borrow().free_slot();
+      match free_slot {
+        Some(slot) if uid == our_uid && allowed.contains(pid) => {
+          let _ = attach_channel(&shared, slot, channel);
+        }
+        _ => {
+          shared.stats.rejected_channels.fetch_add(1, Relaxed);
+          (shared.on_event)(PrimaryEvent::Error {
+            code: "ERR_STICKY_FOREIGN_CHANNEL".into(),
+            message: format!(
+              "refused a channel to process {pid} (uid {uid}): {}",
+              if free_slot.is_none() { "every worker slot is taken" } else { "not a worker of this cluster" }
+            ),
+            fatal: false,
+          });
+        }
+      }
+    });
+  }
+}
+
+/// Pids of the cluster's workers, kept by JavaScript, read by the accept loop.
+#[derive(Clone, Default)]
+pub struct AllowedWorkers(Arc<std::sync::Mutex<std::collections::HashSet<u32>>>);
+
+impl AllowedWorkers {
+  pub fn allow(&self, pid: u32) {
+    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(pid);
+  }
+
+  pub fn forget(&self, pid: u32) {
+    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&pid);
+  }
+
+  pub fn contains(&self, pid: u32) -> bool {
+    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&pid)
+  }
 }
 
 /// Registers an owned descriptor with the reactor.
@@ -453,6 +553,7 @@ mod tests {
       router: Router::new(mode, TrustedProxies::parse(&["loopback"]).unwrap(), true, Rendezvous::default()),
       header: HeaderLimits { timeout: Duration::from_millis(500), max_bytes: 4096, max_waiting: 3 },
       sessions: None,
+      rendezvous: None,
       max_pending_per_slot: 16,
       max_parked: 16,
       startup_wait: Duration::from_secs(5),

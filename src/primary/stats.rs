@@ -47,6 +47,8 @@ pub struct Stats {
   pub closed_before_header: AtomicU64,
   /// Session reports refused because the session table was full.
   pub sessions_refused: AtomicU64,
+  /// Processes refused a channel: not a worker of this cluster, or no free slot.
+  pub rejected_channels: AtomicU64,
   pub slots: Vec<SlotStats>,
 }
 
@@ -85,6 +87,7 @@ impl Stats {
       dropped_header_overflow: self.dropped_header_overflow.load(Relaxed),
       closed_before_header: self.closed_before_header.load(Relaxed),
       sessions_refused: self.sessions_refused.load(Relaxed),
+      rejected_channels: self.rejected_channels.load(Relaxed),
       dropped: self.dropped_no_worker.load(Relaxed)
         + self.dropped_header_timeout.load(Relaxed)
         + self.dropped_invalid_header.load(Relaxed)
@@ -123,6 +126,7 @@ pub struct StatsSnapshot {
   pub dropped_header_overflow: u64,
   pub closed_before_header: u64,
   pub sessions_refused: u64,
+  pub rejected_channels: u64,
   /// Every connection the primary reset, whatever the reason.
   pub dropped: u64,
   pub slots: Vec<SlotSnapshot>,

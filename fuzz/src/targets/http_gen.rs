@@ -138,7 +138,7 @@ pub fn target(rng: &mut Rng) -> GenTarget {
   }
   if rng.chance(1, 6) {
     bytes.push(b'#');
-    bytes.extend_from_slice(rng.pick(&[&b"frag"[..], b"&sid=evil", b"?sid=evil", b"a#b", b""]));
+    bytes.extend_from_slice(*rng.pick(&[&b"frag"[..], b"&sid=evil", b"?sid=evil", b"a#b", b""]));
   }
   GenTarget { bytes, params }
 }
@@ -270,10 +270,10 @@ pub fn head(rng: &mut Rng) -> GenHead {
       let value = header_value(rng, &name);
       bytes.extend_from_slice(&name);
       bytes.push(b':');
-      bytes.extend_from_slice(rng.pick(&[&b" "[..], b"", b"\t", b"  "]));
+      bytes.extend_from_slice(*rng.pick(&[&b" "[..], b"", b"\t", b"  "]));
       bytes.extend_from_slice(&value);
       if !value.is_empty() {
-        bytes.extend_from_slice(rng.pick(&[&b""[..], b"", b" ", b"\t"]));
+        bytes.extend_from_slice(*rng.pick(&[&b""[..], b"", b" ", b"\t"]));
       }
       bytes.extend_from_slice(eol);
       headers.push((name, value));

@@ -249,7 +249,8 @@ fn v2_hand_built(rng: &mut Rng) -> (Vec<u8>, Expect) {
     (0x21, 0x22) => 36,
     _ => 0,
   };
-  let payload_len = block + rng.small_len(if rng.chance(1, 16) { MAX_V2_HEADER_LEN - 16 - block } else { 48 });
+  let max_extra = if rng.chance(1, 16) { MAX_V2_HEADER_LEN - 16 - block } else { 48 };
+  let payload_len = block + rng.small_len(max_extra);
   let payload = rng.bytes(payload_len);
   let mut bytes = V2_SIGNATURE.to_vec();
   bytes.push(command);

@@ -3,113 +3,302 @@
 
 import type { Server } from 'net'
 
-/** Options of {@link listen}. */
-export interface ListenOptions {
-  /**
-   * Number of workers (slots), each a `cluster` worker.
-   * @defaultValue `os.cpus().length`
-   */
-  workers?: number
-  /**
-   * Extra environment variables for every worker (passed to `cluster.fork(env)`).
-   * Each worker also gets `STICKY_WORKER_SLOT`: its stable slot, `0..workers-1`.
-   * @defaultValue `{}`
-   */
-  env?: NodeJS.ProcessEnv
-  /**
-   * Host or IP address to listen on. The default `'::'` is dual-stack: IPv4
-   * clients connect too (falls back to `'0.0.0.0'` where IPv6 is unavailable).
-   * @defaultValue `'::'`
-   * @example `host: '127.0.0.1'`
-   */
-  host?: string
-  /**
-   * Length of the kernel's queue of connections not yet accepted.
-   * @defaultValue `511`
-   */
-  backlog?: number
-  /**
-   * Seed of the rendezvous hash that maps clients to slots: an unsigned 64-bit
-   * integer (number, bigint or decimal string). Fixed by default, so a client
-   * reaches the same slot after the primary restarts; change it to reshuffle.
-   * @defaultValue a fixed constant
-   */
-  seed?: number | bigint | string
-  /**
-   * Connections handed to one slot and not yet acknowledged by its worker.
-   * Past this limit a new connection for that slot is reset and counted in
-   * `stats().slots[n].droppedQueueFull`.
-   * @defaultValue `1024`
-   */
-  maxPendingPerSlot?: number
-  /**
-   * Connections held by the primary while no worker at all is alive; past
-   * this limit they are reset and counted in `stats().droppedNoWorker`.
-   * @defaultValue `4096`
-   */
-  maxParked?: number
-  /**
-   * Milliseconds to wait, at start-up, for every worker to be ready before
-   * accepting with the ones that are (connections wait in the kernel queue).
-   * @defaultValue `10000`
-   */
-  startupWait?: number
-}
-
-/** Counters of one slot. */
-export interface SlotStats {
-  slot: number
-  /** Pid of the slot's current worker, `0` while it has none. */
-  pid: number
-  /** `'live'`: the worker takes connections; `'down'`: its clients go to their next choice. */
-  state: 'live' | 'down'
-  /** Workers started in this slot after the first. */
-  respawns: number
-  /** Connections sent to this slot (including re-dispatched ones). */
-  dispatched: number
-  /** Connections the worker confirmed it took. */
-  acknowledged: number
-  /** Connections this slot's worker never took, sent to another slot when its channel closed. */
-  redispatched: number
-  /** Connections reset because `maxPendingPerSlot` was reached. */
-  droppedQueueFull: number
-  /** Connections handed off and not yet acknowledged. */
-  pending: number
-}
-
-/** Counters of the primary's accept loop. */
-export interface Stats {
-  accepted: number
-  /** Failed `accept` calls (EMFILE, ENFILE, ...), each retried after a pause. */
-  acceptErrors: number
-  /** Every connection the primary reset, whatever the reason. */
-  dropped: number
-  droppedNoWorker: number
-  /** Connections waiting for any worker to come up. */
-  parked: number
-  slots: SlotStats[]
-}
-
 /**
- * sticky-session 1.1.2's API. In the cluster primary: binds `port`, forks the
- * workers, returns `false`; `server` then emits `'listening'` (and
- * `server.address()` reports the bound address), or `'error'` (e.g.
- * `EADDRINUSE`). In a worker: feeds `server` the connections the primary
- * routes to it and returns `true`.
- *
- * @throws an `Error` with `code` `ERR_STICKY_INVALID_SERVER`,
- *   `ERR_STICKY_INVALID_PORT` or `ERR_STICKY_INVALID_OPTION` for bad arguments,
- *   and `ERR_STICKY_NO_CHANNEL` in a worker not forked by `listen`.
+ * The socketio-sticky-session shape: `sticky(server)`, `sticky(num, server)`,
+ * `sticky(options, serverOrFactory)`. In the primary it returns a server whose
+ * `.listen(port[, host][, callback])` starts balancing; in a worker the factory
+ * runs and its server is returned (its `listen` binds no public port).
  * @example
  * ```js
  * const sticky = require('sticky-session-rs')
- * const server = require('http').createServer((req, res) => res.end('hi'))
- * if (!sticky.listen(server, 3000)) {
- *   server.once('listening', () => console.log('server started on 3000'))
- * }
+ * sticky({ num: 2, proxy: true }, () => {
+ *   const server = require('http').createServer()
+ *   require('socket.io')(server)
+ *   return server
+ * }).listen(3000, () => console.log('server started on 3000 port'))
  * ```
  */
-export declare function listen(server: Server, port: number | string, options?: ListenOptions): boolean
+declare function sticky(serverOrFactory: Server | (() => Server)): sticky.StickyServer
+declare function sticky(num: number, serverOrFactory: Server | (() => Server)): sticky.StickyServer
+declare function sticky(options: sticky.SocketioStickySessionOptions, serverOrFactory: Server | (() => Server)): sticky.StickyServer
 
-/** Counters of the primary's accept loop; `null` in a worker or before `listen`. */
-export declare function stats(): Stats | null
+declare namespace sticky {
+
+  /** What identifies a client. */
+  export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'
+
+  /** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
+  export type LoadBalancingMethod = 'least-connection' | 'round-robin' | 'random'
+
+  /** Routing options, accepted by every API shape. */
+  export interface RoutingOptions {
+    /**
+     * What identifies a client:
+     * - `'ip'`: the connection's peer address (`::ffff:a.b.c.d` counts as `a.b.c.d`).
+     * - `'header'`: a forwarding header set by a trusted proxy ({@link RoutingOptions.header}).
+     * - `'proxy-protocol'`: the source address of a PROXY protocol v1/v2 header
+     *   sent by a trusted proxy (HAProxy `send-proxy[-v2]`, nginx stream
+     *   `proxy_protocol on`, AWS NLB). Connections without a valid header are
+     *   closed and counted. Workers see the client as `socket.remoteAddress`.
+     * - `'sid'`: the engine.io session id in the request line; new sessions by
+     *   {@link RoutingOptions.loadBalancingMethod}. Needs plain HTTP to the primary.
+     * @defaultValue `'ip'`
+     */
+    routing?: Routing
+    /**
+     * `'header'` routing: the header naming the client, case-insensitive, in
+     * `X-Forwarded-For` format (comma-separated addresses), or `'forwarded'` for
+     * RFC 7239 `Forwarded: for=...`. The client is the rightmost address that is
+     * not itself a trusted proxy.
+     * @defaultValue `'x-forwarded-for'`
+     * @example `header: 'x-real-ip'`
+     */
+    header?: string
+    /**
+     * Peers whose PROXY headers and forwarding headers are believed: IP
+     * addresses, CIDR ranges, and the keywords `'loopback'` (127.0.0.0/8, ::1),
+     * `'linklocal'`, `'uniquelocal'`. Headers from anyone else are ignored
+     * (`'header'`: route by the peer) or refused (`'proxy-protocol'`).
+     * @defaultValue `['loopback']`
+     * @example `trustedProxies: ['10.0.0.0/8', 'loopback']`
+     */
+    trustedProxies?: string[] | string
+    /**
+     * `'header'` routing, when a trusted proxy sends no usable header: `true`
+     * routes by the proxy's address, `false` closes the connection (counted in
+     * `stats().droppedInvalidHeader`).
+     * @defaultValue `true` (`false` in the socketio-sticky-session shape, as there)
+     */
+    ignoreMissingHeader?: boolean
+    /**
+     * Milliseconds a client has to send its PROXY header or request head
+     * (modes other than `'ip'`); then it is closed and counted.
+     * @defaultValue `5000`
+     */
+    headerTimeout?: number
+    /**
+     * The most bytes read to find the routing key.
+     * @defaultValue `16384`
+     */
+    maxHeaderBytes?: number
+    /**
+     * Connections reading their header at once; at the limit the oldest is
+     * closed (counted in `stats().droppedHeaderOverflow`).
+     * @defaultValue `1024`
+     */
+    maxPendingHeaders?: number
+    /**
+     * `'sid'` routing: where new sessions go. `'least-connection'` counts
+     * sessions per worker, and handshakes as they are dispatched, so a burst
+     * spreads evenly.
+     * @defaultValue `'least-connection'`
+     */
+    loadBalancingMethod?: LoadBalancingMethod
+    /**
+     * `'sid'` routing: milliseconds a session entry lives without a request
+     * carrying its sid (polling clients send one at least every `pingInterval`).
+     * @defaultValue `120000`
+     */
+    sessionTtl?: number
+    /**
+     * `'sid'` routing: the most sessions remembered.
+     * @defaultValue `100000`
+     */
+    maxSessions?: number
+  }
+
+  /** Options of {@link listen}. */
+  export interface ListenOptions extends RoutingOptions {
+    /**
+     * Number of workers (slots), each a `cluster` worker.
+     * @defaultValue `os.cpus().length`
+     */
+    workers?: number
+    /**
+     * Extra environment variables for every worker (passed to `cluster.fork(env)`).
+     * Each worker also gets `STICKY_WORKER_SLOT`: its stable slot, `0..workers-1`.
+     * @defaultValue `{}`
+     */
+    env?: NodeJS.ProcessEnv
+    /**
+     * Host or IP address to listen on. The default `'::'` is dual-stack: IPv4
+     * clients connect too (falls back to `'0.0.0.0'` where IPv6 is unavailable).
+     * @defaultValue `'::'`
+     * @example `host: '127.0.0.1'`
+     */
+    host?: string
+    /**
+     * Length of the kernel's queue of connections not yet accepted.
+     * @defaultValue `511`
+     */
+    backlog?: number
+    /**
+     * Seed of the rendezvous hash that maps clients to slots: an unsigned 64-bit
+     * integer (number, bigint or decimal string). Fixed by default, so a client
+     * reaches the same slot after the primary restarts; change it to reshuffle.
+     * @defaultValue a fixed constant
+     */
+    seed?: number | bigint | string
+    /**
+     * Connections handed to one slot and not yet acknowledged by its worker.
+     * Past this limit a new connection for that slot is reset and counted in
+     * `stats().slots[n].droppedQueueFull`.
+     * @defaultValue `1024`
+     */
+    maxPendingPerSlot?: number
+    /**
+     * Connections held by the primary while no worker at all is alive; past
+     * this limit they are reset and counted in `stats().droppedNoWorker`.
+     * @defaultValue `4096`
+     */
+    maxParked?: number
+    /**
+     * Milliseconds to wait, at start-up, for every worker to be ready before
+     * accepting with the ones that are (connections wait in the kernel queue).
+     * @defaultValue `10000`
+     */
+    startupWait?: number
+  }
+
+  /** Counters of one slot. */
+  export interface SlotStats {
+    slot: number
+    /** Pid of the slot's current worker, `0` while it has none. */
+    pid: number
+    /** `'live'`: the worker takes connections; `'down'`: its clients go to their next choice. */
+    state: 'live' | 'down'
+    /** Workers started in this slot after the first. */
+    respawns: number
+    /** Connections sent to this slot (including re-dispatched ones). */
+    dispatched: number
+    /** Connections the worker confirmed it took. */
+    acknowledged: number
+    /** Connections this slot's worker never took, sent to another slot when its channel closed. */
+    redispatched: number
+    /** Connections reset because `maxPendingPerSlot` was reached. */
+    droppedQueueFull: number
+    /** Connections handed off and not yet acknowledged. */
+    pending: number
+    /** Engine.io sessions this slot owns (`'sid'` routing). */
+    sessions: number
+  }
+
+  /** Counters of the primary's accept loop. */
+  export interface Stats {
+    accepted: number
+    /** Failed `accept` calls (EMFILE, ENFILE, ...), each retried after a pause. */
+    acceptErrors: number
+    /** Every connection the primary reset, whatever the reason. */
+    dropped: number
+    droppedNoWorker: number
+    /** Connections waiting for any worker to come up. */
+    parked: number
+    /** Connections whose PROXY header or request head is being read now. */
+    readingHeader: number
+    /** Closed: no complete header within `headerTimeout`. */
+    droppedHeaderTimeout: number
+    /** Closed: invalid PROXY header, header over `maxHeaderBytes`, or missing header with `ignoreMissingHeader: false`. */
+    droppedInvalidHeader: number
+    /** Closed: `'proxy-protocol'` connection from a peer not in `trustedProxies`. */
+    droppedUntrustedProxy: number
+    /** Closed: the oldest connection reading its header, at `maxPendingHeaders`. */
+    droppedHeaderOverflow: number
+    /** The client closed before its header was complete (not a drop). */
+    closedBeforeHeader: number
+    /** Session reports ignored because `maxSessions` was reached. */
+    sessionsRefused: number
+    /** Processes refused a worker channel (not a worker of this cluster, or no free slot). */
+    rejectedChannels: number
+    slots: SlotStats[]
+  }
+
+  /**
+   * sticky-session 1.1.2's API. In the cluster primary: binds `port`, forks the
+   * workers, returns `false`; `server` then emits `'listening'` (and
+   * `server.address()` reports the bound address), or `'error'` (e.g.
+   * `EADDRINUSE`). In a worker: feeds `server` the connections the primary
+   * routes to it and returns `true`.
+   *
+   * @throws an `Error` with `code` `ERR_STICKY_INVALID_SERVER`,
+   *   `ERR_STICKY_INVALID_PORT` or `ERR_STICKY_INVALID_OPTION` for bad arguments,
+   *   and `ERR_STICKY_NO_CHANNEL` in a worker not forked by `listen`.
+   * @example
+   * ```js
+   * const sticky = require('sticky-session-rs')
+   * const server = require('http').createServer((req, res) => res.end('hi'))
+   * if (!sticky.listen(server, 3000)) {
+   *   server.once('listening', () => console.log('server started on 3000'))
+   * }
+   * ```
+   */
+  function listen(server: Server, port: number | string, options?: ListenOptions): boolean
+
+  /** Counters of the primary's accept loop; `null` in a worker or before `listen`. */
+  function stats(): Stats | null
+
+  /**
+   * In the primary: stops accepting, lets every worker finish its in-flight
+   * requests (`server.close()` in the worker) and exit, then calls `callback`.
+   * Workers are not respawned afterwards.
+   */
+  function close(callback?: () => void): void
+
+  /** Options of the socketio-sticky-session shape ({@link sticky}). */
+  export interface SocketioStickySessionOptions extends Omit<ListenOptions, 'workers'> {
+    /**
+     * Number of workers.
+     * @defaultValue `os.cpus().length`
+     */
+    num?: number
+    /** `true`: route by {@link RoutingOptions.header} (same as `routing: 'header'`). */
+    proxy?: boolean
+    /**
+     * Accepted for compatibility and not needed: the primary never reads the
+     * request, so there is no first packet to replay in the worker.
+     */
+    sync?: { isSynced?: boolean; isSyncable?: boolean; event?: string }
+  }
+
+  /** What the socketio-sticky-session shape returns: a server whose `listen` starts balancing (primary) or binds nothing (worker). */
+  export type StickyServer = Server
+
+
+  /** Options of {@link setupMaster}. */
+  export interface SetupMasterOptions extends Omit<RoutingOptions, 'routing'> {
+    /**
+     * Where new sessions go.
+     * @defaultValue `'least-connection'`
+     */
+    loadBalancingMethod?: LoadBalancingMethod
+    /**
+     * The most workers that may connect at once (slots).
+     * @defaultValue `64`
+     */
+    maxWorkers?: number
+  }
+
+  /**
+   * The @socket.io/sticky shape, primary half. Call before forking: then
+   * `httpServer.listen(port)` starts balancing by engine.io `sid`, and the
+   * workers you fork with `cluster.fork()` connect with {@link setupWorker}.
+   * Only processes of this cluster can connect.
+   */
+  function setupMaster(httpServer: Server, options?: SetupMasterOptions): void
+  /** Alias of {@link setupMaster}. */
+  function setupPrimary(httpServer: Server, options?: SetupMasterOptions): void
+
+  /** A socket.io server attached to an http(s) server (`new Server(httpServer)`). */
+  export interface SocketIoServerLike {
+    httpServer: Server
+    engine: { on(event: 'connection', listener: (socket: { id: string; once(event: 'close', listener: () => void): unknown }) => void): unknown }
+  }
+
+  /**
+   * The @socket.io/sticky shape, worker half: takes this worker's connections
+   * from the primary set up with {@link setupMaster}. Do not call
+   * `httpServer.listen()` in the worker.
+   */
+  function setupWorker(io: SocketIoServerLike): void
+}
+
+export = sticky

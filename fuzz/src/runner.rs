@@ -16,6 +16,9 @@ pub struct Options {
   pub seed: u64,
   /// Where failing inputs are written.
   pub artifacts: PathBuf,
+  /// Keep going after a failure (counting failures, writing the first few
+  /// artifacts) instead of stopping the target at the first one.
+  pub keep_going: bool,
 }
 
 /// What one target's run found.
@@ -29,7 +32,9 @@ pub struct Report {
   pub elapsed: Duration,
   /// Stopped by the time budget before `inputs` cases.
   pub timed_out: bool,
-  pub failure: Option<String>,
+  /// Cases that broke an invariant or panicked (each of the first three is
+  /// printed to stderr with its artifact as it is found).
+  pub failures: u64,
 }
 
 /// A target, type-erased for the command line.
@@ -111,7 +116,7 @@ pub fn run<T: Target>(options: &Options, budget: Option<Duration>) -> Report {
     invalid: 0,
     elapsed: Duration::ZERO,
     timed_out: false,
-    failure: None,
+    failures: 0,
   };
   for index in 0..options.inputs {
     if index % 64 == 0 && budget.is_some_and(|budget| started.elapsed() >= budget) {
@@ -140,8 +145,13 @@ pub fn run<T: Target>(options: &Options, budget: Option<Duration>) -> Report {
       Verdict::Violated(violation) => (violation.input.unwrap_or_else(|| T::parts(&case)), violation.message),
       Verdict::Panicked(message) => (T::parts(&case), format!("panic: {message}")),
     };
-    report.failure = Some(report_failure::<T>(options, index, &case, parts, &message));
-    break;
+    report.failures += 1;
+    if report.failures <= 3 {
+      eprint!("{}", report_failure::<T>(options, index, &case, parts, &message));
+    }
+    if !options.keep_going {
+      break;
+    }
   }
   report.elapsed = started.elapsed();
   report

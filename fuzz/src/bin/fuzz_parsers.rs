@@ -8,6 +8,8 @@
 //!   --seconds T     stop after T seconds in total, split evenly between parsers
 //!   --only A,B      run only these parsers (see --list)
 //!   --artifacts D   where failing inputs go (default fuzz/artifacts)
+//!   --keep-going    count every failing input instead of stopping a parser
+//!                   at its first (artifacts for the first 3 per parser)
 //!   --replay FILE   re-run an artifact and print what the parser returns
 //!   --list          list the parsers
 //! ```
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use sticky_session_rs_fuzz::runner::{self, Options};
 
 const USAGE: &str = "usage: fuzz_parsers [--inputs N | --quick] [--seed S] [--seconds T] [--only A,B] \
-[--artifacts DIR] [--replay FILE] [--list]";
+[--artifacts DIR] [--keep-going] [--replay FILE] [--list]";
 
 struct Arguments {
   options: Options,
@@ -37,6 +39,7 @@ fn parse_arguments() -> Result<Arguments, String> {
       inputs: 1_000_000,
       seed: 1,
       artifacts: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts"),
+      keep_going: false,
     },
     seconds: None,
     only: None,
@@ -72,6 +75,7 @@ fn parse_arguments() -> Result<Arguments, String> {
       "--artifacts" => arguments.options.artifacts = PathBuf::from(value("--artifacts")?),
       "--replay" => arguments.replay = Some(PathBuf::from(value("--replay")?)),
       "--list" => arguments.list = true,
+      "--keep-going" => arguments.options.keep_going = true,
       "-h" | "--help" => return Err(USAGE.into()),
       other => return Err(format!("unknown argument {other}\n{USAGE}")),
     }
@@ -139,10 +143,10 @@ fn main() -> ExitCode {
   let (mut passed, mut failed) = (0, 0);
   for entry in selected {
     let report = (entry.run)(options, budget);
-    let status = match (&report.failure, report.timed_out) {
-      (Some(_), _) => "FAILED",
-      (None, true) => "ok (time cap)",
-      (None, false) => "ok",
+    let status = match (report.failures, report.timed_out) {
+      (0, false) => "ok".to_owned(),
+      (0, true) => "ok (time cap)".to_owned(),
+      (failures, _) => format!("FAILED ({failures} failing inputs)"),
     };
     println!(
       "{:<18} inputs={:<8} calls={:<9} complete={:<8} incomplete={:<8} invalid={:<8} elapsed={:>6.2}s {status}",
@@ -154,12 +158,10 @@ fn main() -> ExitCode {
       report.invalid,
       report.elapsed.as_secs_f64(),
     );
-    match &report.failure {
-      Some(failure) => {
-        eprint!("{failure}");
-        failed += 1;
-      }
-      None => passed += 1,
+    if report.failures == 0 {
+      passed += 1;
+    } else {
+      failed += 1;
     }
   }
   println!("total elapsed {:.2}s", started.elapsed().as_secs_f64());

@@ -33,9 +33,12 @@ export declare class Balancer {
 export declare class WorkerChannel {
   /**
    * Tells the primary this worker is ready and starts delivering
-   * connections: `on_connections` receives arrays of `Connection`.
+   * connections: `on_connections(connections, primaryClosed)` receives arrays
+   * of `Connection`; `primaryClosed` is true once, last, when the primary
+   * closed this channel (this worker was replaced during a reload, or the
+   * primary is gone): finish what is in flight and exit.
    */
-  start(onConnections: (arg: Array<Connection>) => void): void
+  start(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
   /**
    * Stops taking connections; the primary sends the ones this worker did not
    * take to other workers.
@@ -56,7 +59,7 @@ export interface AddressInfo {
   port: number
 }
 
-/** An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'` or `'error'`. */
+/** An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`. */
 export interface BalancerEvent {
   kind: string
   slot?: number

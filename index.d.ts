@@ -158,6 +158,21 @@ declare namespace sticky {
      * @defaultValue `10000`
      */
     startupWait?: number
+    /**
+     * Milliseconds a closing worker (shutdown, reload, `server.close()`) has to
+     * finish its in-flight requests; then its remaining connections are closed
+     * and it exits. The primary kills workers still running a second later.
+     * @defaultValue `10000`
+     */
+    shutdownTimeout?: number
+    /**
+     * Install signal handlers: SIGTERM and SIGINT to the primary shut down
+     * gracefully (stop accepting, drain, exit 0); SIGHUP reloads the workers
+     * one at a time. Workers leave SIGINT to the primary and close gracefully
+     * on SIGTERM.
+     * @defaultValue `true`
+     */
+    handleSignals?: boolean
   }
 
   /** Counters of one slot. */
@@ -237,11 +252,23 @@ declare namespace sticky {
   function stats(): Stats | null
 
   /**
-   * In the primary: stops accepting, lets every worker finish its in-flight
-   * requests (`server.close()` in the worker) and exit, then calls `callback`.
-   * Workers are not respawned afterwards.
+   * In the primary: stops accepting (connections already in the kernel's
+   * queue are still served), waits until every accepted connection is with a
+   * worker, lets every worker finish its in-flight requests
+   * (`server.close()` in the worker) and exit, then calls `callback`. Workers
+   * are not respawned afterwards. SIGTERM/SIGINT do this, then exit 0.
    */
   function close(callback?: () => void): void
+
+  /**
+   * In the primary: rolling reload. Replaces the workers one at a time; each
+   * new worker is ready before the old one leaves its slot (the old one gets
+   * no new connection, finishes what it has, and exits). Clients keep their
+   * slot. SIGHUP does the same.
+   * @returns a promise that settles when every slot has a new worker.
+   * @throws `ERR_STICKY_NOT_LISTENING` before `listen`; `ERR_STICKY_RELOAD_UNSUPPORTED` with {@link setupMaster}.
+   */
+  function reload(callback?: (error: Error | null) => void): Promise<void>
 
   /** Options of the socketio-sticky-session shape ({@link sticky}). */
   export interface SocketioStickySessionOptions extends Omit<ListenOptions, 'workers'> {

@@ -167,5 +167,19 @@ function close(callback) {
   primary.close(callback)
 }
 
+/**
+ * In the primary: replaces the workers one at a time (each new worker is
+ * ready before the old one leaves its slot); `callback(error)` when done.
+ * Returns a promise. SIGHUP does the same.
+ */
+function reload(callback) {
+  if (!primary) {
+    const error = stickyError('ERR_STICKY_NOT_LISTENING', 'reload() needs a primary that is balancing: call listen() first')
+    if (callback) return process.nextTick(callback, error)
+    return Promise.reject(error)
+  }
+  return primary.reload(callback)
+}
+
 module.exports = sticky
-Object.assign(sticky, { listen, stats, close, setupMaster, setupPrimary: setupMaster, setupWorker })
+Object.assign(sticky, { listen, stats, close, reload, setupMaster, setupPrimary: setupMaster, setupWorker })

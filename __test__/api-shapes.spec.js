@@ -130,9 +130,13 @@ describe('@socket.io/sticky shape', () => {
       const intruder = spawn(process.execPath, ['-e', `
         const { connectChannel } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'native'))})
         const channel = connectChannel(${JSON.stringify(name.slice(1))})
-        channel.start((connections) => { console.log('GOT ' + connections.length); process.exit(3) })
-        setTimeout(() => process.exit(0), 4000)
+        channel.start((connections, closedByPrimary) => {
+          if (connections.length > 0) { console.log('GOT ' + connections.length); process.exit(3) }
+          if (closedByPrimary) console.log('REFUSED')
+        })
+        setTimeout(() => process.exit(0), 3000)
       `], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const exited = once(intruder, 'exit', 10000)
       let intruderOutput = ''
       intruder.stdout.on('data', (chunk) => (intruderOutput += chunk))
       intruder.stderr.on('data', (chunk) => (intruderOutput += chunk))
@@ -142,8 +146,9 @@ describe('@socket.io/sticky shape', () => {
         const { status } = await request(app.port, { path: '/socket.io/?EIO=4&transport=polling' })
         expect(status).toBe(200)
       }
-      const [code] = await once(intruder, 'exit', 10000)
+      const [code] = await exited
       expect(intruderOutput).not.toContain('GOT')
+      expect(intruderOutput).toContain('REFUSED')
       expect(code).toBe(0)
       const warning = await app.waitFor('warning', (w) => w.code === 'ERR_STICKY_FOREIGN_CHANNEL')
       expect(warning.message).toMatch(/not a worker of this cluster/)

@@ -125,5 +125,9 @@ test('a process that was not forked by sticky.listen gets ERR_STICKY_NO_CHANNEL 
       try { require(${JSON.stringify(path.resolve(__dirname, '..'))}).listen(require('http').createServer(), 0); process.exit(1) }
       catch (e) { console.log(e.code); process.exit(e.code === 'ERR_STICKY_NO_CHANNEL' ? 0 : 1) }
     }`)
-  expect(execFileSync(process.execPath, [file]).toString().trim()).toBe('ERR_STICKY_NO_CHANNEL')
+  try {
+    expect(execFileSync(process.execPath, [file]).toString().trim()).toBe('ERR_STICKY_NO_CHANNEL')
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true })
+  }
 })

@@ -10,9 +10,11 @@ const { startApp, stopAll, request, ioClient, once, emitWithAck, freePort, waitU
 
 const haproxyBinary = ['/usr/sbin/haproxy', '/usr/bin/haproxy'].find((candidate) => fs.existsSync(candidate))
 const proxies = []
+const tempDirs = []
 
 afterAll(async () => {
   for (const proxy of proxies) proxy.kill('SIGKILL')
+  for (const dir of tempDirs) fs.rmSync(dir, { recursive: true, force: true })
   await stopAll()
 })
 
@@ -24,6 +26,7 @@ test('haproxy is installed (.ci/run installs it)', () => {
 async function startHaproxy(appPort, { mode, serverOptions, extra = '' }) {
   const port = await freePort()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sticky-haproxy-'))
+  tempDirs.push(dir)
   const config = path.join(dir, 'haproxy.cfg')
   fs.writeFileSync(
     config,

@@ -39,9 +39,9 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
  * Starts `fixtures/app.js` (or `script`) with `config`; resolves once it
  * printed `listening` and `workers` workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true } = {}) {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {} } = {}) {
   const child = spawn(process.execPath, [script], {
-    env: { ...process.env, STICKY_TEST_CONFIG: JSON.stringify(config) },
+    env: { ...process.env, ...env, STICKY_TEST_CONFIG: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
   })

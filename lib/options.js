@@ -23,6 +23,8 @@ const DEFAULTS = {
   loadBalancingMethod: 'least-connection',
   sessionTtl: 120000,
   maxSessions: 100000,
+  shutdownTimeout: 10000,
+  handleSignals: true,
 }
 
 const ROUTING_MODES = ['ip', 'header', 'proxy-protocol', 'sid']
@@ -146,6 +148,8 @@ function listenOptions(options) {
     maxPendingPerSlot: positiveInteger('maxPendingPerSlot', options.maxPendingPerSlot, DEFAULTS.maxPendingPerSlot),
     maxParked: positiveInteger('maxParked', options.maxParked, DEFAULTS.maxParked),
     startupWait: positiveInteger('startupWait', options.startupWait, DEFAULTS.startupWait),
+    shutdownTimeout: positiveInteger('shutdownTimeout', options.shutdownTimeout, DEFAULTS.shutdownTimeout),
+    handleSignals: booleanOption('handleSignals', options.handleSignals, DEFAULTS.handleSignals),
     ...routingOptions(options),
   }
 }

@@ -6,6 +6,7 @@
 // connection.
 
 const cluster = require('cluster')
+const { EventEmitter } = require('events')
 const dns = require('dns')
 const fs = require('fs')
 const net = require('net')
@@ -17,13 +18,15 @@ const { listenError, stickyError } = require('./errors')
 const QUICK_EXIT_MS = 1000
 const MAX_RESPAWN_DELAY_MS = 5000
 
-class Primary {
+class Primary extends EventEmitter {
   constructor(server, port, options) {
+    super()
     this.server = server
     this.port = port
     this.options = options
     this.balancer = null
     this.closing = false
+    this.reloading = null
     /** slot -> { worker, startedAt, quickExits } */
     this.slots = new Map()
   }
@@ -79,6 +82,7 @@ class Primary {
     if (options.rendezvous) this.admitUserForkedWorkers()
     else for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
     debug('primary %d listening on %o with %d workers', process.pid, balancer.address(), options.workers)
+    if (options.handleSignals) this.handleSignals()
     server.emit('listening')
   }
 
@@ -106,6 +110,8 @@ class Primary {
         STICKY_WORKER_SLOT: String(slot),
         STICKY_CHANNEL_FD: String(channelIndex),
         STICKY_ROUTING: this.options.routing,
+        STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
+        STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',
       })
     } finally {
       cluster.setupPrimary({ stdio: previousStdio })
@@ -113,6 +119,7 @@ class Primary {
     }
     const state = this.slots.get(slot) || { quickExits: 0 }
     state.worker = worker
+    state.pid = worker.process.pid
     state.startedAt = Date.now()
     this.slots.set(slot, state)
     debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)
@@ -157,6 +164,11 @@ class Primary {
     switch (event.kind) {
       case 'slot-ready':
         debug('slot %d ready (pid %d)', event.slot, event.pid)
+        this.emit('slot-ready', event.slot, event.pid)
+        break
+      case 'drained':
+        debug('accept queue drained; every accepted connection is with a worker')
+        this.emit('drained')
         break
       case 'slot-closed':
         debug('slot %d closed: %s; %d connections re-dispatched', event.slot, event.reason, event.requeued)
@@ -182,24 +194,98 @@ class Primary {
   }
 
   /**
-   * Stops accepting, then lets every worker finish what it has in flight
-   * (`server.close()` in the worker) and exit; `callback` runs when all have.
+   * Stops accepting (connections already in the kernel's queue are still
+   * served), waits until every accepted connection is with a worker, then
+   * lets every worker finish what it has in flight (`server.close()` in the
+   * worker) and exit; `callback` runs when all have. Workers still running
+   * after `shutdownTimeout` are killed.
    */
   close(callback) {
-    if (!this.closing) {
-      this.closing = true
-      if (this.balancer) this.balancer.close()
-    }
-    const workers = this.options.rendezvous
-      ? Object.values(cluster.workers || {})
-      : [...this.slots.values()].map((state) => state.worker).filter(Boolean)
-    let remaining = workers.length
     const done = () => callback && process.nextTick(callback)
-    if (remaining === 0) return done()
-    for (const worker of workers) {
-      worker.once('exit', () => --remaining === 0 && done())
-      if (worker.isConnected()) worker.disconnect()
+    if (this.closing) {
+      if (this.closed) done()
+      else this.once('closed', done)
+      return
     }
+    this.closing = true
+    this.once('closed', done)
+    const workers = () =>
+      this.options.rendezvous
+        ? Object.values(cluster.workers || {})
+        : [...this.slots.values()].map((state) => state.worker).filter(Boolean)
+    const finish = () => {
+      if (this.closed) return
+      this.closed = true
+      clearTimeout(killTimer)
+      this.emit('closed')
+    }
+    const killTimer = setTimeout(() => {
+      debug('shutdown timeout: killing %d workers', workers().length)
+      for (const worker of workers()) worker.process.kill('SIGKILL')
+    }, this.options.shutdownTimeout + 1000)
+    const disconnectWorkers = () => {
+      const remaining = workers().filter((worker) => !worker.isDead())
+      let left = remaining.length
+      if (left === 0) return finish()
+      for (const worker of remaining) {
+        worker.once('exit', () => --left === 0 && finish())
+        if (worker.isConnected()) worker.disconnect()
+      }
+    }
+    if (!this.balancer) return disconnectWorkers()
+    this.once('drained', disconnectWorkers)
+    this.balancer.close()
+  }
+
+  /**
+   * Rolling reload: for each slot in turn, starts a new worker, waits until it
+   * is ready (it then takes the slot, and what the old worker had not taken),
+   * then lets the old worker finish and exit before the next slot. The slot
+   * is never without a worker; clients keep their slot.
+   */
+  reload(callback) {
+    if (this.options.rendezvous) {
+      const error = stickyError('ERR_STICKY_RELOAD_UNSUPPORTED', 'reload() restarts workers sticky-session-rs forked; with setupMaster you fork them yourself')
+      if (callback) return process.nextTick(callback, error)
+      throw error
+    }
+    if (this.reloading) return this.reloading.then(() => this.reload(callback))
+    const replaceSlot = (slot) =>
+      new Promise((resolve, reject) => {
+        const old = this.slots.get(slot) && this.slots.get(slot).worker
+        const timer = setTimeout(() => reject(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms`)), this.options.shutdownTimeout)
+        this.fork(slot)
+        const fresh = this.slots.get(slot).worker
+        const onReady = (readySlot, pid) => {
+          if (readySlot !== slot || pid !== fresh.process.pid) return
+          this.off('slot-ready', onReady)
+          clearTimeout(timer)
+          // The old worker was told its channel closed: it drains and exits.
+          if (!old || old.isDead()) return resolve()
+          old.once('exit', () => resolve())
+        }
+        this.on('slot-ready', onReady)
+      })
+    this.reloading = (async () => {
+      for (let slot = 0; slot < this.options.workers && !this.closing; slot++) await replaceSlot(slot)
+    })()
+    const settle = this.reloading.finally(() => (this.reloading = null))
+    if (callback) settle.then(() => callback(null), callback)
+    return settle
+  }
+
+  /** SIGTERM / SIGINT: graceful shutdown, then exit 0. SIGHUP: rolling reload. */
+  handleSignals() {
+    const shutdown = (signal) => {
+      debug('primary got %s: shutting down', signal)
+      this.close(() => process.exit(0))
+    }
+    process.once('SIGTERM', shutdown)
+    process.once('SIGINT', shutdown)
+    process.on('SIGHUP', () => {
+      debug('primary got SIGHUP: rolling reload')
+      this.reload((error) => error && this.server.emit('error', error))
+    })
   }
 }
 

@@ -150,7 +150,7 @@ function startWorker(server, { routing = process.env.STICKY_ROUTING || 'ip', cha
   if (routing === 'proxy-protocol') tlsPeerNames(server)
   let closed = false
 
-  const receive = (connections) => {
+  const receive = (connections, primaryClosed) => {
     for (const connection of connections) {
       try {
         adopt(server, socketOptions, connection)
@@ -161,6 +161,9 @@ function startWorker(server, { routing = process.env.STICKY_ROUTING || 'ip', cha
         } catch {}
       }
     }
+    // Replaced by a new worker (rolling reload), or the primary is gone:
+    // finish what is in flight, then exit.
+    if (primaryClosed && !closed) server.close()
   }
 
   // Stop taking connections the moment the user closes the server: the
@@ -179,6 +182,29 @@ function startWorker(server, { routing = process.env.STICKY_ROUTING || 'ip', cha
     if (cluster.worker && cluster.worker.isConnected()) cluster.worker.disconnect()
     setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref()
   })
+  // Connections that never end (websockets, keep-alive) must not keep a
+  // closing worker alive for ever: after the shutdown timeout, exit.
+  const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
+  const exitAfterTimeout = () => {
+    setTimeout(() => {
+      debug('worker %d: shutdown timeout; closing remaining connections', process.pid)
+      if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+      setTimeout(() => process.exit(0), 100).unref()
+    }, shutdownTimeout).unref()
+  }
+  const closeServer = server.close
+  server.close = function closeWithTimeout(...args) {
+    if (!closed) exitAfterTimeout()
+    return closeServer.apply(this, args)
+  }
+  // Signals: the primary coordinates shutdown (it disconnects each worker,
+  // which closes the server). A SIGINT from the terminal reaches the whole
+  // process group, so a worker leaves it to the primary; SIGTERM to one
+  // worker closes it gracefully (and the primary replaces it).
+  if (process.env.STICKY_HANDLE_SIGNALS === '1') {
+    process.on('SIGINT', () => {})
+    process.on('SIGTERM', () => server.close())
+  }
 
   // The primary disconnecting this worker (graceful shutdown) closes the
   // server like the user would: finish what is in flight, then exit.

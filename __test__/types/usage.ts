@@ -26,6 +26,8 @@ const isWorker: boolean = sticky.listen(server, 3000, {
   loadBalancingMethod: 'round-robin',
   sessionTtl: 60000,
   maxSessions: 1000,
+  shutdownTimeout: 5000,
+  handleSignals: false,
 })
 listen(server, '3000', { routing: 'proxy-protocol' })
 if (!isWorker) {
@@ -36,6 +38,8 @@ if (!isWorker) {
     console.log(stats.accepted, stats.dropped, stats.droppedHeaderTimeout, first.pid, first.sessions, state)
   }
   sticky.close(() => console.log('closed'))
+  const reloaded: Promise<void> = sticky.reload((error) => error && console.error(error.message))
+  void reloaded
 }
 
 // 2. socketio-sticky-session shape.

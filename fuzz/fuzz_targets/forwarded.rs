@@ -10,10 +10,11 @@ use sticky_session_rs_fuzz::runner;
 use sticky_session_rs_fuzz::targets::*;
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { runner::fuzz_one::<ForwardedTarget>(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+  runner::fuzz_one::<ForwardedTarget>(data);
 });
 
 #[cfg(not(fuzzing))]
 fn main() -> std::process::ExitCode {
-  runner::replay_files("forwarded", &[ runner::fuzz_one::<ForwardedTarget>,])
+  runner::replay_files("forwarded", &[runner::fuzz_one::<ForwardedTarget>])
 }

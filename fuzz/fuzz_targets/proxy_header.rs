@@ -10,10 +10,11 @@ use sticky_session_rs_fuzz::runner;
 use sticky_session_rs_fuzz::targets::*;
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { runner::fuzz_one::<ProxyHeaderTarget>(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+  runner::fuzz_one::<ProxyHeaderTarget>(data);
 });
 
 #[cfg(not(fuzzing))]
 fn main() -> std::process::ExitCode {
-  runner::replay_files("proxy_header", &[ runner::fuzz_one::<ProxyHeaderTarget>,])
+  runner::replay_files("proxy_header", &[runner::fuzz_one::<ProxyHeaderTarget>])
 }

@@ -10,10 +10,11 @@ use sticky_session_rs_fuzz::runner;
 use sticky_session_rs_fuzz::targets::*;
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { runner::fuzz_one::<RequestHeadTarget>(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+  runner::fuzz_one::<RequestHeadTarget>(data);
 });
 
 #[cfg(not(fuzzing))]
 fn main() -> std::process::ExitCode {
-  runner::replay_files("request_head", &[ runner::fuzz_one::<RequestHeadTarget>,])
+  runner::replay_files("request_head", &[runner::fuzz_one::<RequestHeadTarget>])
 }

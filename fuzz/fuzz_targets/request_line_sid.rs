@@ -10,10 +10,15 @@ use sticky_session_rs_fuzz::runner;
 use sticky_session_rs_fuzz::targets::*;
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { runner::fuzz_one::<RequestLineSidTarget>(data); runner::fuzz_one::<FindQueryParamTarget>(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+  runner::fuzz_one::<RequestLineSidTarget>(data);
+  runner::fuzz_one::<FindQueryParamTarget>(data);
 });
 
 #[cfg(not(fuzzing))]
 fn main() -> std::process::ExitCode {
-  runner::replay_files("request_line_sid", &[ runner::fuzz_one::<RequestLineSidTarget>, runner::fuzz_one::<FindQueryParamTarget>,])
+  runner::replay_files(
+    "request_line_sid",
+    &[runner::fuzz_one::<RequestLineSidTarget>, runner::fuzz_one::<FindQueryParamTarget>],
+  )
 }

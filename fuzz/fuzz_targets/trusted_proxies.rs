@@ -10,10 +10,15 @@ use sticky_session_rs_fuzz::runner;
 use sticky_session_rs_fuzz::targets::*;
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { runner::fuzz_one::<TrustedProxiesTarget>(data); runner::fuzz_one::<IpLiteralTarget>(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+  runner::fuzz_one::<TrustedProxiesTarget>(data);
+  runner::fuzz_one::<IpLiteralTarget>(data);
 });
 
 #[cfg(not(fuzzing))]
 fn main() -> std::process::ExitCode {
-  runner::replay_files("trusted_proxies", &[ runner::fuzz_one::<TrustedProxiesTarget>, runner::fuzz_one::<IpLiteralTarget>,])
+  runner::replay_files(
+    "trusted_proxies",
+    &[runner::fuzz_one::<TrustedProxiesTarget>, runner::fuzz_one::<IpLiteralTarget>],
+  )
 }

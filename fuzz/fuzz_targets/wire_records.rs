@@ -10,10 +10,15 @@ use sticky_session_rs_fuzz::runner;
 use sticky_session_rs_fuzz::targets::*;
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { runner::fuzz_one::<DecodeHandoffTarget>(data); runner::fuzz_one::<DecodeReplyTarget>(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+  runner::fuzz_one::<DecodeHandoffTarget>(data);
+  runner::fuzz_one::<DecodeReplyTarget>(data);
 });
 
 #[cfg(not(fuzzing))]
 fn main() -> std::process::ExitCode {
-  runner::replay_files("wire_records", &[ runner::fuzz_one::<DecodeHandoffTarget>, runner::fuzz_one::<DecodeReplyTarget>,])
+  runner::replay_files(
+    "wire_records",
+    &[runner::fuzz_one::<DecodeHandoffTarget>, runner::fuzz_one::<DecodeReplyTarget>],
+  )
 }

@@ -10,10 +10,15 @@ use sticky_session_rs_fuzz::runner;
 use sticky_session_rs_fuzz::targets::*;
 
 #[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { runner::fuzz_one::<XForwardedForTarget>(data); runner::fuzz_one::<PickClientTarget>(data);
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+  runner::fuzz_one::<XForwardedForTarget>(data);
+  runner::fuzz_one::<PickClientTarget>(data);
 });
 
 #[cfg(not(fuzzing))]
 fn main() -> std::process::ExitCode {
-  runner::replay_files("x_forwarded_for", &[ runner::fuzz_one::<XForwardedForTarget>, runner::fuzz_one::<PickClientTarget>,])
+  runner::replay_files(
+    "x_forwarded_for",
+    &[runner::fuzz_one::<XForwardedForTarget>, runner::fuzz_one::<PickClientTarget>],
+  )
 }

@@ -115,7 +115,8 @@ pub fn ipv6_text(rng: &mut Rng, address: Ipv6Addr) -> String {
   } else {
     None
   };
-  let join = |range: std::ops::Range<usize>| range.map(|index| format_group(groups[index])).collect::<Vec<_>>().join(":");
+  let join =
+    |range: std::ops::Range<usize>| range.map(|index| format_group(groups[index])).collect::<Vec<_>>().join(":");
   let mut text = match compress {
     Some((start, end)) => format!("{}::{}", join(0..start), join(end..group_count)),
     None => join(0..group_count),

@@ -21,7 +21,8 @@ impl Rng {
   /// A generator seeded from arbitrary bytes (FNV-1a), for turning a
   /// libFuzzer input into a structured case.
   pub fn from_bytes(data: &[u8]) -> Rng {
-    let hash = data.iter().fold(0xCBF2_9CE4_8422_2325u64, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01B3));
+    let hash =
+      data.iter().fold(0xCBF2_9CE4_8422_2325u64, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01B3));
     Rng::new(hash)
   }
 

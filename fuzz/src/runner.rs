@@ -157,7 +157,13 @@ pub fn run<T: Target>(options: &Options, budget: Option<Duration>) -> Report {
   report
 }
 
-fn report_failure<T: Target>(options: &Options, index: u64, case: &T::Case, parts: Vec<Vec<u8>>, message: &str) -> String {
+fn report_failure<T: Target>(
+  options: &Options,
+  index: u64,
+  case: &T::Case,
+  parts: Vec<Vec<u8>>,
+  message: &str,
+) -> String {
   let mut out = String::new();
   let _ = writeln!(out, "FAILED {} on input #{index} (seed {}): {message}", T::NAME, options.seed);
   let case_text = format!("{case:?}");
@@ -316,7 +322,8 @@ pub fn fuzz_one<T: Target>(data: &[u8]) {
   let mut rng = Rng::from_bytes(data);
   let structured = T::generate(&mut rng);
   if let Err(violation) = T::check(&structured, &mut cx) {
-    let parts: Vec<String> = violation.input.unwrap_or_else(|| T::parts(&structured)).iter().map(|part| to_hex(part)).collect();
+    let parts: Vec<String> =
+      violation.input.unwrap_or_else(|| T::parts(&structured)).iter().map(|part| to_hex(part)).collect();
     panic!("{}: {} (input hex {parts:?})", T::NAME, violation.message);
   }
 }
@@ -355,5 +362,26 @@ pub fn replay_files(name: &str, checks: &[fn(&[u8])]) -> std::process::ExitCode 
     std::process::ExitCode::SUCCESS
   } else {
     std::process::ExitCode::FAILURE
+  }
+}
+
+/// One libFuzzer input for any parser: the first byte picks the target (in
+/// [`entries`] order), the rest is its input.
+pub fn fuzz_any(data: &[u8]) {
+  let checks: [fn(&[u8]); 11] = [
+    fuzz_one::<ProxyHeaderTarget>,
+    fuzz_one::<RequestHeadTarget>,
+    fuzz_one::<RequestLineSidTarget>,
+    fuzz_one::<FindQueryParamTarget>,
+    fuzz_one::<XForwardedForTarget>,
+    fuzz_one::<ForwardedTarget>,
+    fuzz_one::<PickClientTarget>,
+    fuzz_one::<TrustedProxiesTarget>,
+    fuzz_one::<DecodeHandoffTarget>,
+    fuzz_one::<DecodeReplyTarget>,
+    fuzz_one::<IpLiteralTarget>,
+  ];
+  if let Some((&selector, rest)) = data.split_first() {
+    checks[usize::from(selector) % checks.len()](rest);
   }
 }

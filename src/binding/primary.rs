@@ -12,7 +12,7 @@ use super::error::{from_napi, js_error, ErrorCode};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
-  bind_listener, AllowedWorkers, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot,
+  bind_listener, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot,
 };
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
@@ -61,7 +61,7 @@ pub struct AddressInfo {
   pub port: u32,
 }
 
-/// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'` or `'error'`.
+/// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`.
 #[napi(object)]
 pub struct BalancerEvent {
   pub kind: String,
@@ -179,6 +179,10 @@ impl Balancer {
       },
       sessions,
       rendezvous: options.rendezvous.as_ref().map(|name| (name.as_bytes().to_vec(), allowed.clone())),
+      fault: match std::env::var("STICKY_FAULT_INJECTION").as_deref() {
+        Ok("accept-panic") => Some(Fault::AcceptPanic),
+        _ => None,
+      },
       max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
       max_parked: options.max_parked as usize,
       startup_wait: Duration::from_millis(u64::from(options.startup_wait)),
@@ -260,6 +264,7 @@ fn to_js_event(event: PrimaryEvent) -> BalancerEvent {
       reason: Some(reason.into()),
       ..empty
     },
+    PrimaryEvent::Drained => BalancerEvent { kind: "drained".into(), ..empty },
     PrimaryEvent::Error { code, message, fatal } => {
       BalancerEvent { kind: "error".into(), code: Some(code), message: Some(message), fatal: Some(fatal), ..empty }
     }

@@ -86,24 +86,30 @@ pub fn connect_channel(name: String) -> Result<WorkerChannel, ErrorCode> {
 #[napi]
 impl WorkerChannel {
   /// Tells the primary this worker is ready and starts delivering
-  /// connections: `on_connections` receives arrays of `Connection`.
-  #[napi]
-  pub fn start(&mut self, on_connections: Function<'_, Vec<Connection>, ()>) -> Result<(), ErrorCode> {
+  /// connections: `on_connections(connections, primaryClosed)` receives arrays
+  /// of `Connection`; `primaryClosed` is true once, last, when the primary
+  /// closed this channel (this worker was replaced during a reload, or the
+  /// primary is gone): finish what is in flight and exit.
+  #[napi(ts_args_type = "onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void")]
+  pub fn start(&mut self, on_connections: Function<'_, FnArgs<(Vec<Connection>, bool)>, ()>) -> Result<(), ErrorCode> {
     let channel = self
       .channel
       .take()
       .ok_or_else(|| js_error("ERR_STICKY_CHANNEL_STATE", "the channel was already started or closed"))?;
     let deliver = on_connections
-      .build_threadsafe_function::<Vec<Delivered>>()
+      .build_threadsafe_function::<(Vec<Delivered>, bool)>()
       .callee_handled::<false>()
       .max_queue_size::<MAX_QUEUED_BATCHES>()
-      .build_callback(|context| Ok(context.value.into_iter().map(to_js_connection).collect::<Vec<_>>()))
+      .build_callback(|context| {
+        let (batch, primary_closed) = context.value;
+        Ok(FnArgs::from((batch.into_iter().map(to_js_connection).collect::<Vec<_>>(), primary_closed)))
+      })
       .map_err(from_napi)?;
-    let receiver = Receiver::start(channel, move |batch| {
+    let receiver = Receiver::start(channel, move |batch, primary_closed| {
       // Blocking: a full queue makes this thread wait, so the kernel queue and
       // then the primary feel the backpressure. On failure (JavaScript is
       // gone) the batch is dropped here and its fds closed.
-      deliver.call(batch, ThreadsafeFunctionCallMode::Blocking) == Status::Ok
+      deliver.call((batch, primary_closed), ThreadsafeFunctionCallMode::Blocking) == Status::Ok
     })
     .map_err(|error| js_error("ERR_STICKY_CHANNEL", format!("cannot start receiving connections: {error}")))?;
     self.receiver = Some(receiver);

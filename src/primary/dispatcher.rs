@@ -73,6 +73,8 @@ struct SlotChannel {
   fd: OwnedFd,
   /// The worker said hello: its server is listening and its receiver runs.
   ready: bool,
+  /// The worker's pid, from its hello.
+  pid: u32,
   next_seq: u64,
   /// Waiting for room in the channel, in order.
   backlog: VecDeque<Connection>,
@@ -100,6 +102,9 @@ pub enum Progress {
 pub struct Dispatcher {
   hrw: Rendezvous,
   slots: Vec<Option<SlotChannel>>,
+  /// A new worker's channel waiting for its hello while the slot's current
+  /// worker still serves (rolling reload): it takes over only when ready.
+  standby: Vec<Option<SlotChannel>>,
   live: LiveSlots,
   parked: VecDeque<Connection>,
   max_pending_per_slot: usize,
@@ -135,6 +140,7 @@ impl Dispatcher {
     Dispatcher {
       hrw,
       slots: (0..slot_count).map(|_| None).collect(),
+      standby: (0..slot_count).map(|_| None).collect(),
       live: LiveSlots::default(),
       parked: VecDeque::new(),
       max_pending_per_slot: limits.max_pending_per_slot,
@@ -171,33 +177,58 @@ impl Dispatcher {
     self.closed = true;
   }
 
+  pub fn is_closed(&self) -> bool {
+    self.closed
+  }
+
   pub fn take_notices(&mut self) -> Vec<Notice> {
     std::mem::take(&mut self.notices)
   }
 
   /// Installs a new channel for `slot`; returns its generation, which the
-  /// channel's task uses to notice that it has been replaced.
+  /// channel's task uses to notice that it has been replaced. While the slot's
+  /// current worker is serving, the new channel waits on standby and takes
+  /// over at its hello (rolling reload: the slot is never empty); otherwise it
+  /// replaces the current one at once (respawn).
   pub fn attach(&mut self, slot: SlotId, fd: OwnedFd) -> u64 {
-    if self.slots[usize::from(slot)].is_some() {
-      self.close_channel(slot, ChannelEnd::Replaced);
-    }
+    let index = usize::from(slot);
     let generation = self.next_generation;
     self.next_generation += 1;
-    self.slots[usize::from(slot)] = Some(SlotChannel {
+    let channel = SlotChannel {
       generation,
       fd,
       ready: false,
+      pid: 0,
       next_seq: 1,
       backlog: VecDeque::new(),
       unacked: VecDeque::new(),
-    });
-    self.stats.slots[usize::from(slot)].channels.fetch_add(1, Relaxed);
+    };
+    if self.slots[index].as_ref().is_some_and(|current| current.ready) {
+      if let Some(previous) = self.standby[index].replace(channel) {
+        self.notices.push(Notice::SlotClosed { slot, end: ChannelEnd::Replaced, requeued: 0 });
+        drop(previous);
+      }
+    } else {
+      if self.slots[index].is_some() {
+        self.close_channel(slot, ChannelEnd::Replaced);
+      }
+      self.slots[index] = Some(channel);
+    }
+    self.stats.slots[index].channels.fetch_add(1, Relaxed);
     generation
   }
 
   /// The lowest slot without a channel (for workers that connect on their own).
   pub fn free_slot(&self) -> Option<SlotId> {
-    self.slots.iter().position(Option::is_none).map(|slot| slot as SlotId)
+    (0..self.slots.len())
+      .find(|&index| self.slots[index].is_none() && self.standby[index].is_none())
+      .map(|i| i as SlotId)
+  }
+
+  /// Nothing waits anywhere: no parked connection, and every slot's backlog
+  /// and unacknowledged hand-offs are empty.
+  pub fn is_idle(&self) -> bool {
+    self.parked.is_empty() && self.slots.iter().flatten().all(|channel| channel.pending() == 0)
   }
 
   pub fn channel_fd(&self, slot: SlotId, generation: u64) -> Option<&OwnedFd> {
@@ -208,8 +239,29 @@ impl Dispatcher {
     self.current(slot, generation).is_some_and(|channel| !channel.backlog.is_empty())
   }
 
+  /// The slot's current or standby channel of that generation.
   fn current(&self, slot: SlotId, generation: u64) -> Option<&SlotChannel> {
-    self.slots.get(usize::from(slot))?.as_ref().filter(|channel| channel.generation == generation)
+    let index = usize::from(slot);
+    [self.slots.get(index)?, self.standby.get(index)?]
+      .into_iter()
+      .flatten()
+      .find(|channel| channel.generation == generation)
+  }
+
+  fn is_standby(&self, slot: SlotId, generation: u64) -> bool {
+    self.standby[usize::from(slot)].as_ref().is_some_and(|channel| channel.generation == generation)
+  }
+
+  /// Closes whichever channel of the slot has this generation.
+  fn close_generation(&mut self, slot: SlotId, generation: u64, end: ChannelEnd) {
+    if self.is_standby(slot, generation) {
+      // A new worker that left before it was ready: nothing was sent to it.
+      self.standby[usize::from(slot)] = None;
+      self.notices.push(Notice::SlotClosed { slot, end, requeued: 0 });
+      self.notices.push(Notice::Wake { slot });
+    } else {
+      self.close_channel(slot, end);
+    }
   }
 
   fn now_ms(&self) -> u64 {
@@ -337,30 +389,47 @@ impl Dispatcher {
       };
       match channel::recv_record(channel.fd.as_fd(), &mut buf, false) {
         Ok(received) if received.len == 0 => {
-          self.close_channel(slot, ChannelEnd::WorkerClosed);
+          self.close_generation(slot, generation, ChannelEnd::WorkerClosed);
           return Progress::Gone;
         }
         // A worker never sends descriptors; one that arrives is closed here.
         Ok(received) => match wire::decode_reply(&buf[..received.len]) {
-          Ok(reply) => self.on_reply(slot, reply),
+          Ok(reply) => self.on_reply(slot, generation, reply),
           Err(error) => {
             self.notices.push(Notice::ProtocolError { slot, message: error.to_string() });
-            self.close_channel(slot, ChannelEnd::ProtocolError);
+            self.close_generation(slot, generation, ChannelEnd::ProtocolError);
             return Progress::Gone;
           }
         },
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Progress::WouldBlock,
         Err(_) => {
-          self.close_channel(slot, ChannelEnd::Failed);
+          self.close_generation(slot, generation, ChannelEnd::Failed);
           return Progress::Gone;
         }
       }
     }
   }
 
-  fn on_reply(&mut self, slot: SlotId, reply: Reply<'_>) {
+  fn on_reply(&mut self, slot: SlotId, generation: u64, reply: Reply<'_>) {
     let index = usize::from(slot);
-    let Some(channel) = self.slots[index].as_mut() else {
+    if let (Reply::Hello { pid }, true) = (reply, self.is_standby(slot, generation)) {
+      // The new worker is ready: it takes the slot, and the old worker's
+      // channel closes (it finishes what it took, then exits); what the old
+      // worker had not taken goes to the new one.
+      let Some(mut promoted) = self.standby[index].take() else { return };
+      promoted.ready = true;
+      promoted.pid = pid;
+      self.notices.push(Notice::SlotReady { slot, pid });
+      match self.slots[index].replace(promoted) {
+        Some(old) => self.retire(slot, old, ChannelEnd::Replaced),
+        None => {
+          self.stats.slots[index].pid.store(pid, Relaxed);
+          self.rebuild_live();
+        }
+      }
+      return;
+    }
+    let Some(channel) = self.slots[index].as_mut().filter(|channel| channel.generation == generation) else {
       return;
     };
     match reply {
@@ -369,6 +438,7 @@ impl Dispatcher {
           return;
         }
         channel.ready = true;
+        channel.pid = pid;
         self.stats.slots[index].pid.store(pid, Relaxed);
         self.notices.push(Notice::SlotReady { slot, pid });
         self.rebuild_live();
@@ -418,12 +488,21 @@ impl Dispatcher {
   }
 
   /// Closes a slot's channel and sends every connection its worker had not
-  /// taken to each client's next choice.
+  /// taken to each client's next choice. A standby channel (a worker starting
+  /// for this slot) becomes the current one.
   pub fn close_channel(&mut self, slot: SlotId, end: ChannelEnd) {
     let index = usize::from(slot);
     let Some(channel) = self.slots[index].take() else {
       return;
     };
+    self.slots[index] = self.standby[index].take();
+    self.retire(slot, channel, end);
+  }
+
+  /// Closes `channel`, no longer the slot's current one, and re-dispatches
+  /// everything its worker had not taken.
+  fn retire(&mut self, slot: SlotId, channel: SlotChannel, end: ChannelEnd) {
+    let index = usize::from(slot);
     let requeued: Vec<Connection> =
       channel.backlog.into_iter().chain(channel.unacked.into_iter().map(|(_, connection)| connection)).collect();
     let slot_stats = &self.stats.slots[index];
@@ -438,6 +517,10 @@ impl Dispatcher {
     self.notices.push(Notice::Wake { slot });
     // `channel.fd` closes here: a worker still holding the other end sees EOF.
     drop(channel.fd);
+    if let Some(current) = self.slots[index].as_ref().filter(|current| current.ready) {
+      // A standby worker took over: the slot stays live under its pid.
+      slot_stats.pid.store(current.pid, Relaxed);
+    }
     self.rebuild_live();
     for connection in requeued {
       self.dispatch(connection);
@@ -653,6 +736,32 @@ mod tests {
     }
     let per_worker: Vec<usize> = workers.iter().map(|(worker, _)| worker.take_all().len()).collect();
     assert_eq!(per_worker, vec![1, 1, 1]);
+  }
+
+  #[test]
+  fn a_new_worker_for_a_live_slot_waits_on_standby_then_takes_over_with_what_the_old_one_had_not_taken() {
+    let (mut dispatcher, workers) = dispatcher(2);
+    let (old, _) = &workers[1];
+    for _ in 0..2 {
+      let connection = connection_for(&dispatcher, 1, &[0, 1]);
+      dispatcher.dispatch(connection);
+    }
+    // The old worker is busy (has not read its queue) when its replacement starts.
+    let (primary_end, worker_end) = channel::socketpair().unwrap();
+    let generation = dispatcher.attach(1, primary_end);
+    let new = Worker { end: worker_end };
+    let connection = connection_for(&dispatcher, 1, &[0, 1]);
+    dispatcher.dispatch(connection);
+    assert!(new.take_all().is_empty(), "nothing goes to a worker before its hello");
+    new.say(Reply::Hello { pid: 77 });
+    dispatcher.read_replies(1, generation);
+    assert_eq!(new.take_all().len(), 3, "the old worker's untaken connections move to the new one");
+    assert_eq!(dispatcher.stats.slots[1].pid.load(Relaxed), 77);
+    assert!(dispatcher.stats.slots[1].live.load(Relaxed));
+    assert_eq!(old.take_all().len(), 3, "the old channel still held its records when it was closed...");
+    let mut buf = [0u8; 8];
+    assert_eq!(recv_record(old.end.as_fd(), &mut buf, false).unwrap().len, 0, "...and is closed now");
+    assert!(dispatcher.is_idle() || dispatcher.stats.slots[1].pending.load(Relaxed) == 3);
   }
 
   #[test]

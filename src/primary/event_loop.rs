@@ -43,6 +43,8 @@ pub struct PrimaryConfig {
   /// For workers the user forks: the abstract socket name they connect to,
   /// and who may. `None` when the primary forks the workers itself.
   pub rendezvous: Option<(Vec<u8>, AllowedWorkers)>,
+  /// A failure to inject, for tests of the failure paths; `None` in production.
+  pub fault: Option<Fault>,
   /// Connections handed to one slot and not yet acknowledged (or not yet sent).
   pub max_pending_per_slot: usize,
   /// Connections held while no worker is alive.
@@ -71,6 +73,16 @@ pub enum PrimaryEvent {
     message: String,
     fatal: bool,
   },
+  /// After `close`: the listen queue was drained and every connection
+  /// accepted has been taken by a worker (or closed, and counted).
+  Drained,
+}
+
+/// Failures the tests inject (`STICKY_FAULT_INJECTION`), read once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+  /// The accept task panics on its second connection.
+  AcceptPanic,
 }
 
 enum Command {
@@ -164,6 +176,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 struct Shared {
   dispatcher: RefCell<Dispatcher>,
+  fault: Option<Fault>,
   router: Router,
   header: HeaderLimits,
   waiting: RefCell<WaitingSet>,
@@ -231,6 +244,7 @@ fn run(
       header,
       sessions,
       rendezvous,
+      fault,
       max_pending_per_slot,
       max_parked,
       startup_wait,
@@ -246,6 +260,7 @@ fn run(
     let slot_wakeups = (0..slots).map(|_| Notify::new()).collect();
     let shared = Rc::new(Shared {
       dispatcher: RefCell::new(dispatcher),
+      fault,
       router,
       header,
       waiting: RefCell::new(WaitingSet::default()),
@@ -284,18 +299,23 @@ fn run(
     }
 
     let listener = register(listener, Interest::READABLE)?;
-    let acceptor = tokio::task::spawn_local(accept_connections(shared.clone(), listener));
+    let acceptor = spawn_supervised(&shared, "the accept loop", accept_connections(shared.clone(), listener));
 
     while let Some(command) = commands.recv().await {
       match command {
         Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
         Command::Close => {
           shared.dispatcher.borrow_mut().close();
-          acceptor.abort();
+          // The accept task drains the listen queue, then closes the listener.
+          shared.gate.notify_one();
+          tokio::task::spawn_local(report_when_drained(shared.clone(), acceptor));
+          break;
         }
       }
     }
-    // Every handle is gone: JavaScript dropped the primary. Nothing left to serve.
+    // Closed, or every handle is gone: serve what is in flight until the
+    // process exits.
+    std::future::pending::<()>().await;
     Ok(())
   })
 }
@@ -305,7 +325,11 @@ fn attach_channel(shared: &Rc<Shared>, slot: SlotId, channel: OwnedFd) -> io::Re
   let channel = register(channel, Interest::READABLE | Interest::WRITABLE)?;
   let generation = shared.dispatcher.borrow_mut().attach(slot, channel.get_ref().try_clone()?);
   shared.publish();
-  tokio::task::spawn_local(serve_channel(shared.clone(), slot, generation, channel));
+  let served = serve_channel(shared.clone(), slot, generation, channel);
+  spawn_supervised(shared, "a worker channel", async move {
+    served.await;
+    Ok(())
+  });
   Ok(())
 }
 
@@ -383,6 +407,28 @@ impl AllowedWorkers {
   }
 }
 
+/// Runs `task` on the loop and reports its failure, an error or a panic, as a
+/// fatal `'error'` event: a task of the accept loop never dies silently (tokio
+/// would otherwise swallow a panicking task).
+fn spawn_supervised<F>(shared: &Rc<Shared>, what: &'static str, task: F) -> tokio::task::JoinHandle<()>
+where
+  F: std::future::Future<Output = io::Result<()>> + 'static,
+{
+  let inner = tokio::task::spawn_local(task);
+  let shared = shared.clone();
+  tokio::task::spawn_local(async move {
+    let failure = match inner.await {
+      Ok(Ok(())) => None,
+      Ok(Err(error)) => Some(format!("{what} stopped: {error}")),
+      Err(join) if join.is_panic() => Some(format!("{what} panicked: {}", panic_message(&*join.into_panic()))),
+      Err(_) => None,
+    };
+    if let Some(message) = failure {
+      (shared.on_event)(PrimaryEvent::Error { code: "ERR_STICKY_ACCEPT_LOOP".into(), message, fatal: true });
+    }
+  })
+}
+
 /// Registers an owned descriptor with the reactor.
 fn register<T: AsRawFd>(owned: T, interest: Interest) -> io::Result<AsyncFd<T>> {
   // SAFETY: `owned` owns its descriptor (an `OwnedFd` or a `Socket`), so the
@@ -391,55 +437,95 @@ fn register<T: AsRawFd>(owned: T, interest: Interest) -> io::Result<AsyncFd<T>> 
 }
 
 /// Accepts connections while the dispatcher wants them, and routes each.
+/// After `close`, takes every connection still in the listen queue (the kernel
+/// accepted them: they are served, not reset), then closes the listener.
 async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
   const ACCEPTS_PER_WAKEUP: usize = 64;
-  let stats = shared.stats.clone();
   loop {
-    while !shared.dispatcher.borrow().accepting() {
-      shared.gate.notified().await;
+    if shared.dispatcher.borrow().is_closed() {
+      while let Some(Ok(())) = accept_one(&shared, &listener) {}
+      return Ok(());
     }
-    let mut guard = listener.readable().await?;
-    for _ in 0..ACCEPTS_PER_WAKEUP {
-      match guard.get_inner().accept() {
-        Ok((socket, peer)) => {
-          stats.accepted.fetch_add(1, Relaxed);
-          let Some(peer) = peer.as_socket() else {
-            continue;
-          };
-          if shared.router.peeks() {
-            read_header_then_dispatch(&shared, socket, peer);
-          } else {
-            let route = shared.router.route_by_ip(peer.ip());
-            shared.dispatcher.borrow_mut().dispatch(Connection { fd: OwnedFd::from(socket), route, client: None });
-            shared.publish();
+    if !shared.dispatcher.borrow().accepting() {
+      shared.gate.notified().await;
+      continue;
+    }
+    tokio::select! {
+      ready = listener.readable() => {
+        let mut guard = ready?;
+        for _ in 0..ACCEPTS_PER_WAKEUP {
+          match accept_one(&shared, &listener) {
+            Some(Ok(())) => {
+              if !shared.dispatcher.borrow().accepting() {
+                break;
+              }
+            }
+            Some(Err(error)) => {
+              // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays in the
+              // kernel's queue. Back off instead of spinning on a listener
+              // that stays readable, and tell the user.
+              shared.stats.accept_errors.fetch_add(1, Relaxed);
+              (shared.on_event)(PrimaryEvent::Error {
+                code: errno_name(&error).into(),
+                message: format!("accept failed: {error}; retrying in 100 ms"),
+                fatal: false,
+              });
+              drop(guard);
+              tokio::time::sleep(Duration::from_millis(100)).await;
+              break;
+            }
+            None => {
+              guard.clear_ready();
+              break;
+            }
           }
-          if !shared.dispatcher.borrow().accepting() {
-            break;
-          }
-        }
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-          guard.clear_ready();
-          break;
-        }
-        Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-        Err(error) if error.raw_os_error() == Some(libc::ECONNABORTED) => continue,
-        Err(error) => {
-          // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays in the
-          // kernel's queue. Back off instead of spinning on a listener that
-          // stays readable, and tell the user.
-          stats.accept_errors.fetch_add(1, Relaxed);
-          (shared.on_event)(PrimaryEvent::Error {
-            code: errno_name(&error).into(),
-            message: format!("accept failed: {error}; retrying in 100 ms"),
-            fatal: false,
-          });
-          drop(guard);
-          tokio::time::sleep(Duration::from_millis(100)).await;
-          break;
         }
       }
+      _ = shared.gate.notified() => {}
     }
     tokio::task::yield_now().await;
+  }
+}
+
+/// Accepts and routes one connection: `None` when the queue is empty,
+/// `Some(Err)` when accepting failed for want of resources.
+fn accept_one(shared: &Rc<Shared>, listener: &AsyncFd<Socket>) -> Option<io::Result<()>> {
+  loop {
+    return match listener.get_ref().accept() {
+      Ok((socket, peer)) => {
+        let accepted = shared.stats.accepted.fetch_add(1, Relaxed) + 1;
+        if shared.fault == Some(Fault::AcceptPanic) && accepted > 1 {
+          panic!("fault injection (STICKY_FAULT_INJECTION=accept-panic) at connection {accepted}");
+        }
+        let Some(peer) = peer.as_socket() else { return Some(Ok(())) };
+        if shared.router.peeks() {
+          read_header_then_dispatch(shared, socket, peer);
+        } else {
+          let route = shared.router.route_by_ip(peer.ip());
+          shared.dispatcher.borrow_mut().dispatch(Connection { fd: OwnedFd::from(socket), route, client: None });
+          shared.publish();
+        }
+        Some(Ok(()))
+      }
+      Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+      Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+      Err(error) if error.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+      Err(error) => Some(Err(error)),
+    };
+  }
+}
+
+/// After `close`: reports `Drained` once the accept task has emptied the
+/// listen queue and no connection waits for a header or a worker.
+async fn report_when_drained(shared: Rc<Shared>, acceptor: tokio::task::JoinHandle<()>) {
+  let _ = acceptor.await;
+  loop {
+    let idle = shared.waiting.borrow().len() == 0 && shared.dispatcher.borrow().is_idle();
+    if idle {
+      (shared.on_event)(PrimaryEvent::Drained);
+      return;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
   }
 }
 
@@ -554,6 +640,7 @@ mod tests {
       header: HeaderLimits { timeout: Duration::from_millis(500), max_bytes: 4096, max_waiting: 3 },
       sessions: None,
       rendezvous: None,
+      fault: None,
       max_pending_per_slot: 16,
       max_parked: 16,
       startup_wait: Duration::from_secs(5),

@@ -52,11 +52,14 @@ pub struct Receiver {
 
 impl Receiver {
   /// Says hello to the primary (which then starts sending) and receives until
-  /// `close` or until the primary goes away. `deliver` returns false when
-  /// nobody can take connections any more.
+  /// `close` or until the primary closes the channel. `deliver(batch,
+  /// primary_closed)` returns false when nobody can take connections any
+  /// more; `primary_closed` is true once, last, when the primary closed the
+  /// channel (this worker was replaced, or the primary is gone): the worker
+  /// should finish what it has and exit.
   pub fn start<F>(channel: OwnedFd, deliver: F) -> io::Result<Self>
   where
-    F: FnMut(Vec<Delivered>) -> bool + Send + 'static,
+    F: FnMut(Vec<Delivered>, bool) -> bool + Send + 'static,
   {
     channel::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&channel), false)?;
     let hello = wire::encode_reply(Reply::Hello { pid: std::process::id() });
@@ -127,7 +130,7 @@ impl Drop for Receiver {
 
 fn receive_until_closed<F>(channel: &OwnedFd, control: &Mutex<Control>, stats: &ReceiverStats, mut deliver: F)
 where
-  F: FnMut(Vec<Delivered>) -> bool,
+  F: FnMut(Vec<Delivered>, bool) -> bool,
 {
   let mut buf = vec![0u8; wire::MAX_RECORD_LEN];
   loop {
@@ -168,27 +171,49 @@ where
     if let Some(up_to) = last_seq {
       let control = control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
       if control.closing {
-        // Not acknowledged: the primary re-dispatches these. Dropping the
-        // batch closes this process's copies.
+        // This worker is closing: not acknowledged, so the primary
+        // re-dispatches these. Dropping the batch closes our copies.
         return;
       }
-      let ack = wire::encode_reply(Reply::Ack { up_to });
-      if channel::send_record(channel.as_fd(), &ack, None).is_err() {
-        // The primary is gone or the channel is full of unread acks; a later
-        // cumulative ack covers these, or the primary re-dispatches them.
+      if !acknowledge(channel, up_to) {
+        // The primary closed the channel: it re-dispatches everything
+        // unacknowledged, so delivering this batch would serve a connection
+        // twice. Drop it, and say the primary is gone.
         drop(control);
-        if peer_closed {
-          return;
-        }
+        drop(batch);
+        deliver(Vec::new(), true);
+        return;
       }
     }
-    if !batch.is_empty() && !deliver(batch) {
+    if peer_closed {
+      // Told even with nothing to deliver, unless this worker closed first.
+      let closing = control.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).closing;
+      if !closing {
+        deliver(batch, true);
+      }
       return;
     }
-    if peer_closed {
+    if !batch.is_empty() && !deliver(batch, false) {
       return;
     }
   }
+}
+
+/// Sends a cumulative ack; waits (briefly) for room rather than skip it, since
+/// a later ack would cover these connections without their having been
+/// acknowledged first. False when the channel is closed.
+fn acknowledge(channel: &OwnedFd, up_to: u64) -> bool {
+  let ack = wire::encode_reply(Reply::Ack { up_to });
+  for _ in 0..1000 {
+    match channel::send_record(channel.as_fd(), &ack, None) {
+      Ok(()) => return true,
+      Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+        std::thread::sleep(std::time::Duration::from_millis(1))
+      }
+      Err(_) => return false,
+    }
+  }
+  false
 }
 
 #[cfg(test)]
@@ -223,7 +248,7 @@ mod tests {
   fn the_worker_says_hello_then_acknowledges_what_it_delivers() {
     let (primary, worker) = channel::socketpair().unwrap();
     let (delivered, deliveries) = mpsc::channel();
-    let mut receiver = Receiver::start(worker, move |batch| delivered.send(batch).is_ok()).unwrap();
+    let mut receiver = Receiver::start(worker, move |batch, _closed| delivered.send(batch).is_ok()).unwrap();
     assert_eq!(read_reply(&primary), Some(Reply::Hello { pid: std::process::id() }));
     handoff(&primary, 1);
     handoff(&primary, 2);
@@ -246,10 +271,22 @@ mod tests {
   }
 
   #[test]
+  fn the_worker_is_told_when_the_primary_closes_its_channel() {
+    let (primary, worker) = channel::socketpair().unwrap();
+    let (told, telling) = mpsc::channel();
+    let _receiver = Receiver::start(worker, move |batch, closed| told.send((batch.len(), closed)).is_ok()).unwrap();
+    assert!(matches!(read_reply(&primary), Some(Reply::Hello { .. })));
+    handoff(&primary, 1);
+    assert_eq!(telling.recv_timeout(Duration::from_secs(5)).unwrap(), (1, false));
+    drop(primary);
+    assert_eq!(telling.recv_timeout(Duration::from_secs(5)).unwrap(), (0, true));
+  }
+
+  #[test]
   fn after_close_nothing_is_acknowledged_or_delivered() {
     let (primary, worker) = channel::socketpair().unwrap();
     let (delivered, deliveries) = mpsc::channel::<Vec<Delivered>>();
-    let mut receiver = Receiver::start(worker, move |batch| delivered.send(batch).is_ok()).unwrap();
+    let mut receiver = Receiver::start(worker, move |batch, _closed| delivered.send(batch).is_ok()).unwrap();
     assert!(matches!(read_reply(&primary), Some(Reply::Hello { .. })));
     receiver.close();
     let (payload, _other) = channel::socketpair().unwrap();

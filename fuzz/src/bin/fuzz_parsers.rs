@@ -16,159 +16,180 @@
 //!
 //! Prints one line per parser and finally `N passed, M failed`; exits with
 //! status 1 if any parser failed (its input is in the artifacts directory).
+//!
+//! Built by cargo-fuzz (`--cfg fuzzing`, which `cargo fuzz build` applies to
+//! every binary) this is instead a libFuzzer target over all parsers, the
+//! first input byte choosing the parser.
+#![cfg_attr(fuzzing, no_main)]
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use sticky_session_rs_fuzz::runner::{self, Options};
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sticky_session_rs_fuzz::runner::fuzz_any(data));
 
-const USAGE: &str = "usage: fuzz_parsers [--inputs N | --quick] [--seed S] [--seconds T] [--only A,B] \
-[--artifacts DIR] [--keep-going] [--replay FILE] [--list]";
-
-struct Arguments {
-  options: Options,
-  seconds: Option<f64>,
-  only: Option<Vec<String>>,
-  replay: Option<PathBuf>,
-  list: bool,
+#[cfg(not(fuzzing))]
+fn main() -> std::process::ExitCode {
+  driver::main()
 }
 
-fn parse_arguments() -> Result<Arguments, String> {
-  let mut arguments = Arguments {
-    options: Options {
-      inputs: 1_000_000,
-      seed: 1,
-      artifacts: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts"),
-      keep_going: false,
-    },
-    seconds: None,
-    only: None,
-    replay: None,
-    list: false,
-  };
-  let mut args = std::env::args().skip(1);
-  while let Some(arg) = args.next() {
-    let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-    match arg.as_str() {
-      "--inputs" => {
-        let text = value("--inputs")?.replace('_', "");
-        arguments.options.inputs = text.parse().map_err(|_| format!("bad --inputs {text}"))?;
-      }
-      "--quick" => arguments.options.inputs = 20_000,
-      "--seed" => {
-        let text = value("--seed")?;
-        arguments.options.seed = match text.strip_prefix("0x") {
-          Some(hex) => u64::from_str_radix(hex, 16),
-          None => text.parse(),
-        }
-        .map_err(|_| format!("bad --seed {text}"))?;
-      }
-      "--seconds" => {
-        let text = value("--seconds")?;
-        let seconds: f64 = text.parse().map_err(|_| format!("bad --seconds {text}"))?;
-        if seconds.is_nan() || seconds <= 0.0 {
-          return Err(format!("bad --seconds {text}"));
-        }
-        arguments.seconds = Some(seconds);
-      }
-      "--only" => arguments.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
-      "--artifacts" => arguments.options.artifacts = PathBuf::from(value("--artifacts")?),
-      "--replay" => arguments.replay = Some(PathBuf::from(value("--replay")?)),
-      "--list" => arguments.list = true,
-      "--keep-going" => arguments.options.keep_going = true,
-      "-h" | "--help" => return Err(USAGE.into()),
-      other => return Err(format!("unknown argument {other}\n{USAGE}")),
-    }
-  }
-  Ok(arguments)
-}
+#[cfg(not(fuzzing))]
+mod driver {
 
-fn main() -> ExitCode {
-  let arguments = match parse_arguments() {
-    Ok(arguments) => arguments,
-    Err(message) => {
-      eprintln!("{message}");
-      return ExitCode::from(2);
-    }
-  };
-  let entries = runner::entries();
+  use std::path::PathBuf;
+  use std::process::ExitCode;
+  use std::time::{Duration, Instant};
+  use sticky_session_rs_fuzz::runner::{self, Options};
 
-  if arguments.list {
-    for entry in &entries {
-      println!("{:<18} {}", entry.name, entry.functions);
-    }
-    return ExitCode::SUCCESS;
+  const USAGE: &str = "usage: fuzz_parsers [--inputs N | --quick] [--seed S] [--seconds T] [--only A,B] \
+  [--artifacts DIR] [--keep-going] [--replay FILE] [--list]";
+
+  struct Arguments {
+    options: Options,
+    seconds: Option<f64>,
+    only: Option<Vec<String>>,
+    replay: Option<PathBuf>,
+    list: bool,
   }
 
-  runner::install_panic_hook();
+  fn parse_arguments() -> Result<Arguments, String> {
+    let mut arguments = Arguments {
+      options: Options {
+        inputs: 1_000_000,
+        seed: 1,
+        artifacts: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts"),
+        keep_going: false,
+      },
+      seconds: None,
+      only: None,
+      replay: None,
+      list: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+      let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+      match arg.as_str() {
+        "--inputs" => {
+          let text = value("--inputs")?.replace('_', "");
+          arguments.options.inputs = text.parse().map_err(|_| format!("bad --inputs {text}"))?;
+        }
+        "--quick" => arguments.options.inputs = 20_000,
+        "--seed" => {
+          let text = value("--seed")?;
+          arguments.options.seed = match text.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => text.parse(),
+          }
+          .map_err(|_| format!("bad --seed {text}"))?;
+        }
+        "--seconds" => {
+          let text = value("--seconds")?;
+          let seconds: f64 = text.parse().map_err(|_| format!("bad --seconds {text}"))?;
+          if seconds.is_nan() || seconds <= 0.0 {
+            return Err(format!("bad --seconds {text}"));
+          }
+          arguments.seconds = Some(seconds);
+        }
+        "--only" => arguments.only = Some(value("--only")?.split(',').map(str::to_owned).collect()),
+        "--artifacts" => arguments.options.artifacts = PathBuf::from(value("--artifacts")?),
+        "--replay" => arguments.replay = Some(PathBuf::from(value("--replay")?)),
+        "--list" => arguments.list = true,
+        "--keep-going" => arguments.options.keep_going = true,
+        "-h" | "--help" => return Err(USAGE.into()),
+        other => return Err(format!("unknown argument {other}\n{USAGE}")),
+      }
+    }
+    Ok(arguments)
+  }
 
-  if let Some(path) = &arguments.replay {
-    let (name, parts) = match runner::read_artifact(path) {
-      Ok(artifact) => artifact,
+  pub fn main() -> ExitCode {
+    let arguments = match parse_arguments() {
+      Ok(arguments) => arguments,
       Err(message) => {
         eprintln!("{message}");
         return ExitCode::from(2);
       }
     };
-    let Some(entry) = entries.iter().find(|entry| entry.name == name) else {
-      eprintln!("unknown parser {name} in {}", path.display());
-      return ExitCode::from(2);
-    };
-    let result = (entry.replay)(parts);
-    println!("{result}");
-    return if result.contains("VIOLATION") || result.contains("PANIC") { ExitCode::FAILURE } else { ExitCode::SUCCESS };
-  }
+    let entries = runner::entries();
 
-  let selected: Vec<_> = match &arguments.only {
-    Some(names) => {
-      if let Some(unknown) = names.iter().find(|name| !entries.iter().any(|entry| entry.name == name.as_str())) {
-        eprintln!("unknown parser {unknown}; --list shows them");
-        return ExitCode::from(2);
+    if arguments.list {
+      for entry in &entries {
+        println!("{:<18} {}", entry.name, entry.functions);
       }
-      entries.iter().filter(|entry| names.iter().any(|name| name == entry.name)).collect()
+      return ExitCode::SUCCESS;
     }
-    None => entries.iter().collect(),
-  };
-  let budget = arguments.seconds.map(|seconds| Duration::from_secs_f64(seconds / selected.len().max(1) as f64));
 
-  let options = &arguments.options;
-  println!(
-    "fuzz_parsers: seed {}, {} inputs per parser{}, debug assertions {}",
-    options.seed,
-    options.inputs,
-    budget.map(|budget| format!(", at most {:.1}s per parser", budget.as_secs_f64())).unwrap_or_default(),
-    if cfg!(debug_assertions) { "on" } else { "off" },
-  );
-  let started = Instant::now();
-  let (mut passed, mut failed) = (0, 0);
-  for entry in selected {
-    let report = (entry.run)(options, budget);
-    let status = match (report.failures, report.timed_out) {
-      (0, false) => "ok".to_owned(),
-      (0, true) => "ok (time cap)".to_owned(),
-      (failures, _) => format!("FAILED ({failures} failing inputs)"),
-    };
-    println!(
-      "{:<18} inputs={:<8} calls={:<9} complete={:<8} incomplete={:<8} invalid={:<8} elapsed={:>6.2}s {status}",
-      report.name,
-      report.inputs,
-      report.calls,
-      report.complete,
-      report.incomplete,
-      report.invalid,
-      report.elapsed.as_secs_f64(),
-    );
-    if report.failures == 0 {
-      passed += 1;
-    } else {
-      failed += 1;
+    runner::install_panic_hook();
+
+    if let Some(path) = &arguments.replay {
+      let (name, parts) = match runner::read_artifact(path) {
+        Ok(artifact) => artifact,
+        Err(message) => {
+          eprintln!("{message}");
+          return ExitCode::from(2);
+        }
+      };
+      let Some(entry) = entries.iter().find(|entry| entry.name == name) else {
+        eprintln!("unknown parser {name} in {}", path.display());
+        return ExitCode::from(2);
+      };
+      let result = (entry.replay)(parts);
+      println!("{result}");
+      return if result.contains("VIOLATION") || result.contains("PANIC") {
+        ExitCode::FAILURE
+      } else {
+        ExitCode::SUCCESS
+      };
     }
-  }
-  println!("total elapsed {:.2}s", started.elapsed().as_secs_f64());
-  println!("{passed} passed, {failed} failed");
-  if failed == 0 {
-    ExitCode::SUCCESS
-  } else {
-    ExitCode::FAILURE
+
+    let selected: Vec<_> = match &arguments.only {
+      Some(names) => {
+        if let Some(unknown) = names.iter().find(|name| !entries.iter().any(|entry| entry.name == name.as_str())) {
+          eprintln!("unknown parser {unknown}; --list shows them");
+          return ExitCode::from(2);
+        }
+        entries.iter().filter(|entry| names.iter().any(|name| name == entry.name)).collect()
+      }
+      None => entries.iter().collect(),
+    };
+    let budget = arguments.seconds.map(|seconds| Duration::from_secs_f64(seconds / selected.len().max(1) as f64));
+
+    let options = &arguments.options;
+    println!(
+      "fuzz_parsers: seed {}, {} inputs per parser{}, debug assertions {}",
+      options.seed,
+      options.inputs,
+      budget.map(|budget| format!(", at most {:.1}s per parser", budget.as_secs_f64())).unwrap_or_default(),
+      if cfg!(debug_assertions) { "on" } else { "off" },
+    );
+    let started = Instant::now();
+    let (mut passed, mut failed) = (0, 0);
+    for entry in selected {
+      let report = (entry.run)(options, budget);
+      let status = match (report.failures, report.timed_out) {
+        (0, false) => "ok".to_owned(),
+        (0, true) => "ok (time cap)".to_owned(),
+        (failures, _) => format!("FAILED ({failures} failing inputs)"),
+      };
+      println!(
+        "{:<18} inputs={:<8} calls={:<9} complete={:<8} incomplete={:<8} invalid={:<8} elapsed={:>6.2}s {status}",
+        report.name,
+        report.inputs,
+        report.calls,
+        report.complete,
+        report.incomplete,
+        report.invalid,
+        report.elapsed.as_secs_f64(),
+      );
+      if report.failures == 0 {
+        passed += 1;
+      } else {
+        failed += 1;
+      }
+    }
+    println!("total elapsed {:.2}s", started.elapsed().as_secs_f64());
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+      ExitCode::SUCCESS
+    } else {
+      ExitCode::FAILURE
+    }
   }
 }

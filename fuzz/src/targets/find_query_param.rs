@@ -85,7 +85,8 @@ impl Target for FindQueryParamTarget {
     let agrees = match (got, model) {
       (None, None) => true,
       (Some(value), Some((start, end))) => {
-        value == &target[start..end] && (value.is_empty() || (is_within(target, value) && offset_in(target, value) == start))
+        value == &target[start..end]
+          && (value.is_empty() || (is_within(target, value) && offset_in(target, value) == start))
       }
       _ => false,
     };

@@ -90,6 +90,10 @@ impl Target for ForwardedTarget {
 
   fn describe(parts: &[Vec<u8>]) -> String {
     let values: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    format!("parse_forwarded({:?}) = {:?}", values.iter().map(|v| escape(v, 200)).collect::<Vec<_>>(), parse_forwarded(&values))
+    format!(
+      "parse_forwarded({:?}) = {:?}",
+      values.iter().map(|v| escape(v, 200)).collect::<Vec<_>>(),
+      parse_forwarded(&values)
+    )
   }
 }

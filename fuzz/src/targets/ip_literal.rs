@@ -23,8 +23,10 @@ pub struct Case {
 }
 
 const SPACES: &[&str] = &["", "", "", " ", "\t", "\n", " \r\n", "\u{a0}", "\u{3000}", "\u{2028}"];
-const ALPHABET: &[char] =
-  &['0', '1', '9', 'a', 'f', 'F', 'x', ':', ':', '.', '.', '[', ']', '%', '2', '5', ' ', '/', 'é', '١', '１', '\u{a0}', '\0'];
+const ALPHABET: &[char] = &[
+  '0', '1', '9', 'a', 'f', 'F', 'x', ':', ':', '.', '.', '[', ']', '%', '2', '5', ' ', '/', 'é', '١', '１', '\u{a0}',
+  '\0',
+];
 
 impl Target for IpLiteralTarget {
   const NAME: &'static str = "ip_literal";
@@ -54,7 +56,10 @@ impl Target for IpLiteralTarget {
   }
 
   fn from_parts(parts: Vec<Vec<u8>>) -> Case {
-    Case { text: String::from_utf8_lossy(parts.first().map(Vec::as_slice).unwrap_or_default()).into_owned(), expect: None }
+    Case {
+      text: String::from_utf8_lossy(parts.first().map(Vec::as_slice).unwrap_or_default()).into_owned(),
+      expect: None,
+    }
   }
 
   fn check(case: &Case, cx: &mut Cx) -> Checked {

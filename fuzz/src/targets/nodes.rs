@@ -3,8 +3,8 @@
 
 use crate::gen;
 use crate::rng::Rng;
-use sticky_session_rs::parsers::forwarded::ForwardedNode;
 use std::net::IpAddr;
+use sticky_session_rs::parsers::forwarded::ForwardedNode;
 
 /// Entries that no address, `unknown` or obfuscated-identifier rule accepts:
 /// each must become `Unknown`.

@@ -169,7 +169,11 @@ impl Target for PickClientTarget {
 
 /// The documented policy; also returns the index of the chain entry chosen
 /// by the right-to-left walk, if any.
-fn model_pick(nodes: &[ForwardedNode], peer: IpAddr, trusts: impl Fn(IpAddr) -> bool) -> (Option<IpAddr>, Option<usize>) {
+fn model_pick(
+  nodes: &[ForwardedNode],
+  peer: IpAddr,
+  trusts: impl Fn(IpAddr) -> bool,
+) -> (Option<IpAddr>, Option<usize>) {
   if !trusts(peer) {
     return (Some(peer.to_canonical()), None);
   }

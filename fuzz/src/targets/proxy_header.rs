@@ -16,12 +16,11 @@
 use crate::gen;
 use crate::mutate::{self, escape};
 use crate::{cut_points, Checked, Cx, Outcome, Rng, Target, Violation};
+use std::net::{IpAddr, SocketAddr};
 use sticky_session_rs::parsers::proxy_protocol::{
-  encode_v1, encode_v2, parse_proxy_header, ProxyError, ProxyHeader, MAX_V2_HEADER_LEN, V1_MAX_HEADER_LEN,
-  V2_SIGNATURE,
+  encode_v1, encode_v2, parse_proxy_header, ProxyError, ProxyHeader, MAX_V2_HEADER_LEN, V1_MAX_HEADER_LEN, V2_SIGNATURE,
 };
 use sticky_session_rs::parsers::Parse;
-use std::net::{IpAddr, SocketAddr};
 
 pub struct ProxyHeaderTarget;
 
@@ -224,10 +223,8 @@ fn v1_hand_written_tcp6(rng: &mut Rng) -> (Vec<u8>, Expect) {
     gen::ipv6_text(rng, source),
     gen::ipv6_text(rng, destination)
   );
-  let addresses = (
-    SocketAddr::new(IpAddr::V6(source), source_port),
-    SocketAddr::new(IpAddr::V6(destination), destination_port),
-  );
+  let addresses =
+    (SocketAddr::new(IpAddr::V6(source), source_port), SocketAddr::new(IpAddr::V6(destination), destination_port));
   let expected = v1_expected(line.as_bytes(), Some(addresses));
   (line.into_bytes(), expected)
 }

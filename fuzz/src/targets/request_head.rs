@@ -72,7 +72,8 @@ impl Target for RequestHeadTarget {
       0..=1 => {
         let len = if rng.chance(1, 32) { rng.range(0, 17_000) } else { rng.small_len(400) };
         let mut bytes = rng.bytes(len);
-        let start: &[u8] = *rng.pick(&[&b""[..], b"GET / HTTP/1.1\r\n", b"GET ", b"\r\n", b"GET / HTTP/1.1\r\nHost: a"]);
+        let start: &[u8] =
+          *rng.pick(&[&b""[..], b"GET / HTTP/1.1\r\n", b"GET ", b"\r\n", b"GET / HTTP/1.1\r\nHost: a"]);
         bytes.splice(0..0, start.iter().copied());
         let max_headers = max_headers(rng, 4);
         Case { bytes, max_headers, expect: None }
@@ -169,7 +170,8 @@ pub fn check_any(bytes: &[u8], max_headers: usize, cx: &mut Cx) -> Checked {
         return fail(format!("{} headers (max {max_headers}), version {}", head.headers.len(), head.version));
       }
       let method_ok = !head.method.is_empty() && head.method.bytes().all(is_token_byte);
-      let target_ok = !head.target.is_empty() && head.target.bytes().all(|byte| (0x21..=0x7e).contains(&byte) || byte >= 0x80);
+      let target_ok =
+        !head.target.is_empty() && head.target.bytes().all(|byte| (0x21..=0x7e).contains(&byte) || byte >= 0x80);
       if !method_ok || !target_ok {
         return fail(format!("method {:?} or target {:?} has bytes httparse should refuse", head.method, head.target));
       }
@@ -208,7 +210,8 @@ pub fn check_any(bytes: &[u8], max_headers: usize, cx: &mut Cx) -> Checked {
       // What the accept loop does next with the head.
       let forwarded_for = header_values(head, "x-forwarded-for");
       let forwarded = header_values(head, "Forwarded");
-      let expected_count = |name: &str| head.headers.iter().filter(|header| header.name.eq_ignore_ascii_case(name)).count();
+      let expected_count =
+        |name: &str| head.headers.iter().filter(|header| header.name.eq_ignore_ascii_case(name)).count();
       if forwarded_for.len() != expected_count("X-Forwarded-For") || forwarded.len() != expected_count("forwarded") {
         return fail("header_values missed or invented values".into());
       }
@@ -228,7 +231,10 @@ pub fn check_any(bytes: &[u8], max_headers: usize, cx: &mut Cx) -> Checked {
       longer.extend((0..extra).map(|_| *cx.rng.pick(b"\r\n :aGET/HTTP1.")));
       let later = parse(cx, &longer, max_headers);
       if !later.is_invalid() {
-        return Err(Violation::on_parts(input(&longer, max_headers), format!("Invalid input became {later:?} with more bytes")));
+        return Err(Violation::on_parts(
+          input(&longer, max_headers),
+          format!("Invalid input became {later:?} with more bytes"),
+        ));
       }
       Outcome::Invalid
     }
@@ -237,7 +243,10 @@ pub fn check_any(bytes: &[u8], max_headers: usize, cx: &mut Cx) -> Checked {
     let prefix = &bytes[..cut];
     match parse(cx, prefix, max_headers) {
       Parse::Complete(head) if !matches!(&result, Parse::Complete(full) if full.head_len == head.head_len) => {
-        return fail(format!("prefix of {cut} bytes is Complete (head_len {}) but the whole is {result:?}", head.head_len));
+        return fail(format!(
+          "prefix of {cut} bytes is Complete (head_len {}) but the whole is {result:?}",
+          head.head_len
+        ));
       }
       Parse::Invalid(error) if !result.is_invalid() => {
         return fail(format!("prefix of {cut} bytes is Invalid({error:?}) but the whole is {result:?}"));
@@ -281,7 +290,11 @@ fn check_generated(case: &Case, head: &GenHead, cx: &mut Cx) -> Result<(), Viola
     ));
   };
   let headers_match = parsed.headers.len() == head.headers.len()
-    && parsed.headers.iter().zip(&head.headers).all(|(got, (name, value))| got.name.as_bytes() == name && got.value == value);
+    && parsed
+      .headers
+      .iter()
+      .zip(&head.headers)
+      .all(|(got, (name, value))| got.name.as_bytes() == name && got.value == value);
   if parsed.head_len != head_len
     || parsed.method.as_bytes() != head.method
     || parsed.target.as_bytes() != head.target.bytes
@@ -293,7 +306,9 @@ fn check_generated(case: &Case, head: &GenHead, cx: &mut Cx) -> Result<(), Viola
       .iter()
       .zip(&head.headers)
       .find(|(got, (name, value))| got.name.as_bytes() != name || got.value != value)
-      .map(|(got, (name, value))| format!("{:?}: {:?} vs {:?}: {:?}", got.name, escape(got.value, 60), escape(name, 60), escape(value, 60)));
+      .map(|(got, (name, value))| {
+        format!("{:?}: {:?} vs {:?}: {:?}", got.name, escape(got.value, 60), escape(name, 60), escape(value, 60))
+      });
     return fail(format!(
       "generated head parsed differently: head_len {} vs {head_len}, {} vs {} headers, first difference {first_difference:?}",
       parsed.head_len,
@@ -301,8 +316,10 @@ fn check_generated(case: &Case, head: &GenHead, cx: &mut Cx) -> Result<(), Viola
       head.headers.len()
     ));
   }
-  let newlines: Vec<usize> = head.bytes.iter().enumerate().filter(|(_, byte)| **byte == b'\n').map(|(at, _)| at).collect();
-  let mut boundaries: Vec<usize> = (0..6).map(|_| newlines[cx.rng.below(newlines.len())]).flat_map(|at| [at, at + 1]).collect();
+  let newlines: Vec<usize> =
+    head.bytes.iter().enumerate().filter(|(_, byte)| **byte == b'\n').map(|(at, _)| at).collect();
+  let mut boundaries: Vec<usize> =
+    (0..6).map(|_| newlines[cx.rng.below(newlines.len())]).flat_map(|at| [at, at + 1]).collect();
   boundaries.extend(head_len.saturating_sub(4)..head_len);
   for cut in cut_points(&mut cx.rng, head_len, 96, 16, &boundaries) {
     if cut >= head_len {
@@ -319,4 +336,3 @@ fn check_generated(case: &Case, head: &GenHead, cx: &mut Cx) -> Result<(), Viola
   }
   Ok(())
 }
-

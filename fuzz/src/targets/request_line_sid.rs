@@ -31,7 +31,11 @@ pub enum Expect {
   Nothing,
   /// The first `line_len` bytes are empty lines plus one valid request line
   /// with `target`; the sid outcome is `sid`.
-  Line { line_len: usize, target: Vec<u8>, sid: SidExpect },
+  Line {
+    line_len: usize,
+    target: Vec<u8>,
+    sid: SidExpect,
+  },
 }
 
 #[derive(Debug)]
@@ -300,10 +304,16 @@ pub fn check_any(bytes: &[u8], cx: &mut Cx) -> Checked {
     let prefix = &bytes[..cut];
     match sid_of(cx, prefix) {
       Parse::Complete(value) if sid != Parse::Complete(value) => {
-        return Err(Violation::on(bytes, format!("prefix of {cut} bytes is Complete({value:?}) but the whole is {sid:?}")));
+        return Err(Violation::on(
+          bytes,
+          format!("prefix of {cut} bytes is Complete({value:?}) but the whole is {sid:?}"),
+        ));
       }
       Parse::Invalid(error) if !sid.is_invalid() => {
-        return Err(Violation::on(bytes, format!("prefix of {cut} bytes is Invalid({error:?}) but the whole is {sid:?}")));
+        return Err(Violation::on(
+          bytes,
+          format!("prefix of {cut} bytes is Invalid({error:?}) but the whole is {sid:?}"),
+        ));
       }
       _ => {}
     }
@@ -314,7 +324,11 @@ pub fn check_any(bytes: &[u8], cx: &mut Cx) -> Checked {
     if head.target.as_bytes() != *found {
       return Err(Violation::on(
         bytes,
-        format!("request_line_target found {:?} but httparse {:?}", escape(found, 80), escape(head.target.as_bytes(), 80)),
+        format!(
+          "request_line_target found {:?} but httparse {:?}",
+          escape(found, 80),
+          escape(head.target.as_bytes(), 80)
+        ),
       ));
     }
   }
@@ -339,7 +353,10 @@ fn check_line(bytes: &[u8], line_len: usize, target: &[u8], sid: &SidExpect, cx:
   if !too_long {
     let got_target = target_of(cx, bytes);
     if got_target != Parse::Complete(target) {
-      return Err(Violation::on(bytes, format!("request_line_target gave {got_target:?}, expected {:?}", escape(target, 80))));
+      return Err(Violation::on(
+        bytes,
+        format!("request_line_target gave {got_target:?}, expected {:?}", escape(target, 80)),
+      ));
     }
   }
   let boundaries: Vec<usize> = (line_len.saturating_sub(12)..line_len).collect();

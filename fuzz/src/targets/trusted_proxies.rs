@@ -73,7 +73,11 @@ pub fn valid_entry(rng: &mut Rng) -> String {
     }
     6 => format!("::ffff:{}/{}", gen::ipv4(rng), rng.range(80, 128)),
     7 => format!("::ffff:{}", gen::ipv4(rng)),
-    _ => rng.pick(KEYWORDS).bytes().map(|byte| char::from(if rng.coin() { byte.to_ascii_uppercase() } else { byte })).collect(),
+    _ => rng
+      .pick(KEYWORDS)
+      .bytes()
+      .map(|byte| char::from(if rng.coin() { byte.to_ascii_uppercase() } else { byte }))
+      .collect(),
   }
 }
 
@@ -229,7 +233,12 @@ pub fn probes(rng: &mut Rng, networks: &[IpNet]) -> Vec<IpAddr> {
 fn check_parsed(case: &Case, trusted: &TrustedProxies, model: &[IpNet], cx: &mut Cx) -> Result<(), Violation> {
   let fail = |message: String| Err(Violation::on_parts(TrustedProxiesTarget::parts(case), message));
   if trusted.is_empty() != case.entries.is_empty() || trusted.networks().len() != model.len() {
-    return fail(format!("{} networks for {} entries, the model has {}", trusted.networks().len(), case.entries.len(), model.len()));
+    return fail(format!(
+      "{} networks for {} entries, the model has {}",
+      trusted.networks().len(),
+      case.entries.len(),
+      model.len()
+    ));
   }
   for network in trusted.networks() {
     if network.trunc() != *network {
@@ -244,7 +253,11 @@ fn check_parsed(case: &Case, trusted: &TrustedProxies, model: &[IpNet], cx: &mut
   for probe in probes(&mut cx.rng, model) {
     let contains = trusted.contains(probe);
     if contains != model_contains(model, probe) {
-      return fail(format!("contains({probe}) is {contains}, the model says {}; networks {:?}", !contains, trusted.networks()));
+      return fail(format!(
+        "contains({probe}) is {contains}, the model says {}; networks {:?}",
+        !contains,
+        trusted.networks()
+      ));
     }
     if contains != trusted.contains(probe.to_canonical()) {
       return fail(format!("contains({probe}) differs from contains({})", probe.to_canonical()));

@@ -16,7 +16,8 @@ use sticky_session_rs::wire::{
   MAX_PREFIX_LEN, MAX_SESSION_ID_LEN, PROTOCOL_VERSION,
 };
 
-const DICTIONARY: &[&[u8]] = &[b"\x01\x01", b"\x01\x10", b"\x01\x11", b"\x01\x12", b"\x01\x13", b"\x04", b"\x06", b"\x00"];
+const DICTIONARY: &[&[u8]] =
+  &[b"\x01\x01", b"\x01\x10", b"\x01\x11", b"\x01\x12", b"\x01\x13", b"\x04", b"\x06", b"\x00"];
 
 /// Random bytes whose first two bytes are often a valid version and kind.
 fn random_record(rng: &mut Rng, kinds: &[u8]) -> Vec<u8> {
@@ -204,7 +205,8 @@ fn model_reply(record: &[u8]) -> Result<Reply<'_>, WireError> {
   };
   match record.get(1) {
     None => Err(WireError::TooShort { kind: "reply", len: record.len(), expected: 2 }),
-    Some(0x10) => header("hello", 8).map(|()| Reply::Hello { pid: u32::from_le_bytes([record[4], record[5], record[6], record[7]]) }),
+    Some(0x10) => header("hello", 8)
+      .map(|()| Reply::Hello { pid: u32::from_le_bytes([record[4], record[5], record[6], record[7]]) }),
     Some(0x11) => {
       header("ack", 12).map(|()| Reply::Ack { up_to: u64::from_le_bytes(record[4..12].try_into().unwrap_or_default()) })
     }

@@ -117,7 +117,10 @@ impl Target for XForwardedForTarget {
     if from_forwarded != nodes {
       return Err(Violation::on_parts(
         vec![forwarded.clone()],
-        format!("as Forwarded {:?} the entries give {from_forwarded:?}, as X-Forwarded-For {nodes:?}", escape(&forwarded, 200)),
+        format!(
+          "as Forwarded {:?} the entries give {from_forwarded:?}, as X-Forwarded-For {nodes:?}",
+          escape(&forwarded, 200)
+        ),
       ));
     }
     Ok(classify(&nodes))
@@ -125,7 +128,11 @@ impl Target for XForwardedForTarget {
 
   fn describe(parts: &[Vec<u8>]) -> String {
     let values: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    format!("parse_x_forwarded_for({:?}) = {:?}", values.iter().map(|v| escape(v, 200)).collect::<Vec<_>>(), parse_x_forwarded_for(&values))
+    format!(
+      "parse_x_forwarded_for({:?}) = {:?}",
+      values.iter().map(|v| escape(v, 200)).collect::<Vec<_>>(),
+      parse_x_forwarded_for(&values)
+    )
   }
 }
 

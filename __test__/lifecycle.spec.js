@@ -1,0 +1,162 @@
+'use strict'
+// Nothing lost: a worker killed under load, rolling reload under load,
+// graceful shutdown under load, and running out of file descriptors.
+
+const { execFileSync } = require('child_process')
+const http = require('http')
+const { startApp, stopAll, request, waitUntil, clientIp } = require('./helpers')
+
+afterAll(stopAll)
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * Closed-loop load: `concurrency` loops, each sending one request per new
+ * connection from rotating client addresses, until `stop()` (or `maxMs`).
+ * Every request is recorded with its start time and outcome.
+ */
+function startLoad(port, { concurrency = 8, maxMs = 20000, path = '/whoami' } = {}) {
+  const results = []
+  let running = true
+  const deadline = Date.now() + maxMs
+  let counter = 0
+  const one = () =>
+    new Promise((resolve) => {
+      const started = Date.now()
+      const localAddress = clientIp(counter++ % 40)
+      const req = http.request({ host: '127.0.0.1', port, path, localAddress, agent: false, headers: { connection: 'close' }, timeout: 10000 }, (res) => {
+        let body = ''
+        res.on('data', (chunk) => (body += chunk))
+        res.on('end', () => {
+          results.push({ started, ok: res.statusCode === 200, status: res.statusCode, localAddress, pid: body && JSON.parse(body).pid })
+          resolve()
+        })
+        res.on('error', (error) => {
+          results.push({ started, ok: false, error: error.code || error.message, localAddress })
+          resolve()
+        })
+      })
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
+      req.on('error', (error) => {
+        results.push({ started, ok: false, error: error.code || error.message, localAddress })
+        resolve()
+      })
+      req.end()
+    })
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running && Date.now() < deadline) await one()
+  })
+  const done = Promise.all(loops)
+  return {
+    results,
+    async stop() {
+      running = false
+      await done
+      return results
+    },
+  }
+}
+
+const failuresOf = (results) => results.filter((r) => !r.ok)
+
+describe('a worker killed under load', () => {
+  test('connections it had not taken are re-dispatched: no request sent after it stopped fails', async () => {
+    const app = await startApp({ options: { workers: 3 } })
+    const load = startLoad(app.port)
+    await sleep(500)
+    const victim = app.workerPids()[0]
+    // Freeze it first, so connections queue for it without being taken...
+    process.kill(victim, 'SIGSTOP')
+    const stoppedAt = Date.now()
+    await sleep(400)
+    // ...then kill it: everything queued goes to the clients' next choice.
+    process.kill(victim, 'SIGKILL')
+    await app.waitFor('exit', (e) => e.pid === victim)
+    await sleep(800)
+    const results = await load.stop()
+    const stats = await app.stats()
+    const redispatched = stats.slots.reduce((sum, slot) => sum + slot.redispatched, 0)
+    const afterStop = results.filter((r) => r.started >= stoppedAt)
+    // Requests the victim took before it was frozen die with it (at most one per load loop).
+    expect(failuresOf(results).length).toBeLessThanOrEqual(8)
+    expect(failuresOf(afterStop)).toEqual([])
+    expect(redispatched).toBeGreaterThan(0)
+    expect(results.length).toBeGreaterThan(200)
+    expect(stats.dropped).toBe(0)
+    console.log(`kill under load: ${results.length} requests, ${failuresOf(results).length} failed (taken by the victim), ${redispatched} re-dispatched`)
+  })
+})
+
+describe('rolling reload under load', () => {
+  test.each([['sticky.reload()', 'api'], ['SIGHUP', 'signal']])('%s replaces every worker one at a time with zero failed requests', async (_, how) => {
+    const app = await startApp({ options: { workers: 3 } })
+    const slotOf = new Map()
+    for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json.slot)
+    const before = new Set(app.workerPids())
+    const load = startLoad(app.port)
+    await sleep(300)
+    if (how === 'api') app.child.stdin.write('reload\n')
+    else process.kill(app.pid, 'SIGHUP')
+    await waitUntil(() => app.workerPids().length === 3 && app.workerPids().every((pid) => !before.has(pid)), { what: 'every worker replaced', timeout: 30000 })
+    if (how === 'api') expect((await app.waitFor('reloaded')).error).toBeNull()
+    await sleep(300)
+    const results = await load.stop()
+    expect(failuresOf(results)).toEqual([])
+    expect(results.length).toBeGreaterThan(100)
+    for (let i = 0; i < 40; i++) expect((await request(app.port, { localAddress: clientIp(i) })).json.slot).toBe(slotOf.get(clientIp(i)))
+    expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
+    console.log(`reload (${how}) under load: ${results.length} requests, 0 failed`)
+  })
+})
+
+describe('graceful shutdown under load', () => {
+  test('SIGTERM: no accepted connection is dropped, in-flight requests finish, the primary exits 0', async () => {
+    const app = await startApp({ options: { workers: 2 } })
+    const load = startLoad(app.port, { path: '/slow?ms=300', concurrency: 16 })
+    await sleep(700)
+    process.kill(app.pid, 'SIGTERM')
+    await waitUntil(() => app.exited, { what: 'the primary to exit', timeout: 20000 })
+    const results = await load.stop()
+    expect(app.exited).toEqual({ code: 0, signal: null })
+    const failures = failuresOf(results)
+    // After the listener closes, new connections are refused; nothing else may fail.
+    expect(failures.filter((r) => r.error !== 'ECONNREFUSED')).toEqual([])
+    expect(results.filter((r) => r.ok).length).toBeGreaterThan(16)
+    expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
+    console.log(`shutdown under load: ${results.filter((r) => r.ok).length} completed, ${failures.length} refused after close, 0 dropped`)
+  })
+})
+
+describe('file descriptors exhausted in the primary', () => {
+  test('accept backs off (no spin), the error is counted and reported, and serving resumes', async () => {
+    const app = await startApp({ options: { workers: 2 } })
+    const fds = require('fs').readdirSync(`/proc/${app.pid}/fd`).length
+    const softLimit = execFileSync('prlimit', [`--pid=${app.pid}`, '--nofile', '--output=SOFT', '--noheadings']).toString().trim()
+    // Leave the primary a handful of descriptors above what it uses now (soft limit only).
+    execFileSync('prlimit', [`--pid=${app.pid}`, `--nofile=${fds + 4}:`])
+    const load = startLoad(app.port, { concurrency: 24, path: '/slow?ms=400', maxMs: 2500 })
+    await sleep(1500)
+    const during = await app.stats()
+    execFileSync('prlimit', [`--pid=${app.pid}`, `--nofile=${softLimit}:`])
+    const results = await load.stop()
+    expect(during.acceptErrors).toBeGreaterThan(0)
+    // Backing off 100 ms per failure: a spinning loop would count thousands.
+    expect(during.acceptErrors).toBeLessThan(100)
+    const warning = await app.waitFor('warning', (w) => w.code === 'EMFILE')
+    expect(warning.message).toMatch(/retrying/)
+    expect(failuresOf(results)).toEqual([])
+    expect((await request(app.port)).status).toBe(200)
+  })
+})
+
+describe('a failure inside the accept loop', () => {
+  test('a panic reaches the user as an error event on the server (code, fatal) instead of dying silently; the primary does not abort', async () => {
+    const app = await startApp({ options: { workers: 2 } }, { env: { STICKY_FAULT_INJECTION: 'accept-panic' } })
+    expect((await request(app.port)).status).toBe(200)
+    await expect(request(app.port, { timeout: 3000 })).rejects.toThrow()
+    const error = await app.waitFor('error', (e) => e.code === 'ERR_STICKY_ACCEPT_LOOP')
+    expect(error.message).toMatch(/accept loop panicked: fault injection/)
+    expect(app.exited).toBeNull()
+    expect(app.workerPids()).toHaveLength(2)
+  })
+})

@@ -30,6 +30,27 @@ export declare class Balancer {
   close(): void
 }
 
+/**
+ * One listening socket per slot, in one `SO_REUSEPORT` group steered by
+ * source address. The primary keeps them all open; each worker is given its
+ * slot's socket.
+ */
+export declare class ReuseportGroup {
+  /**
+   * Binds the group, or throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller
+   * falls back to the accept loop) or the errno of a listen failure.
+   */
+  constructor(options: ReuseportOptions)
+  address(): AddressInfo
+  /**
+   * The listening fd of `slot`, still owned by the group: pass it to the
+   * worker's stdio at fork, do not close it.
+   */
+  fd(slot: number): number
+  /** Closes every socket of the group (connections still queued are reset). */
+  close(): void
+}
+
 export declare class WorkerChannel {
   /**
    * Tells the primary this worker is ready and starts delivering
@@ -115,6 +136,12 @@ export interface BalancerOptions {
 export declare function claimChannel(fd: number): WorkerChannel
 
 /**
+ * Makes an inherited fd close-on-exec (a worker's listening socket, so the
+ * worker's own children never inherit it).
+ */
+export declare function claimListeningFd(fd: number): void
+
+/**
  * Connects to the rendezvous socket of a primary set up with
  * `setupMaster` (workers forked by the user); the primary accepts only
  * processes of its cluster.
@@ -128,6 +155,16 @@ export interface Connection {
   remotePort?: number
   remoteFamily?: string
   prefix?: Buffer
+}
+
+export interface ReuseportOptions {
+  host: string
+  hostIsDefault: boolean
+  port: number
+  backlog: number
+  workers: number
+  /** Decimal string of an unsigned 64-bit seed (its low 32 bits are used). */
+  seed: string
 }
 
 export interface SlotStatsObject {

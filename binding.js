@@ -836,6 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Balancer = nativeBinding.Balancer
+module.exports.ReuseportGroup = nativeBinding.ReuseportGroup
 module.exports.WorkerChannel = nativeBinding.WorkerChannel
 module.exports.claimChannel = nativeBinding.claimChannel
+module.exports.claimListeningFd = nativeBinding.claimListeningFd
 module.exports.connectChannel = nativeBinding.connectChannel

@@ -173,6 +173,17 @@ declare namespace sticky {
      * @defaultValue `true`
      */
     handleSignals?: boolean
+    /**
+     * Kernel-steered IP routing: one `SO_REUSEPORT` listening socket per slot,
+     * steered by a classic BPF program hashing the source address, so the
+     * primary takes no part in connections at all (fastest). Only with
+     * `routing: 'ip'`; the hash is `hash(ip) % workers` over stable slots, not
+     * the rendezvous hash. When a worker dies its clients wait (queued on its
+     * slot's socket) for the respawned worker instead of moving. Falls back to
+     * the accept loop, with a warning, where the kernel refuses.
+     * @defaultValue `false`
+     */
+    kernel?: boolean
   }
 
   /** Counters of one slot. */
@@ -198,8 +209,10 @@ declare namespace sticky {
     sessions: number
   }
 
-  /** Counters of the primary's accept loop. */
+  /** Counters of the primary's accept loop (with `kernel: true`: only the slots; the counters stay 0). */
   export interface Stats {
+    /** True in kernel-steered mode, where the primary sees no connection. */
+    kernel?: boolean
     accepted: number
     /** Failed `accept` calls (EMFILE, ENFILE, ...), each retried after a pause. */
     acceptErrors: number

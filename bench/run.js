@@ -90,6 +90,9 @@ const OURS = 'sticky-session-rs';
 const MODES = [
   { name: 'sticky-session-rs (ip)', script: 'sticky-session-rs.js', ours: true, port0: true,
     env: { BENCH_ROUTING: 'ip' }, load: [], check: 'src' },
+  { name: 'sticky-session-rs (kernel)', script: 'sticky-session-rs.js', ours: true, port0: true,
+    env: { BENCH_ROUTING: 'kernel' }, load: [], check: 'src',
+    note: 'kernel: true — SO_REUSEPORT listeners steered by a BPF program on the source address; the primary is out of the path' },
   { name: 'sticky-session-rs (header)', script: 'sticky-session-rs.js', ours: true, port0: true,
     env: { BENCH_ROUTING: 'header' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff', routing: 'header' },
   { name: 'sticky-session-rs (proxy-protocol)', script: 'sticky-session-rs.js', ours: true, port0: true,

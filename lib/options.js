@@ -25,6 +25,7 @@ const DEFAULTS = {
   maxSessions: 100000,
   shutdownTimeout: 10000,
   handleSignals: true,
+  kernel: false,
 }
 
 const ROUTING_MODES = ['ip', 'header', 'proxy-protocol', 'sid']
@@ -138,6 +139,11 @@ function listenOptions(options) {
   if (options.env !== undefined && !isPlainObject(options.env)) {
     throw stickyError('ERR_STICKY_INVALID_OPTION', `options.env must be an object of environment variables, got ${describe(options.env)}`)
   }
+  const routing = routingOptions(options)
+  const kernel = booleanOption('kernel', options.kernel, DEFAULTS.kernel)
+  if (kernel && routing.routing !== 'ip') {
+    throw stickyError('ERR_STICKY_INVALID_OPTION', `options.kernel steers by source address: it works with routing 'ip' only, not '${routing.routing}'`)
+  }
   return {
     workers: positiveInteger('workers', options.workers, os.cpus().length || 1, 1024),
     env: options.env || {},
@@ -150,7 +156,8 @@ function listenOptions(options) {
     startupWait: positiveInteger('startupWait', options.startupWait, DEFAULTS.startupWait),
     shutdownTimeout: positiveInteger('shutdownTimeout', options.shutdownTimeout, DEFAULTS.shutdownTimeout),
     handleSignals: booleanOption('handleSignals', options.handleSignals, DEFAULTS.handleSignals),
-    ...routingOptions(options),
+    ...routing,
+    kernel,
   }
 }
 

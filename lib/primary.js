@@ -11,7 +11,7 @@ const dns = require('dns')
 const fs = require('fs')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
-const { Balancer } = require('./native')
+const { Balancer, ReuseportGroup } = require('./native')
 const { listenError, stickyError } = require('./errors')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
@@ -45,6 +45,7 @@ class Primary extends EventEmitter {
 
   bind(address) {
     const { options, server } = this
+    if (options.kernel && this.bindKernelGroup(address)) return
     try {
       this.balancer = new Balancer(
         {
@@ -87,12 +88,48 @@ class Primary extends EventEmitter {
   }
 
   /**
+   * Kernel-steered mode: one SO_REUSEPORT listener per slot, steered by a
+   * BPF program; the primary only forks. Returns false to fall back to the
+   * accept loop where the kernel refuses.
+   */
+  bindKernelGroup(address) {
+    const { options, server } = this
+    try {
+      this.group = new ReuseportGroup({
+        host: address,
+        hostIsDefault: options.hostIsDefault,
+        port: this.port,
+        backlog: options.backlog,
+        workers: options.workers,
+        seed: options.seed,
+      })
+    } catch (error) {
+      if (error.code === 'ERR_STICKY_KERNEL_UNSUPPORTED') {
+        process.emitWarning(`${error.message}; falling back to the accept loop`, { code: error.code, type: 'StickySessionWarning' })
+        return false
+      }
+      server.emit('error', listenError(error, { host: address, port: this.port }))
+      return true
+    }
+    const group = this.group
+    server.address = () => group.address()
+    for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
+    debug('primary %d: kernel-steered group on %o with %d workers', process.pid, group.address(), options.workers)
+    if (options.handleSignals) this.handleSignals()
+    server.emit('listening')
+    return true
+  }
+
+  /**
    * Forks a worker into `slot`, giving it the slot's channel as an extra
    * stdio entry. Cluster settings are global: they are restored at once so a
    * later `cluster.fork()` by the user does not pass a closed descriptor.
    */
   fork(slot) {
-    const channelFd = this.balancer.openSlot(slot)
+    const kernel = Boolean(this.group)
+    // The kernel group's socket stays the primary's (and open); a channel's
+    // worker end is the child's alone.
+    const channelFd = kernel ? this.group.fd(slot) : this.balancer.openSlot(slot)
     const previousStdio = cluster.settings.stdio
     const stdio = previousStdio
       ? previousStdio.slice()
@@ -108,18 +145,24 @@ class Primary extends EventEmitter {
       worker = cluster.fork({
         ...this.options.env,
         STICKY_WORKER_SLOT: String(slot),
-        STICKY_CHANNEL_FD: String(channelIndex),
+        [kernel ? 'STICKY_LISTEN_FD' : 'STICKY_CHANNEL_FD']: String(channelIndex),
         STICKY_ROUTING: this.options.routing,
         STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
         STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',
       })
     } finally {
       cluster.setupPrimary({ stdio: previousStdio })
-      fs.closeSync(channelFd)
+      if (!kernel) fs.closeSync(channelFd)
     }
-    const state = this.slots.get(slot) || { quickExits: 0 }
+    const state = this.slots.get(slot) || { quickExits: 0, forks: 0 }
     state.worker = worker
     state.pid = worker.process.pid
+    state.forks++
+    if (kernel) {
+      worker.on('message', (message) => {
+        if (message && message.stickySessionRs === 'ready') this.emit('slot-ready', slot, worker.process.pid)
+      })
+    }
     state.startedAt = Date.now()
     this.slots.set(slot, state)
     debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)
@@ -186,6 +229,7 @@ class Primary extends EventEmitter {
   }
 
   stats() {
+    if (this.group) return this.kernelStats()
     if (!this.balancer) return null
     const stats = this.balancer.stats()
     // With user-forked workers the slots are a capacity: list the ones used.
@@ -232,9 +276,31 @@ class Primary extends EventEmitter {
         if (worker.isConnected()) worker.disconnect()
       }
     }
+    if (this.group) {
+      this.once('closed', () => this.group.close())
+      return disconnectWorkers()
+    }
     if (!this.balancer) return disconnectWorkers()
     this.once('drained', disconnectWorkers)
     this.balancer.close()
+  }
+
+  /** Kernel mode: the primary sees no connection; only the slots. */
+  kernelStats() {
+    const zero = { accepted: 0, acceptErrors: 0, dropped: 0, droppedNoWorker: 0, parked: 0, readingHeader: 0, droppedHeaderTimeout: 0, droppedInvalidHeader: 0, droppedUntrustedProxy: 0, droppedHeaderOverflow: 0, closedBeforeHeader: 0, sessionsRefused: 0, rejectedChannels: 0 }
+    const slots = [...this.slots.entries()].map(([slot, state]) => ({
+      slot,
+      pid: state.worker && !state.worker.isDead() ? state.worker.process.pid : 0,
+      state: state.worker && !state.worker.isDead() ? 'live' : 'down',
+      respawns: state.forks - 1,
+      dispatched: 0,
+      acknowledged: 0,
+      redispatched: 0,
+      droppedQueueFull: 0,
+      pending: 0,
+      sessions: 0,
+    }))
+    return { ...zero, kernel: true, slots }
   }
 
   /**
@@ -260,8 +326,10 @@ class Primary extends EventEmitter {
           if (readySlot !== slot || pid !== fresh.process.pid) return
           this.off('slot-ready', onReady)
           clearTimeout(timer)
-          // The old worker was told its channel closed: it drains and exits.
+          // The old worker was told its channel closed (kernel mode: it is
+          // disconnected here): it drains and exits.
           if (!old || old.isDead()) return resolve()
+          if (this.group && old.isConnected()) old.disconnect()
           old.once('exit', () => resolve())
         }
         this.on('slot-ready', onReady)

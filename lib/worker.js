@@ -10,7 +10,7 @@ const os = require('os')
 const path = require('path')
 const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
-const { claimChannel } = require('./native')
+const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
@@ -144,11 +144,58 @@ function tlsPeerNames(server) {
   })
 }
 
-function startWorker(server, { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = {}) {
+/**
+ * What every worker does whichever way it gets connections: `stopTaking()`
+ * runs once, the moment the server starts closing (user `server.close()`,
+ * primary disconnect, SIGTERM, or the primary closing the channel); the
+ * worker exits once drained, or after the shutdown timeout.
+ */
+function manageLifecycle(server, stopTaking) {
+  let closing = false
+  const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
+  const close = server.close
+  server.close = function closeStickyServer(...args) {
+    if (!closing) {
+      closing = true
+      stopTaking()
+      // Connections that never end (websockets, long polls) must not keep a
+      // closing worker alive for ever.
+      setTimeout(() => {
+        debug('worker %d: shutdown timeout; closing remaining connections', process.pid)
+        if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+        setTimeout(() => process.exit(0), 100).unref()
+      }, shutdownTimeout).unref()
+    }
+    return close.apply(this, args)
+  }
+  server.once('close', () => {
+    debug('worker %d drained; exiting', process.pid)
+    if (cluster.worker && cluster.worker.isConnected()) cluster.worker.disconnect()
+    setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref()
+  })
+  // The primary disconnecting this worker (graceful shutdown, reload) closes
+  // the server like the user would: finish what is in flight, then exit.
+  if (cluster.worker) cluster.worker.once('disconnect', () => server.close())
+  // Signals: the primary coordinates shutdown. A SIGINT from the terminal
+  // reaches the whole process group, so a worker leaves it to the primary;
+  // SIGTERM to one worker closes it gracefully (and the primary replaces it).
+  if (process.env.STICKY_HANDLE_SIGNALS === '1') {
+    process.on('SIGINT', () => {})
+    process.on('SIGTERM', () => server.close())
+  }
+  return () => closing
+}
+
+function startWorker(server, options = {}) {
+  if (!options.channel && process.env.STICKY_LISTEN_FD !== undefined) return startKernelWorker(server)
+  const { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = options
   const socketOptions = socketOptionsOf(server)
   routeAwareResponses(server, channel, routing)
   if (routing === 'proxy-protocol') tlsPeerNames(server)
-  let closed = false
+  // Stop taking connections the moment the server starts closing: the
+  // primary sends new clients of this slot elsewhere until the replacement
+  // worker is up, and re-dispatches what this worker had not taken.
+  const isClosing = manageLifecycle(server, () => channel.close())
 
   const receive = (connections, primaryClosed) => {
     for (const connection of connections) {
@@ -163,55 +210,11 @@ function startWorker(server, { routing = process.env.STICKY_ROUTING || 'ip', cha
     }
     // Replaced by a new worker (rolling reload), or the primary is gone:
     // finish what is in flight, then exit.
-    if (primaryClosed && !closed) server.close()
+    if (primaryClosed && !isClosing()) server.close()
   }
-
-  // Stop taking connections the moment the user closes the server: the
-  // primary then sends new clients of this slot elsewhere until the
-  // replacement worker is up.
-  const close = server.close
-  server.close = function closeStickyServer(...args) {
-    if (!closed) {
-      closed = true
-      channel.close()
-    }
-    return close.apply(this, args)
-  }
-  server.once('close', () => {
-    debug('worker %d drained; exiting', process.pid)
-    if (cluster.worker && cluster.worker.isConnected()) cluster.worker.disconnect()
-    setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref()
-  })
-  // Connections that never end (websockets, keep-alive) must not keep a
-  // closing worker alive for ever: after the shutdown timeout, exit.
-  const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
-  const exitAfterTimeout = () => {
-    setTimeout(() => {
-      debug('worker %d: shutdown timeout; closing remaining connections', process.pid)
-      if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
-      setTimeout(() => process.exit(0), 100).unref()
-    }, shutdownTimeout).unref()
-  }
-  const closeServer = server.close
-  server.close = function closeWithTimeout(...args) {
-    if (!closed) exitAfterTimeout()
-    return closeServer.apply(this, args)
-  }
-  // Signals: the primary coordinates shutdown (it disconnects each worker,
-  // which closes the server). A SIGINT from the terminal reaches the whole
-  // process group, so a worker leaves it to the primary; SIGTERM to one
-  // worker closes it gracefully (and the primary replaces it).
-  if (process.env.STICKY_HANDLE_SIGNALS === '1') {
-    process.on('SIGINT', () => {})
-    process.on('SIGTERM', () => server.close())
-  }
-
-  // The primary disconnecting this worker (graceful shutdown) closes the
-  // server like the user would: finish what is in flight, then exit.
-  if (cluster.worker) cluster.worker.once('disconnect', () => server.close())
 
   server.listen({ path: privateAddress(), exclusive: true }, () => {
-    if (closed) return
+    if (isClosing()) return
     try {
       channel.start(receive)
     } catch (error) {
@@ -222,6 +225,28 @@ function startWorker(server, { routing = process.env.STICKY_ROUTING || 'ip', cha
       return
     }
     debug('worker %d (slot %s) receiving', process.pid, process.env.STICKY_WORKER_SLOT)
+  })
+}
+
+/**
+ * Kernel-steered routing: this worker accepts on its slot's socket of the
+ * primary's SO_REUSEPORT group, as an ordinary listening handle (a TCP handle
+ * opened on the fd; `listen({ fd })` would be routed through the primary).
+ */
+function startKernelWorker(server) {
+  const fd = Number(process.env.STICKY_LISTEN_FD)
+  delete process.env.STICKY_LISTEN_FD
+  claimListeningFd(fd)
+  const { TCP, constants } = process.binding('tcp_wrap')
+  const handle = new TCP(constants.SERVER)
+  const error = handle.open(fd)
+  if (error) throw stickyError('ERR_STICKY_NO_CHANNEL', `cannot open the listening socket fd ${fd} (libuv error ${error})`)
+  // Closing the server closes this process's copy only: the socket stays in
+  // the group (the primary holds it) so its queue waits for the replacement.
+  manageLifecycle(server, () => {})
+  server.listen(handle, () => {
+    debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
+    if (process.send) process.send({ stickySessionRs: 'ready' })
   })
 }
 

@@ -11,6 +11,7 @@ pub mod channel;
 pub mod hrw;
 pub mod parsers;
 pub mod primary;
+pub mod reuseport;
 pub mod routing;
 pub mod sessions;
 pub mod wire;

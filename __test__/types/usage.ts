@@ -30,6 +30,7 @@ const isWorker: boolean = sticky.listen(server, 3000, {
   handleSignals: false,
 })
 listen(server, '3000', { routing: 'proxy-protocol' })
+listen(server, 3000, { kernel: true })
 if (!isWorker) {
   const stats: Stats | null = sticky.stats()
   if (stats) {

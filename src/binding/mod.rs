@@ -3,9 +3,11 @@
 //! this is what it calls.
 
 mod error;
+mod kernel;
 mod primary;
 mod worker;
 
 pub use error::ErrorCode;
+pub use kernel::{claim_listening_fd, ReuseportGroup};
 pub use primary::{Balancer, BalancerOptions};
 pub use worker::{claim_channel, connect_channel, WorkerChannel};

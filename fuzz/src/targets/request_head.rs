@@ -225,7 +225,19 @@ pub fn check_any(bytes: &[u8], max_headers: usize, cx: &mut Cx) -> Checked {
       }
       Outcome::Incomplete
     }
-    Parse::Invalid(_) => {
+    Parse::Invalid(error) => {
+      if let HeadError::TooManyHeaders { max } = error {
+        // httparse reports this only after reading max + 1 whole header
+        // lines, each ending in LF, after a request line that ends in LF.
+        let window = &bytes[..bytes.len().min(MAX_REQUEST_HEAD_LEN)];
+        let line_feeds = window.iter().filter(|&&byte| byte == b'\n').count();
+        if *max != max_headers || line_feeds < max.saturating_add(2) {
+          return fail(format!(
+            "TooManyHeaders {{ max: {max} }} (limit {max_headers}) but the first {} bytes hold only {line_feeds} lines",
+            window.len()
+          ));
+        }
+      }
       let mut longer = bytes.to_vec();
       let extra = cx.rng.small_len(16);
       longer.extend((0..extra).map(|_| *cx.rng.pick(b"\r\n :aGET/HTTP1.")));

@@ -1,0 +1,110 @@
+//! `ReuseportGroup`: the listening sockets of kernel-steered routing.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use napi_derive::napi;
+use socket2::Socket;
+
+use super::error::{js_error, ErrorCode};
+use super::primary::AddressInfo;
+use crate::channel;
+use crate::primary::ListenError;
+use crate::reuseport;
+
+#[napi(object)]
+pub struct ReuseportOptions {
+  pub host: String,
+  pub host_is_default: bool,
+  pub port: u32,
+  pub backlog: i32,
+  pub workers: u32,
+  /// Decimal string of an unsigned 64-bit seed (its low 32 bits are used).
+  pub seed: String,
+}
+
+/// One listening socket per slot, in one `SO_REUSEPORT` group steered by
+/// source address. The primary keeps them all open; each worker is given its
+/// slot's socket.
+#[napi]
+pub struct ReuseportGroup {
+  sockets: Vec<Socket>,
+  address: SocketAddr,
+}
+
+#[napi]
+impl ReuseportGroup {
+  /// Binds the group, or throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller
+  /// falls back to the accept loop) or the errno of a listen failure.
+  #[napi(constructor)]
+  pub fn new(options: ReuseportOptions) -> napi::Result<Self, ErrorCode> {
+    let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
+    let host: IpAddr =
+      options.host.parse().map_err(|_| invalid(format!("host {:?} is not an IP address", options.host)))?;
+    let port = u16::try_from(options.port).map_err(|_| invalid(format!("port {} is out of range", options.port)))?;
+    let slots =
+      u16::try_from(options.workers).ok().filter(|&n| n >= 1).ok_or_else(|| invalid("workers must be >= 1".into()))?;
+    let seed: u64 = options
+      .seed
+      .parse()
+      .map_err(|_| invalid(format!("seed {:?} is not an unsigned 64-bit integer", options.seed)))?;
+    let seed = (seed ^ (seed >> 32)) as u32;
+    let mut address = SocketAddr::new(host, port);
+    let mut result = reuseport::bind_group(address, options.backlog, slots, seed);
+    if options.host_is_default
+      && host.is_ipv6()
+      && matches!(
+        result.as_ref().err().and_then(|e| e.raw_os_error()),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+      )
+    {
+      address = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+      result = reuseport::bind_group(address, options.backlog, slots, seed);
+    }
+    let sockets = result.map_err(|source| match source.raw_os_error() {
+      Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EADDRNOTAVAIL) => {
+        let error = ListenError { address, syscall: "bind", source };
+        js_error(error.code(), error.to_string())
+      }
+      _ => js_error(
+        "ERR_STICKY_KERNEL_UNSUPPORTED",
+        format!("kernel steering (SO_REUSEPORT with a classic BPF program) is not available here: {source}"),
+      ),
+    })?;
+    let bound = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(address);
+    Ok(ReuseportGroup { sockets, address: bound })
+  }
+
+  #[napi]
+  pub fn address(&self) -> AddressInfo {
+    AddressInfo {
+      address: self.address.ip().to_string(),
+      family: if self.address.is_ipv4() { "IPv4".into() } else { "IPv6".into() },
+      port: u32::from(self.address.port()),
+    }
+  }
+
+  /// The listening fd of `slot`, still owned by the group: pass it to the
+  /// worker's stdio at fork, do not close it.
+  #[napi]
+  pub fn fd(&self, slot: u32) -> napi::Result<i32, ErrorCode> {
+    self
+      .sockets
+      .get(slot as usize)
+      .map(|socket| socket.as_raw_fd())
+      .ok_or_else(|| js_error("ERR_STICKY_INVALID_SLOT", format!("slot {slot} is out of range")))
+  }
+
+  /// Closes every socket of the group (connections still queued are reset).
+  #[napi]
+  pub fn close(&mut self) {
+    self.sockets.clear();
+  }
+}
+
+/// Makes an inherited fd close-on-exec (a worker's listening socket, so the
+/// worker's own children never inherit it).
+#[napi]
+pub fn claim_listening_fd(fd: i32) -> napi::Result<(), ErrorCode> {
+  channel::set_cloexec(fd).map_err(|error| js_error("ERR_STICKY_NO_CHANNEL", format!("fd {fd}: {error}")))
+}

@@ -1,0 +1,193 @@
+//! Kernel-steered routing: an `SO_REUSEPORT` group with one listening socket
+//! per worker slot and a classic BPF program that picks the socket by the
+//! client's source address. The primary is out of the per-connection path.
+//!
+//! The program is built here (pure) and mirrored by [`kernel_slot`], so tests
+//! can check what the kernel will compute. The primary keeps every socket of
+//! the group open for the life of the group: a worker that dies leaves its
+//! socket in place, so no other slot's index moves (the kernel fills a gap by
+//! moving the last socket), and connections for its slot wait in that
+//! socket's queue until the respawned worker, handed the same socket, accepts
+//! them.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic socket.h; the libc crate lacks it for Linux).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+const MIX_1: u32 = 0x9e37_79b1;
+const MIX_2: u32 = 0x85eb_ca6b;
+
+/// One classic BPF instruction (layout of the kernel's `struct sock_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Instruction {
+  pub code: u16,
+  pub jt: u8,
+  pub jf: u8,
+  pub k: u32,
+}
+
+const fn stmt(code: u32, k: u32) -> Instruction {
+  Instruction { code: code as u16, jt: 0, jf: 0, k }
+}
+
+const fn jump(code: u32, k: u32, jt: u8, jf: u8) -> Instruction {
+  Instruction { code: code as u16, jt, jf, k }
+}
+
+/// `SKF_NET_OFF + offset`: a load relative to the network (IP) header.
+const fn net(offset: u32) -> u32 {
+  (libc::SKF_NET_OFF as u32).wrapping_add(offset)
+}
+
+/// The steering program: IPv4 source, or the XOR of the four words of an
+/// IPv6 source, xored with the seed, mixed, modulo `slots`.
+pub fn steering_program(slots: u32, seed: u32) -> Vec<Instruction> {
+  use libc::{
+    BPF_ABS, BPF_ALU, BPF_B, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MISC, BPF_MOD, BPF_MUL, BPF_RET, BPF_RSH,
+    BPF_TAX, BPF_W, BPF_X, BPF_XOR,
+  };
+  debug_assert!(slots >= 1);
+  vec![
+    stmt(BPF_LD | BPF_B | BPF_ABS, net(0)),    // 0: version << 4 | ihl
+    stmt(BPF_ALU | BPF_RSH | BPF_K, 4),        // 1
+    jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 11), // 2: IPv6 -> 3, else -> 14
+    stmt(BPF_LD | BPF_W | BPF_ABS, net(8)),    // 3: IPv6 source, 4 words xored
+    stmt(BPF_MISC | BPF_TAX, 0),
+    stmt(BPF_LD | BPF_W | BPF_ABS, net(12)),
+    stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+    stmt(BPF_MISC | BPF_TAX, 0),
+    stmt(BPF_LD | BPF_W | BPF_ABS, net(16)),
+    stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+    stmt(BPF_MISC | BPF_TAX, 0),
+    stmt(BPF_LD | BPF_W | BPF_ABS, net(20)),
+    stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+    stmt(BPF_JMP | BPF_JA, 1),               // 13: -> 15
+    stmt(BPF_LD | BPF_W | BPF_ABS, net(12)), // 14: IPv4 source
+    stmt(BPF_ALU | BPF_XOR | BPF_K, seed),   // 15: mix
+    stmt(BPF_ALU | BPF_MUL | BPF_K, MIX_1),
+    stmt(BPF_MISC | BPF_TAX, 0),
+    stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
+    stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+    stmt(BPF_ALU | BPF_MUL | BPF_K, MIX_2),
+    stmt(BPF_MISC | BPF_TAX, 0),
+    stmt(BPF_ALU | BPF_RSH | BPF_K, 13),
+    stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
+    stmt(BPF_ALU | BPF_MOD | BPF_K, slots),
+    stmt(BPF_RET | libc::BPF_A, 0),
+  ]
+}
+
+/// The slot the kernel picks for a client: what [`steering_program`] computes.
+pub fn kernel_slot(client: IpAddr, slots: u32, seed: u32) -> u32 {
+  let word = match client.to_canonical() {
+    IpAddr::V4(v4) => u32::from_be_bytes(v4.octets()),
+    IpAddr::V6(v6) => {
+      let octets = v6.octets();
+      (0..4).fold(0u32, |acc, i| {
+        acc ^ u32::from_be_bytes([octets[4 * i], octets[4 * i + 1], octets[4 * i + 2], octets[4 * i + 3]])
+      })
+    }
+  };
+  let mut a = (word ^ seed).wrapping_mul(MIX_1);
+  a ^= a >> 16;
+  a = a.wrapping_mul(MIX_2);
+  a ^= a >> 13;
+  a % slots.max(1)
+}
+
+/// Binds `slots` listening sockets on the same address and port (`port` 0:
+/// the first picks one) in one `SO_REUSEPORT` group, in slot order, and
+/// attaches the steering program. An error here (old kernel, seccomp) means
+/// the caller should fall back to the accept loop.
+pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> io::Result<Vec<Socket>> {
+  let mut sockets: Vec<Socket> = Vec::with_capacity(usize::from(slots));
+  let mut port = address.port();
+  for _ in 0..slots {
+    let bind_to = SocketAddr::new(address.ip(), port);
+    let socket = Socket::new(Domain::for_address(bind_to), Type::STREAM, Some(Protocol::TCP))?;
+    if bind_to.is_ipv6() && bind_to.ip().is_unspecified() {
+      socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&bind_to.into())?;
+    socket.listen(backlog)?;
+    port = socket.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(port);
+    sockets.push(socket);
+  }
+  let program = steering_program(u32::from(slots), seed);
+  let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
+  let first = sockets.first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no slots"))?;
+  // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it.
+  let rc = unsafe {
+    libc::setsockopt(
+      first.as_raw_fd(),
+      libc::SOL_SOCKET,
+      SO_ATTACH_REUSEPORT_CBPF,
+      (&fprog as *const libc::sock_fprog).cast(),
+      std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+    )
+  };
+  if rc != 0 {
+    return Err(io::Error::last_os_error());
+  }
+  Ok(sockets)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use std::io::{Read, Write};
+  use std::net::{Ipv4Addr, TcpStream};
+
+  #[test]
+  fn instruction_has_the_kernel_layout() {
+    assert_eq!(std::mem::size_of::<Instruction>(), std::mem::size_of::<libc::sock_filter>());
+  }
+
+  #[test]
+  fn sequential_loopback_clients_spread_over_slots() {
+    let mut counts = [0usize; 3];
+    for last in 2u8..=250 {
+      counts[kernel_slot(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), 3, 0) as usize] += 1;
+    }
+    assert!(counts.iter().all(|&count| count > 50), "{counts:?}");
+  }
+
+  #[test]
+  fn the_kernel_steers_each_client_to_the_slot_the_reference_function_names() {
+    let sockets = bind_group("127.0.0.1:0".parse().unwrap(), 64, 3, 7).expect("SO_REUSEPORT + cBPF available");
+    let port = sockets[0].local_addr().unwrap().as_socket().unwrap().port();
+    for socket in &sockets {
+      socket.set_nonblocking(true).unwrap();
+    }
+    for last in 2u8..=40 {
+      let client = Ipv4Addr::new(127, 0, 0, last);
+      let stream = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+      stream.bind(&SocketAddr::new(IpAddr::V4(client), 0).into()).unwrap();
+      stream.connect(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port).into()).unwrap();
+      let mut stream = TcpStream::from(stream);
+      stream.write_all(b"x").unwrap();
+      let expected = kernel_slot(IpAddr::V4(client), 3, 7) as usize;
+      let accepted: Vec<usize> = (0..50)
+        .find_map(|_| {
+          let hits: Vec<usize> = sockets.iter().enumerate().filter_map(|(i, s)| s.accept().ok().map(|_| i)).collect();
+          if hits.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            None
+          } else {
+            Some(hits)
+          }
+        })
+        .unwrap_or_default();
+      assert_eq!(accepted, vec![expected], "client {client}");
+      let _ = stream.read(&mut [0u8; 1]);
+    }
+  }
+}

@@ -92,8 +92,8 @@ pub fn ipv6_text(rng: &mut Rng, address: Ipv6Addr) -> String {
   let zero_runs: Vec<(usize, usize)> = {
     let mut runs = Vec::new();
     let mut start = None;
-    for index in 0..=group_count {
-      let is_zero = index < group_count && groups[index] == 0;
+    let zero_flags = groups[..group_count].iter().map(|&group| group == 0).chain([false]);
+    for (index, is_zero) in zero_flags.enumerate() {
       match (is_zero, start) {
         (true, None) => start = Some(index),
         (false, Some(run_start)) => {

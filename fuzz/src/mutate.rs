@@ -151,7 +151,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// Parses hex written by [`to_hex`]; whitespace is ignored.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
   let digits: Vec<u8> = text.bytes().filter(|byte| !byte.is_ascii_whitespace()).collect();
-  if digits.len() % 2 != 0 {
+  if !digits.len().is_multiple_of(2) {
     return None;
   }
   digits

@@ -69,7 +69,7 @@ impl Target for RequestLineSidTarget {
       0..=1 => {
         let len = if rng.chance(1, 32) { rng.range(0, 9000) } else { rng.small_len(200) };
         let mut bytes = rng.bytes(len);
-        let start: &[u8] = *rng.pick(&[&b""[..], b"GET ", b"GET /?sid=", b"\r\n", b"\r", b"GET / HTTP/1."]);
+        let start: &[u8] = rng.pick::<&[u8]>(&[&b""[..], b"GET ", b"GET /?sid=", b"\r\n", b"\r", b"GET / HTTP/1."]);
         bytes.splice(0..0, start.iter().copied());
         Case { bytes, expect: Expect::Nothing }
       }

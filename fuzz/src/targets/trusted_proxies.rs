@@ -82,7 +82,7 @@ pub fn valid_entry(rng: &mut Rng) -> String {
 }
 
 fn padding(rng: &mut Rng) -> &'static str {
-  *rng.pick(&["", "", "", " ", "\t", "\n", "\r\n", " \u{a0}", "\u{3000}", "\u{2003}"])
+  rng.pick::<&str>(&["", "", "", " ", "\t", "\n", "\r\n", " \u{a0}", "\u{3000}", "\u{2003}"])
 }
 
 fn entry(rng: &mut Rng) -> String {

@@ -86,6 +86,16 @@ describe('options', () => {
   })
 })
 
+test('DEBUG=sticky-session-rs logs forks, ready slots and accepts through the debug convention', async () => {
+  const app = await startApp({ options: { workers: 2 } }, { env: { DEBUG: 'sticky-session-rs' } })
+  await request(app.port)
+  await waitUntil(() => /sticky-session-rs forked worker \d+ \(pid \d+\) into slot 1/.test(app.stderr) && /slot \d ready/.test(app.stderr), {
+    what: 'debug lines on stderr',
+  })
+  expect(app.stderr).toMatch(/listening on .* with 2 workers/)
+  await app.stop()
+})
+
 describe("sticky-session's README example", () => {
   test('runs unchanged with only the require swapped (port substituted by a free one)', async () => {
     // Install the package into a fresh app directory the way npm would link it.

@@ -49,12 +49,7 @@ class Primary extends EventEmitter {
     try {
       this.balancer = new Balancer(
         {
-          host: address,
-          hostIsDefault: options.hostIsDefault,
-          port: this.port,
-          backlog: options.backlog,
-          workers: options.workers,
-          seed: options.seed,
+          ...this.listenSpec(address),
           maxPendingPerSlot: options.maxPendingPerSlot,
           maxParked: options.maxParked,
           startupWait: options.startupWait,
@@ -87,6 +82,12 @@ class Primary extends EventEmitter {
     server.emit('listening')
   }
 
+  /** Where and how to listen: what the accept loop and the kernel group share. */
+  listenSpec(address) {
+    const { options } = this
+    return { host: address, hostIsDefault: options.hostIsDefault, port: this.port, backlog: options.backlog, workers: options.workers, seed: options.seed }
+  }
+
   /**
    * Kernel-steered mode: one SO_REUSEPORT listener per slot, steered by a
    * BPF program; the primary only forks. Returns false to fall back to the
@@ -95,14 +96,7 @@ class Primary extends EventEmitter {
   bindKernelGroup(address) {
     const { options, server } = this
     try {
-      this.group = new ReuseportGroup({
-        host: address,
-        hostIsDefault: options.hostIsDefault,
-        port: this.port,
-        backlog: options.backlog,
-        workers: options.workers,
-        seed: options.seed,
-      })
+      this.group = new ReuseportGroup(this.listenSpec(address))
     } catch (error) {
       if (error.code === 'ERR_STICKY_KERNEL_UNSUPPORTED') {
         process.emitWarning(`${error.message}; falling back to the accept loop`, { code: error.code, type: 'StickySessionWarning' })

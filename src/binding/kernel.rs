@@ -1,6 +1,6 @@
 //! `ReuseportGroup`: the listening sockets of kernel-steered routing.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use napi_derive::napi;
@@ -9,7 +9,7 @@ use socket2::Socket;
 use super::error::{js_error, ErrorCode};
 use super::primary::AddressInfo;
 use crate::channel;
-use crate::primary::ListenError;
+use crate::primary::{with_default_host_fallback, ListenError};
 use crate::reuseport;
 
 #[napi(object)]
@@ -49,29 +49,24 @@ impl ReuseportGroup {
       .parse()
       .map_err(|_| invalid(format!("seed {:?} is not an unsigned 64-bit integer", options.seed)))?;
     let seed = (seed ^ (seed >> 32)) as u32;
-    let mut address = SocketAddr::new(host, port);
-    let mut result = reuseport::bind_group(address, options.backlog, slots, seed);
-    if options.host_is_default
-      && host.is_ipv6()
-      && matches!(
-        result.as_ref().err().and_then(|e| e.raw_os_error()),
-        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
-      )
-    {
-      address = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-      result = reuseport::bind_group(address, options.backlog, slots, seed);
-    }
-    let sockets = result.map_err(|source| match source.raw_os_error() {
+    let sockets = with_default_host_fallback(host, port, options.host_is_default, |address| {
+      reuseport::bind_group(address, options.backlog, slots, seed).map_err(|source| ListenError {
+        address,
+        syscall: "bind",
+        source,
+      })
+    })
+    .map_err(|error| match error.source.raw_os_error() {
       Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EADDRNOTAVAIL) => {
-        let error = ListenError { address, syscall: "bind", source };
         js_error(error.code(), error.to_string())
       }
       _ => js_error(
         "ERR_STICKY_KERNEL_UNSUPPORTED",
-        format!("kernel steering (SO_REUSEPORT with a classic BPF program) is not available here: {source}"),
+        format!("kernel steering (SO_REUSEPORT with a classic BPF program) is not available here: {}", error.source),
       ),
     })?;
-    let bound = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(address);
+    let fallback_address = SocketAddr::new(host, port);
+    let bound = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(fallback_address);
     Ok(ReuseportGroup { sockets, address: bound })
   }
 

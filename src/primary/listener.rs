@@ -26,13 +26,24 @@ impl ListenError {
 /// the host was left at its default and IPv6 is unavailable, falls back to
 /// `0.0.0.0` as Node does.
 pub fn bind_listener(host: IpAddr, port: u16, backlog: i32, host_is_default: bool) -> Result<Socket, ListenError> {
-  match bind_exact(SocketAddr::new(host, port), backlog) {
+  with_default_host_fallback(host, port, host_is_default, |address| bind_exact(address, backlog))
+}
+
+/// Binds with `bind` at `host`, or, when the host was left at its default
+/// `::` and IPv6 is unavailable here, at `0.0.0.0` as Node does.
+pub fn with_default_host_fallback<T>(
+  host: IpAddr,
+  port: u16,
+  host_is_default: bool,
+  mut bind: impl FnMut(SocketAddr) -> Result<T, ListenError>,
+) -> Result<T, ListenError> {
+  match bind(SocketAddr::new(host, port)) {
     Err(error)
       if host_is_default
         && host.is_ipv6()
         && matches!(error.source.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)) =>
     {
-      bind_exact(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), backlog)
+      bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
     }
     other => other,
   }

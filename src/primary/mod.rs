@@ -12,5 +12,5 @@ mod stats;
 
 pub use event_loop::{AllowedWorkers, Fault, PrimaryConfig, PrimaryEvent, PrimaryHandle};
 pub use header_reader::HeaderLimits;
-pub use listener::{bind_listener, ListenError};
+pub use listener::{bind_listener, with_default_host_fallback, ListenError};
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

@@ -80,7 +80,8 @@ pub fn parse_ip_literal(text: &str) -> Option<IpAddr> {
   };
   // A zone id (`%eth0`, or `%25eth0` inside a URI) names an interface, not a client.
   let without_zone = match unbracketed.find('%') {
-    Some(at) if unbracketed.contains(':') => &unbracketed[..at],
+    // Only an IPv6 address has a zone: the part before `%` must be one.
+    Some(at) if unbracketed[..at].contains(':') => &unbracketed[..at],
     Some(_) => return None,
     None => unbracketed,
   };
@@ -107,6 +108,8 @@ mod tests {
       ("  192.168.0.1  ", Some("192.168.0.1")),
       ("::127.0.0.1", Some("::7f00:1")),
       ("1.2.3.4%eth0", None),
+      // Found by the fuzzer: a colon inside the zone does not make IPv4 into IPv6.
+      ("5.2.1.2%:", None),
       ("1.2.3", None),
       ("1.2.3.4:80", None),
       ("[::1", None),

@@ -46,6 +46,30 @@ pub enum NoDecision {
   ClosedEarly,
 }
 
+/// Decides at once when the bytes are already there (the common case: a
+/// client writes right after connecting, often before it is accepted), so
+/// the connection needs no task, timer or epoll registration. `None`: the
+/// header is not complete yet; wait for it with [`read_decision`].
+pub fn decide_now(router: &Router, socket: &Socket, peer: SocketAddr) -> Option<Result<Decision, NoDecision>> {
+  const FAST_PATH_BYTES: usize = 2048;
+  let decided = |parse: Parse<Decision, Refusal>| match parse {
+    Parse::Complete(decision) => {
+      Some(consume(socket, decision.consume).map(|()| decision).map_err(|_| NoDecision::ClosedEarly))
+    }
+    Parse::Invalid(refusal) => Some(Err(NoDecision::Refused(refusal))),
+    Parse::Incomplete => None,
+  };
+  if let Some(outcome) = decided(router.decide(peer, &[])) {
+    return Some(outcome);
+  }
+  let mut buf = [0u8; FAST_PATH_BYTES];
+  match peek(socket, &mut buf) {
+    Ok(0) => Some(Err(NoDecision::ClosedEarly)),
+    Ok(n) => decided(router.decide(peer, &buf[..n])),
+    Err(_) => None,
+  }
+}
+
 /// Peeks at `socket` until `router` decides, then consumes what the decision
 /// says (the PROXY header) and returns it.
 pub async fn read_decision(

@@ -72,5 +72,7 @@ async function runClients(port) {
   )
   console.table(rows)
   const workersUsed = new Set(rows.map((row) => row.polling)).size
-  console.log(`\n${rows.length} clients, ${workersUsed} of ${WORKERS} workers used, every client stayed on its worker: ${rows.every((row) => row.sticky === 'yes')}`)
+  const allSticky = rows.every((row) => row.sticky === 'yes')
+  console.log(`\n${rows.length} clients, ${workersUsed} of ${WORKERS} workers used, every client stayed on its worker: ${allSticky}`)
+  if (!allSticky) process.exitCode = 1
 }

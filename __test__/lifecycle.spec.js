@@ -133,7 +133,7 @@ describe('file descriptors exhausted in the primary', () => {
     const fds = require('fs').readdirSync(`/proc/${app.pid}/fd`).length
     const softLimit = execFileSync('prlimit', [`--pid=${app.pid}`, '--nofile', '--output=SOFT', '--noheadings']).toString().trim()
     // Leave the primary a handful of descriptors above what it uses now (soft limit only).
-    execFileSync('prlimit', [`--pid=${app.pid}`, `--nofile=${fds + 4}:`])
+    execFileSync('prlimit', [`--pid=${app.pid}`, `--nofile=${fds + 2}:`])
     const load = startLoad(app.port, { concurrency: 24, path: '/slow?ms=400', maxMs: 2500 })
     await sleep(1500)
     const during = await app.stats()

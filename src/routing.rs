@@ -8,7 +8,8 @@ use crate::address::ClientKey;
 use crate::hrw::Rendezvous;
 use crate::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for, pick_client};
 use crate::parsers::http_head::{
-  find_query_param, header_values, parse_request_head, request_line_sid, request_line_target, MAX_REQUEST_HEAD_LEN,
+  find_query_param, header_values, parse_request_head, request_line_sid, request_line_target, HeadError,
+  MAX_REQUEST_HEAD_LEN,
 };
 use crate::parsers::proxy_protocol::parse_proxy_header;
 use crate::parsers::trusted::TrustedProxies;
@@ -119,7 +120,13 @@ impl Router {
         if !self.trusted.contains(peer.ip()) {
           return Parse::Complete(by_peer());
         }
-        let client = match parse_request_head(peeked, 128) {
+        // 128 header slots cover real requests cheaply; a head with more is
+        // parsed again with room for as many as can fit.
+        let parsed = match parse_request_head(peeked, 128) {
+          Parse::Invalid(HeadError::TooManyHeaders { .. }) => parse_request_head(peeked, MAX_REQUEST_HEAD_LEN),
+          parsed => parsed,
+        };
+        let client = match parsed {
           Parse::Incomplete if peeked.len() < MAX_REQUEST_HEAD_LEN => return Parse::Incomplete,
           Parse::Complete(head) => {
             let (values, nodes);
@@ -258,6 +265,18 @@ mod tests {
     let head = b"GET / HTTP/1.1\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n";
     let Parse::Complete(decision) = router.decide(stranger(), head) else { panic!() };
     assert_eq!(decision.route, router.route_by_ip(stranger().ip()));
+  }
+
+  #[test]
+  fn a_forwarding_header_after_hundreds_of_other_headers_is_still_found() {
+    let router = router(RoutingMode::Header(ForwardingHeader::AddressList("x-forwarded-for".into())), false);
+    let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..300 {
+      head.extend_from_slice(format!("x-filler-{i}: 1\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"X-Forwarded-For: 198.51.100.7\r\n\r\n");
+    let Parse::Complete(decision) = router.decide(proxy(), &head) else { panic!() };
+    assert_eq!(decision.route, router.route_by_ip("198.51.100.7".parse().unwrap()));
   }
 
   #[test]

@@ -235,6 +235,11 @@ impl Dispatcher {
     self.current(slot, generation).map(|channel| &channel.fd)
   }
 
+  /// The worker owes acknowledgements, or its hello: read its replies soon.
+  pub fn awaits_replies(&self, slot: SlotId, generation: u64) -> bool {
+    self.current(slot, generation).is_some_and(|channel| !channel.ready || !channel.unacked.is_empty())
+  }
+
   pub fn wants_write(&self, slot: SlotId, generation: u64) -> bool {
     self.current(slot, generation).is_some_and(|channel| !channel.backlog.is_empty())
   }
@@ -303,7 +308,8 @@ impl Dispatcher {
     }
   }
 
-  fn read_all_replies(&mut self) {
+  /// Reads what every channel (current and standby) has for us now.
+  pub fn read_all_replies(&mut self) {
     for index in 0..self.slots.len() {
       if let Some(generation) = self.slots[index].as_ref().map(|channel| channel.generation) {
         self.read_replies(index as SlotId, generation);

@@ -322,7 +322,7 @@ fn run(
 
 /// Gives `slot` a new channel and starts serving it.
 fn attach_channel(shared: &Rc<Shared>, slot: SlotId, channel: OwnedFd) -> io::Result<()> {
-  let channel = register(channel, Interest::READABLE | Interest::WRITABLE)?;
+  let channel = register(channel, Interest::WRITABLE)?;
   let generation = shared.dispatcher.borrow_mut().attach(slot, channel.get_ref().try_clone()?);
   shared.publish();
   let served = serve_channel(shared.clone(), slot, generation, channel);
@@ -453,9 +453,11 @@ async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io
     tokio::select! {
       ready = listener.readable() => {
         let mut guard = ready?;
+        let mut accepted_any = false;
         for _ in 0..ACCEPTS_PER_WAKEUP {
           match accept_one(&shared, &listener) {
             Some(Ok(())) => {
+              accepted_any = true;
               if !shared.dispatcher.borrow().accepting() {
                 break;
               }
@@ -479,6 +481,11 @@ async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io
               break;
             }
           }
+        }
+        if accepted_any {
+          // Acknowledgements of earlier hand-offs, read while awake anyway.
+          shared.dispatcher.borrow_mut().read_all_replies();
+          shared.publish();
         }
       }
       _ = shared.gate.notified() => {}
@@ -599,24 +606,19 @@ fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAd
 async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channel: AsyncFd<OwnedFd>) {
   debug_assert!(channel.get_ref().as_raw_fd() >= 0);
   loop {
-    let wants_write = {
+    let (wants_write, busy) = {
       let dispatcher = shared.dispatcher.borrow();
       if dispatcher.channel_fd(slot, generation).is_none() {
         return;
       }
-      dispatcher.wants_write(slot, generation)
+      (dispatcher.wants_write(slot, generation), dispatcher.awaits_replies(slot, generation))
     };
+    // Replies are read without a wake-up of their own: after every accept
+    // batch (see `accept_connections`), and on this timer — soon while the
+    // worker owes acknowledgements or its hello, rarely when idle (to notice
+    // a worker that closed).
+    let poll_after = if busy { REPLY_POLL_BUSY } else { REPLY_POLL_IDLE };
     tokio::select! {
-      ready = channel.readable() => {
-        let Ok(mut guard) = ready else { break };
-        let progress = shared.dispatcher.borrow_mut().read_replies(slot, generation);
-        shared.publish();
-        match progress {
-          Progress::WouldBlock => guard.clear_ready(),
-          Progress::Gone => return,
-          Progress::Idle => {}
-        }
-      }
       ready = channel.writable(), if wants_write => {
         let Ok(mut guard) = ready else { break };
         let progress = shared.dispatcher.borrow_mut().flush(slot, generation);
@@ -627,6 +629,13 @@ async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channe
           Progress::Idle => {}
         }
       }
+      _ = tokio::time::sleep(poll_after) => {
+        let progress = shared.dispatcher.borrow_mut().read_replies(slot, generation);
+        shared.publish();
+        if progress == Progress::Gone {
+          return;
+        }
+      }
       // A dispatch queued behind a full channel, or the channel was closed or replaced.
       _ = shared.slot_wakeups[usize::from(slot)].notified() => {}
     }
@@ -634,6 +643,12 @@ async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channe
   shared.dispatcher.borrow_mut().close_channel(slot, ChannelEnd::Failed);
   shared.publish();
 }
+
+/// How soon replies are read while a worker owes acknowledgements or its hello.
+const REPLY_POLL_BUSY: Duration = Duration::from_millis(2);
+/// How soon an idle channel is checked (a closed worker is noticed this late
+/// at worst; sending to it notices at once).
+const REPLY_POLL_IDLE: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ export declare class Balancer {
    * Binds the listening socket now (so listen errors are synchronous) and
    * starts the accept loop. `on_event` receives `BalancerEvent`s.
    */
-  constructor(options: BalancerOptions, onEvent: (arg: BalancerEvent) => void)
+  constructor(listen: ListenSpec, options: BalancerOptions, onEvent: (arg: BalancerEvent) => void)
   address(): AddressInfo
   /**
    * Creates the channel of a worker about to be forked into `slot`; returns
@@ -40,7 +40,7 @@ export declare class ReuseportGroup {
    * Binds the group, or throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller
    * falls back to the accept loop) or the errno of a listen failure.
    */
-  constructor(options: ReuseportOptions)
+  constructor(listen: ListenSpec)
   address(): AddressInfo
   /**
    * The listening fd of `slot`, still owned by the group: pass it to the
@@ -92,17 +92,11 @@ export interface BalancerEvent {
   fatal?: boolean
 }
 
-/** Options of `new Balancer(...)`; `index.js` validates and fills defaults. */
+/**
+ * Options of `new Balancer(...)` beyond where to listen; `index.js`
+ * validates and fills defaults.
+ */
 export interface BalancerOptions {
-  /** An IP literal (`index.js` resolves names first). */
-  host: string
-  /** True when the user did not choose the host: `::` may then fall back to `0.0.0.0`. */
-  hostIsDefault: boolean
-  port: number
-  backlog: number
-  workers: number
-  /** Decimal string of an unsigned 64-bit seed. */
-  seed: string
   maxPendingPerSlot: number
   maxParked: number
   /** Milliseconds to wait for every worker's first hello before accepting. */
@@ -157,13 +151,16 @@ export interface Connection {
   prefix?: Buffer
 }
 
-export interface ReuseportOptions {
+/** Where and how to listen; `index.js` validates and fills defaults. */
+export interface ListenSpec {
+  /** An IP literal (`index.js` resolves names first). */
   host: string
+  /** True when the user did not choose the host: `::` may then fall back to `0.0.0.0`. */
   hostIsDefault: boolean
   port: number
   backlog: number
   workers: number
-  /** Decimal string of an unsigned 64-bit seed (its low 32 bits are used). */
+  /** Decimal string of an unsigned 64-bit seed. */
   seed: string
 }
 

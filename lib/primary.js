@@ -48,8 +48,8 @@ class Primary extends EventEmitter {
     if (options.kernel && this.bindKernelGroup(address)) return
     try {
       this.balancer = new Balancer(
+        this.listenSpec(address),
         {
-          ...this.listenSpec(address),
           maxPendingPerSlot: options.maxPendingPerSlot,
           maxParked: options.maxParked,
           startupWait: options.startupWait,

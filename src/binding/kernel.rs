@@ -1,27 +1,17 @@
 //! `ReuseportGroup`: the listening sockets of kernel-steered routing.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use napi_derive::napi;
 use socket2::Socket;
 
 use super::error::{js_error, ErrorCode};
+use super::listen::{Listen, ListenSpec};
 use super::primary::AddressInfo;
 use crate::channel;
 use crate::primary::{with_default_host_fallback, ListenError};
 use crate::reuseport;
-
-#[napi(object)]
-pub struct ReuseportOptions {
-  pub host: String,
-  pub host_is_default: bool,
-  pub port: u32,
-  pub backlog: i32,
-  pub workers: u32,
-  /// Decimal string of an unsigned 64-bit seed (its low 32 bits are used).
-  pub seed: String,
-}
 
 /// One listening socket per slot, in one `SO_REUSEPORT` group steered by
 /// source address. The primary keeps them all open; each worker is given its
@@ -37,20 +27,12 @@ impl ReuseportGroup {
   /// Binds the group, or throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller
   /// falls back to the accept loop) or the errno of a listen failure.
   #[napi(constructor)]
-  pub fn new(options: ReuseportOptions) -> napi::Result<Self, ErrorCode> {
-    let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
-    let host: IpAddr =
-      options.host.parse().map_err(|_| invalid(format!("host {:?} is not an IP address", options.host)))?;
-    let port = u16::try_from(options.port).map_err(|_| invalid(format!("port {} is out of range", options.port)))?;
-    let slots =
-      u16::try_from(options.workers).ok().filter(|&n| n >= 1).ok_or_else(|| invalid("workers must be >= 1".into()))?;
-    let seed: u64 = options
-      .seed
-      .parse()
-      .map_err(|_| invalid(format!("seed {:?} is not an unsigned 64-bit integer", options.seed)))?;
+  pub fn new(listen: ListenSpec) -> napi::Result<Self, ErrorCode> {
+    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check()?;
+    // The BPF program hashes 32-bit words: fold the seed.
     let seed = (seed ^ (seed >> 32)) as u32;
-    let sockets = with_default_host_fallback(host, port, options.host_is_default, |address| {
-      reuseport::bind_group(address, options.backlog, slots, seed).map_err(|source| ListenError {
+    let sockets = with_default_host_fallback(host, port, host_is_default, |address| {
+      reuseport::bind_group(address, backlog, slots, seed).map_err(|source| ListenError {
         address,
         syscall: "bind",
         source,

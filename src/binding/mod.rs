@@ -4,10 +4,12 @@
 
 mod error;
 mod kernel;
+mod listen;
 mod primary;
 mod worker;
 
 pub use error::ErrorCode;
 pub use kernel::{claim_listening_fd, ReuseportGroup};
+pub use listen::ListenSpec;
 pub use primary::{Balancer, BalancerOptions};
 pub use worker::{claim_channel, connect_channel, WorkerChannel};

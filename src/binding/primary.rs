@@ -1,6 +1,5 @@
 //! `Balancer`: the primary's accept loop, as JavaScript sees it.
 
-use std::net::IpAddr;
 use std::os::fd::IntoRawFd;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{from_napi, js_error, ErrorCode};
+use super::listen::{Listen, ListenSpec};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
@@ -17,18 +17,10 @@ use crate::primary::{
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
 
-/// Options of `new Balancer(...)`; `index.js` validates and fills defaults.
+/// Options of `new Balancer(...)` beyond where to listen; `index.js`
+/// validates and fills defaults.
 #[napi(object)]
 pub struct BalancerOptions {
-  /// An IP literal (`index.js` resolves names first).
-  pub host: String,
-  /// True when the user did not choose the host: `::` may then fall back to `0.0.0.0`.
-  pub host_is_default: bool,
-  pub port: u32,
-  pub backlog: i32,
-  pub workers: u32,
-  /// Decimal string of an unsigned 64-bit seed.
-  pub seed: String,
   pub max_pending_per_slot: u32,
   pub max_parked: u32,
   /// Milliseconds to wait for every worker's first hello before accepting.
@@ -118,26 +110,19 @@ impl Balancer {
   /// Binds the listening socket now (so listen errors are synchronous) and
   /// starts the accept loop. `on_event` receives `BalancerEvent`s.
   #[napi(constructor)]
-  pub fn new(options: BalancerOptions, on_event: Function<'_, BalancerEvent, ()>) -> Result<Self, ErrorCode> {
-    let host: IpAddr = options
-      .host
-      .parse()
-      .map_err(|_| js_error("ERR_STICKY_INVALID_OPTION", format!("host {:?} is not an IP address", options.host)))?;
-    let port = u16::try_from(options.port)
-      .map_err(|_| js_error("ERR_STICKY_INVALID_OPTION", format!("port {} is out of range 0..65535", options.port)))?;
-    let slots = u16::try_from(options.workers).ok().filter(|&n| n >= 1).ok_or_else(|| {
-      js_error("ERR_STICKY_INVALID_OPTION", format!("workers {} must be between 1 and 65535", options.workers))
-    })?;
-    let seed: u64 = options.seed.parse().map_err(|_| {
-      js_error("ERR_STICKY_INVALID_OPTION", format!("seed {:?} is not an unsigned 64-bit integer", options.seed))
-    })?;
+  pub fn new(
+    listen: ListenSpec,
+    options: BalancerOptions,
+    on_event: Function<'_, BalancerEvent, ()>,
+  ) -> Result<Self, ErrorCode> {
+    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check()?;
     let events = on_event
       .build_threadsafe_function::<BalancerEvent>()
       .callee_handled::<false>()
       .weak::<true>()
       .build_callback(|context| Ok(context.value))
       .map_err(from_napi)?;
-    let listener = bind_listener(host, port, options.backlog, options.host_is_default).map_err(|error| {
+    let listener = bind_listener(host, port, backlog, host_is_default).map_err(|error| {
       let mut js = js_error(error.code(), error.to_string());
       js.reason = format!("{} (syscall {})", error, error.syscall);
       js

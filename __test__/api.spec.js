@@ -141,3 +141,13 @@ test('a process that was not forked by sticky.listen gets ERR_STICKY_NO_CHANNEL 
     fs.rmSync(path.dirname(file), { recursive: true, force: true })
   }
 })
+
+test('without a native binary the error names what was tried and how to build from source', () => {
+  const script = `try { require(${JSON.stringify(path.resolve(__dirname, '..'))}) } catch (error) { console.log(JSON.stringify({ code: error.code, message: error.message })) }`
+  const output = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: '/nonexistent/sticky.node' } })
+  const { code, message } = JSON.parse(output.toString())
+  expect(code).toBe('ERR_STICKY_NO_BINDING')
+  expect(message).toMatch(new RegExp(`sticky-session-rs-${process.platform}-${process.arch}`))
+  expect(message).toMatch(/npm run build/)
+  expect(message).toMatch(/Rust toolchain/)
+})

@@ -65,3 +65,17 @@ describe('kernel: true', () => {
     )
   })
 })
+
+describe('kernel: true where the kernel refuses', () => {
+  test('the primary warns and falls back to the accept loop, and clients are served as usual', async () => {
+    const app = await startApp({ options: { workers: 2, kernel: true } }, { env: { STICKY_FAULT_INJECTION: 'kernel-unsupported' } })
+    const warning = await app.waitFor('warning', (w) => w.code === 'ERR_STICKY_KERNEL_UNSUPPORTED')
+    expect(warning.message).toMatch(/falling back to the accept loop/)
+    const pids = new Set()
+    for (let i = 0; i < 10; i++) pids.add((await request(app.port, { localAddress: clientIp(i) })).json.pid)
+    expect(pids.size).toBe(2)
+    const stats = await app.stats()
+    expect(stats.kernel).toBeUndefined()
+    expect(stats.accepted).toBeGreaterThanOrEqual(10)
+  })
+})

@@ -273,3 +273,30 @@ describe("routing: 'sid'", () => {
     }
   })
 })
+
+describe("routing: 'sid' with other balancing methods for new sessions", () => {
+  test.each([
+    ['round-robin', (counts) => expect(counts).toEqual([2, 2, 2])],
+    ['random', (counts) => expect(counts.reduce((a, b) => a + b, 0)).toBe(6)],
+  ])('%s: six handshakes from one address, each session stays on its worker', async (method, check) => {
+    const app = await startApp({ options: { workers: 3, routing: 'sid', loadBalancingMethod: method } })
+    const clients = []
+    try {
+      for (let i = 0; i < 6; i++) {
+        const socket = ioClient(app.port, '127.0.0.1')
+        clients.push(socket)
+        await once(socket, 'connect')
+      }
+      const perWorker = new Map()
+      for (const socket of clients) {
+        const [a, b] = [await emitWithAck(socket, 'whoami'), await emitWithAck(socket, 'whoami')]
+        expect(b.pid).toBe(a.pid)
+        perWorker.set(a.pid, (perWorker.get(a.pid) || 0) + 1)
+      }
+      check([...perWorker.values()].sort())
+    } finally {
+      clients.forEach((socket) => socket.close())
+      await app.stop()
+    }
+  })
+})

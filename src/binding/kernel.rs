@@ -29,6 +29,9 @@ impl ReuseportGroup {
   #[napi(constructor)]
   pub fn new(listen: ListenSpec) -> napi::Result<Self, ErrorCode> {
     let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check()?;
+    if super::injected_fault().as_deref() == Some("kernel-unsupported") {
+      return Err(js_error("ERR_STICKY_KERNEL_UNSUPPORTED", "kernel steering refused (fault injection)"));
+    }
     // The BPF program hashes 32-bit words: fold the seed.
     let seed = (seed ^ (seed >> 32)) as u32;
     let sockets = with_default_host_fallback(host, port, host_is_default, |address| {

@@ -13,3 +13,10 @@ pub use kernel::{claim_listening_fd, ReuseportGroup};
 pub use listen::ListenSpec;
 pub use primary::{Balancer, BalancerOptions};
 pub use worker::{claim_channel, connect_channel, WorkerChannel};
+
+/// The failure a test asked to inject (`STICKY_FAULT_INJECTION`), read when a
+/// balancer starts, never on a connection's path: `accept-panic`,
+/// `kernel-unsupported`.
+fn injected_fault() -> Option<String> {
+  std::env::var("STICKY_FAULT_INJECTION").ok()
+}

@@ -164,8 +164,8 @@ impl Balancer {
       },
       sessions,
       rendezvous: options.rendezvous.as_ref().map(|name| (name.as_bytes().to_vec(), allowed.clone())),
-      fault: match std::env::var("STICKY_FAULT_INJECTION").as_deref() {
-        Ok("accept-panic") => Some(Fault::AcceptPanic),
+      fault: match super::injected_fault().as_deref() {
+        Some("accept-panic") => Some(Fault::AcceptPanic),
         _ => None,
       },
       max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,

@@ -78,6 +78,13 @@ describe('ip routing with socket.io', () => {
     expect([...seen.keys()].sort()).toEqual(['0', '1', '2'])
     for (const identity of seen.values()) expect(identity.inheritedChannelFd).toBeNull()
   })
+
+  test("a worker's own child processes do not inherit its channel (close-on-exec)", async () => {
+    const { json } = await request(app.port, { path: '/child-fds' })
+    expect(json.channel).toMatch(/^socket:\[\d+\]$/)
+    expect(json.inherited.length).toBeGreaterThan(0)
+    expect(json.inherited).not.toContain(json.channel)
+  })
 })
 
 describe('https', () => {

@@ -82,10 +82,6 @@ impl Router {
     Router { mode, trusted, ignore_missing_header, hrw }
   }
 
-  pub fn mode(&self) -> &RoutingMode {
-    &self.mode
-  }
-
   /// The route of a client known only by its IP address.
   pub fn route_by_ip(&self, ip: IpAddr) -> Route {
     Route::Hash(self.hrw.key_hash(ClientKey::from_ip(ip).as_bytes()))

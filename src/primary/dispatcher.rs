@@ -231,8 +231,9 @@ impl Dispatcher {
     self.parked.is_empty() && self.slots.iter().flatten().all(|channel| channel.pending() == 0)
   }
 
-  pub fn channel_fd(&self, slot: SlotId, generation: u64) -> Option<&OwnedFd> {
-    self.current(slot, generation).map(|channel| &channel.fd)
+  /// Whether this generation of the slot's channel (current or standby) is still open.
+  pub fn has_channel(&self, slot: SlotId, generation: u64) -> bool {
+    self.current(slot, generation).is_some()
   }
 
   /// The worker owes acknowledgements, or its hello: read its replies soon.
@@ -308,10 +309,21 @@ impl Dispatcher {
     }
   }
 
-  /// Reads what every channel (current and standby) has for us now.
-  pub fn read_all_replies(&mut self) {
+  /// Reads what every current channel has for us now (a session report may
+  /// wait on any of them).
+  fn read_all_replies(&mut self) {
+    self.read_replies_where(|_| true);
+  }
+
+  /// Reads the acknowledgements of the channels that owe some: one `recvmsg`
+  /// per busy slot, none for idle ones (their timer notices a hello or a close).
+  pub fn read_owed_acks(&mut self) {
+    self.read_replies_where(|channel| !channel.unacked.is_empty());
+  }
+
+  fn read_replies_where(&mut self, wanted: impl Fn(&SlotChannel) -> bool) {
     for index in 0..self.slots.len() {
-      if let Some(generation) = self.slots[index].as_ref().map(|channel| channel.generation) {
+      if let Some(generation) = self.slots[index].as_ref().filter(|channel| wanted(channel)).map(|c| c.generation) {
         self.read_replies(index as SlotId, generation);
       }
     }

@@ -484,7 +484,7 @@ async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io
         }
         if accepted_any {
           // Acknowledgements of earlier hand-offs, read while awake anyway.
-          shared.dispatcher.borrow_mut().read_all_replies();
+          shared.dispatcher.borrow_mut().read_owed_acks();
           shared.publish();
         }
       }
@@ -604,11 +604,10 @@ fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAd
 
 /// Serves one channel of one slot until it closes or is replaced.
 async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channel: AsyncFd<OwnedFd>) {
-  debug_assert!(channel.get_ref().as_raw_fd() >= 0);
   loop {
     let (wants_write, busy) = {
       let dispatcher = shared.dispatcher.borrow();
-      if dispatcher.channel_fd(slot, generation).is_none() {
+      if !dispatcher.has_channel(slot, generation) {
         return;
       }
       (dispatcher.wants_write(slot, generation), dispatcher.awaits_replies(slot, generation))

@@ -1,11 +1,10 @@
 'use strict'
 // Worker death, graceful close, and hostile or broken clients.
 
-const { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp } = require('./helpers')
+const { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, sleep } = require('./helpers')
 
 afterAll(stopAll)
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('a worker killed with SIGKILL', () => {
   let app

@@ -161,6 +161,8 @@ function rawConnection(port, localAddress = '127.0.0.1') {
   })
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
 /** A port nothing listens on right now (for tests that need a busy port). */
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -174,4 +176,5 @@ function freePort() {
 }
 
 module.exports = {
+  sleep,
   freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }

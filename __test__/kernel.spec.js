@@ -2,11 +2,10 @@
 // Kernel-steered routing (kernel: true): SO_REUSEPORT listeners, one per
 // slot, steered by a classic BPF program; the primary is out of the path.
 
-const { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, clientIp } = require('./helpers')
+const { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, clientIp, sleep } = require('./helpers')
 
 afterAll(stopAll)
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('kernel: true', () => {
   let app

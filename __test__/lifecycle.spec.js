@@ -4,11 +4,10 @@
 
 const { execFileSync } = require('child_process')
 const http = require('http')
-const { startApp, stopAll, request, waitUntil, clientIp } = require('./helpers')
+const { startApp, stopAll, request, waitUntil, clientIp, sleep } = require('./helpers')
 
 afterAll(stopAll)
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
  * Closed-loop load: `concurrency` loops, each sending one request per new

@@ -8,19 +8,13 @@
 //! concatenation of each line's nodes), a line yields at most one node per
 //! comma, and addresses are canonical.
 
-use crate::mutate::{self, escape};
-use crate::targets::nodes;
-use crate::targets::x_forwarded_for::{classify, random_values};
+use crate::mutate::escape;
+use crate::targets::nodes::{self, Case};
+use crate::targets::x_forwarded_for::classify;
 use crate::{Checked, Cx, Rng, Target, Violation};
 use sticky_session_rs::parsers::forwarded::{parse_forwarded, ForwardedNode};
 
 pub struct ForwardedTarget;
-
-#[derive(Debug)]
-pub struct Case {
-  pub values: Vec<Vec<u8>>,
-  pub expect: Option<Vec<ForwardedNode>>,
-}
 
 const DICTIONARY: &[&[u8]] =
   &[b"for=", b"For=\"", b";", b",", b"\"", b"\\", b"\\\"", b"[", b"]:", b"=", b" ", b"by=", b"_hidden", b"unknown"];
@@ -31,22 +25,7 @@ impl Target for ForwardedTarget {
   type Case = Case;
 
   fn generate(rng: &mut Rng) -> Case {
-    match rng.below(10) {
-      0..=1 => Case { values: random_values(rng, b"for=\";,\\ \t:[]%._0123456789abcdef"), expect: None },
-      2..=5 => {
-        let (values, nodes) = nodes::forwarded_values(rng);
-        Case { values, expect: Some(nodes) }
-      }
-      _ => {
-        let (mut values, _) = nodes::forwarded_values(rng);
-        if values.is_empty() {
-          values.push(Vec::new());
-        }
-        let index = rng.below(values.len());
-        mutate::mutate(rng, &mut values[index], DICTIONARY, 4000);
-        Case { values, expect: None }
-      }
-    }
+    Case::generate(rng, b"for=\";,\\ \t:[]%._0123456789abcdef", nodes::forwarded_values, DICTIONARY)
   }
 
   fn parts(case: &Case) -> Vec<Vec<u8>> {
@@ -54,11 +33,11 @@ impl Target for ForwardedTarget {
   }
 
   fn from_parts(parts: Vec<Vec<u8>>) -> Case {
-    Case { values: parts, expect: None }
+    Case::from_parts(parts)
   }
 
   fn from_fuzz_input(data: &[u8]) -> Case {
-    Case { values: data.split(|&byte| byte == b'\n').map(<[u8]>::to_vec).collect(), expect: None }
+    Case::from_lines(data)
   }
 
   fn check(case: &Case, cx: &mut Cx) -> Checked {

@@ -133,7 +133,7 @@ fn split_into_lines<T>(rng: &mut Rng, items: Vec<T>) -> Vec<Vec<T>> {
 
 /// `X-Forwarded-For` header values (one per header line) and their nodes,
 /// leftmost first.
-pub fn xff_values(rng: &mut Rng) -> (Vec<Vec<u8>>, Vec<ForwardedNode>) {
+pub fn xff_values(rng: &mut Rng) -> ValuesAndNodes {
   let count = rng.small_len(8);
   let mut entries: Vec<Vec<u8>> = Vec::new();
   let mut nodes = Vec::new();
@@ -248,7 +248,7 @@ fn forwarded_element(rng: &mut Rng) -> (Vec<u8>, Option<ForwardedNode>) {
 }
 
 /// `Forwarded` header values (one per header line) and their nodes.
-pub fn forwarded_values(rng: &mut Rng) -> (Vec<Vec<u8>>, Vec<ForwardedNode>) {
+pub fn forwarded_values(rng: &mut Rng) -> ValuesAndNodes {
   let count = rng.small_len(6);
   let elements: Vec<(Vec<u8>, Option<ForwardedNode>)> = (0..count).map(|_| forwarded_element(rng)).collect();
   let nodes = elements.iter().filter_map(|(_, node)| *node).collect();
@@ -277,4 +277,57 @@ mod tests {
       assert_eq!(parse_forwarded(&[element.as_bytes()]), vec![ForwardedNode::Unknown], "{element}");
     }
   }
+}
+
+/// Header values (one per header line) and the nodes they must parse to.
+pub type ValuesAndNodes = (Vec<Vec<u8>>, Vec<ForwardedNode>);
+
+/// A case for the forwarding-header targets: header values (one per header
+/// line) and, for generated values, the nodes they must give.
+#[derive(Debug)]
+pub struct Case {
+  pub values: Vec<Vec<u8>>,
+  pub expect: Option<Vec<ForwardedNode>>,
+}
+
+impl Case {
+  /// 20% random bytes sprinkled with `sprinkle`, 40% values from `valid`
+  /// with their expected nodes, 40% valid values with one of them mutated.
+  pub fn generate(rng: &mut Rng, sprinkle: &[u8], valid: fn(&mut Rng) -> ValuesAndNodes, dictionary: &[&[u8]]) -> Case {
+    match rng.below(10) {
+      0..=1 => Case { values: random_values(rng, sprinkle), expect: None },
+      2..=5 => {
+        let (values, nodes) = valid(rng);
+        Case { values, expect: Some(nodes) }
+      }
+      _ => {
+        let (mut values, _) = valid(rng);
+        if values.is_empty() {
+          values.push(Vec::new());
+        }
+        let index = rng.below(values.len());
+        crate::mutate::mutate(rng, &mut values[index], dictionary, 4000);
+        Case { values, expect: None }
+      }
+    }
+  }
+
+  pub fn from_parts(parts: Vec<Vec<u8>>) -> Case {
+    Case { values: parts, expect: None }
+  }
+
+  /// A fuzzer's input: one header line per `\n`.
+  pub fn from_lines(data: &[u8]) -> Case {
+    Case::from_parts(data.split(|&byte| byte == b'\n').map(<[u8]>::to_vec).collect())
+  }
+}
+
+pub fn random_values(rng: &mut Rng, sprinkle: &[u8]) -> Vec<Vec<u8>> {
+  let count = rng.range(1, 3);
+  (0..count)
+    .map(|_| {
+      let len = rng.small_len(80);
+      (0..len).map(|_| if rng.chance(1, 3) { *rng.pick(sprinkle) } else { rng.byte() }).collect()
+    })
+    .collect()
 }

@@ -9,30 +9,14 @@
 //! on its own to the same node, and the same elements sent as RFC 7239
 //! `for="..."` quoted strings give the same nodes from `parse_forwarded`.
 
-use crate::mutate::{self, escape};
-use crate::targets::nodes;
+use crate::mutate::escape;
+use crate::targets::nodes::{self, Case};
 use crate::{Checked, Cx, Outcome, Rng, Target, Violation};
 use sticky_session_rs::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for, ForwardedNode};
 
 pub struct XForwardedForTarget;
 
-#[derive(Debug)]
-pub struct Case {
-  pub values: Vec<Vec<u8>>,
-  pub expect: Option<Vec<ForwardedNode>>,
-}
-
 const DICTIONARY: &[&[u8]] = &[b",", b", ", b"[", b"]:", b"%", b"::", b"::ffff:", b"unknown", b"_", b":80", b"\t"];
-
-pub fn random_values(rng: &mut Rng, sprinkle: &[u8]) -> Vec<Vec<u8>> {
-  let count = rng.range(1, 3);
-  (0..count)
-    .map(|_| {
-      let len = rng.small_len(80);
-      (0..len).map(|_| if rng.chance(1, 3) { *rng.pick(sprinkle) } else { rng.byte() }).collect()
-    })
-    .collect()
-}
 
 impl Target for XForwardedForTarget {
   const NAME: &'static str = "x_forwarded_for";
@@ -40,22 +24,7 @@ impl Target for XForwardedForTarget {
   type Case = Case;
 
   fn generate(rng: &mut Rng) -> Case {
-    match rng.below(10) {
-      0..=1 => Case { values: random_values(rng, b",  \t:[]%.0123456789abcdef_"), expect: None },
-      2..=5 => {
-        let (values, nodes) = nodes::xff_values(rng);
-        Case { values, expect: Some(nodes) }
-      }
-      _ => {
-        let (mut values, _) = nodes::xff_values(rng);
-        if values.is_empty() {
-          values.push(Vec::new());
-        }
-        let index = rng.below(values.len());
-        mutate::mutate(rng, &mut values[index], DICTIONARY, 4000);
-        Case { values, expect: None }
-      }
-    }
+    Case::generate(rng, b",  \t:[]%.0123456789abcdef_", nodes::xff_values, DICTIONARY)
   }
 
   fn parts(case: &Case) -> Vec<Vec<u8>> {
@@ -63,11 +32,11 @@ impl Target for XForwardedForTarget {
   }
 
   fn from_parts(parts: Vec<Vec<u8>>) -> Case {
-    Case { values: parts, expect: None }
+    Case::from_parts(parts)
   }
 
   fn from_fuzz_input(data: &[u8]) -> Case {
-    Case { values: data.split(|&byte| byte == b'\n').map(<[u8]>::to_vec).collect(), expect: None }
+    Case::from_lines(data)
   }
 
   fn check(case: &Case, cx: &mut Cx) -> Checked {

@@ -181,5 +181,15 @@ function reload(callback) {
   return primary.reload(callback)
 }
 
+// The export list, written once, in the form Node's CommonJS export detection
+// reads (`module.exports.name = ...`): ESM `import { listen } from` derives
+// its named exports from these lines, so the two faces cannot drift.
+// (`Object.assign(module.exports, ...)` would hide them from ESM.)
 module.exports = sticky
-Object.assign(sticky, { listen, stats, close, reload, setupMaster, setupPrimary: setupMaster, setupWorker })
+module.exports.listen = listen
+module.exports.stats = stats
+module.exports.close = close
+module.exports.reload = reload
+module.exports.setupMaster = setupMaster
+module.exports.setupPrimary = setupMaster
+module.exports.setupWorker = setupWorker

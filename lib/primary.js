@@ -13,6 +13,7 @@ const net = require('net')
 const debug = require('debug')('sticky-session-rs')
 const { Balancer, ReuseportGroup } = require('./native')
 const { listenError, stickyError } = require('./errors')
+const { kernelModeObstacle } = require('./worker')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -96,6 +97,8 @@ class Primary extends EventEmitter {
   bindKernelGroup(address) {
     const { options, server } = this
     try {
+      const obstacle = kernelModeObstacle()
+      if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', obstacle)
       this.group = new ReuseportGroup(this.listenSpec(address))
     } catch (error) {
       if (error.code === 'ERR_STICKY_KERNEL_UNSUPPORTED') {

@@ -4,7 +4,8 @@
 
 const { execFileSync } = require('child_process')
 const http = require('http')
-const { startApp, stopAll, request, waitUntil, clientIp, sleep } = require('./helpers')
+const net = require('net')
+const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -105,6 +106,85 @@ describe('rolling reload under load', () => {
     for (let i = 0; i < 40; i++) expect((await request(app.port, { localAddress: clientIp(i) })).json.slot).toBe(slotOf.get(clientIp(i)))
     expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
     console.log(`reload (${how}) under load: ${results.length} requests, 0 failed`)
+  })
+})
+
+/**
+ * One HTTP/1.1 request on a raw connection that says nothing about keep-alive
+ * (so it is kept alive unless the server says otherwise). `head` resolves with
+ * the response head; `done` with the head, the body as text, and whether the
+ * server ended the connection within `timeout`.
+ */
+function keepAliveRequest(port, localAddress, { path = '/whoami', timeout = 15000 } = {}) {
+  const socket = net.connect({ host: '127.0.0.1', port, localAddress }, () => socket.write(`GET ${path} HTTP/1.1\r\nHost: sticky.test\r\n\r\n`))
+  let text = ''
+  let headArrived
+  const head = new Promise((resolve) => (headArrived = resolve))
+  const done = new Promise((resolve) => {
+    const settle = (outcome) => {
+      clearTimeout(timer)
+      socket.destroy()
+      const split = text.indexOf('\r\n\r\n')
+      resolve({ head: text.slice(0, split), body: text.slice(split + 4), ...outcome })
+    }
+    const timer = setTimeout(() => settle({ ended: false }), timeout)
+    socket.on('end', () => settle({ ended: true }))
+    socket.on('error', (error) => settle({ ended: false, error: error.code }))
+  })
+  socket.setEncoding('latin1')
+  socket.on('data', (chunk) => {
+    text += chunk
+    if (text.includes('\r\n\r\n')) headArrived(text.slice(0, text.indexOf('\r\n\r\n')))
+  })
+  return { head, done }
+}
+
+describe('a closing worker', () => {
+  test('answers every connection of its last delivery (none read yet when it starts closing), each response ending its connection; a silent one is closed by the shutdown timeout', async () => {
+    // The first worker holds what it takes until the reload closes its channel, then adopts it all and closes at once.
+    const shutdownTimeout = 2000
+    const app = await startApp({ options: { workers: 1, shutdownTimeout }, firstWorkerHoldsConnectionsUntilReplaced: true })
+    const [old] = app.workerPids()
+    const closing = Array.from({ length: 6 }, (_, i) => request(app.port, { localAddress: clientIp(i) }).catch((error) => ({ error: error.code })))
+    const keepAlive = Array.from({ length: 4 }, (_, i) => keepAliveRequest(app.port, clientIp(6 + i)).done)
+    // A client that connects and never sends a request must not keep the worker for ever.
+    const silent = await rawConnection(app.port, clientIp(10))
+    const silentClosed = new Promise((resolve) => silent.on('close', resolve))
+    silent.on('error', () => {})
+    await waitUntil(async () => (await app.stats()).slots[0].acknowledged >= 11, { what: 'the first worker to hold 11 connections' })
+    app.child.stdin.write('reload\n')
+    expect((await app.waitFor('reloaded', () => true, shutdownTimeout + 5000)).error).toBeNull()
+    await silentClosed
+    const answers = await Promise.all(closing)
+    expect(answers.map((a) => a.error ?? a.status)).toEqual(Array(6).fill(200))
+    expect(answers.map((a) => a.json.pid)).toEqual(Array(6).fill(old))
+    for (const answer of await Promise.all(keepAlive)) {
+      expect(answer).toEqual(expect.objectContaining({ ended: true }))
+      expect(answer.head).toMatch(/^HTTP\/1\.1 200 /)
+      expect(JSON.parse(answer.body).pid).toBe(old)
+      // A client must not reuse a connection of a worker that is going away.
+      expect(answer.head).toMatch(/\r\nConnection: close(\r\n|$)/i)
+    }
+    expect(app.find('exit', (e) => e.pid === old)).toEqual([expect.objectContaining({ code: 0 })])
+  })
+
+  test('ends each kept-alive connection once the response it had under way is sent, not after keepAliveTimeout', async () => {
+    // Kept-alive connections would otherwise hold the closing worker for a minute, or until the shutdown timeout.
+    const app = await startApp({ options: { workers: 1, shutdownTimeout: 30000 }, keepAliveTimeout: 60000 })
+    const [worker] = app.workerPids()
+    const slow = keepAliveRequest(app.port, clientIp(0), { path: '/slow?ms=1000', timeout: 5000 })
+    await waitUntil(async () => (await app.stats()).slots[0].acknowledged >= 1, { what: 'the worker to take the slow request' })
+    const streaming = keepAliveRequest(app.port, clientIp(1), { path: '/stream?ms=1000', timeout: 5000 })
+    // This head promised keep-alive before the worker started closing; the slow one's is not written yet.
+    expect(await streaming.head).toMatch(/\r\nConnection: keep-alive\r\n/i)
+    expect((await request(app.port, { localAddress: clientIp(2), path: '/close' })).json.pid).toBe(worker)
+    const [slowed, streamed] = await Promise.all([slow.done, streaming.done])
+    expect(slowed).toEqual(expect.objectContaining({ ended: true, head: expect.stringMatching(/\r\nConnection: close(\r\n|$)/i) }))
+    expect(JSON.parse(slowed.body).pid).toBe(worker)
+    expect(streamed.body).toContain(`"pid":${worker}`)
+    expect(streamed.body.endsWith('0\r\n\r\n')).toBe(true)
+    expect(streamed.ended).toBe(true)
+    await app.waitFor('exit', (e) => e.pid === worker, 5000)
   })
 })
 

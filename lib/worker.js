@@ -5,6 +5,7 @@
 // path would, so timeouts, `close()` and `getConnections()` behave.
 
 const cluster = require('cluster')
+const diagnosticsChannel = require('diagnostics_channel')
 const net = require('net')
 const os = require('os')
 const path = require('path')
@@ -145,6 +146,70 @@ function tlsPeerNames(server) {
 }
 
 /**
+ * Node's own list of an http(s) server's connections (their parsers; each has
+ * `.socket`), made when the server starts listening; undefined elsewhere.
+ */
+function connectionsListOf(server) {
+  const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections')
+  const list = symbol && server[symbol]
+  return list && typeof list.idle === 'function' && typeof list.all === 'function' ? list : undefined
+}
+
+/**
+ * Idle means between two requests, on every Node version. `server.close()`
+ * closes idle connections at once, and Node >= 26.4 (nodejs/node#63470) counts
+ * a connection that has not begun its first request as idle; 20 to 24 count it
+ * as busy. A worker closes in the very tick it adopts the last connections the
+ * primary sent it (its channel closed: reload, shutdown), when their requests
+ * are still unread in the socket: on 26 close() reset them (see
+ * __test__/fixtures/repros/node26-close-after-emit.js). A connection that
+ * stays silent is closed by the shutdown timeout, as on 20 to 24.
+ */
+function idleOnlyBetweenRequests(server) {
+  const connections = connectionsListOf(server)
+  if (!connections) return
+  const idle = connections.idle
+  // A parser's `incoming` is its latest request, null until the first one.
+  connections.idle = function idleBetweenRequests() {
+    return idle.call(this).filter((parser) => parser.incoming != null)
+  }
+}
+
+/**
+ * From the moment the server starts closing, every response ends its
+ * connection, as after `Connection: close`: a client must not send more
+ * requests to a worker that is going away, and a kept-alive connection must
+ * not hold a closing worker for `keepAliveTimeout`. A response started before
+ * close() whose head already promised keep-alive ends its connection once it
+ * is sent, if nothing else is under way there.
+ */
+function endConnectionsAfterTheirResponse(server) {
+  const connections = connectionsListOf(server)
+  if (!connections) return
+  const noKeepAlive = (response) => {
+    if (!response.headersSent) response.shouldKeepAlive = false
+  }
+  for (const parser of connections.all()) {
+    if (parser.socket && parser.socket._httpMessage) noKeepAlive(parser.socket._httpMessage)
+  }
+  const endIfIdle = (socket) => {
+    if (socket.destroyed || !socket.writable || socket._httpMessage) return
+    if (connections.idle().some((parser) => parser.socket === socket)) socket.destroySoon()
+  }
+  // Node announces every server's requests and finished responses on these channels.
+  const onRequestStart = (message) => message.server === server && noKeepAlive(message.response)
+  // On the next tick: after Node's own handling of the finished response
+  // (which ends the connection itself after `Connection: close`).
+  const onResponseFinish = (message) => message.server === server && process.nextTick(endIfIdle, message.socket)
+  diagnosticsChannel.subscribe('http.server.request.start', onRequestStart)
+  diagnosticsChannel.subscribe('http.server.response.finish', onResponseFinish)
+  server.once('close', () => {
+    diagnosticsChannel.unsubscribe('http.server.request.start', onRequestStart)
+    diagnosticsChannel.unsubscribe('http.server.response.finish', onResponseFinish)
+  })
+}
+
+/**
  * What every worker does whichever way it gets connections: `stopTaking()`
  * runs once, the moment the server starts closing (user `server.close()`,
  * primary disconnect, SIGTERM, or the primary closing the channel); the
@@ -154,10 +219,12 @@ function manageLifecycle(server, stopTaking) {
   let closing = false
   const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
   const close = server.close
+  server.once('listening', () => idleOnlyBetweenRequests(server))
   server.close = function closeStickyServer(...args) {
     if (!closing) {
       closing = true
       stopTaking()
+      endConnectionsAfterTheirResponse(server)
       // Connections that never end (websockets, long polls) must not keep a
       // closing worker alive for ever.
       setTimeout(() => {

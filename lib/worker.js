@@ -5,7 +5,6 @@
 // path would, so timeouts, `close()` and `getConnections()` behave.
 
 const cluster = require('cluster')
-const diagnosticsChannel = require('diagnostics_channel')
 const net = require('net')
 const os = require('os')
 const path = require('path')
@@ -114,24 +113,17 @@ function sidOfHandshake(chunk) {
  */
 function routeAwareResponses(server, channel, routing) {
   if (routing !== 'sid' && routing !== 'header') return
-  // Hooked on `emit`, not as a 'request' listener: engine.io's attach()
-  // removes the server's request listeners and calls them only for requests
-  // that are not its own.
-  const emit = server.emit
-  server.emit = function emitRouteAware(event, req, res) {
-    if (event === 'request') {
-      res.setHeader('Connection', 'close')
-      if (routing === 'sid' && isPollingHandshake(req.url)) {
-        const end = res.end
-        res.end = function endReportingSession(chunk, ...rest) {
-          const sid = sidOfHandshake(chunk)
-          if (sid) channel.reportSession(sid, true)
-          return end.call(this, chunk, ...rest)
-        }
+  observeRequests(server, (req, res) => {
+    res.setHeader('Connection', 'close')
+    if (routing === 'sid' && isPollingHandshake(req.url)) {
+      const end = res.end
+      res.end = function endReportingSession(chunk, ...rest) {
+        const sid = sidOfHandshake(chunk)
+        if (sid) channel.reportSession(sid, true)
+        return end.call(this, chunk, ...rest)
       }
     }
-    return emit.apply(this, arguments)
-  }
+  })
 }
 
 /**
@@ -146,67 +138,72 @@ function tlsPeerNames(server) {
 }
 
 /**
- * Node's own list of an http(s) server's connections (their parsers; each has
- * `.socket`), made when the server starts listening; undefined elsewhere.
+ * Calls `observer(req, res)` for every request the server emits, before its
+ * listeners run. Hooked on `emit`, not as a 'request' listener: engine.io's
+ * attach() removes the server's request listeners and calls them only for
+ * requests that are not its own.
  */
-function connectionsListOf(server) {
-  const symbol = Object.getOwnPropertySymbols(server).find((s) => s.description === 'http.server.connections')
-  const list = symbol && server[symbol]
-  return list && typeof list.idle === 'function' && typeof list.all === 'function' ? list : undefined
-}
-
-/**
- * Idle means between two requests, on every Node version. `server.close()`
- * closes idle connections at once, and Node >= 26.4 (nodejs/node#63470) counts
- * a connection that has not begun its first request as idle; 20 to 24 count it
- * as busy. A worker closes in the very tick it adopts the last connections the
- * primary sent it (its channel closed: reload, shutdown), when their requests
- * are still unread in the socket: on 26 close() reset them (see
- * __test__/fixtures/repros/node26-close-after-emit.js). A connection that
- * stays silent is closed by the shutdown timeout, as on 20 to 24.
- */
-function idleOnlyBetweenRequests(server) {
-  const connections = connectionsListOf(server)
-  if (!connections) return
-  const idle = connections.idle
-  // A parser's `incoming` is its latest request, null until the first one.
-  connections.idle = function idleBetweenRequests() {
-    return idle.call(this).filter((parser) => parser.incoming != null)
+function observeRequests(server, observer) {
+  const emit = server.emit
+  server.emit = function emitObserved(event, req, res) {
+    if (event === 'request') observer(req, res)
+    return emit.apply(this, arguments)
   }
 }
 
 /**
- * From the moment the server starts closing, every response ends its
- * connection, as after `Connection: close`: a client must not send more
- * requests to a worker that is going away, and a kept-alive connection must
- * not hold a closing worker for `keepAliveTimeout`. A response started before
- * close() whose head already promised keep-alive ends its connection once it
- * is sent, if nothing else is under way there.
+ * How an http(s) server of a worker treats its connections when it closes;
+ * returns `beginClosing()`, to call as `server.close()` starts.
+ *
+ * `server.close()` destroys the connections Node calls idle, at once. Node >=
+ * 26.4 (nodejs/node#63470) counts a connection that has not begun its first
+ * request as idle; 20 to 24 count it as busy. A worker adopts connections
+ * before their requests are read, and closes in the very tick it adopts the
+ * last ones the primary sent it (its channel closed: reload, shutdown), so on
+ * 26 close() would reset them (__test__/fixtures/repros/node26-close-after-emit.js).
+ * Here idle means "between two requests" on every version, kept from public
+ * events: a connection that never sends a request is closed by the shutdown
+ * timeout instead, as on 20 to 24.
+ *
+ * Once closing, every response ends its connection: a client must not send
+ * more requests to a worker that is going away, and a kept-alive connection
+ * must not hold it for `keepAliveTimeout`. A response whose head is not sent
+ * yet says `Connection: close`; a connection whose head already promised
+ * keep-alive is ended once nothing is under way on it.
  */
-function endConnectionsAfterTheirResponse(server) {
-  const connections = connectionsListOf(server)
-  if (!connections) return
-  const noKeepAlive = (response) => {
-    if (!response.headersSent) response.shouldKeepAlive = false
+function closeBetweenRequests(server) {
+  // A plain net.Server: close() destroys no connection.
+  if (typeof server.closeIdleConnections !== 'function') return () => {}
+  /** socket -> its responses not yet finished; a socket is here from its first request until it closes. */
+  const unfinished = new Map()
+  /** Responses not yet finished, for `Connection: close` when closing starts. */
+  const responses = new Set()
+  let closing = false
+  const endBetweenRequests = (socket) => {
+    if (closing && unfinished.get(socket) === 0 && !socket.destroyed) socket.end()
   }
-  for (const parser of connections.all()) {
-    if (parser.socket && parser.socket._httpMessage) noKeepAlive(parser.socket._httpMessage)
-  }
-  const endIfIdle = (socket) => {
-    if (socket.destroyed || !socket.writable || socket._httpMessage) return
-    if (connections.idle().some((parser) => parser.socket === socket)) socket.destroySoon()
-  }
-  // Node announces every server's requests and finished responses on these channels.
-  const onRequestStart = (message) => message.server === server && noKeepAlive(message.response)
-  // On the next tick: after Node's own handling of the finished response
-  // (which ends the connection itself after `Connection: close`).
-  const onResponseFinish = (message) => message.server === server && process.nextTick(endIfIdle, message.socket)
-  diagnosticsChannel.subscribe('http.server.request.start', onRequestStart)
-  diagnosticsChannel.subscribe('http.server.response.finish', onResponseFinish)
-  server.once('close', () => {
-    diagnosticsChannel.unsubscribe('http.server.request.start', onRequestStart)
-    diagnosticsChannel.unsubscribe('http.server.response.finish', onResponseFinish)
+  observeRequests(server, (req, res) => {
+    const socket = req.socket
+    if (!unfinished.has(socket)) socket.once('close', () => unfinished.delete(socket))
+    unfinished.set(socket, (unfinished.get(socket) || 0) + 1)
+    responses.add(res)
+    if (closing) res.setHeader('Connection', 'close')
+    // After Node's own 'finish' handling (registered before 'request' was
+    // emitted), which keeps the connection alive or ends it.
+    res.once('close', () => {
+      responses.delete(res)
+      if (!unfinished.has(socket)) return
+      unfinished.set(socket, unfinished.get(socket) - 1)
+      endBetweenRequests(socket)
+    })
   })
+  server.closeIdleConnections = function closeConnectionsBetweenRequests() {
+    for (const [socket, count] of unfinished) if (count === 0) socket.destroy()
+  }
+  return function beginClosing() {
+    closing = true
+    for (const res of responses) if (!res.headersSent) res.setHeader('Connection', 'close')
+  }
 }
 
 /**
@@ -219,12 +216,12 @@ function manageLifecycle(server, stopTaking) {
   let closing = false
   const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
   const close = server.close
-  server.once('listening', () => idleOnlyBetweenRequests(server))
+  const beginClosing = closeBetweenRequests(server)
   server.close = function closeStickyServer(...args) {
     if (!closing) {
       closing = true
       stopTaking()
-      endConnectionsAfterTheirResponse(server)
+      beginClosing()
       // Connections that never end (websockets, long polls) must not keep a
       // closing worker alive for ever.
       setTimeout(() => {

@@ -11,6 +11,7 @@ const crypto = require('crypto')
 const net = require('net')
 const { listenOptions, validatePort, validateServer } = require('./lib/options')
 const { stickyError } = require('./lib/errors')
+const { isServer } = require('./lib/runtime')
 const worker = require('./lib/worker')
 const { startPrimary } = require('./lib/primary')
 const { connectChannel } = require('./lib/native')
@@ -131,7 +132,7 @@ function setupMaster(httpServer, options = {}) {
 /** @socket.io/sticky's worker half: `io` is a socket.io server attached to an http server. */
 function setupWorker(io) {
   const server = io && io.httpServer
-  if (!(server instanceof net.Server)) {
+  if (!isServer(server)) {
     throw stickyError('ERR_STICKY_INVALID_SERVER', 'setupWorker(io) needs a socket.io server attached to an http server: new Server(httpServer)')
   }
   const rendezvous = process.env.STICKY_RENDEZVOUS

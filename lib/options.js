@@ -1,8 +1,8 @@
 'use strict'
 
-const net = require('net')
 const os = require('os')
 const { stickyError } = require('./errors')
+const { isServer } = require('./runtime')
 
 /** Fixed by default so that a client reaches the same slot after a restart of the primary. */
 const DEFAULT_SEED = '6274051578553076311'
@@ -89,10 +89,10 @@ function validatePort(port) {
 }
 
 function validateServer(server) {
-  if (!(server instanceof net.Server)) {
+  if (!isServer(server)) {
     throw stickyError(
       'ERR_STICKY_INVALID_SERVER',
-      `server must be a net.Server (http.createServer(), https.createServer(), net.createServer()), got ${describe(server)}`,
+      `server must be a net.Server or http.Server (http.createServer(), https.createServer(), net.createServer()), got ${describe(server)}`,
     )
   }
   return server

@@ -5,13 +5,13 @@
 // path would, so timeouts, `close()` and `getConnections()` behave.
 
 const cluster = require('cluster')
-const net = require('net')
 const os = require('os')
 const path = require('path')
 const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
+const { adoptingServer, socketFromFd } = require('./runtime')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
 const EXIT_GRACE_MS = 2000
@@ -70,12 +70,9 @@ function adopt(server, socketOptions, connection) {
     require('fs').closeSync(connection.fd)
     return
   }
-  const socket = new net.Socket({
-    fd: connection.fd,
-    readable: true,
-    writable: true,
+  const socket = socketFromFd(connection.fd, {
     allowHalfOpen: server.allowHalfOpen,
-    pauseOnCreate: server.pauseOnConnect || connection.prefix !== undefined,
+    paused: server.pauseOnConnect || connection.prefix !== undefined,
   })
   if (connection.remoteAddress !== undefined) {
     socket._peername = { address: connection.remoteAddress, port: connection.remotePort, family: connection.remoteFamily }
@@ -254,6 +251,7 @@ function startWorker(server, options = {}) {
   if (!options.channel && process.env.STICKY_LISTEN_FD !== undefined) return startKernelWorker(server)
   const { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = options
   const socketOptions = socketOptionsOf(server)
+  adoptingServer(server)
   routeAwareResponses(server, channel, routing)
   if (routing === 'proxy-protocol') tlsPeerNames(server)
   // Stop taking connections the moment the server starts closing: the

@@ -13,7 +13,7 @@ const net = require('net')
 const debug = require('debug')('sticky-session-rs')
 const { Balancer, ReuseportGroup } = require('./native')
 const { listenError, stickyError } = require('./errors')
-const { kernelModeObstacle } = require('./worker')
+const { kernelModeObstacle } = require('./runtime')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000

@@ -4,9 +4,9 @@
 // Node and Bun differ, in one place. Node is the reference; Bun is detected by
 // `process.versions.bun`. Each difference has a standalone repro in
 // __test__/fixtures/bun-repros/ (what Bun prints next to what Node prints):
-// which objects are servers, opening a socket on a received fd, and what an
-// http.Server does with connections it did not accept (close, timeouts,
-// TLS). The rest of
+// which objects are servers, opening a socket on a received fd, what an
+// http.Server does with connections it did not accept (close, timeouts, TLS),
+// and accepting on an inherited listening socket (kernel mode). The rest of
 // the design (the addon and its threadsafe callbacks, an extra fd in a
 // worker's stdio, the private abstract-socket listen, cluster IPC) behaves
 // the same in both.
@@ -52,6 +52,68 @@ function socketFromFd(fd, { allowHalfOpen, paused }) {
  */
 function adoptingServer(server) {
   if (isBun && server instanceof http.Server) adoptIntoBunServer(server)
+}
+
+// ---- kernel mode: accepting on a listening socket from the primary ----------
+
+/**
+ * Node's TCP handle class, through which a worker accepts on the listening
+ * socket it inherited. Node has no public API for this: `listen({ fd })` in a
+ * cluster worker is routed through the primary, `listen({ reusePort })` and
+ * `net.BoundSocket` make new sockets (whose index in the reuseport group moves
+ * when a worker leaves), and passing a server handle over IPC makes the
+ * primary accept on it. `process.binding` is denied under the permission
+ * model (`--permission`).
+ */
+function tcpWrap() {
+  return process.binding('tcp_wrap')
+}
+
+/**
+ * Why workers forked with this process's flags could not accept on inherited
+ * listening sockets (kernel mode), or null when they can. The primary asks
+ * before it chooses kernel mode: workers inherit its runtime and `execArgv`.
+ * Bun needs no `tcp_wrap` (it has none): see `acceptOnInheritedSocket`.
+ */
+function kernelModeObstacle() {
+  if (isBun) return null
+  try {
+    tcpWrap()
+    return null
+  } catch (error) {
+    const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`
+    return `kernel: true needs process.binding('tcp_wrap') in each worker to accept on its slot's socket, and ${why}; no public Node API lets a cluster worker do this`
+  }
+}
+
+/**
+ * Makes `server` accept on the listening socket `fd` this cluster worker
+ * inherited; `onListening()` once it does. Returns the function that stops
+ * accepting (closes this process's copy of the socket).
+ * Node: a TCP handle opened on the fd becomes the server's own listening
+ * handle (`server.close()` closes it).
+ * Bun has no `tcp_wrap` and its http.Server ignores `listen({ fd })`, but a
+ * net.Server's `listen({ fd, exclusive: true })` opens the fd in the worker
+ * itself (bun-repros/kernel-listen.js): it accepts, and hands each connection
+ * to `server`, which listens on `privateAddress` so that its close() works,
+ * as in the accept-loop mode.
+ */
+function acceptOnInheritedSocket(server, fd, privateAddress, onListening) {
+  if (isBun) {
+    adoptingServer(server)
+    const acceptor = net.createServer({ allowHalfOpen: Boolean(server.allowHalfOpen), pauseOnConnect: Boolean(server.pauseOnConnect) }, (socket) =>
+      server.emit('connection', socket),
+    )
+    acceptor.on('error', (error) => server.emit('error', error))
+    server.listen({ path: privateAddress, exclusive: true }, () => acceptor.listen({ fd, exclusive: true }, onListening))
+    return () => acceptor.close()
+  }
+  const { TCP, constants } = tcpWrap()
+  const handle = new TCP(constants.SERVER)
+  const error = handle.open(fd)
+  if (error) throw stickyError('ERR_STICKY_NO_CHANNEL', `cannot open the listening socket fd ${fd} (libuv error ${error})`)
+  server.listen(handle, onListening)
+  return () => {}
 }
 
 // ---- Bun ------------------------------------------------------------------
@@ -229,4 +291,4 @@ class AdoptedConnection {
   }
 }
 
-module.exports = { isBun, isServer, socketFromFd, adoptingServer }
+module.exports = { isBun, isServer, socketFromFd, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }

@@ -11,7 +11,7 @@ const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
-const { adoptingServer, socketFromFd } = require('./runtime')
+const { acceptOnInheritedSocket, adoptingServer, socketFromFd } = require('./runtime')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
 const EXIT_GRACE_MS = 2000
@@ -291,53 +291,21 @@ function startWorker(server, options = {}) {
 }
 
 /**
- * Node's TCP handle class, through which a worker accepts on the listening
- * socket it inherited. Node has no public API for this: `listen({ fd })` in a
- * cluster worker is routed through the primary, `listen({ reusePort })` and
- * `net.BoundSocket` make new sockets (whose index in the reuseport group moves
- * when a worker leaves), and passing a server handle over IPC makes the
- * primary accept on it. `process.binding` is denied under the permission
- * model (`--permission`).
- */
-function tcpWrap() {
-  return process.binding('tcp_wrap')
-}
-
-/**
- * Why workers forked with this process's flags could not accept on inherited
- * listening sockets (kernel mode), or null when they can. The primary asks
- * before it chooses kernel mode: workers inherit its `execArgv`.
- */
-function kernelModeObstacle() {
-  try {
-    tcpWrap()
-    return null
-  } catch (error) {
-    const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`
-    return `kernel: true needs process.binding('tcp_wrap') in each worker to accept on its slot's socket, and ${why}; no public Node API lets a cluster worker do this`
-  }
-}
-
-/**
  * Kernel-steered routing: this worker accepts on its slot's socket of the
- * primary's SO_REUSEPORT group, as an ordinary listening handle (a TCP handle
- * opened on the fd; `listen({ fd })` would be routed through the primary).
+ * primary's SO_REUSEPORT group, as an ordinary listening socket (how depends
+ * on the runtime: lib/runtime.js).
  */
 function startKernelWorker(server) {
   const fd = Number(process.env.STICKY_LISTEN_FD)
   delete process.env.STICKY_LISTEN_FD
   claimListeningFd(fd)
-  const { TCP, constants } = tcpWrap()
-  const handle = new TCP(constants.SERVER)
-  const error = handle.open(fd)
-  if (error) throw stickyError('ERR_STICKY_NO_CHANNEL', `cannot open the listening socket fd ${fd} (libuv error ${error})`)
   // Closing the server closes this process's copy only: the socket stays in
   // the group (the primary holds it) so its queue waits for the replacement.
-  manageLifecycle(server, () => {})
-  server.listen(handle, () => {
+  const stopAccepting = acceptOnInheritedSocket(server, fd, privateAddress(), () => {
     debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
     if (process.send) process.send({ stickySessionRs: 'ready' })
   })
+  manageLifecycle(server, stopAccepting)
 }
 
-module.exports = { startWorker, claimFromEnvironment, takeChannel, kernelModeObstacle }
+module.exports = { startWorker, claimFromEnvironment, takeChannel }

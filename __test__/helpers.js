@@ -37,11 +37,11 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
 
 /**
  * Starts `fixtures/app.js` (or `script`) with `config` (and `nodeOptions`
- * before the script); resolves once it printed `listening` and `workers`
- * workers came online.
+ * before the script) under `runtime` (default: this Node); resolves once it
+ * printed `listening` and `workers` workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [] } = {}) {
-  const child = spawn(process.execPath, [...nodeOptions, script], {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], runtime = process.execPath } = {}) {
+  const child = spawn(runtime, [...nodeOptions, script], {
     env: { ...process.env, ...env, STICKY_TEST_CONFIG: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
@@ -164,25 +164,32 @@ function rawConnection(port, localAddress = '127.0.0.1') {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** True for an executable regular file. */
+function isExecutable(file) {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return fs.statSync(file).isFile()
+  } catch {
+    return false
+  }
+}
+
 /**
- * The path of an external program a spec needs (looked up on PATH and in the
- * sbin directories, where Debian puts servers). When it is missing, under
- * `CI=true` this throws (CI must install it: see .ci/run); elsewhere it prints
- * one line naming the program and how to install it, and returns null so the
- * spec can skip: `const describeWith = program ? describe : describe.skip`.
+ * The path of an external program a spec needs: the one the environment
+ * variable `envVariable` names, if given and set (CI names the binaries it
+ * installs), else the first on PATH or in the sbin directories, where Debian
+ * puts servers. When it is missing, under `CI=true` this throws (CI must
+ * install it: see .ci/run); elsewhere it prints one line naming the program
+ * and how to install it, and returns null so the spec can skip:
+ * `const describeWith = program ? describe : describe.skip`.
  */
-function requireProgram(name, howToInstall) {
+function requireProgram(name, howToInstall, { envVariable } = {}) {
+  const named = envVariable && process.env[envVariable]
+  if (named && isExecutable(named)) return named
   const dirs = [...(process.env.PATH || '').split(path.delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']
-  const found = dirs.filter(Boolean).map((dir) => path.join(dir, name)).find((candidate) => {
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK)
-      return fs.statSync(candidate).isFile()
-    } catch {
-      return false
-    }
-  })
+  const found = named ? undefined : dirs.filter(Boolean).map((dir) => path.join(dir, name)).find(isExecutable)
   if (found) return found
-  const missing = `${name} is not installed (${howToInstall})`
+  const missing = named ? `${name} is not at ${envVariable}=${named} (${howToInstall})` : `${name} is not installed (${howToInstall})`
   if (process.env.CI === 'true') throw new Error(`${missing}: with CI=true the specs that need it fail instead of skipping`)
   process.stderr.write(`${missing}: skipping the specs that need it\n`)
   return null

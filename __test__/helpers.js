@@ -207,6 +207,16 @@ function freePort() {
   })
 }
 
+/**
+ * A PATH without cargo or rustc, as on a user's machine with no Rust
+ * toolchain: this node's directory and the system ones that hold no Rust.
+ */
+function pathWithoutRust() {
+  return [...new Set([path.dirname(process.execPath), '/usr/local/bin', '/usr/bin', '/bin'])]
+    .filter((dir) => !fs.existsSync(path.join(dir, 'cargo')) && !fs.existsSync(path.join(dir, 'rustc')))
+    .join(path.delimiter)
+}
+
 /** The Node.js majors this package supports and tests (`engines` in package.json). */
 const SUPPORTED_NODE_MAJORS = [20, 22, 24, 26]
 
@@ -230,5 +240,6 @@ module.exports = {
   sleep,
   requireProgram,
   requireRuntime,
+  pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
   freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }

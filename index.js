@@ -116,6 +116,9 @@ function setupMaster(httpServer, options = {}) {
     throw stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
   }
   const { maxWorkers, ...rest } = options || {}
+  if (rest.takeover) {
+    throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.takeover needs workers that sticky-session-rs forks (listen() or sticky()); with setupMaster you fork them yourself')
+  }
   const checked = listenOptions({ ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 })
   const rendezvous = `sticky-session-rs-${process.pid}-${crypto.randomBytes(8).toString('hex')}`
   // Every cluster.fork() after this inherits the name.

@@ -37,14 +37,19 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
 
 /**
  * Starts `fixtures/app.js` (or `script`) with `config` (and `nodeOptions`
- * before the script) under `runtime` (default: this Node); resolves once it
- * printed `listening` and `workers` workers came online.
+ * before the script) under `runtime` (default: this Node); `extraStdio` from
+ * fd 3 on; as `uid`/`gid` when given; resolves once it printed `listening`
+ * and `workers` workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], runtime = process.execPath } = {}) {
-  const child = spawn(runtime, [...nodeOptions, script], {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], runtime = process.execPath, launcher, extraStdio = [], uid, gid } = {}) {
+  // `launcher(file, args)` may wrap the command (e.g. in `sh -c '... exec'`), keeping the pid.
+  const [file, args] = launcher ? launcher(runtime, [...nodeOptions, script]) : [runtime, [...nodeOptions, script]]
+  const child = spawn(file, args, {
     env: { ...process.env, ...env, STICKY_TEST_CONFIG: JSON.stringify(config) },
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe', ...extraStdio],
     detached: true,
+    uid,
+    gid,
   })
   const app = { child, pid: child.pid, events: [], stderr: '', exited: null }
   running.add(app)
@@ -117,6 +122,54 @@ function request(port, { path: urlPath = '/whoami', localAddress = '127.0.0.1', 
     req.end(body)
   })
 }
+
+/**
+ * Closed-loop load: `concurrency` loops, each sending one request per new
+ * connection from rotating client addresses (`clients` of them), until
+ * `stop()` (or `maxMs`). Every request is recorded with its start and end
+ * time, its outcome, and the worker (pid, slot) that answered.
+ */
+function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/whoami', clients = 40 } = {}) {
+  const results = []
+  let running = true
+  const deadline = Date.now() + maxMs
+  let counter = 0
+  const one = () =>
+    new Promise((resolve) => {
+      const started = Date.now()
+      const localAddress = clientIp(counter++ % clients)
+      const record = (outcome) => {
+        results.push({ started, ended: Date.now(), localAddress, ...outcome })
+        resolve()
+      }
+      const req = http.request({ host: '127.0.0.1', port, path: urlPath, localAddress, agent: false, headers: { connection: 'close' }, timeout: 10000 }, (res) => {
+        let body = ''
+        res.on('data', (chunk) => (body += chunk))
+        res.on('end', () => {
+          const json = body ? JSON.parse(body) : {}
+          record({ ok: res.statusCode === 200, status: res.statusCode, pid: json.pid, slot: json.slot })
+        })
+        res.on('error', (error) => record({ ok: false, error: error.code || error.message }))
+      })
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
+      req.on('error', (error) => record({ ok: false, error: error.code || error.message }))
+      req.end()
+    })
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running && Date.now() < deadline) await one()
+  })
+  const done = Promise.all(loops)
+  return {
+    results,
+    async stop() {
+      running = false
+      await done
+      return results
+    },
+  }
+}
+
+const failuresOf = (results) => results.filter((r) => !r.ok)
 
 /** A socket.io client whose every connection comes from `localAddress`. */
 function ioClient(port, localAddress, { transports = ['polling'], upgrade = false, tls = false, ...options } = {}) {
@@ -242,4 +295,4 @@ module.exports = {
   requireRuntime,
   pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
-  freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }
+  freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }

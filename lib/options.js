@@ -26,6 +26,7 @@ const DEFAULTS = {
   shutdownTimeout: 10000,
   handleSignals: true,
   kernel: false,
+  takeover: false,
 }
 
 const ROUTING_MODES = ['ip', 'header', 'proxy-protocol', 'sid']
@@ -158,6 +159,7 @@ function listenOptions(options) {
     handleSignals: booleanOption('handleSignals', options.handleSignals, DEFAULTS.handleSignals),
     ...routing,
     kernel,
+    takeover: booleanOption('takeover', options.takeover, DEFAULTS.takeover),
   }
 }
 

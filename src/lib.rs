@@ -4,7 +4,9 @@
 //! HTTP request head, forwarding headers, trusted proxies), `routing` (what
 //! identifies a client), `sessions` (engine.io session owners). I/O shells over them:
 //! `channel` (the SEQPACKET hand-off socket), `primary` (listener, accept loop,
-//! dispatcher), `worker` (receiver). `binding` holds the `#[napi]` exports.
+//! dispatcher), `worker` (receiver), `takeover` (handing the listening
+//! sockets to a new primary; its record format is pure). `systemd` reads
+//! socket activation's variables (pure). `binding` holds the `#[napi]` exports.
 
 pub mod address;
 pub mod channel;
@@ -14,6 +16,8 @@ pub mod primary;
 pub mod reuseport;
 pub mod routing;
 pub mod sessions;
+pub mod systemd;
+pub mod takeover;
 pub mod wire;
 pub mod worker;
 

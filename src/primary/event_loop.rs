@@ -86,8 +86,16 @@ pub enum Fault {
 }
 
 enum Command {
-  Attach { slot: SlotId, channel: OwnedFd },
-  Close,
+  Attach {
+    slot: SlotId,
+    channel: OwnedFd,
+  },
+  /// Stop accepting. `drain_queue`: first take every connection already in
+  /// the listen queue (they are served); false leaves them to the socket's
+  /// other holder (a takeover that gave up: the old primary serves them).
+  Close {
+    drain_queue: bool,
+  },
 }
 
 /// The JavaScript side's handle on a running accept loop.
@@ -152,13 +160,19 @@ impl PrimaryHandle {
   /// Stops accepting and closes the listening socket. Connections already
   /// handed to workers are unaffected.
   pub fn close(&self) {
-    let _ = self.commands.send(Command::Close);
+    let _ = self.commands.send(Command::Close { drain_queue: true });
+  }
+
+  /// Stops accepting at once, leaving the listen queue to the other process
+  /// that holds the listening socket (a takeover that gave up).
+  pub fn close_leaving_queue(&self) {
+    let _ = self.commands.send(Command::Close { drain_queue: false });
   }
 }
 
 impl Drop for PrimaryHandle {
   fn drop(&mut self) {
-    let _ = self.commands.send(Command::Close);
+    let _ = self.commands.send(Command::Close { drain_queue: true });
     // The thread ends with the process; joining here could block JavaScript.
     drop(self.thread.take());
   }
@@ -186,6 +200,8 @@ struct Shared {
   slot_wakeups: Vec<Notify>,
   /// Wakes the accept task when accepting may have become possible.
   gate: Notify,
+  /// After `Close`: whether the accept task empties the listen queue first.
+  drain_queue_on_close: std::cell::Cell<bool>,
   on_event: Rc<EventSink>,
 }
 
@@ -267,6 +283,7 @@ fn run(
       stats: stats.clone(),
       slot_wakeups,
       gate: Notify::new(),
+      drain_queue_on_close: std::cell::Cell::new(true),
       on_event,
     });
 
@@ -304,7 +321,8 @@ fn run(
     while let Some(command) = commands.recv().await {
       match command {
         Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
-        Command::Close => {
+        Command::Close { drain_queue } => {
+          shared.drain_queue_on_close.set(drain_queue);
           shared.dispatcher.borrow_mut().close();
           // The accept task drains the listen queue, then closes the listener.
           shared.gate.notify_one();
@@ -443,7 +461,7 @@ async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io
   const ACCEPTS_PER_WAKEUP: usize = 64;
   loop {
     if shared.dispatcher.borrow().is_closed() {
-      while let Some(Ok(())) = accept_one(&shared, &listener) {}
+      while shared.drain_queue_on_close.get() && matches!(accept_one(&shared, &listener), Some(Ok(()))) {}
       return Ok(());
     }
     if !shared.dispatcher.borrow().accepting() {

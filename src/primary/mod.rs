@@ -12,5 +12,8 @@ mod stats;
 
 pub use event_loop::{AllowedWorkers, Fault, PrimaryConfig, PrimaryEvent, PrimaryHandle};
 pub use header_reader::HeaderLimits;
-pub use listener::{bind_listener, with_default_host_fallback, ListenError};
+pub use listener::{
+  adopt_listener, bind_listener, errno_name, socket_facts, with_default_host_fallback, AdoptError, ListenError,
+  SocketFacts,
+};
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

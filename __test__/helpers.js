@@ -2,7 +2,7 @@
 // Test helpers: start the fixture app as a real process tree, talk to it from
 // many loopback source addresses, and clean up every process it started.
 
-const { spawn } = require('child_process')
+const { spawn, spawnSync } = require('child_process')
 const fs = require('fs')
 const http = require('http')
 const https = require('https')
@@ -270,6 +270,22 @@ function pathWithoutRust() {
     .join(path.delimiter)
 }
 
+/**
+ * A path of this process's runtime that user `uid` can execute: the runtime
+ * itself, or a copy in a fresh world-readable temporary directory (CI unpacks
+ * the other Node majors under root's home, which other users cannot enter).
+ */
+function runtimeForUser(uid, gid = uid) {
+  const probe = spawnSync(process.execPath, ['-e', '0'], { uid, gid })
+  if (!probe.error && probe.status === 0) return process.execPath
+  const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'sticky-runtime-'))
+  fs.chmodSync(dir, 0o755)
+  const copy = path.join(dir, path.basename(process.execPath))
+  fs.copyFileSync(process.execPath, copy)
+  fs.chmodSync(copy, 0o755)
+  return copy
+}
+
 /** The Node.js majors this package supports and tests (`engines` in package.json). */
 const SUPPORTED_NODE_MAJORS = [20, 22, 24, 26]
 
@@ -293,6 +309,7 @@ module.exports = {
   sleep,
   requireProgram,
   requireRuntime,
+  runtimeForUser,
   pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
   freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }

@@ -9,7 +9,7 @@ const fs = require('fs')
 const net = require('net')
 const path = require('path')
 const { spawnSync } = require('child_process')
-const { startApp, stopAll, request, waitUntil, clientIp, sleep, startLoad, failuresOf, freePort } = require('./helpers')
+const { startApp, stopAll, request, waitUntil, clientIp, sleep, startLoad, failuresOf, freePort, runtimeForUser } = require('./helpers')
 const { takeoverName } = require('../lib/takeover')
 
 afterAll(stopAll)
@@ -229,6 +229,10 @@ function canSwitchUsers() {
   return false
 }
 const NOBODY = 65534
+/** This runtime, as user nobody can run it (a temporary copy if need be, removed after the specs). */
+let nobodysCopy
+const nobodysRuntime = () => (nobodysCopy = nobodysCopy || runtimeForUser(NOBODY))
+afterAll(() => nobodysCopy && nobodysCopy !== process.execPath && fs.rmSync(path.dirname(nobodysCopy), { recursive: true, force: true }))
 
 ;(canSwitchUsers() ? describe : describe.skip)('takeover and a process of another user', () => {
   test('asking for the socket as another user gets nothing: the connection closes before any record, and the old primary warns', async () => {
@@ -247,7 +251,7 @@ const NOBODY = 65534
         report.message = error.message
       }
       console.log(JSON.stringify(report))`
-    const run = spawnSync(process.execPath, ['-e', attacker], { uid: NOBODY, gid: NOBODY, encoding: 'utf8', timeout: 20000 })
+    const run = spawnSync(nobodysRuntime(), ['-e', attacker], { uid: NOBODY, gid: NOBODY, encoding: 'utf8', timeout: 20000 })
     expect(run.stderr).toBe('')
     const report = JSON.parse(run.stdout)
     expect(report).toEqual({ uid: NOBODY, peerUid: 0, code: 'ERR_STICKY_TAKEOVER_FAILED', message: 'the running primary closed the takeover connection' })
@@ -266,7 +270,7 @@ const NOBODY = 65534
     const events = []
     const squatter = new TakeoverOffer(`sticky-session-rs/takeover/uid=${NOBODY}/[127.0.0.1]:${port}`, { mode: 'accept-loop', workers: 2, seed: '1' }, [decoy._handle.fd], (event) => events.push(event))
     try {
-      const app = await startApp({ port, options: { host: '127.0.0.1', workers: 2, takeover: true } }, { uid: NOBODY, gid: NOBODY })
+      const app = await startApp({ port, options: { host: '127.0.0.1', workers: 2, takeover: true } }, { uid: NOBODY, gid: NOBODY, runtime: nobodysRuntime() })
       expect(app.port).toBe(port)
       const warning = app.find('warning', (w) => w.code === 'ERR_STICKY_TAKEOVER_FOREIGN')[0]
       expect(warning.message).toMatch(/held by process \d+ of uid 0, not by this user \(uid 65534\).*binding as usual/)

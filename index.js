@@ -11,6 +11,7 @@ const crypto = require('crypto')
 const net = require('net')
 const { listenOptions, validatePort, validateServer } = require('./lib/options')
 const { stickyError } = require('./lib/errors')
+const { pm2ClusterModeError } = require('./lib/pm2')
 const worker = require('./lib/worker')
 const { startPrimary } = require('./lib/primary')
 const { connectChannel } = require('./lib/native')
@@ -112,7 +113,7 @@ function sticky(first, second) {
 function setupMaster(httpServer, options = {}) {
   validateServer(httpServer)
   if (!cluster.isPrimary) {
-    throw stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
+    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
   }
   const { maxWorkers, ...rest } = options || {}
   const checked = listenOptions({ ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 })
@@ -136,7 +137,7 @@ function setupWorker(io) {
   }
   const rendezvous = process.env.STICKY_RENDEZVOUS
   if (!cluster.isWorker || !rendezvous) {
-    throw stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a worker forked after setupMaster(httpServer) in the primary')
+    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a worker forked after setupMaster(httpServer) in the primary')
   }
   const channel = connectChannel(rendezvous)
   worker.startWorker(server, { routing: 'sid', channel })

@@ -118,6 +118,57 @@ function request(port, { path: urlPath = '/whoami', localAddress = '127.0.0.1', 
   })
 }
 
+/**
+ * Closed-loop load: `concurrency` loops, each sending one request per new
+ * connection from rotating client addresses (`clients` of them), until
+ * `stop()` (or `maxMs`). Every request is recorded with its start time and
+ * outcome; a 200 response's body is JSON with the worker's `pid` (and `slot`).
+ */
+function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/whoami', clients = 40 } = {}) {
+  const results = []
+  let running = true
+  const deadline = Date.now() + maxMs
+  let counter = 0
+  const one = () =>
+    new Promise((resolve) => {
+      const started = Date.now()
+      const localAddress = clientIp(counter++ % clients)
+      const req = http.request({ host: '127.0.0.1', port, path: urlPath, localAddress, agent: false, headers: { connection: 'close' }, timeout: 10000 }, (res) => {
+        let body = ''
+        res.on('data', (chunk) => (body += chunk))
+        res.on('end', () => {
+          const json = body && res.statusCode === 200 ? JSON.parse(body) : {}
+          results.push({ started, ok: res.statusCode === 200, status: res.statusCode, localAddress, pid: json.pid, slot: json.slot })
+          resolve()
+        })
+        res.on('error', (error) => {
+          results.push({ started, ok: false, error: error.code || error.message, localAddress })
+          resolve()
+        })
+      })
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
+      req.on('error', (error) => {
+        results.push({ started, ok: false, error: error.code || error.message, localAddress })
+        resolve()
+      })
+      req.end()
+    })
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running && Date.now() < deadline) await one()
+  })
+  const done = Promise.all(loops)
+  return {
+    results,
+    async stop() {
+      running = false
+      await done
+      return results
+    },
+  }
+}
+
+const failuresOf = (results) => results.filter((r) => !r.ok)
+
 /** A socket.io client whose every connection comes from `localAddress`. */
 function ioClient(port, localAddress, { transports = ['polling'], upgrade = false, tls = false, ...options } = {}) {
   const agent = tls
@@ -224,4 +275,4 @@ module.exports = {
   requireProgram,
   requireRuntime,
   SUPPORTED_NODE_MAJORS,
-  freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }
+  freePort, startApp, stopAll, request, startLoad, failuresOf, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }

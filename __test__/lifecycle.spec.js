@@ -3,61 +3,10 @@
 // graceful shutdown under load, and running out of file descriptors.
 
 const { execFileSync } = require('child_process')
-const http = require('http')
 const net = require('net')
-const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep } = require('./helpers')
+const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf } = require('./helpers')
 
 afterAll(stopAll)
-
-
-/**
- * Closed-loop load: `concurrency` loops, each sending one request per new
- * connection from rotating client addresses, until `stop()` (or `maxMs`).
- * Every request is recorded with its start time and outcome.
- */
-function startLoad(port, { concurrency = 8, maxMs = 20000, path = '/whoami' } = {}) {
-  const results = []
-  let running = true
-  const deadline = Date.now() + maxMs
-  let counter = 0
-  const one = () =>
-    new Promise((resolve) => {
-      const started = Date.now()
-      const localAddress = clientIp(counter++ % 40)
-      const req = http.request({ host: '127.0.0.1', port, path, localAddress, agent: false, headers: { connection: 'close' }, timeout: 10000 }, (res) => {
-        let body = ''
-        res.on('data', (chunk) => (body += chunk))
-        res.on('end', () => {
-          results.push({ started, ok: res.statusCode === 200, status: res.statusCode, localAddress, pid: body && JSON.parse(body).pid })
-          resolve()
-        })
-        res.on('error', (error) => {
-          results.push({ started, ok: false, error: error.code || error.message, localAddress })
-          resolve()
-        })
-      })
-      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
-      req.on('error', (error) => {
-        results.push({ started, ok: false, error: error.code || error.message, localAddress })
-        resolve()
-      })
-      req.end()
-    })
-  const loops = Array.from({ length: concurrency }, async () => {
-    while (running && Date.now() < deadline) await one()
-  })
-  const done = Promise.all(loops)
-  return {
-    results,
-    async stop() {
-      running = false
-      await done
-      return results
-    },
-  }
-}
-
-const failuresOf = (results) => results.filter((r) => !r.ok)
 
 describe('a worker killed under load', () => {
   test('connections it had not taken are re-dispatched: no request sent after it stopped fails', async () => {

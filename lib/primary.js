@@ -14,6 +14,7 @@ const debug = require('debug')('sticky-session-rs')
 const { Balancer, ReuseportGroup } = require('./native')
 const { listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./worker')
+const { pm2WorkerEnvironment } = require('./pm2')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -140,6 +141,7 @@ class Primary extends EventEmitter {
     try {
       cluster.setupPrimary({ stdio })
       worker = cluster.fork({
+        ...pm2WorkerEnvironment(),
         ...this.options.env,
         STICKY_WORKER_SLOT: String(slot),
         [kernel ? 'STICKY_LISTEN_FD' : 'STICKY_CHANNEL_FD']: String(channelIndex),

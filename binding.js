@@ -841,3 +841,4 @@ module.exports.WorkerChannel = nativeBinding.WorkerChannel
 module.exports.claimChannel = nativeBinding.claimChannel
 module.exports.claimListeningFd = nativeBinding.claimListeningFd
 module.exports.connectChannel = nativeBinding.connectChannel
+module.exports.statsFields = nativeBinding.statsFields

@@ -20,6 +20,7 @@ const net = require('net')
 const os = require('os')
 const path = require('path')
 const readline = require('readline')
+const { statsFields } = require('../lib/native')
 
 const ROOT = path.resolve(__dirname, '..')
 const APP = path.join(ROOT, '__test__', 'fixtures', 'app.js')
@@ -569,23 +570,29 @@ async function drive(port, { first = 0, count, deadline, measured = true, report
 function startReporter() {
   const samples = []
   let last = Date.now()
-  let busy = false
+  let inFlight = null
   const t0 = Date.now()
+  const take = (connections) => {
+    last = Date.now()
+    inFlight = measureProcesses().then(
+      (measured) => {
+        const sample = { seconds: Math.round((Date.now() - t0) / 1000), connections, ...measured }
+        samples.push(sample)
+        log(`memory at ${sample.connections} connections: ${describeProcesses(sample)}`)
+      },
+      (error) => log(`memory sample failed: ${error.message}`),
+    ).finally(() => (inFlight = null))
+    return inFlight
+  }
   return {
     samples,
     maybeReport(connections) {
-      if (busy || Date.now() - last < opts.reportEvery * 1000) return
-      busy = true
-      last = Date.now()
-      measureProcesses().then(
-        (measured) => {
-          busy = false
-          const sample = { seconds: Math.round((Date.now() - t0) / 1000), connections, ...measured }
-          samples.push(sample)
-          log(`memory at ${sample.connections} connections: ${describeProcesses(sample)}`)
-        },
-        () => (busy = false),
-      )
+      if (!inFlight && Date.now() - last >= opts.reportEvery * 1000) take(connections)
+    },
+    /** The last sample, at the end of the mix (so that every run has one). */
+    async finish(connections) {
+      if (inFlight) await inFlight
+      await take(connections)
     },
   }
 }
@@ -635,9 +642,10 @@ async function settle(before, timeoutMs) {
   }
 }
 
-const COUNTERS = ['accepted', 'acceptErrors', 'dropped', 'droppedNoWorker', 'droppedHeaderTimeout', 'droppedInvalidHeader',
-  'droppedUntrustedProxy', 'droppedHeaderOverflow', 'closedBeforeHeader', 'sessionsRefused', 'rejectedChannels']
-const SLOT_COUNTERS = ['dispatched', 'acknowledged', 'redispatched', 'droppedQueueFull', 'respawns']
+// The counters of stats() and of each slot, from the one list of stats fields.
+const counterNames = (scope) => statsFields().filter((field) => field.scope === scope && field.kind === 'counter').map((field) => field.name)
+const COUNTERS = counterNames('primary')
+const SLOT_COUNTERS = counterNames('slot')
 
 function statsDelta(a, b) {
   const d = {}
@@ -703,6 +711,7 @@ async function main() {
   const t0 = Date.now()
   const { launched } = await drive(app.port, { count: opts.connections, deadline: t0 + opts.seconds * 1000, reporter })
   const driveSeconds = (Date.now() - t0) / 1000
+  await reporter.finish(launched)
   sampler.stop()
   log(`mix done: ${launched} connections in ${driveSeconds.toFixed(1)} s; settling (up to ${opts.settle} s)`)
   const t1 = Date.now()

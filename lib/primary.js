@@ -11,7 +11,7 @@ const dns = require('dns')
 const fs = require('fs')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
-const { Balancer, ReuseportGroup } = require('./native')
+const { Balancer, ReuseportGroup, statsFields } = require('./native')
 const { listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./worker')
 const { pm2WorkerEnvironment } = require('./pm2')
@@ -286,20 +286,12 @@ class Primary extends EventEmitter {
 
   /** Kernel mode: the primary sees no connection; only the slots. */
   kernelStats() {
-    const zero = { accepted: 0, acceptErrors: 0, dropped: 0, droppedNoWorker: 0, parked: 0, readingHeader: 0, droppedHeaderTimeout: 0, droppedInvalidHeader: 0, droppedUntrustedProxy: 0, droppedHeaderOverflow: 0, closedBeforeHeader: 0, sessionsRefused: 0, rejectedChannels: 0 }
-    const slots = [...this.slots.entries()].map(([slot, state]) => ({
-      slot,
-      pid: state.worker && !state.worker.isDead() ? state.worker.process.pid : 0,
-      state: state.worker && !state.worker.isDead() ? 'live' : 'down',
-      respawns: state.forks - 1,
-      dispatched: 0,
-      acknowledged: 0,
-      redispatched: 0,
-      droppedQueueFull: 0,
-      pending: 0,
-      sessions: 0,
-    }))
-    return { ...zero, kernel: true, slots }
+    const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope).map((field) => [field.name, 0]))
+    const slots = [...this.slots.entries()].map(([slot, state]) => {
+      const live = Boolean(state.worker && !state.worker.isDead())
+      return { slot, ...zeros('slot'), pid: live ? state.worker.process.pid : 0, state: live ? 'live' : 'down', respawns: state.forks - 1 }
+    })
+    return { ...zeros('primary'), kernel: true, slots }
   }
 
   /**

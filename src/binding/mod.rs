@@ -6,12 +6,14 @@ mod error;
 mod kernel;
 mod listen;
 mod primary;
+mod stats;
 mod worker;
 
 pub use error::ErrorCode;
 pub use kernel::{claim_listening_fd, ReuseportGroup};
 pub use listen::ListenSpec;
 pub use primary::{Balancer, BalancerOptions};
+pub use stats::{stats_fields, StatsField};
 pub use worker::{claim_channel, connect_channel, WorkerChannel};
 
 /// The failure a test asked to inject (`STICKY_FAULT_INJECTION`), read when a

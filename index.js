@@ -157,6 +157,17 @@ function stats() {
 }
 
 /**
+ * Prometheus metrics over `stats()` on a prom-client registry (call it in
+ * the primary): one counter or gauge per stats field, per slot with a `slot`
+ * label. Options: `client` (the prom-client module; default
+ * `require('prom-client')`), `register` (default prom-client's global
+ * registry), `prefix` (default `'sticky_session_'`). Returns the metrics by name.
+ */
+function registerMetrics(options) {
+  return require('./lib/metrics').registerMetrics(stats, options)
+}
+
+/**
  * In the primary: stops accepting, lets each worker finish its in-flight
  * requests and exit, then calls `callback`. Workers are not respawned.
  */
@@ -189,6 +200,7 @@ function reload(callback) {
 module.exports = sticky
 module.exports.listen = listen
 module.exports.stats = stats
+module.exports.registerMetrics = registerMetrics
 module.exports.close = close
 module.exports.reload = reload
 module.exports.setupMaster = setupMaster

@@ -81,7 +81,7 @@ function expectCommonInvariants({ code, output, result }, connections) {
 }
 
 test("soak smoke, 'ip' routing: 3000 mixed connections; garbage, resets and silent clients reach the workers, the primary drops nothing", async () => {
-  const run = await soak('ip', ['--routing', 'ip', '--connections', '3000', '--warmup', '200', '--seconds', '40', '--settle', '15', '--report-every', '1'])
+  const run = await soak('ip', ['--routing', 'ip', '--connections', '3000', '--warmup', '2000', '--seconds', '40', '--settle', '15', '--report-every', '1'])
   expectCommonInvariants(run, 3000)
   const d = run.result.statsDelta
   expect(d.dropped).toBe(0)
@@ -92,7 +92,7 @@ test("soak smoke, 'ip' routing: 3000 mixed connections; garbage, resets and sile
 }, 50000)
 
 test("soak smoke, 'proxy-protocol' routing: 2000 mixed connections; garbage is dropped as invalid, only good requests are dispatched", async () => {
-  const run = await soak('proxy', ['--routing', 'proxy-protocol', '--connections', '2000', '--warmup', '200', '--seconds', '40', '--settle', '15', '--report-every', '1'])
+  const run = await soak('proxy', ['--routing', 'proxy-protocol', '--connections', '2000', '--warmup', '2000', '--seconds', '40', '--settle', '15', '--report-every', '1'])
   expectCommonInvariants(run, 2000)
   const { statsDelta: d, mix } = run.result
   expect(d.droppedInvalidHeader).toBe(mix.garbage.started)
@@ -104,7 +104,7 @@ test("soak smoke, 'proxy-protocol' routing: 2000 mixed connections; garbage is d
 }, 50000)
 
 test('soak smoke, the baseline: a plain Node http server with no balancer under the same 2000-connection mix gives back its fds and memory', async () => {
-  const run = await soak('plain', ['--target', 'plain', '--connections', '2000', '--warmup', '200', '--seconds', '40', '--settle', '15', '--report-every', '1'])
+  const run = await soak('plain', ['--target', 'plain', '--connections', '2000', '--warmup', '2000', '--seconds', '40', '--settle', '15', '--report-every', '1'])
   expect({ code: run.code, output: run.code === 0 ? '' : run.output }).toEqual({ code: 0, output: '' })
   expect(run.result.launched).toBe(2000)
   expect(run.result.mix.good.ok).toBe(run.result.mix.good.started)

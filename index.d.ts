@@ -249,7 +249,8 @@ declare namespace sticky {
    *
    * @throws an `Error` with `code` `ERR_STICKY_INVALID_SERVER`,
    *   `ERR_STICKY_INVALID_PORT` or `ERR_STICKY_INVALID_OPTION` for bad arguments,
-   *   and `ERR_STICKY_NO_CHANNEL` in a worker not forked by `listen`.
+   *   and `ERR_STICKY_NO_CHANNEL` in a worker not forked by `listen`
+   *   (`ERR_STICKY_PM2_CLUSTER_MODE` in pm2's cluster mode: run it in fork mode).
    * @example
    * ```js
    * const sticky = require('sticky-session-rs')

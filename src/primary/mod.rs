@@ -8,7 +8,7 @@ mod dispatcher;
 mod event_loop;
 mod header_reader;
 mod listener;
-mod stats;
+pub mod stats;
 
 pub use event_loop::{AllowedWorkers, Fault, PrimaryConfig, PrimaryEvent, PrimaryHandle};
 pub use header_reader::HeaderLimits;

@@ -62,7 +62,11 @@ for target in $targets; do
   else
     failed=1
     printf '%-18s FAILED\n' "$target"
-    grep -v -E '^(#[0-9]+|INFO:|MERGE|\s*$)' "$log" | tail -40 | sed 's/^/    /'
+    # The broken invariant (or other panic) and how to reproduce it.
+    {
+      awk '/panicked at/ { show = 1 } /^(note: |stack backtrace:)/ { show = 0 } show' "$log" | head -20
+      grep -A2 '^Reproduce with:' "$log" | grep -v '^\s*$'
+    } | sed 's/^/    /'
   fi
 done
 finished=$(date +%s)

@@ -51,10 +51,22 @@ impl<'a> Arbitrary<'a> for MaxHeaders {
   }
 }
 
-#[derive(Debug)]
 pub struct Generated {
   pub head: GenHead,
   pub max_headers: usize,
+}
+
+/// The head as text: its fields, thousands of headers as byte lists, would
+/// bury everything else.
+impl std::fmt::Debug for Generated {
+  fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    formatter
+      .debug_struct("Generated")
+      .field("head", &Bytes(self.head.bytes.clone()))
+      .field("headers", &self.head.headers.len())
+      .field("max_headers", &self.max_headers)
+      .finish()
+  }
 }
 
 impl<'a> Arbitrary<'a> for Generated {

@@ -19,6 +19,11 @@ jobs=${FUZZ_JOBS:-$(nproc)}
 cargo_fuzz_version=0.13.2
 
 started=$(date +%s)
+# libfuzzer-sys compiles libFuzzer with the C++ compiler the cc crate picks.
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+  echo "fuzz smoke: no C++ compiler (${CXX:-c++}) to build libFuzzer with: apt-get install g++" >&2
+  exit 2
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz smoke: installing cargo-fuzz $cargo_fuzz_version"
   cargo install cargo-fuzz --locked --version "$cargo_fuzz_version"

@@ -184,7 +184,9 @@ pub fn bytes(u: &mut Unstructured, len: usize) -> Gen<Vec<u8>> {
   Ok(out)
 }
 
-/// Tokens as RFC 9110 defines them (method names, header names).
+/// Tokens as RFC 9110 defines them (method names, header names). Written out
+/// here rather than imported, so the checks do not rely on the parsers' own
+/// table.
 pub fn is_token_byte(byte: u8) -> bool {
   byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }

@@ -42,7 +42,8 @@ const GARBAGE_NODES: &[&str] = &[
 /// Header values (one per header line) and the nodes they must parse to.
 pub type ValuesAndNodes = (Vec<Vec<u8>>, Vec<ForwardedNode>);
 
-/// Header values, one per line of the input.
+/// The input split on `\n`: one header value or trusted-proxy entry per
+/// line.
 #[derive(Debug)]
 pub struct Lines(pub Vec<Bytes>);
 

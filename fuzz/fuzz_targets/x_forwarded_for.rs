@@ -1,24 +1,5 @@
-//! cargo-fuzz target: parse_x_forwarded_for (one header line per input line) and pick_client.
-//!
-//! `cargo fuzz run x_forwarded_for --sanitizer none` (see fuzz/README.md). Each input
-//! goes through the general invariants as raw bytes and seeds one structured
-//! case. Built without cargo-fuzz, the binary replays the corpus files or
-//! directories given as arguments.
-#![cfg_attr(fuzzing, no_main)]
-
-use sticky_session_rs_fuzz::runner;
-use sticky_session_rs_fuzz::targets::*;
-
-#[cfg(fuzzing)]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-  runner::fuzz_one::<XForwardedForTarget>(data);
-  runner::fuzz_one::<PickClientTarget>(data);
+#![no_main]
+// Invariants: fuzz/src/x_forwarded_for.rs. Run: cargo fuzz run x_forwarded_for --sanitizer none (see fuzz/README.md).
+libfuzzer_sys::fuzz_target!(|input: sticky_session_rs_fuzz::x_forwarded_for::Input| {
+  sticky_session_rs_fuzz::x_forwarded_for::check(&input)
 });
-
-#[cfg(not(fuzzing))]
-fn main() -> std::process::ExitCode {
-  runner::replay_files(
-    "x_forwarded_for",
-    &[runner::fuzz_one::<XForwardedForTarget>, runner::fuzz_one::<PickClientTarget>],
-  )
-}

@@ -86,6 +86,39 @@ describe('a worker killed under load', () => {
   })
 })
 
+describe('a burst beyond a worker\'s queue limit', () => {
+  test('is held, not reset: every client of a frozen worker is served once it resumes, and the other slot\'s clients are not held up', async () => {
+    const app = await startApp({ options: { workers: 2, maxPendingPerSlot: 2, maxParked: 1 } })
+    const slotOf = new Map()
+    for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json.slot)
+    const frozenSlot = '0'
+    const victim = (await request(app.port, { localAddress: [...slotOf].find(([, slot]) => slot === frozenSlot)[0] })).json.pid
+    const ofFrozen = [...slotOf].filter(([, slot]) => slot === frozenSlot).map(([ip]) => ip)
+    const ofOther = [...slotOf].filter(([, slot]) => slot !== frozenSlot).map(([ip]) => ip)
+    expect(ofFrozen.length).toBeGreaterThan(5)
+    expect(ofOther.length).toBeGreaterThan(5)
+    process.kill(victim, 'SIGSTOP')
+    try {
+      // Ten times the limit for the frozen worker at once...
+      const burst = Array.from({ length: 20 }, (_, i) => request(app.port, { localAddress: ofFrozen[i % ofFrozen.length] }))
+      await waitUntil(async () => (await app.stats()).slots[Number(frozenSlot)].pending >= 20, { what: 'the burst to queue for the frozen worker' })
+      // ...while the other worker's clients are served at once.
+      for (const ip of ofOther) expect((await request(app.port, { localAddress: ip, timeout: 3000 })).json.slot).not.toBe(frozenSlot)
+      const during = await app.stats()
+      expect(during.slots[Number(frozenSlot)].pending).toBeGreaterThanOrEqual(20)
+      process.kill(victim, 'SIGCONT')
+      const results = await Promise.all(burst)
+      expect(results.map((r) => r.status)).toEqual(Array(20).fill(200))
+      expect(results.every((r) => r.json.pid === victim)).toBe(true)
+    } finally {
+      process.kill(victim, 'SIGCONT')
+    }
+    const stats = await app.stats()
+    expect(stats.dropped).toBe(0)
+    expect(stats.slots.map((slot) => slot.droppedQueueFull)).toEqual([0, 0])
+  })
+})
+
 describe('rolling reload under load', () => {
   test.each([['sticky.reload()', 'api'], ['SIGHUP', 'signal']])('%s replaces every worker one at a time with zero failed requests', async (_, how) => {
     const app = await startApp({ options: { workers: 3 } })

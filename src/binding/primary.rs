@@ -12,7 +12,8 @@ use super::listen::{Listen, ListenSpec};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
-  bind_listener, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle, StatsSnapshot,
+  bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle,
+  StatsSnapshot,
 };
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
@@ -170,6 +171,7 @@ impl Balancer {
       },
       max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
       max_parked: options.max_parked as usize,
+      max_held: descriptor_budget(),
       startup_wait: Duration::from_millis(u64::from(options.startup_wait)),
     };
     let sink = Box::new(move |event: PrimaryEvent| {

@@ -6,6 +6,19 @@
 //! full) or a slot's `unacked` (sent, the primary still holds its fd). When a
 //! channel closes, everything it held goes back through `dispatch` to each
 //! client's next rendezvous choice.
+//!
+//! A burst is absorbed, not reset. Every accepted connection is held here
+//! until a worker takes it, up to `max_held` in all (sized from the process's
+//! file descriptor limit), whatever the per-slot limits. The kernel's listen
+//! queue is the worse place to wait: it is small (`backlog`, 511), and once
+//! full the kernel drops handshakes, which ends in client timeouts and resets.
+//! At `max_held` accepting pauses while the slots over their limit
+//! (`max_pending_per_slot`) catch up — for at most `CONGESTION_HOLD` per
+//! episode, so one frozen worker cannot stall every other slot's clients.
+//! After that, a new connection for a slot still over its limit (or to be
+//! parked beyond `max_parked`) is reset, counted and reported: the
+//! descriptors are truly running out. A connection already held is never
+//! reset for a limit, however often it is re-dispatched.
 
 use std::collections::VecDeque;
 use std::io;
@@ -65,6 +78,26 @@ pub enum Notice {
     slot: SlotId,
     message: String,
   },
+  /// New connections were reset because `max_held` connections were already
+  /// held (file descriptors running out); reported at most once per second.
+  Overloaded {
+    held: usize,
+    reset: u64,
+  },
+}
+
+/// How long a slot over its pending limit pauses accepting when the
+/// descriptors run out, per episode of congestion: long enough for a busy
+/// worker to catch up while new clients wait in the kernel's queue, short
+/// enough that a frozen worker does not stall the clients of every other slot.
+pub const CONGESTION_HOLD: Duration = Duration::from_millis(500);
+
+/// Whether the accept loop may take connections off the listen queue now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+  Open,
+  /// Not now; ask again when woken, or after this long at the latest.
+  Paused(Option<Duration>),
 }
 
 /// A slot's connection to its current worker.
@@ -109,6 +142,15 @@ pub struct Dispatcher {
   parked: VecDeque<Connection>,
   max_pending_per_slot: usize,
   max_parked: usize,
+  max_held: usize,
+  /// Connections held anywhere here (parked, backlogs, unacknowledged).
+  held: usize,
+  /// Per slot: since when (ms) its pending count has been at its limit, until
+  /// it falls back to half of it (an episode of congestion).
+  congested_since: Vec<Option<u64>>,
+  /// Resets for `max_held` not yet reported, and when the last report went out.
+  overload_resets: u64,
+  overload_reported_ms: Option<u64>,
   /// True once every slot has said hello once (or the start-up wait ended):
   /// before that, clients would be spread over the first workers up and then
   /// moved, breaking their sessions.
@@ -124,8 +166,13 @@ pub struct Dispatcher {
 }
 
 pub struct DispatcherLimits {
+  /// A slot's share: past this many pending hand-offs, its new connections
+  /// are the ones paused for, then reset, when `max_held` is reached.
   pub max_pending_per_slot: usize,
+  /// The parked queue's share (no worker alive), in the same sense.
   pub max_parked: usize,
+  /// Connections held in all: the descriptor budget.
+  pub max_held: usize,
 }
 
 impl Dispatcher {
@@ -145,6 +192,11 @@ impl Dispatcher {
       parked: VecDeque::new(),
       max_pending_per_slot: limits.max_pending_per_slot,
       max_parked: limits.max_parked,
+      max_held: limits.max_held,
+      held: 0,
+      congested_since: vec![None; usize::from(slot_count)],
+      overload_resets: 0,
+      overload_reported_ms: None,
       started: false,
       closed: false,
       next_generation: 1,
@@ -165,7 +217,29 @@ impl Dispatcher {
   /// When it should not, they wait in the kernel's backlog (the `backlog`
   /// option), which costs the primary nothing.
   pub fn accepting(&self) -> bool {
-    !self.closed && self.started && !self.live.is_empty()
+    !self.closed && self.started && !self.live.is_empty() && self.admission() == Admission::Open
+  }
+
+  /// Backpressure alone (not start-up or the lack of a worker): paused while
+  /// the descriptor budget is used up and a slot over its limit is within
+  /// its hold.
+  pub fn admission(&self) -> Admission {
+    if self.held < self.max_held {
+      return Admission::Open;
+    }
+    let now = self.now_ms();
+    let hold = CONGESTION_HOLD.as_millis() as u64;
+    let pause_left = self
+      .congested_since
+      .iter()
+      .flatten()
+      .map(|&since| (since + hold).saturating_sub(now))
+      .filter(|&left| left > 0)
+      .max();
+    match pause_left {
+      Some(left) => Admission::Paused(Some(Duration::from_millis(left))),
+      None => Admission::Open,
+    }
   }
 
   /// Ends the start-up wait even if some workers never said hello.
@@ -329,24 +403,43 @@ impl Dispatcher {
     }
   }
 
+  /// The connections held here: parked, queued or unacknowledged.
+  pub fn held(&self) -> usize {
+    self.held
+  }
+
+  /// Takes a newly accepted connection into the ledger and dispatches it.
+  pub fn accept(&mut self, connection: Connection) {
+    self.held += 1;
+    self.dispatch(connection, true);
+  }
+
   /// Sends `connection` to its route's slot among the live ones, parks it
-  /// when no slot is live, and resets it when the chosen slot's queue is full.
-  pub fn dispatch(&mut self, connection: Connection) {
+  /// when no slot is live. A `fresh` connection (just accepted) over its
+  /// slot's limit is reset and counted if `max_held` connections are held.
+  fn dispatch(&mut self, connection: Connection, fresh: bool) {
     let Some(slot) = self.choose(&connection.route) else {
-      self.park(connection);
+      self.park(connection, fresh);
       return;
     };
     let index = usize::from(slot);
-    let Some(channel) = self.slots[index].as_mut() else {
+    let Some(pending) = self.slots[index].as_ref().map(SlotChannel::pending) else {
       debug_assert!(false, "live slot {slot} has no channel");
-      self.park(connection);
+      self.park(connection, fresh);
       return;
     };
-    if channel.pending() >= self.max_pending_per_slot {
+    if fresh && pending >= self.max_pending_per_slot && self.held > self.max_held {
       self.stats.slots[index].dropped_queue_full.fetch_add(1, Relaxed);
-      reset(connection);
+      self.reset_overloaded(connection);
       return;
     }
+    if pending + 1 >= self.max_pending_per_slot && self.congested_since[index].is_none() {
+      self.congested_since[index] = Some(self.now_ms());
+    }
+    let Some(channel) = self.slots[index].as_mut() else {
+      self.park(connection, fresh);
+      return;
+    };
     self.stats.slots[index].dispatched.fetch_add(1, Relaxed);
     self.stats.slots[index].pending.fetch_add(1, Relaxed);
     channel.backlog.push_back(connection);
@@ -357,14 +450,34 @@ impl Dispatcher {
     }
   }
 
-  fn park(&mut self, connection: Connection) {
-    if self.parked.len() >= self.max_parked {
+  fn park(&mut self, connection: Connection, fresh: bool) {
+    if fresh && self.parked.len() >= self.max_parked && self.held > self.max_held {
       self.stats.dropped_no_worker.fetch_add(1, Relaxed);
-      reset(connection);
+      self.reset_overloaded(connection);
       return;
     }
     self.parked.push_back(connection);
     self.stats.parked.store(self.parked.len() as u64, Relaxed);
+  }
+
+  /// Resets a connection for want of descriptors, and reports it (at most
+  /// once per second, with the count since the last report).
+  fn reset_overloaded(&mut self, connection: Connection) {
+    reset(connection);
+    self.held -= 1;
+    self.report_overload_reset();
+  }
+
+  /// Counts a connection closed for want of descriptors (here, or one
+  /// evicted while reading its header) for the next report.
+  pub fn report_overload_reset(&mut self) {
+    self.overload_resets += 1;
+    let now = self.now_ms();
+    if self.overload_reported_ms.is_none_or(|last| now.saturating_sub(last) >= 1000) {
+      self.notices.push(Notice::Overloaded { held: self.held, reset: self.overload_resets });
+      self.overload_resets = 0;
+      self.overload_reported_ms = Some(now);
+    }
   }
 
   /// Sends what the slot's backlog holds until the channel is full.
@@ -475,6 +588,10 @@ impl Dispatcher {
         }
         self.stats.slots[index].acknowledged.fetch_add(acknowledged, Relaxed);
         self.stats.slots[index].pending.fetch_sub(acknowledged, Relaxed);
+        self.held -= acknowledged as usize;
+        if channel.pending() <= self.max_pending_per_slot / 2 {
+          self.congested_since[index] = None;
+        }
       }
       Reply::SessionOpened { sid } => {
         let now = self.now_ms();
@@ -523,6 +640,7 @@ impl Dispatcher {
     let index = usize::from(slot);
     let requeued: Vec<Connection> =
       channel.backlog.into_iter().chain(channel.unacked.into_iter().map(|(_, connection)| connection)).collect();
+    self.congested_since[index] = None;
     let slot_stats = &self.stats.slots[index];
     slot_stats.pending.store(0, Relaxed);
     slot_stats.redispatched.fetch_add(requeued.len() as u64, Relaxed);
@@ -541,7 +659,7 @@ impl Dispatcher {
     }
     self.rebuild_live();
     for connection in requeued {
-      self.dispatch(connection);
+      self.dispatch(connection, false);
     }
   }
 
@@ -566,7 +684,7 @@ impl Dispatcher {
     let parked = std::mem::take(&mut self.parked);
     self.stats.parked.store(0, Relaxed);
     for connection in parked {
-      self.dispatch(connection);
+      self.dispatch(connection, false);
     }
   }
 }
@@ -614,7 +732,7 @@ mod tests {
     let mut dispatcher = Dispatcher::new(
       Rendezvous::default(),
       slots,
-      DispatcherLimits { max_pending_per_slot: 4, max_parked: 2 },
+      DispatcherLimits { max_pending_per_slot: 4, max_parked: 2, max_held: 6 },
       Some(SessionTable::new(slots, NewSessionBalance::LeastConnection, 60_000, 100, 1)),
       stats,
     );
@@ -646,7 +764,7 @@ mod tests {
     let mut dispatcher = Dispatcher::new(
       Rendezvous::default(),
       2,
-      DispatcherLimits { max_pending_per_slot: 4, max_parked: 2 },
+      DispatcherLimits { max_pending_per_slot: 4, max_parked: 2, max_held: 6 },
       None,
       stats,
     );
@@ -665,7 +783,7 @@ mod tests {
     let (mut dispatcher, workers) = dispatcher(2);
     assert!(dispatcher.accepting());
     let connection = connection_for(&dispatcher, 1, &[0, 1]);
-    dispatcher.dispatch(connection);
+    dispatcher.accept(connection);
     let (worker, generation) = &workers[1];
     assert_eq!(worker.take_all(), vec![1]);
     assert_eq!(dispatcher.stats.slots[1].pending.load(Relaxed), 1);
@@ -680,7 +798,7 @@ mod tests {
     let (mut dispatcher, mut workers) = dispatcher(3);
     for _ in 0..3 {
       let connection = connection_for(&dispatcher, 2, &[0, 1, 2]);
-      dispatcher.dispatch(connection);
+      dispatcher.accept(connection);
     }
     let (dead, generation) = workers.remove(2);
     assert_eq!(dead.take_all().len(), 3);
@@ -697,38 +815,67 @@ mod tests {
   }
 
   #[test]
-  fn a_full_slot_resets_the_connection_and_counts_it() {
+  fn a_slot_over_its_limit_keeps_taking_connections_until_the_descriptor_budget_is_used_up() {
+    // max_pending_per_slot 4, max_held 6.
     let (mut dispatcher, _workers) = dispatcher(2);
-    for _ in 0..5 {
+    for _ in 0..6 {
       let connection = connection_for(&dispatcher, 0, &[0, 1]);
-      dispatcher.dispatch(connection);
+      dispatcher.accept(connection);
+      assert!(dispatcher.accepting() || dispatcher.held() == 6, "no pause before the budget is used up");
     }
-    assert_eq!(dispatcher.stats.slots[0].dispatched.load(Relaxed), 4);
-    assert_eq!(dispatcher.stats.slots[0].dropped_queue_full.load(Relaxed), 1);
-    assert_eq!(dispatcher.stats.snapshot().dropped, 1);
+    assert_eq!(dispatcher.stats.slots[0].dispatched.load(Relaxed), 6, "held beyond the slot's limit");
+    assert!(matches!(dispatcher.admission(), Admission::Paused(Some(_))), "budget used up: wait for the slot");
+    assert_eq!(dispatcher.stats.snapshot().dropped, 0);
   }
 
   #[test]
-  fn with_no_worker_alive_connections_park_then_flow_to_the_next_worker() {
-    let (mut dispatcher, workers) = dispatcher(1);
-    let (worker, generation) = &workers[0];
-    send_record(worker.end.as_fd(), b"", None).ok();
-    dispatcher.close_channel(0, ChannelEnd::Failed);
-    assert!(!dispatcher.accepting());
-    let _ = generation;
-    for _ in 0..3 {
-      let (fd, _) = channel::socketpair().unwrap();
-      dispatcher.dispatch(Connection { fd, route: Route::Hash(7), client: None });
+  fn past_the_budget_a_new_connection_for_a_slot_over_its_limit_is_reset_counted_and_reported() {
+    let (mut dispatcher, workers) = dispatcher(2);
+    for _ in 0..7 {
+      let connection = connection_for(&dispatcher, 0, &[0, 1]);
+      dispatcher.accept(connection);
     }
-    assert_eq!(dispatcher.stats.parked.load(Relaxed), 2);
-    assert_eq!(dispatcher.stats.dropped_no_worker.load(Relaxed), 1);
-    let (primary_end, worker_end) = channel::socketpair().unwrap();
-    let generation = dispatcher.attach(0, primary_end);
-    let respawned = Worker { end: worker_end };
-    respawned.say(Reply::Hello { pid: 2 });
-    dispatcher.read_replies(0, generation);
-    assert_eq!(respawned.take_all(), vec![1, 2]);
-    assert_eq!(dispatcher.stats.slots[0].respawns_for_test(), 1);
+    assert_eq!(dispatcher.stats.slots[0].dispatched.load(Relaxed), 6);
+    assert_eq!(dispatcher.stats.slots[0].dropped_queue_full.load(Relaxed), 1);
+    assert_eq!(dispatcher.stats.snapshot().dropped, 1);
+    let notices = dispatcher.take_notices();
+    assert!(notices.contains(&Notice::Overloaded { held: 6, reset: 1 }), "{notices:?}");
+    // A slot under its limit still gets its clients (the budget keeps a reserve).
+    let connection = connection_for(&dispatcher, 1, &[0, 1]);
+    dispatcher.accept(connection);
+    assert_eq!(workers[1].0.take_all(), vec![1]);
+  }
+
+  #[test]
+  fn a_congested_slot_pauses_accepting_for_at_most_its_hold() {
+    let (mut dispatcher, _workers) = dispatcher(2);
+    for _ in 0..6 {
+      let connection = connection_for(&dispatcher, 0, &[0, 1]);
+      dispatcher.accept(connection);
+    }
+    assert!(!dispatcher.accepting());
+    std::thread::sleep(CONGESTION_HOLD + Duration::from_millis(20));
+    assert_eq!(dispatcher.admission(), Admission::Open, "a slot that does not catch up stalls nobody else for longer");
+  }
+
+  #[test]
+  fn an_acknowledgement_down_to_half_the_limit_ends_the_congestion() {
+    let (mut dispatcher, workers) = dispatcher(2);
+    for _ in 0..6 {
+      let connection = connection_for(&dispatcher, 0, &[0, 1]);
+      dispatcher.accept(connection);
+    }
+    let (worker, generation) = &workers[0];
+    assert_eq!(worker.take_all(), vec![1, 2, 3, 4, 5, 6]);
+    worker.say(Reply::Ack { up_to: 4 });
+    dispatcher.read_replies(0, *generation);
+    // The budget is used up again, with no slot congested: nobody to wait for.
+    for slot in [1, 1, 1, 0] {
+      let connection = connection_for(&dispatcher, slot, &[0, 1]);
+      dispatcher.accept(connection);
+    }
+    assert_eq!(dispatcher.held(), 6);
+    assert_eq!(dispatcher.admission(), Admission::Open);
   }
 
   #[test]
@@ -739,7 +886,7 @@ mod tests {
     owner.say(Reply::SessionOpened { sid: b"s1" });
     for _ in 0..3 {
       let (fd, _) = channel::socketpair().unwrap();
-      dispatcher.dispatch(Connection { fd, route: Route::Session(b"s1"[..].into()), client: None });
+      dispatcher.accept(Connection { fd, route: Route::Session(b"s1"[..].into()), client: None });
     }
     assert_eq!(owner.take_all().len(), 3);
     assert_eq!(dispatcher.stats.slots[2].sessions.load(Relaxed), 1);
@@ -750,7 +897,7 @@ mod tests {
     let (mut dispatcher, workers) = dispatcher(3);
     for _ in 0..3 {
       let (fd, _) = channel::socketpair().unwrap();
-      dispatcher.dispatch(Connection { fd, route: Route::NewSession { handshake: true }, client: None });
+      dispatcher.accept(Connection { fd, route: Route::NewSession { handshake: true }, client: None });
     }
     let per_worker: Vec<usize> = workers.iter().map(|(worker, _)| worker.take_all().len()).collect();
     assert_eq!(per_worker, vec![1, 1, 1]);
@@ -762,14 +909,14 @@ mod tests {
     let (old, _) = &workers[1];
     for _ in 0..2 {
       let connection = connection_for(&dispatcher, 1, &[0, 1]);
-      dispatcher.dispatch(connection);
+      dispatcher.accept(connection);
     }
     // The old worker is busy (has not read its queue) when its replacement starts.
     let (primary_end, worker_end) = channel::socketpair().unwrap();
     let generation = dispatcher.attach(1, primary_end);
     let new = Worker { end: worker_end };
     let connection = connection_for(&dispatcher, 1, &[0, 1]);
-    dispatcher.dispatch(connection);
+    dispatcher.accept(connection);
     assert!(new.take_all().is_empty(), "nothing goes to a worker before its hello");
     new.say(Reply::Hello { pid: 77 });
     dispatcher.read_replies(1, generation);

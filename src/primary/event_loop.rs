@@ -26,7 +26,7 @@ use crate::hrw::{Rendezvous, SlotId};
 use crate::routing::Router;
 use crate::sessions::SessionTable;
 
-use super::dispatcher::{ChannelEnd, Connection, Dispatcher, DispatcherLimits, Notice, Progress};
+use super::dispatcher::{Admission, ChannelEnd, Connection, Dispatcher, DispatcherLimits, Notice, Progress};
 use super::header_reader::{self, HeaderLimits, NoDecision, PendingSocket, WaitingSet};
 use super::listener::errno_name;
 use super::stats::Stats;
@@ -45,10 +45,14 @@ pub struct PrimaryConfig {
   pub rendezvous: Option<(Vec<u8>, AllowedWorkers)>,
   /// A failure to inject, for tests of the failure paths; `None` in production.
   pub fault: Option<Fault>,
-  /// Connections handed to one slot and not yet acknowledged (or not yet sent).
+  /// Connections handed to one slot and not yet acknowledged (or not yet
+  /// sent) beyond which accepting pauses while that worker catches up.
   pub max_pending_per_slot: usize,
-  /// Connections held while no worker is alive.
+  /// Connections held while no worker is alive beyond which accepting pauses.
   pub max_parked: usize,
+  /// Connections the primary may hold (waiting for a worker or for their
+  /// header) before it closes some: see [`descriptor_budget`].
+  pub max_held: usize,
   /// How long to wait for every worker's first hello before accepting with
   /// the workers that are up.
   pub startup_wait: Duration,
@@ -186,6 +190,12 @@ struct Shared {
   slot_wakeups: Vec<Notify>,
   /// Wakes the accept task when accepting may have become possible.
   gate: Notify,
+  /// The accept task waits for `gate` because of backpressure: whoever
+  /// relieves it (an acknowledgement, a header read to its end) wakes it.
+  accept_paused: std::cell::Cell<bool>,
+  /// The descriptor budget: connections held, waiting for a worker or for
+  /// their header, beyond which some are reset.
+  max_held: usize,
   on_event: Rc<EventSink>,
 }
 
@@ -221,8 +231,38 @@ impl Shared {
           message: format!("worker in slot {slot} sent an invalid record: {message}"),
           fatal: false,
         },
+        Notice::Overloaded { held, reset } => PrimaryEvent::Error {
+          code: "ERR_STICKY_OVERLOAD".into(),
+          message: format!(
+            "reset {reset} connection(s): {held} connections are waiting for workers that fall behind, and file \
+             descriptors are running out; raise the open-file limit (ulimit -n) or add workers"
+          ),
+          fatal: false,
+        },
       };
       (self.on_event)(event);
+    }
+    self.wake_acceptor_if_admitted();
+  }
+
+  /// Whether the accept task may take a connection now. `draining` (after
+  /// `close`) takes what is queued whatever the workers' state, but still
+  /// under backpressure.
+  fn admission(&self, draining: bool) -> Admission {
+    let dispatcher = self.dispatcher.borrow();
+    match dispatcher.admission() {
+      Admission::Open if !draining && !dispatcher.accepting() => Admission::Paused(None),
+      admission => admission,
+    }
+  }
+
+  fn wake_acceptor_if_admitted(&self) {
+    if self.accept_paused.get() {
+      let draining = self.dispatcher.borrow().is_closed();
+      if self.admission(draining) == Admission::Open {
+        self.accept_paused.set(false);
+        self.gate.notify_one();
+      }
     }
   }
 }
@@ -247,13 +287,14 @@ fn run(
       fault,
       max_pending_per_slot,
       max_parked,
+      max_held,
       startup_wait,
     } = config;
     let expires_sessions = sessions.is_some();
     let dispatcher = Dispatcher::new(
       Rendezvous::new(seed),
       slots,
-      DispatcherLimits { max_pending_per_slot, max_parked },
+      DispatcherLimits { max_pending_per_slot, max_parked, max_held },
       sessions,
       stats.clone(),
     );
@@ -267,6 +308,8 @@ fn run(
       stats: stats.clone(),
       slot_wakeups,
       gate: Notify::new(),
+      accept_paused: std::cell::Cell::new(false),
+      max_held,
       on_event,
     });
 
@@ -439,16 +482,24 @@ fn register<T: AsRawFd>(owned: T, interest: Interest) -> io::Result<AsyncFd<T>> 
 /// Accepts connections while the dispatcher wants them, and routes each.
 /// After `close`, takes every connection still in the listen queue (the kernel
 /// accepted them: they are served, not reset), then closes the listener.
+/// Under backpressure it waits, and the connections wait in the listen queue.
 async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
   const ACCEPTS_PER_WAKEUP: usize = 64;
   loop {
-    if shared.dispatcher.borrow().is_closed() {
-      while let Some(Ok(())) = accept_one(&shared, &listener) {}
-      return Ok(());
-    }
-    if !shared.dispatcher.borrow().accepting() {
-      shared.gate.notified().await;
+    let draining = shared.dispatcher.borrow().is_closed();
+    if let Admission::Paused(wait) = shared.admission(draining) {
+      wait_for_gate(&shared, wait).await;
       continue;
+    }
+    if draining {
+      match accept_one(&shared, &listener) {
+        Some(Ok(())) => continue,
+        Some(Err(error)) => {
+          back_off_after_accept_error(&shared, &error).await;
+          continue;
+        }
+        None => return Ok(()),
+      }
     }
     tokio::select! {
       ready = listener.readable() => {
@@ -458,22 +509,13 @@ async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io
           match accept_one(&shared, &listener) {
             Some(Ok(())) => {
               accepted_any = true;
-              if !shared.dispatcher.borrow().accepting() {
+              if shared.admission(false) != Admission::Open {
                 break;
               }
             }
             Some(Err(error)) => {
-              // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays in the
-              // kernel's queue. Back off instead of spinning on a listener
-              // that stays readable, and tell the user.
-              shared.stats.accept_errors.fetch_add(1, Relaxed);
-              (shared.on_event)(PrimaryEvent::Error {
-                code: errno_name(&error).into(),
-                message: format!("accept failed: {error}; retrying in 100 ms"),
-                fatal: false,
-              });
               drop(guard);
-              tokio::time::sleep(Duration::from_millis(100)).await;
+              back_off_after_accept_error(&shared, &error).await;
               break;
             }
             None => {
@@ -494,6 +536,55 @@ async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io
   }
 }
 
+/// Waits until backpressure may have eased: woken by whoever eases it, or
+/// after `wait` (a congested slot's hold, the oldest header read's grace).
+async fn wait_for_gate(shared: &Rc<Shared>, wait: Option<Duration>) {
+  shared.accept_paused.set(true);
+  match wait {
+    Some(wait) => {
+      tokio::select! {
+        _ = shared.gate.notified() => {}
+        _ = tokio::time::sleep(wait) => {}
+      }
+    }
+    None => shared.gate.notified().await,
+  }
+  shared.accept_paused.set(false);
+}
+
+/// EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays in the kernel's
+/// queue. Back off instead of spinning on a listener that stays readable,
+/// and tell the user.
+async fn back_off_after_accept_error(shared: &Rc<Shared>, error: &io::Error) {
+  shared.stats.accept_errors.fetch_add(1, Relaxed);
+  (shared.on_event)(PrimaryEvent::Error {
+    code: errno_name(error).into(),
+    message: format!("accept failed: {error}; retrying in 100 ms"),
+    fatal: false,
+  });
+  tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// How many connections the primary may hold (waiting for a worker or for
+/// their header) before it closes some: its open-file limit (which Node
+/// raises to the hard limit at start), less a quarter (at least 256) kept
+/// for connections on their way through, channels and the application's own
+/// files; and at most `MAX_HELD`, a bound on memory (a held connection costs
+/// a few KiB, mostly in the kernel).
+pub fn descriptor_budget() -> usize {
+  let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    .map(|(soft, _hard)| soft)
+    .unwrap_or(1024);
+  budget_for_open_file_limit(usize::try_from(limit).unwrap_or(usize::MAX))
+}
+
+const MAX_HELD: usize = 65_536;
+
+fn budget_for_open_file_limit(open_file_limit: usize) -> usize {
+  let reserve = (open_file_limit / 4).max(256);
+  open_file_limit.saturating_sub(reserve).clamp(64, MAX_HELD)
+}
+
 /// Accepts and routes one connection: `None` when the queue is empty,
 /// `Some(Err)` when accepting failed for want of resources.
 fn accept_one(shared: &Rc<Shared>, listener: &AsyncFd<Socket>) -> Option<io::Result<()>> {
@@ -509,7 +600,7 @@ fn accept_one(shared: &Rc<Shared>, listener: &AsyncFd<Socket>) -> Option<io::Res
           read_header_then_dispatch(shared, socket, peer);
         } else {
           let route = shared.router.route_by_ip(peer.ip());
-          shared.dispatcher.borrow_mut().dispatch(Connection { fd: OwnedFd::from(socket), route, client: None });
+          shared.dispatcher.borrow_mut().accept(Connection { fd: OwnedFd::from(socket), route, client: None });
           shared.publish();
         }
         Some(Ok(()))
@@ -548,7 +639,7 @@ fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAd
     match outcome {
       Ok(decision) => {
         let connection = Connection { fd: OwnedFd::from(socket), route: decision.route, client: decision.client };
-        shared.dispatcher.borrow_mut().dispatch(connection);
+        shared.dispatcher.borrow_mut().accept(connection);
         shared.publish();
       }
       Err(NoDecision::ClosedEarly) => drop(socket),
@@ -564,7 +655,13 @@ fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAd
   };
   let socket = PendingSocket::new(socket);
   let mut waiting = shared.waiting.borrow_mut();
-  while waiting.len() >= shared.header.max_waiting && waiting.evict_oldest() {
+  // Room is made by closing the oldest connection still reading its header
+  // (the likeliest slowloris) only when the descriptors run out and more
+  // than `max_waiting` are reading: a burst of clients slow to send their
+  // first bytes looks the same, and each gets its `headerTimeout`.
+  let held = shared.dispatcher.borrow().held();
+  while waiting.len() >= shared.header.max_waiting && held + waiting.len() >= shared.max_held && waiting.evict_oldest()
+  {
     shared.stats.dropped_header_overflow.fetch_add(1, Relaxed);
     shared.stats.reading_header.fetch_sub(1, Relaxed);
   }
@@ -585,6 +682,7 @@ fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAd
       Ok(outcome) => outcome,
       Err(_elapsed) => {
         shared.stats.dropped_header_timeout.fetch_add(1, Relaxed);
+        shared.wake_acceptor_if_admitted();
         return; // `socket` is reset as it drops
       }
     };
@@ -592,18 +690,21 @@ fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAd
     match outcome {
       Ok(decision) => {
         let connection = Connection { fd: socket.into_fd(), route: decision.route, client: decision.client };
-        shared.dispatcher.borrow_mut().dispatch(connection);
-        shared.publish();
+        shared.dispatcher.borrow_mut().accept(connection);
       }
       Err(NoDecision::ClosedEarly) => socket.close_quietly(),
       Err(NoDecision::Refused(_) | NoDecision::TooLarge) => drop(socket),
     }
+    // Publishes, and wakes the accept task if it waited for room among the
+    // connections reading their header.
+    shared.publish();
   });
   waiting.insert(id, task.abort_handle());
 }
 
 /// Serves one channel of one slot until it closes or is replaced.
 async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channel: AsyncFd<OwnedFd>) {
+  let mut read_at = tokio::time::Instant::now() + REPLY_POLL_BUSY;
   loop {
     let (wants_write, busy) = {
       let dispatcher = shared.dispatcher.borrow();
@@ -613,10 +714,14 @@ async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channe
       (dispatcher.wants_write(slot, generation), dispatcher.awaits_replies(slot, generation))
     };
     // Replies are read without a wake-up of their own: after every accept
-    // batch (see `accept_connections`), and on this timer — soon while the
+    // batch (see `accept_connections`), and at this deadline — soon while the
     // worker owes acknowledgements or its hello, rarely when idle (to notice
-    // a worker that closed).
-    let poll_after = if busy { REPLY_POLL_BUSY } else { REPLY_POLL_IDLE };
+    // a worker that closed). The deadline survives the loop's other wake-ups
+    // (writability, queued hand-offs): in a burst they come more often than
+    // it, and the worker, unheard, would fill its side of the channel.
+    if busy {
+      read_at = read_at.min(tokio::time::Instant::now() + REPLY_POLL_BUSY);
+    }
     tokio::select! {
       ready = channel.writable(), if wants_write => {
         let Ok(mut guard) = ready else { break };
@@ -628,12 +733,14 @@ async fn serve_channel(shared: Rc<Shared>, slot: SlotId, generation: u64, channe
           Progress::Idle => {}
         }
       }
-      _ = tokio::time::sleep(poll_after) => {
+      _ = tokio::time::sleep_until(read_at) => {
         let progress = shared.dispatcher.borrow_mut().read_replies(slot, generation);
         shared.publish();
         if progress == Progress::Gone {
           return;
         }
+        let busy = shared.dispatcher.borrow().awaits_replies(slot, generation);
+        read_at = tokio::time::Instant::now() + if busy { REPLY_POLL_BUSY } else { REPLY_POLL_IDLE };
       }
       // A dispatch queued behind a full channel, or the channel was closed or replaced.
       _ = shared.slot_wakeups[usize::from(slot)].notified() => {}
@@ -673,14 +780,19 @@ mod tests {
       fault: None,
       max_pending_per_slot: 16,
       max_parked: 16,
+      max_held: 3,
       startup_wait: Duration::from_secs(5),
     }
   }
 
   /// A primary with one ready worker (this test) on loopback.
   fn primary(mode: RoutingMode) -> (PrimaryHandle, OwnedFd) {
+    primary_with(config(mode))
+  }
+
+  fn primary_with(config: PrimaryConfig) -> (PrimaryHandle, OwnedFd) {
     let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
-    let handle = PrimaryHandle::start(config(mode), listener, Box::new(|_| {})).unwrap();
+    let handle = PrimaryHandle::start(config, listener, Box::new(|_| {})).unwrap();
     let worker = handle.open_slot(0).unwrap();
     channel::send_record(worker.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), None).unwrap();
     (handle, worker)
@@ -699,8 +811,8 @@ mod tests {
   fn a_proxy_header_is_consumed_exactly_and_stalled_clients_delay_nobody() {
     let (handle, worker) = primary(RoutingMode::ProxyProtocol);
     // Five clients stall half-way through their header. With at most 3
-    // waiting, the 4th and 5th evict the oldest waiting; the timeout closes
-    // the rest.
+    // waiting and a descriptor budget of 3, the 4th and 5th evict the oldest
+    // waiting; the timeout closes the rest.
     let stalled: Vec<TcpStream> = (0..5)
       .map(|_| {
         let mut stream = TcpStream::connect(handle.local_addr()).unwrap();
@@ -729,6 +841,39 @@ mod tests {
       let mut rest = Vec::new();
       assert!(stream.read_to_end(&mut rest).is_err() || rest.is_empty(), "stalled clients are closed");
     }
+  }
+
+  #[test]
+  fn the_descriptor_budget_is_three_quarters_of_the_open_file_limit_within_bounds() {
+    assert_eq!(budget_for_open_file_limit(20_000), 15_000);
+    assert_eq!(budget_for_open_file_limit(1024), 768);
+    assert_eq!(budget_for_open_file_limit(300), 64, "a tiny limit still serves");
+    assert_eq!(budget_for_open_file_limit(1 << 20), MAX_HELD);
+  }
+
+  #[test]
+  fn a_burst_of_clients_slow_to_send_their_header_is_not_evicted_while_descriptors_last() {
+    let (handle, _worker) = primary_with(PrimaryConfig { max_held: 1000, ..config(RoutingMode::ProxyProtocol) });
+    // Twice `max_waiting` (3) at once: none is evicted to make room; each is
+    // closed once, by its timeout (500 ms).
+    let stalled: Vec<TcpStream> = (0..6)
+      .map(|_| {
+        let mut stream = TcpStream::connect(handle.local_addr()).unwrap();
+        stream.write_all(b"PROXY TCP4 1.2.3.4").unwrap();
+        stream
+      })
+      .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while handle.stats().snapshot().reading_header < 6 && std::time::Instant::now() < deadline {
+      std::thread::sleep(Duration::from_millis(5));
+    }
+    let young = handle.stats().snapshot();
+    assert_eq!((young.reading_header, young.dropped_header_overflow), (6, 0), "{young:?}");
+    std::thread::sleep(Duration::from_millis(900));
+    let snapshot = handle.stats().snapshot();
+    assert_eq!(snapshot.dropped_header_overflow + snapshot.dropped_header_timeout, 6, "{snapshot:?}");
+    assert_eq!(snapshot.reading_header, 0);
+    drop(stalled);
   }
 
   #[test]

@@ -31,8 +31,9 @@ pub struct HeaderLimits {
   pub timeout: Duration,
   /// The most bytes read while looking for it.
   pub max_bytes: usize,
-  /// Connections reading their header at once; at the limit the oldest is
-  /// closed to make room (it is the likeliest to be a slowloris).
+  /// Connections reading their header beyond which, when the primary's
+  /// descriptors run out, the oldest is closed to make room (the likeliest
+  /// slowloris).
   pub max_waiting: usize,
 }
 
@@ -187,6 +188,7 @@ impl Drop for PendingSocket {
 #[derive(Default)]
 pub struct WaitingSet {
   next_id: u64,
+  /// Ids in arrival order; cleaned lazily.
   order: VecDeque<u64>,
   tasks: HashMap<u64, AbortHandle>,
 }

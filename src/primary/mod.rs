@@ -10,7 +10,7 @@ mod header_reader;
 mod listener;
 mod stats;
 
-pub use event_loop::{AllowedWorkers, Fault, PrimaryConfig, PrimaryEvent, PrimaryHandle};
+pub use event_loop::{descriptor_budget, AllowedWorkers, Fault, PrimaryConfig, PrimaryEvent, PrimaryHandle};
 pub use header_reader::HeaderLimits;
 pub use listener::{bind_listener, with_default_host_fallback, ListenError};
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

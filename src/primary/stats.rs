@@ -15,7 +15,8 @@ pub struct SlotStats {
   pub acknowledged: AtomicU64,
   /// Connections this slot's worker never took, sent to another slot.
   pub redispatched: AtomicU64,
-  /// Connections reset because this slot's queue was full.
+  /// New connections reset because the descriptor budget was used up while
+  /// this slot was over its pending limit.
   pub dropped_queue_full: AtomicU64,
   /// Handed off and not yet acknowledged, or waiting for the channel.
   pub pending: AtomicU64,
@@ -27,7 +28,8 @@ pub struct SlotStats {
 pub struct Stats {
   pub accepted: AtomicU64,
   pub accept_errors: AtomicU64,
-  /// Connections reset because no worker was alive for longer than the park limit.
+  /// New connections reset because no worker was alive, more than `max_parked`
+  /// were parked and the descriptor budget was used up.
   pub dropped_no_worker: AtomicU64,
   /// Connections waiting for any worker to come up.
   pub parked: AtomicU64,
@@ -41,7 +43,8 @@ pub struct Stats {
   /// Closed: a connection in `proxy-protocol` mode from a peer not in `trustedProxies`.
   pub dropped_untrusted_proxy: AtomicU64,
   /// Closed: the oldest connection still reading its header, to make room
-  /// when `maxPendingHeaders` connections were reading.
+  /// when more than `maxPendingHeaders` were reading and the descriptor
+  /// budget was used up.
   pub dropped_header_overflow: AtomicU64,
   /// The client closed before sending its header (not a drop: nobody was waiting).
   pub closed_before_header: AtomicU64,

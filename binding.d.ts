@@ -148,7 +148,6 @@ export interface Connection {
   remoteAddress?: string
   remotePort?: number
   remoteFamily?: string
-  prefix?: Buffer
 }
 
 /** Where and how to listen; `index.js` validates and fills defaults. */

@@ -75,7 +75,7 @@ function adopt(server, socketOptions, connection) {
     readable: true,
     writable: true,
     allowHalfOpen: server.allowHalfOpen,
-    pauseOnCreate: server.pauseOnConnect || connection.prefix !== undefined,
+    pauseOnCreate: server.pauseOnConnect,
   })
   if (connection.remoteAddress !== undefined) {
     socket._peername = { address: connection.remoteAddress, port: connection.remotePort, family: connection.remoteFamily }
@@ -85,9 +85,7 @@ function adopt(server, socketOptions, connection) {
   server._connections++
   socket.server = server
   socket._server = server
-  if (connection.prefix !== undefined) socket.unshift(connection.prefix)
   server.emit('connection', socket)
-  if (connection.prefix !== undefined && !server.pauseOnConnect) socket.resume()
 }
 
 /** True for an engine.io polling handshake: `EIO=`, `transport=polling`, no `sid`. */

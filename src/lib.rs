@@ -1,10 +1,12 @@
 //! sticky-session-rs: sticky load balancing for Node.js cluster.
 //!
-//! Pure modules (no I/O): `address`, `hrw`, `wire`, `parsers` (PROXY v1/v2,
-//! HTTP request head, forwarding headers, trusted proxies), `routing` (what
-//! identifies a client), `sessions` (engine.io session owners). I/O shells over them:
-//! `channel` (the SEQPACKET hand-off socket), `primary` (listener, accept loop,
-//! dispatcher), `worker` (receiver). `binding` holds the `#[napi]` exports.
+//! Pure modules (no I/O): `address`, `hrw` (rendezvous hashing, the live
+//! `Selection`), `wire`, `parsers` (PROXY v1/v2, HTTP request head, forwarding
+//! headers, trusted proxies), `routing` (what identifies a client), `sessions`
+//! (engine.io session owners), and `primary::ledger` (where every connection
+//! is until a worker has it). I/O shells over them: `channel` (the SEQPACKET
+//! hand-off socket), `primary` (listener, accept loop, the channel driver),
+//! `worker` (receiver). `binding` holds the `#[napi]` exports.
 
 pub mod address;
 pub mod channel;

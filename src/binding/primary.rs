@@ -156,7 +156,6 @@ impl Balancer {
     let allowed = AllowedWorkers::default();
     let config = PrimaryConfig {
       slots,
-      seed,
       router: Router::new(mode, trusted, options.ignore_missing_header, hrw),
       header: HeaderLimits {
         timeout: Duration::from_millis(u64::from(options.header_timeout)),

@@ -31,7 +31,7 @@ function parseArgs(argv) {
     quick: false, rounds: 3, connections: 20000, duration: 5, warmup: 300, concurrency: 8,
     sioSessions: 2000, sioDuration: 3, sioConcurrency: 8, socketio: true, modes: null,
     startTimeout: 20, order: 'rotate', seed: Date.now() % 100000, verbose: false,
-    storm: false, stormClients: 5000, stormIps: 250, stormTimeout: 60,
+    storm: false, stormClients: [5000], stormIps: 250, stormTimeout: 60,
   };
   const num = (i) => {
     const v = Number(argv[i + 1]);
@@ -55,7 +55,11 @@ function parseArgs(argv) {
       case '--seed': o.seed = num(i); i++; break;
       case '--start-timeout': o.startTimeout = num(i); i++; break;
       case '--storm': o.storm = true; break;
-      case '--storm-clients': o.stormClients = num(i); i++; o.stormClientsSet = true; break;
+      case '--storm-clients':
+        o.stormClients = String(argv[++i]).split(',').map(Number);
+        if (!o.stormClients.every((n) => Number.isInteger(n) && n >= 1 && n <= 20000)) usage('--storm-clients takes sizes from 1 to 20000, e.g. 5000,10000');
+        o.stormClientsSet = true;
+        break;
       case '--storm-ips': o.stormIps = num(i); i++; break;
       case '--storm-timeout': o.stormTimeout = num(i); i++; break;
       case '-v': case '--verbose': o.verbose = true; break;
@@ -71,13 +75,12 @@ function parseArgs(argv) {
     if (!o.sioSet) o.sioSessions = 40;
     o.sioDuration = Math.min(o.sioDuration, 2);
     o.startTimeout = Math.min(o.startTimeout, 10);
-    if (!o.stormClientsSet) o.stormClients = 500;
+    if (!o.stormClientsSet) o.stormClients = [500];
   }
   if (o.storm && !o.roundsSet) o.rounds = 1;
   o.rounds = Math.max(1, Math.floor(o.rounds));
   if (o.duration <= 0 || o.duration > 120) usage('--duration must be in (0, 120]');
   if (o.connections < 1 || o.connections > 1e6) usage('--connections must be in [1, 1e6]');
-  if (o.stormClients < 1 || o.stormClients > 20000) usage('--storm-clients must be in [1, 20000]');
   if (o.stormIps < 1 || o.stormIps > 250) usage('--storm-ips must be in [1, 250] (127.0.0.2-127.0.0.251)');
   if (o.stormTimeout <= 0 || o.stormTimeout > 300) usage('--storm-timeout must be in (0, 300]');
   return o;
@@ -87,7 +90,7 @@ function usage(err) {
   const text = `usage: node bench/run.js [--quick] [--rounds N] [--connections N] [--duration S]
        [--warmup N] [--concurrency N] [--sio-sessions N] [--sio-duration S] [--no-socketio]
        [--modes substr,substr] [--shuffle] [--seed N] [--start-timeout S] [-v]
-       [--storm [--storm-clients N] [--storm-ips N] [--storm-timeout S]]`;
+       [--storm [--storm-clients N[,N...]] [--storm-ips N] [--storm-timeout S]]`;
   if (err) { console.error(`run.js: ${err}\n${text}`); process.exit(2); }
   console.log(text); process.exit(0);
 }
@@ -631,14 +634,16 @@ function addonProblem() {
 
 // ---------------------------------------------------------------- the reconnect storm
 function stormMarkdownTable(rows) {
-  const ref = rows.find((r) => r.mode === 'sticky-session 1.1.2' && r.status === 'ok' && !r.failed);
-  const head = '| mode | clients | failed | time until all done, s | ×sticky-session time | p50 s | p99 s | reset by the primary |\n' +
-    '|---|---:|---:|---:|---:|---:|---:|---:|';
+  const head = '| mode | clients | failed | time until all done, s | ×sticky-session time | p50 s | p99 s | primary CPU s | workers CPU s | reset by the primary |\n' +
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
   const lines = rows.map((r) => {
-    if (r.status !== 'ok') return `| ${r.mode} | ${f(r.clients)} | unavailable: ${String(r.reason).replace(/\|/g, '\\|').replace(/\n/g, ' ').slice(0, 160)} | | | | | |`;
+    if (r.status !== 'ok') return `| ${r.mode} | ${f(r.clients)} | unavailable: ${String(r.reason).replace(/\|/g, '\\|').replace(/\n/g, ' ').slice(0, 160)} | | | | | | | |`;
+    const ref = rows.find((x) => x.mode === 'sticky-session 1.1.2' && x.size === r.size && x.status === 'ok' && !x.failed);
     const ratio = ref && !r.failed ? fx(r.time_ms / ref.time_ms) : '–';
     const time = r.failed ? `${f(r.time_ms / 1000, 2)} (with failures)` : f(r.time_ms / 1000, 2);
-    return `| ${r.mode} | ${f(r.clients)} | ${f(r.failed)} | ${time} | ${ratio} | ${f(r.p50_ms / 1000, 2)} | ${f(r.p99_ms / 1000, 2)} | ${r.dropped == null ? '' : f(r.dropped)} |`;
+    const cpu = r.cpu_s || {};
+    return `| ${r.mode} | ${f(r.clients)} | ${f(r.failed)} | ${time} | ${ratio} | ${f(r.p50_ms / 1000, 2)} | ${f(r.p99_ms / 1000, 2)} | ` +
+      `${f(cpu.primary, 2)} | ${f(cpu.workers, 2)} | ${r.dropped == null ? '' : f(r.dropped)} |`;
   });
   return [head, ...lines].join('\n');
 }
@@ -650,40 +655,44 @@ async function stormMain(tStart) {
   const ourProblem = modes.some((m) => m.ours) ? addonProblem() : null;
   const machine = machineInfo();
   const { planProcesses, stormOnce } = require('./storm');
-  const plan = planProcesses(opt.stormClients);
-  log(`reconnect storm: ${opt.stormClients} socket.io clients from ${opt.stormIps} source IPs, ${plan.processes} client processes, ` +
+  log(`reconnect storm: ${opt.stormClients.join(' and ')} socket.io clients from ${opt.stormIps} source IPs, ` +
     `${modes.length} mode(s), ${opt.rounds} round(s)`);
   const records = [];
-  for (let round = 1; round <= opt.rounds; round++) {
-    for (const mode of modes) {
-      if (mode.ours && ourProblem) {
-        records.push({ mode: mode.name, round, status: 'unavailable', reason: ourProblem, clients: opt.stormClients });
-        continue;
+  for (const size of opt.stormClients) {
+    for (let round = 1; round <= opt.rounds; round++) {
+      for (const mode of modes) {
+        if (mode.ours && ourProblem) {
+          records.push({ mode: mode.name, size, round, status: 'unavailable', reason: ourProblem, clients: size });
+          continue;
+        }
+        const rec = await stormOnce(mode, size, { startServer, stopGroup, freePort, liveChildren, opt, log, groupMembers, cpuTicks, rawRequest });
+        records.push({ ...rec, size, round });
       }
-      const rec = await stormOnce(mode, { startServer, stopGroup, freePort, liveChildren, opt, log, groupMembers, cpuTicks, rawRequest });
-      records.push({ ...rec, round });
     }
   }
-  // One row per mode: the round with the longest time (the worst case), failures summed.
-  const rows = modes.map((mode) => {
-    const recs = records.filter((r) => r.mode === mode.name);
+  // One row per mode and size: the round with the longest time (the worst case), failures summed.
+  const rows = opt.stormClients.flatMap((size) => modes.map((mode) => {
+    const recs = records.filter((r) => r.mode === mode.name && r.size === size);
     const ok = recs.filter((r) => r.status === 'ok');
     if (!ok.length) return recs[0];
     const worst = ok.reduce((a, b) => (b.time_ms > a.time_ms ? b : a));
     return { ...worst, failed: ok.reduce((sum, r) => sum + r.failed, 0), clients: ok.reduce((sum, r) => sum + r.clients, 0),
       dropped: ok.every((r) => r.dropped == null) ? null : ok.reduce((sum, r) => sum + (r.dropped || 0), 0) };
-  });
+  }));
   const table = stormMarkdownTable(rows);
+  const processes = opt.stormClients.map((size) => `${planProcesses(size).processes} for ${size}`).join(', ');
   const meta = { machine, clients: opt.stormClients, sourceIps: opt.stormIps, timeout_s: opt.stormTimeout, rounds: opt.rounds,
-    client_processes: plan.processes, elapsed_s: (Date.now() - tStart) / 1000, loadavg_end: os.loadavg().map((x) => Number(x.toFixed(2))) };
+    client_processes: processes, elapsed_s: (Date.now() - tStart) / 1000, loadavg_end: os.loadavg().map((x) => Number(x.toFixed(2))) };
   const md = `# sticky-session-rs reconnect storm
 
 - date: ${machine.date}
 - machine: ${machine.nproc} CPU(s), ${machine.cpu}, ${machine.kernel}; load average at start ${machine.loadavg.join(' / ')}, at end ${meta.loadavg_end.join(' / ')}
 - Node ${machine.node}; 2 workers per mode; each mode a fresh primary process
-- ${opt.stormClients} socket.io clients per round${opt.quick ? ' (--quick)' : ''}, ${opt.rounds} round(s), from ${opt.stormIps} source IPs (127.0.0.2–), started at once in ${plan.processes} client processes on the same machine; each: polling handshake, websocket upgrade, one emit with an ack, then stays connected until every client finished; a client not done within ${opt.stormTimeout} s counts as failed
+- ${opt.stormClients.join(' and ')} socket.io clients per round${opt.quick ? ' (--quick)' : ''}, ${opt.rounds} round(s), from ${opt.stormIps} source IPs (127.0.0.2–), started at once in client processes on the same machine (${processes}); each: polling handshake, websocket upgrade, one emit with an ack, then stays connected until every client finished; a client not done within ${opt.stormTimeout} s counts as failed
 - header mode: each client names itself in X-Forwarded-For; proxy-protocol mode: in a PROXY v1 line (198.18.x.y, no packet goes there)
-- time: from the start until the last client is done (the worst round); ×sticky-session is that time over sticky-session's (lower is better)
+- time: from the start until the last client is done (the worst round); ×sticky-session is that time over sticky-session's at the same size (lower is better); CPU: seconds used during the storm by the primary and by the 2 workers (the clients' are in the JSON)
+
+> **Caveat:** the clients run on the same cores as the servers and use about half the CPU of a storm, and anything else running on the machine shares them too: compare modes within one run.
 
 ${table}
 `;
@@ -696,7 +705,7 @@ ${table}
   // Losing a client is a defect of ours, not a speed result: the run fails.
   const lost = rows.filter((r) => MODES.find((m) => m.name === r.mode).ours && r.status === 'ok' && r.failed > 0);
   if (lost.length) {
-    log(`failed clients in: ${lost.map((r) => `${r.mode} (${r.failed})`).join('; ')}`);
+    log(`failed clients in: ${lost.map((r) => `${r.mode} at ${r.size} (${r.failed})`).join('; ')}`);
     return 1;
   }
   return 0;

@@ -112,8 +112,8 @@ async function untilServing(port, kind, rawRequest, timeoutMs = 15000) {
   }
 }
 
-async function stormOnce(mode, { startServer, stopGroup, freePort, liveChildren, opt, log, groupMembers, cpuTicks, rawRequest }) {
-  const rec = { mode: mode.name, status: 'ok', clients: opt.stormClients };
+async function stormOnce(mode, size, { startServer, stopGroup, freePort, liveChildren, opt, log, groupMembers, cpuTicks, rawRequest }) {
+  const rec = { mode: mode.name, status: 'ok', clients: size };
   const port = mode.port0 ? 0 : await freePort();
   let server;
   try {
@@ -125,11 +125,11 @@ async function stormOnce(mode, { startServer, stopGroup, freePort, liveChildren,
   const procs = [];
   try {
     await untilServing(server.port, mode.stormKind, rawRequest);
-    const plan = planProcesses(opt.stormClients);
+    const plan = planProcesses(size);
     rec.client_processes = plan.processes;
     let first = 0;
-    for (let p = 0; p < plan.processes && first < opt.stormClients; p++) {
-      const clients = Math.min(plan.perProcess, opt.stormClients - first);
+    for (let p = 0; p < plan.processes && first < size; p++) {
+      const clients = Math.min(plan.perProcess, size - first);
       procs.push(await startClientProcess({
         port: server.port, clients, first, sourceIps: opt.stormIps, kind: mode.stormKind || 'plain',
         timeoutMs: opt.stormTimeout * 1000,
@@ -165,7 +165,7 @@ async function stormOnce(mode, { startServer, stopGroup, freePort, liveChildren,
         for (const [key, value] of Object.entries(stats)) if (key.startsWith('dropped') && key !== 'dropped' && value) rec.drops[key] = value;
       }
     }
-    log(`storm ${mode.name}: ${rec.done}/${opt.stormClients} done, ${rec.failed} failed, ${(rec.time_ms / 1000).toFixed(2)} s` +
+    log(`storm ${mode.name}: ${rec.done}/${size} done, ${rec.failed} failed, ${(rec.time_ms / 1000).toFixed(2)} s` +
       (rec.dropped != null ? `, primary dropped ${rec.dropped}` : '') +
       (rec.failed ? ` ${JSON.stringify(rec.errors)}` : ''));
     return rec;

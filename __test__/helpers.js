@@ -40,8 +40,13 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
  * before the script); resolves once it printed `listening` and `workers`
  * workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [] } = {}) {
-  const child = spawn(process.execPath, [...nodeOptions, script], {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], openFileLimit } = {}) {
+  // `openFileLimit`: the app starts with this soft and hard limit (prlimit
+  // execs node in place, so the pid is the app's).
+  const [command, args] = openFileLimit
+    ? ['prlimit', [`--nofile=${openFileLimit}:${openFileLimit}`, '--', process.execPath, ...nodeOptions, script]]
+    : [process.execPath, [...nodeOptions, script]]
+  const child = spawn(command, args, {
     env: { ...process.env, ...env, STICKY_TEST_CONFIG: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,

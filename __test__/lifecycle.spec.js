@@ -119,6 +119,45 @@ describe('a burst beyond a worker\'s queue limit', () => {
   })
 })
 
+describe('descriptors running out', () => {
+  test('only then is a frozen worker\'s new client reset — counted and reported — while the other worker\'s clients are served', async () => {
+    // 320 open files: a descriptor budget of 64 (the floor; 3/4 of the limit
+    // less a reserve of 256 would be less).
+    const app = await startApp({ options: { workers: 2, maxPendingPerSlot: 4 } }, { openFileLimit: 320 })
+    const slotOf = new Map()
+    for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json.slot)
+    const ofFrozen = [...slotOf].filter(([, slot]) => slot === '0').map(([ip]) => ip)
+    const ofOther = [...slotOf].filter(([, slot]) => slot !== '0').map(([ip]) => ip)
+    const victim = (await request(app.port, { localAddress: ofFrozen[0] })).json.pid
+    process.kill(victim, 'SIGSTOP')
+    let outcomes
+    try {
+      const burst = Array.from({ length: 100 }, (_, i) =>
+        request(app.port, { localAddress: ofFrozen[i % ofFrozen.length], timeout: 20000 }).then(
+          (response) => response.status,
+          (error) => error.code || error.message,
+        ),
+      )
+      const warning = await app.waitFor('warning', (w) => w.code === 'ERR_STICKY_OVERLOAD', 10000)
+      expect(warning.message).toMatch(/ulimit -n/)
+      for (const ip of ofOther) expect((await request(app.port, { localAddress: ip, timeout: 3000 })).json.slot).not.toBe('0')
+      process.kill(victim, 'SIGCONT')
+      outcomes = await Promise.all(burst)
+    } finally {
+      process.kill(victim, 'SIGCONT')
+    }
+    const served = outcomes.filter((outcome) => outcome === 200).length
+    const reset = outcomes.filter((outcome) => outcome === 'ECONNRESET').length
+    expect(served + reset).toBe(100)
+    const stats = await app.stats()
+    // Held up to the budget (64; nothing else was held meanwhile), the rest reset and counted.
+    expect(served).toBe(64)
+    expect(reset).toBe(36)
+    expect(stats.slots[0].droppedQueueFull).toBe(reset)
+    expect(stats.dropped).toBe(reset)
+  })
+})
+
 describe('rolling reload under load', () => {
   test.each([['sticky.reload()', 'api'], ['SIGHUP', 'signal']])('%s replaces every worker one at a time with zero failed requests', async (_, how) => {
     const app = await startApp({ options: { workers: 3 } })

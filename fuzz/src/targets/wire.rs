@@ -3,17 +3,17 @@
 //! Invariants: `encode_handoff`/`encode_reply` then decode gives back the
 //! record (round trip); for any bytes the decoders return exactly what the
 //! record layout in `wire.rs` prescribes (length checked first, then version,
-//! then kind, then family or session id), a decoded handoff's prefix is the
-//! record's tail in place, and re-encoding a decoded record reproduces its
-//! meaningful bytes (reserved bytes zeroed).
+//! then kind, then a handoff's exact length, then family or session id), and
+//! re-encoding a decoded record reproduces its meaningful bytes (reserved
+//! bytes zeroed).
 
 use crate::gen;
 use crate::mutate::{self, escape};
-use crate::{is_within, Checked, Cx, Outcome, Rng, Target, Violation};
+use crate::{Checked, Cx, Outcome, Rng, Target, Violation};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use sticky_session_rs::wire::{
-  decode_handoff, decode_reply, encode_handoff, encode_reply, Handoff, Reply, WireError, HANDOFF_HEADER_LEN,
-  MAX_PREFIX_LEN, MAX_SESSION_ID_LEN, PROTOCOL_VERSION,
+  decode_handoff, decode_reply, encode_handoff, encode_reply, Handoff, Reply, WireError, HANDOFF_LEN,
+  MAX_SESSION_ID_LEN, PROTOCOL_VERSION,
 };
 
 const DICTIONARY: &[&[u8]] =
@@ -38,11 +38,11 @@ pub struct DecodeHandoffTarget;
 #[derive(Debug)]
 pub struct HandoffCase {
   pub bytes: Vec<u8>,
-  /// For encoded records: seq, client and prefix.
-  pub expect: Option<(u64, Option<SocketAddr>, Vec<u8>)>,
+  /// For encoded records: what was encoded.
+  pub expect: Option<Handoff>,
 }
 
-fn handoff(rng: &mut Rng) -> (u64, Option<SocketAddr>, Vec<u8>) {
+fn handoff(rng: &mut Rng) -> Handoff {
   let seq = match rng.below(4) {
     0 => *rng.pick(&[0, 1, u64::MAX, u64::from(u32::MAX) + 1]),
     _ => rng.next_u64(),
@@ -58,20 +58,22 @@ fn handoff(rng: &mut Rng) -> (u64, Option<SocketAddr>, Vec<u8>) {
       Some(gen::socket_addr(rng, ip))
     }
   };
-  let prefix_len = if rng.chance(1, 32) { MAX_PREFIX_LEN - rng.small_len(8) } else { rng.small_len(200) };
-  (seq, client, rng.bytes(prefix_len))
+  Handoff { seq, client }
 }
 
 /// The decoder as the record layout prescribes it.
-fn model_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
-  if record.len() < HANDOFF_HEADER_LEN {
-    return Err(WireError::TooShort { kind: "handoff", len: record.len(), expected: HANDOFF_HEADER_LEN });
+fn model_handoff(record: &[u8]) -> Result<Handoff, WireError> {
+  if record.len() < HANDOFF_LEN {
+    return Err(WireError::TooShort { kind: "handoff", len: record.len(), expected: HANDOFF_LEN });
   }
   if record[0] != PROTOCOL_VERSION {
     return Err(WireError::Version { found: record[0] });
   }
   if record[1] != 1 {
     return Err(WireError::UnknownKind { kind: record[1] });
+  }
+  if record.len() != HANDOFF_LEN {
+    return Err(WireError::HandoffLength { len: record.len() });
   }
   let seq = u64::from_le_bytes(record[4..12].try_into().unwrap_or_default());
   let port = u16::from_le_bytes([record[14], record[15]]);
@@ -83,7 +85,7 @@ fn model_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
     6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(v6)), port)),
     family => return Err(WireError::Family { family }),
   };
-  Ok(Handoff { seq, client, prefix: &record[HANDOFF_HEADER_LEN..] })
+  Ok(Handoff { seq, client })
 }
 
 impl Target for DecodeHandoffTarget {
@@ -95,18 +97,21 @@ impl Target for DecodeHandoffTarget {
     match rng.below(10) {
       0..=2 => HandoffCase { bytes: random_record(rng, &[1, 1, 1, 0, 2, 0x10, 0xff]), expect: None },
       3..=6 => {
-        let (seq, client, prefix) = handoff(rng);
+        let handoff = handoff(rng);
         let mut bytes = Vec::new();
-        encode_handoff(&Handoff { seq, client, prefix: &prefix }, &mut bytes);
-        HandoffCase { bytes, expect: Some((seq, client, prefix)) }
+        encode_handoff(&handoff, &mut bytes);
+        HandoffCase { bytes, expect: Some(handoff) }
       }
       _ => {
-        let (seq, client, prefix) = handoff(rng);
         let mut bytes = Vec::new();
-        encode_handoff(&Handoff { seq, client, prefix: &prefix }, &mut bytes);
-        if rng.coin() {
+        encode_handoff(&handoff(rng), &mut bytes);
+        if rng.chance(1, 4) {
+          // Trailing bytes: a record from a build that forwarded some.
+          let extra = rng.small_len(200).max(1);
+          bytes.extend(rng.bytes(extra));
+        } else if rng.coin() {
           // Aim at the header bytes.
-          let at = rng.below(HANDOFF_HEADER_LEN);
+          let at = rng.below(HANDOFF_LEN);
           bytes[at] = if rng.coin() { rng.byte() } else { *rng.pick(&[0, 1, 4, 6, 0xff]) };
         } else {
           mutate::mutate(rng, &mut bytes, DICTIONARY, 20_000);
@@ -131,33 +136,27 @@ impl Target for DecodeHandoffTarget {
     if got != expected {
       return Err(Violation::on(bytes, format!("decode_handoff gave {got:?}, the record layout gives {expected:?}")));
     }
-    if let Some((seq, client, prefix)) = &case.expect {
-      let round_trip = Handoff { seq: *seq, client: *client, prefix };
-      if got.as_ref() != Ok(&round_trip) {
+    if let Some(round_trip) = &case.expect {
+      if got.as_ref() != Ok(round_trip) {
         return Err(Violation::on(bytes, format!("encoded {round_trip:?}, decoded {got:?}")));
       }
     }
     let Ok(handoff) = got else {
       return Ok(Outcome::Invalid);
     };
-    if !is_within(bytes, handoff.prefix) || handoff.prefix.as_ptr() != bytes[HANDOFF_HEADER_LEN..].as_ptr() {
-      return Err(Violation::on(bytes, "the prefix is not the record's tail in place"));
+    let mut encoded = Vec::new();
+    encode_handoff(&handoff, &mut encoded);
+    let mut meaningful = bytes.to_vec();
+    let reserved: &[std::ops::Range<usize>] = match handoff.client {
+      None => &[2..4, 13..48],
+      Some(SocketAddr::V4(_)) => &[2..4, 13..14, 20..48],
+      Some(SocketAddr::V6(_)) => &[2..4, 13..14, 32..48],
+    };
+    for range in reserved {
+      meaningful[range.clone()].fill(0);
     }
-    if handoff.prefix.len() <= MAX_PREFIX_LEN {
-      let mut encoded = Vec::new();
-      encode_handoff(&handoff, &mut encoded);
-      let mut meaningful = bytes.to_vec();
-      let reserved: &[std::ops::Range<usize>] = match handoff.client {
-        None => &[2..4, 13..48],
-        Some(SocketAddr::V4(_)) => &[2..4, 13..14, 20..48],
-        Some(SocketAddr::V6(_)) => &[2..4, 13..14, 32..48],
-      };
-      for range in reserved {
-        meaningful[range.clone()].fill(0);
-      }
-      if encoded != meaningful {
-        return Err(Violation::on(bytes, format!("re-encoding gives {}", escape(&encoded[..HANDOFF_HEADER_LEN], 200))));
-      }
+    if encoded != meaningful {
+      return Err(Violation::on(bytes, format!("re-encoding gives {}", escape(&encoded, 200))));
     }
     Ok(Outcome::Complete)
   }

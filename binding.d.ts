@@ -11,8 +11,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 export declare class Balancer {
   /**
-   * Binds the listening socket now (so listen errors are synchronous) and
-   * starts the accept loop. `on_event` receives `BalancerEvent`s.
+   * Binds the listening socket now (so listen errors are synchronous), or
+   * adopts the one in `listen.adopt`, and starts the accept loop.
+   * `on_event` receives `BalancerEvent`s.
    */
   constructor(listen: ListenSpec, options: BalancerOptions, onEvent: (arg: BalancerEvent) => void)
   address(): AddressInfo
@@ -26,8 +27,18 @@ export declare class Balancer {
   /** Lets the worker process `pid` (forked by the user) take a channel. */
   allowWorker(pid: number): void
   forgetWorker(pid: number): void
-  /** Stops accepting and closes the listening socket. */
-  close(): void
+  /**
+   * The listening socket's fd, for a takeover offer to duplicate. Valid
+   * until `close`; do not close it.
+   */
+  listeningFd(): number
+  /**
+   * Stops accepting and closes the listening socket. `drainQueue` (default
+   * true): first take the connections already in the listen queue; false
+   * leaves them to the other process holding the socket (a takeover that
+   * gave up).
+   */
+  close(drainQueue?: boolean | undefined | null): void
 }
 
 /**
@@ -37,8 +48,9 @@ export declare class Balancer {
  */
 export declare class ReuseportGroup {
   /**
-   * Binds the group, or throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller
-   * falls back to the accept loop) or the errno of a listen failure.
+   * Binds the group, or adopts the one in `listen.adopt` (a takeover), or
+   * throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller falls back to the
+   * accept loop) or the errno of a listen failure.
    */
   constructor(listen: ListenSpec)
   address(): AddressInfo
@@ -48,6 +60,50 @@ export declare class ReuseportGroup {
    */
   fd(slot: number): number
   /** Closes every socket of the group (connections still queued are reset). */
+  close(): void
+}
+
+/** The new primary's connection to a running primary's offer. */
+export declare class TakeoverClient {
+  /** The pid of the process holding the offer. */
+  get peerPid(): number
+  /** Its uid. */
+  get peerUid(): number
+  /**
+   * Receives the offer and its sockets (kept here until `takeSockets`);
+   * refuses, before reading anything, when the offering process does not run
+   * as `trustedUid`.
+   */
+  receiveOffer(trustedUid: number): ReceivedOffer
+  /**
+   * The received sockets, in order; from now on the caller owns them
+   * (`ListenSpec.adopt` takes them over).
+   */
+  takeSockets(): Array<number>
+  /**
+   * Tells the running primary to stop accepting and waits for its
+   * confirmation; returns its pid.
+   */
+  release(): number
+  /**
+   * Ends the takeover: before `release`, the running primary goes on as if
+   * nothing happened. Sockets not taken are closed.
+   */
+  close(): void
+}
+
+/**
+ * The running primary's offer of its listening sockets under an abstract
+ * name, to the first new primary of the same user that asks.
+ */
+export declare class TakeoverOffer {
+  /**
+   * Listens on `name` and offers duplicates of `fds` (the listening sockets,
+   * borrowed: they stay the caller's). Throws `EADDRINUSE` when a process
+   * already listens on the name.
+   */
+  constructor(name: string, description: TakeoverDescription, fds: Array<number>, onEvent: (arg: TakeoverEvent) => void)
+  /** Withdraws the offer and closes its copies of the sockets. */
   close(): void
 }
 
@@ -150,6 +206,21 @@ export interface Connection {
   remoteFamily?: string
 }
 
+/** Connects to the offer at `name`; `null` when no process listens there. */
+export declare function connectTakeover(name: string): TakeoverClient | null
+
+/** One descriptor systemd passed. */
+export interface InheritedSocket {
+  fd: number
+  /** Its `FileDescriptorName=`, when `LISTEN_FDNAMES` names every descriptor. */
+  name?: string
+  /** A listening TCP socket (the only kind `listen` can use). */
+  listeningTcp: boolean
+  address?: string
+  family?: string
+  port?: number
+}
+
 /** Where and how to listen; `index.js` validates and fills defaults. */
 export interface ListenSpec {
   /** An IP literal (`index.js` resolves names first). */
@@ -161,6 +232,24 @@ export interface ListenSpec {
   workers: number
   /** Decimal string of an unsigned 64-bit seed. */
   seed: string
+  /**
+   * Listening sockets to use instead of binding (systemd socket activation,
+   * or a takeover): one for the accept loop, one per slot in slot order for
+   * a kernel-steered group. They become the listener's, and are closed if it
+   * cannot start.
+   */
+  adopt?: Array<number>
+}
+
+/** What the running primary offered. */
+export interface ReceivedOffer {
+  /** `'accept-loop'` or `'kernel'`. */
+  mode: string
+  sockets: number
+  workers: number
+  /** Decimal string of the unsigned 64-bit seed. */
+  seed: string
+  pid: number
 }
 
 export interface SlotStatsObject {
@@ -191,6 +280,37 @@ export interface StatsObject {
   sessionsRefused: number
   rejectedChannels: number
   slots: Array<SlotStatsObject>
+}
+
+/**
+ * The sockets passed to this process by `LISTEN_FDS` / `LISTEN_PID` /
+ * `LISTEN_FDNAMES` (the values as found in the environment); `null` when
+ * they are absent or meant for another process. Each passed descriptor is
+ * made close-on-exec, as `sd_listen_fds` does, so no child inherits it
+ * (Node already marks inherited descriptors so at start-up; this does not
+ * rely on the runtime doing it).
+ */
+export declare function systemdSockets(listenFds?: string | undefined | null, listenPid?: string | undefined | null, listenFdnames?: string | undefined | null): Array<InheritedSocket> | null
+
+/** What the running primary listens with, as it offers it. */
+export interface TakeoverDescription {
+  /** `'accept-loop'` or `'kernel'`. */
+  mode: string
+  workers: number
+  /** Decimal string of the unsigned 64-bit seed. */
+  seed: string
+}
+
+/**
+ * An event of a running offer: `kind` is `'refused'` (`pid`, `uid`),
+ * `'busy'`, `'offered'`, `'abandoned'` (`message`), `'released'` (`pid`
+ * of the new primary) or `'failed'` (`message`).
+ */
+export interface TakeoverEvent {
+  kind: string
+  pid?: number
+  uid?: number
+  message?: string
 }
 
 export interface WorkerChannelStats {

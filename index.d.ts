@@ -190,6 +190,33 @@ declare namespace sticky {
      * @defaultValue `false`
      */
     kernel?: boolean
+    /**
+     * Socket takeover, to replace the whole app (primary and workers) without
+     * refusing a connection. A primary with `takeover: true` offers its
+     * listening socket(s) to a later primary of the same app: started by the
+     * same user for the same `host` and `port` while it runs, that one
+     * receives the socket over a private Unix socket instead of binding (no
+     * `EADDRINUSE`), starts its workers, and once every one is ready tells the
+     * old primary to stop accepting; the old primary drains as {@link close}
+     * does and exits 0. Clients keep their slot (same `workers` and `seed`).
+     * Each side writes one line about the handover on stderr.
+     *
+     * With `kernel: true` the whole kernel-steered group moves, so the new
+     * primary needs the same `kernel`, `workers` and `seed`, or it gets
+     * `ERR_STICKY_TAKEOVER_MISMATCH`. If its workers are not all ready within
+     * `startupWait`, the old primary goes on serving and the new one closes
+     * with `ERR_STICKY_TAKEOVER_TIMEOUT`. A process of another user gets
+     * nothing. Linux only (`ERR_STICKY_TAKEOVER_UNSUPPORTED` elsewhere);
+     * not for port 0. With no primary to take over from, the port is bound
+     * as usual.
+     * @defaultValue `false`
+     * @example
+     * ```js
+     * // Deploy: start the new release while the old one runs.
+     * sticky.listen(server, 3000, { takeover: true })
+     * ```
+     */
+    takeover?: boolean
   }
 
   /** Counters of one slot. */
@@ -252,6 +279,12 @@ declare namespace sticky {
    * `server.address()` reports the bound address), or `'error'` (e.g.
    * `EADDRINUSE`). In a worker: feeds `server` the connections the primary
    * routes to it and returns `true`.
+   *
+   * Under systemd socket activation (`LISTEN_FDS` ≥ 1 and `LISTEN_PID` equal
+   * to the primary's pid) the primary binds nothing: it uses the passed
+   * listening TCP socket whose port is `port` (port `0`: the first one), or
+   * emits `'error'` with `ERR_STICKY_SYSTEMD_NO_SOCKET`. The variables are
+   * removed from `process.env`, so workers do not inherit them.
    *
    * @throws an `Error` with `code` `ERR_STICKY_INVALID_SERVER`,
    *   `ERR_STICKY_INVALID_PORT` or `ERR_STICKY_INVALID_OPTION` for bad arguments,

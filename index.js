@@ -11,6 +11,7 @@ const crypto = require('crypto')
 const net = require('net')
 const { listenOptions, validatePort, validateServer } = require('./lib/options')
 const { stickyError } = require('./lib/errors')
+const { isServer } = require('./lib/runtime')
 const worker = require('./lib/worker')
 const { startPrimary } = require('./lib/primary')
 const { connectChannel } = require('./lib/native')
@@ -115,6 +116,9 @@ function setupMaster(httpServer, options = {}) {
     throw stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
   }
   const { maxWorkers, ...rest } = options || {}
+  if (rest.takeover) {
+    throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.takeover needs workers that sticky-session-rs forks (listen() or sticky()); with setupMaster you fork them yourself')
+  }
   const checked = listenOptions({ ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 })
   const rendezvous = `sticky-session-rs-${process.pid}-${crypto.randomBytes(8).toString('hex')}`
   // Every cluster.fork() after this inherits the name.
@@ -131,7 +135,7 @@ function setupMaster(httpServer, options = {}) {
 /** @socket.io/sticky's worker half: `io` is a socket.io server attached to an http server. */
 function setupWorker(io) {
   const server = io && io.httpServer
-  if (!(server instanceof net.Server)) {
+  if (!isServer(server)) {
     throw stickyError('ERR_STICKY_INVALID_SERVER', 'setupWorker(io) needs a socket.io server attached to an http server: new Server(httpServer)')
   }
   const rendezvous = process.env.STICKY_RENDEZVOUS

@@ -26,6 +26,8 @@ describe('argument errors throw with a code and say what to pass', () => {
     ['an env that is not an object', () => sticky.listen(server, 0, { env: 'x' }), 'ERR_STICKY_INVALID_OPTION', /env/],
     ['a negative seed', () => sticky.listen(server, 0, { seed: -1 }), 'ERR_STICKY_INVALID_OPTION', /seed/],
     ['an empty host', () => sticky.listen(server, 0, { host: '' }), 'ERR_STICKY_INVALID_OPTION', /host/],
+    ['a takeover that is not a boolean', () => sticky.listen(server, 0, { takeover: 'yes' }), 'ERR_STICKY_INVALID_OPTION', /options.takeover must be true or false/],
+    ['takeover with setupMaster, whose workers the user forks', () => sticky.setupMaster(server, { takeover: true }), 'ERR_STICKY_INVALID_OPTION', /with setupMaster you fork them yourself/],
   ])('%s', (_, call, code, message) => {
     expect(call).toThrow(expect.objectContaining({ code, message: expect.stringMatching(message) }))
   })

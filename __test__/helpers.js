@@ -2,7 +2,7 @@
 // Test helpers: start the fixture app as a real process tree, talk to it from
 // many loopback source addresses, and clean up every process it started.
 
-const { spawn } = require('child_process')
+const { spawn, spawnSync } = require('child_process')
 const fs = require('fs')
 const http = require('http')
 const https = require('https')
@@ -37,19 +37,19 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
 
 /**
  * Starts `fixtures/app.js` (or `script`) with `config` (and `nodeOptions`
- * before the script); resolves once it printed `listening` and `workers`
- * workers came online.
+ * before the script) under `runtime` (default: this Node); `extraStdio` from
+ * fd 3 on; as `uid`/`gid` when given; resolves once it printed `listening`
+ * and `workers` workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], openFileLimit } = {}) {
-  // `openFileLimit`: the app starts with this soft and hard limit (prlimit
-  // execs node in place, so the pid is the app's).
-  const [command, args] = openFileLimit
-    ? ['prlimit', [`--nofile=${openFileLimit}:${openFileLimit}`, '--', process.execPath, ...nodeOptions, script]]
-    : [process.execPath, [...nodeOptions, script]]
-  const child = spawn(command, args, {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], runtime = process.execPath, launcher, extraStdio = [], uid, gid } = {}) {
+  // `launcher(file, args)` may wrap the command (e.g. in `sh -c '... exec'`), keeping the pid.
+  const [file, args] = launcher ? launcher(runtime, [...nodeOptions, script]) : [runtime, [...nodeOptions, script]]
+  const child = spawn(file, args, {
     env: { ...process.env, ...env, STICKY_TEST_CONFIG: JSON.stringify(config) },
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe', ...extraStdio],
     detached: true,
+    uid,
+    gid,
   })
   const app = { child, pid: child.pid, events: [], stderr: '', exited: null }
   running.add(app)
@@ -123,6 +123,54 @@ function request(port, { path: urlPath = '/whoami', localAddress = '127.0.0.1', 
   })
 }
 
+/**
+ * Closed-loop load: `concurrency` loops, each sending one request per new
+ * connection from rotating client addresses (`clients` of them), until
+ * `stop()` (or `maxMs`). Every request is recorded with its start and end
+ * time, its outcome, and the worker (pid, slot) that answered.
+ */
+function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/whoami', clients = 40 } = {}) {
+  const results = []
+  let running = true
+  const deadline = Date.now() + maxMs
+  let counter = 0
+  const one = () =>
+    new Promise((resolve) => {
+      const started = Date.now()
+      const localAddress = clientIp(counter++ % clients)
+      const record = (outcome) => {
+        results.push({ started, ended: Date.now(), localAddress, ...outcome })
+        resolve()
+      }
+      const req = http.request({ host: '127.0.0.1', port, path: urlPath, localAddress, agent: false, headers: { connection: 'close' }, timeout: 10000 }, (res) => {
+        let body = ''
+        res.on('data', (chunk) => (body += chunk))
+        res.on('end', () => {
+          const json = body ? JSON.parse(body) : {}
+          record({ ok: res.statusCode === 200, status: res.statusCode, pid: json.pid, slot: json.slot })
+        })
+        res.on('error', (error) => record({ ok: false, error: error.code || error.message }))
+      })
+      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
+      req.on('error', (error) => record({ ok: false, error: error.code || error.message }))
+      req.end()
+    })
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running && Date.now() < deadline) await one()
+  })
+  const done = Promise.all(loops)
+  return {
+    results,
+    async stop() {
+      running = false
+      await done
+      return results
+    },
+  }
+}
+
+const failuresOf = (results) => results.filter((r) => !r.ok)
+
 /** A socket.io client whose every connection comes from `localAddress`. */
 function ioClient(port, localAddress, { transports = ['polling'], upgrade = false, tls = false, ...options } = {}) {
   const agent = tls
@@ -169,25 +217,32 @@ function rawConnection(port, localAddress = '127.0.0.1') {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** True for an executable regular file. */
+function isExecutable(file) {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return fs.statSync(file).isFile()
+  } catch {
+    return false
+  }
+}
+
 /**
- * The path of an external program a spec needs (looked up on PATH and in the
- * sbin directories, where Debian puts servers). When it is missing, under
- * `CI=true` this throws (CI must install it: see .ci/run); elsewhere it prints
- * one line naming the program and how to install it, and returns null so the
- * spec can skip: `const describeWith = program ? describe : describe.skip`.
+ * The path of an external program a spec needs: the one the environment
+ * variable `envVariable` names, if given and set (CI names the binaries it
+ * installs), else the first on PATH or in the sbin directories, where Debian
+ * puts servers. When it is missing, under `CI=true` this throws (CI must
+ * install it: see .ci/run); elsewhere it prints one line naming the program
+ * and how to install it, and returns null so the spec can skip:
+ * `const describeWith = program ? describe : describe.skip`.
  */
-function requireProgram(name, howToInstall) {
+function requireProgram(name, howToInstall, { envVariable } = {}) {
+  const named = envVariable && process.env[envVariable]
+  if (named && isExecutable(named)) return named
   const dirs = [...(process.env.PATH || '').split(path.delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']
-  const found = dirs.filter(Boolean).map((dir) => path.join(dir, name)).find((candidate) => {
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK)
-      return fs.statSync(candidate).isFile()
-    } catch {
-      return false
-    }
-  })
+  const found = named ? undefined : dirs.filter(Boolean).map((dir) => path.join(dir, name)).find(isExecutable)
   if (found) return found
-  const missing = `${name} is not installed (${howToInstall})`
+  const missing = named ? `${name} is not at ${envVariable}=${named} (${howToInstall})` : `${name} is not installed (${howToInstall})`
   if (process.env.CI === 'true') throw new Error(`${missing}: with CI=true the specs that need it fail instead of skipping`)
   process.stderr.write(`${missing}: skipping the specs that need it\n`)
   return null
@@ -203,6 +258,32 @@ function freePort() {
       probe.close(() => resolve(port))
     })
   })
+}
+
+/**
+ * A PATH without cargo or rustc, as on a user's machine with no Rust
+ * toolchain: this node's directory and the system ones that hold no Rust.
+ */
+function pathWithoutRust() {
+  return [...new Set([path.dirname(process.execPath), '/usr/local/bin', '/usr/bin', '/bin'])]
+    .filter((dir) => !fs.existsSync(path.join(dir, 'cargo')) && !fs.existsSync(path.join(dir, 'rustc')))
+    .join(path.delimiter)
+}
+
+/**
+ * A path of this process's runtime that user `uid` can execute: the runtime
+ * itself, or a copy in a fresh world-readable temporary directory (CI unpacks
+ * the other Node majors under root's home, which other users cannot enter).
+ */
+function runtimeForUser(uid, gid = uid) {
+  const probe = spawnSync(process.execPath, ['-e', '0'], { uid, gid })
+  if (!probe.error && probe.status === 0) return process.execPath
+  const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'sticky-runtime-'))
+  fs.chmodSync(dir, 0o755)
+  const copy = path.join(dir, path.basename(process.execPath))
+  fs.copyFileSync(process.execPath, copy)
+  fs.chmodSync(copy, 0o755)
+  return copy
 }
 
 /** The Node.js majors this package supports and tests (`engines` in package.json). */
@@ -228,5 +309,7 @@ module.exports = {
   sleep,
   requireProgram,
   requireRuntime,
+  runtimeForUser,
+  pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
-  freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp }
+  freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }

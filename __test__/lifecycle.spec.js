@@ -3,60 +3,12 @@
 // graceful shutdown under load, and running out of file descriptors.
 
 const { execFileSync } = require('child_process')
-const http = require('http')
-const { startApp, stopAll, request, waitUntil, clientIp, sleep } = require('./helpers')
+const net = require('net')
+const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf } = require('./helpers')
 
 afterAll(stopAll)
 
 
-/**
- * Closed-loop load: `concurrency` loops, each sending one request per new
- * connection from rotating client addresses, until `stop()` (or `maxMs`).
- * Every request is recorded with its start time and outcome.
- */
-function startLoad(port, { concurrency = 8, maxMs = 20000, path = '/whoami' } = {}) {
-  const results = []
-  let running = true
-  const deadline = Date.now() + maxMs
-  let counter = 0
-  const one = () =>
-    new Promise((resolve) => {
-      const started = Date.now()
-      const localAddress = clientIp(counter++ % 40)
-      const req = http.request({ host: '127.0.0.1', port, path, localAddress, agent: false, headers: { connection: 'close' }, timeout: 10000 }, (res) => {
-        let body = ''
-        res.on('data', (chunk) => (body += chunk))
-        res.on('end', () => {
-          results.push({ started, ok: res.statusCode === 200, status: res.statusCode, localAddress, pid: body && JSON.parse(body).pid })
-          resolve()
-        })
-        res.on('error', (error) => {
-          results.push({ started, ok: false, error: error.code || error.message, localAddress })
-          resolve()
-        })
-      })
-      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
-      req.on('error', (error) => {
-        results.push({ started, ok: false, error: error.code || error.message, localAddress })
-        resolve()
-      })
-      req.end()
-    })
-  const loops = Array.from({ length: concurrency }, async () => {
-    while (running && Date.now() < deadline) await one()
-  })
-  const done = Promise.all(loops)
-  return {
-    results,
-    async stop() {
-      running = false
-      await done
-      return results
-    },
-  }
-}
-
-const failuresOf = (results) => results.filter((r) => !r.ok)
 
 describe('a worker killed under load', () => {
   test('connections it had not taken are re-dispatched: no request sent after it stopped fails', async () => {
@@ -123,7 +75,11 @@ describe('descriptors running out', () => {
   test('only then is a frozen worker\'s new client reset — counted and reported — while the other worker\'s clients are served', async () => {
     // 320 open files: a descriptor budget of 64 (the floor; 3/4 of the limit
     // less a reserve of 256 would be less).
-    const app = await startApp({ options: { workers: 2, maxPendingPerSlot: 4 } }, { openFileLimit: 320 })
+    const app = await startApp(
+      { options: { workers: 2, maxPendingPerSlot: 4 } },
+      // prlimit sets the soft and hard limit and execs node in place (same pid).
+      { launcher: (file, args) => ['prlimit', ['--nofile=320:320', '--', file, ...args]] },
+    )
     const slotOf = new Map()
     for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json.slot)
     const ofFrozen = [...slotOf].filter(([, slot]) => slot === '0').map(([ip]) => ip)
@@ -177,6 +133,85 @@ describe('rolling reload under load', () => {
     for (let i = 0; i < 40; i++) expect((await request(app.port, { localAddress: clientIp(i) })).json.slot).toBe(slotOf.get(clientIp(i)))
     expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
     console.log(`reload (${how}) under load: ${results.length} requests, 0 failed`)
+  })
+})
+
+/**
+ * One HTTP/1.1 request on a raw connection that says nothing about keep-alive
+ * (so it is kept alive unless the server says otherwise). `head` resolves with
+ * the response head; `done` with the head, the body as text, and whether the
+ * server ended the connection within `timeout`.
+ */
+function keepAliveRequest(port, localAddress, { path = '/whoami', timeout = 15000 } = {}) {
+  const socket = net.connect({ host: '127.0.0.1', port, localAddress }, () => socket.write(`GET ${path} HTTP/1.1\r\nHost: sticky.test\r\n\r\n`))
+  let text = ''
+  let headArrived
+  const head = new Promise((resolve) => (headArrived = resolve))
+  const done = new Promise((resolve) => {
+    const settle = (outcome) => {
+      clearTimeout(timer)
+      socket.destroy()
+      const split = text.indexOf('\r\n\r\n')
+      resolve({ head: text.slice(0, split), body: text.slice(split + 4), ...outcome })
+    }
+    const timer = setTimeout(() => settle({ ended: false }), timeout)
+    socket.on('end', () => settle({ ended: true }))
+    socket.on('error', (error) => settle({ ended: false, error: error.code }))
+  })
+  socket.setEncoding('latin1')
+  socket.on('data', (chunk) => {
+    text += chunk
+    if (text.includes('\r\n\r\n')) headArrived(text.slice(0, text.indexOf('\r\n\r\n')))
+  })
+  return { head, done }
+}
+
+describe('a closing worker', () => {
+  test('answers every connection of its last delivery (none read yet when it starts closing), each response ending its connection; a silent one is closed by the shutdown timeout', async () => {
+    // The first worker holds what it takes until the reload closes its channel, then adopts it all and closes at once.
+    const shutdownTimeout = 2000
+    const app = await startApp({ options: { workers: 1, shutdownTimeout }, firstWorkerHoldsConnectionsUntilReplaced: true })
+    const [old] = app.workerPids()
+    const closing = Array.from({ length: 6 }, (_, i) => request(app.port, { localAddress: clientIp(i) }).catch((error) => ({ error: error.code })))
+    const keepAlive = Array.from({ length: 4 }, (_, i) => keepAliveRequest(app.port, clientIp(6 + i)).done)
+    // A client that connects and never sends a request must not keep the worker for ever.
+    const silent = await rawConnection(app.port, clientIp(10))
+    const silentClosed = new Promise((resolve) => silent.on('close', resolve))
+    silent.on('error', () => {})
+    await waitUntil(async () => (await app.stats()).slots[0].acknowledged >= 11, { what: 'the first worker to hold 11 connections' })
+    app.child.stdin.write('reload\n')
+    expect((await app.waitFor('reloaded', () => true, shutdownTimeout + 5000)).error).toBeNull()
+    await silentClosed
+    const answers = await Promise.all(closing)
+    expect(answers.map((a) => a.error ?? a.status)).toEqual(Array(6).fill(200))
+    expect(answers.map((a) => a.json.pid)).toEqual(Array(6).fill(old))
+    for (const answer of await Promise.all(keepAlive)) {
+      expect(answer).toEqual(expect.objectContaining({ ended: true }))
+      expect(answer.head).toMatch(/^HTTP\/1\.1 200 /)
+      expect(JSON.parse(answer.body).pid).toBe(old)
+      // A client must not reuse a connection of a worker that is going away.
+      expect(answer.head).toMatch(/\r\nConnection: close(\r\n|$)/i)
+    }
+    expect(app.find('exit', (e) => e.pid === old)).toEqual([expect.objectContaining({ code: 0 })])
+  })
+
+  test('ends each kept-alive connection once the response it had under way is sent, not after keepAliveTimeout', async () => {
+    // Kept-alive connections would otherwise hold the closing worker for a minute, or until the shutdown timeout.
+    const app = await startApp({ options: { workers: 1, shutdownTimeout: 30000 }, keepAliveTimeout: 60000 })
+    const [worker] = app.workerPids()
+    const slow = keepAliveRequest(app.port, clientIp(0), { path: '/slow?ms=1000', timeout: 5000 })
+    await waitUntil(async () => (await app.stats()).slots[0].acknowledged >= 1, { what: 'the worker to take the slow request' })
+    const streaming = keepAliveRequest(app.port, clientIp(1), { path: '/stream?ms=1000', timeout: 5000 })
+    // This head promised keep-alive before the worker started closing; the slow one's is not written yet.
+    expect(await streaming.head).toMatch(/\r\nConnection: keep-alive\r\n/i)
+    expect((await request(app.port, { localAddress: clientIp(2), path: '/close' })).json.pid).toBe(worker)
+    const [slowed, streamed] = await Promise.all([slow.done, streaming.done])
+    expect(slowed).toEqual(expect.objectContaining({ ended: true, head: expect.stringMatching(/\r\nConnection: close(\r\n|$)/i) }))
+    expect(JSON.parse(slowed.body).pid).toBe(worker)
+    expect(streamed.body).toContain(`"pid":${worker}`)
+    expect(streamed.body.endsWith('0\r\n\r\n')).toBe(true)
+    expect(streamed.ended).toBe(true)
+    await app.waitFor('exit', (e) => e.pid === worker, 5000)
   })
 })
 

@@ -1,8 +1,8 @@
 'use strict'
 
-const net = require('net')
 const os = require('os')
 const { stickyError } = require('./errors')
+const { isServer } = require('./runtime')
 
 /** Fixed by default so that a client reaches the same slot after a restart of the primary. */
 const DEFAULT_SEED = '6274051578553076311'
@@ -26,6 +26,7 @@ const DEFAULTS = {
   shutdownTimeout: 10000,
   handleSignals: true,
   kernel: false,
+  takeover: false,
 }
 
 const ROUTING_MODES = ['ip', 'header', 'proxy-protocol', 'sid']
@@ -89,10 +90,10 @@ function validatePort(port) {
 }
 
 function validateServer(server) {
-  if (!(server instanceof net.Server)) {
+  if (!isServer(server)) {
     throw stickyError(
       'ERR_STICKY_INVALID_SERVER',
-      `server must be a net.Server (http.createServer(), https.createServer(), net.createServer()), got ${describe(server)}`,
+      `server must be a net.Server or http.Server (http.createServer(), https.createServer(), net.createServer()), got ${describe(server)}`,
     )
   }
   return server
@@ -158,6 +159,7 @@ function listenOptions(options) {
     handleSignals: booleanOption('handleSignals', options.handleSignals, DEFAULTS.handleSignals),
     ...routing,
     kernel,
+    takeover: booleanOption('takeover', options.takeover, DEFAULTS.takeover),
   }
 }
 

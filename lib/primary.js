@@ -13,11 +13,31 @@ const net = require('net')
 const debug = require('debug')('sticky-session-rs')
 const { Balancer, ReuseportGroup } = require('./native')
 const { listenError, stickyError } = require('./errors')
-const { kernelModeObstacle } = require('./worker')
+const { kernelModeObstacle } = require('./runtime')
+const { systemdListener } = require('./systemd')
+const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
 const MAX_RESPAWN_DELAY_MS = 5000
+/** With `takeover: true`, how often and how long to look for an offer while the port is in use. */
+const TAKEOVER_RETRIES = 10
+const TAKEOVER_RETRY_MS = 100
+/** The accept loop's start-up wait that never ends by itself (2^31 - 1 ms). */
+const UNTIL_READY_MS = 2 ** 31 - 1
+
+/** One line on stderr for what an operator must know happened (a takeover), whatever DEBUG says. */
+function announce(line) {
+  debug(line)
+  process.stderr.write(`sticky-session-rs: ${line}\n`)
+}
+
+/** Where the listening socket came from, for logs. */
+function describeSource(source) {
+  if (source.kind === 'systemd') return `socket passed by systemd as fd ${source.adopt[0]}`
+  if (source.kind === 'takeover') return `taken over from primary ${source.offer.pid}`
+  return 'bound'
+}
 
 class Primary extends EventEmitter {
   constructor(server, port, options) {
@@ -30,10 +50,29 @@ class Primary extends EventEmitter {
     this.reloading = null
     /** slot -> { worker, startedAt, quickExits } */
     this.slots = new Map()
+    /** Every worker forked and not yet exited, including one a reload is replacing. */
+    this.forked = new Set()
+    /** With `takeover: true`: the offer of this primary's sockets to a later primary. */
+    this.takeoverOffer = null
+    /** While taking over: waiting for this primary's workers. */
+    this.takeoverWait = null
   }
 
   start() {
     const { host } = this.options
+    // systemd's variables are consumed at once, before anything can fork.
+    let systemd = null
+    try {
+      systemd = systemdListener(this.port)
+    } catch (error) {
+      process.nextTick(() => this.server.emit('error', listenError(error, { host, port: this.port })))
+      return
+    }
+    if (systemd) {
+      debug('systemd passed fd %d%s, listening on %s port %d: using it', systemd.fd, systemd.name ? ` (${systemd.name})` : '', systemd.address, systemd.port)
+      process.nextTick(() => this.bind(systemd.address, { kind: 'systemd', adopt: [systemd.fd] }))
+      return
+    }
     if (net.isIP(host)) {
       process.nextTick(() => this.bind(host))
       return
@@ -44,16 +83,71 @@ class Primary extends EventEmitter {
     })
   }
 
-  bind(address) {
+  /**
+   * Where the listening socket comes from: systemd (given by `start`), the
+   * primary this one takes over (`takeover: true`), or a new bind.
+   */
+  listenSource(address) {
+    const { options } = this
+    if (!options.takeover || this.port === 0) return { kind: 'bind' }
+    const obstacle = takeoverObstacle()
+    if (obstacle) throw stickyError('ERR_STICKY_TAKEOVER_UNSUPPORTED', `${obstacle}: remove the takeover option`)
+    let requested
+    try {
+      requested = requestSockets(address, this.port)
+    } catch (error) {
+      if (error.code !== 'ERR_STICKY_TAKEOVER_FOREIGN') throw error
+      // Another user's process holds the name: it is not this app's primary.
+      process.emitWarning(`${error.message}; binding as usual`, { code: error.code, type: 'StickySessionWarning' })
+      return { kind: 'bind' }
+    }
+    if (!requested) {
+      debug('takeover: no primary offers [%s]:%d; binding', address, this.port)
+      return { kind: 'bind' }
+    }
+    const { client, offer } = requested
+    let kernel
+    try {
+      kernel = checkOffer(offer, options).kernel
+      const obstacle = kernel && kernelModeObstacle()
+      if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', `${obstacle}: this primary cannot take over the kernel-steered group of primary ${offer.pid}`)
+    } catch (error) {
+      client.close()
+      throw error
+    }
+    debug('takeover: primary %d offers %d %s socket(s) (workers %d)', offer.pid, offer.sockets, offer.mode, offer.workers)
+    if (options.kernel && !kernel) {
+      process.emitWarning(`primary ${offer.pid}, taken over, uses the accept loop: so does this one (restart without takeover to switch to kernel steering)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+    }
+    return { kind: 'takeover', client, offer, kernel, adopt: client.takeSockets() }
+  }
+
+  bind(address, source = null, attempt = 0) {
     const { options, server } = this
-    if (options.kernel && this.bindKernelGroup(address)) return
+    this.address = address
+    try {
+      source = source || this.listenSource(address)
+    } catch (error) {
+      server.emit('error', listenError(error, { host: address, port: this.port }))
+      return
+    }
+    const kernel = source.kind === 'takeover' ? source.kernel : options.kernel
+    if (kernel && source.kind === 'systemd') {
+      process.emitWarning('kernel: true needs one listening socket per worker and systemd passed one: using the accept loop', { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+    } else if (kernel) {
+      const outcome = this.bindKernelGroup(address, source, attempt)
+      if (outcome === 'listening') return this.listening(source)
+      if (outcome === 'failed') return
+    }
     try {
       this.balancer = new Balancer(
-        this.listenSpec(address),
+        this.listenSpec(address, source),
         {
           maxPendingPerSlot: options.maxPendingPerSlot,
           maxParked: options.maxParked,
-          startupWait: options.startupWait,
+          // Taking over, the old primary serves until every worker here is
+          // ready: accept only then (completeTakeover gives up at startupWait).
+          startupWait: source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait,
           routing: options.routing,
           header: options.header,
           trustedProxies: options.trustedProxies,
@@ -69,6 +163,8 @@ class Primary extends EventEmitter {
         (event) => this.onBalancerEvent(event),
       )
     } catch (error) {
+      if (source.client) source.client.close()
+      if (this.retryTakeover(error, address, source, attempt)) return
       server.emit('error', listenError(error, { host: address, port: this.port }))
       return
     }
@@ -78,43 +174,176 @@ class Primary extends EventEmitter {
     server.address = () => balancer.address()
     if (options.rendezvous) this.admitUserForkedWorkers()
     else for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
-    debug('primary %d listening on %o with %d workers', process.pid, balancer.address(), options.workers)
-    if (options.handleSignals) this.handleSignals()
-    server.emit('listening')
+    debug('primary %d listening on %o with %d workers (%s)', process.pid, balancer.address(), options.workers, describeSource(source))
+    this.listening(source)
+  }
+
+  /** What every way of listening does once the socket is there. */
+  listening(source) {
+    if (this.options.handleSignals) this.handleSignals()
+    if (source.kind === 'takeover') this.completeTakeover(source)
+    else if (this.options.takeover) this.offerTakeover()
+    this.server.emit('listening')
+  }
+
+  /**
+   * With `takeover: true`, the port may be held by a primary between two
+   * takeovers (it has just handed it over and its successor does not offer
+   * it yet): look again for a short while before reporting EADDRINUSE.
+   */
+  retryTakeover(error, address, source, attempt) {
+    if (!this.options.takeover || source.kind !== 'bind' || error.code !== 'EADDRINUSE') return false
+    if (attempt >= TAKEOVER_RETRIES) {
+      error.message += ` (and no primary offered it for takeover: one started with takeover: true by this user, uid ${process.geteuid()}, for the same host and port would have)`
+      return false
+    }
+    debug('takeover: [%s]:%d is in use and nobody offers it yet; looking again', address, this.port)
+    setTimeout(() => this.bind(address, null, attempt + 1), TAKEOVER_RETRY_MS)
+    return true
   }
 
   /** Where and how to listen: what the accept loop and the kernel group share. */
-  listenSpec(address) {
+  listenSpec(address, source) {
     const { options } = this
-    return { host: address, hostIsDefault: options.hostIsDefault, port: this.port, backlog: options.backlog, workers: options.workers, seed: options.seed }
+    return { host: address, hostIsDefault: options.hostIsDefault, port: this.port, backlog: options.backlog, workers: options.workers, seed: options.seed, adopt: source.adopt }
   }
 
   /**
    * Kernel-steered mode: one SO_REUSEPORT listener per slot, steered by a
-   * BPF program; the primary only forks. Returns false to fall back to the
-   * accept loop where the kernel refuses.
+   * BPF program; the primary only forks. Returns `'listening'`, `'fallback'`
+   * (use the accept loop: the kernel refuses) or `'failed'` (an 'error' was
+   * emitted, or a retry scheduled; a group taken over cannot fall back).
    */
-  bindKernelGroup(address) {
+  bindKernelGroup(address, source, attempt) {
     const { options, server } = this
     try {
       const obstacle = kernelModeObstacle()
       if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', obstacle)
-      this.group = new ReuseportGroup(this.listenSpec(address))
+      this.group = new ReuseportGroup(this.listenSpec(address, source))
     } catch (error) {
-      if (error.code === 'ERR_STICKY_KERNEL_UNSUPPORTED') {
+      if (error.code === 'ERR_STICKY_KERNEL_UNSUPPORTED' && !source.adopt) {
         process.emitWarning(`${error.message}; falling back to the accept loop`, { code: error.code, type: 'StickySessionWarning' })
-        return false
+        return 'fallback'
       }
-      server.emit('error', listenError(error, { host: address, port: this.port }))
-      return true
+      if (source.client) source.client.close()
+      if (!this.retryTakeover(error, address, source, attempt)) server.emit('error', listenError(error, { host: address, port: this.port }))
+      return 'failed'
     }
     const group = this.group
     server.address = () => group.address()
     for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
-    debug('primary %d: kernel-steered group on %o with %d workers', process.pid, group.address(), options.workers)
-    if (options.handleSignals) this.handleSignals()
-    server.emit('listening')
-    return true
+    debug('primary %d: kernel-steered group on %o with %d workers (%s)', process.pid, group.address(), options.workers, describeSource(source))
+    return 'listening'
+  }
+
+  // ---- takeover -------------------------------------------------------------
+
+  /**
+   * The new primary's side: once every worker is ready, tells the old
+   * primary to stop accepting (it drains and exits), then offers the sockets
+   * in turn. If the workers are not all ready within `startupWait`, the old
+   * primary goes on serving and this one closes, with an 'error'.
+   */
+  completeTakeover({ client, offer }) {
+    const { options, server } = this
+    const ready = new Set()
+    const onReady = (slot, pid) => {
+      const state = this.slots.get(slot)
+      if (!state || state.pid !== pid) return
+      ready.add(slot)
+      if (ready.size < options.workers) return
+      this.endTakeoverWait()
+      let oldPid = offer.pid
+      try {
+        oldPid = client.release()
+      } catch (error) {
+        process.emitWarning(`primary ${offer.pid} did not confirm the takeover (${error.message}); if it still runs, it accepts too until it exits`, { code: 'ERR_STICKY_TAKEOVER_FAILED', type: 'StickySessionWarning' })
+      } finally {
+        client.close()
+      }
+      announce(`primary ${process.pid} took over ${this.where()} from primary ${oldPid} (${offer.mode === 'kernel' ? `its kernel-steered group of ${offer.sockets} sockets` : 'its listening socket'}); primary ${oldPid} drains and exits`)
+      if (options.takeover) this.offerTakeover()
+    }
+    const timer = setTimeout(() => {
+      const error = stickyError(
+        'ERR_STICKY_TAKEOVER_TIMEOUT',
+        `${ready.size} of ${options.workers} workers were ready within startupWait (${options.startupWait} ms): primary ${offer.pid} goes on serving and this primary closes. ` +
+          'Find out why the workers do not start (their output above), then start this primary again',
+      )
+      // close() ends the takeover (the old primary goes on) and leaves it the listen queue.
+      this.close()
+      server.emit('error', error)
+    }, options.startupWait)
+    this.on('slot-ready', onReady)
+    this.takeoverWait = { client, timer, onReady }
+  }
+
+  /** Stops waiting for the workers of a takeover (ready, timed out, or closing). */
+  endTakeoverWait() {
+    if (!this.takeoverWait) return
+    const { client, timer, onReady } = this.takeoverWait
+    this.takeoverWait = null
+    clearTimeout(timer)
+    this.off('slot-ready', onReady)
+    return client
+  }
+
+  /** The old primary's side: offers its listening socket(s) to a later primary. */
+  offerTakeover(attempt = 0) {
+    const { options } = this
+    if (this.closing || this.takeoverOffer) return
+    const obstacle = takeoverObstacle()
+    if (obstacle) return process.emitWarning(`${obstacle}: takeover is off`, { code: 'ERR_STICKY_TAKEOVER_UNSUPPORTED', type: 'StickySessionWarning' })
+    const port = this.server.address().port
+    const group = this.group
+    const description = { mode: group ? 'kernel' : 'accept-loop', workers: options.workers, seed: options.seed }
+    const fds = group ? Array.from({ length: options.workers }, (_, slot) => group.fd(slot)) : [this.balancer.listeningFd()]
+    try {
+      this.takeoverOffer = offerSockets(this.address, port, description, fds, (event) => this.onTakeoverEvent(event))
+    } catch (error) {
+      // The primary just taken over releases the name an instant before it confirms.
+      if (error.code === 'EADDRINUSE' && attempt < TAKEOVER_RETRIES) {
+        setTimeout(() => this.offerTakeover(attempt + 1), TAKEOVER_RETRY_MS)
+        return
+      }
+      process.emitWarning(`${error.message}; a later primary cannot take over from this one`, { code: 'ERR_STICKY_TAKEOVER_UNAVAILABLE', type: 'StickySessionWarning' })
+      return
+    }
+    debug('takeover: offering %s under %s', this.where(), takeoverName(this.address, port))
+  }
+
+  onTakeoverEvent(event) {
+    const warn = (code, message) => process.emitWarning(message, { code, type: 'StickySessionWarning' })
+    switch (event.kind) {
+      case 'offered':
+        debug('takeover: sent the listening socket(s) to primary %d; accepting until its workers are ready', event.pid)
+        break
+      case 'busy':
+        debug('takeover: refused process %d: another takeover is under way', event.pid)
+        break
+      case 'refused':
+        warn('ERR_STICKY_TAKEOVER_REFUSED', `refused to hand ${this.where()} to process ${event.pid} of uid ${event.uid}: only a process of this user (uid ${process.geteuid()}) may take over`)
+        break
+      case 'abandoned':
+        warn('ERR_STICKY_TAKEOVER_ABANDONED', `process ${event.pid} gave up taking over ${this.where()} (${event.message}); this primary goes on serving`)
+        break
+      case 'failed':
+        this.takeoverOffer = null
+        warn('ERR_STICKY_TAKEOVER_UNAVAILABLE', `the takeover offer stopped (${event.message}); a later primary cannot take over from this one`)
+        break
+      case 'released':
+        if (this.takeoverOffer) this.takeoverOffer.close()
+        this.takeoverOffer = null
+        announce(`primary ${process.pid} handed ${this.where()} over to primary ${event.pid}; draining, then exiting with code 0`)
+        this.close(() => process.exit(0))
+        break
+    }
+  }
+
+  /** `[address]:port` as listened on, for logs. */
+  where() {
+    const address = this.server.address()
+    return address ? `[${address.address}]:${address.port}` : `[${this.address}]:${this.port}`
   }
 
   /**
@@ -157,13 +386,19 @@ class Primary extends EventEmitter {
     state.forks++
     if (kernel) {
       worker.on('message', (message) => {
-        if (message && message.stickySessionRs === 'ready') this.emit('slot-ready', slot, worker.process.pid)
+        if (message && message.stickySessionRs !== 'ready') return
+        debug('slot %d ready (pid %d)', slot, worker.process.pid)
+        this.emit('slot-ready', slot, worker.process.pid)
       })
     }
     state.startedAt = Date.now()
     this.slots.set(slot, state)
     debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)
-    worker.once('exit', (code, signal) => this.onWorkerExit(slot, worker, code, signal))
+    this.forked.add(worker)
+    worker.once('exit', (code, signal) => {
+      this.forked.delete(worker)
+      this.onWorkerExit(slot, worker, code, signal)
+    })
   }
 
   /**
@@ -250,10 +485,16 @@ class Primary extends EventEmitter {
     }
     this.closing = true
     this.once('closed', done)
-    const workers = () =>
-      this.options.rendezvous
-        ? Object.values(cluster.workers || {})
-        : [...this.slots.values()].map((state) => state.worker).filter(Boolean)
+    // A later primary can no longer take over, and one taking over from this
+    // one stops waiting (its predecessor goes on serving).
+    if (this.takeoverOffer) this.takeoverOffer.close()
+    this.takeoverOffer = null
+    // Still taking over: the listen queue is the old primary's to serve.
+    const client = this.endTakeoverWait()
+    if (client) client.close()
+    this.emit('closing')
+    // Every worker this primary forked, also one a reload is replacing.
+    const workers = () => (this.options.rendezvous ? Object.values(cluster.workers || {}) : [...this.forked])
     const finish = () => {
       if (this.closed) return
       this.closed = true
@@ -279,7 +520,7 @@ class Primary extends EventEmitter {
     }
     if (!this.balancer) return disconnectWorkers()
     this.once('drained', disconnectWorkers)
-    this.balancer.close()
+    this.balancer.close(!client)
   }
 
   /** Kernel mode: the primary sees no connection; only the slots. */
@@ -313,10 +554,23 @@ class Primary extends EventEmitter {
       throw error
     }
     if (this.reloading) return this.reloading.then(() => this.reload(callback))
+    // Closing (close(), a signal, a takeover) ends a reload: the slot being
+    // replaced keeps both workers, and close() drains both.
+    const interrupted = () =>
+      stickyError('ERR_STICKY_RELOAD_INTERRUPTED', 'the primary started closing (close(), SIGTERM/SIGINT or a takeover) before every worker was replaced; nothing to do')
     const replaceSlot = (slot) =>
       new Promise((resolve, reject) => {
+        if (this.closing) return reject(interrupted())
         const old = this.slots.get(slot) && this.slots.get(slot).worker
-        const timer = setTimeout(() => reject(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms`)), this.options.shutdownTimeout)
+        const settle = (error) => {
+          clearTimeout(timer)
+          this.off('slot-ready', onReady)
+          this.off('closing', onClosing)
+          if (error) reject(error)
+          else resolve()
+        }
+        const timer = setTimeout(() => settle(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms`)), this.options.shutdownTimeout)
+        const onClosing = () => settle(interrupted())
         this.fork(slot)
         const fresh = this.slots.get(slot).worker
         const onReady = (readySlot, pid) => {
@@ -325,14 +579,15 @@ class Primary extends EventEmitter {
           clearTimeout(timer)
           // The old worker was told its channel closed (kernel mode: it is
           // disconnected here): it drains and exits.
-          if (!old || old.isDead()) return resolve()
+          if (!old || old.isDead()) return settle()
           if (this.group && old.isConnected()) old.disconnect()
-          old.once('exit', () => resolve())
+          old.once('exit', () => settle())
         }
         this.on('slot-ready', onReady)
+        this.on('closing', onClosing)
       })
     this.reloading = (async () => {
-      for (let slot = 0; slot < this.options.workers && !this.closing; slot++) await replaceSlot(slot)
+      for (let slot = 0; slot < this.options.workers; slot++) await replaceSlot(slot)
     })()
     const settle = this.reloading.finally(() => (this.reloading = null))
     if (callback) settle.then(() => callback(null), callback)
@@ -349,7 +604,10 @@ class Primary extends EventEmitter {
     process.once('SIGINT', shutdown)
     process.on('SIGHUP', () => {
       debug('primary got SIGHUP: rolling reload')
-      this.reload((error) => error && this.server.emit('error', error))
+      this.reload((error) => {
+        if (error && error.code === 'ERR_STICKY_RELOAD_INTERRUPTED') debug(error.message)
+        else if (error) this.server.emit('error', error)
+      })
     })
   }
 }

@@ -5,13 +5,13 @@
 // path would, so timeouts, `close()` and `getConnections()` behave.
 
 const cluster = require('cluster')
-const net = require('net')
 const os = require('os')
 const path = require('path')
 const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
+const { acceptOnInheritedSocket, adoptingServer, socketFromFd } = require('./runtime')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
 const EXIT_GRACE_MS = 2000
@@ -70,12 +70,9 @@ function adopt(server, socketOptions, connection) {
     require('fs').closeSync(connection.fd)
     return
   }
-  const socket = new net.Socket({
-    fd: connection.fd,
-    readable: true,
-    writable: true,
+  const socket = socketFromFd(connection.fd, {
     allowHalfOpen: server.allowHalfOpen,
-    pauseOnCreate: server.pauseOnConnect,
+    paused: server.pauseOnConnect,
   })
   if (connection.remoteAddress !== undefined) {
     socket._peername = { address: connection.remoteAddress, port: connection.remotePort, family: connection.remoteFamily }
@@ -111,24 +108,17 @@ function sidOfHandshake(chunk) {
  */
 function routeAwareResponses(server, channel, routing) {
   if (routing !== 'sid' && routing !== 'header') return
-  // Hooked on `emit`, not as a 'request' listener: engine.io's attach()
-  // removes the server's request listeners and calls them only for requests
-  // that are not its own.
-  const emit = server.emit
-  server.emit = function emitRouteAware(event, req, res) {
-    if (event === 'request') {
-      res.setHeader('Connection', 'close')
-      if (routing === 'sid' && isPollingHandshake(req.url)) {
-        const end = res.end
-        res.end = function endReportingSession(chunk, ...rest) {
-          const sid = sidOfHandshake(chunk)
-          if (sid) channel.reportSession(sid, true)
-          return end.call(this, chunk, ...rest)
-        }
+  observeRequests(server, (req, res) => {
+    res.setHeader('Connection', 'close')
+    if (routing === 'sid' && isPollingHandshake(req.url)) {
+      const end = res.end
+      res.end = function endReportingSession(chunk, ...rest) {
+        const sid = sidOfHandshake(chunk)
+        if (sid) channel.reportSession(sid, true)
+        return end.call(this, chunk, ...rest)
       }
     }
-    return emit.apply(this, arguments)
-  }
+  })
 }
 
 /**
@@ -143,6 +133,75 @@ function tlsPeerNames(server) {
 }
 
 /**
+ * Calls `observer(req, res)` for every request the server emits, before its
+ * listeners run. Hooked on `emit`, not as a 'request' listener: engine.io's
+ * attach() removes the server's request listeners and calls them only for
+ * requests that are not its own.
+ */
+function observeRequests(server, observer) {
+  const emit = server.emit
+  server.emit = function emitObserved(event, req, res) {
+    if (event === 'request') observer(req, res)
+    return emit.apply(this, arguments)
+  }
+}
+
+/**
+ * How an http(s) server of a worker treats its connections when it closes;
+ * returns `beginClosing()`, to call as `server.close()` starts.
+ *
+ * `server.close()` destroys the connections Node calls idle, at once. Node >=
+ * 26.4 (nodejs/node#63470) counts a connection that has not begun its first
+ * request as idle; 20 to 24 count it as busy. A worker adopts connections
+ * before their requests are read, and closes in the very tick it adopts the
+ * last ones the primary sent it (its channel closed: reload, shutdown), so on
+ * 26 close() would reset them (__test__/fixtures/repros/node26-close-after-emit.js).
+ * Here idle means "between two requests" on every version, kept from public
+ * events: a connection that never sends a request is closed by the shutdown
+ * timeout instead, as on 20 to 24.
+ *
+ * Once closing, every response ends its connection: a client must not send
+ * more requests to a worker that is going away, and a kept-alive connection
+ * must not hold it for `keepAliveTimeout`. A response whose head is not sent
+ * yet says `Connection: close`; a connection whose head already promised
+ * keep-alive is ended once nothing is under way on it.
+ */
+function closeBetweenRequests(server) {
+  // A plain net.Server: close() destroys no connection.
+  if (typeof server.closeIdleConnections !== 'function') return () => {}
+  /** socket -> its responses not yet finished; a socket is here from its first request until it closes. */
+  const unfinished = new Map()
+  /** Responses not yet finished, for `Connection: close` when closing starts. */
+  const responses = new Set()
+  let closing = false
+  const endBetweenRequests = (socket) => {
+    if (closing && unfinished.get(socket) === 0 && !socket.destroyed) socket.end()
+  }
+  observeRequests(server, (req, res) => {
+    const socket = req.socket
+    if (!unfinished.has(socket)) socket.once('close', () => unfinished.delete(socket))
+    unfinished.set(socket, (unfinished.get(socket) || 0) + 1)
+    responses.add(res)
+    if (closing) res.setHeader('Connection', 'close')
+    // After Node's own 'finish' handling (registered before 'request' was
+    // emitted), which keeps the connection alive or ends it.
+    res.once('close', () => {
+      responses.delete(res)
+      if (!unfinished.has(socket)) return
+      unfinished.set(socket, unfinished.get(socket) - 1)
+      endBetweenRequests(socket)
+    })
+  })
+  server.closeIdleConnections = function closeConnectionsBetweenRequests() {
+    for (const [socket, count] of unfinished) if (count === 0) socket.destroy()
+  }
+  return function beginClosing() {
+    closing = true
+    for (const res of responses) if (!res.headersSent) res.setHeader('Connection', 'close')
+  }
+}
+
+/**
  * What every worker does whichever way it gets connections: `stopTaking()`
  * runs once, the moment the server starts closing (user `server.close()`,
  * primary disconnect, SIGTERM, or the primary closing the channel); the
@@ -152,10 +211,12 @@ function manageLifecycle(server, stopTaking) {
   let closing = false
   const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
   const close = server.close
+  const beginClosing = closeBetweenRequests(server)
   server.close = function closeStickyServer(...args) {
     if (!closing) {
       closing = true
       stopTaking()
+      beginClosing()
       // Connections that never end (websockets, long polls) must not keep a
       // closing worker alive for ever.
       setTimeout(() => {
@@ -188,6 +249,7 @@ function startWorker(server, options = {}) {
   if (!options.channel && process.env.STICKY_LISTEN_FD !== undefined) return startKernelWorker(server)
   const { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = options
   const socketOptions = socketOptionsOf(server)
+  adoptingServer(server)
   routeAwareResponses(server, channel, routing)
   if (routing === 'proxy-protocol') tlsPeerNames(server)
   // Stop taking connections the moment the server starts closing: the
@@ -227,53 +289,21 @@ function startWorker(server, options = {}) {
 }
 
 /**
- * Node's TCP handle class, through which a worker accepts on the listening
- * socket it inherited. Node has no public API for this: `listen({ fd })` in a
- * cluster worker is routed through the primary, `listen({ reusePort })` and
- * `net.BoundSocket` make new sockets (whose index in the reuseport group moves
- * when a worker leaves), and passing a server handle over IPC makes the
- * primary accept on it. `process.binding` is denied under the permission
- * model (`--permission`).
- */
-function tcpWrap() {
-  return process.binding('tcp_wrap')
-}
-
-/**
- * Why workers forked with this process's flags could not accept on inherited
- * listening sockets (kernel mode), or null when they can. The primary asks
- * before it chooses kernel mode: workers inherit its `execArgv`.
- */
-function kernelModeObstacle() {
-  try {
-    tcpWrap()
-    return null
-  } catch (error) {
-    const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`
-    return `kernel: true needs process.binding('tcp_wrap') in each worker to accept on its slot's socket, and ${why}; no public Node API lets a cluster worker do this`
-  }
-}
-
-/**
  * Kernel-steered routing: this worker accepts on its slot's socket of the
- * primary's SO_REUSEPORT group, as an ordinary listening handle (a TCP handle
- * opened on the fd; `listen({ fd })` would be routed through the primary).
+ * primary's SO_REUSEPORT group, as an ordinary listening socket (how depends
+ * on the runtime: lib/runtime.js).
  */
 function startKernelWorker(server) {
   const fd = Number(process.env.STICKY_LISTEN_FD)
   delete process.env.STICKY_LISTEN_FD
   claimListeningFd(fd)
-  const { TCP, constants } = tcpWrap()
-  const handle = new TCP(constants.SERVER)
-  const error = handle.open(fd)
-  if (error) throw stickyError('ERR_STICKY_NO_CHANNEL', `cannot open the listening socket fd ${fd} (libuv error ${error})`)
   // Closing the server closes this process's copy only: the socket stays in
   // the group (the primary holds it) so its queue waits for the replacement.
-  manageLifecycle(server, () => {})
-  server.listen(handle, () => {
+  const stopAccepting = acceptOnInheritedSocket(server, fd, privateAddress(), () => {
     debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
     if (process.send) process.send({ stickySessionRs: 'ready' })
   })
+  manageLifecycle(server, stopAccepting)
 }
 
-module.exports = { startWorker, claimFromEnvironment, takeChannel, kernelModeObstacle }
+module.exports = { startWorker, claimFromEnvironment, takeChannel }

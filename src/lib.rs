@@ -3,10 +3,12 @@
 //! Pure modules (no I/O): `address`, `hrw` (rendezvous hashing, the live
 //! `Selection`), `wire`, `parsers` (PROXY v1/v2, HTTP request head, forwarding
 //! headers, trusted proxies), `routing` (what identifies a client), `sessions`
-//! (engine.io session owners), and `primary::ledger` (where every connection
-//! is until a worker has it). I/O shells over them: `channel` (the SEQPACKET
-//! hand-off socket), `primary` (listener, accept loop, the channel driver),
-//! `worker` (receiver). `binding` holds the `#[napi]` exports.
+//! (engine.io session owners), `primary::ledger` (where every connection is
+//! until a worker has it) and `systemd` (socket activation's variables). I/O
+//! shells over them: `channel` (the SEQPACKET hand-off socket), `primary`
+//! (listener, accept loop, the channel driver), `worker` (receiver),
+//! `takeover` (handing the listening sockets to a new primary; its record
+//! format is pure). `binding` holds the `#[napi]` exports.
 
 pub mod address;
 pub mod channel;
@@ -16,6 +18,8 @@ pub mod primary;
 pub mod reuseport;
 pub mod routing;
 pub mod sessions;
+pub mod systemd;
+pub mod takeover;
 pub mod wire;
 pub mod worker;
 

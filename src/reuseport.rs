@@ -16,6 +16,8 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::primary::{adopt_listener, AdoptError};
+
 /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic socket.h; the libc crate lacks it for Linux).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
@@ -140,6 +142,44 @@ pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> i
   Ok(sockets)
 }
 
+/// Why a set of inherited sockets cannot be a kernel-steered group.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptGroupError {
+  #[error(transparent)]
+  Socket(#[from] AdoptError),
+  #[error("socket {index} of the group lacks SO_REUSEPORT: it is not a kernel-steered group")]
+  NotReusePort { index: usize },
+  #[error("socket {index} of the group listens on {found}, socket 0 on {first}")]
+  Mixed { index: usize, first: SocketAddr, found: SocketAddr },
+  #[error("no sockets")]
+  Empty,
+}
+
+/// Takes over an existing group: its sockets, in slot order, already bound,
+/// listening and steered (the BPF program belongs to the group, not to a
+/// process, so it stays attached). Nothing is bound or attached here.
+pub fn adopt_group(sockets: Vec<std::os::fd::OwnedFd>) -> Result<Vec<Socket>, AdoptGroupError> {
+  let mut adopted: Vec<Socket> = Vec::with_capacity(sockets.len());
+  let mut first: Option<SocketAddr> = None;
+  for (index, owned) in sockets.into_iter().enumerate() {
+    let socket = adopt_listener(owned)?;
+    if !socket.reuse_port().unwrap_or(false) {
+      return Err(AdoptGroupError::NotReusePort { index });
+    }
+    let address = socket.local_addr().ok().and_then(|address| address.as_socket());
+    match (first, address) {
+      (None, Some(address)) => first = Some(address),
+      (Some(first), Some(found)) if found != first => return Err(AdoptGroupError::Mixed { index, first, found }),
+      _ => {}
+    }
+    adopted.push(socket);
+  }
+  if adopted.is_empty() {
+    return Err(AdoptGroupError::Empty);
+  }
+  Ok(adopted)
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
@@ -149,6 +189,40 @@ mod tests {
   #[test]
   fn instruction_has_the_kernel_layout() {
     assert_eq!(std::mem::size_of::<Instruction>(), std::mem::size_of::<libc::sock_filter>());
+  }
+
+  #[test]
+  fn an_adopted_group_keeps_its_order_and_its_steering() {
+    let group = bind_group("127.0.0.1:0".parse().unwrap(), 64, 3, 7).expect("SO_REUSEPORT + cBPF available");
+    let copies = group.iter().map(|socket| std::os::fd::OwnedFd::from(socket.try_clone().unwrap())).collect();
+    let adopted = adopt_group(copies).unwrap();
+    drop(group);
+    let port = adopted[0].local_addr().unwrap().as_socket().unwrap().port();
+    for socket in &adopted {
+      socket.set_nonblocking(true).unwrap();
+    }
+    for last in [2u8, 9, 23] {
+      let client = Ipv4Addr::new(127, 0, 0, last);
+      let stream = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+      stream.bind(&SocketAddr::new(IpAddr::V4(client), 0).into()).unwrap();
+      stream.connect(&SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port).into()).unwrap();
+      let expected = kernel_slot(IpAddr::V4(client), 3, 7) as usize;
+      let accepted = (0..100).find_map(|_| {
+        let hit = adopted.iter().position(|s| s.accept().is_ok());
+        if hit.is_none() {
+          std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        hit
+      });
+      assert_eq!(accepted, Some(expected), "client {client}");
+    }
+  }
+
+  #[test]
+  fn a_lone_socket_is_not_a_group() {
+    let plain = crate::primary::bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false).unwrap();
+    let error = adopt_group(vec![std::os::fd::OwnedFd::from(plain)]).unwrap_err();
+    assert!(matches!(error, AdoptGroupError::NotReusePort { index: 0 }), "{error}");
   }
 
   #[test]

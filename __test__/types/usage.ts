@@ -31,6 +31,7 @@ const isWorker: boolean = sticky.listen(server, 3000, {
 })
 listen(server, '3000', { routing: 'proxy-protocol' })
 listen(server, 3000, { kernel: true })
+listen(server, 3000, { kernel: true, takeover: true })
 if (!isWorker) {
   const stats: Stats | null = sticky.stats()
   if (stats) {
@@ -58,6 +59,8 @@ setupWorker(io)
 sticky.listen({}, 3000)
 // @ts-expect-error: unknown option
 sticky.listen(server, 3000, { wrokers: 2 })
+// @ts-expect-error: takeover is a boolean
+sticky.listen(server, 3000, { takeover: 'yes' })
 // @ts-expect-error: not a routing mode
 sticky.listen(server, 3000, { routing: 'cookie' })
 // @ts-expect-error: not a balancing method

@@ -7,7 +7,7 @@ use napi_derive::napi;
 use socket2::Socket;
 
 use super::error::{js_error, ErrorCode};
-use super::listen::{Listen, ListenSpec};
+use super::listen::{inherited_socket_error, Listen, ListenSpec};
 use super::primary::AddressInfo;
 use crate::channel;
 use crate::primary::{with_default_host_fallback, ListenError};
@@ -24,11 +24,25 @@ pub struct ReuseportGroup {
 
 #[napi]
 impl ReuseportGroup {
-  /// Binds the group, or throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller
-  /// falls back to the accept loop) or the errno of a listen failure.
+  /// Binds the group, or adopts the one in `listen.adopt` (a takeover), or
+  /// throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller falls back to the
+  /// accept loop) or the errno of a listen failure.
   #[napi(constructor)]
   pub fn new(listen: ListenSpec) -> napi::Result<Self, ErrorCode> {
+    // Taken first, so they are closed whatever fails below.
+    let adopted = listen.adopted()?;
     let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check()?;
+    if let Some(fds) = adopted {
+      if fds.len() != usize::from(slots) {
+        return Err(inherited_socket_error(format!(
+          "a kernel-steered group of {} sockets for {slots} workers",
+          fds.len()
+        )));
+      }
+      let sockets = reuseport::adopt_group(fds).map_err(inherited_socket_error)?;
+      let address = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(SocketAddr::new(host, port));
+      return Ok(ReuseportGroup { sockets, address });
+    }
     if super::injected_fault().as_deref() == Some("kernel-unsupported") {
       return Err(js_error("ERR_STICKY_KERNEL_UNSUPPORTED", "kernel steering refused (fault injection)"));
     }

@@ -2,6 +2,7 @@
 //! (`Balancer`) and the kernel-steered group (`ReuseportGroup`).
 
 use std::net::IpAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use napi_derive::napi;
 
@@ -19,6 +20,11 @@ pub struct ListenSpec {
   pub workers: u32,
   /// Decimal string of an unsigned 64-bit seed.
   pub seed: String,
+  /// Listening sockets to use instead of binding (systemd socket activation,
+  /// or a takeover): one for the accept loop, one per slot in slot order for
+  /// a kernel-steered group. They become the listener's, and are closed if it
+  /// cannot start.
+  pub adopt: Option<Vec<i32>>,
 }
 
 /// A `ListenSpec` in Rust types.
@@ -44,4 +50,24 @@ impl ListenSpec {
       self.seed.parse().map_err(|_| invalid(format!("seed {:?} is not an unsigned 64-bit integer", self.seed)))?;
     Ok(Listen { host, host_is_default: self.host_is_default, port, backlog: self.backlog, slots, seed })
   }
+
+  /// Takes ownership of the descriptors in `adopt`, if any.
+  pub fn adopted(&self) -> napi::Result<Option<Vec<OwnedFd>>, ErrorCode> {
+    let Some(fds) = &self.adopt else { return Ok(None) };
+    if let Some(bad) = fds.iter().find(|&&fd| fd < 0) {
+      return Err(js_error("ERR_STICKY_INVALID_OPTION", format!("adopt: {bad} is not a file descriptor")));
+    }
+    // SAFETY: `index.js` passes descriptors it owns and never touches again:
+    // those `TakeoverClient::take_sockets` released to it, or the one systemd
+    // passed that it chose. Each becomes owned exactly once, here.
+    Ok(Some(fds.iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()))
+  }
+}
+
+/// The error thrown when an adopted socket cannot serve.
+pub fn inherited_socket_error(message: impl std::fmt::Display) -> napi::Error<ErrorCode> {
+  js_error(
+    "ERR_STICKY_INHERITED_SOCKET",
+    format!("{message}: the socket given to this primary (systemd socket activation or a takeover) must be a listening TCP socket"),
+  )
 }

@@ -6,12 +6,18 @@ mod error;
 mod kernel;
 mod listen;
 mod primary;
+mod systemd;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod takeover;
 mod worker;
 
 pub use error::ErrorCode;
 pub use kernel::{claim_listening_fd, ReuseportGroup};
 pub use listen::ListenSpec;
 pub use primary::{Balancer, BalancerOptions};
+pub use systemd::{systemd_sockets, InheritedSocket};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use takeover::{connect_takeover, TakeoverClient, TakeoverOffer};
 pub use worker::{claim_channel, connect_channel, WorkerChannel};
 
 /// The failure a test asked to inject (`STICKY_FAULT_INJECTION`), read when a

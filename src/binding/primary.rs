@@ -1,6 +1,6 @@
 //! `Balancer`: the primary's accept loop, as JavaScript sees it.
 
-use std::os::fd::IntoRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
@@ -8,12 +8,12 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{from_napi, js_error, ErrorCode};
-use super::listen::{Listen, ListenSpec};
+use super::listen::{inherited_socket_error, Listen, ListenSpec};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
-  bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle,
-  StatsSnapshot,
+  adopt_listener, bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent,
+  PrimaryHandle, StatsSnapshot,
 };
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
@@ -104,18 +104,24 @@ pub struct Balancer {
   handle: PrimaryHandle,
   /// Pids that may take a channel from the rendezvous socket.
   allowed: AllowedWorkers,
+  /// The listening socket's fd in this process, owned by the accept loop
+  /// until `close`.
+  listener_fd: RawFd,
 }
 
 #[napi]
 impl Balancer {
-  /// Binds the listening socket now (so listen errors are synchronous) and
-  /// starts the accept loop. `on_event` receives `BalancerEvent`s.
+  /// Binds the listening socket now (so listen errors are synchronous), or
+  /// adopts the one in `listen.adopt`, and starts the accept loop.
+  /// `on_event` receives `BalancerEvent`s.
   #[napi(constructor)]
   pub fn new(
     listen: ListenSpec,
     options: BalancerOptions,
     on_event: Function<'_, BalancerEvent, ()>,
   ) -> Result<Self, ErrorCode> {
+    // Taken first, so they are closed whatever fails below.
+    let adopted = listen.adopted()?;
     let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check()?;
     let events = on_event
       .build_threadsafe_function::<BalancerEvent>()
@@ -123,11 +129,20 @@ impl Balancer {
       .weak::<true>()
       .build_callback(|context| Ok(context.value))
       .map_err(from_napi)?;
-    let listener = bind_listener(host, port, backlog, host_is_default).map_err(|error| {
-      let mut js = js_error(error.code(), error.to_string());
-      js.reason = format!("{} (syscall {})", error, error.syscall);
-      js
-    })?;
+    let listener = match adopted {
+      Some(fds) => {
+        let [fd]: [_; 1] = fds.try_into().map_err(|fds: Vec<_>| {
+          inherited_socket_error(format!("{} sockets where the accept loop takes one", fds.len()))
+        })?;
+        adopt_listener(fd).map_err(inherited_socket_error)?
+      }
+      None => bind_listener(host, port, backlog, host_is_default).map_err(|error| {
+        let mut js = js_error(error.code(), error.to_string());
+        js.reason = format!("{} (syscall {})", error, error.syscall);
+        js
+      })?,
+    };
+    let listener_fd = listener.as_raw_fd();
     let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
     let mode = match options.routing.as_str() {
       "ip" => RoutingMode::Ip,
@@ -178,7 +193,7 @@ impl Balancer {
     });
     let handle = PrimaryHandle::start(config, listener, sink)
       .map_err(|error| js_error("ERR_STICKY_START", format!("cannot start the accept loop: {error}")))?;
-    Ok(Balancer { handle, allowed })
+    Ok(Balancer { handle, allowed, listener_fd })
   }
 
   #[napi]
@@ -221,10 +236,24 @@ impl Balancer {
     self.allowed.forget(pid);
   }
 
-  /// Stops accepting and closes the listening socket.
+  /// The listening socket's fd, for a takeover offer to duplicate. Valid
+  /// until `close`; do not close it.
   #[napi]
-  pub fn close(&self) {
-    self.handle.close();
+  pub fn listening_fd(&self) -> i32 {
+    self.listener_fd
+  }
+
+  /// Stops accepting and closes the listening socket. `drainQueue` (default
+  /// true): first take the connections already in the listen queue; false
+  /// leaves them to the other process holding the socket (a takeover that
+  /// gave up).
+  #[napi]
+  pub fn close(&self, drain_queue: Option<bool>) {
+    if drain_queue.unwrap_or(true) {
+      self.handle.close();
+    } else {
+      self.handle.close_leaving_queue();
+    }
   }
 }
 

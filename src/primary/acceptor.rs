@@ -24,7 +24,8 @@ const ACCEPTS_PER_WAKEUP: usize = 64;
 
 /// Accepts connections while the ledger admits them, and routes each. After
 /// `close`, takes every connection still in the listen queue (the kernel
-/// accepted them: they are served, not reset), then closes the listener.
+/// accepted them: they are served, not reset) unless told to leave them to
+/// the socket's other holder, then closes the listener.
 pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
   loop {
     let admission = shared.driver.borrow().admission();
@@ -34,6 +35,9 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
     }
     let draining = shared.driver.borrow().ledger().is_closed();
     if draining {
+      if !shared.drain_queue_on_close.get() {
+        return Ok(());
+      }
       match accept_one(&shared, &listener) {
         Some(Ok(())) => continue,
         Some(Err(error)) => {

@@ -10,7 +10,7 @@
 //! forked ([`rendezvous`](super::rendezvous)), and the loop below takes
 //! commands from JavaScript.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -86,8 +86,16 @@ fn budget_for_open_file_limit(open_file_limit: usize) -> usize {
 }
 
 enum Command {
-  Attach { slot: SlotId, channel: OwnedFd },
-  Close,
+  Attach {
+    slot: SlotId,
+    channel: OwnedFd,
+  },
+  /// Stop accepting. `drain_queue`: first take every connection already in
+  /// the listen queue (they are served); false leaves them to the socket's
+  /// other holder (a takeover that gave up: the old primary serves them).
+  Close {
+    drain_queue: bool,
+  },
 }
 
 /// The JavaScript side's handle on a running accept loop.
@@ -150,13 +158,19 @@ impl PrimaryHandle {
   /// Stops accepting and closes the listening socket. Connections already
   /// handed to workers are unaffected.
   pub fn close(&self) {
-    let _ = self.commands.send(Command::Close);
+    let _ = self.commands.send(Command::Close { drain_queue: true });
+  }
+
+  /// Stops accepting at once, leaving the listen queue to the other process
+  /// that holds the listening socket (a takeover that gave up).
+  pub fn close_leaving_queue(&self) {
+    let _ = self.commands.send(Command::Close { drain_queue: false });
   }
 }
 
 impl Drop for PrimaryHandle {
   fn drop(&mut self) {
-    let _ = self.commands.send(Command::Close);
+    let _ = self.commands.send(Command::Close { drain_queue: true });
     // The thread ends with the process; joining here could block JavaScript.
     drop(self.thread.take());
   }
@@ -173,6 +187,8 @@ pub struct Shared {
   /// The descriptor budget (connections held, waiting for a worker or their header).
   pub max_held: usize,
   pub gate: Rc<AcceptGate>,
+  /// After `Close`: whether the accept task empties the listen queue first.
+  pub drain_queue_on_close: Cell<bool>,
   pub fault: Option<Fault>,
   pub events: Rc<EventSink>,
 }
@@ -211,6 +227,7 @@ fn run(
       stats,
       max_held,
       gate,
+      drain_queue_on_close: Cell::new(true),
       fault,
       events,
     });
@@ -249,8 +266,9 @@ fn run(
     while let Some(command) = commands.recv().await {
       match command {
         Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
-        Command::Close => {
-          // The accept task drains the listen queue, then closes the listener.
+        Command::Close { drain_queue } => {
+          // The accept task drains the listen queue (or not), then closes the listener.
+          shared.drain_queue_on_close.set(drain_queue);
           shared.driver.borrow_mut().close();
           tokio::task::spawn_local(report_when_drained(shared.clone(), acceptor));
           break;

@@ -1,9 +1,11 @@
-//! Binding the public listening socket.
+//! The public listening socket: bound here, or adopted already listening
+//! (from systemd socket activation, or from the primary this one takes over).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {address}: {source}")]
@@ -62,6 +64,92 @@ fn bind_exact(address: SocketAddr, backlog: i32) -> Result<Socket, ListenError> 
   Ok(socket)
 }
 
+/// What a descriptor is, as far as listening goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketFacts {
+  /// Its bound address, when it is an IPv4 or IPv6 socket.
+  pub local: Option<SocketAddr>,
+  /// A TCP socket (`SOCK_STREAM` over IPv4 or IPv6).
+  pub tcp: bool,
+  /// `listen` was called on it.
+  pub listening: bool,
+  /// `SO_REUSEPORT` is set (a member of a kernel-steered group).
+  pub reuse_port: bool,
+}
+
+/// Looks at a descriptor without changing it; an error when it is not a socket.
+pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
+  let socket = SockRef::from(&fd);
+  let kind = socket.r#type()?;
+  let local = socket.local_addr()?.as_socket();
+  let protocol_is_tcp = socket.protocol().ok().flatten().is_none_or(|protocol| protocol == Protocol::TCP);
+  Ok(SocketFacts {
+    local,
+    tcp: local.is_some() && kind == Type::STREAM && protocol_is_tcp,
+    listening: accepts_connections(fd)?,
+    reuse_port: socket.reuse_port()?,
+  })
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn accepts_connections(fd: BorrowedFd<'_>) -> io::Result<bool> {
+  let mut value: libc::c_int = 0;
+  let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+  // SAFETY: `value` and `len` are valid for writes of the sizes given.
+  let rc = unsafe {
+    libc::getsockopt(
+      fd.as_raw_fd(),
+      libc::SOL_SOCKET,
+      libc::SO_ACCEPTCONN,
+      (&mut value as *mut libc::c_int).cast(),
+      &mut len,
+    )
+  };
+  if rc != 0 {
+    return Err(io::Error::last_os_error());
+  }
+  Ok(value != 0)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn accepts_connections(_fd: BorrowedFd<'_>) -> io::Result<bool> {
+  // No SO_ACCEPTCONN to ask: the first accept() tells.
+  Ok(true)
+}
+
+/// Why an inherited descriptor cannot be the public listening socket.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+  #[error("fd {fd} is not a socket ({source})")]
+  NotASocket { fd: i32, source: io::Error },
+  #[error("fd {fd} is not a TCP socket over IPv4 or IPv6")]
+  NotTcp { fd: i32 },
+  #[error("fd {fd} ({address}) is not listening")]
+  NotListening { fd: i32, address: SocketAddr },
+  #[error("fd {fd}: {source}")]
+  Io { fd: i32, source: io::Error },
+}
+
+/// Takes an already listening TCP socket as the public listening socket, the
+/// way `bind_listener` would have made it: non-blocking and close-on-exec
+/// (so no child inherits it by accident). The backlog stays as its creator
+/// set it. On error the descriptor is closed.
+pub fn adopt_listener(owned: OwnedFd) -> Result<Socket, AdoptError> {
+  let fd = owned.as_raw_fd();
+  let facts = socket_facts(owned.as_fd()).map_err(|source| AdoptError::NotASocket { fd, source })?;
+  let address = match facts.local {
+    Some(address) if facts.tcp => address,
+    _ => return Err(AdoptError::NotTcp { fd }),
+  };
+  if !facts.listening {
+    return Err(AdoptError::NotListening { fd, address });
+  }
+  let socket = Socket::from(owned);
+  socket.set_nonblocking(true).map_err(|source| AdoptError::Io { fd, source })?;
+  socket.set_cloexec(true).map_err(|source| AdoptError::Io { fd, source })?;
+  Ok(socket)
+}
+
 /// The conventional name of an errno, as Node reports it in `error.code`.
 pub fn errno_name(error: &io::Error) -> &'static str {
   match error.raw_os_error() {
@@ -94,6 +182,31 @@ mod tests {
     assert_eq!(error.code(), "EADDRINUSE");
     assert_eq!(error.syscall, "bind");
     assert!(error.to_string().contains(&port.to_string()));
+  }
+
+  #[test]
+  fn a_listening_socket_is_adopted_and_accepts_its_clients() {
+    let original = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false).unwrap();
+    let port = original.local_addr().unwrap().as_socket().unwrap().port();
+    let adopted = adopt_listener(OwnedFd::from(original.try_clone().unwrap())).unwrap();
+    drop(original);
+    let _client = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    adopted.set_nonblocking(false).unwrap();
+    adopted.accept().expect("the adopted socket accepts");
+  }
+
+  #[test]
+  fn sockets_that_cannot_listen_for_clients_are_refused_with_why() {
+    let bound_only = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    bound_only.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into()).unwrap();
+    assert!(matches!(adopt_listener(OwnedFd::from(bound_only)), Err(AdoptError::NotListening { .. })));
+    let udp = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+    udp.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into()).unwrap();
+    assert!(matches!(adopt_listener(OwnedFd::from(udp)), Err(AdoptError::NotTcp { .. })));
+    let (unix, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(matches!(adopt_listener(OwnedFd::from(unix)), Err(AdoptError::NotTcp { .. })));
+    let file = std::fs::File::open("/dev/null").unwrap();
+    assert!(matches!(adopt_listener(OwnedFd::from(file)), Err(AdoptError::NotASocket { .. })));
   }
 
   #[test]

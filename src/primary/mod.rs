@@ -26,6 +26,9 @@ mod supervise;
 pub use events::{Fault, PrimaryEvent};
 pub use handle::{descriptor_budget, PrimaryConfig, PrimaryHandle};
 pub use header_reader::HeaderLimits;
-pub use listener::{bind_listener, with_default_host_fallback, ListenError};
+pub use listener::{
+  adopt_listener, bind_listener, errno_name, socket_facts, with_default_host_fallback, AdoptError, ListenError,
+  SocketFacts,
+};
 pub use rendezvous::AllowedWorkers;
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

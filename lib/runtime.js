@@ -1,0 +1,294 @@
+'use strict'
+
+// The primitives sticky-session-rs takes from its JavaScript runtime where
+// Node and Bun differ, in one place. Node is the reference; Bun is detected by
+// `process.versions.bun`. Each difference has a standalone repro in
+// __test__/fixtures/bun-repros/ (what Bun prints next to what Node prints):
+// which objects are servers, opening a socket on a received fd, what an
+// http.Server does with connections it did not accept (close, timeouts, TLS),
+// and accepting on an inherited listening socket (kernel mode). The rest of
+// the design (the addon and its threadsafe callbacks, an extra fd in a
+// worker's stdio, the private abstract-socket listen, cluster IPC) behaves
+// the same in both.
+
+const http = require('http')
+const https = require('https')
+const net = require('net')
+const tls = require('tls')
+const { stickyError } = require('./errors')
+
+const isBun = typeof process.versions.bun === 'string'
+
+/**
+ * True for a server sticky-session-rs can feed connections to. Node's
+ * http/https servers are `net.Server`s; Bun's `http.Server` (and
+ * `https.Server`, a subclass of it) is a separate class
+ * (bun-repros/server-classes.js).
+ */
+function isServer(value) {
+  return value instanceof net.Server || value instanceof http.Server
+}
+
+/**
+ * A `net.Socket` on a connected TCP socket this process received as a bare
+ * fd. Node opens it from `new net.Socket({ fd })`. Bun's constructor leaves a
+ * readable socket fd unopened (no handle: writes fail with ERR_SOCKET_CLOSED,
+ * nothing is ever read) and adopts it in `connect({ fd })` instead, which Node
+ * rejects (bun-repros/socket-from-fd.js).
+ */
+function socketFromFd(fd, { allowHalfOpen, paused }) {
+  if (!isBun) return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
+  const socket = new net.Socket({ allowHalfOpen })
+  socket.connect({ fd, pauseOnConnect: paused })
+  return socket
+}
+
+/**
+ * Makes `server` serve the connections a worker hands it with
+ * `emit('connection')` as Node's servers do. Node: nothing to do (the private
+ * listen gives the server a real handle). A Bun http.Server serves them
+ * through its HTTP/1 fallback parser, which its `Bun.serve` listener knows
+ * nothing about: see `adoptIntoBunServer`.
+ */
+function adoptingServer(server) {
+  if (isBun && server instanceof http.Server) adoptIntoBunServer(server)
+}
+
+// ---- kernel mode: accepting on a listening socket from the primary ----------
+
+/**
+ * Node's TCP handle class, through which a worker accepts on the listening
+ * socket it inherited. Node has no public API for this: `listen({ fd })` in a
+ * cluster worker is routed through the primary, `listen({ reusePort })` and
+ * `net.BoundSocket` make new sockets (whose index in the reuseport group moves
+ * when a worker leaves), and passing a server handle over IPC makes the
+ * primary accept on it. `process.binding` is denied under the permission
+ * model (`--permission`).
+ */
+function tcpWrap() {
+  return process.binding('tcp_wrap')
+}
+
+/**
+ * Why workers forked with this process's flags could not accept on inherited
+ * listening sockets (kernel mode), or null when they can. The primary asks
+ * before it chooses kernel mode: workers inherit its runtime and `execArgv`.
+ * Bun needs no `tcp_wrap` (it has none): see `acceptOnInheritedSocket`.
+ */
+function kernelModeObstacle() {
+  if (isBun) return null
+  try {
+    tcpWrap()
+    return null
+  } catch (error) {
+    const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`
+    return `kernel: true needs process.binding('tcp_wrap') in each worker to accept on its slot's socket, and ${why}; no public Node API lets a cluster worker do this`
+  }
+}
+
+/**
+ * Makes `server` accept on the listening socket `fd` this cluster worker
+ * inherited; `onListening()` once it does. Returns the function that stops
+ * accepting (closes this process's copy of the socket).
+ * Node: a TCP handle opened on the fd becomes the server's own listening
+ * handle (`server.close()` closes it).
+ * Bun has no `tcp_wrap` and its http.Server ignores `listen({ fd })`, but a
+ * net.Server's `listen({ fd, exclusive: true })` opens the fd in the worker
+ * itself (bun-repros/kernel-listen.js): it accepts, and hands each connection
+ * to `server`, which listens on `privateAddress` so that its close() works,
+ * as in the accept-loop mode.
+ */
+function acceptOnInheritedSocket(server, fd, privateAddress, onListening) {
+  if (isBun) {
+    adoptingServer(server)
+    const acceptor = net.createServer({ allowHalfOpen: Boolean(server.allowHalfOpen), pauseOnConnect: Boolean(server.pauseOnConnect) }, (socket) =>
+      server.emit('connection', socket),
+    )
+    acceptor.on('error', (error) => server.emit('error', error))
+    server.listen({ path: privateAddress, exclusive: true }, () => acceptor.listen({ fd, exclusive: true }, onListening))
+    return () => acceptor.close()
+  }
+  const { TCP, constants } = tcpWrap()
+  const handle = new TCP(constants.SERVER)
+  const error = handle.open(fd)
+  if (error) throw stickyError('ERR_STICKY_NO_CHANNEL', `cannot open the listening socket fd ${fd} (libuv error ${error})`)
+  server.listen(handle, onListening)
+  return () => {}
+}
+
+// ---- Bun ------------------------------------------------------------------
+
+const REQUEST_TIMEOUT_RESPONSE = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n'
+
+/** A property of a Bun server keyed by a symbol Bun keeps private, found by the symbol's description. */
+function bunInternal(object, description) {
+  const symbol = Object.getOwnPropertySymbols(object).find((s) => s.description === description)
+  return symbol === undefined ? undefined : object[symbol]
+}
+
+/**
+ * What Bun's http.Server does not do for connections it did not accept:
+ * - an `https.Server` parses them as plain HTTP (bun-repros/https-adopted.js):
+ *   each is wrapped in a server-side TLSSocket made from the server's options;
+ * - `close()` resets every one with no request under way, including one whose
+ *   first request is still unread in the socket (a worker closes in the same
+ *   tick it adopts its last connections, during a rolling reload): those are
+ *   left to finish, as on Node 20 to 24 (bun-repros/http-adopted-close.js);
+ * - `'close'` comes as soon as the listener stops: it is held back until the
+ *   adopted connections have closed (the worker's shutdown timeout still ends
+ *   them), so the worker does not exit under in-flight requests; and
+ *   `getConnections()` does not count them;
+ * - `headersTimeout`, `requestTimeout` and `keepAliveTimeout` are not enforced
+ *   (bun-repros/http-adopted-timeouts.js): `AdoptedConnection` does it.
+ */
+function adoptIntoBunServer(server) {
+  const connections = new Map()
+  let closing = false
+  let closeHeld = false
+  const secure = tlsWrapper(server)
+  const emit = server.emit
+  server.emit = function emitAdopting(event, ...args) {
+    if (event === 'connection' && args[0] instanceof net.Socket && !(args[0] instanceof tls.TLSSocket)) {
+      const socket = secure ? secure(args[0]) : args[0]
+      connections.set(socket, new AdoptedConnection(server, socket, () => closing))
+      socket.once('close', () => {
+        connections.delete(socket)
+        if (closeHeld && connections.size === 0) {
+          closeHeld = false
+          emit.call(server, 'close')
+        }
+      })
+      return emit.call(this, event, socket, ...args.slice(1))
+    }
+    if (event === 'request') {
+      const connection = connections.get(args[0].socket)
+      if (connection) connection.onRequest(args[0], args[1])
+    } else if (event === 'upgrade' || event === 'connect') {
+      const connection = connections.get(args[1])
+      if (connection) connection.upgraded()
+    } else if (event === 'close' && connections.size > 0) {
+      closeHeld = true
+      return true
+    }
+    return emit.apply(this, [event, ...args])
+  }
+
+  const close = server.close
+  server.close = function closeKeepingUnread(...args) {
+    closing = true
+    const fallbackConnections = bunInternal(server, 'http1Connections')
+    const unread = fallbackConnections ? [...fallbackConnections].filter((socket) => socket.bytesRead === 0 && !socket.destroyed) : []
+    for (const socket of unread) fallbackConnections.delete(socket)
+    try {
+      return close.apply(this, args)
+    } finally {
+      for (const socket of unread) fallbackConnections.add(socket)
+    }
+  }
+
+  const getConnections = server.getConnections
+  server.getConnections = function getConnectionsWithAdopted(callback) {
+    return getConnections.call(this, (error, count) => callback(error, error ? count : count + connections.size))
+  }
+
+  // Node checks the request timeouts of its connections on this interval.
+  server.once('listening', () => {
+    const interval = server.connectionsCheckingInterval ?? 30000
+    const timer = setInterval(() => {
+      const now = Date.now()
+      for (const connection of connections.values()) connection.checkRequestTimeouts(now)
+    }, interval)
+    timer.unref()
+    server.prependOnceListener('close', () => clearInterval(timer))
+  })
+}
+
+/** For a Bun `https.Server`: a function wrapping a plain socket in a server-side TLSSocket; otherwise null. */
+function tlsWrapper(server) {
+  if (!(server instanceof https.Server)) return null
+  const options = bunInternal(server, 'options')
+  if (!options || !(options.key || options.pfx)) {
+    throw stickyError(
+      'ERR_STICKY_INVALID_SERVER',
+      'sticky-session-rs cannot read the key of this https.Server under Bun: create it with https.createServer({ key, cert }, handler)',
+    )
+  }
+  const secureContext = tls.createSecureContext(options)
+  const { requestCert, rejectUnauthorized, ALPNProtocols, SNICallback } = options
+  return (socket) => {
+    const secureSocket = new tls.TLSSocket(socket, { isServer: true, secureContext, requestCert, rejectUnauthorized, ALPNProtocols, SNICallback })
+    // The client address a PROXY header named is on the plain socket.
+    if (socket._peername) secureSocket._peername = socket._peername
+    return secureSocket
+  }
+}
+
+/**
+ * Node's server timeouts for one adopted connection: from the start of each
+ * request, its headers within `headersTimeout` and all of it within
+ * `requestTimeout` (else a 408 and the connection closes); between requests,
+ * `keepAliveTimeout` (and Bun's `keepAliveTimeoutBuffer`) of idleness, or none
+ * once the server is closing.
+ */
+class AdoptedConnection {
+  constructor(server, socket, isClosing) {
+    this.server = server
+    this.socket = socket
+    this.isClosing = isClosing
+    this.idleTimer = null
+    this.startRequest()
+    // A request begins with its first bytes after an idle time.
+    this.onData = () => this.phase === 'idle' && this.startRequest()
+    socket.on('data', this.onData)
+    socket.once('close', () => clearTimeout(this.idleTimer))
+  }
+
+  startRequest() {
+    clearTimeout(this.idleTimer)
+    this.phase = 'headers'
+    this.startedAt = Date.now()
+    this.request = null
+  }
+
+  onRequest(request, response) {
+    this.phase = 'body'
+    this.request = request
+    response.once('finish', () => this.phase === 'body' && this.request === request && this.idle())
+  }
+
+  /** The socket now belongs to whoever took the upgrade (a websocket): no HTTP timeouts apply. */
+  upgraded() {
+    this.phase = 'upgraded'
+    this.socket.removeListener('data', this.onData)
+  }
+
+  idle() {
+    this.phase = 'idle'
+    const { socket, server } = this
+    if (socket.destroyed || !socket.writable) return
+    if (this.isClosing()) {
+      socket.destroySoon()
+      return
+    }
+    if (!(server.keepAliveTimeout > 0)) return
+    this.idleTimer = setTimeout(() => this.phase === 'idle' && socket.destroy(), server.keepAliveTimeout + (server.keepAliveTimeoutBuffer || 0))
+    this.idleTimer.unref()
+  }
+
+  checkRequestTimeouts(now) {
+    const { headersTimeout, requestTimeout } = this.server
+    const elapsed = now - this.startedAt
+    const headersLate = this.phase === 'headers' && headersTimeout > 0 && elapsed > headersTimeout
+    const requestLate = (this.phase === 'headers' || (this.phase === 'body' && !this.request.complete)) && requestTimeout > 0 && elapsed > requestTimeout
+    if (!headersLate && !requestLate) return
+    this.phase = 'timed-out'
+    const { socket, server } = this
+    const error = Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' })
+    if (server.emit('clientError', error, socket)) return
+    if (!socket.writable) return socket.destroy()
+    socket.write(REQUEST_TIMEOUT_RESPONSE, () => socket.destroy())
+    setTimeout(() => socket.destroy(), 1000).unref()
+  }
+}
+
+module.exports = { isBun, isServer, socketFromFd, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }

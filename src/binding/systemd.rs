@@ -1,0 +1,65 @@
+//! `systemdSockets`: the listening sockets systemd passed to this process.
+
+use std::os::fd::BorrowedFd;
+
+use napi_derive::napi;
+
+use super::error::{js_error, ErrorCode};
+use crate::channel;
+use crate::primary::socket_facts;
+use crate::systemd::passed_sockets;
+
+/// One descriptor systemd passed.
+#[napi(object)]
+pub struct InheritedSocket {
+  pub fd: i32,
+  /// Its `FileDescriptorName=`, when `LISTEN_FDNAMES` names every descriptor.
+  pub name: Option<String>,
+  /// A listening TCP socket (the only kind `listen` can use).
+  pub listening_tcp: bool,
+  pub address: Option<String>,
+  pub family: Option<String>,
+  pub port: Option<u32>,
+}
+
+/// The sockets passed to this process by `LISTEN_FDS` / `LISTEN_PID` /
+/// `LISTEN_FDNAMES` (the values as found in the environment); `null` when
+/// they are absent or meant for another process. Each passed descriptor is
+/// made close-on-exec, as `sd_listen_fds` does, so no child inherits it
+/// (Node already marks inherited descriptors so at start-up; this does not
+/// rely on the runtime doing it).
+#[napi]
+pub fn systemd_sockets(
+  listen_fds: Option<String>,
+  listen_pid: Option<String>,
+  listen_fdnames: Option<String>,
+) -> napi::Result<Option<Vec<InheritedSocket>>, ErrorCode> {
+  let passed =
+    passed_sockets(listen_fds.as_deref(), listen_pid.as_deref(), listen_fdnames.as_deref(), std::process::id())
+      .map_err(|error| {
+        js_error(
+          "ERR_STICKY_SYSTEMD_ENV",
+          format!("{error}: systemd socket activation sets these; unset them to bind normally"),
+        )
+      })?;
+  let Some(passed) = passed else { return Ok(None) };
+  Ok(Some(
+    passed
+      .into_iter()
+      .map(|socket| {
+        let open = channel::set_cloexec(socket.fd).is_ok();
+        // SAFETY: the descriptor is open (set_cloexec succeeded) and is only looked at.
+        let facts = open.then(|| socket_facts(unsafe { BorrowedFd::borrow_raw(socket.fd) }).ok()).flatten();
+        let local = facts.and_then(|facts| facts.local);
+        InheritedSocket {
+          fd: socket.fd,
+          name: socket.name,
+          listening_tcp: facts.is_some_and(|facts| facts.tcp && facts.listening),
+          address: local.map(|address| address.ip().to_string()),
+          family: local.map(|address| if address.is_ipv4() { "IPv4".into() } else { "IPv6".into() }),
+          port: local.map(|address| u32::from(address.port())),
+        }
+      })
+      .collect(),
+  ))
+}

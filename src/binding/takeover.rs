@@ -1,0 +1,212 @@
+//! `TakeoverOffer` (the running primary's side) and `connectTakeover` /
+//! `TakeoverClient` (the new primary's side): thin adapters over `takeover`.
+
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi_derive::napi;
+
+use super::error::{from_napi, js_error, ErrorCode};
+use crate::takeover::message::{ListenMode, Offer};
+use crate::takeover::offering::{Offering, OfferingEvent};
+use crate::takeover::taking::{TakeError, Taking};
+
+/// What the running primary listens with, as it offers it.
+#[napi(object)]
+pub struct TakeoverDescription {
+  /// `'accept-loop'` or `'kernel'`.
+  pub mode: String,
+  pub workers: u32,
+  /// Decimal string of the unsigned 64-bit seed.
+  pub seed: String,
+}
+
+/// An event of a running offer: `kind` is `'refused'` (`pid`, `uid`),
+/// `'busy'`, `'offered'`, `'abandoned'` (`message`), `'released'` (`pid`
+/// of the new primary) or `'failed'` (`message`).
+#[napi(object)]
+pub struct TakeoverEvent {
+  pub kind: String,
+  pub pid: Option<u32>,
+  pub uid: Option<u32>,
+  pub message: Option<String>,
+}
+
+/// The running primary's offer of its listening sockets under an abstract
+/// name, to the first new primary of the same user that asks.
+#[napi]
+pub struct TakeoverOffer {
+  offering: Offering,
+}
+
+#[napi]
+impl TakeoverOffer {
+  /// Listens on `name` and offers duplicates of `fds` (the listening sockets,
+  /// borrowed: they stay the caller's). Throws `EADDRINUSE` when a process
+  /// already listens on the name.
+  #[napi(constructor)]
+  pub fn new(
+    name: String,
+    description: TakeoverDescription,
+    fds: Vec<i32>,
+    on_event: Function<'_, TakeoverEvent, ()>,
+  ) -> Result<Self, ErrorCode> {
+    let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
+    let mode = ListenMode::parse(&description.mode)
+      .ok_or_else(|| invalid(format!("mode {:?} is not 'accept-loop' or 'kernel'", description.mode)))?;
+    let workers =
+      u16::try_from(description.workers).map_err(|_| invalid(format!("workers {}", description.workers)))?;
+    let sockets = u16::try_from(fds.len()).map_err(|_| invalid(format!("{} sockets", fds.len())))?;
+    let seed = description.seed.parse().map_err(|_| invalid(format!("seed {:?}", description.seed)))?;
+    let copies = fds
+      .iter()
+      .map(|&fd| {
+        if fd < 0 {
+          return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        }
+        // SAFETY: the caller's descriptors stay open for this call; only duplicates are kept.
+        unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+      })
+      .collect::<std::io::Result<Vec<OwnedFd>>>()
+      .map_err(|error| {
+        js_error("ERR_STICKY_TAKEOVER_FAILED", format!("cannot duplicate the listening socket: {error}"))
+      })?;
+    let events = on_event
+      .build_threadsafe_function::<TakeoverEvent>()
+      .callee_handled::<false>()
+      .weak::<true>()
+      .build_callback(|context| Ok(context.value))
+      .map_err(from_napi)?;
+    let offer = Offer { mode, sockets, workers, seed, pid: std::process::id() };
+    let sink = Box::new(move |event: OfferingEvent| {
+      events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
+    });
+    let offering = Offering::start(name.as_bytes(), offer, copies, sink).map_err(|error| {
+      let code = crate::primary::errno_name(&error);
+      js_error(code, format!("cannot listen on the takeover socket {name:?}: {error}"))
+    })?;
+    Ok(TakeoverOffer { offering })
+  }
+
+  /// Withdraws the offer and closes its copies of the sockets.
+  #[napi]
+  pub fn close(&mut self) {
+    self.offering.close();
+  }
+}
+
+fn to_js_event(event: OfferingEvent) -> TakeoverEvent {
+  let event_of = |kind: &str| TakeoverEvent { kind: kind.into(), pid: None, uid: None, message: None };
+  match event {
+    OfferingEvent::Refused { pid, uid } => TakeoverEvent { pid: Some(pid), uid: Some(uid), ..event_of("refused") },
+    OfferingEvent::Busy { pid } => TakeoverEvent { pid: Some(pid), ..event_of("busy") },
+    OfferingEvent::Offered { pid } => TakeoverEvent { pid: Some(pid), ..event_of("offered") },
+    OfferingEvent::Abandoned { pid, reason } => {
+      TakeoverEvent { pid: Some(pid), message: Some(reason), ..event_of("abandoned") }
+    }
+    OfferingEvent::Released { pid } => TakeoverEvent { pid: Some(pid), ..event_of("released") },
+    OfferingEvent::Failed { message } => TakeoverEvent { message: Some(message), ..event_of("failed") },
+  }
+}
+
+/// What the running primary offered.
+#[napi(object)]
+pub struct ReceivedOffer {
+  /// `'accept-loop'` or `'kernel'`.
+  pub mode: String,
+  pub sockets: u32,
+  pub workers: u32,
+  /// Decimal string of the unsigned 64-bit seed.
+  pub seed: String,
+  pub pid: u32,
+}
+
+/// The new primary's connection to a running primary's offer.
+#[napi]
+pub struct TakeoverClient {
+  /// `None` once closed.
+  taking: Option<Taking>,
+  peer_pid: u32,
+  peer_uid: u32,
+  sockets: Vec<OwnedFd>,
+}
+
+/// Connects to the offer at `name`; `null` when no process listens there.
+#[napi]
+pub fn connect_takeover(name: String) -> Result<Option<TakeoverClient>, ErrorCode> {
+  let taking = Taking::connect(name.as_bytes())
+    .map_err(|error| js_error("ERR_STICKY_TAKEOVER_FAILED", format!("cannot connect to {name:?}: {error}")))?;
+  Ok(taking.map(|taking| TakeoverClient {
+    peer_pid: taking.peer_pid,
+    peer_uid: taking.peer_uid,
+    taking: Some(taking),
+    sockets: Vec::new(),
+  }))
+}
+
+#[napi]
+impl TakeoverClient {
+  /// The pid of the process holding the offer.
+  #[napi(getter)]
+  pub fn peer_pid(&self) -> u32 {
+    self.peer_pid
+  }
+
+  /// Its uid.
+  #[napi(getter)]
+  pub fn peer_uid(&self) -> u32 {
+    self.peer_uid
+  }
+
+  /// Receives the offer and its sockets (kept here until `takeSockets`);
+  /// refuses, before reading anything, when the offering process does not run
+  /// as `trustedUid`.
+  #[napi]
+  pub fn receive_offer(&mut self, trusted_uid: u32) -> Result<ReceivedOffer, ErrorCode> {
+    let (offer, sockets) = self.connection()?.receive_offer(trusted_uid).map_err(to_js_error)?;
+    self.sockets = sockets;
+    Ok(ReceivedOffer {
+      mode: offer.mode.as_str().into(),
+      sockets: u32::from(offer.sockets),
+      workers: u32::from(offer.workers),
+      seed: offer.seed.to_string(),
+      pid: offer.pid,
+    })
+  }
+
+  /// The received sockets, in order; from now on the caller owns them
+  /// (`ListenSpec.adopt` takes them over).
+  #[napi]
+  pub fn take_sockets(&mut self) -> Vec<i32> {
+    std::mem::take(&mut self.sockets).into_iter().map(IntoRawFd::into_raw_fd).collect()
+  }
+
+  /// Tells the running primary to stop accepting and waits for its
+  /// confirmation; returns its pid.
+  #[napi]
+  pub fn release(&self) -> Result<u32, ErrorCode> {
+    self.connection()?.release().map_err(to_js_error)
+  }
+
+  /// Ends the takeover: before `release`, the running primary goes on as if
+  /// nothing happened. Sockets not taken are closed.
+  #[napi]
+  pub fn close(&mut self) {
+    self.taking = None;
+    self.sockets.clear();
+  }
+
+  fn connection(&self) -> Result<&Taking, ErrorCode> {
+    self.taking.as_ref().ok_or_else(|| js_error("ERR_STICKY_TAKEOVER_FAILED", "the takeover connection was closed"))
+  }
+}
+
+fn to_js_error(error: TakeError) -> napi::Error<ErrorCode> {
+  let code = match error {
+    TakeError::Foreign { .. } => "ERR_STICKY_TAKEOVER_FOREIGN",
+    TakeError::Busy { .. } => "ERR_STICKY_TAKEOVER_BUSY",
+    _ => "ERR_STICKY_TAKEOVER_FAILED",
+  };
+  js_error(code, error.to_string())
+}

@@ -255,29 +255,72 @@ export interface ReceivedOffer {
 export interface SlotStatsObject {
   slot: number
   pid: number
+  /** `'live'` or `'down'`. */
   state: string
   respawns: number
+  /** Connections handed to the slot's workers. */
   dispatched: number
+  /** Connections the slot's workers confirmed they took. */
   acknowledged: number
+  /** Connections this slot's worker never took (it died or left), sent to another slot. */
   redispatched: number
+  /** New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot. */
   droppedQueueFull: number
+  /** Connections handed off and not yet acknowledged, or waiting for the slot's channel. */
   pending: number
+  /** Engine.io sessions this slot owns (sid routing). */
   sessions: number
 }
 
+/**
+ * One field of `stats()` (`scope` `'primary'`) or of each of its `slots`
+ * (`scope` `'slot'`).
+ */
+export interface StatsField {
+  /** `'primary'` or `'slot'`. */
+  scope: string
+  /** The property name in `stats()` (camelCase). */
+  name: string
+  /** `'counter'` (only grows) or `'gauge'` (a level now). */
+  kind: string
+  /** What it counts, one sentence. */
+  help: string
+  /** Counted in the total `dropped`. */
+  dropped: boolean
+}
+
+/**
+ * Every numeric field of `stats()` and of each slot (`slot`, the slot's
+ * index, aside), with its kind and meaning.
+ */
+export declare function statsFields(): Array<StatsField>
+
 export interface StatsObject {
-  accepted: number
-  acceptErrors: number
+  /** Every connection the primary reset, whatever the reason. */
   dropped: number
+  /** Connections accepted from the listening socket. */
+  accepted: number
+  /** Failed accept calls (EMFILE, ENFILE, ...), each retried after a pause. */
+  acceptErrors: number
+  /** New connections reset because no worker was alive, more than maxParked were parked and the primary's descriptor budget was used up. */
   droppedNoWorker: number
+  /** Connections waiting for any worker to come up. */
   parked: number
+  /** Connections whose routing key (PROXY header, request head) is being read. */
   readingHeader: number
+  /** Connections closed because their header did not arrive within headerTimeout. */
   droppedHeaderTimeout: number
+  /** Connections closed for an invalid PROXY header, a header over maxHeaderBytes, or a missing forwarding header with ignoreMissingHeader false. */
   droppedInvalidHeader: number
+  /** Connections closed in proxy-protocol routing because the peer is not in trustedProxies. */
   droppedUntrustedProxy: number
+  /** Connections still reading their header closed, oldest first, to make room when more than maxPendingHeaders were reading and the primary's descriptor budget was used up. */
   droppedHeaderOverflow: number
+  /** Connections the client closed before sending its header (not a drop: nobody was waiting). */
   closedBeforeHeader: number
+  /** Session reports refused because the session table was full (maxSessions). */
   sessionsRefused: number
+  /** Processes refused a worker channel: not a worker of this cluster, or no free slot. */
   rejectedChannels: number
   slots: Array<SlotStatsObject>
 }

@@ -844,4 +844,5 @@ module.exports.claimChannel = nativeBinding.claimChannel
 module.exports.claimListeningFd = nativeBinding.claimListeningFd
 module.exports.connectChannel = nativeBinding.connectChannel
 module.exports.connectTakeover = nativeBinding.connectTakeover
+module.exports.statsFields = nativeBinding.statsFields
 module.exports.systemdSockets = nativeBinding.systemdSockets

@@ -288,7 +288,8 @@ declare namespace sticky {
    *
    * @throws an `Error` with `code` `ERR_STICKY_INVALID_SERVER`,
    *   `ERR_STICKY_INVALID_PORT` or `ERR_STICKY_INVALID_OPTION` for bad arguments,
-   *   and `ERR_STICKY_NO_CHANNEL` in a worker not forked by `listen`.
+   *   and `ERR_STICKY_NO_CHANNEL` in a worker not forked by `listen`
+   *   (`ERR_STICKY_PM2_CLUSTER_MODE` in pm2's cluster mode: run it in fork mode).
    * @example
    * ```js
    * const sticky = require('sticky-session-rs')
@@ -302,6 +303,42 @@ declare namespace sticky {
 
   /** Counters of the primary's accept loop; `null` in a worker or before `listen`. */
   function stats(): Stats | null
+
+  /** Options of {@link registerMetrics}. */
+  export interface MetricsOptions {
+    /**
+     * The prom-client module (prom-client is your dependency, not this package's).
+     * @defaultValue `require('prom-client')`
+     */
+    client?: { Counter: new (configuration: any) => unknown; Gauge: new (configuration: any) => unknown; register: unknown }
+    /**
+     * The prom-client `Registry` to register on.
+     * @defaultValue `client.register`, prom-client's global registry
+     */
+    register?: unknown
+    /**
+     * Start of every metric's name.
+     * @defaultValue `'sticky_session_'`
+     */
+    prefix?: string
+  }
+
+  /**
+   * Prometheus metrics over {@link stats}, for prom-client (call it in the
+   * primary): one metric per stats field, read when the registry is scraped.
+   * Counters are `sticky_session_<field>_total`, gauges
+   * `sticky_session_<field>`; per-slot fields are `sticky_session_slot_...`
+   * with a `slot` label.
+   * @returns the metrics, by name.
+   * @throws `ERR_STICKY_NO_PROM_CLIENT` when prom-client is neither installed nor passed.
+   * @example
+   * ```js
+   * const client = require('prom-client')
+   * sticky.registerMetrics({ client })
+   * // serve `await client.register.metrics()` on /metrics
+   * ```
+   */
+  function registerMetrics(options?: MetricsOptions): Record<string, unknown>
 
   /**
    * In the primary: stops accepting (connections already in the kernel's

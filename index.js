@@ -12,6 +12,7 @@ const net = require('net')
 const { listenOptions, validatePort, validateServer } = require('./lib/options')
 const { stickyError } = require('./lib/errors')
 const { isServer } = require('./lib/runtime')
+const { pm2ClusterModeError } = require('./lib/pm2')
 const worker = require('./lib/worker')
 const { startPrimary } = require('./lib/primary')
 const { connectChannel } = require('./lib/native')
@@ -113,7 +114,7 @@ function sticky(first, second) {
 function setupMaster(httpServer, options = {}) {
   validateServer(httpServer)
   if (!cluster.isPrimary) {
-    throw stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
+    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
   }
   const { maxWorkers, ...rest } = options || {}
   if (rest.takeover) {
@@ -140,7 +141,7 @@ function setupWorker(io) {
   }
   const rendezvous = process.env.STICKY_RENDEZVOUS
   if (!cluster.isWorker || !rendezvous) {
-    throw stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a worker forked after setupMaster(httpServer) in the primary')
+    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a worker forked after setupMaster(httpServer) in the primary')
   }
   const channel = connectChannel(rendezvous)
   worker.startWorker(server, { routing: 'sid', channel })
@@ -157,6 +158,17 @@ function setupWorker(io) {
 /** Counters of the primary's accept loop (`null` in a worker or before listening). */
 function stats() {
   return primary ? primary.stats() : null
+}
+
+/**
+ * Prometheus metrics over `stats()` on a prom-client registry (call it in
+ * the primary): one counter or gauge per stats field, per slot with a `slot`
+ * label. Options: `client` (the prom-client module; default
+ * `require('prom-client')`), `register` (default prom-client's global
+ * registry), `prefix` (default `'sticky_session_'`). Returns the metrics by name.
+ */
+function registerMetrics(options) {
+  return require('./lib/metrics').registerMetrics(stats, options)
 }
 
 /**
@@ -192,6 +204,7 @@ function reload(callback) {
 module.exports = sticky
 module.exports.listen = listen
 module.exports.stats = stats
+module.exports.registerMetrics = registerMetrics
 module.exports.close = close
 module.exports.reload = reload
 module.exports.setupMaster = setupMaster

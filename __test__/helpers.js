@@ -146,7 +146,7 @@ function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/who
         let body = ''
         res.on('data', (chunk) => (body += chunk))
         res.on('end', () => {
-          const json = body ? JSON.parse(body) : {}
+          const json = body && res.statusCode === 200 ? JSON.parse(body) : {}
           record({ ok: res.statusCode === 200, status: res.statusCode, pid: json.pid, slot: json.slot })
         })
         res.on('error', (error) => record({ ok: false, error: error.code || error.message }))

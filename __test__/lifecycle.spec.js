@@ -8,8 +8,6 @@ const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, s
 
 afterAll(stopAll)
 
-
-
 describe('a worker killed under load', () => {
   test('connections it had not taken are re-dispatched: no request sent after it stopped fails', async () => {
     const app = await startApp({ options: { workers: 3 } })

@@ -1,8 +1,9 @@
 'use strict'
 // Smoke run of the soak (bench/soak.js, see bench/SOAK.md): a few thousand
 // connections mixing good requests, garbage, resets and silent clients. The
-// full 100k run is `node bench/soak.js`; this checks the same invariants on a
-// small scale so that CI exercises the harness and the library under abuse.
+// full run (1,000,000 connections) is in bench/SOAK.md; this checks the same invariants on a
+// small scale so that CI exercises the harness and the library under abuse,
+// and runs the baseline (a plain Node http server, no balancer) the same way.
 
 const { spawn } = require('child_process')
 const fs = require('fs')
@@ -43,6 +44,17 @@ function soak(name, args) {
   })
 }
 
+/** Every process was measured after a GC, and its retained memory grew by at most 10 MB (fds: see the callers). */
+function expectMemoryBack(result) {
+  expect(result.processes.length).toBe(result.options.target === 'plain' ? 1 : result.options.workers + 1)
+  for (const p of result.processes) {
+    expect(p).toEqual(expect.objectContaining({ retainedBeforeKb: expect.any(Number), retainedAfterKb: expect.any(Number) }))
+    expect(p.retainedAfterKb - p.retainedBeforeKb).toBeLessThanOrEqual(10 * 1024)
+    expect(p.fdAfter).toBeLessThanOrEqual(p.fdBefore + 2)
+  }
+  expect(result.memorySamples.length).toBeGreaterThan(0)
+}
+
 function expectCommonInvariants({ code, output, result }, connections) {
   expect({ code, output: code === 0 ? '' : output }).toEqual({ code: 0, output: '' })
   expect(result.ok).toBe(true)
@@ -57,6 +69,7 @@ function expectCommonInvariants({ code, output, result }, connections) {
   expect(result.primary.fdAfter).toBeLessThanOrEqual(result.primary.fdBefore + 2)
   expect(result.primary.rssAfterKb - result.primary.rssBeforeKb).toBeLessThan(20 * 1024)
   for (const worker of result.workers) expect(worker.fdAfter).toBeLessThanOrEqual(worker.fdBefore + 2)
+  expectMemoryBack(result)
   // The primary saw every connection, and each one ended in exactly one way.
   const d = result.statsDelta
   expect(d.accepted).toBe(connections)
@@ -68,7 +81,7 @@ function expectCommonInvariants({ code, output, result }, connections) {
 }
 
 test("soak smoke, 'ip' routing: 3000 mixed connections; garbage, resets and silent clients reach the workers, the primary drops nothing", async () => {
-  const run = await soak('ip', ['--routing', 'ip', '--connections', '3000', '--warmup', '200', '--seconds', '40', '--settle', '15'])
+  const run = await soak('ip', ['--routing', 'ip', '--connections', '3000', '--warmup', '2000', '--seconds', '40', '--settle', '15', '--report-every', '1'])
   expectCommonInvariants(run, 3000)
   const d = run.result.statsDelta
   expect(d.dropped).toBe(0)
@@ -79,7 +92,7 @@ test("soak smoke, 'ip' routing: 3000 mixed connections; garbage, resets and sile
 }, 50000)
 
 test("soak smoke, 'proxy-protocol' routing: 2000 mixed connections; garbage is dropped as invalid, only good requests are dispatched", async () => {
-  const run = await soak('proxy', ['--routing', 'proxy-protocol', '--connections', '2000', '--warmup', '200', '--seconds', '40', '--settle', '15'])
+  const run = await soak('proxy', ['--routing', 'proxy-protocol', '--connections', '2000', '--warmup', '2000', '--seconds', '40', '--settle', '15', '--report-every', '1'])
   expectCommonInvariants(run, 2000)
   const { statsDelta: d, mix } = run.result
   expect(d.droppedInvalidHeader).toBe(mix.garbage.started)
@@ -88,4 +101,13 @@ test("soak smoke, 'proxy-protocol' routing: 2000 mixed connections; garbage is d
   // Resets and silent clients end as closedBeforeHeader or (silent past headerTimeout) droppedHeaderTimeout.
   expect(d.closedBeforeHeader + d.droppedHeaderTimeout).toBe(mix.reset.started + mix.silent.started)
   expect(d.dropped).toBe(d.droppedInvalidHeader + d.droppedHeaderTimeout)
+}, 50000)
+
+test('soak smoke, the baseline: a plain Node http server with no balancer under the same 2000-connection mix gives back its fds and memory', async () => {
+  const run = await soak('plain', ['--target', 'plain', '--connections', '2000', '--warmup', '2000', '--seconds', '40', '--settle', '15', '--report-every', '1'])
+  expect({ code: run.code, output: run.code === 0 ? '' : run.output }).toEqual({ code: 0, output: '' })
+  expect(run.result.launched).toBe(2000)
+  expect(run.result.mix.good.ok).toBe(run.result.mix.good.started)
+  expect(run.result.statsDelta).toBeNull()
+  expectMemoryBack(run.result)
 }, 50000)

@@ -2,9 +2,12 @@
 'use strict'
 // Soak: many connections mixing good requests, garbage, resets and silent
 // clients against the test fixture app (__test__/fixtures/app.js), measuring
-// the primary's fd count and RSS before and after. See bench/SOAK.md.
+// every process's fd count, RSS and retained memory (RSS less V8's free heap
+// pages, after a full GC) at intervals, before and after. `--target plain`
+// runs the same fixture as one plain Node http server with no balancer: the
+// baseline. See bench/SOAK.md.
 //
-//   node bench/soak.js [--connections 100000] [--concurrency 64]
+//   node bench/soak.js [--connections 100000] [--concurrency 64] [--target sticky|plain]
 //                      [--routing ip|header|proxy-protocol|sid] [--workers 2] [--seconds 600]
 //
 // Exit status: 0 every check passed; 1 a check failed (printed, and in the
@@ -17,25 +20,27 @@ const net = require('net')
 const os = require('os')
 const path = require('path')
 const readline = require('readline')
+const { statsFields } = require('../lib/native')
 
 const ROOT = path.resolve(__dirname, '..')
 const APP = path.join(ROOT, '__test__', 'fixtures', 'app.js')
 const DEFAULT_OUT = path.join(__dirname, 'results', 'soak-latest.json')
 const ROUTINGS = ['ip', 'header', 'proxy-protocol', 'sid']
+const TARGETS = ['sticky', 'plain']
 const PEEKING = new Set(['header', 'proxy-protocol', 'sid'])
 
 // ---------------------------------------------------------------- options
 
-const USAGE = `usage: node bench/soak.js [--connections N] [--concurrency N] [--routing ip|header|proxy-protocol|sid]
-       [--workers N] [--seconds S] [--warmup N] [--max-silent N] [--silent-max-ms MS]
-       [--header-timeout MS] [--settle S] [--fd-slack N] [--rss-slack-mb MB] [--seed N]
-       [--out FILE] [--quiet]`
+const USAGE = `usage: node bench/soak.js [--connections N] [--concurrency N] [--target sticky|plain]
+       [--routing ip|header|proxy-protocol|sid] [--workers N] [--seconds S] [--warmup N]
+       [--max-silent N] [--silent-max-ms MS] [--header-timeout MS] [--settle S] [--fd-slack N]
+       [--rss-slack-mb MB] [--retained-slack-mb MB] [--report-every S] [--seed N] [--out FILE] [--quiet]`
 
 function parseArgs(argv) {
   const o = {
-    connections: 100000, concurrency: 64, routing: 'ip', workers: 2, seconds: 600, warmup: 500,
+    connections: 100000, concurrency: 64, target: 'sticky', routing: 'ip', workers: 2, seconds: 600, warmup: 2000,
     maxSilent: 200, silentMaxMs: 2000, headerTimeout: 1000, settle: 30, fdSlack: 2, rssSlackMb: 20,
-    seed: 1, out: DEFAULT_OUT, quiet: false,
+    retainedSlackMb: 10, reportEvery: 30, seed: 1, out: DEFAULT_OUT, quiet: false,
   }
   const bad = (msg) => {
     console.error(`soak.js: ${msg}\n${USAGE}`)
@@ -43,7 +48,8 @@ function parseArgs(argv) {
   }
   const numeric = { '--connections': 'connections', '--concurrency': 'concurrency', '--workers': 'workers', '--seconds': 'seconds',
     '--warmup': 'warmup', '--max-silent': 'maxSilent', '--silent-max-ms': 'silentMaxMs', '--header-timeout': 'headerTimeout',
-    '--settle': 'settle', '--fd-slack': 'fdSlack', '--rss-slack-mb': 'rssSlackMb', '--seed': 'seed' }
+    '--settle': 'settle', '--fd-slack': 'fdSlack', '--rss-slack-mb': 'rssSlackMb', '--retained-slack-mb': 'retainedSlackMb',
+    '--report-every': 'reportEvery', '--seed': 'seed' }
   for (let i = 0; i < argv.length; i++) {
     let [arg, inline] = argv[i].split(/=(.*)/s)
     const value = () => (inline !== undefined ? inline : i + 1 < argv.length ? argv[++i] : bad(`${arg} needs a value`))
@@ -52,6 +58,7 @@ function parseArgs(argv) {
       if (!Number.isFinite(v) || v < 0) bad(`bad value for ${arg}`)
       o[numeric[arg]] = v
     } else if (arg === '--routing') o.routing = value()
+    else if (arg === '--target') o.target = value()
     else if (arg === '--out') o.out = path.resolve(value())
     else if (arg === '-q' || arg === '--quiet') o.quiet = true
     else if (arg === '-h' || arg === '--help') {
@@ -60,6 +67,9 @@ function parseArgs(argv) {
     } else bad(`unknown argument ${arg}`)
   }
   if (!ROUTINGS.includes(o.routing)) bad(`--routing must be one of ${ROUTINGS.join(', ')}`)
+  if (!TARGETS.includes(o.target)) bad(`--target must be one of ${TARGETS.join(', ')}`)
+  if (o.target === 'plain' && o.routing !== 'ip') bad('--target plain serves clients directly: only --routing ip applies')
+  if (o.reportEvery < 1) bad('--report-every must be >= 1')
   if (o.connections < 1 || o.connections > 1e7) bad('--connections must be in [1, 1e7]')
   if (o.concurrency < 1 || o.concurrency > 4096) bad('--concurrency must be in [1, 4096]')
   if (o.workers < 1 || o.workers > 64) bad('--workers must be in [1, 64]')
@@ -120,20 +130,21 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 function startApp(config) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [APP], {
+    // --expose-gc (the workers inherit it): memory is measured after a full GC.
+    const child = spawn(process.execPath, ['--expose-gc', APP], {
       cwd: ROOT,
       env: { ...process.env, STICKY_TEST_CONFIG: JSON.stringify(config) },
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
     })
-    app = { child, pid: child.pid, events: [], stderr: '', exited: null, waiters: [], port: null, statsQueue: [] }
+    app = { child, pid: child.pid, events: [], stderr: '', exited: null, waiters: [], port: null, replies: { stats: [], memory: [] } }
     child.stderr.on('data', (chunk) => {
       app.stderr = (app.stderr + chunk).slice(-20000)
     })
     child.stdin.on('error', () => {})
     child.on('exit', (code, signal) => {
       app.exited = { code, signal }
-      for (const w of app.statsQueue.splice(0)) w.reject(new Error(`the app exited (${code ?? signal})`))
+      for (const queue of Object.values(app.replies)) for (const w of queue.splice(0)) w.reject(new Error(`the app exited (${code ?? signal})`))
       if (!app.port) reject(new Error(`the app exited before listening (${code ?? signal}): ${app.stderr.slice(-1000)}`))
     })
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
@@ -143,9 +154,9 @@ function startApp(config) {
       } catch {
         event = { event: 'text', line }
       }
-      if (event.event === 'stats') {
-        const w = app.statsQueue.shift()
-        if (w) w.resolve(event.stats)
+      if (event.event === 'stats' || event.event === 'memory') {
+        const w = app.replies[event.event].shift()
+        if (w) w.resolve(event.event === 'stats' ? event.stats : event.processes)
         return
       }
       event.at = Date.now()
@@ -162,15 +173,17 @@ function startApp(config) {
   })
 }
 
-function appStats(timeout = 10000) {
+/** Asks the app for `what` ('stats' or 'memory') on its stdin; resolves with its reply. */
+function askApp(what, timeout = 15000) {
   return new Promise((resolve, reject) => {
     if (app.exited) return reject(new Error('the app has exited'))
     const waiter = { resolve, reject }
-    app.statsQueue.push(waiter)
+    const queue = app.replies[what]
+    queue.push(waiter)
     const timer = setTimeout(() => {
-      const i = app.statsQueue.indexOf(waiter)
-      if (i >= 0) app.statsQueue.splice(i, 1)
-      reject(new Error('no stats reply within 10 s'))
+      const i = queue.indexOf(waiter)
+      if (i >= 0) queue.splice(i, 1)
+      reject(new Error(`no ${what} reply within ${timeout / 1000} s`))
     }, timeout)
     timer.unref()
     const settle = (fn) => (value) => {
@@ -179,9 +192,15 @@ function appStats(timeout = 10000) {
     }
     waiter.resolve = settle(resolve)
     waiter.reject = settle(reject)
-    app.child.stdin.write('stats\n')
+    app.child.stdin.write(`${what}\n`)
   })
 }
+
+/** `sticky.stats()` of the primary (null for the plain server). */
+const appStats = () => askApp('stats')
+
+/** Every process's memory after a full GC (see __test__/fixtures/memory.js). */
+const appMemory = () => askApp('memory')
 
 function liveWorkers() {
   const exited = new Set(app.events.filter((e) => e.event === 'exit').map((e) => e.pid))
@@ -216,14 +235,40 @@ function threadCount(pid) {
   }
 }
 
-function snapshot(stats) {
-  const pid = app.primaryPid
-  return {
-    at: new Date().toISOString(),
-    primary: { pid, fds: fdCount(pid), rssKb: rssKb(pid), threads: threadCount(pid) },
-    workers: liveWorkers().map((wpid) => ({ pid: wpid, fds: fdCount(wpid), rssKb: rssKb(wpid) })),
-    stats,
+const KB = 1024
+
+/**
+ * Each process's fds and RSS (from /proc) and its memory after a full GC (it
+ * reports that itself): `retainedKb` is RSS less V8's resident heap pages
+ * that hold no live object.
+ */
+async function measureProcesses() {
+  // Raw RSS first: measuring the rest starts with a memory-reducing GC.
+  const pids = [app.primaryPid, ...liveWorkers()]
+  const raw = new Map(pids.map((pid) => [pid, { fds: fdCount(pid), rssKb: rssKb(pid) }]))
+  const measured = new Map((await appMemory()).map((m) => [m.pid, m]))
+  const one = (pid) => {
+    const m = measured.get(pid)
+    return {
+      pid,
+      ...raw.get(pid),
+      retainedKb: m ? Math.round(m.retained / KB) : null,
+      rssAfterGcKb: m ? Math.round(m.rssAfterGc / KB) : null,
+      heapUsedKb: m ? Math.round(m.heapUsed / KB) : null,
+      heapUnusedKb: m ? Math.round(m.heapUnused / KB) : null,
+      externalKb: m ? Math.round(m.external / KB) : null,
+      mallocedKb: m ? Math.round(m.malloced / KB) : null,
+      rssAnonKb: m && m.rssAnon !== null ? Math.round(m.rssAnon / KB) : null,
+      rssFileKb: m && m.rssFile !== null ? Math.round(m.rssFile / KB) : null,
+      slot: m && m.slot !== undefined ? m.slot : undefined,
+    }
   }
+  const primary = { ...one(app.primaryPid), threads: threadCount(app.primaryPid) }
+  return { primary, workers: pids.slice(1).map(one) }
+}
+
+async function snapshot(stats) {
+  return { at: new Date().toISOString(), ...(await measureProcesses()), stats }
 }
 
 // ---------------------------------------------------------------- the client mix
@@ -465,22 +510,22 @@ function kindOf() {
 
 // ---------------------------------------------------------------- phases
 
-async function warmUp(port, count) {
-  let next = 0
-  let failed = 0
-  const runners = Array.from({ length: Math.min(16, opts.concurrency, Math.max(1, count)) }, async () => {
-    while (next < count) {
-      const i = next++
-      if (!(await goodRequest(i, port, { measured: false }))) failed++
-    }
-  })
-  await Promise.all(runners)
-  return failed
+/** Zeroes the mix's counters (after the warm-up, which runs the same mix). */
+function resetMixCounters() {
+  for (const kind of Object.values(totals)) for (const key of Object.keys(kind)) kind[key] = 0
+  for (const key of Object.keys(errorCodes)) delete errorCodes[key]
 }
 
-async function drive(port, deadline) {
+/**
+ * Runs the mix over connection indices `first`..`first + count - 1` until
+ * `deadline`; resolves with how many were launched and how many good
+ * requests failed. Unmeasured (the warm-up), good requests do not count in
+ * the totals nor in the stickiness check.
+ */
+async function drive(port, { first = 0, count, deadline, measured = true, reporter = null }) {
   let next = 0
   let held = 0
+  let goodFailed = 0
   let releaseWaiters = []
   const silentDone = new Set()
   const release = () => {
@@ -492,11 +537,12 @@ async function drive(port, deadline) {
   let lastReport = Date.now()
   const startedAt = Date.now()
   const runner = async () => {
-    while (next < opts.connections && Date.now() < deadline && !app.exited) {
-      const i = next++
+    while (next < count && Date.now() < deadline && !app.exited) {
+      const i = first + next++
       const kind = kindOf()
-      if (kind === 'good') await goodRequest(i, port)
-      else if (kind === 'garbage') await garbage(i, port)
+      if (kind === 'good') {
+        if (!(await goodRequest(i, port, { measured }))) goodFailed++
+      } else if (kind === 'garbage') await garbage(i, port)
       else if (kind === 'reset') await reset(i, port)
       else {
         while (held >= opts.maxSilent) await new Promise((resolve) => releaseWaiters.push(resolve))
@@ -506,29 +552,75 @@ async function drive(port, deadline) {
         silentDone.add(p)
         p.then(() => silentDone.delete(p))
       }
-      if (!opts.quiet && Date.now() - lastReport >= 5000) {
+      if (measured && !opts.quiet && Date.now() - lastReport >= 5000) {
         lastReport = Date.now()
         const s = (Date.now() - startedAt) / 1000
-        log(`${next}/${opts.connections} started, ${Math.round(next / s)} conn/s, good ok ${totals.good.ok} failed ${totals.good.failed}, silent held ${held}, primary fds ${fdCount(app.primaryPid)} rss ${Math.round(rssKb(app.primaryPid) / 1024)} MB`)
+        log(`${next}/${count} started, ${Math.round(next / s)} conn/s, good ok ${totals.good.ok} failed ${totals.good.failed}, silent held ${held}, primary fds ${fdCount(app.primaryPid)} rss ${Math.round(rssKb(app.primaryPid) / 1024)} MB`)
       }
+      if (reporter) reporter.maybeReport(next)
     }
   }
   await Promise.all(Array.from({ length: opts.concurrency }, runner))
   await Promise.all([...silentDone])
-  return next
+  return { launched: next, goodFailed }
 }
 
-/** Samples the primary's fds and RSS once a second while the mix runs. */
+/**
+ * Every `--report-every` seconds while the mix runs: each process's fds, RSS
+ * and retained memory (after a full GC), printed and kept for the JSON.
+ */
+function startReporter() {
+  const samples = []
+  let last = Date.now()
+  let inFlight = null
+  const t0 = Date.now()
+  const take = (connections) => {
+    last = Date.now()
+    inFlight = measureProcesses().then(
+      (measured) => {
+        const sample = { seconds: Math.round((Date.now() - t0) / 1000), connections, ...measured }
+        samples.push(sample)
+        log(`memory at ${sample.connections} connections: ${describeProcesses(sample)}`)
+      },
+      (error) => log(`memory sample failed: ${error.message}`),
+    ).finally(() => (inFlight = null))
+    return inFlight
+  }
+  return {
+    samples,
+    maybeReport(connections) {
+      if (!inFlight && Date.now() - last >= opts.reportEvery * 1000) take(connections)
+    },
+    /** The last sample, at the end of the mix (so that every run has one). */
+    async finish(connections) {
+      if (inFlight) await inFlight
+      await take(connections)
+    },
+  }
+}
+
+/** "primary 123: rss 50.1 MB, retained 40.2 MB, 29 fds; worker ..." */
+function describeProcesses({ primary, workers }) {
+  const mb = (kb) => (kb === null ? '?' : (kb / 1024).toFixed(1))
+  const one = (role, p) => `${role} ${p.pid}: rss ${mb(p.rssKb)} MB, retained ${mb(p.retainedKb)} MB, ${p.fds} fds`
+  return [one(opts.target === 'plain' ? 'server' : 'primary', primary), ...workers.map((w) => one(`worker ${w.slot}`, w))].join('; ')
+}
+
+/** Samples every process's fds, RSS and threads once a second while the mix runs: their peaks. */
 function startSampler() {
-  const peak = { fds: 0, rssKb: 0, threads: 0 }
+  const peaks = new Map()
   const timer = setInterval(() => {
-    const pid = app.primaryPid
-    peak.fds = Math.max(peak.fds, fdCount(pid) || 0)
-    peak.rssKb = Math.max(peak.rssKb, rssKb(pid) || 0)
-    peak.threads = Math.max(peak.threads, threadCount(pid) || 0)
+    for (const pid of [app.primaryPid, ...liveWorkers()]) {
+      const peak = peaks.get(pid) || { fds: 0, rssKb: 0, threads: 0 }
+      peak.fds = Math.max(peak.fds, fdCount(pid) || 0)
+      peak.rssKb = Math.max(peak.rssKb, rssKb(pid) || 0)
+      peak.threads = Math.max(peak.threads, threadCount(pid) || 0)
+      peaks.set(pid, peak)
+    }
   }, 1000)
   timer.unref()
-  return { peak, stop: () => clearInterval(timer) }
+  const none = { fds: 0, rssKb: 0, threads: 0 }
+  return { peakOf: (pid) => peaks.get(pid) || none, stop: () => clearInterval(timer) }
 }
 
 /**
@@ -540,7 +632,8 @@ async function settle(before, timeoutMs) {
   let stats
   for (;;) {
     stats = await appStats()
-    const quiet = stats.readingHeader === 0 && stats.parked === 0 && stats.slots.every((s) => s.pending === 0)
+    // The plain server has no balancer to wait for.
+    const quiet = !stats || (stats.readingHeader === 0 && stats.parked === 0 && stats.slots.every((s) => s.pending === 0))
     const primaryBack = fdCount(app.primaryPid) <= before.primary.fds + opts.fdSlack
     const workersBack = before.workers.every((w) => {
       const now = fdCount(w.pid)
@@ -551,9 +644,10 @@ async function settle(before, timeoutMs) {
   }
 }
 
-const COUNTERS = ['accepted', 'acceptErrors', 'dropped', 'droppedNoWorker', 'droppedHeaderTimeout', 'droppedInvalidHeader',
-  'droppedUntrustedProxy', 'droppedHeaderOverflow', 'closedBeforeHeader', 'sessionsRefused', 'rejectedChannels']
-const SLOT_COUNTERS = ['dispatched', 'acknowledged', 'redispatched', 'droppedQueueFull', 'respawns']
+// The counters of stats() and of each slot, from the one list of stats fields.
+const counterNames = (scope) => statsFields().filter((field) => field.scope === scope && field.kind === 'counter').map((field) => field.name)
+const COUNTERS = counterNames('primary')
+const SLOT_COUNTERS = counterNames('slot')
 
 function statsDelta(a, b) {
   const d = {}
@@ -566,7 +660,7 @@ function statsDelta(a, b) {
 
 async function main() {
   const started = Date.now()
-  const watchdogMs = (opts.seconds + opts.settle + 60) * 1000
+  const watchdogMs = (opts.seconds * 2 + opts.settle + 60) * 1000
   const watchdog = setTimeout(() => {
     console.error(`[soak] watchdog: still running after ${watchdogMs / 1000} s, giving up`)
     try {
@@ -576,10 +670,11 @@ async function main() {
   }, watchdogMs)
   watchdog.unref()
 
+  const plain = opts.target === 'plain'
   const options = { workers: opts.workers, routing: opts.routing }
   if (PEEKING.has(opts.routing)) options.headerTimeout = opts.headerTimeout
   const config = {
-    options,
+    ...(plain ? { plain: true } : { options }),
     // The workers clean up slow and silent clients themselves.
     headersTimeout: 1000,
     requestTimeout: 2000,
@@ -587,8 +682,9 @@ async function main() {
   }
   log(`starting ${path.relative(process.cwd(), APP)} with ${JSON.stringify(config)}`)
   await startApp(config)
+  const expectedWorkers = plain ? 0 : opts.workers
   const workersDeadline = Date.now() + 20000
-  while (liveWorkers().length < opts.workers) {
+  while (liveWorkers().length < expectedWorkers) {
     if (app.exited || Date.now() > workersDeadline) throw new Error(`${opts.workers} workers did not come online: ${app.stderr.slice(-1000)}`)
     await sleep(50)
   }
@@ -598,58 +694,109 @@ async function main() {
     if (app.exited || Date.now() > readyDeadline) throw new Error(`the app never answered a request: ${app.stderr.slice(-1000)}`)
     await sleep(100)
   }
-  log(`primary pid ${app.primaryPid} on port ${app.port}, workers ${liveWorkers().join(', ')}; warm-up: ${opts.warmup} good requests`)
-  const warmupFailed = await warmUp(app.port, opts.warmup)
+  const role = plain ? 'plain server' : 'primary'
+  log(`${role} pid ${app.primaryPid} on port ${app.port}, workers ${liveWorkers().join(', ') || 'none'}; warm-up: ${opts.warmup} connections of the mix`)
+  // The warm-up runs the same mix (every code path runs, V8 compiles it and
+  // sizes its heap) on indices after the measured ones: the measured mix is
+  // the same sequence whatever the warm-up.
+  const warmup = await drive(app.port, { first: opts.connections, count: opts.warmup, deadline: Infinity, measured: false })
+  resetMixCounters()
   const warm = await settle({ primary: { fds: Infinity }, workers: [] }, 10000)
   await sleep(500)
-  const before = snapshot(await appStats())
+  const before = await snapshot(await appStats())
   const exitsBefore = app.events.filter((e) => e.event === 'exit').length
-  log(`before: primary fds ${before.primary.fds}, rss ${(before.primary.rssKb / 1024).toFixed(1)} MB; workers fds ${before.workers.map((w) => w.fds).join(', ')}`)
+  log(`before: ${describeProcesses(before)}`)
 
-  log(`driving ${opts.connections} connections (concurrency ${opts.concurrency}, routing ${opts.routing}, at most ${opts.maxSilent} silent at once, ${opts.seconds} s max)`)
+  log(`driving ${opts.connections} connections (concurrency ${opts.concurrency}, ${plain ? 'plain server' : `routing ${opts.routing}`}, at most ${opts.maxSilent} silent at once, ${opts.seconds} s max)`)
   const sampler = startSampler()
+  const reporter = startReporter()
   const t0 = Date.now()
-  const launched = await drive(app.port, t0 + opts.seconds * 1000)
+  const { launched } = await drive(app.port, { count: opts.connections, deadline: t0 + opts.seconds * 1000, reporter })
   const driveSeconds = (Date.now() - t0) / 1000
+  await reporter.finish(launched)
   sampler.stop()
   log(`mix done: ${launched} connections in ${driveSeconds.toFixed(1)} s; settling (up to ${opts.settle} s)`)
   const t1 = Date.now()
   const settled = await settle(before, opts.settle * 1000)
   const settleSeconds = (Date.now() - t1) / 1000
-  const after = snapshot(settled.stats)
-  const delta = statsDelta(before.stats, after.stats)
+  const after = await snapshot(settled.stats)
+  log(`after: ${describeProcesses(after)}`)
+  const delta = plain ? null : statsDelta(before.stats, after.stats)
   const workerExits = app.events.filter((e) => e.event === 'exit').slice(exitsBefore)
+
+  // One row per process that lived through the run.
+  // Raw RSS "after" is the end-of-mix sample's, read before its GC (on Node
+  // 22+ the memory-reducing GC of a sample gives V8's free pages back).
+  const endOfMix = reporter.samples[reporter.samples.length - 1]
+  const rawAfterKb = (pid) => {
+    const found = endOfMix && [endOfMix.primary, ...endOfMix.workers].find((p) => p.pid === pid)
+    return found ? found.rssKb : null
+  }
+  const rowOf = (roleName, b, a) => ({
+    role: roleName,
+    pid: b.pid,
+    slot: b.slot,
+    fdBefore: b.fds, fdAfter: a ? a.fds : null, fdPeak: sampler.peakOf(b.pid).fds,
+    rssBeforeKb: b.rssKb, rssAfterKb: rawAfterKb(b.pid), rssPeakKb: sampler.peakOf(b.pid).rssKb,
+    retainedBeforeKb: b.retainedKb, retainedAfterKb: a ? a.retainedKb : null,
+    heapUsedBeforeKb: b.heapUsedKb, heapUsedAfterKb: a ? a.heapUsedKb : null,
+    heapUnusedBeforeKb: b.heapUnusedKb, heapUnusedAfterKb: a ? a.heapUnusedKb : null,
+    mallocedBeforeKb: b.mallocedKb, mallocedAfterKb: a ? a.mallocedKb : null,
+    rssAfterGcBeforeKb: b.rssAfterGcKb, rssAfterGcAfterKb: a ? a.rssAfterGcKb : null,
+    rssAnonBeforeKb: b.rssAnonKb, rssAnonAfterKb: a ? a.rssAnonKb : null,
+    rssFileBeforeKb: b.rssFileKb, rssFileAfterKb: a ? a.rssFileKb : null,
+  })
+  const processes = [
+    rowOf(plain ? 'server' : 'primary', before.primary, after.primary),
+    ...before.workers.map((w) => rowOf('worker', w, after.workers.find((x) => x.pid === w.pid))),
+  ]
 
   // ------------------------------------------------------------ checks
   const checks = []
   const check = (name, ok, detail) => checks.push({ name, ok: !!ok, detail })
-  const fdGrowth = after.primary.fds - before.primary.fds
-  const rssGrowthMb = (after.primary.rssKb - before.primary.rssKb) / 1024
+  const mb = (kb) => (kb / 1024).toFixed(1)
+  const signed = (n, digits = 0) => `${n >= 0 ? '+' : ''}${n.toFixed(digits)}`
   check('good requests all answered 200 + JSON', totals.good.failed === 0, `${totals.good.failed} of ${totals.good.started} failed${totals.good.failed ? ': ' + JSON.stringify(failures.byReason) : ''}`)
-  check('warm-up requests all answered', warmupFailed === 0, `${warmupFailed} of ${opts.warmup} failed`)
-  check(`primary fd count after <= before + ${opts.fdSlack}`, fdGrowth <= opts.fdSlack, `before ${before.primary.fds}, after ${after.primary.fds} (${fdGrowth >= 0 ? '+' : ''}${fdGrowth}), peak ${sampler.peak.fds}`)
-  check(`primary RSS growth <= ${opts.rssSlackMb} MB`, rssGrowthMb <= opts.rssSlackMb, `before ${(before.primary.rssKb / 1024).toFixed(1)} MB, after ${(after.primary.rssKb / 1024).toFixed(1)} MB (${rssGrowthMb >= 0 ? '+' : ''}${rssGrowthMb.toFixed(1)} MB), peak ${(sampler.peak.rssKb / 1024).toFixed(1)} MB`)
+  check('warm-up requests all answered', warmup.goodFailed === 0, `${warmup.goodFailed} failed of the warm-up's good requests`)
+  for (const p of processes) {
+    const name = p.role === 'worker' ? `worker ${p.slot} (pid ${p.pid})` : `${p.role} (pid ${p.pid})`
+    const fdGrowth = p.fdAfter - p.fdBefore
+    check(`${name} fd count after <= before + ${opts.fdSlack}`, p.fdAfter !== null && fdGrowth <= opts.fdSlack, `before ${p.fdBefore}, after ${p.fdAfter} (${signed(fdGrowth)}), peak ${p.fdPeak}`)
+    const retainedGrowthMb = (p.retainedAfterKb - p.retainedBeforeKb) / 1024
+    check(`${name} retained memory growth <= ${opts.retainedSlackMb} MB`, p.retainedAfterKb !== null && retainedGrowthMb <= opts.retainedSlackMb,
+      `retained ${mb(p.retainedBeforeKb)} -> ${mb(p.retainedAfterKb)} MB (${signed(retainedGrowthMb, 1)}); raw RSS ${mb(p.rssBeforeKb)} -> ${mb(p.rssAfterKb)} MB, peak ${mb(p.rssPeakKb)}`)
+  }
+  // The primary's JavaScript does nothing per connection: even its raw RSS
+  // stays put. (A server's grows with V8's young generation: see SOAK.md.)
+  if (!plain) {
+    const { rssBeforeKb, rssAfterKb, rssPeakKb } = processes[0]
+    const rssGrowthMb = (rssAfterKb - rssBeforeKb) / 1024
+    check(`primary raw RSS growth <= ${opts.rssSlackMb} MB`, rssGrowthMb <= opts.rssSlackMb, `before ${mb(rssBeforeKb)} MB, after ${mb(rssAfterKb)} MB (${signed(rssGrowthMb, 1)} MB), peak ${mb(rssPeakKb)} MB`)
+  }
   check('every connection was launched within --seconds', launched === opts.connections, `${launched} of ${opts.connections}`)
   check('no worker exited', workerExits.length === 0, workerExits.length ? JSON.stringify(workerExits) : 'none')
-  check('primary settled (pending 0, readingHeader 0, fds back)', !settled.timedOut, `${settled.timedOut ? 'not within' : 'in'} ${settleSeconds.toFixed(1)} s; readingHeader ${after.stats.readingHeader}, pending ${after.stats.slots.map((s) => s.pending).join('/')}`)
-  if (opts.routing !== 'sid') check('each client stayed on one worker', stickyViolations === 0, stickyViolations ? `${stickyViolations} moves, e.g. ${JSON.stringify(stickySamples.slice(0, 3))}` : `${stickiness.size} clients`)
-  check('nothing dropped for queue limits or lack of workers', delta.droppedQueueFull === 0 && delta.droppedNoWorker === 0 && delta.acceptErrors === 0, `droppedQueueFull ${delta.droppedQueueFull}, droppedNoWorker ${delta.droppedNoWorker}, acceptErrors ${delta.acceptErrors}`)
-  const connectErrors = totals.garbage.connectErrors + totals.reset.connectErrors + totals.silent.connectErrors +
-    Object.entries(failures.byReason).filter(([reason]) => reason.startsWith('connect:')).reduce((sum, [, n]) => sum + n, 0)
-  const connected = launched - connectErrors
-  // Every accepted connection ends up dispatched to a worker, dropped by the primary, or closed by its client first.
-  const accounted = delta.dispatched - delta.redispatched + delta.dropped + delta.closedBeforeHeader
-  check('accepted = connections made (and = dispatched + dropped + closedBeforeHeader)', delta.accepted === connected && accounted === delta.accepted,
-    `accepted ${delta.accepted}, connections made ${connected}, dispatched ${delta.dispatched} - redispatched ${delta.redispatched} + dropped ${delta.dropped} + closedBeforeHeader ${delta.closedBeforeHeader} = ${accounted}`)
-  check('every dispatched connection acknowledged', delta.dispatched === delta.acknowledged, `dispatched ${delta.dispatched}, acknowledged ${delta.acknowledged}`)
-  if (opts.routing === 'ip') {
-    check("ip routing: the primary dropped nothing (garbage, resets and silent clients are the workers' business)", delta.dropped === 0 && delta.closedBeforeHeader === 0, `dropped ${delta.dropped}, closedBeforeHeader ${delta.closedBeforeHeader}`)
-  } else if (opts.routing === 'proxy-protocol') {
-    check('proxy-protocol: every garbage connection counted as droppedInvalidHeader', delta.droppedInvalidHeader === totals.garbage.started, `droppedInvalidHeader ${delta.droppedInvalidHeader}, garbage sent ${totals.garbage.started}`)
-    check('proxy-protocol: nothing dropped as untrusted or overflow', delta.droppedUntrustedProxy === 0 && delta.droppedHeaderOverflow === 0, `droppedUntrustedProxy ${delta.droppedUntrustedProxy}, droppedHeaderOverflow ${delta.droppedHeaderOverflow}`)
+  check(`${role} settled (${plain ? '' : 'pending 0, readingHeader 0, '}fds back)`, !settled.timedOut, `${settled.timedOut ? 'not within' : 'in'} ${settleSeconds.toFixed(1)} s${plain ? '' : `; readingHeader ${after.stats.readingHeader}, pending ${after.stats.slots.map((s) => s.pending).join('/')}`}`)
+  if (opts.routing !== 'sid' && !plain) check('each client stayed on one worker', stickyViolations === 0, stickyViolations ? `${stickyViolations} moves, e.g. ${JSON.stringify(stickySamples.slice(0, 3))}` : `${stickiness.size} clients`)
+  if (!plain) {
+    check('nothing dropped for queue limits or lack of workers', delta.droppedQueueFull === 0 && delta.droppedNoWorker === 0 && delta.acceptErrors === 0, `droppedQueueFull ${delta.droppedQueueFull}, droppedNoWorker ${delta.droppedNoWorker}, acceptErrors ${delta.acceptErrors}`)
+    const connectErrors = totals.garbage.connectErrors + totals.reset.connectErrors + totals.silent.connectErrors +
+      Object.entries(failures.byReason).filter(([reason]) => reason.startsWith('connect:')).reduce((sum, [, n]) => sum + n, 0)
+    const connected = launched - connectErrors
+    // Every accepted connection ends up dispatched to a worker, dropped by the primary, or closed by its client first.
+    const accounted = delta.dispatched - delta.redispatched + delta.dropped + delta.closedBeforeHeader
+    check('accepted = connections made (and = dispatched + dropped + closedBeforeHeader)', delta.accepted === connected && accounted === delta.accepted,
+      `accepted ${delta.accepted}, connections made ${connected}, dispatched ${delta.dispatched} - redispatched ${delta.redispatched} + dropped ${delta.dropped} + closedBeforeHeader ${delta.closedBeforeHeader} = ${accounted}`)
+    check('every dispatched connection acknowledged', delta.dispatched === delta.acknowledged, `dispatched ${delta.dispatched}, acknowledged ${delta.acknowledged}`)
+    if (opts.routing === 'ip') {
+      check("ip routing: the primary dropped nothing (garbage, resets and silent clients are the workers' business)", delta.dropped === 0 && delta.closedBeforeHeader === 0, `dropped ${delta.dropped}, closedBeforeHeader ${delta.closedBeforeHeader}`)
+    } else if (opts.routing === 'proxy-protocol') {
+      check('proxy-protocol: every garbage connection counted as droppedInvalidHeader', delta.droppedInvalidHeader === totals.garbage.started, `droppedInvalidHeader ${delta.droppedInvalidHeader}, garbage sent ${totals.garbage.started}`)
+      check('proxy-protocol: nothing dropped as untrusted or overflow', delta.droppedUntrustedProxy === 0 && delta.droppedHeaderOverflow === 0, `droppedUntrustedProxy ${delta.droppedUntrustedProxy}, droppedHeaderOverflow ${delta.droppedHeaderOverflow}`)
+    }
   }
 
   const failed = checks.filter((c) => !c.ok)
+  const primaryRow = processes[0]
   const result = {
     ok: failed.length === 0,
     failures: failed.map((c) => `${c.name}: ${c.detail}`),
@@ -658,7 +805,7 @@ async function main() {
     options: { ...opts, out: undefined },
     appConfig: config,
     port: app.port,
-    warmup: { requests: opts.warmup, failed: warmupFailed, settled: !warm.timedOut },
+    warmup: { connections: warmup.launched, goodFailed: warmup.goodFailed, settled: !warm.timedOut },
     elapsed: { driveSeconds, settleSeconds, totalSeconds: (Date.now() - started) / 1000 },
     connectionsPerSecond: Math.round(launched / driveSeconds),
     goodRequestsPerSecond: Math.round(totals.good.ok / driveSeconds),
@@ -668,16 +815,13 @@ async function main() {
     clientErrors: errorCodes,
     stickiness: opts.routing === 'sid' ? null : { clients: stickiness.size, violations: stickyViolations, samples: stickySamples },
     workerHits,
+    processes,
     primary: {
-      pid: app.primaryPid,
-      fdBefore: before.primary.fds, fdAfter: after.primary.fds, fdPeak: sampler.peak.fds,
-      rssBeforeKb: before.primary.rssKb, rssAfterKb: after.primary.rssKb, rssPeakKb: sampler.peak.rssKb,
-      threadsBefore: before.primary.threads, threadsAfter: after.primary.threads, threadsPeak: sampler.peak.threads,
+      ...primaryRow,
+      threadsBefore: before.primary.threads, threadsAfter: after.primary.threads, threadsPeak: sampler.peakOf(app.primaryPid).threads,
     },
-    workers: before.workers.map((w) => {
-      const a = after.workers.find((x) => x.pid === w.pid)
-      return { pid: w.pid, fdBefore: w.fds, fdAfter: a ? a.fds : null, rssBeforeKb: w.rssKb, rssAfterKb: a ? a.rssKb : null }
-    }),
+    workers: processes.slice(1),
+    memorySamples: reporter.samples,
     statsDelta: delta,
     statsBefore: before.stats,
     statsAfter: after.stats,
@@ -695,17 +839,18 @@ async function main() {
 }
 
 function printSummary(r) {
-  const mb = (kb) => (kb / 1024).toFixed(1)
+  const mb = (kb) => (kb === null ? '?' : (kb / 1024).toFixed(1))
   const m = r.mix
+  const target = r.options.target === 'plain' ? 'plain Node http server (no balancer)' : `sticky-session-rs, routing ${r.options.routing}, ${r.options.workers} workers`
   const lines = [
-    `sticky-session-rs soak: routing ${r.options.routing}, ${r.options.workers} workers, ${r.launched} connections, concurrency ${r.options.concurrency}`,
+    `soak: ${target}, ${r.launched} connections, concurrency ${r.options.concurrency}`,
     `  elapsed      ${r.elapsed.driveSeconds.toFixed(1)} s driving (+${r.elapsed.settleSeconds.toFixed(1)} s settling), ${r.connectionsPerSecond} conn/s (${r.goodRequestsPerSecond} good req/s)`,
     `  mix          good ${m.good.started} (ok ${m.good.ok}, failed ${m.good.failed}), garbage ${m.garbage.started} (answered ${m.garbage.answered}), reset ${m.reset.started}, silent ${m.silent.started} (closed by server first ${m.silent.closedByServerFirst}, max held ${m.silent.maxHeld})`,
-    `  primary fds  before ${r.primary.fdBefore}, after ${r.primary.fdAfter}, peak ${r.primary.fdPeak}`,
-    `  primary RSS  before ${mb(r.primary.rssBeforeKb)} MB, after ${mb(r.primary.rssAfterKb)} MB, peak ${mb(r.primary.rssPeakKb)} MB`,
-    `  worker fds   ${r.workers.map((w) => `${w.pid}: ${w.fdBefore} -> ${w.fdAfter}`).join(', ')}`,
-    `  stats delta  ${Object.entries(r.statsDelta).filter(([, v]) => v !== 0).map(([k, v]) => `${k} ${v}`).join(', ') || '(none)'}`,
+    '  process      fds before -> after (peak)   RSS MB before -> after (peak)   retained MB before -> after',
+    ...r.processes.map((p) =>
+      `  ${`${p.role}${p.role === 'worker' ? ' ' + p.slot : ''}`.padEnd(12)} ${`${p.fdBefore} -> ${p.fdAfter} (${p.fdPeak})`.padEnd(28)} ${`${mb(p.rssBeforeKb)} -> ${mb(p.rssAfterKb)} (${mb(p.rssPeakKb)})`.padEnd(31)} ${mb(p.retainedBeforeKb)} -> ${mb(p.retainedAfterKb)}`),
   ]
+  if (r.statsDelta) lines.push(`  stats delta  ${Object.entries(r.statsDelta).filter(([, v]) => v !== 0).map(([k, v]) => `${k} ${v}`).join(', ') || '(none)'}`)
   if (r.goodFailures.count) lines.push(`  good failures ${JSON.stringify(r.goodFailures.byReason)}; e.g. ${JSON.stringify(r.goodFailures.samples.slice(0, 3))}`)
   if (r.primaryWarnings.length) lines.push(`  primary process warnings ${JSON.stringify(r.primaryWarnings.slice(0, 5))}`)
   if (Object.keys(r.clientErrors).length) lines.push(`  client-side errors ${JSON.stringify(r.clientErrors)}`)

@@ -11,11 +11,12 @@ const dns = require('dns')
 const fs = require('fs')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
-const { Balancer, ReuseportGroup } = require('./native')
+const { Balancer, ReuseportGroup, statsFields } = require('./native')
 const { listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
 const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
+const { pm2WorkerEnvironment } = require('./pm2')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -369,6 +370,7 @@ class Primary extends EventEmitter {
     try {
       cluster.setupPrimary({ stdio })
       worker = cluster.fork({
+        ...pm2WorkerEnvironment(),
         ...this.options.env,
         STICKY_WORKER_SLOT: String(slot),
         [kernel ? 'STICKY_LISTEN_FD' : 'STICKY_CHANNEL_FD']: String(channelIndex),
@@ -525,20 +527,12 @@ class Primary extends EventEmitter {
 
   /** Kernel mode: the primary sees no connection; only the slots. */
   kernelStats() {
-    const zero = { accepted: 0, acceptErrors: 0, dropped: 0, droppedNoWorker: 0, parked: 0, readingHeader: 0, droppedHeaderTimeout: 0, droppedInvalidHeader: 0, droppedUntrustedProxy: 0, droppedHeaderOverflow: 0, closedBeforeHeader: 0, sessionsRefused: 0, rejectedChannels: 0 }
-    const slots = [...this.slots.entries()].map(([slot, state]) => ({
-      slot,
-      pid: state.worker && !state.worker.isDead() ? state.worker.process.pid : 0,
-      state: state.worker && !state.worker.isDead() ? 'live' : 'down',
-      respawns: state.forks - 1,
-      dispatched: 0,
-      acknowledged: 0,
-      redispatched: 0,
-      droppedQueueFull: 0,
-      pending: 0,
-      sessions: 0,
-    }))
-    return { ...zero, kernel: true, slots }
+    const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope).map((field) => [field.name, 0]))
+    const slots = [...this.slots.entries()].map(([slot, state]) => {
+      const live = Boolean(state.worker && !state.worker.isDead())
+      return { slot, ...zeros('slot'), pid: live ? state.worker.process.pid : 0, state: live ? 'live' : 'down', respawns: state.forks - 1 }
+    })
+    return { ...zeros('primary'), kernel: true, slots }
   }
 
   /**

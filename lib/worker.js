@@ -12,6 +12,7 @@ const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
 const { acceptOnInheritedSocket, adoptingServer, socketFromFd } = require('./runtime')
+const { pm2ClusterModeError } = require('./pm2')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
 const EXIT_GRACE_MS = 2000
@@ -34,7 +35,7 @@ function claimFromEnvironment() {
 function takeChannel() {
   const channel = claimFromEnvironment()
   if (!channel) {
-    throw stickyError(
+    throw pm2ClusterModeError() || stickyError(
       'ERR_STICKY_NO_CHANNEL',
       'this worker has no sticky-session-rs channel: workers must be forked by sticky.listen() in the primary ' +
         '(do not call cluster.fork() yourself for this server)',

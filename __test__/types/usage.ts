@@ -1,6 +1,7 @@
 // Compiled with `tsc --noEmit` by types.spec.js: the public types must accept
 // every documented use and reject misuse (the @ts-expect-error lines).
 import * as http from 'http'
+import * as promClient from 'prom-client'
 import sticky = require('sticky-session-rs')
 import { setupMaster, setupWorker, listen, type Stats, type SlotStats } from 'sticky-session-rs'
 
@@ -43,6 +44,13 @@ if (!isWorker) {
   const reloaded: Promise<void> = sticky.reload((error) => error && console.error(error.message))
   void reloaded
 }
+
+// Prometheus metrics over stats().
+const metrics: Record<string, unknown> = sticky.registerMetrics({ client: promClient, register: new promClient.Registry(), prefix: 'app_sticky_' })
+void metrics
+sticky.registerMetrics()
+// @ts-expect-error: the prefix is a string
+sticky.registerMetrics({ prefix: 1 })
 
 // 2. socketio-sticky-session shape.
 sticky(server).listen(3000, () => console.log('started'))

@@ -6,6 +6,7 @@ mod error;
 mod kernel;
 mod listen;
 mod primary;
+mod stats;
 mod systemd;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod takeover;
@@ -15,6 +16,7 @@ pub use error::ErrorCode;
 pub use kernel::{claim_listening_fd, ReuseportGroup};
 pub use listen::ListenSpec;
 pub use primary::{Balancer, BalancerOptions};
+pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use takeover::{connect_takeover, TakeoverClient, TakeoverOffer};

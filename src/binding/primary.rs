@@ -9,11 +9,12 @@ use napi_derive::napi;
 
 use super::error::{from_napi, js_error, ErrorCode};
 use super::listen::{inherited_socket_error, Listen, ListenSpec};
+use super::stats::{to_js_stats, StatsObject};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
   adopt_listener, bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent,
-  PrimaryHandle, StatsSnapshot,
+  PrimaryHandle,
 };
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
@@ -65,38 +66,6 @@ pub struct BalancerEvent {
   pub code: Option<String>,
   pub message: Option<String>,
   pub fatal: Option<bool>,
-}
-
-#[napi(object)]
-pub struct SlotStatsObject {
-  pub slot: u32,
-  pub pid: u32,
-  pub state: String,
-  pub respawns: f64,
-  pub dispatched: f64,
-  pub acknowledged: f64,
-  pub redispatched: f64,
-  pub dropped_queue_full: f64,
-  pub pending: f64,
-  pub sessions: f64,
-}
-
-#[napi(object)]
-pub struct StatsObject {
-  pub accepted: f64,
-  pub accept_errors: f64,
-  pub dropped: f64,
-  pub dropped_no_worker: f64,
-  pub parked: f64,
-  pub reading_header: f64,
-  pub dropped_header_timeout: f64,
-  pub dropped_invalid_header: f64,
-  pub dropped_untrusted_proxy: f64,
-  pub dropped_header_overflow: f64,
-  pub closed_before_header: f64,
-  pub sessions_refused: f64,
-  pub rejected_channels: f64,
-  pub slots: Vec<SlotStatsObject>,
 }
 
 #[napi]
@@ -283,39 +252,5 @@ fn to_js_event(event: PrimaryEvent) -> BalancerEvent {
     PrimaryEvent::Error { code, message, fatal } => {
       BalancerEvent { kind: "error".into(), code: Some(code), message: Some(message), fatal: Some(fatal), ..empty }
     }
-  }
-}
-
-fn to_js_stats(snapshot: StatsSnapshot) -> StatsObject {
-  StatsObject {
-    accepted: snapshot.accepted as f64,
-    accept_errors: snapshot.accept_errors as f64,
-    dropped: snapshot.dropped as f64,
-    dropped_no_worker: snapshot.dropped_no_worker as f64,
-    parked: snapshot.parked as f64,
-    reading_header: snapshot.reading_header as f64,
-    dropped_header_timeout: snapshot.dropped_header_timeout as f64,
-    dropped_invalid_header: snapshot.dropped_invalid_header as f64,
-    dropped_untrusted_proxy: snapshot.dropped_untrusted_proxy as f64,
-    dropped_header_overflow: snapshot.dropped_header_overflow as f64,
-    closed_before_header: snapshot.closed_before_header as f64,
-    sessions_refused: snapshot.sessions_refused as f64,
-    rejected_channels: snapshot.rejected_channels as f64,
-    slots: snapshot
-      .slots
-      .into_iter()
-      .map(|slot| SlotStatsObject {
-        slot: slot.slot,
-        pid: slot.pid,
-        state: if slot.live { "live".into() } else { "down".into() },
-        respawns: slot.respawns as f64,
-        dispatched: slot.dispatched as f64,
-        acknowledged: slot.acknowledged as f64,
-        redispatched: slot.redispatched as f64,
-        dropped_queue_full: slot.dropped_queue_full as f64,
-        pending: slot.pending as f64,
-        sessions: slot.sessions as f64,
-      })
-      .collect(),
   }
 }

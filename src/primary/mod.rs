@@ -20,7 +20,7 @@ mod header_reader;
 mod ledger;
 mod listener;
 mod rendezvous;
-mod stats;
+pub mod stats;
 mod supervise;
 
 pub use events::{Fault, PrimaryEvent};

@@ -2,142 +2,312 @@
 //!
 //! Plain relaxed atomics: each counter is exact, a snapshot is not one instant
 //! across counters, and reading never blocks the accept loop.
+//!
+//! Each field is defined once, with its kind and meaning, in
+//! [`primary_stats_fields!`] or [`slot_stats_fields!`] (and the three slot
+//! fields that are not plain counters, beside [`SlotStats`]). The atomics, the
+//! snapshots, the JavaScript objects (`binding/primary.rs`) and the field list
+//! that metrics exporters and the docs' test read ([`PRIMARY_FIELDS`],
+//! [`SLOT_FIELDS`]) are all generated from those lists.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-#[derive(Default)]
-pub struct SlotStats {
-  pub pid: AtomicU32,
-  pub live: AtomicBool,
-  /// Channels opened for this slot: 1 for the first worker, +1 per respawn.
-  pub channels: AtomicU64,
-  pub dispatched: AtomicU64,
-  pub acknowledged: AtomicU64,
-  /// Connections this slot's worker never took, sent to another slot.
-  pub redispatched: AtomicU64,
-  /// New connections reset because the descriptor budget was used up while
-  /// this slot was over its pending limit.
-  pub dropped_queue_full: AtomicU64,
-  /// Handed off and not yet acknowledged, or waiting for the channel.
-  pub pending: AtomicU64,
-  /// Engine.io sessions this slot owns (`sid` routing).
-  pub sessions: AtomicU64,
+/// The primary's counters: `kind name "meaning";`, where `kind` is `counter`
+/// (only grows), `drop` (a counter of connections the primary reset: summed
+/// into `dropped`) or `gauge` (a level now). Calls `$apply!` with the list.
+macro_rules! primary_stats_fields {
+  ($apply:ident) => {
+    $apply! {
+      counter accepted "Connections accepted from the listening socket.";
+      counter accept_errors "Failed accept calls (EMFILE, ENFILE, ...), each retried after a pause.";
+      drop dropped_no_worker "New connections reset because no worker was alive, more than maxParked were parked and the primary's descriptor budget was used up.";
+      gauge parked "Connections waiting for any worker to come up.";
+      gauge reading_header "Connections whose routing key (PROXY header, request head) is being read.";
+      drop dropped_header_timeout "Connections closed because their header did not arrive within headerTimeout.";
+      drop dropped_invalid_header "Connections closed for an invalid PROXY header, a header over maxHeaderBytes, or a missing forwarding header with ignoreMissingHeader false.";
+      drop dropped_untrusted_proxy "Connections closed in proxy-protocol routing because the peer is not in trustedProxies.";
+      drop dropped_header_overflow "Connections still reading their header closed, oldest first, to make room when more than maxPendingHeaders were reading and the primary's descriptor budget was used up.";
+      counter closed_before_header "Connections the client closed before sending its header (not a drop: nobody was waiting).";
+      counter sessions_refused "Session reports refused because the session table was full (maxSessions).";
+      counter rejected_channels "Processes refused a worker channel: not a worker of this cluster, or no free slot.";
+    }
+  };
+}
+pub(crate) use primary_stats_fields;
+
+/// Each slot's plain counters, as [`primary_stats_fields!`].
+macro_rules! slot_stats_fields {
+  ($apply:ident) => {
+    $apply! {
+      counter dispatched "Connections handed to the slot's workers.";
+      counter acknowledged "Connections the slot's workers confirmed they took.";
+      counter redispatched "Connections this slot's worker never took (it died or left), sent to another slot.";
+      drop dropped_queue_full "New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot.";
+      gauge pending "Connections handed off and not yet acknowledged, or waiting for the slot's channel.";
+      gauge sessions "Engine.io sessions this slot owns (sid routing).";
+    }
+  };
+}
+pub(crate) use slot_stats_fields;
+
+/// What a stats field measures, for metrics exporters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+  /// Only grows (from 0 when the primary starts).
+  Counter,
+  /// A level now.
+  Gauge,
 }
 
-#[derive(Default)]
-pub struct Stats {
-  pub accepted: AtomicU64,
-  pub accept_errors: AtomicU64,
-  /// New connections reset because no worker was alive, more than `max_parked`
-  /// were parked and the descriptor budget was used up.
-  pub dropped_no_worker: AtomicU64,
-  /// Connections waiting for any worker to come up.
-  pub parked: AtomicU64,
-  /// Connections whose routing key (PROXY header, request head) is still being read.
-  pub reading_header: AtomicU64,
-  /// Closed: the header did not arrive within `headerTimeout`.
-  pub dropped_header_timeout: AtomicU64,
-  /// Closed: invalid PROXY header, a header larger than `maxHeaderBytes`, or
-  /// a missing forwarding header with `ignoreMissingHeader: false`.
-  pub dropped_invalid_header: AtomicU64,
-  /// Closed: a connection in `proxy-protocol` mode from a peer not in `trustedProxies`.
-  pub dropped_untrusted_proxy: AtomicU64,
-  /// Closed: the oldest connection still reading its header, to make room
-  /// when more than `maxPendingHeaders` were reading and the descriptor
-  /// budget was used up.
-  pub dropped_header_overflow: AtomicU64,
-  /// The client closed before sending its header (not a drop: nobody was waiting).
-  pub closed_before_header: AtomicU64,
-  /// Session reports refused because the session table was full.
-  pub sessions_refused: AtomicU64,
-  /// Processes refused a channel: not a worker of this cluster, or no free slot.
-  pub rejected_channels: AtomicU64,
-  pub slots: Vec<SlotStats>,
+/// One stats field as documentation and metrics exporters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldDoc {
+  /// The Rust name; JavaScript sees it in camelCase.
+  pub name: &'static str,
+  pub kind: FieldKind,
+  pub help: &'static str,
+  /// Counted in the total `dropped`.
+  pub dropped: bool,
 }
+
+macro_rules! field_kind {
+  (counter) => {
+    FieldKind::Counter
+  };
+  (drop) => {
+    FieldKind::Counter
+  };
+  (gauge) => {
+    FieldKind::Gauge
+  };
+}
+
+macro_rules! is_drop {
+  (drop) => {
+    true
+  };
+  ($other:ident) => {
+    false
+  };
+}
+
+macro_rules! field_docs {
+  ($($kind:ident $name:ident $help:tt;)*) => {
+    &[$(FieldDoc { name: stringify!($name), kind: field_kind!($kind), help: $help, dropped: is_drop!($kind) }),*]
+  };
+}
+
+/// `dropped`: every connection the primary reset, the sum of each `drop` field.
+pub const DROPPED: FieldDoc = FieldDoc {
+  name: "dropped",
+  kind: FieldKind::Counter,
+  help: "Connections the primary reset, whatever the reason (the sum of the dropped_* counters).",
+  dropped: false,
+};
+
+/// Every field of a [`StatsSnapshot`] but `slots`, in order.
+pub const PRIMARY_FIELDS: &[FieldDoc] = {
+  const LISTED: &[FieldDoc] = primary_stats_fields!(field_docs);
+  const ALL: [FieldDoc; LISTED.len() + 1] = {
+    let mut all = [DROPPED; LISTED.len() + 1];
+    let mut i = 0;
+    while i < LISTED.len() {
+      all[i + 1] = LISTED[i];
+      i += 1;
+    }
+    all
+  };
+  &ALL
+};
+
+/// The slot fields that are not plain counters: written by hand in
+/// [`SlotStats`], [`SlotSnapshot`] and the JavaScript slot object.
+pub const SLOT_SPECIAL_FIELDS: &[FieldDoc] = &[
+  FieldDoc {
+    name: "pid",
+    kind: FieldKind::Gauge,
+    help: "Process id of the slot's worker (0 while it has none).",
+    dropped: false,
+  },
+  FieldDoc {
+    name: "state",
+    kind: FieldKind::Gauge,
+    help: "The slot's state: 1 while it has a live worker ('live' in stats()), 0 while it is down ('down').",
+    dropped: false,
+  },
+  FieldDoc {
+    name: "respawns",
+    kind: FieldKind::Counter,
+    help: "Workers started into the slot after its first (respawns and reloads).",
+    dropped: false,
+  },
+];
+
+/// Every per-slot field of a [`SlotSnapshot`] but `slot`: the special ones, then the counters.
+pub const SLOT_FIELDS: &[FieldDoc] = {
+  const LISTED: &[FieldDoc] = slot_stats_fields!(field_docs);
+  const ALL: [FieldDoc; SLOT_SPECIAL_FIELDS.len() + LISTED.len()] = {
+    let mut all = [DROPPED; SLOT_SPECIAL_FIELDS.len() + LISTED.len()];
+    let mut i = 0;
+    while i < SLOT_SPECIAL_FIELDS.len() {
+      all[i] = SLOT_SPECIAL_FIELDS[i];
+      i += 1;
+    }
+    let mut j = 0;
+    while j < LISTED.len() {
+      all[i + j] = LISTED[j];
+      j += 1;
+    }
+    all
+  };
+  &ALL
+};
+
+macro_rules! define_slot_stats {
+  ($($kind:ident $name:ident $help:tt;)*) => {
+    #[derive(Default)]
+    pub struct SlotStats {
+      pub pid: AtomicU32,
+      pub live: AtomicBool,
+      /// Channels opened for this slot: 1 for the first worker, +1 per respawn.
+      pub channels: AtomicU64,
+      $(#[doc = $help] pub $name: AtomicU64,)*
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct SlotSnapshot {
+      pub slot: u32,
+      pub pid: u32,
+      pub live: bool,
+      pub respawns: u64,
+      $(#[doc = $help] pub $name: u64,)*
+    }
+
+    impl SlotStats {
+      fn snapshot(&self, slot: u32) -> SlotSnapshot {
+        SlotSnapshot {
+          slot,
+          pid: self.pid.load(Relaxed),
+          live: self.live.load(Relaxed),
+          respawns: self.channels.load(Relaxed).saturating_sub(1),
+          $($name: self.$name.load(Relaxed),)*
+        }
+      }
+    }
+
+    impl SlotSnapshot {
+      /// The sum of this slot's `drop` counters.
+      fn dropped(&self) -> u64 {
+        0 $(+ if is_drop!($kind) { self.$name } else { 0 })*
+      }
+    }
+  };
+}
+slot_stats_fields!(define_slot_stats);
+
+macro_rules! define_stats {
+  ($($kind:ident $name:ident $help:tt;)*) => {
+    #[derive(Default)]
+    pub struct Stats {
+      $(#[doc = $help] pub $name: AtomicU64,)*
+      pub slots: Vec<SlotStats>,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct StatsSnapshot {
+      $(#[doc = $help] pub $name: u64,)*
+      /// Every connection the primary reset, whatever the reason.
+      pub dropped: u64,
+      pub slots: Vec<SlotSnapshot>,
+    }
+
+    impl Stats {
+      pub fn snapshot(&self) -> StatsSnapshot {
+        let slots: Vec<SlotSnapshot> =
+          self.slots.iter().enumerate().map(|(slot, stats)| stats.snapshot(slot as u32)).collect();
+        let mut snapshot = StatsSnapshot { $($name: self.$name.load(Relaxed),)* dropped: 0, slots };
+        snapshot.dropped = 0 $(+ if is_drop!($kind) { snapshot.$name } else { 0 })*
+          + snapshot.slots.iter().map(SlotSnapshot::dropped).sum::<u64>();
+        snapshot
+      }
+    }
+  };
+}
+primary_stats_fields!(define_stats);
 
 impl Stats {
   pub fn new(slots: usize) -> Self {
     Stats { slots: (0..slots).map(|_| SlotStats::default()).collect(), ..Default::default() }
   }
-
-  pub fn snapshot(&self) -> StatsSnapshot {
-    let slots: Vec<SlotSnapshot> = self
-      .slots
-      .iter()
-      .enumerate()
-      .map(|(slot, s)| SlotSnapshot {
-        slot: slot as u32,
-        pid: s.pid.load(Relaxed),
-        live: s.live.load(Relaxed),
-        respawns: s.channels.load(Relaxed).saturating_sub(1),
-        dispatched: s.dispatched.load(Relaxed),
-        acknowledged: s.acknowledged.load(Relaxed),
-        redispatched: s.redispatched.load(Relaxed),
-        dropped_queue_full: s.dropped_queue_full.load(Relaxed),
-        pending: s.pending.load(Relaxed),
-        sessions: s.sessions.load(Relaxed),
-      })
-      .collect();
-    StatsSnapshot {
-      accepted: self.accepted.load(Relaxed),
-      accept_errors: self.accept_errors.load(Relaxed),
-      dropped_no_worker: self.dropped_no_worker.load(Relaxed),
-      parked: self.parked.load(Relaxed),
-      reading_header: self.reading_header.load(Relaxed),
-      dropped_header_timeout: self.dropped_header_timeout.load(Relaxed),
-      dropped_invalid_header: self.dropped_invalid_header.load(Relaxed),
-      dropped_untrusted_proxy: self.dropped_untrusted_proxy.load(Relaxed),
-      dropped_header_overflow: self.dropped_header_overflow.load(Relaxed),
-      closed_before_header: self.closed_before_header.load(Relaxed),
-      sessions_refused: self.sessions_refused.load(Relaxed),
-      rejected_channels: self.rejected_channels.load(Relaxed),
-      dropped: self.dropped_no_worker.load(Relaxed)
-        + self.dropped_header_timeout.load(Relaxed)
-        + self.dropped_invalid_header.load(Relaxed)
-        + self.dropped_untrusted_proxy.load(Relaxed)
-        + self.dropped_header_overflow.load(Relaxed)
-        + slots.iter().map(|s| s.dropped_queue_full).sum::<u64>(),
-      slots,
-    }
-  }
-}
-
-#[derive(Debug, Clone)]
-pub struct SlotSnapshot {
-  pub slot: u32,
-  pub pid: u32,
-  pub live: bool,
-  pub respawns: u64,
-  pub dispatched: u64,
-  pub acknowledged: u64,
-  pub redispatched: u64,
-  pub dropped_queue_full: u64,
-  pub pending: u64,
-  pub sessions: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct StatsSnapshot {
-  pub accepted: u64,
-  pub accept_errors: u64,
-  pub dropped_no_worker: u64,
-  pub parked: u64,
-  pub reading_header: u64,
-  pub dropped_header_timeout: u64,
-  pub dropped_invalid_header: u64,
-  pub dropped_untrusted_proxy: u64,
-  pub dropped_header_overflow: u64,
-  pub closed_before_header: u64,
-  pub sessions_refused: u64,
-  pub rejected_channels: u64,
-  /// Every connection the primary reset, whatever the reason.
-  pub dropped: u64,
-  pub slots: Vec<SlotSnapshot>,
 }
 
 #[cfg(test)]
 impl SlotStats {
   pub fn respawns_for_test(&self) -> u64 {
     self.channels.load(Relaxed).saturating_sub(1)
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn dropped_is_the_sum_of_every_drop_counter_of_the_primary_and_its_slots() {
+    let stats = Stats::new(2);
+    stats.accepted.store(100, Relaxed);
+    stats.dropped_no_worker.store(1, Relaxed);
+    stats.dropped_header_timeout.store(2, Relaxed);
+    stats.dropped_invalid_header.store(4, Relaxed);
+    stats.dropped_untrusted_proxy.store(8, Relaxed);
+    stats.dropped_header_overflow.store(16, Relaxed);
+    stats.closed_before_header.store(1000, Relaxed);
+    stats.slots[0].dropped_queue_full.store(32, Relaxed);
+    stats.slots[1].dropped_queue_full.store(64, Relaxed);
+    stats.slots[1].dispatched.store(1000, Relaxed);
+    assert_eq!(stats.snapshot().dropped, 127);
+  }
+
+  #[test]
+  fn a_slot_snapshot_counts_respawns_from_the_channels_opened() {
+    let stats = Stats::new(1);
+    assert_eq!(stats.snapshot().slots[0].respawns, 0);
+    stats.slots[0].channels.store(3, Relaxed);
+    stats.slots[0].pid.store(42, Relaxed);
+    stats.slots[0].live.store(true, Relaxed);
+    let slot = &stats.snapshot().slots[0];
+    assert_eq!((slot.slot, slot.pid, slot.live, slot.respawns), (0, 42, true, 2));
+  }
+
+  #[test]
+  fn field_lists_name_every_field_once_with_a_meaning() {
+    for fields in [PRIMARY_FIELDS, SLOT_FIELDS] {
+      let mut names: Vec<&str> = fields.iter().map(|field| field.name).collect();
+      names.sort_unstable();
+      names.dedup();
+      assert_eq!(names.len(), fields.len());
+      assert!(fields.iter().all(|field| field.help.ends_with('.') && field.help.len() > 20));
+    }
+    assert_eq!(PRIMARY_FIELDS[0], DROPPED);
+    assert_eq!(PRIMARY_FIELDS.len(), 13);
+    assert_eq!(SLOT_FIELDS.len(), 9);
+    let drops =
+      |fields: &[FieldDoc]| fields.iter().filter(|field| field.dropped).map(|field| field.name).collect::<Vec<_>>();
+    assert_eq!(
+      drops(PRIMARY_FIELDS),
+      [
+        "dropped_no_worker",
+        "dropped_header_timeout",
+        "dropped_invalid_header",
+        "dropped_untrusted_proxy",
+        "dropped_header_overflow"
+      ]
+    );
+    assert_eq!(drops(SLOT_FIELDS), ["dropped_queue_full"]);
+    let gauges = |fields: &[FieldDoc]| {
+      fields.iter().filter(|field| field.kind == FieldKind::Gauge).map(|field| field.name).collect::<Vec<_>>()
+    };
+    assert_eq!(gauges(PRIMARY_FIELDS), ["parked", "reading_header"]);
+    assert_eq!(gauges(SLOT_FIELDS), ["pid", "state", "pending", "sessions"]);
   }
 }

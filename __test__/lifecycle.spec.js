@@ -4,7 +4,7 @@
 
 const { execFileSync } = require('child_process')
 const net = require('net')
-const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf } = require('./helpers')
+const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf, freeze } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -15,7 +15,7 @@ describe('a worker killed under load', () => {
     await sleep(500)
     const victim = app.workerPids()[0]
     // Freeze it first, so connections queue for it without being taken...
-    process.kill(victim, 'SIGSTOP')
+    await freeze(victim)
     const stoppedAt = Date.now()
     await sleep(400)
     // ...then kill it: everything queued goes to the clients' next choice.
@@ -47,7 +47,7 @@ describe('a burst beyond a worker\'s queue limit', () => {
     const ofOther = [...slotOf].filter(([, slot]) => slot !== frozenSlot).map(([ip]) => ip)
     expect(ofFrozen.length).toBeGreaterThan(5)
     expect(ofOther.length).toBeGreaterThan(5)
-    process.kill(victim, 'SIGSTOP')
+    await freeze(victim)
     try {
       // Ten times the limit for the frozen worker at once...
       const burst = Array.from({ length: 20 }, (_, i) => request(app.port, { localAddress: ofFrozen[i % ofFrozen.length] }))
@@ -83,7 +83,7 @@ describe('descriptors running out', () => {
     const ofFrozen = [...slotOf].filter(([, slot]) => slot === '0').map(([ip]) => ip)
     const ofOther = [...slotOf].filter(([, slot]) => slot !== '0').map(([ip]) => ip)
     const victim = (await request(app.port, { localAddress: ofFrozen[0] })).json.pid
-    process.kill(victim, 'SIGSTOP')
+    await freeze(victim)
     let outcomes
     try {
       const burst = Array.from({ length: 100 }, (_, i) =>

@@ -204,7 +204,6 @@ export interface Connection {
   remoteAddress?: string
   remotePort?: number
   remoteFamily?: string
-  prefix?: Buffer
 }
 
 /** Connects to the offer at `name`; `null` when no process listens there. */
@@ -265,7 +264,7 @@ export interface SlotStatsObject {
   acknowledged: number
   /** Connections this slot's worker never took (it died or left), sent to another slot. */
   redispatched: number
-  /** Connections reset because this slot's queue was full (maxPendingPerSlot). */
+  /** New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot. */
   droppedQueueFull: number
   /** Connections handed off and not yet acknowledged, or waiting for the slot's channel. */
   pending: number
@@ -303,7 +302,7 @@ export interface StatsObject {
   accepted: number
   /** Failed accept calls (EMFILE, ENFILE, ...), each retried after a pause. */
   acceptErrors: number
-  /** Connections reset because no worker was alive for longer than the park limit. */
+  /** New connections reset because no worker was alive, more than maxParked were parked and the primary's descriptor budget was used up. */
   droppedNoWorker: number
   /** Connections waiting for any worker to come up. */
   parked: number
@@ -315,7 +314,7 @@ export interface StatsObject {
   droppedInvalidHeader: number
   /** Connections closed in proxy-protocol routing because the peer is not in trustedProxies. */
   droppedUntrustedProxy: number
-  /** Connections still reading their header closed, oldest first, to make room when maxPendingHeaders were reading. */
+  /** Connections still reading their header closed, oldest first, to make room when more than maxPendingHeaders were reading and the primary's descriptor budget was used up. */
   droppedHeaderOverflow: number
   /** Connections the client closed before sending its header (not a drop: nobody was waiting). */
   closedBeforeHeader: number

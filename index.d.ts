@@ -82,8 +82,9 @@ declare namespace sticky {
      */
     maxHeaderBytes?: number
     /**
-     * Connections reading their header at once; at the limit the oldest is
-     * closed (counted in `stats().droppedHeaderOverflow`).
+     * Connections reading their header beyond which, once the primary's
+     * descriptor budget is used up, the oldest is closed (counted in
+     * `stats().droppedHeaderOverflow`).
      * @defaultValue `1024`
      */
     maxPendingHeaders?: number
@@ -140,15 +141,20 @@ declare namespace sticky {
      */
     seed?: number | bigint | string
     /**
-     * Connections handed to one slot and not yet acknowledged by its worker.
-     * Past this limit a new connection for that slot is reset and counted in
-     * `stats().slots[n].droppedQueueFull`.
+     * Connections handed to one slot and not yet acknowledged by its worker,
+     * beyond which the slot is over its share. The primary holds them anyway
+     * (a burst is not reset); only once its descriptor budget (three quarters
+     * of the open-file limit, at most 65,536) is used up does it pause
+     * accepting for such a slot, and then reset its new connections (counted
+     * in `stats().slots[n].droppedQueueFull`, reported as an
+     * `ERR_STICKY_OVERLOAD` warning).
      * @defaultValue `1024`
      */
     maxPendingPerSlot?: number
     /**
-     * Connections held by the primary while no worker at all is alive; past
-     * this limit they are reset and counted in `stats().droppedNoWorker`.
+     * Connections held by the primary while no worker at all is alive,
+     * beyond which, once the descriptor budget is used up, new ones are
+     * reset (counted in `stats().droppedNoWorker`).
      * @defaultValue `4096`
      */
     maxParked?: number
@@ -228,7 +234,7 @@ declare namespace sticky {
     acknowledged: number
     /** Connections this slot's worker never took, sent to another slot when its channel closed. */
     redispatched: number
-    /** Connections reset because `maxPendingPerSlot` was reached. */
+    /** New connections reset because the descriptor budget was used up while this slot was over `maxPendingPerSlot`. */
     droppedQueueFull: number
     /** Connections handed off and not yet acknowledged. */
     pending: number
@@ -256,7 +262,7 @@ declare namespace sticky {
     droppedInvalidHeader: number
     /** Closed: `'proxy-protocol'` connection from a peer not in `trustedProxies`. */
     droppedUntrustedProxy: number
-    /** Closed: the oldest connection reading its header, at `maxPendingHeaders`. */
+    /** Closed: the oldest connection reading its header, past `maxPendingHeaders` with the descriptor budget used up. */
     droppedHeaderOverflow: number
     /** The client closed before its header was complete (not a drop). */
     closedBeforeHeader: number

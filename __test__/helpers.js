@@ -305,7 +305,19 @@ function requireRuntime(major) {
   return null
 }
 
+/**
+ * Stops (SIGSTOP) a process and resolves once the kernel shows it stopped:
+ * the signal takes effect a moment after kill() returns, and a thread busy
+ * at that moment still finishes what it was doing.
+ */
+async function freeze(pid) {
+  process.kill(pid, 'SIGSTOP')
+  const state = () => /^State:\s+(\S)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]
+  await waitUntil(() => state() === 'T', { interval: 1, timeout: 5000, what: `process ${pid} to stop` })
+}
+
 module.exports = {
+  freeze,
   sleep,
   requireProgram,
   requireRuntime,

@@ -4,7 +4,7 @@
 
 const { execFileSync } = require('child_process')
 const net = require('net')
-const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf } = require('./helpers')
+const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf, freeze } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -15,7 +15,7 @@ describe('a worker killed under load', () => {
     await sleep(500)
     const victim = app.workerPids()[0]
     // Freeze it first, so connections queue for it without being taken...
-    process.kill(victim, 'SIGSTOP')
+    await freeze(victim)
     const stoppedAt = Date.now()
     await sleep(400)
     // ...then kill it: everything queued goes to the clients' next choice.
@@ -33,6 +33,82 @@ describe('a worker killed under load', () => {
     expect(results.length).toBeGreaterThan(200)
     expect(stats.dropped).toBe(0)
     console.log(`kill under load: ${results.length} requests, ${failuresOf(results).length} failed (taken by the victim), ${redispatched} re-dispatched`)
+  })
+})
+
+describe('a burst beyond a worker\'s queue limit', () => {
+  test('is held, not reset: every client of a frozen worker is served once it resumes, and the other slot\'s clients are not held up', async () => {
+    const app = await startApp({ options: { workers: 2, maxPendingPerSlot: 2, maxParked: 1 } })
+    const slotOf = new Map()
+    for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json.slot)
+    const frozenSlot = '0'
+    const victim = (await request(app.port, { localAddress: [...slotOf].find(([, slot]) => slot === frozenSlot)[0] })).json.pid
+    const ofFrozen = [...slotOf].filter(([, slot]) => slot === frozenSlot).map(([ip]) => ip)
+    const ofOther = [...slotOf].filter(([, slot]) => slot !== frozenSlot).map(([ip]) => ip)
+    expect(ofFrozen.length).toBeGreaterThan(5)
+    expect(ofOther.length).toBeGreaterThan(5)
+    await freeze(victim)
+    try {
+      // Ten times the limit for the frozen worker at once...
+      const burst = Array.from({ length: 20 }, (_, i) => request(app.port, { localAddress: ofFrozen[i % ofFrozen.length] }))
+      await waitUntil(async () => (await app.stats()).slots[Number(frozenSlot)].pending >= 20, { what: 'the burst to queue for the frozen worker' })
+      // ...while the other worker's clients are served at once.
+      for (const ip of ofOther) expect((await request(app.port, { localAddress: ip, timeout: 3000 })).json.slot).not.toBe(frozenSlot)
+      const during = await app.stats()
+      expect(during.slots[Number(frozenSlot)].pending).toBeGreaterThanOrEqual(20)
+      process.kill(victim, 'SIGCONT')
+      const results = await Promise.all(burst)
+      expect(results.map((r) => r.status)).toEqual(Array(20).fill(200))
+      expect(results.every((r) => r.json.pid === victim)).toBe(true)
+    } finally {
+      process.kill(victim, 'SIGCONT')
+    }
+    const stats = await app.stats()
+    expect(stats.dropped).toBe(0)
+    expect(stats.slots.map((slot) => slot.droppedQueueFull)).toEqual([0, 0])
+  })
+})
+
+describe('descriptors running out', () => {
+  test('only then is a frozen worker\'s new client reset — counted and reported — while the other worker\'s clients are served', async () => {
+    // 320 open files: a descriptor budget of 64 (the floor; 3/4 of the limit
+    // less a reserve of 256 would be less).
+    const app = await startApp(
+      { options: { workers: 2, maxPendingPerSlot: 4 } },
+      // prlimit sets the soft and hard limit and execs node in place (same pid).
+      { launcher: (file, args) => ['prlimit', ['--nofile=320:320', '--', file, ...args]] },
+    )
+    const slotOf = new Map()
+    for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json.slot)
+    const ofFrozen = [...slotOf].filter(([, slot]) => slot === '0').map(([ip]) => ip)
+    const ofOther = [...slotOf].filter(([, slot]) => slot !== '0').map(([ip]) => ip)
+    const victim = (await request(app.port, { localAddress: ofFrozen[0] })).json.pid
+    await freeze(victim)
+    let outcomes
+    try {
+      const burst = Array.from({ length: 100 }, (_, i) =>
+        request(app.port, { localAddress: ofFrozen[i % ofFrozen.length], timeout: 20000 }).then(
+          (response) => response.status,
+          (error) => error.code || error.message,
+        ),
+      )
+      const warning = await app.waitFor('warning', (w) => w.code === 'ERR_STICKY_OVERLOAD', 10000)
+      expect(warning.message).toMatch(/ulimit -n/)
+      for (const ip of ofOther) expect((await request(app.port, { localAddress: ip, timeout: 3000 })).json.slot).not.toBe('0')
+      process.kill(victim, 'SIGCONT')
+      outcomes = await Promise.all(burst)
+    } finally {
+      process.kill(victim, 'SIGCONT')
+    }
+    const served = outcomes.filter((outcome) => outcome === 200).length
+    const reset = outcomes.filter((outcome) => outcome === 'ECONNRESET').length
+    expect(served + reset).toBe(100)
+    const stats = await app.stats()
+    // Held up to the budget (64; nothing else was held meanwhile), the rest reset and counted.
+    expect(served).toBe(64)
+    expect(reset).toBe(36)
+    expect(stats.slots[0].droppedQueueFull).toBe(reset)
+    expect(stats.dropped).toBe(reset)
   })
 })
 

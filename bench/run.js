@@ -31,6 +31,7 @@ function parseArgs(argv) {
     quick: false, rounds: 3, connections: 20000, duration: 5, warmup: 300, concurrency: 8,
     sioSessions: 2000, sioDuration: 3, sioConcurrency: 8, socketio: true, modes: null,
     startTimeout: 20, order: 'rotate', seed: Date.now() % 100000, verbose: false,
+    storm: false, stormClients: [5000], stormIps: 250, stormTimeout: 60,
   };
   const num = (i) => {
     const v = Number(argv[i + 1]);
@@ -53,6 +54,14 @@ function parseArgs(argv) {
       case '--shuffle': o.order = 'shuffle'; break;
       case '--seed': o.seed = num(i); i++; break;
       case '--start-timeout': o.startTimeout = num(i); i++; break;
+      case '--storm': o.storm = true; break;
+      case '--storm-clients':
+        o.stormClients = String(argv[++i]).split(',').map(Number);
+        if (!o.stormClients.every((n) => Number.isInteger(n) && n >= 1 && n <= 20000)) usage('--storm-clients takes sizes from 1 to 20000, e.g. 5000,10000');
+        o.stormClientsSet = true;
+        break;
+      case '--storm-ips': o.stormIps = num(i); i++; break;
+      case '--storm-timeout': o.stormTimeout = num(i); i++; break;
       case '-v': case '--verbose': o.verbose = true; break;
       case '-h': case '--help': usage(); break;
       default: usage(`unknown argument ${a}`);
@@ -66,17 +75,22 @@ function parseArgs(argv) {
     if (!o.sioSet) o.sioSessions = 40;
     o.sioDuration = Math.min(o.sioDuration, 2);
     o.startTimeout = Math.min(o.startTimeout, 10);
+    if (!o.stormClientsSet) o.stormClients = [500];
   }
+  if (o.storm && !o.roundsSet) o.rounds = 1;
   o.rounds = Math.max(1, Math.floor(o.rounds));
   if (o.duration <= 0 || o.duration > 120) usage('--duration must be in (0, 120]');
   if (o.connections < 1 || o.connections > 1e6) usage('--connections must be in [1, 1e6]');
+  if (o.stormIps < 1 || o.stormIps > 250) usage('--storm-ips must be in [1, 250] (127.0.0.2-127.0.0.251)');
+  if (o.stormTimeout <= 0 || o.stormTimeout > 300) usage('--storm-timeout must be in (0, 300]');
   return o;
 }
 
 function usage(err) {
   const text = `usage: node bench/run.js [--quick] [--rounds N] [--connections N] [--duration S]
        [--warmup N] [--concurrency N] [--sio-sessions N] [--sio-duration S] [--no-socketio]
-       [--modes substr,substr] [--shuffle] [--seed N] [--start-timeout S] [-v]`;
+       [--modes substr,substr] [--shuffle] [--seed N] [--start-timeout S] [-v]
+       [--storm [--storm-clients N[,N...]] [--storm-ips N] [--storm-timeout S]]`;
   if (err) { console.error(`run.js: ${err}\n${text}`); process.exit(2); }
   console.log(text); process.exit(0);
 }
@@ -89,23 +103,24 @@ const vlog = (...a) => { if (opt.verbose) log(...a); };
 const OURS = 'sticky-session-rs';
 const MODES = [
   { name: 'sticky-session-rs (ip)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'ip' }, load: [], check: 'src' },
+    env: { BENCH_ROUTING: 'ip' }, load: [], check: 'src', storm: true },
   { name: 'sticky-session-rs (kernel)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'kernel' }, load: [], check: 'src',
+    env: { BENCH_ROUTING: 'kernel' }, load: [], check: 'src', storm: true,
     note: 'kernel: true — SO_REUSEPORT listeners steered by a BPF program on the source address; the primary is out of the path' },
   { name: 'sticky-session-rs (header)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'header' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff', routing: 'header' },
+    env: { BENCH_ROUTING: 'header' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff', routing: 'header',
+    storm: true, stormKind: 'xff' },
   { name: 'sticky-session-rs (proxy-protocol)', script: 'sticky-session-rs.js', ours: true, port0: true,
     env: { BENCH_ROUTING: 'proxy-protocol' }, load: ['--proxy-v1', '--src', '127.0.0.1'], check: 'proxy',
-    routing: 'proxy-protocol' },
+    routing: 'proxy-protocol', storm: true, stormKind: 'proxy' },
   { name: 'sticky-session-rs (sid)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'sid' }, load: ['--sid-fraction', '0.3'], check: 'src', routing: 'sid',
+    env: { BENCH_ROUTING: 'sid' }, load: ['--sid-fraction', '0.3'], check: 'src', routing: 'sid', storm: true,
     sioLoad: ['--sio-rotate-src'], note: 'socket.io sessions send each request from a different source IP' },
-  { name: 'sticky-session 1.1.2', script: 'sticky-session.js', load: [], check: 'src', ref: true },
-  { name: '@socket.io/sticky 2.0.1', script: 'socketio-sticky.js', load: [], check: 'src',
+  { name: 'sticky-session 1.1.2', script: 'sticky-session.js', load: [], check: 'src', ref: true, storm: true },
+  { name: '@socket.io/sticky 2.0.1', script: 'socketio-sticky.js', load: [], check: 'src', storm: true,
     sioLoad: ['--sio-rotate-src'],
     note: 'socket.io sessions send each request from a different source IP; routes by engine.io sid only; sid-less requests go to the least-connection worker, which for plain HTTP (no socket.io sessions open) is always the first worker' },
-  { name: 'socketio-sticky-session 0.4.3', script: 'socketio-sticky-session.js', load: [], check: 'src' },
+  { name: 'socketio-sticky-session 0.4.3', script: 'socketio-sticky-session.js', load: [], check: 'src', storm: true },
   { name: 'socketio-sticky-session 0.4.3 (proxy)', script: 'socketio-sticky-session.js',
     env: { BENCH_SSS_PROXY: '1' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff',
     note: '{ proxy: true, header: "x-forwarded-for" }: X-Forwarded-For routing, the peer of sticky-session-rs (header)' },
@@ -594,7 +609,7 @@ function ensureLoadgen() {
 }
 
 function ensurePeers() {
-  const peers = ['sticky-session', '@socket.io/sticky', 'socketio-sticky-session', 'socket.io'];
+  const peers = ['sticky-session', '@socket.io/sticky', 'socketio-sticky-session', 'socket.io', 'socket.io-client'];
   const isMissing = (p) => !fs.existsSync(path.join(BENCH, 'node_modules', p, 'package.json'));
   let missing = peers.filter(isMissing);
   if (missing.length) {
@@ -617,10 +632,90 @@ function addonProblem() {
   return `addon not built / not loadable: ${why.replace(/\. Please verify.*$/, '').replace(/\s+/g, ' ').slice(0, 160)}`;
 }
 
+// ---------------------------------------------------------------- the reconnect storm
+function stormMarkdownTable(rows) {
+  const head = '| mode | clients | failed | time until all done, s | ×sticky-session time | p50 s | p99 s | primary CPU s | workers CPU s | reset by the primary |\n' +
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
+  const lines = rows.map((r) => {
+    if (r.status !== 'ok') return `| ${r.mode} | ${f(r.clients)} | unavailable: ${String(r.reason).replace(/\|/g, '\\|').replace(/\n/g, ' ').slice(0, 160)} | | | | | | | |`;
+    const ref = rows.find((x) => x.mode === 'sticky-session 1.1.2' && x.size === r.size && x.status === 'ok' && !x.failed);
+    const ratio = ref && !r.failed ? fx(r.time_ms / ref.time_ms) : '–';
+    const time = r.failed ? `${f(r.time_ms / 1000, 2)} (with failures)` : f(r.time_ms / 1000, 2);
+    const cpu = r.cpu_s || {};
+    return `| ${r.mode} | ${f(r.clients)} | ${f(r.failed)} | ${time} | ${ratio} | ${f(r.p50_ms / 1000, 2)} | ${f(r.p99_ms / 1000, 2)} | ` +
+      `${f(cpu.primary, 2)} | ${f(cpu.workers, 2)} | ${r.dropped == null ? '' : f(r.dropped)} |`;
+  });
+  return [head, ...lines].join('\n');
+}
+
+async function stormMain(tStart) {
+  let modes = MODES.filter((m) => m.storm);
+  if (opt.modes) modes = modes.filter((m) => opt.modes.some((s) => m.name.toLowerCase().includes(s)));
+  if (!modes.length) throw new Error('no storm mode matches --modes');
+  const ourProblem = modes.some((m) => m.ours) ? addonProblem() : null;
+  const machine = machineInfo();
+  const { planProcesses, stormOnce } = require('./storm');
+  log(`reconnect storm: ${opt.stormClients.join(' and ')} socket.io clients from ${opt.stormIps} source IPs, ` +
+    `${modes.length} mode(s), ${opt.rounds} round(s)`);
+  const records = [];
+  for (const size of opt.stormClients) {
+    for (let round = 1; round <= opt.rounds; round++) {
+      for (const mode of modes) {
+        if (mode.ours && ourProblem) {
+          records.push({ mode: mode.name, size, round, status: 'unavailable', reason: ourProblem, clients: size });
+          continue;
+        }
+        const rec = await stormOnce(mode, size, { startServer, stopGroup, freePort, liveChildren, opt, log, groupMembers, cpuTicks, rawRequest });
+        records.push({ ...rec, size, round });
+      }
+    }
+  }
+  // One row per mode and size: the round with the longest time (the worst case), failures summed.
+  const rows = opt.stormClients.flatMap((size) => modes.map((mode) => {
+    const recs = records.filter((r) => r.mode === mode.name && r.size === size);
+    const ok = recs.filter((r) => r.status === 'ok');
+    if (!ok.length) return recs[0];
+    const worst = ok.reduce((a, b) => (b.time_ms > a.time_ms ? b : a));
+    return { ...worst, failed: ok.reduce((sum, r) => sum + r.failed, 0), clients: ok.reduce((sum, r) => sum + r.clients, 0),
+      dropped: ok.every((r) => r.dropped == null) ? null : ok.reduce((sum, r) => sum + (r.dropped || 0), 0) };
+  }));
+  const table = stormMarkdownTable(rows);
+  const processes = opt.stormClients.map((size) => `${planProcesses(size).processes} for ${size}`).join(', ');
+  const meta = { machine, clients: opt.stormClients, sourceIps: opt.stormIps, timeout_s: opt.stormTimeout, rounds: opt.rounds,
+    client_processes: processes, elapsed_s: (Date.now() - tStart) / 1000, loadavg_end: os.loadavg().map((x) => Number(x.toFixed(2))) };
+  const md = `# sticky-session-rs reconnect storm
+
+- date: ${machine.date}
+- machine: ${machine.nproc} CPU(s), ${machine.cpu}, ${machine.kernel}; load average at start ${machine.loadavg.join(' / ')}, at end ${meta.loadavg_end.join(' / ')}
+- Node ${machine.node}; 2 workers per mode; each mode a fresh primary process
+- ${opt.stormClients.join(' and ')} socket.io clients per round${opt.quick ? ' (--quick)' : ''}, ${opt.rounds} round(s), from ${opt.stormIps} source IPs (127.0.0.2–), started at once in client processes on the same machine (${processes}); each: polling handshake, websocket upgrade, one emit with an ack, then stays connected until every client finished; a client not done within ${opt.stormTimeout} s counts as failed
+- header mode: each client names itself in X-Forwarded-For; proxy-protocol mode: in a PROXY v1 line (198.18.x.y, no packet goes there)
+- time: from the start until the last client is done (the worst round); ×sticky-session is that time over sticky-session's at the same size (lower is better); CPU: seconds used during the storm by the primary and by the 2 workers (the clients' are in the JSON)
+
+> **Caveat:** the clients run on the same cores as the servers and use about half the CPU of a storm, and anything else running on the machine shares them too: compare modes within one run.
+
+${table}
+`;
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const name = opt.quick ? 'storm-quick' : 'storm';
+  fs.writeFileSync(path.join(RESULTS, `${name}.json`), JSON.stringify({ meta, summary: rows, runs: records }, null, 2) + '\n');
+  fs.writeFileSync(path.join(RESULTS, `${name}.md`), md);
+  console.log(table);
+  log(`done in ${meta.elapsed_s.toFixed(1)}s; wrote bench/results/${name}.{json,md}`);
+  // Losing a client is a defect of ours, not a speed result: the run fails.
+  const lost = rows.filter((r) => MODES.find((m) => m.name === r.mode).ours && r.status === 'ok' && r.failed > 0);
+  if (lost.length) {
+    log(`failed clients in: ${lost.map((r) => `${r.mode} at ${r.size} (${r.failed})`).join('; ')}`);
+    return 1;
+  }
+  return 0;
+}
+
 // ---------------------------------------------------------------- main
 async function main() {
   const tStart = Date.now();
   ensurePeers();
+  if (opt.storm) return stormMain(tStart);
   ensureLoadgen();
   try {
     const c = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });

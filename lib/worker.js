@@ -73,7 +73,7 @@ function adopt(server, socketOptions, connection) {
   }
   const socket = socketFromFd(connection.fd, {
     allowHalfOpen: server.allowHalfOpen,
-    paused: server.pauseOnConnect || connection.prefix !== undefined,
+    paused: server.pauseOnConnect,
   })
   if (connection.remoteAddress !== undefined) {
     socket._peername = { address: connection.remoteAddress, port: connection.remotePort, family: connection.remoteFamily }
@@ -83,9 +83,7 @@ function adopt(server, socketOptions, connection) {
   server._connections++
   socket.server = server
   socket._server = server
-  if (connection.prefix !== undefined) socket.unshift(connection.prefix)
   server.emit('connection', socket)
-  if (connection.prefix !== undefined && !server.pauseOnConnect) socket.resume()
 }
 
 /** True for an engine.io polling handshake: `EIO=`, `transport=polling`, no `sid`. */

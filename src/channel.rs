@@ -136,8 +136,11 @@ pub fn recv_record(channel: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::R
     };
     let truncated = message.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
     let mut fds: Vec<OwnedFd> = Vec::new();
-    // `cmsgs()` refuses a truncated control buffer; the descriptors that did
-    // arrive are then read below from a second pass that ignores the flag.
+    // `cmsgs()` refuses a truncated control buffer (`MSG_CTRUNC`): then no
+    // descriptor is taken. Ours send one descriptor a record, which fits, so
+    // truncation means the kernel could not install it (this process is out
+    // of descriptors, EMFILE): it is gone, and `truncated` says so. A peer
+    // sending several would leak the ones that fitted; ours never does.
     if let Ok(cmsgs) = message.cmsgs() {
       for cmsg in cmsgs {
         if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
@@ -202,6 +205,14 @@ pub fn shutdown(channel: BorrowedFd<'_>) {
   let _ = socket::shutdown(channel.as_raw_fd(), socket::Shutdown::Both);
 }
 
+/// Stops this end from receiving: the peer's next send fails with `EPIPE`,
+/// while the records it already sent can still be read here. What the
+/// primary does before it takes back a live worker's connections, so that
+/// the worker cannot acknowledge one after the primary's last look.
+pub fn shutdown_read(channel: BorrowedFd<'_>) {
+  let _ = socket::shutdown(channel.as_raw_fd(), socket::Shutdown::Read);
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
@@ -247,6 +258,19 @@ mod tests {
       assert!(sent < 1_000_000, "the channel never filled");
     };
     assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+  }
+
+  #[test]
+  fn after_shutdown_read_the_peer_cannot_send_and_what_it_sent_is_still_read() {
+    let (primary, worker) = socketpair().unwrap();
+    send_record(worker.as_fd(), b"before", None).unwrap();
+    shutdown_read(primary.as_fd());
+    let error = send_record(worker.as_fd(), b"after", None).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EPIPE), "{error}");
+    let mut buf = [0u8; 16];
+    let got = recv_record(primary.as_fd(), &mut buf, false).unwrap();
+    assert_eq!(&buf[..got.len], b"before");
+    assert_eq!(recv_record(primary.as_fd(), &mut buf, false).unwrap().len, 0, "then end-of-file");
   }
 
   #[test]

@@ -119,6 +119,32 @@ impl LiveSlots {
   }
 }
 
+/// Where a key goes now: rendezvous over the live slots. A value, rebuilt
+/// (and swapped whole) when membership changes, never per connection; which
+/// slots are live is decided by whoever builds it (the ledger: a slot whose
+/// worker said hello), not here.
+#[derive(Clone, Debug)]
+pub struct Selection {
+  hrw: Rendezvous,
+  live: LiveSlots,
+}
+
+impl Selection {
+  pub fn build(hrw: Rendezvous, live: Vec<SlotId>) -> Self {
+    Selection { hrw, live: LiveSlots::from_slots(live) }
+  }
+
+  /// The first choice for `key_hash` among the live slots.
+  #[inline]
+  pub fn pick(&self, key_hash: u64) -> Option<SlotId> {
+    self.hrw.pick(key_hash, self.live.as_slice())
+  }
+
+  pub fn live(&self) -> &LiveSlots {
+    &self.live
+  }
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
@@ -258,6 +284,17 @@ mod tests {
     let hrw = Rendezvous::default();
     assert_eq!(hrw.pick(hrw.key_hash(b"x"), &[]), None);
     assert!(hrw.ranked(hrw.key_hash(b"x"), &[]).is_empty());
+  }
+
+  #[test]
+  fn a_selection_picks_among_its_live_slots_only() {
+    let hrw = Rendezvous::default();
+    let selection = Selection::build(hrw, vec![2, 0]);
+    for i in 0..200 {
+      let key = hrw.key_hash(&ipv4_key(i));
+      assert_eq!(selection.pick(key), hrw.pick(key, &[0, 2]));
+    }
+    assert_eq!(Selection::build(hrw, vec![]).pick(7), None);
   }
 
   #[test]

@@ -1,12 +1,14 @@
 //! sticky-session-rs: sticky load balancing for Node.js cluster.
 //!
-//! Pure modules (no I/O): `address`, `hrw`, `wire`, `parsers` (PROXY v1/v2,
-//! HTTP request head, forwarding headers, trusted proxies), `routing` (what
-//! identifies a client), `sessions` (engine.io session owners). I/O shells over them:
-//! `channel` (the SEQPACKET hand-off socket), `primary` (listener, accept loop,
-//! dispatcher), `worker` (receiver), `takeover` (handing the listening
-//! sockets to a new primary; its record format is pure). `systemd` reads
-//! socket activation's variables (pure). `binding` holds the `#[napi]` exports.
+//! Pure modules (no I/O): `address`, `hrw` (rendezvous hashing, the live
+//! `Selection`), `wire`, `parsers` (PROXY v1/v2, HTTP request head, forwarding
+//! headers, trusted proxies), `routing` (what identifies a client), `sessions`
+//! (engine.io session owners), `primary::ledger` (where every connection is
+//! until a worker has it) and `systemd` (socket activation's variables). I/O
+//! shells over them: `channel` (the SEQPACKET hand-off socket), `primary`
+//! (listener, accept loop, the channel driver), `worker` (receiver),
+//! `takeover` (handing the listening sockets to a new primary; its record
+//! format is pure). `binding` holds the `#[napi]` exports.
 
 pub mod address;
 pub mod channel;

@@ -82,6 +82,11 @@ impl Router {
     Router { mode, trusted, ignore_missing_header, hrw }
   }
 
+  /// The rendezvous hash that keys are hashed with (and slots are picked by).
+  pub fn rendezvous(&self) -> Rendezvous {
+    self.hrw
+  }
+
   /// The route of a client known only by its IP address.
   pub fn route_by_ip(&self, ip: IpAddr) -> Route {
     Route::Hash(self.hrw.key_hash(ClientKey::from_ip(ip).as_bytes()))

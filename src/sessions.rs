@@ -67,6 +67,11 @@ impl SessionTable {
     self.owned.get(usize::from(slot)).copied().unwrap_or(0)
   }
 
+  /// Whether `sid` has an entry (without refreshing it).
+  pub fn contains(&self, sid: &[u8]) -> bool {
+    self.entries.contains_key(sid)
+  }
+
   /// The slot that owns `sid`, refreshing the entry.
   pub fn lookup(&mut self, sid: &[u8], now_ms: u64) -> Option<SlotId> {
     let entry = self.entries.get_mut(sid)?;

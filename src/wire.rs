@@ -14,10 +14,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub const PROTOCOL_VERSION: u8 = 1;
 
-/// Every handoff record is this long, plus `prefix_len` bytes the primary
-/// consumed from the connection (a PROXY header is not among them: it is
-/// consumed and dropped).
-pub const HANDOFF_HEADER_LEN: usize = 48;
+/// Every handoff record is exactly this long. (A PROXY header the primary
+/// consumed is dropped, not forwarded: the connection's remaining bytes stay
+/// in the kernel for the worker.)
+pub const HANDOFF_LEN: usize = 48;
 pub const HELLO_LEN: usize = 8;
 pub const ACK_LEN: usize = 12;
 /// A session record: 4 header bytes, then the session id.
@@ -26,10 +26,6 @@ pub const SESSION_HEADER_LEN: usize = 4;
 pub const MAX_SESSION_ID_LEN: usize = 255;
 /// The largest record a worker sends.
 pub const MAX_REPLY_LEN: usize = SESSION_HEADER_LEN + MAX_SESSION_ID_LEN;
-/// The largest record either side sends or expects.
-pub const MAX_RECORD_LEN: usize = HANDOFF_HEADER_LEN + MAX_PREFIX_LEN;
-/// Bytes of the connection the primary may hand over with it.
-pub const MAX_PREFIX_LEN: usize = 16 * 1024;
 
 const KIND_HANDOFF: u8 = 1;
 const KIND_HELLO: u8 = 0x10;
@@ -53,20 +49,18 @@ pub enum WireError {
   Family { family: u8 },
   #[error("session id of {len} bytes is empty or longer than {MAX_SESSION_ID_LEN}")]
   SessionId { len: usize },
+  #[error("handoff record of {len} bytes, not {HANDOFF_LEN}")]
+  HandoffLength { len: usize },
 }
 
 /// A connection handed to a worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Handoff<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handoff {
   /// Per channel, increasing from 1; acknowledged cumulatively.
   pub seq: u64,
-  /// The client as a PROXY header or trusted forwarding header named it, when
-  /// that differs from the socket's peer; the worker reports it as the
-  /// socket's remote address.
+  /// The client a PROXY header named (`proxy-protocol` routing), which the
+  /// worker reports as the socket's remote address.
   pub client: Option<SocketAddr>,
-  /// Bytes the primary read off the connection that the application must
-  /// still see first.
-  pub prefix: &'a [u8],
 }
 
 /// What a worker sends back.
@@ -88,10 +82,9 @@ pub enum Reply<'a> {
   },
 }
 
-pub fn encode_handoff(handoff: &Handoff<'_>, out: &mut Vec<u8>) {
-  debug_assert!(handoff.prefix.len() <= MAX_PREFIX_LEN);
+pub fn encode_handoff(handoff: &Handoff, out: &mut Vec<u8>) {
   out.clear();
-  out.resize(HANDOFF_HEADER_LEN, 0);
+  out.resize(HANDOFF_LEN, 0);
   out[0] = PROTOCOL_VERSION;
   out[1] = KIND_HANDOFF;
   out[4..12].copy_from_slice(&handoff.seq.to_le_bytes());
@@ -108,11 +101,13 @@ pub fn encode_handoff(handoff: &Handoff<'_>, out: &mut Vec<u8>) {
       out[16..32].copy_from_slice(&v6.ip().octets());
     }
   }
-  out.extend_from_slice(handoff.prefix);
 }
 
-pub fn decode_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
-  check_header(record, "handoff", HANDOFF_HEADER_LEN, KIND_HANDOFF)?;
+pub fn decode_handoff(record: &[u8]) -> Result<Handoff, WireError> {
+  check_header(record, "handoff", HANDOFF_LEN, KIND_HANDOFF)?;
+  if record.len() != HANDOFF_LEN {
+    return Err(WireError::HandoffLength { len: record.len() });
+  }
   let seq = u64::from_le_bytes(array_at(record, 4));
   let port = u16::from_le_bytes(array_at(record, 14));
   let client = match record[12] {
@@ -121,7 +116,7 @@ pub fn decode_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
     FAMILY_V6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(array_at::<16>(record, 16))), port)),
     family => return Err(WireError::Family { family }),
   };
-  Ok(Handoff { seq, client, prefix: &record[HANDOFF_HEADER_LEN..] })
+  Ok(Handoff { seq, client })
 }
 
 pub fn encode_reply(reply: Reply<'_>) -> Vec<u8> {
@@ -197,10 +192,18 @@ mod tests {
   #[test]
   fn a_handoff_without_client_round_trips() {
     let mut buf = Vec::new();
-    let handoff = Handoff { seq: 7, client: None, prefix: b"" };
+    let handoff = Handoff { seq: 7, client: None };
     encode_handoff(&handoff, &mut buf);
-    assert_eq!(buf.len(), HANDOFF_HEADER_LEN);
+    assert_eq!(buf.len(), HANDOFF_LEN);
     assert_eq!(decode_handoff(&buf), Ok(handoff));
+  }
+
+  #[test]
+  fn a_handoff_with_trailing_bytes_is_refused() {
+    let mut buf = Vec::new();
+    encode_handoff(&Handoff { seq: 7, client: None }, &mut buf);
+    buf.push(0);
+    assert_eq!(decode_handoff(&buf), Err(WireError::HandoffLength { len: HANDOFF_LEN + 1 }));
   }
 
   #[test]
@@ -242,9 +245,9 @@ mod tests {
 
   proptest! {
     #[test]
-    fn every_handoff_round_trips(seq in any::<u64>(), client in proptest::option::of(any_socket_addr()), prefix in proptest::collection::vec(any::<u8>(), 0..256)) {
+    fn every_handoff_round_trips(seq in any::<u64>(), client in proptest::option::of(any_socket_addr())) {
       let mut buf = Vec::new();
-      let handoff = Handoff { seq, client, prefix: &prefix };
+      let handoff = Handoff { seq, client };
       encode_handoff(&handoff, &mut buf);
       prop_assert_eq!(decode_handoff(&buf), Ok(handoff));
     }

@@ -35,6 +35,8 @@ if (isWorker) {
   c.reportWorker();
 } else {
   server.once('error', (e) => c.unavailable(`primary error: ${e.message}`));
+  // The storm benchmark asks for the primary's counters (drops) after a run.
+  process.on('SIGUSR2', () => c.emit({ type: 'stats', stats: sticky.stats() }));
   server.once('listening', () => {
     const a = server.address();
     if (!a || typeof a.port !== 'number') c.unavailable('server.address() returned no port in the primary');

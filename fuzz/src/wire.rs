@@ -3,18 +3,16 @@
 //! Invariants: `encode_handoff`/`encode_reply` then decode gives back the
 //! record (round trip); for any bytes the decoders return exactly what the
 //! record layout in `wire.rs` prescribes (length checked first, then
-//! version, then kind, then family or session id); a decoded handoff's
-//! prefix is the record's tail in place; re-encoding a decoded record
-//! reproduces its meaningful bytes (reserved bytes zeroed).
+//! version, then kind, then (handoffs) the exact length, then family or
+//! session id); re-encoding a decoded record reproduces its meaningful bytes
+//! (reserved bytes zeroed).
 
-use crate::{
-  addresses, below, broken, bytes, escape, is_within, one_in, pick, range, small_len, Bytes, Gen, NearMiss, Render,
-};
+use crate::{addresses, below, broken, bytes, escape, one_in, pick, range, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use sticky_session_rs::wire::{
-  decode_handoff, decode_reply, encode_handoff, encode_reply, Handoff, Reply, WireError, HANDOFF_HEADER_LEN,
-  MAX_PREFIX_LEN, MAX_SESSION_ID_LEN, PROTOCOL_VERSION,
+  decode_handoff, decode_reply, encode_handoff, encode_reply, Handoff, Reply, WireError, HANDOFF_LEN,
+  MAX_SESSION_ID_LEN, PROTOCOL_VERSION,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -37,7 +35,6 @@ const TOKENS: &[&[u8]] = &[b"\x01\x01", b"\x01\x10", b"\x01\x11", b"\x01\x12", b
 pub struct EncodedHandoff {
   pub seq: u64,
   pub client: Option<SocketAddr>,
-  pub prefix: Bytes,
 }
 
 impl<'a> Arbitrary<'a> for EncodedHandoff {
@@ -52,8 +49,7 @@ impl<'a> Arbitrary<'a> for EncodedHandoff {
       _ => Some(IpAddr::V6(addresses::ipv6(u)?)),
     };
     let client = ip.map(|ip| addresses::socket_addr(u, ip)).transpose()?;
-    let prefix_len = if one_in(u, 32)? { MAX_PREFIX_LEN - small_len(u, 8)? } else { small_len(u, 200)? };
-    Ok(EncodedHandoff { seq, client, prefix: Bytes(bytes(u, prefix_len)?) })
+    Ok(EncodedHandoff { seq, client })
   }
 }
 
@@ -77,8 +73,8 @@ impl<'a> Arbitrary<'a> for EncodedReply {
 }
 
 impl EncodedHandoff {
-  fn handoff(&self) -> Handoff<'_> {
-    Handoff { seq: self.seq, client: self.client, prefix: &self.prefix.0 }
+  fn handoff(&self) -> Handoff {
+    Handoff { seq: self.seq, client: self.client }
   }
 }
 
@@ -130,15 +126,18 @@ pub fn check(input: &Input) {
 }
 
 /// The decoder as the record layout prescribes it.
-fn model_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
-  if record.len() < HANDOFF_HEADER_LEN {
-    return Err(WireError::TooShort { kind: "handoff", len: record.len(), expected: HANDOFF_HEADER_LEN });
+fn model_handoff(record: &[u8]) -> Result<Handoff, WireError> {
+  if record.len() < HANDOFF_LEN {
+    return Err(WireError::TooShort { kind: "handoff", len: record.len(), expected: HANDOFF_LEN });
   }
   if record[0] != PROTOCOL_VERSION {
     return Err(WireError::Version { found: record[0] });
   }
   if record[1] != 1 {
     return Err(WireError::UnknownKind { kind: record[1] });
+  }
+  if record.len() != HANDOFF_LEN {
+    return Err(WireError::HandoffLength { len: record.len() });
   }
   let seq = u64::from_le_bytes(record[4..12].try_into().unwrap_or_default());
   let port = u16::from_le_bytes([record[14], record[15]]);
@@ -150,10 +149,10 @@ fn model_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
     6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(v6)), port)),
     family => return Err(WireError::Family { family }),
   };
-  Ok(Handoff { seq, client, prefix: &record[HANDOFF_HEADER_LEN..] })
+  Ok(Handoff { seq, client })
 }
 
-fn check_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
+fn check_handoff(record: &[u8]) -> Result<Handoff, WireError> {
   let got = decode_handoff(record);
   let expected = model_handoff(record);
   if got != expected {
@@ -162,24 +161,19 @@ fn check_handoff(record: &[u8]) -> Result<Handoff<'_>, WireError> {
   let Ok(handoff) = &got else {
     return got;
   };
-  if !is_within(record, handoff.prefix) || handoff.prefix.as_ptr() != record[HANDOFF_HEADER_LEN..].as_ptr() {
-    broken(record, "the prefix is not the record's tail in place");
+  let mut encoded = Vec::new();
+  encode_handoff(handoff, &mut encoded);
+  let mut meaningful = record.to_vec();
+  let reserved: &[std::ops::Range<usize>] = match handoff.client {
+    None => &[2..4, 13..48],
+    Some(SocketAddr::V4(_)) => &[2..4, 13..14, 20..48],
+    Some(SocketAddr::V6(_)) => &[2..4, 13..14, 32..48],
+  };
+  for range in reserved {
+    meaningful[range.clone()].fill(0);
   }
-  if handoff.prefix.len() <= MAX_PREFIX_LEN {
-    let mut encoded = Vec::new();
-    encode_handoff(handoff, &mut encoded);
-    let mut meaningful = record.to_vec();
-    let reserved: &[std::ops::Range<usize>] = match handoff.client {
-      None => &[2..4, 13..48],
-      Some(SocketAddr::V4(_)) => &[2..4, 13..14, 20..48],
-      Some(SocketAddr::V6(_)) => &[2..4, 13..14, 32..48],
-    };
-    for range in reserved {
-      meaningful[range.clone()].fill(0);
-    }
-    if encoded != meaningful {
-      broken(record, format!("re-encoding gives {}", escape(&encoded[..HANDOFF_HEADER_LEN], 200)));
-    }
+  if encoded != meaningful {
+    broken(record, format!("re-encoding gives {}", escape(&encoded, 200)));
   }
   got
 }

@@ -13,7 +13,8 @@ use super::stats::{to_js_stats, StatsObject};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
-  adopt_listener, bind_listener, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent, PrimaryHandle,
+  adopt_listener, bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent,
+  PrimaryHandle,
 };
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
@@ -139,7 +140,6 @@ impl Balancer {
     let allowed = AllowedWorkers::default();
     let config = PrimaryConfig {
       slots,
-      seed,
       router: Router::new(mode, trusted, options.ignore_missing_header, hrw),
       header: HeaderLimits {
         timeout: Duration::from_millis(u64::from(options.header_timeout)),
@@ -154,6 +154,7 @@ impl Balancer {
       },
       max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
       max_parked: options.max_parked as usize,
+      max_held: descriptor_budget(),
       startup_wait: Duration::from_millis(u64::from(options.startup_wait)),
     };
     let sink = Box::new(move |event: PrimaryEvent| {

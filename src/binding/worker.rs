@@ -24,7 +24,6 @@ pub struct Connection {
   pub remote_address: Option<String>,
   pub remote_port: Option<u32>,
   pub remote_family: Option<String>,
-  pub prefix: Option<Buffer>,
 }
 
 #[napi(object)]
@@ -167,6 +166,5 @@ fn to_js_connection(delivered: Delivered) -> Connection {
     remote_address,
     remote_port,
     remote_family,
-    prefix: (!delivered.prefix.is_empty()).then(|| delivered.prefix.into()),
   }
 }

@@ -13,16 +13,21 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::task::AbortHandle;
 
 use crate::parsers::Parse;
 use crate::routing::{Decision, Refusal, Router};
 
+use super::connection::{self, Connection};
+use super::driver::register;
+use super::handle::Shared;
 use super::stats::Stats;
 
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +36,9 @@ pub struct HeaderLimits {
   pub timeout: Duration,
   /// The most bytes read while looking for it.
   pub max_bytes: usize,
-  /// Connections reading their header at once; at the limit the oldest is
-  /// closed to make room (it is the likeliest to be a slowloris).
+  /// Connections reading their header beyond which, when the primary's
+  /// descriptors run out, the oldest is closed to make room (the likeliest
+  /// slowloris).
   pub max_waiting: usize,
 }
 
@@ -177,7 +183,7 @@ impl PendingSocket {
 impl Drop for PendingSocket {
   fn drop(&mut self) {
     if let Some(socket) = self.socket.take() {
-      let _ = socket.get_ref().set_linger(Some(Duration::ZERO));
+      connection::arm_reset(socket.get_ref());
     }
   }
 }
@@ -187,6 +193,7 @@ impl Drop for PendingSocket {
 #[derive(Default)]
 pub struct WaitingSet {
   next_id: u64,
+  /// Ids in arrival order; cleaned lazily.
   order: VecDeque<u64>,
   tasks: HashMap<u64, AbortHandle>,
 }
@@ -242,4 +249,66 @@ pub fn count(stats: &Stats, outcome: &Result<Decision, NoDecision>) {
       stats.closed_before_header.fetch_add(1, Relaxed);
     }
   }
+}
+
+/// Reads the connection's routing key, then hands it to the driver: at once
+/// when the bytes are already there, else in a task with the header timeout.
+/// When the descriptors run out and more than `max_waiting` are reading, the
+/// oldest reading is closed to make room.
+pub fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAddr) {
+  if socket.set_nonblocking(true).is_err() {
+    return;
+  }
+  if let Some(outcome) = decide_now(&shared.router, &socket, peer) {
+    count(&shared.stats, &outcome);
+    match outcome {
+      Ok(decision) => {
+        let connection = Connection { fd: OwnedFd::from(socket), client: decision.client };
+        shared.driver.borrow_mut().accept(decision.route, connection);
+      }
+      Err(NoDecision::ClosedEarly) => drop(socket),
+      Err(NoDecision::Refused(_) | NoDecision::TooLarge) => connection::reset(OwnedFd::from(socket)),
+    }
+    return;
+  }
+  let Ok(socket) = register(socket, Interest::READABLE) else {
+    return;
+  };
+  let socket = PendingSocket::new(socket);
+  // A burst of clients slow to send their first bytes looks the same as a
+  // slowloris: each gets its `headerTimeout`, and only running out of
+  // descriptors makes room by closing the oldest.
+  let held = shared.driver.borrow().ledger().held();
+  let mut waiting = shared.waiting.borrow_mut();
+  while waiting.len() >= shared.header.max_waiting && held + waiting.len() >= shared.max_held && waiting.evict_oldest()
+  {
+    shared.stats.dropped_header_overflow.fetch_add(1, Relaxed);
+    shared.stats.reading_header.fetch_sub(1, Relaxed);
+    shared.driver.borrow_mut().report_budget_reset();
+  }
+  let id = waiting.next_id();
+  shared.stats.reading_header.fetch_add(1, Relaxed);
+  let task_shared = shared.clone();
+  let task = tokio::task::spawn_local(async move {
+    let shared = task_shared;
+    let limits = shared.header;
+    let outcome =
+      tokio::time::timeout(limits.timeout, read_decision(&shared.router, socket.get(), peer, limits.max_bytes)).await;
+    shared.waiting.borrow_mut().remove(id);
+    shared.stats.reading_header.fetch_sub(1, Relaxed);
+    let Ok(outcome) = outcome else {
+      shared.stats.dropped_header_timeout.fetch_add(1, Relaxed);
+      return; // `socket` is reset as it drops
+    };
+    count(&shared.stats, &outcome);
+    match outcome {
+      Ok(decision) => {
+        let connection = Connection { fd: socket.into_fd(), client: decision.client };
+        shared.driver.borrow_mut().accept(decision.route, connection);
+      }
+      Err(NoDecision::ClosedEarly) => socket.close_quietly(),
+      Err(NoDecision::Refused(_) | NoDecision::TooLarge) => drop(socket),
+    }
+  });
+  waiting.insert(id, task.abort_handle());
 }

@@ -1,19 +1,34 @@
 //! The primary process: a listener, an accept loop on its own thread, and a
-//! dispatcher that hands every connection to a worker slot.
+//! ledger that hands every connection to a worker slot.
 //!
 //! The primary's JavaScript never sees a connection: it only forks workers,
 //! gives each one its channel (`PrimaryHandle::open_slot`) and reads `stats`.
+//!
+//! - [`ledger`]: where every connection is and what to do next (pure).
+//! - [`driver`]: the worker channels' descriptors; carries out the ledger's actions.
+//! - [`handle`]: configuration, the handle JavaScript holds, the loop's thread.
+//! - [`acceptor`], [`header_reader`], [`channels`], [`rendezvous`]: the loop's tasks.
+//! - [`events`], [`supervise`]: what JavaScript hears; no task dies silently.
 
-mod dispatcher;
-mod event_loop;
+mod acceptor;
+mod channels;
+mod connection;
+mod driver;
+mod events;
+mod handle;
 mod header_reader;
+mod ledger;
 mod listener;
+mod rendezvous;
 pub mod stats;
+mod supervise;
 
-pub use event_loop::{AllowedWorkers, Fault, PrimaryConfig, PrimaryEvent, PrimaryHandle};
+pub use events::{Fault, PrimaryEvent};
+pub use handle::{descriptor_budget, PrimaryConfig, PrimaryHandle};
 pub use header_reader::HeaderLimits;
 pub use listener::{
   adopt_listener, bind_listener, errno_name, socket_facts, with_default_host_fallback, AdoptError, ListenError,
   SocketFacts,
 };
+pub use rendezvous::AllowedWorkers;
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

@@ -20,13 +20,13 @@ macro_rules! primary_stats_fields {
     $apply! {
       counter accepted "Connections accepted from the listening socket.";
       counter accept_errors "Failed accept calls (EMFILE, ENFILE, ...), each retried after a pause.";
-      drop dropped_no_worker "Connections reset because no worker was alive for longer than the park limit.";
+      drop dropped_no_worker "New connections reset because no worker was alive, more than maxParked were parked and the primary's descriptor budget was used up.";
       gauge parked "Connections waiting for any worker to come up.";
       gauge reading_header "Connections whose routing key (PROXY header, request head) is being read.";
       drop dropped_header_timeout "Connections closed because their header did not arrive within headerTimeout.";
       drop dropped_invalid_header "Connections closed for an invalid PROXY header, a header over maxHeaderBytes, or a missing forwarding header with ignoreMissingHeader false.";
       drop dropped_untrusted_proxy "Connections closed in proxy-protocol routing because the peer is not in trustedProxies.";
-      drop dropped_header_overflow "Connections still reading their header closed, oldest first, to make room when maxPendingHeaders were reading.";
+      drop dropped_header_overflow "Connections still reading their header closed, oldest first, to make room when more than maxPendingHeaders were reading and the primary's descriptor budget was used up.";
       counter closed_before_header "Connections the client closed before sending its header (not a drop: nobody was waiting).";
       counter sessions_refused "Session reports refused because the session table was full (maxSessions).";
       counter rejected_channels "Processes refused a worker channel: not a worker of this cluster, or no free slot.";
@@ -42,7 +42,7 @@ macro_rules! slot_stats_fields {
       counter dispatched "Connections handed to the slot's workers.";
       counter acknowledged "Connections the slot's workers confirmed they took.";
       counter redispatched "Connections this slot's worker never took (it died or left), sent to another slot.";
-      drop dropped_queue_full "Connections reset because this slot's queue was full (maxPendingPerSlot).";
+      drop dropped_queue_full "New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot.";
       gauge pending "Connections handed off and not yet acknowledged, or waiting for the slot's channel.";
       gauge sessions "Engine.io sessions this slot owns (sid routing).";
     }

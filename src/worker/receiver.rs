@@ -25,10 +25,8 @@ const MAX_BATCH: usize = 64;
 #[derive(Debug)]
 pub struct Delivered {
   pub fd: OwnedFd,
-  /// The client named by a PROXY header or trusted forwarding header.
+  /// The client a PROXY header named (`proxy-protocol` routing).
   pub client: Option<SocketAddr>,
-  /// Bytes the primary read from the connection, to be seen first.
-  pub prefix: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -111,7 +109,7 @@ impl Receiver {
     // primary is re-dispatching; close them now rather than when this
     // channel's descriptor is finally dropped, or those clients would never
     // see their connection close.
-    let mut buf = vec![0u8; wire::MAX_RECORD_LEN];
+    let mut buf = [0u8; wire::HANDOFF_LEN];
     while let Ok(received) = channel::recv_record(self.channel.as_fd(), &mut buf, false) {
       if received.len == 0 {
         break;
@@ -132,7 +130,7 @@ fn receive_until_closed<F>(channel: &OwnedFd, control: &Mutex<Control>, stats: &
 where
   F: FnMut(Vec<Delivered>, bool) -> bool,
 {
-  let mut buf = vec![0u8; wire::MAX_RECORD_LEN];
+  let mut buf = [0u8; wire::HANDOFF_LEN];
   loop {
     let mut batch = Vec::new();
     let mut last_seq = None;
@@ -154,7 +152,7 @@ where
           match received.fd {
             Some(fd) if !received.truncated => {
               stats.received.fetch_add(1, Relaxed);
-              batch.push(Delivered { fd, client: handoff.client, prefix: handoff.prefix.to_vec() })
+              batch.push(Delivered { fd, client: handoff.client })
             }
             _ => {
               stats.lost_descriptors.fetch_add(1, Relaxed);
@@ -226,7 +224,7 @@ mod tests {
   fn handoff(primary: &OwnedFd, seq: u64) {
     let (payload, _other) = channel::socketpair().unwrap();
     let mut record = Vec::new();
-    encode_handoff(&Handoff { seq, client: Some("10.1.2.3:4567".parse().unwrap()), prefix: b"GET" }, &mut record);
+    encode_handoff(&Handoff { seq, client: Some("10.1.2.3:4567".parse().unwrap()) }, &mut record);
     channel::send_record(primary.as_fd(), &record, Some(payload.as_fd())).unwrap();
   }
 
@@ -257,7 +255,6 @@ mod tests {
       got.extend(deliveries.recv_timeout(Duration::from_secs(5)).unwrap());
     }
     assert_eq!(got[0].client, Some("10.1.2.3:4567".parse().unwrap()));
-    assert_eq!(got[0].prefix, b"GET");
     let mut acked = 0;
     while acked < 2 {
       match read_reply(&primary) {
@@ -291,7 +288,7 @@ mod tests {
     receiver.close();
     let (payload, _other) = channel::socketpair().unwrap();
     let mut record = Vec::new();
-    encode_handoff(&Handoff { seq: 1, client: None, prefix: b"" }, &mut record);
+    encode_handoff(&Handoff { seq: 1, client: None }, &mut record);
     let refused = channel::send_record(primary.as_fd(), &record, Some(payload.as_fd())).unwrap_err();
     assert_eq!(
       refused.raw_os_error(),

@@ -1,0 +1,162 @@
+//! The accept task: takes connections off the listen queue while the ledger
+//! admits them, routes each (at once by peer address, or through a header
+//! read), and after `close` drains the queue before the listener closes.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use socket2::Socket;
+use tokio::io::unix::AsyncFd;
+
+use super::connection::Connection;
+use super::events::{Fault, PrimaryEvent};
+use super::handle::Shared;
+use super::header_reader::read_header_then_dispatch;
+use super::ledger::Admission;
+use super::listener::errno_name;
+
+/// Connections taken per readiness wake-up, before other tasks get a turn.
+const ACCEPTS_PER_WAKEUP: usize = 64;
+
+/// Accepts connections while the ledger admits them, and routes each. After
+/// `close`, takes every connection still in the listen queue (the kernel
+/// accepted them: they are served, not reset) unless told to leave them to
+/// the socket's other holder, then closes the listener.
+pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
+  loop {
+    let admission = shared.driver.borrow().admission();
+    if let Admission::Paused(at_most) = admission {
+      wait_for_gate(&shared, at_most).await;
+      continue;
+    }
+    let draining = shared.driver.borrow().ledger().is_closed();
+    if draining {
+      if !shared.drain_queue_on_close.get() {
+        return Ok(());
+      }
+      match accept_one(&shared, &listener) {
+        Some(Ok(())) => continue,
+        Some(Err(error)) => {
+          back_off(&shared, "accept", &error).await;
+          continue;
+        }
+        None => return Ok(()),
+      }
+    }
+    tokio::select! {
+      ready = listener.readable() => {
+        let mut guard = ready?;
+        let mut accepted_any = false;
+        for _ in 0..ACCEPTS_PER_WAKEUP {
+          match accept_one(&shared, &listener) {
+            Some(Ok(())) => {
+              accepted_any = true;
+              let admission = shared.driver.borrow().admission();
+              if admission != Admission::Open {
+                break;
+              }
+            }
+            Some(Err(error)) => {
+              drop(guard);
+              back_off(&shared, "accept", &error).await;
+              break;
+            }
+            None => {
+              guard.clear_ready();
+              break;
+            }
+          }
+        }
+        if accepted_any {
+          // Acknowledgements of earlier hand-offs, read while awake anyway.
+          shared.driver.borrow_mut().read_owed_acks();
+        }
+      }
+      _ = shared.gate.notify.notified() => {}
+    }
+    tokio::task::yield_now().await;
+  }
+}
+
+/// Waits until the ledger may admit again: woken by whoever relieves it, or
+/// after `at_most` (a congested slot's hold running out).
+async fn wait_for_gate(shared: &Rc<Shared>, at_most: Option<u64>) {
+  shared.gate.waiting.set(true);
+  match at_most {
+    Some(ms) => {
+      tokio::select! {
+        _ = shared.gate.notify.notified() => {}
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+      }
+    }
+    None => shared.gate.notify.notified().await,
+  }
+  shared.gate.waiting.set(false);
+}
+
+/// After an `accept` that failed for want of resources (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM) the connection stays in the kernel's queue and the
+/// listener stays readable: count it, tell the user, and wait instead of
+/// spinning.
+async fn back_off(shared: &Shared, what: &str, error: &io::Error) {
+  report_accept_error(shared, what, error);
+  tokio::time::sleep(ACCEPT_RETRY).await;
+}
+
+/// Counts a failed `accept` and tells the user (as a warning).
+pub fn report_accept_error(shared: &Shared, what: &str, error: &io::Error) {
+  shared.stats.accept_errors.fetch_add(1, Relaxed);
+  (shared.events)(PrimaryEvent::warning(errno_name(error), format!("{what} failed: {error}; retrying in 100 ms")));
+}
+
+/// How long to wait after an `accept` failed for want of resources.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Accepts and routes one connection: `None` when the queue is empty,
+/// `Some(Err)` when accepting failed for want of resources.
+fn accept_one(shared: &Rc<Shared>, listener: &AsyncFd<Socket>) -> Option<io::Result<()>> {
+  loop {
+    return match listener.get_ref().accept() {
+      Ok((socket, peer)) => {
+        let accepted = shared.stats.accepted.fetch_add(1, Relaxed) + 1;
+        if shared.fault == Some(Fault::AcceptPanic) && accepted > 1 {
+          panic!("fault injection (STICKY_FAULT_INJECTION=accept-panic) at connection {accepted}");
+        }
+        let Some(peer) = peer.as_socket() else { return Some(Ok(())) };
+        route(shared, socket, peer);
+        Some(Ok(()))
+      }
+      Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+      Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+      Err(error) if error.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+      Err(error) => Some(Err(error)),
+    };
+  }
+}
+
+fn route(shared: &Rc<Shared>, socket: Socket, peer: SocketAddr) {
+  if shared.router.peeks() {
+    read_header_then_dispatch(shared, socket, peer);
+  } else {
+    let route = shared.router.route_by_ip(peer.ip());
+    shared.driver.borrow_mut().accept(route, Connection { fd: OwnedFd::from(socket), client: None });
+  }
+}
+
+/// After `close`: reports `Drained` once the accept task has emptied the
+/// listen queue and no connection waits for a header or a worker.
+pub async fn report_when_drained(shared: Rc<Shared>, acceptor: tokio::task::JoinHandle<()>) {
+  let _ = acceptor.await;
+  loop {
+    let idle = shared.waiting.borrow().len() == 0 && shared.driver.borrow().ledger().is_idle();
+    if idle {
+      (shared.events)(PrimaryEvent::Drained);
+      return;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+  }
+}

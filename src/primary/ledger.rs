@@ -1,0 +1,1265 @@
+//! The slot ledger: where every accepted connection is until a worker has
+//! it, and what to do next. No I/O, no descriptors, no clock.
+//!
+//! The ledger holds the worker slots (each with its current channel and, during
+//! a rolling reload, a standby channel for the new worker), the connections
+//! parked while no worker is alive, every connection in flight by sequence
+//! number, and the engine.io session owners. It is generic over the connection
+//! payload `C` (the driver's is a descriptor; the tests' an id). The driver
+//! feeds it decoded events — [`accept`](Ledger::accept), [`hello`](Ledger::hello),
+//! [`acked`](Ledger::acked), [`sent`](Ledger::sent),
+//! [`channel_closed`](Ledger::channel_closed), [`attach`](Ledger::attach),
+//! [`close`](Ledger::close) — with the time in milliseconds, and carries out the
+//! [`Action`]s it returns through [`poll_action`](Ledger::poll_action).
+//!
+//! # Nothing lost
+//!
+//! Every accepted connection ends exactly once, as one of:
+//! - **delivered**: its worker acknowledged it ([`Action::Release`]: the
+//!   primary closes its copy; the worker holds its own);
+//! - **reset and counted** ([`Action::Reset`], counted in `Stats` before the
+//!   action is returned), which happens only to a *new* connection, only when
+//!   the descriptor budget (`max_held`) is used up, and only for a slot over
+//!   its share (`max_pending_per_slot`) or the parked queue over its share
+//!   (`max_parked`); a connection already held is never reset for a limit;
+//!
+//! and until then it is in exactly one place: parked (no worker alive), a
+//! channel's backlog (not sent yet), or a channel's in-flight queue (sent,
+//! not acknowledged). When a channel ends — its worker closed, failed, spoke
+//! garbage or was replaced — everything it held is **re-dispatched** to each
+//! client's next choice, in the order it arrived. A re-dispatched connection
+//! is the same connection, not a new one: it still ends exactly once.
+//!
+//! The driver keeps its side of the bargain: before it reports a channel
+//! closed it stops the worker from acknowledging more (shutdown of the
+//! primary's reading side: a later ack fails with `EPIPE`, and a worker whose
+//! ack fails delivers nothing) and reads what the worker already sent, so a
+//! connection a worker acknowledged is never re-dispatched too.
+//!
+//! # Bursts
+//!
+//! A burst is absorbed, not reset: every new connection is held until its
+//! worker takes it, however far behind that worker is, up to `max_held` (the
+//! descriptor budget) in all. At the budget [`admission`](Ledger::admission)
+//! pauses accepting while a slot over its share is within `CONGESTION_HOLD_MS`
+//! of becoming so (it may catch up; new clients wait in the kernel's queue);
+//! after that, a frozen worker stalls nobody else: its new clients are reset.
+//!
+//! # Reclaim instead of acknowledgements
+//!
+//! The in-flight queue is keyed by sequence number and keeps each
+//! connection's route, so replacing per-connection acknowledgements by
+//! reading back the records a worker never read (from the worker's end of the
+//! socketpair, which the primary would keep) changes events, not structure:
+//! `sent` would release the payload at once, `acked` would go, and a
+//! channel's end would come with `reclaimed(channel, seq, payload)` for each
+//! unread record — re-dispatched by its route as now — while the rest of the
+//! in-flight queue counts as delivered.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::hrw::{Rendezvous, Selection, SlotId};
+use crate::routing::Route;
+use crate::sessions::SessionTable;
+
+use super::stats::Stats;
+
+/// Milliseconds from any fixed origin (the driver's clock).
+pub type Millis = u64;
+/// A hand-off's number on its channel: 1, 2, ...; acknowledged cumulatively.
+pub type Seq = u64;
+
+/// How long a slot over its share pauses accepting, once the descriptor
+/// budget is used up, per episode of congestion: long enough for a busy
+/// worker to catch up while new clients wait in the kernel's queue, short
+/// enough that a frozen worker does not stall every other slot's clients.
+pub const CONGESTION_HOLD_MS: Millis = 500;
+
+/// One channel of one slot, unique for the life of the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId {
+  pub slot: SlotId,
+  generation: u64,
+}
+
+/// Why a channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelEnd {
+  /// The worker closed it: graceful `server.close()`, or the process exited.
+  WorkerClosed,
+  /// A send or receive failed (ECONNRESET, EPIPE, ...).
+  Failed,
+  /// The worker spoke something this build does not understand.
+  ProtocolError,
+  /// A new worker for the same slot took over (rolling reload), or a new
+  /// channel replaced one whose worker never became ready.
+  Replaced,
+}
+
+/// What JavaScript hears about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+  SlotReady {
+    slot: SlotId,
+    pid: u32,
+  },
+  SlotClosed {
+    slot: SlotId,
+    end: ChannelEnd,
+    requeued: usize,
+  },
+  /// New connections were reset because the descriptor budget was used up;
+  /// at most one notice a second, with the count since the last one.
+  Overloaded {
+    held: usize,
+    reset: u64,
+  },
+}
+
+/// Why a connection was reset (already counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+  /// Its slot was over `max_pending_per_slot` with the budget used up.
+  SlotOverLimit(SlotId),
+  /// No worker was alive, more than `max_parked` were parked, budget used up.
+  NoWorker,
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action<C> {
+  /// The channel's backlog has hand-offs: send them now (`next_to_send`,
+  /// then `sent` for each), and when writable again if the channel fills.
+  Transmit(ChannelId),
+  /// The worker acknowledged the connection: close the primary's copy.
+  Release(C),
+  /// Close the connection with a reset (RST).
+  Reset(C, ResetReason),
+  /// A new worker took the slot over: stop the old worker from
+  /// acknowledging, read what it already sent, then report
+  /// `channel_closed(channel, Replaced)`.
+  Retire(ChannelId),
+  /// The channel is finished with: close the primary's end (its worker sees
+  /// end-of-file) and stop serving it.
+  CloseChannel(ChannelId),
+  Notify(Notice),
+}
+
+/// Whether the accept loop may take connections off the listen queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+  Open,
+  /// Not now: ask again when the ledger changes, or after this long at the latest.
+  Paused(Option<Millis>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+  /// A slot's share: pending hand-offs beyond which its new connections are
+  /// paused for, then reset, once `max_held` is reached.
+  pub max_pending_per_slot: usize,
+  /// The parked queue's share (no worker alive), in the same sense.
+  pub max_parked: usize,
+  /// The descriptor budget: connections held in all.
+  pub max_held: usize,
+}
+
+struct Held<C> {
+  route: Route,
+  connection: C,
+}
+
+struct InFlight<C> {
+  seq: Seq,
+  held: Held<C>,
+}
+
+struct Channel<C> {
+  id: ChannelId,
+  /// The worker said hello: its server listens and its receiver runs.
+  ready: bool,
+  pid: u32,
+  next_seq: Seq,
+  /// Waiting to be sent, in order.
+  backlog: VecDeque<Held<C>>,
+  /// Sent and not yet acknowledged, in sequence order.
+  in_flight: VecDeque<InFlight<C>>,
+}
+
+impl<C> Channel<C> {
+  fn new(id: ChannelId) -> Self {
+    Channel { id, ready: false, pid: 0, next_seq: 1, backlog: VecDeque::new(), in_flight: VecDeque::new() }
+  }
+
+  fn pending(&self) -> usize {
+    self.backlog.len() + self.in_flight.len()
+  }
+
+  /// Everything it holds, oldest first: in flight, then the backlog.
+  fn into_held(self) -> impl Iterator<Item = Held<C>> {
+    self.in_flight.into_iter().map(|entry| entry.held).chain(self.backlog)
+  }
+}
+
+struct Slot<C> {
+  current: Option<Channel<C>>,
+  /// A new worker's channel waiting for its hello while the current worker
+  /// serves (rolling reload): it takes over only when ready.
+  standby: Option<Channel<C>>,
+  /// Replaced channels whose last replies the driver is reading.
+  retiring: Vec<Channel<C>>,
+  /// Since when the current channel's pending count has been at the slot's
+  /// share, until it falls back to half of it: an episode of congestion.
+  congested_since: Option<Millis>,
+}
+
+impl<C> Slot<C> {
+  fn is_live(&self) -> bool {
+    self.current.as_ref().is_some_and(|channel| channel.ready)
+  }
+}
+
+pub struct Ledger<C> {
+  hrw: Rendezvous,
+  selection: Selection,
+  slots: Vec<Slot<C>>,
+  parked: VecDeque<Held<C>>,
+  /// Engine.io sessions and their owners (`sid` routing only).
+  sessions: Option<SessionTable>,
+  limits: Limits,
+  /// Connections parked, queued or in flight (also retiring).
+  held: usize,
+  /// True once every slot has said hello once (or the start-up wait ended):
+  /// before that, clients would be spread over the first workers up and then
+  /// moved, breaking their sessions.
+  started: bool,
+  closed: bool,
+  next_generation: u64,
+  /// Resets for the budget since the last `Overloaded` notice, and its time.
+  unreported_resets: u64,
+  last_overload_notice: Option<Millis>,
+  stats: Arc<Stats>,
+  actions: VecDeque<Action<C>>,
+}
+
+impl<C> Ledger<C> {
+  pub fn new(
+    hrw: Rendezvous,
+    slot_count: u16,
+    limits: Limits,
+    sessions: Option<SessionTable>,
+    stats: Arc<Stats>,
+  ) -> Self {
+    debug_assert_eq!(stats.slots.len(), usize::from(slot_count));
+    Ledger {
+      hrw,
+      selection: Selection::build(hrw, Vec::new()),
+      slots: (0..slot_count)
+        .map(|_| Slot { current: None, standby: None, retiring: Vec::new(), congested_since: None })
+        .collect(),
+      parked: VecDeque::new(),
+      sessions,
+      limits,
+      held: 0,
+      started: false,
+      closed: false,
+      next_generation: 1,
+      unreported_resets: 0,
+      last_overload_notice: None,
+      stats,
+      actions: VecDeque::new(),
+    }
+  }
+
+  // ------------------------------------------------------------ events
+
+  /// A new channel for `slot` (a worker about to start, or one that connected).
+  /// While the slot's current worker serves, it waits on standby and takes
+  /// over at its hello (rolling reload: the slot is never empty); otherwise
+  /// it replaces the current one at once (respawn).
+  pub fn attach(&mut self, now: Millis, slot: SlotId) -> ChannelId {
+    let index = usize::from(slot);
+    let id = ChannelId { slot, generation: self.next_generation };
+    self.next_generation += 1;
+    self.stats.slots[index].channels.fetch_add(1, Relaxed);
+    let channel = Channel::new(id);
+    if self.slots[index].is_live() {
+      if let Some(previous) = self.slots[index].standby.replace(channel) {
+        // A new worker that never became ready: nothing was sent to it.
+        self.end_unready(previous, ChannelEnd::Replaced);
+      }
+    } else if let Some(previous) = self.slots[index].current.replace(channel) {
+      self.retire_now(now, previous, ChannelEnd::Replaced);
+    }
+    id
+  }
+
+  /// The worker of `channel` is ready (pid `pid`).
+  pub fn hello(&mut self, now: Millis, channel: ChannelId, pid: u32) {
+    let index = usize::from(channel.slot);
+    let slot = &mut self.slots[index];
+    if slot.standby.as_ref().is_some_and(|standby| standby.id == channel) {
+      let mut promoted = slot.standby.take().expect("checked above");
+      promoted.ready = true;
+      promoted.pid = pid;
+      if let Some(old) = slot.current.replace(promoted) {
+        // The old worker finishes what it took, then exits; what it had not
+        // taken goes to the new one once the driver has read its last replies.
+        let old_id = old.id;
+        slot.congested_since = None;
+        slot.retiring.push(old);
+        self.actions.push_back(Action::Retire(old_id));
+      }
+    } else if let Some(current) = slot.current.as_mut().filter(|current| current.id == channel && !current.ready) {
+      current.ready = true;
+      current.pid = pid;
+    } else {
+      return;
+    }
+    self.stats.slots[index].pid.store(pid, Relaxed);
+    self.actions.push_back(Action::Notify(Notice::SlotReady { slot: channel.slot, pid }));
+    self.rebuild_selection();
+    if !self.started && self.slots.iter().all(Slot::is_live) {
+      self.started = true;
+    }
+    self.unpark(now);
+  }
+
+  /// The worker holds every connection of `channel` up to `up_to`.
+  pub fn acked(&mut self, channel: ChannelId, up_to: Seq) {
+    let index = usize::from(channel.slot);
+    let slot = &mut self.slots[index];
+    let is_current = slot.current.as_ref().is_some_and(|current| current.id == channel);
+    let Some(open) = slot.current.iter_mut().chain(slot.retiring.iter_mut()).find(|open| open.id == channel) else {
+      return;
+    };
+    let mut released = 0u64;
+    while open.in_flight.front().is_some_and(|entry| entry.seq <= up_to) {
+      let entry = open.in_flight.pop_front().expect("checked above");
+      self.actions.push_back(Action::Release(entry.held.connection));
+      released += 1;
+    }
+    let pending = open.pending();
+    if is_current && pending <= self.limits.max_pending_per_slot / 2 {
+      slot.congested_since = None;
+    }
+    self.held -= released as usize;
+    self.stats.slots[index].acknowledged.fetch_add(released, Relaxed);
+    self.stats.slots[index].pending.fetch_sub(released, Relaxed);
+  }
+
+  /// The worker of `channel` opened an engine.io session.
+  pub fn session_opened(&mut self, now: Millis, channel: ChannelId, sid: &[u8]) {
+    if !self.is_current(channel) {
+      return;
+    }
+    if let Some(sessions) = self.sessions.as_mut() {
+      if !sessions.open(sid, channel.slot, now) {
+        self.stats.sessions_refused.fetch_add(1, Relaxed);
+      }
+      self.stats.slots[usize::from(channel.slot)].sessions.store(sessions.sessions_of(channel.slot), Relaxed);
+    }
+  }
+
+  /// The worker of `channel` closed an engine.io session.
+  pub fn session_closed(&mut self, channel: ChannelId, sid: &[u8]) {
+    if !self.is_current(channel) {
+      return;
+    }
+    if let Some(sessions) = self.sessions.as_mut() {
+      sessions.close(sid);
+      self.stats.slots[usize::from(channel.slot)].sessions.store(sessions.sessions_of(channel.slot), Relaxed);
+    }
+  }
+
+  /// A new connection. The driver reads every channel's replies first when
+  /// the route names a session the ledger does not know ([`Ledger::knows_session`]).
+  pub fn accept(&mut self, now: Millis, route: Route, connection: C) {
+    self.held += 1;
+    self.dispatch(now, Held { route, connection }, true);
+  }
+
+  /// The front of `channel`'s backlog was sent with the number `next_to_send` gave.
+  pub fn sent(&mut self, channel: ChannelId) {
+    let Some(open) = self.current_mut(channel) else { return };
+    if let Some(held) = open.backlog.pop_front() {
+      let seq = open.next_seq;
+      open.next_seq += 1;
+      open.in_flight.push_back(InFlight { seq, held });
+    }
+  }
+
+  /// `channel` ended (for a live worker, after its last replies were read):
+  /// everything it held goes to each client's next choice.
+  pub fn channel_closed(&mut self, now: Millis, channel: ChannelId, end: ChannelEnd) {
+    let index = usize::from(channel.slot);
+    let slot = &mut self.slots[index];
+    if slot.standby.as_ref().is_some_and(|c| c.id == channel) {
+      let standby = slot.standby.take().expect("checked above");
+      self.end_unready(standby, end);
+    } else if slot.current.as_ref().is_some_and(|c| c.id == channel) {
+      let current = slot.current.take().expect("checked above");
+      // A new worker starting for this slot becomes the current one (it is
+      // live from its hello).
+      slot.current = slot.standby.take();
+      slot.congested_since = None;
+      self.retire_now(now, current, end);
+    } else if let Some(at) = slot.retiring.iter().position(|c| c.id == channel) {
+      let retiring = slot.retiring.swap_remove(at);
+      self.retire_now(now, retiring, end);
+    }
+  }
+
+  /// Ends the start-up wait even if some workers never said hello.
+  pub fn end_startup_wait(&mut self) {
+    self.started = true;
+  }
+
+  /// Stops accepting for good (the accept loop drains the listen queue).
+  pub fn close(&mut self) {
+    self.closed = true;
+  }
+
+  /// Forgets sessions idle for longer than their TTL (`sid` routing).
+  pub fn expire_sessions(&mut self, now: Millis) {
+    if let Some(sessions) = self.sessions.as_mut() {
+      sessions.expire(now);
+      for (slot, slot_stats) in self.stats.slots.iter().enumerate() {
+        slot_stats.sessions.store(sessions.sessions_of(slot as SlotId), Relaxed);
+      }
+    }
+  }
+
+  /// The next thing to do, oldest first.
+  pub fn poll_action(&mut self) -> Option<Action<C>> {
+    self.actions.pop_front()
+  }
+
+  // ------------------------------------------------------------ queries
+
+  /// Backpressure alone (not start-up or the lack of a worker).
+  pub fn admission(&self, now: Millis) -> Admission {
+    if self.held < self.limits.max_held {
+      return Admission::Open;
+    }
+    let pause_left = self
+      .slots
+      .iter()
+      .filter_map(|slot| slot.congested_since)
+      .map(|since| (since + CONGESTION_HOLD_MS).saturating_sub(now))
+      .filter(|&left| left > 0)
+      .max();
+    match pause_left {
+      Some(left) => Admission::Paused(Some(left)),
+      None => Admission::Open,
+    }
+  }
+
+  /// Whether the accept loop should take connections off the listen queue now.
+  /// When it should not, they wait in the kernel's queue.
+  pub fn accepting(&self, now: Millis) -> bool {
+    !self.closed && self.started && !self.selection.live().is_empty() && self.admission(now) == Admission::Open
+  }
+
+  pub fn is_closed(&self) -> bool {
+    self.closed
+  }
+
+  /// Connections held: parked, queued or in flight.
+  pub fn held(&self) -> usize {
+    self.held
+  }
+
+  /// Nothing waits anywhere: nothing parked, queued or in flight.
+  pub fn is_idle(&self) -> bool {
+    self.parked.is_empty()
+      && self
+        .slots
+        .iter()
+        .all(|slot| slot.current.iter().chain(slot.retiring.iter()).all(|channel| channel.pending() == 0))
+  }
+
+  /// The next hand-off to send on `channel` and its number.
+  pub fn next_to_send(&self, channel: ChannelId) -> Option<(Seq, &C)> {
+    let open = self.current(channel)?;
+    open.backlog.front().map(|held| (open.next_seq, &held.connection))
+  }
+
+  /// The channel is still served (current, standby or retiring).
+  pub fn is_open(&self, channel: ChannelId) -> bool {
+    let slot = &self.slots[usize::from(channel.slot)];
+    slot.current.iter().chain(slot.standby.iter()).chain(slot.retiring.iter()).any(|c| c.id == channel)
+  }
+
+  pub fn wants_write(&self, channel: ChannelId) -> bool {
+    self.current(channel).is_some_and(|open| !open.backlog.is_empty())
+  }
+
+  /// The worker owes acknowledgements or its hello: read its replies soon.
+  pub fn awaits_replies(&self, channel: ChannelId) -> bool {
+    let slot = &self.slots[usize::from(channel.slot)];
+    slot
+      .current
+      .iter()
+      .chain(slot.standby.iter())
+      .chain(slot.retiring.iter())
+      .find(|c| c.id == channel)
+      .is_some_and(|open| !open.ready || !open.in_flight.is_empty())
+  }
+
+  /// Channels whose workers owe acknowledgements.
+  pub fn owing_acks(&self) -> Vec<ChannelId> {
+    self
+      .slots
+      .iter()
+      .filter_map(|slot| slot.current.as_ref())
+      .filter(|c| !c.in_flight.is_empty())
+      .map(|c| c.id)
+      .collect()
+  }
+
+  /// Every current channel (a session report may wait on any of them).
+  pub fn current_channels(&self) -> Vec<ChannelId> {
+    self.slots.iter().filter_map(|slot| slot.current.as_ref()).map(|c| c.id).collect()
+  }
+
+  /// The session is known to the table (a live owner or not).
+  pub fn knows_session(&self, sid: &[u8]) -> bool {
+    self.sessions.as_ref().is_none_or(|sessions| sessions.contains(sid))
+  }
+
+  /// The lowest slot without a channel (for workers that connect on their own).
+  pub fn free_slot(&self) -> Option<SlotId> {
+    self.slots.iter().position(|slot| slot.current.is_none() && slot.standby.is_none()).map(|index| index as SlotId)
+  }
+
+  // ------------------------------------------------------------ internals
+
+  fn current(&self, channel: ChannelId) -> Option<&Channel<C>> {
+    self.slots[usize::from(channel.slot)].current.as_ref().filter(|c| c.id == channel)
+  }
+
+  fn current_mut(&mut self, channel: ChannelId) -> Option<&mut Channel<C>> {
+    self.slots[usize::from(channel.slot)].current.as_mut().filter(|c| c.id == channel)
+  }
+
+  fn is_current(&self, channel: ChannelId) -> bool {
+    self.current(channel).is_some()
+  }
+
+  /// The slot a route leads to now, among the live slots.
+  fn choose(&mut self, now: Millis, route: &Route) -> Option<SlotId> {
+    match route {
+      Route::Hash(key_hash) => self.selection.pick(*key_hash),
+      Route::Session(sid) => {
+        let live = self.selection.live();
+        let owner =
+          self.sessions.as_mut().and_then(|sessions| sessions.lookup(sid, now)).filter(|&slot| live.contains(slot));
+        // Unknown (expired, or its worker died): any worker answers "Session
+        // ID unknown", and the client reconnects with a new handshake.
+        owner.or_else(|| self.pick_new_session(false))
+      }
+      Route::NewSession { handshake } => self.pick_new_session(*handshake),
+    }
+  }
+
+  fn pick_new_session(&mut self, handshake: bool) -> Option<SlotId> {
+    let live = self.selection.live().as_slice();
+    match self.sessions.as_mut() {
+      Some(sessions) => sessions.pick_new(live, handshake),
+      None => live.first().copied(),
+    }
+  }
+
+  /// Queues `held` for its route's slot among the live ones, or parks it
+  /// when none is live. A `fresh` connection (just accepted) is reset when
+  /// the budget is used up and its slot (or the parked queue) is over its share.
+  fn dispatch(&mut self, now: Millis, held: Held<C>, fresh: bool) {
+    let Some(slot) = self.choose(now, &held.route) else {
+      self.park(now, held, fresh);
+      return;
+    };
+    let index = usize::from(slot);
+    let over_budget = self.held > self.limits.max_held;
+    let limit = self.limits.max_pending_per_slot;
+    let entry = &mut self.slots[index];
+    let Some(channel) = entry.current.as_mut().filter(|channel| channel.ready) else {
+      debug_assert!(false, "live slot {slot} has no ready channel");
+      self.park(now, held, fresh);
+      return;
+    };
+    let pending = channel.pending();
+    if fresh && over_budget && pending >= limit {
+      self.stats.slots[index].dropped_queue_full.fetch_add(1, Relaxed);
+      self.reset(now, held.connection, ResetReason::SlotOverLimit(slot));
+      return;
+    }
+    if pending + 1 >= limit && entry.congested_since.is_none() {
+      entry.congested_since = Some(now);
+    }
+    channel.backlog.push_back(held);
+    if channel.backlog.len() == 1 {
+      self.actions.push_back(Action::Transmit(channel.id));
+    }
+    self.stats.slots[index].dispatched.fetch_add(1, Relaxed);
+    self.stats.slots[index].pending.fetch_add(1, Relaxed);
+  }
+
+  fn park(&mut self, now: Millis, held: Held<C>, fresh: bool) {
+    if fresh && self.held > self.limits.max_held && self.parked.len() >= self.limits.max_parked {
+      self.stats.dropped_no_worker.fetch_add(1, Relaxed);
+      self.reset(now, held.connection, ResetReason::NoWorker);
+      return;
+    }
+    self.parked.push_back(held);
+    self.stats.parked.store(self.parked.len() as u64, Relaxed);
+  }
+
+  fn reset(&mut self, now: Millis, connection: C, reason: ResetReason) {
+    self.held -= 1;
+    self.actions.push_back(Action::Reset(connection, reason));
+    self.note_budget_reset(now);
+  }
+
+  /// Counts a reset for the budget in the next `Overloaded` notice (also one
+  /// the driver made of a connection the ledger never held: one evicted
+  /// while reading its header), reported at most once a second.
+  pub fn note_budget_reset(&mut self, now: Millis) {
+    self.unreported_resets += 1;
+    if self.last_overload_notice.is_none_or(|last| now.saturating_sub(last) >= 1000) {
+      self.actions.push_back(Action::Notify(Notice::Overloaded { held: self.held, reset: self.unreported_resets }));
+      self.unreported_resets = 0;
+      self.last_overload_notice = Some(now);
+    }
+  }
+
+  /// Ends a channel that was never ready: nothing was ever sent on it.
+  fn end_unready(&mut self, channel: Channel<C>, end: ChannelEnd) {
+    debug_assert_eq!(channel.pending(), 0);
+    self.actions.push_back(Action::Notify(Notice::SlotClosed { slot: channel.id.slot, end, requeued: 0 }));
+    self.actions.push_back(Action::CloseChannel(channel.id));
+  }
+
+  /// Closes `channel`, no longer the slot's current one, and re-dispatches
+  /// everything its worker had not taken.
+  fn retire_now(&mut self, now: Millis, channel: Channel<C>, end: ChannelEnd) {
+    let slot = channel.id.slot;
+    let index = usize::from(slot);
+    let requeued = channel.pending();
+    let slot_stats = &self.stats.slots[index];
+    slot_stats.pending.fetch_sub(requeued as u64, Relaxed);
+    slot_stats.redispatched.fetch_add(requeued as u64, Relaxed);
+    slot_stats.sessions.store(0, Relaxed);
+    // A standby worker that took over keeps the slot live under its pid.
+    let current = self.slots[index].current.as_ref().filter(|current| current.ready);
+    slot_stats.pid.store(current.map_or(0, |current| current.pid), Relaxed);
+    if let Some(sessions) = self.sessions.as_mut() {
+      sessions.forget_slot(slot);
+    }
+    self.actions.push_back(Action::Notify(Notice::SlotClosed { slot, end, requeued }));
+    self.actions.push_back(Action::CloseChannel(channel.id));
+    self.rebuild_selection();
+    for held in channel.into_held() {
+      self.dispatch(now, held, false);
+    }
+  }
+
+  fn rebuild_selection(&mut self) {
+    let live: Vec<SlotId> =
+      self.slots.iter().enumerate().filter(|(_, slot)| slot.is_live()).map(|(index, _)| index as SlotId).collect();
+    for (index, slot_stats) in self.stats.slots.iter().enumerate() {
+      slot_stats.live.store(self.slots[index].is_live(), Relaxed);
+    }
+    self.selection = Selection::build(self.hrw, live);
+  }
+
+  fn unpark(&mut self, now: Millis) {
+    if self.selection.live().is_empty() {
+      return;
+    }
+    let parked = std::mem::take(&mut self.parked);
+    self.stats.parked.store(0, Relaxed);
+    for held in parked {
+      self.dispatch(now, held, false);
+    }
+  }
+}
+
+#[cfg(test)]
+impl<C> Ledger<C> {
+  /// Every connection held, wherever it is (tests' view of "exactly one place").
+  fn held_connections(&self) -> Vec<&C> {
+    let mut all: Vec<&C> = self.parked.iter().map(|held| &held.connection).collect();
+    for slot in &self.slots {
+      for channel in slot.current.iter().chain(slot.standby.iter()).chain(slot.retiring.iter()) {
+        all.extend(channel.backlog.iter().map(|held| &held.connection));
+        all.extend(channel.in_flight.iter().map(|entry| &entry.held.connection));
+      }
+    }
+    all
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::sessions::NewSessionBalance;
+  use proptest::prelude::*;
+  use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+  const SLOTS: u16 = 3;
+
+  /// Carries out the ledger's actions the way the driver does, minus the I/O,
+  /// and keeps a log of what happened to every connection.
+  struct Harness {
+    ledger: Ledger<u32>,
+    stats: Arc<Stats>,
+    now: Millis,
+    next_id: u32,
+    accepted: BTreeSet<u32>,
+    released: BTreeSet<u32>,
+    reset: BTreeMap<u32, ResetReason>,
+    notices: Vec<Notice>,
+    closed: BTreeSet<ChannelId>,
+    retiring: Vec<ChannelId>,
+    /// What each channel's worker received: (seq, connection), in order.
+    received: HashMap<ChannelId, Vec<(Seq, u32)>>,
+    /// Per channel, how far its worker acknowledged.
+    acked_up_to: HashMap<ChannelId, Seq>,
+  }
+
+  impl Harness {
+    fn new(slots: u16, limits: Limits, sessions: bool) -> Self {
+      let stats = Arc::new(Stats::new(usize::from(slots)));
+      let table = sessions.then(|| SessionTable::new(slots, NewSessionBalance::LeastConnection, 60_000, 100, 1));
+      Harness {
+        ledger: Ledger::new(Rendezvous::default(), slots, limits, table, stats.clone()),
+        stats,
+        now: 0,
+        next_id: 1,
+        accepted: BTreeSet::new(),
+        released: BTreeSet::new(),
+        reset: BTreeMap::new(),
+        notices: Vec::new(),
+        closed: BTreeSet::new(),
+        retiring: Vec::new(),
+        received: HashMap::new(),
+        acked_up_to: HashMap::new(),
+      }
+    }
+
+    /// `slots` slots, each with a ready worker.
+    fn ready(slots: u16, limits: Limits) -> (Self, Vec<ChannelId>) {
+      let mut harness = Harness::new(slots, limits, true);
+      let channels: Vec<ChannelId> = (0..slots).map(|slot| harness.attach(slot)).collect();
+      for (pid, &channel) in channels.iter().enumerate() {
+        harness.hello(channel, 100 + pid as u32);
+      }
+      (harness, channels)
+    }
+
+    fn settle(&mut self) {
+      while let Some(action) = self.ledger.poll_action() {
+        match action {
+          // Sending is explicit in these tests (`send`), as the channel's
+          // writability would make it in the driver.
+          Action::Transmit(_) => {}
+          Action::Release(id) => assert!(self.released.insert(id), "{id} released twice"),
+          Action::Reset(id, reason) => assert!(self.reset.insert(id, reason).is_none(), "{id} reset twice"),
+          Action::Retire(channel) => self.retiring.push(channel),
+          Action::CloseChannel(channel) => assert!(self.closed.insert(channel), "{channel:?} closed twice"),
+          Action::Notify(notice) => self.notices.push(notice),
+        }
+      }
+    }
+
+    fn attach(&mut self, slot: SlotId) -> ChannelId {
+      let channel = self.ledger.attach(self.now, slot);
+      self.settle();
+      channel
+    }
+
+    fn hello(&mut self, channel: ChannelId, pid: u32) {
+      self.ledger.hello(self.now, channel, pid);
+      self.settle();
+    }
+
+    fn accept(&mut self, route: Route) -> u32 {
+      let id = self.next_id;
+      self.next_id += 1;
+      self.accepted.insert(id);
+      self.ledger.accept(self.now, route, id);
+      self.settle();
+      id
+    }
+
+    /// A connection whose key goes first to `slot` among all slots.
+    fn accept_for(&mut self, slot: SlotId) -> u32 {
+      let all: Vec<SlotId> = (0..self.ledger.slots.len() as SlotId).collect();
+      let hrw = Rendezvous::default();
+      let key = (0u64..).map(|i| hrw.key_hash(&i.to_le_bytes())).find(|&h| hrw.pick(h, &all) == Some(slot)).unwrap();
+      self.accept(Route::Hash(key))
+    }
+
+    /// Sends up to `most` of the channel's backlog; returns what was sent.
+    fn send(&mut self, channel: ChannelId, most: usize) -> Vec<u32> {
+      let mut sent = Vec::new();
+      while sent.len() < most {
+        let Some((seq, &id)) = self.ledger.next_to_send(channel) else { break };
+        self.ledger.sent(channel);
+        self.received.entry(channel).or_default().push((seq, id));
+        sent.push(id);
+      }
+      self.settle();
+      sent
+    }
+
+    fn send_all(&mut self, channel: ChannelId) -> Vec<u32> {
+      self.send(channel, usize::MAX)
+    }
+
+    /// The worker acknowledges the first `count` connections it received and
+    /// had not acknowledged.
+    fn ack(&mut self, channel: ChannelId, count: usize) {
+      let done = self.acked_up_to.get(&channel).copied().unwrap_or(0);
+      let unacked: Vec<Seq> =
+        self.received.get(&channel).into_iter().flatten().map(|&(seq, _)| seq).filter(|&seq| seq > done).collect();
+      let Some(&up_to) = unacked.get(count.min(unacked.len()).wrapping_sub(1)) else {
+        return;
+      };
+      self.acked_up_to.insert(channel, up_to);
+      self.ledger.acked(channel, up_to);
+      self.settle();
+    }
+
+    fn close_channel(&mut self, channel: ChannelId, end: ChannelEnd) {
+      self.ledger.channel_closed(self.now, channel, end);
+      self.settle();
+    }
+
+    /// Ends the retirement the ledger asked for, as the driver does after
+    /// reading the old worker's last replies.
+    fn finish_retiring(&mut self) {
+      for channel in std::mem::take(&mut self.retiring) {
+        self.close_channel(channel, ChannelEnd::Replaced);
+      }
+    }
+
+    /// The nothing-lost invariant: every accepted connection is released,
+    /// reset or held, exactly one of them.
+    fn check_nothing_lost(&self) {
+      let held: Vec<u32> = self.ledger.held_connections().into_iter().copied().collect();
+      let held_set: BTreeSet<u32> = held.iter().copied().collect();
+      assert_eq!(held.len(), held_set.len(), "a connection is held twice: {held:?}");
+      assert_eq!(self.ledger.held(), held.len(), "held count drifted");
+      assert!(self.released.is_disjoint(&held_set), "released yet held");
+      assert!(self.reset.keys().all(|id| !held_set.contains(id) && !self.released.contains(id)), "reset yet elsewhere");
+      let ended: BTreeSet<u32> =
+        self.released.iter().chain(self.reset.keys()).chain(held_set.iter()).copied().collect();
+      assert_eq!(ended, self.accepted, "a connection is missing or came from nowhere");
+      assert_eq!(self.ledger.is_idle(), held.is_empty());
+      // The counters JavaScript reads agree with the ledger.
+      for (index, slot) in self.ledger.slots.iter().enumerate() {
+        let pending: usize = slot.current.iter().chain(slot.retiring.iter()).map(Channel::pending).sum();
+        assert_eq!(self.stats.slots[index].pending.load(Relaxed), pending as u64, "slot {index}'s pending count");
+        assert_eq!(self.stats.slots[index].live.load(Relaxed), slot.is_live());
+      }
+      assert_eq!(self.stats.parked.load(Relaxed), self.ledger.parked.len() as u64);
+    }
+  }
+
+  fn limits(max_pending_per_slot: usize, max_parked: usize, max_held: usize) -> Limits {
+    Limits { max_pending_per_slot, max_parked, max_held }
+  }
+
+  fn roomy() -> Limits {
+    limits(1024, 4096, 100_000)
+  }
+
+  #[test]
+  fn accepting_waits_until_every_worker_said_hello() {
+    let mut harness = Harness::new(2, roomy(), false);
+    let first = harness.attach(0);
+    let _second = harness.attach(1);
+    harness.hello(first, 1);
+    assert!(!harness.ledger.accepting(0), "one of two workers is up: wait");
+    harness.ledger.end_startup_wait();
+    assert!(harness.ledger.accepting(0));
+    harness.ledger.close();
+    assert!(!harness.ledger.accepting(0));
+  }
+
+  #[test]
+  fn acknowledged_connections_are_released_and_counted() {
+    let (mut harness, channels) = Harness::ready(2, roomy());
+    let id = harness.accept_for(1);
+    assert_eq!(harness.send_all(channels[1]), vec![id]);
+    assert_eq!(harness.stats.slots[1].pending.load(Relaxed), 1);
+    harness.ack(channels[1], 1);
+    assert!(harness.released.contains(&id));
+    assert_eq!(harness.stats.slots[1].acknowledged.load(Relaxed), 1);
+    assert_eq!(harness.stats.slots[1].pending.load(Relaxed), 0);
+    assert!(harness.ledger.is_idle());
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn a_new_backlog_asks_for_a_transmit_once() {
+    let (mut harness, channels) = Harness::ready(1, roomy());
+    harness.ledger.accept(0, Route::Hash(1), 1);
+    harness.ledger.accept(0, Route::Hash(1), 2);
+    let actions: Vec<Action<u32>> = std::iter::from_fn(|| harness.ledger.poll_action()).collect();
+    assert_eq!(actions, vec![Action::Transmit(channels[0])]);
+    assert_eq!(harness.ledger.next_to_send(channels[0]), Some((1, &1)));
+  }
+
+  #[test]
+  fn a_closed_worker_s_unacknowledged_connections_go_to_the_next_choice_in_order() {
+    let (mut harness, channels) = Harness::ready(3, roomy());
+    let ids: Vec<u32> = (0..3).map(|_| harness.accept_for(2)).collect();
+    assert_eq!(harness.send(channels[2], 2), ids[..2]);
+    harness.close_channel(channels[2], ChannelEnd::WorkerClosed);
+    let survivors: Vec<u32> = [channels[0], channels[1]].iter().flat_map(|&c| harness.send_all(c)).collect();
+    assert_eq!(survivors.iter().copied().collect::<BTreeSet<_>>(), ids.iter().copied().collect());
+    assert_eq!(harness.stats.slots[2].redispatched.load(Relaxed), 3);
+    assert!(harness.notices.contains(&Notice::SlotClosed { slot: 2, end: ChannelEnd::WorkerClosed, requeued: 3 }));
+    assert!(harness.closed.contains(&channels[2]));
+    assert!(!harness.stats.slots[2].live.load(Relaxed));
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn a_slot_over_its_limit_keeps_taking_connections_until_the_budget_is_used_up() {
+    let (mut harness, _channels) = Harness::ready(2, limits(4, 2, 6));
+    for _ in 0..6 {
+      harness.accept_for(0);
+      assert!(harness.ledger.accepting(0) || harness.ledger.held() == 6, "no pause before the budget is used up");
+    }
+    assert_eq!(harness.stats.slots[0].dispatched.load(Relaxed), 6, "held beyond the slot's limit");
+    assert!(matches!(harness.ledger.admission(0), Admission::Paused(Some(_))), "budget used up: wait for the slot");
+    assert!(harness.reset.is_empty());
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn past_the_budget_a_new_connection_for_a_slot_over_its_limit_is_reset_counted_and_reported() {
+    let (mut harness, channels) = Harness::ready(2, limits(4, 2, 6));
+    for _ in 0..7 {
+      harness.accept_for(0);
+    }
+    assert_eq!(harness.stats.slots[0].dispatched.load(Relaxed), 6);
+    assert_eq!(harness.stats.slots[0].dropped_queue_full.load(Relaxed), 1);
+    assert_eq!(harness.reset.values().collect::<Vec<_>>(), vec![&ResetReason::SlotOverLimit(0)]);
+    assert!(harness.notices.contains(&Notice::Overloaded { held: 6, reset: 1 }), "{:?}", harness.notices);
+    // A slot under its limit still gets its clients (the budget keeps a reserve).
+    let id = harness.accept_for(1);
+    assert_eq!(harness.send_all(channels[1]), vec![id]);
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn overload_is_reported_at_most_once_a_second_with_the_count() {
+    let (mut harness, _channels) = Harness::ready(1, limits(1, 1, 1));
+    harness.accept_for(0);
+    for _ in 0..3 {
+      harness.accept_for(0);
+    }
+    harness.now = 1000;
+    harness.accept_for(0);
+    let overloads: Vec<&Notice> = harness.notices.iter().filter(|n| matches!(n, Notice::Overloaded { .. })).collect();
+    assert_eq!(overloads, vec![&Notice::Overloaded { held: 1, reset: 1 }, &Notice::Overloaded { held: 1, reset: 3 }]);
+  }
+
+  #[test]
+  fn a_congested_slot_pauses_accepting_for_at_most_its_hold() {
+    let (mut harness, _channels) = Harness::ready(2, limits(4, 2, 6));
+    for _ in 0..6 {
+      harness.accept_for(0);
+    }
+    assert_eq!(harness.ledger.admission(100), Admission::Paused(Some(CONGESTION_HOLD_MS - 100)));
+    assert_eq!(harness.ledger.admission(CONGESTION_HOLD_MS), Admission::Open, "a frozen worker stalls nobody longer");
+  }
+
+  #[test]
+  fn an_acknowledgement_down_to_half_the_limit_ends_the_congestion() {
+    let (mut harness, channels) = Harness::ready(2, limits(4, 2, 6));
+    for _ in 0..6 {
+      harness.accept_for(0);
+    }
+    harness.send_all(channels[0]);
+    harness.ack(channels[0], 3);
+    assert_eq!(harness.ledger.admission(0), Admission::Open, "3 of 6 held: under the budget");
+    harness.ack(channels[0], 1);
+    // The budget is used up again, with no slot congested: nobody to wait for.
+    for slot in [1, 1, 1, 0] {
+      harness.accept_for(slot);
+    }
+    assert_eq!(harness.ledger.held(), 6);
+    assert_eq!(harness.ledger.admission(0), Admission::Open);
+  }
+
+  #[test]
+  fn with_no_worker_alive_connections_park_then_flow_to_the_next_worker() {
+    let (mut harness, channels) = Harness::ready(1, limits(4, 2, 6));
+    harness.close_channel(channels[0], ChannelEnd::Failed);
+    assert!(!harness.ledger.accepting(0));
+    let ids: Vec<u32> = (0..7).map(|_| harness.accept(Route::Hash(7))).collect();
+    assert_eq!(harness.stats.parked.load(Relaxed), 6, "held beyond max_parked, up to max_held");
+    assert_eq!(harness.stats.dropped_no_worker.load(Relaxed), 1, "reset past max_held");
+    assert_eq!(harness.reset.get(&ids[6]), Some(&ResetReason::NoWorker));
+    let respawned = harness.attach(0);
+    harness.hello(respawned, 2);
+    assert_eq!(harness.send_all(respawned), ids[..6]);
+    assert_eq!(harness.stats.slots[0].respawns_for_test(), 1);
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn a_connection_already_held_is_never_reset_for_a_limit() {
+    let (mut harness, channels) = Harness::ready(2, limits(1, 1, 2));
+    let ids = [harness.accept_for(0), harness.accept_for(0)];
+    assert!(harness.reset.is_empty());
+    // Slot 0's worker dies: both go to slot 1, over its limit and the budget.
+    harness.close_channel(channels[0], ChannelEnd::Failed);
+    assert!(harness.reset.is_empty());
+    assert_eq!(harness.send_all(channels[1]), ids);
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn a_session_reported_by_a_worker_routes_its_next_requests_there() {
+    let (mut harness, channels) = Harness::ready(3, roomy());
+    assert!(!harness.ledger.knows_session(b"s1"), "the driver reads replies first");
+    harness.ledger.session_opened(0, channels[2], b"s1");
+    assert!(harness.ledger.knows_session(b"s1"));
+    let ids: Vec<u32> = (0..3).map(|_| harness.accept(Route::Session(b"s1"[..].into()))).collect();
+    assert_eq!(harness.send_all(channels[2]), ids);
+    assert_eq!(harness.stats.slots[2].sessions.load(Relaxed), 1);
+    harness.ledger.session_closed(channels[2], b"s1");
+    assert_eq!(harness.stats.slots[2].sessions.load(Relaxed), 0);
+  }
+
+  #[test]
+  fn a_burst_of_handshakes_spreads_over_the_workers() {
+    let (mut harness, channels) = Harness::ready(3, roomy());
+    for _ in 0..3 {
+      harness.accept(Route::NewSession { handshake: true });
+    }
+    let per_worker: Vec<usize> = channels.iter().map(|&channel| harness.send_all(channel).len()).collect();
+    assert_eq!(per_worker, vec![1, 1, 1]);
+  }
+
+  #[test]
+  fn a_new_worker_for_a_live_slot_waits_on_standby_then_takes_over_with_what_the_old_one_had_not_taken() {
+    let (mut harness, channels) = Harness::ready(2, roomy());
+    let old = channels[1];
+    let ids: Vec<u32> = (0..2).map(|_| harness.accept_for(1)).collect();
+    assert_eq!(harness.send_all(old), ids);
+    let new = harness.attach(1);
+    let third = harness.accept_for(1);
+    assert!(harness.ledger.next_to_send(new).is_none(), "nothing goes to a worker before its hello");
+    harness.hello(new, 77);
+    assert_eq!(harness.retiring, vec![old], "the old channel is retired after its last replies are read");
+    // The old worker had acknowledged the first before the primary stopped it.
+    harness.ack(old, 1);
+    harness.finish_retiring();
+    assert_eq!(harness.send_all(new), vec![ids[1], third], "what the old worker had not taken moves to the new one");
+    assert!(harness.released.contains(&ids[0]), "acknowledged: not served twice");
+    assert!(harness.closed.contains(&old));
+    assert!(harness.notices.contains(&Notice::SlotReady { slot: 1, pid: 77 }));
+    assert!(harness.notices.contains(&Notice::SlotClosed { slot: 1, end: ChannelEnd::Replaced, requeued: 2 }));
+    assert_eq!(harness.stats.slots[1].pid.load(Relaxed), 77);
+    assert!(harness.stats.slots[1].live.load(Relaxed));
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn a_second_new_worker_replaces_the_first_one_on_standby() {
+    let (mut harness, _channels) = Harness::ready(1, roomy());
+    let first = harness.attach(0);
+    let second = harness.attach(0);
+    assert!(harness.closed.contains(&first));
+    assert!(harness.notices.contains(&Notice::SlotClosed { slot: 0, end: ChannelEnd::Replaced, requeued: 0 }));
+    assert!(harness.ledger.is_open(second));
+    assert_eq!(harness.ledger.free_slot(), None);
+  }
+
+  #[test]
+  fn events_for_a_finished_channel_change_nothing() {
+    let (mut harness, channels) = Harness::ready(1, roomy());
+    let id = harness.accept_for(0);
+    harness.send_all(channels[0]);
+    harness.close_channel(channels[0], ChannelEnd::Failed);
+    harness.ledger.acked(channels[0], 1);
+    harness.ledger.hello(0, channels[0], 5);
+    harness.ledger.session_opened(0, channels[0], b"x");
+    harness.ledger.sent(channels[0]);
+    harness.close_channel(channels[0], ChannelEnd::Failed);
+    harness.settle();
+    assert!(!harness.released.contains(&id));
+    assert_eq!(harness.ledger.held(), 1, "parked, waiting for a worker");
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn the_lowest_slot_without_a_channel_is_free() {
+    let mut harness = Harness::new(3, roomy(), false);
+    assert_eq!(harness.ledger.free_slot(), Some(0));
+    harness.attach(0);
+    assert_eq!(harness.ledger.free_slot(), Some(1));
+  }
+
+  // ------------------------------------------------------------ property
+
+  /// One step of an arbitrary history. `pick` chooses among the channels the
+  /// operation applies to (modulo their count).
+  #[derive(Debug, Clone)]
+  enum Op {
+    Accept { key: u64, kind: u8, sid: u8 },
+    Attach { slot: u16 },
+    Hello { pick: usize },
+    Send { pick: usize, most: usize },
+    Ack { pick: usize, count: usize },
+    End { pick: usize, end: u8 },
+    FinishRetiring,
+    SessionOpened { pick: usize, sid: u8 },
+    Tick { ms: u16 },
+    EndStartupWait,
+    Close,
+  }
+
+  fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+      6 => (any::<u64>(), 0u8..3, 0u8..4).prop_map(|(key, kind, sid)| Op::Accept { key, kind, sid }),
+      1 => (0..SLOTS).prop_map(|slot| Op::Attach { slot }),
+      2 => any::<usize>().prop_map(|pick| Op::Hello { pick }),
+      4 => (any::<usize>(), 1usize..4).prop_map(|(pick, most)| Op::Send { pick, most }),
+      3 => (any::<usize>(), 1usize..4).prop_map(|(pick, count)| Op::Ack { pick, count }),
+      1 => (any::<usize>(), 0u8..4).prop_map(|(pick, end)| Op::End { pick, end }),
+      1 => Just(Op::FinishRetiring),
+      1 => (any::<usize>(), 0u8..4).prop_map(|(pick, sid)| Op::SessionOpened { pick, sid }),
+      1 => (0u16..800).prop_map(|ms| Op::Tick { ms }),
+      1 => Just(Op::EndStartupWait),
+      1 => Just(Op::Close),
+    ]
+  }
+
+  fn pick_from(channels: &[ChannelId], pick: usize) -> Option<ChannelId> {
+    (!channels.is_empty()).then(|| channels[pick % channels.len()])
+  }
+
+  impl Harness {
+    /// Channels not finished with, in a stable order.
+    fn open_channels(&self) -> Vec<ChannelId> {
+      let mut open: Vec<ChannelId> = self
+        .ledger
+        .slots
+        .iter()
+        .flat_map(|slot| slot.current.iter().chain(slot.standby.iter()).chain(slot.retiring.iter()).map(|c| c.id))
+        .collect();
+      open.sort();
+      open
+    }
+
+    fn apply(&mut self, op: &Op) {
+      let open = self.open_channels();
+      let before_resets = self.reset.len();
+      let mut fresh = None;
+      match *op {
+        Op::Accept { key, kind, sid } => {
+          let route = match kind {
+            0 => Route::Hash(key),
+            1 => Route::Session(vec![b's', sid].into()),
+            _ => Route::NewSession { handshake: key % 2 == 0 },
+          };
+          fresh = Some(self.accept(route));
+        }
+        Op::Attach { slot } => {
+          self.attach(slot);
+        }
+        Op::Hello { pick } => {
+          if let Some(channel) = pick_from(&open, pick) {
+            self.hello(channel, 1000 + channel.generation as u32);
+          }
+        }
+        Op::Send { pick, most } => {
+          if let Some(channel) = pick_from(&open, pick) {
+            self.send(channel, most);
+          }
+        }
+        Op::Ack { pick, count } => {
+          if let Some(channel) = pick_from(&open, pick) {
+            self.ack(channel, count);
+          }
+        }
+        Op::End { pick, end } => {
+          if let Some(channel) = pick_from(&open, pick) {
+            let end = [ChannelEnd::WorkerClosed, ChannelEnd::Failed, ChannelEnd::ProtocolError, ChannelEnd::Replaced]
+              [usize::from(end)];
+            self.retiring.retain(|&retiring| retiring != channel);
+            self.close_channel(channel, end);
+          }
+        }
+        Op::FinishRetiring => self.finish_retiring(),
+        Op::SessionOpened { pick, sid } => {
+          if let Some(channel) = pick_from(&open, pick) {
+            self.ledger.session_opened(self.now, channel, &[b's', sid]);
+            self.settle();
+          }
+        }
+        Op::Tick { ms } => self.now += Millis::from(ms),
+        Op::EndStartupWait => self.ledger.end_startup_wait(),
+        Op::Close => self.ledger.close(),
+      }
+      // Only a connection being accepted may be reset.
+      if self.reset.len() > before_resets {
+        assert_eq!(self.reset.len(), before_resets + 1, "{op:?} reset more than the new connection");
+        assert!(fresh.is_some_and(|id| self.reset.contains_key(&id)), "{op:?} reset a connection already held");
+      }
+    }
+
+    /// Brings every slot a fresh ready worker, retires the old ones and lets
+    /// the workers take everything: afterwards nothing may be held.
+    fn drain_everything(&mut self) {
+      for slot in 0..SLOTS {
+        let channel = self.attach(slot);
+        self.hello(channel, 9000 + u32::from(slot));
+      }
+      self.finish_retiring();
+      for _ in 0..4 {
+        for channel in self.open_channels() {
+          self.send_all(channel);
+          self.ack(channel, usize::MAX);
+        }
+      }
+    }
+  }
+
+  proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Under any interleaving of acceptance, worker start and death, reload,
+    /// acknowledgements, close and limits, every accepted connection ends
+    /// exactly once: released after its worker acknowledged it, or reset
+    /// (new connections only) and counted; until then it is held in exactly
+    /// one place.
+    #[test]
+    fn every_accepted_connection_ends_exactly_once(ops in proptest::collection::vec(op(), 1..120)) {
+      let mut harness = Harness::new(SLOTS, limits(2, 2, 5), true);
+      for op in &ops {
+        harness.apply(op);
+        harness.check_nothing_lost();
+      }
+      harness.drain_everything();
+      harness.check_nothing_lost();
+      prop_assert_eq!(harness.ledger.held(), 0, "still held after every worker took everything");
+      let ended: BTreeSet<u32> = harness.released.iter().chain(harness.reset.keys()).copied().collect();
+      prop_assert_eq!(&ended, &harness.accepted);
+      let counted = harness.stats.dropped_no_worker.load(Relaxed)
+        + harness.stats.slots.iter().map(|slot| slot.dropped_queue_full.load(Relaxed)).sum::<u64>();
+      prop_assert_eq!(counted, harness.reset.len() as u64, "every reset is counted");
+    }
+  }
+}

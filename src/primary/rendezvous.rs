@@ -1,0 +1,153 @@
+//! Channels for workers the user forks (the @socket.io/sticky API shape):
+//! they connect to an abstract `SOCK_SEQPACKET` socket, and only a process of
+//! this cluster may get a channel — its pid must be a worker pid JavaScript
+//! registered (`Balancer::allow_worker`) and its uid ours. No other process
+//! may ever obtain a client connection from the primary.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+
+use super::acceptor::{report_accept_error, ACCEPT_RETRY};
+use super::channels::attach_channel;
+use super::events::PrimaryEvent;
+use super::handle::Shared;
+
+/// Pids of the cluster's workers, kept by JavaScript, read by the accept loop.
+#[derive(Clone, Default)]
+pub struct AllowedWorkers(Arc<Mutex<HashSet<u32>>>);
+
+impl AllowedWorkers {
+  pub fn allow(&self, pid: u32) {
+    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(pid);
+  }
+
+  pub fn forget(&self, pid: u32) {
+    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&pid);
+  }
+
+  pub fn contains(&self, pid: u32) -> bool {
+    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&pid)
+  }
+}
+
+/// A worker usually connects after JavaScript has seen its fork; one that
+/// comes first is checked again this often, this many times.
+const RECHECK_EVERY: Duration = Duration::from_millis(20);
+const RECHECKS: u32 = 100;
+
+/// Takes channels from workers the user forked, checks each, and gives it a
+/// free slot.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub async fn accept_worker_channels(
+  shared: Rc<Shared>,
+  listener: AsyncFd<OwnedFd>,
+  allowed: AllowedWorkers,
+) -> io::Result<()> {
+  let our_uid = nix::unistd::getuid().as_raw();
+  take_each(
+    &listener,
+    crate::channel::accept,
+    |channel| {
+      tokio::task::spawn_local(check_then_attach(shared.clone(), channel, allowed.clone(), our_uid));
+    },
+    |error| report_accept_error(&shared, "accepting a worker's channel", error),
+  )
+  .await
+}
+
+/// Takes each connection waiting on `listener` with `accept` and hands it to
+/// `admit`. A failure other than an empty queue (EMFILE...) is reported and
+/// retried after `ACCEPT_RETRY`: the listener stays readable meanwhile, and
+/// retrying at once would spin.
+async fn take_each(
+  listener: &AsyncFd<OwnedFd>,
+  mut accept: impl FnMut(BorrowedFd<'_>) -> io::Result<OwnedFd>,
+  mut admit: impl FnMut(OwnedFd),
+  mut report: impl FnMut(&io::Error),
+) -> io::Result<()> {
+  loop {
+    let mut guard = listener.readable().await?;
+    match accept(listener.get_ref().as_fd()) {
+      Ok(channel) => admit(channel),
+      Err(error) if error.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+      Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+      Err(error) => {
+        drop(guard);
+        report(&error);
+        tokio::time::sleep(ACCEPT_RETRY).await;
+      }
+    }
+  }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+async fn check_then_attach(shared: Rc<Shared>, channel: OwnedFd, allowed: AllowedWorkers, our_uid: u32) {
+  let Ok((pid, uid)) = crate::channel::peer_credentials(channel.as_fd()) else { return };
+  let mut checks = 0;
+  while uid == our_uid && !allowed.contains(pid) && checks < RECHECKS {
+    tokio::time::sleep(RECHECK_EVERY).await;
+    checks += 1;
+  }
+  let free_slot = shared.driver.borrow().ledger().free_slot();
+  let refusal = match free_slot {
+    Some(slot) if uid == our_uid && allowed.contains(pid) => match attach_channel(&shared, slot, channel) {
+      Ok(()) => return,
+      Err(error) => {
+        (shared.events)(PrimaryEvent::warning(
+          "ERR_STICKY_CHANNEL",
+          format!("cannot serve the channel of worker process {pid} in slot {slot}: {error}"),
+        ));
+        return;
+      }
+    },
+    None => "every worker slot is taken",
+    Some(_) => "not a worker of this cluster",
+  };
+  shared.stats.rejected_channels.fetch_add(1, Relaxed);
+  (shared.events)(PrimaryEvent::warning(
+    "ERR_STICKY_FOREIGN_CHANNEL",
+    format!("refused a channel to process {pid} (uid {uid}): {refusal}"),
+  ));
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use std::cell::Cell;
+
+  #[tokio::test(flavor = "current_thread")]
+  async fn a_failing_accept_on_a_readable_listener_backs_off_instead_of_spinning() {
+    // A socket with a record nobody reads stays readable, like a listener
+    // with a connection that cannot be accepted for want of descriptors.
+    let (listener, peer) = crate::channel::socketpair().unwrap();
+    crate::channel::send_record(peer.as_fd(), b"pending", None).unwrap();
+    let listener = super::super::driver::register(listener, tokio::io::Interest::READABLE).unwrap();
+    let attempts = Cell::new(0u32);
+    let reports = Cell::new(0u32);
+    let taking = take_each(
+      &listener,
+      |_| {
+        attempts.set(attempts.get() + 1);
+        // A spinning loop never yields to the timeout below: fail instead of hanging.
+        assert!(attempts.get() < 50, "accept retried {} times at once: spinning", attempts.get());
+        Err(io::Error::from_raw_os_error(libc::EMFILE))
+      },
+      |_| panic!("nothing is accepted"),
+      |error| {
+        assert_eq!(error.raw_os_error(), Some(libc::EMFILE));
+        reports.set(reports.get() + 1);
+      },
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(350), taking).await;
+    // One attempt per 100 ms retry: 4 in 350 ms; a spinning loop makes thousands.
+    assert!((2..=5).contains(&attempts.get()), "{} attempts in 350 ms", attempts.get());
+    assert_eq!(reports.get(), attempts.get(), "every failure is reported");
+  }
+}

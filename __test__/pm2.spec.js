@@ -190,6 +190,47 @@ describe('pm2 fork mode (examples/pm2/ecosystem.config.js)', () => {
   }, 45000)
 })
 
+describe('pm2 fork mode, a new primary by socket takeover (examples/pm2/blue-green.config.js)', () => {
+  const BLUE_GREEN = path.join(ROOT, 'examples', 'pm2', 'blue-green.config.js')
+
+  test('starting green while blue runs: zero failed or refused requests under load, blue exits 0 and pm2 does not restart it, each IP keeps its slot', async () => {
+    const port = await freePort()
+    const env = { PORT: String(port), WORKERS: '2' }
+    try {
+      await pm2(['start', BLUE_GREEN, '--only', 'sticky-app-blue'], env)
+      await waitForApp(port, 'sticky-app-blue')
+      const slotOf = new Map()
+      for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(port, { path: '/', localAddress: clientIp(i) })).json.slot)
+      const [blue] = await pm2List()
+      const load = startLoad(port, { path: '/', concurrency: 8, clients: 40 })
+      await sleep(300)
+      await pm2(['start', BLUE_GREEN, '--only', 'sticky-app-green'], env)
+      const green = await waitUntil(async () => (await pm2List()).find((app) => app.name === 'sticky-app-green' && app.pid), { what: 'green under pm2' })
+      // Blue hands its socket over once green's workers are ready, drains, and exits 0.
+      await waitUntil(() => !isAlive(blue.pid), { timeout: 30000, what: 'blue to exit' })
+      await sleep(500)
+      const results = await load.stop()
+      for (const r of results) if (r.pid) seenPids.add(r.pid)
+      expect(failuresOf(results)).toEqual([])
+      expect(results.length).toBeGreaterThan(100)
+      expect(results.filter((r) => slotOf.get(r.localAddress) !== r.slot)).toEqual([])
+      const list = await pm2List()
+      const byName = Object.fromEntries(list.map((app) => [app.name, app]))
+      expect(byName['sticky-app-blue'].pm2_env).toEqual(expect.objectContaining({ status: 'stopped', restart_time: 0, exit_code: 0 }))
+      expect(byName['sticky-app-green'].pm2_env.status).toBe('online')
+      expect(byName['sticky-app-green'].pid).toBe(green.pid)
+      // Green's own workers answer now.
+      const after = await request(port, { path: '/', localAddress: clientIp(0) })
+      const parent = Number(/^PPid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${after.json.pid}/status`, 'utf8'))[1])
+      expect(parent).toBe(green.pid)
+      console.log(`pm2 blue-green takeover under load: ${results.length} requests, 0 failed, 0 refused; blue exited 0 and stayed stopped`)
+    } finally {
+      await pm2(['delete', 'sticky-app-blue']).catch(() => {})
+      await pm2(['delete', 'sticky-app-green']).catch(() => {})
+    }
+  }, 60000)
+})
+
 describe('pm2 fork mode, graceful stop', () => {
   test("in-flight requests finish when pm2 stops the app (its workers do not load pm2's metrics agent, which exits a disconnected process)", async () => {
     const port = await freePort()

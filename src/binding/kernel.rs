@@ -7,10 +7,9 @@ use napi_derive::napi;
 use socket2::Socket;
 
 use super::error::{js_error, ErrorCode};
-use super::listen::{inherited_socket_error, Listen, ListenSpec};
-use super::primary::AddressInfo;
+use super::listen::{inherited_socket_error, AddressInfo, Listen, ListenSpec};
 use crate::channel;
-use crate::primary::{with_default_host_fallback, ListenError};
+use crate::primary::with_default_host_fallback;
 use crate::reuseport;
 
 /// One listening socket per slot, in one `SO_REUSEPORT` group steered by
@@ -49,11 +48,7 @@ impl ReuseportGroup {
     // The BPF program hashes 32-bit words: fold the seed.
     let seed = (seed ^ (seed >> 32)) as u32;
     let sockets = with_default_host_fallback(host, port, host_is_default, |address| {
-      reuseport::bind_group(address, backlog, slots, seed).map_err(|source| ListenError {
-        address,
-        syscall: "bind",
-        source,
-      })
+      reuseport::bind_group(address, backlog, slots, seed)
     })
     .map_err(|error| match error.source.raw_os_error() {
       Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EADDRNOTAVAIL) => {
@@ -71,11 +66,7 @@ impl ReuseportGroup {
 
   #[napi]
   pub fn address(&self) -> AddressInfo {
-    AddressInfo {
-      address: self.address.ip().to_string(),
-      family: if self.address.is_ipv4() { "IPv4".into() } else { "IPv6".into() },
-      port: u32::from(self.address.port()),
-    }
+    AddressInfo::from(self.address)
   }
 
   /// The listening fd of `slot`, still owned by the group: pass it to the

@@ -1,7 +1,7 @@
 //! `ListenSpec`: where and how to listen, shared by the accept loop
 //! (`Balancer`) and the kernel-steered group (`ReuseportGroup`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use napi_derive::napi;
@@ -25,6 +25,34 @@ pub struct ListenSpec {
   /// a kernel-steered group. They become the listener's, and are closed if it
   /// cannot start.
   pub adopt: Option<Vec<i32>>,
+}
+
+/// Where a socket listens, as `net.Server#address()` reports it.
+#[napi(object)]
+pub struct AddressInfo {
+  pub address: String,
+  /// `'IPv4'` or `'IPv6'`.
+  pub family: String,
+  pub port: u32,
+}
+
+impl From<SocketAddr> for AddressInfo {
+  fn from(address: SocketAddr) -> Self {
+    AddressInfo {
+      address: address.ip().to_string(),
+      family: family_name(address).into(),
+      port: u32::from(address.port()),
+    }
+  }
+}
+
+/// `'IPv4'` or `'IPv6'`, as Node names address families.
+pub fn family_name(address: SocketAddr) -> &'static str {
+  if address.is_ipv4() {
+    "IPv4"
+  } else {
+    "IPv6"
+  }
 }
 
 /// A `ListenSpec` in Rust types.

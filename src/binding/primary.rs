@@ -8,7 +8,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{from_napi, js_error, ErrorCode};
-use super::listen::{inherited_socket_error, Listen, ListenSpec};
+use super::listen::{inherited_socket_error, AddressInfo, Listen, ListenSpec};
 use super::stats::{to_js_stats, StatsObject};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
@@ -46,13 +46,6 @@ pub struct BalancerOptions {
   pub max_sessions: u32,
   /// When the user forks the workers: the abstract socket name they connect to.
   pub rendezvous: Option<String>,
-}
-
-#[napi(object)]
-pub struct AddressInfo {
-  pub address: String,
-  pub family: String,
-  pub port: u32,
 }
 
 /// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`.
@@ -167,12 +160,7 @@ impl Balancer {
 
   #[napi]
   pub fn address(&self) -> AddressInfo {
-    let address = self.handle.local_addr();
-    AddressInfo {
-      address: address.ip().to_string(),
-      family: if address.is_ipv4() { "IPv4".into() } else { "IPv6".into() },
-      port: u32::from(address.port()),
-    }
+    AddressInfo::from(self.handle.local_addr())
   }
 
   /// Creates the channel of a worker about to be forked into `slot`; returns

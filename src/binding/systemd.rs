@@ -5,6 +5,7 @@ use std::os::fd::BorrowedFd;
 use napi_derive::napi;
 
 use super::error::{js_error, ErrorCode};
+use super::listen::family_name;
 use crate::channel;
 use crate::primary::socket_facts;
 use crate::systemd::passed_sockets;
@@ -56,7 +57,7 @@ pub fn systemd_sockets(
           name: socket.name,
           listening_tcp: facts.is_some_and(|facts| facts.tcp && facts.listening),
           address: local.map(|address| address.ip().to_string()),
-          family: local.map(|address| if address.is_ipv4() { "IPv4".into() } else { "IPv6".into() }),
+          family: local.map(|address| family_name(address).into()),
           port: local.map(|address| u32::from(address.port())),
         }
       })

@@ -141,26 +141,12 @@ class Primary extends EventEmitter {
       if (outcome === 'failed') return
     }
     try {
+      // Taking over, the old primary serves until every worker here is
+      // ready: accept only then (completeTakeover gives up at startupWait).
+      const startupWait = source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait
       this.balancer = new Balancer(
         this.listenSpec(address, source),
-        {
-          maxPendingPerSlot: options.maxPendingPerSlot,
-          maxParked: options.maxParked,
-          // Taking over, the old primary serves until every worker here is
-          // ready: accept only then (completeTakeover gives up at startupWait).
-          startupWait: source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait,
-          routing: options.routing,
-          header: options.header,
-          trustedProxies: options.trustedProxies,
-          ignoreMissingHeader: options.ignoreMissingHeader,
-          headerTimeout: options.headerTimeout,
-          maxHeaderBytes: options.maxHeaderBytes,
-          maxPendingHeaders: options.maxPendingHeaders,
-          loadBalancingMethod: options.loadBalancingMethod,
-          sessionTtl: options.sessionTtl,
-          maxSessions: options.maxSessions,
-          rendezvous: options.rendezvous,
-        },
+        { ...options, startupWait },
         (event) => this.onBalancerEvent(event),
       )
     } catch (error) {
@@ -203,10 +189,10 @@ class Primary extends EventEmitter {
     return true
   }
 
-  /** Where and how to listen: what the accept loop and the kernel group share. */
+  /** Where to listen: what the accept loop and the kernel group share. */
   listenSpec(address, source) {
     const { options } = this
-    return { host: address, hostIsDefault: options.hostIsDefault, port: this.port, backlog: options.backlog, workers: options.workers, seed: options.seed, adopt: source.adopt }
+    return { address, port: this.port, adopt: source.adopt, rendezvous: options.rendezvous }
   }
 
   /**
@@ -220,7 +206,7 @@ class Primary extends EventEmitter {
     try {
       const obstacle = kernelModeObstacle()
       if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', obstacle)
-      this.group = new ReuseportGroup(this.listenSpec(address, source))
+      this.group = new ReuseportGroup(this.listenSpec(address, source), options)
     } catch (error) {
       if (error.code === 'ERR_STICKY_KERNEL_UNSUPPORTED' && !source.adopt) {
         process.emitWarning(`${error.message}; falling back to the accept loop`, { code: error.code, type: 'StickySessionWarning' })

@@ -4,7 +4,7 @@ use std::os::fd::BorrowedFd;
 
 use napi_derive::napi;
 
-use super::error::{js_error, ErrorCode};
+use super::error::{Result, StickyError};
 use super::listen::family_name;
 use crate::channel;
 use crate::primary::socket_facts;
@@ -34,15 +34,10 @@ pub fn systemd_sockets(
   listen_fds: Option<String>,
   listen_pid: Option<String>,
   listen_fdnames: Option<String>,
-) -> napi::Result<Option<Vec<InheritedSocket>>, ErrorCode> {
+) -> Result<Option<Vec<InheritedSocket>>> {
   let passed =
     passed_sockets(listen_fds.as_deref(), listen_pid.as_deref(), listen_fdnames.as_deref(), std::process::id())
-      .map_err(|error| {
-        js_error(
-          "ERR_STICKY_SYSTEMD_ENV",
-          format!("{error}: systemd socket activation sets these; unset them to bind normally"),
-        )
-      })?;
+      .map_err(StickyError::from)?;
   let Some(passed) = passed else { return Ok(None) };
   Ok(Some(
     passed

@@ -514,7 +514,7 @@ class Primary extends EventEmitter {
           if (error) reject(error)
           else resolve()
         }
-        const timer = setTimeout(() => settle(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms`)), this.options.shutdownTimeout)
+        const timer = setTimeout(() => settle(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms (shutdownTimeout): see its output for why it does not start, or raise shutdownTimeout; the old worker goes on serving`)), this.options.shutdownTimeout)
         const onClosing = () => settle(interrupted())
         this.fork(slot)
         const fresh = this.slots.get(slot).worker

@@ -10,16 +10,12 @@
 //! socket's queue until the respawned worker, handed the same socket, accepts
 //! them.
 
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::Socket;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-
-use socket2::Socket;
 
 use crate::primary::{adopt_listener, listening_socket, AdoptError, ListenError};
-
-/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic socket.h; the libc crate lacks it for Linux).
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
 const MIX_1: u32 = 0x9e37_79b1;
 const MIX_2: u32 = 0x85eb_ca6b;
@@ -132,23 +128,10 @@ pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> R
 /// Attaches `program` to the `SO_REUSEPORT` group of `socket`.
 fn attach_steering(socket: &Socket, program: &[Instruction]) -> io::Result<()> {
   let len = u16::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-  let fprog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
-  // SAFETY: `fprog` points at `program`, whose instructions have the kernel's
-  // `sock_filter` layout (checked by a test) and outlive the call; the
-  // kernel copies them. No safe API attaches a reuseport program (socket2
-  // and nix lack SO_ATTACH_REUSEPORT_CBPF).
-  let rc = unsafe {
-    libc::setsockopt(
-      socket.as_raw_fd(),
-      libc::SOL_SOCKET,
-      SO_ATTACH_REUSEPORT_CBPF,
-      (&fprog as *const libc::sock_fprog).cast(),
-      std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-    )
-  };
-  if rc != 0 {
-    return Err(io::Error::last_os_error());
-  }
+  // `Instruction` has the kernel's `sock_filter` layout (checked by a test);
+  // the kernel copies the program during the call, while `program` lives.
+  let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut() };
+  setsockopt(socket, sockopt::AttachReusePortCbpf, &fprog)?;
   Ok(())
 }
 

@@ -43,9 +43,11 @@ pub fn systemd_sockets(
     passed
       .into_iter()
       .map(|socket| {
-        let open = channel::set_cloexec(socket.fd).is_ok();
-        // SAFETY: the descriptor is open (set_cloexec succeeded) and is only looked at.
-        let facts = open.then(|| socket_facts(unsafe { BorrowedFd::borrow_raw(socket.fd) }).ok()).flatten();
+        // SAFETY: systemd passed this process (LISTEN_PID) the descriptors
+        // LISTEN_FDS counts, from 3 up; nothing here closes them. One that is
+        // not open fails fcntl (EBADF) and is only reported as unusable.
+        let passed = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+        let facts = channel::set_cloexec(passed).ok().and_then(|()| socket_facts(passed).ok());
         let local = facts.and_then(|facts| facts.local);
         InheritedSocket {
           fd: socket.fd,

@@ -44,13 +44,18 @@ pub struct WorkerChannel {
 /// never inherit it.
 #[napi]
 pub fn claim_channel(fd: i32) -> Result<WorkerChannel> {
-  if fd < 3 || !channel::is_seqpacket_socket(fd) {
+  if fd < 3 {
     return Err(StickyError::NotAChannel { fd }.into());
   }
-  channel::set_cloexec(fd).map_err(|_| StickyError::NotAChannel { fd })?;
-  // SAFETY: the fd is open (getsockopt succeeded) and, by the contract with
-  // the primary (the env variable naming it), owned by nobody else here.
+  // SAFETY: by the contract with the primary (the env variable naming it),
+  // the fd is open and owned by nobody else here; when it turns out not to be
+  // a channel it is released again, not closed. An integer from JavaScript
+  // becomes a descriptor only this way.
   let channel = unsafe { OwnedFd::from_raw_fd(fd) };
+  if !channel::is_seqpacket_socket(&channel) || channel::set_cloexec(&channel).is_err() {
+    let _ = channel.into_raw_fd();
+    return Err(StickyError::NotAChannel { fd }.into());
+  }
   Ok(WorkerChannel { channel: Some(channel), receiver: None })
 }
 

@@ -105,22 +105,7 @@ pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn accepts_connections(fd: BorrowedFd<'_>) -> io::Result<bool> {
-  let mut value: libc::c_int = 0;
-  let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-  // SAFETY: `value` and `len` are valid for writes of the sizes given.
-  let rc = unsafe {
-    libc::getsockopt(
-      fd.as_raw_fd(),
-      libc::SOL_SOCKET,
-      libc::SO_ACCEPTCONN,
-      (&mut value as *mut libc::c_int).cast(),
-      &mut len,
-    )
-  };
-  if rc != 0 {
-    return Err(io::Error::last_os_error());
-  }
-  Ok(value != 0)
+  Ok(nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::AcceptConn)?)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]

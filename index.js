@@ -24,7 +24,7 @@ let primary = null
 
 function startBalancing(server, port, options) {
   if (primary) {
-    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary and listen was already called: call it once (several servers can share one port through one http server)')
+    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary and listen was already called: call listen() once, in the primary')
   }
   primary = startPrimary(server, port, options)
   return primary

@@ -12,10 +12,10 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class Balancer {
   /**
    * Binds the listening socket now (so listen errors are synchronous), or
-   * adopts the one in `listen.adopt`, and starts the accept loop.
-   * `on_event` receives `BalancerEvent`s.
+   * adopts the one in `listen.adopt`, and starts the accept loop with
+   * `options` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
    */
-  constructor(listen: ListenSpec, options: BalancerOptions, onEvent: (arg: BalancerEvent) => void)
+  constructor(listen: ListenSpec, options: ResolvedOptions, onEvent: (arg: BalancerEvent) => void)
   address(): AddressInfo
   /**
    * Creates the channel of a worker about to be forked into `slot`; returns
@@ -48,11 +48,12 @@ export declare class Balancer {
  */
 export declare class ReuseportGroup {
   /**
-   * Binds the group, or adopts the one in `listen.adopt` (a takeover), or
+   * Binds the group with `options` (from `resolveOptions`: `workers`,
+   * `backlog`, `seed`), or adopts the one in `listen.adopt` (a takeover), or
    * throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller falls back to the
    * accept loop) or the errno of a listen failure.
    */
-  constructor(listen: ListenSpec)
+  constructor(listen: ListenSpec, options: ResolvedOptions)
   address(): AddressInfo
   /**
    * The listening fd of `slot`, still owned by the group: pass it to the
@@ -130,8 +131,10 @@ export declare class WorkerChannel {
   stats(): WorkerChannelStats
 }
 
+/** Where a socket listens, as `net.Server#address()` reports it. */
 export interface AddressInfo {
   address: string
+  /** `'IPv4'` or `'IPv6'`. */
   family: string
   port: number
 }
@@ -149,34 +152,10 @@ export interface BalancerEvent {
 }
 
 /**
- * Options of `new Balancer(...)` beyond where to listen; `index.js`
- * validates and fills defaults.
+ * Checks a port as `listen` takes it: an integer from 0 to 65535, or its
+ * decimal string (sticky-session took `'3000'`). Throws `ERR_STICKY_INVALID_PORT`.
  */
-export interface BalancerOptions {
-  maxPendingPerSlot: number
-  maxParked: number
-  /** Milliseconds to wait for every worker's first hello before accepting. */
-  startupWait: number
-  /** `'ip'`, `'header'`, `'proxy-protocol'` or `'sid'`. */
-  routing: string
-  /** Header routing: a header name (lower case) in `X-Forwarded-For` format, or `'forwarded'` (RFC 7239). */
-  header: string
-  /** IPs and CIDRs (and `loopback`, `linklocal`, `uniquelocal`) whose PROXY headers and forwarding headers are believed. */
-  trustedProxies: Array<string>
-  ignoreMissingHeader: boolean
-  /** Milliseconds a client has to send its PROXY header or request head. */
-  headerTimeout: number
-  maxHeaderBytes: number
-  /** Connections reading their header at once. */
-  maxPendingHeaders: number
-  /** `'least-connection'`, `'round-robin'` or `'random'`: where new engine.io sessions go. */
-  loadBalancingMethod: string
-  /** Milliseconds an idle session entry is kept. */
-  sessionTtl: number
-  maxSessions: number
-  /** When the user forks the workers: the abstract socket name they connect to. */
-  rendezvous?: string
-}
+export declare function checkPort(port: unknown): number
 
 /**
  * Takes ownership of the channel fd the primary placed in this worker: checks
@@ -186,8 +165,10 @@ export interface BalancerOptions {
 export declare function claimChannel(fd: number): WorkerChannel
 
 /**
- * Makes an inherited fd close-on-exec (a worker's listening socket, so the
- * worker's own children never inherit it).
+ * Claims the listening socket a kernel-mode worker inherited (fd `fd`): checks
+ * that it is a listening TCP socket, and makes it close-on-exec so the
+ * worker's own children never inherit it. Throws
+ * `ERR_STICKY_NO_LISTENING_SOCKET` otherwise.
  */
 export declare function claimListeningFd(fd: number): void
 
@@ -221,17 +202,194 @@ export interface InheritedSocket {
   port?: number
 }
 
-/** Where and how to listen; `index.js` validates and fills defaults. */
+/**
+ * Options of `sticky.listen(server, port, options)`: every one optional,
+ * its default applied by `resolveOptions`.
+ */
+export interface ListenOptions {
+  /**
+   * Number of workers (slots), each a `cluster` worker.
+   * @defaultValue `os.cpus().length`
+   */
+  workers?: number
+  /**
+   * Host or IP address to listen on. The default `'::'` is dual-stack: IPv4
+   * clients connect too (falls back to `'0.0.0.0'` where IPv6 is unavailable).
+   * @defaultValue `'::'`
+   * @example `host: '127.0.0.1'`
+   */
+  host?: string
+  /**
+   * Length of the kernel's queue of connections not yet accepted.
+   * @defaultValue `511`
+   */
+  backlog?: number
+  /**
+   * Seed of the rendezvous hash that maps clients to slots: an unsigned 64-bit
+   * integer (number, bigint or decimal string). Fixed by default, so a client
+   * reaches the same slot after the primary restarts; change it to reshuffle.
+   * @defaultValue `'6274051578553076311'`
+   */
+  seed?: number | bigint | string
+  /**
+   * Connections handed to one slot and not yet acknowledged by its worker,
+   * beyond which the slot is over its share. The primary holds them anyway
+   * (a burst is not reset); only once its descriptor budget (three quarters
+   * of the open-file limit, at most 65,536) is used up does it pause
+   * accepting for such a slot, and then reset its new connections (counted
+   * in `stats().slots[n].droppedQueueFull`, reported as an
+   * `ERR_STICKY_OVERLOAD` warning).
+   * @defaultValue `1024`
+   */
+  maxPendingPerSlot?: number
+  /**
+   * Connections held by the primary while no worker at all is alive,
+   * beyond which, once the descriptor budget is used up, new ones are
+   * reset (counted in `stats().droppedNoWorker`).
+   * @defaultValue `4096`
+   */
+  maxParked?: number
+  /**
+   * Milliseconds to wait, at start-up, for every worker to be ready before
+   * accepting with the ones that are (connections wait in the kernel queue).
+   * @defaultValue `10000`
+   */
+  startupWait?: number
+  /**
+   * Milliseconds a closing worker (shutdown, reload, `server.close()`) has to
+   * finish its in-flight requests; then its remaining connections are closed
+   * and it exits. The primary kills workers still running a second later.
+   * @defaultValue `10000`
+   */
+  shutdownTimeout?: number
+  /**
+   * Install signal handlers: SIGTERM and SIGINT to the primary shut down
+   * gracefully (stop accepting, drain, exit 0); SIGHUP reloads the workers
+   * one at a time. Workers leave SIGINT to the primary and close gracefully
+   * on SIGTERM.
+   * @defaultValue `true`
+   */
+  handleSignals?: boolean
+  /**
+   * Kernel-steered IP routing: one `SO_REUSEPORT` listening socket per slot,
+   * steered by a classic BPF program hashing the source address, so the
+   * primary takes no part in connections at all (fastest). Only with
+   * `routing: 'ip'`; the hash is `hash(ip) % workers` over stable slots, not
+   * the rendezvous hash. When a worker dies its clients wait (queued on its
+   * slot's socket) for the respawned worker instead of moving. Falls back to
+   * the accept loop, with a warning, where the kernel refuses.
+   * @defaultValue `false`
+   */
+  kernel?: boolean
+  /**
+   * Socket takeover, to replace the whole app (primary and workers) without
+   * refusing a connection. A primary with `takeover: true` offers its
+   * listening socket(s) to a later primary of the same app: started by the
+   * same user for the same `host` and `port` while it runs, that one
+   * receives the socket over a private Unix socket instead of binding (no
+   * `EADDRINUSE`), starts its workers, and once every one is ready tells the
+   * old primary to stop accepting; the old primary drains as `close()`
+   * does and exits 0. Clients keep their slot (same `workers` and `seed`).
+   * Each side writes one line about the handover on stderr.
+   *
+   * With `kernel: true` the whole kernel-steered group moves, so the new
+   * primary needs the same `kernel`, `workers` and `seed`, or it gets
+   * `ERR_STICKY_TAKEOVER_MISMATCH`. If its workers are not all ready within
+   * `startupWait`, the old primary goes on serving and the new one closes
+   * with `ERR_STICKY_TAKEOVER_TIMEOUT`. A process of another user gets
+   * nothing. Linux only (`ERR_STICKY_TAKEOVER_UNSUPPORTED` elsewhere);
+   * not for port 0. With no primary to take over from, the port is bound
+   * as usual.
+   * @defaultValue `false`
+   * @example
+   * ```js
+   * // Deploy: start the new release while the old one runs.
+   * sticky.listen(server, 3000, { takeover: true })
+   * ```
+   */
+  takeover?: boolean
+  /**
+   * What identifies a client:
+   * - `'ip'`: the connection's peer address (`::ffff:a.b.c.d` counts as `a.b.c.d`).
+   * - `'header'`: a forwarding header set by a trusted proxy (`header`).
+   * - `'proxy-protocol'`: the source address of a PROXY protocol v1/v2 header
+   *   sent by a trusted proxy (HAProxy `send-proxy[-v2]`, nginx stream
+   *   `proxy_protocol on`, AWS NLB). Connections without a valid header are
+   *   closed and counted. Workers see the client as `socket.remoteAddress`.
+   * - `'sid'`: the engine.io session id in the request line; new sessions by
+   *   `loadBalancingMethod`. Needs plain HTTP to the primary.
+   * @defaultValue `'ip'`
+   */
+  routing?: Routing
+  /**
+   * `'header'` routing: the header naming the client, case-insensitive, in
+   * `X-Forwarded-For` format (comma-separated addresses), or `'forwarded'` for
+   * RFC 7239 `Forwarded: for=...`. The client is the rightmost address that is
+   * not itself a trusted proxy.
+   * @defaultValue `'x-forwarded-for'`
+   * @example `header: 'x-real-ip'`
+   */
+  header?: string
+  /**
+   * Peers whose PROXY headers and forwarding headers are believed: IP
+   * addresses, CIDR ranges, and the keywords `'loopback'` (127.0.0.0/8, ::1),
+   * `'linklocal'`, `'uniquelocal'` (as an array, or one comma-separated
+   * string). Headers from anyone else are ignored (`'header'`: route by the
+   * peer) or refused (`'proxy-protocol'`).
+   * @defaultValue `['loopback']`
+   * @example `trustedProxies: ['10.0.0.0/8', 'loopback']`
+   */
+  trustedProxies?: string[] | string
+  /**
+   * `'header'` routing, when a trusted proxy sends no usable header: `true`
+   * routes by the proxy's address, `false` closes the connection (counted in
+   * `stats().droppedInvalidHeader`).
+   * @defaultValue `true`
+   */
+  ignoreMissingHeader?: boolean
+  /**
+   * Milliseconds a client has to send its PROXY header or request head
+   * (modes other than `'ip'`); then it is closed and counted.
+   * @defaultValue `5000`
+   */
+  headerTimeout?: number
+  /**
+   * The most bytes read to find the routing key.
+   * @defaultValue `16384`
+   */
+  maxHeaderBytes?: number
+  /**
+   * Connections reading their header beyond which, once the primary's
+   * descriptor budget is used up, the oldest is closed (counted in
+   * `stats().droppedHeaderOverflow`).
+   * @defaultValue `1024`
+   */
+  maxPendingHeaders?: number
+  /**
+   * `'sid'` routing: where new sessions go. `'least-connection'` counts
+   * sessions per worker, and handshakes as they are dispatched, so a burst
+   * spreads evenly.
+   * @defaultValue `'least-connection'`
+   */
+  loadBalancingMethod?: LoadBalancingMethod
+  /**
+   * `'sid'` routing: milliseconds a session entry lives without a request
+   * carrying its sid (polling clients send one at least every `pingInterval`).
+   * @defaultValue `120000`
+   */
+  sessionTtl?: number
+  /**
+   * `'sid'` routing: the most sessions remembered.
+   * @defaultValue `100000`
+   */
+  maxSessions?: number
+}
+
+/** Where to listen. */
 export interface ListenSpec {
-  /** An IP literal (`index.js` resolves names first). */
-  host: string
-  /** True when the user did not choose the host: `::` may then fall back to `0.0.0.0`. */
-  hostIsDefault: boolean
+  /** An IP literal (`lib/primary.js` resolves host names first). */
+  address: string
   port: number
-  backlog: number
-  workers: number
-  /** Decimal string of an unsigned 64-bit seed. */
-  seed: string
   /**
    * Listening sockets to use instead of binding (systemd socket activation,
    * or a takeover): one for the accept loop, one per slot in slot order for
@@ -239,18 +397,67 @@ export interface ListenSpec {
    * cannot start.
    */
   adopt?: Array<number>
+  /**
+   * When the user forks the workers (`setupMaster`): the abstract socket
+   * name they connect to for their channel (the accept loop only).
+   */
+  rendezvous?: string
 }
+
+/** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
+export type LoadBalancingMethod = 'least-connection' | 'round-robin' | 'random'
 
 /** What the running primary offered. */
 export interface ReceivedOffer {
-  /** `'accept-loop'` or `'kernel'`. */
-  mode: string
+  mode: TakeoverMode
   sockets: number
   workers: number
   /** Decimal string of the unsigned 64-bit seed. */
   seed: string
   pid: number
 }
+
+/**
+ * Every option of `ListenOptions` with its default applied, as the primary
+ * uses them.
+ */
+export interface ResolvedOptions {
+  workers: number
+  host: string
+  /** True when the user did not choose the host: `::` may then fall back to `0.0.0.0`. */
+  hostIsDefault: boolean
+  backlog: number
+  /** Decimal string of the unsigned 64-bit seed. */
+  seed: string
+  maxPendingPerSlot: number
+  maxParked: number
+  startupWait: number
+  shutdownTimeout: number
+  handleSignals: boolean
+  kernel: boolean
+  takeover: boolean
+  routing: Routing
+  /** Lower case. */
+  header: string
+  trustedProxies: Array<string>
+  ignoreMissingHeader: boolean
+  headerTimeout: number
+  maxHeaderBytes: number
+  maxPendingHeaders: number
+  loadBalancingMethod: LoadBalancingMethod
+  sessionTtl: number
+  maxSessions: number
+}
+
+/**
+ * Checks `options` (the options of `sticky.listen`, as the user passed them)
+ * and fills in their defaults; `cpuCount` (`os.cpus().length`) is the
+ * default number of workers. Throws `ERR_STICKY_INVALID_OPTION`.
+ */
+export declare function resolveOptions(options: ListenOptions | undefined | null, cpuCount: number): ResolvedOptions
+
+/** What identifies a client. */
+export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'
 
 export interface SlotStatsObject {
   slot: number
@@ -337,8 +544,7 @@ export declare function systemdSockets(listenFds?: string | undefined | null, li
 
 /** What the running primary listens with, as it offers it. */
 export interface TakeoverDescription {
-  /** `'accept-loop'` or `'kernel'`. */
-  mode: string
+  mode: TakeoverMode
   workers: number
   /** Decimal string of the unsigned 64-bit seed. */
   seed: string
@@ -355,6 +561,9 @@ export interface TakeoverEvent {
   uid?: number
   message?: string
 }
+
+/** How a primary listens: the accept loop's one socket, or a kernel-steered group. */
+export type TakeoverMode = 'accept-loop' | 'kernel'
 
 export interface WorkerChannelStats {
   received: number

@@ -1,7 +1,10 @@
-// Type definitions for sticky-session-rs (hand-written; the generated
-// binding.d.ts describes the native layer underneath).
+// Type definitions for sticky-session-rs. The options' types and their
+// documentation (with each default) are generated from the Rust that checks
+// them (binding.d.ts, from src/binding/options.rs) and reused here; the API
+// shapes are written by hand.
 
 import type { Server } from 'net'
+import type * as native from './binding'
 
 /**
  * The socketio-sticky-session shape: `sticky(server)`, `sticky(num, server)`,
@@ -24,199 +27,36 @@ declare function sticky(options: sticky.SocketioStickySessionOptions, serverOrFa
 
 declare namespace sticky {
 
-  /** What identifies a client. */
-  export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'
+  /** What identifies a client (see {@link ListenOptions.routing}). */
+  export type Routing = native.Routing
 
   /** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
-  export type LoadBalancingMethod = 'least-connection' | 'round-robin' | 'random'
+  export type LoadBalancingMethod = native.LoadBalancingMethod
 
   /** Routing options, accepted by every API shape. */
-  export interface RoutingOptions {
-    /**
-     * What identifies a client:
-     * - `'ip'`: the connection's peer address (`::ffff:a.b.c.d` counts as `a.b.c.d`).
-     * - `'header'`: a forwarding header set by a trusted proxy ({@link RoutingOptions.header}).
-     * - `'proxy-protocol'`: the source address of a PROXY protocol v1/v2 header
-     *   sent by a trusted proxy (HAProxy `send-proxy[-v2]`, nginx stream
-     *   `proxy_protocol on`, AWS NLB). Connections without a valid header are
-     *   closed and counted. Workers see the client as `socket.remoteAddress`.
-     * - `'sid'`: the engine.io session id in the request line; new sessions by
-     *   {@link RoutingOptions.loadBalancingMethod}. Needs plain HTTP to the primary.
-     * @defaultValue `'ip'`
-     */
-    routing?: Routing
-    /**
-     * `'header'` routing: the header naming the client, case-insensitive, in
-     * `X-Forwarded-For` format (comma-separated addresses), or `'forwarded'` for
-     * RFC 7239 `Forwarded: for=...`. The client is the rightmost address that is
-     * not itself a trusted proxy.
-     * @defaultValue `'x-forwarded-for'`
-     * @example `header: 'x-real-ip'`
-     */
-    header?: string
-    /**
-     * Peers whose PROXY headers and forwarding headers are believed: IP
-     * addresses, CIDR ranges, and the keywords `'loopback'` (127.0.0.0/8, ::1),
-     * `'linklocal'`, `'uniquelocal'`. Headers from anyone else are ignored
-     * (`'header'`: route by the peer) or refused (`'proxy-protocol'`).
-     * @defaultValue `['loopback']`
-     * @example `trustedProxies: ['10.0.0.0/8', 'loopback']`
-     */
-    trustedProxies?: string[] | string
-    /**
-     * `'header'` routing, when a trusted proxy sends no usable header: `true`
-     * routes by the proxy's address, `false` closes the connection (counted in
-     * `stats().droppedInvalidHeader`).
-     * @defaultValue `true` (`false` in the socketio-sticky-session shape, as there)
-     */
-    ignoreMissingHeader?: boolean
-    /**
-     * Milliseconds a client has to send its PROXY header or request head
-     * (modes other than `'ip'`); then it is closed and counted.
-     * @defaultValue `5000`
-     */
-    headerTimeout?: number
-    /**
-     * The most bytes read to find the routing key.
-     * @defaultValue `16384`
-     */
-    maxHeaderBytes?: number
-    /**
-     * Connections reading their header beyond which, once the primary's
-     * descriptor budget is used up, the oldest is closed (counted in
-     * `stats().droppedHeaderOverflow`).
-     * @defaultValue `1024`
-     */
-    maxPendingHeaders?: number
-    /**
-     * `'sid'` routing: where new sessions go. `'least-connection'` counts
-     * sessions per worker, and handshakes as they are dispatched, so a burst
-     * spreads evenly.
-     * @defaultValue `'least-connection'`
-     */
-    loadBalancingMethod?: LoadBalancingMethod
-    /**
-     * `'sid'` routing: milliseconds a session entry lives without a request
-     * carrying its sid (polling clients send one at least every `pingInterval`).
-     * @defaultValue `120000`
-     */
-    sessionTtl?: number
-    /**
-     * `'sid'` routing: the most sessions remembered.
-     * @defaultValue `100000`
-     */
-    maxSessions?: number
-  }
+  export interface RoutingOptions
+    extends Pick<
+      native.ListenOptions,
+      | 'routing'
+      | 'header'
+      | 'trustedProxies'
+      | 'ignoreMissingHeader'
+      | 'headerTimeout'
+      | 'maxHeaderBytes'
+      | 'maxPendingHeaders'
+      | 'loadBalancingMethod'
+      | 'sessionTtl'
+      | 'maxSessions'
+    > {}
 
-  /** Options of {@link listen}. */
-  export interface ListenOptions extends RoutingOptions {
-    /**
-     * Number of workers (slots), each a `cluster` worker.
-     * @defaultValue `os.cpus().length`
-     */
-    workers?: number
+  /** Options of {@link listen}: every one is optional. */
+  export interface ListenOptions extends native.ListenOptions {
     /**
      * Extra environment variables for every worker (passed to `cluster.fork(env)`).
      * Each worker also gets `STICKY_WORKER_SLOT`: its stable slot, `0..workers-1`.
      * @defaultValue `{}`
      */
     env?: NodeJS.ProcessEnv
-    /**
-     * Host or IP address to listen on. The default `'::'` is dual-stack: IPv4
-     * clients connect too (falls back to `'0.0.0.0'` where IPv6 is unavailable).
-     * @defaultValue `'::'`
-     * @example `host: '127.0.0.1'`
-     */
-    host?: string
-    /**
-     * Length of the kernel's queue of connections not yet accepted.
-     * @defaultValue `511`
-     */
-    backlog?: number
-    /**
-     * Seed of the rendezvous hash that maps clients to slots: an unsigned 64-bit
-     * integer (number, bigint or decimal string). Fixed by default, so a client
-     * reaches the same slot after the primary restarts; change it to reshuffle.
-     * @defaultValue a fixed constant
-     */
-    seed?: number | bigint | string
-    /**
-     * Connections handed to one slot and not yet acknowledged by its worker,
-     * beyond which the slot is over its share. The primary holds them anyway
-     * (a burst is not reset); only once its descriptor budget (three quarters
-     * of the open-file limit, at most 65,536) is used up does it pause
-     * accepting for such a slot, and then reset its new connections (counted
-     * in `stats().slots[n].droppedQueueFull`, reported as an
-     * `ERR_STICKY_OVERLOAD` warning).
-     * @defaultValue `1024`
-     */
-    maxPendingPerSlot?: number
-    /**
-     * Connections held by the primary while no worker at all is alive,
-     * beyond which, once the descriptor budget is used up, new ones are
-     * reset (counted in `stats().droppedNoWorker`).
-     * @defaultValue `4096`
-     */
-    maxParked?: number
-    /**
-     * Milliseconds to wait, at start-up, for every worker to be ready before
-     * accepting with the ones that are (connections wait in the kernel queue).
-     * @defaultValue `10000`
-     */
-    startupWait?: number
-    /**
-     * Milliseconds a closing worker (shutdown, reload, `server.close()`) has to
-     * finish its in-flight requests; then its remaining connections are closed
-     * and it exits. The primary kills workers still running a second later.
-     * @defaultValue `10000`
-     */
-    shutdownTimeout?: number
-    /**
-     * Install signal handlers: SIGTERM and SIGINT to the primary shut down
-     * gracefully (stop accepting, drain, exit 0); SIGHUP reloads the workers
-     * one at a time. Workers leave SIGINT to the primary and close gracefully
-     * on SIGTERM.
-     * @defaultValue `true`
-     */
-    handleSignals?: boolean
-    /**
-     * Kernel-steered IP routing: one `SO_REUSEPORT` listening socket per slot,
-     * steered by a classic BPF program hashing the source address, so the
-     * primary takes no part in connections at all (fastest). Only with
-     * `routing: 'ip'`; the hash is `hash(ip) % workers` over stable slots, not
-     * the rendezvous hash. When a worker dies its clients wait (queued on its
-     * slot's socket) for the respawned worker instead of moving. Falls back to
-     * the accept loop, with a warning, where the kernel refuses.
-     * @defaultValue `false`
-     */
-    kernel?: boolean
-    /**
-     * Socket takeover, to replace the whole app (primary and workers) without
-     * refusing a connection. A primary with `takeover: true` offers its
-     * listening socket(s) to a later primary of the same app: started by the
-     * same user for the same `host` and `port` while it runs, that one
-     * receives the socket over a private Unix socket instead of binding (no
-     * `EADDRINUSE`), starts its workers, and once every one is ready tells the
-     * old primary to stop accepting; the old primary drains as {@link close}
-     * does and exits 0. Clients keep their slot (same `workers` and `seed`).
-     * Each side writes one line about the handover on stderr.
-     *
-     * With `kernel: true` the whole kernel-steered group moves, so the new
-     * primary needs the same `kernel`, `workers` and `seed`, or it gets
-     * `ERR_STICKY_TAKEOVER_MISMATCH`. If its workers are not all ready within
-     * `startupWait`, the old primary goes on serving and the new one closes
-     * with `ERR_STICKY_TAKEOVER_TIMEOUT`. A process of another user gets
-     * nothing. Linux only (`ERR_STICKY_TAKEOVER_UNSUPPORTED` elsewhere);
-     * not for port 0. With no primary to take over from, the port is bound
-     * as usual.
-     * @defaultValue `false`
-     * @example
-     * ```js
-     * // Deploy: start the new release while the old one runs.
-     * sticky.listen(server, 3000, { takeover: true })
-     * ```
-     */
-    takeover?: boolean
   }
 
   /** Counters of one slot. */
@@ -366,8 +206,15 @@ declare namespace sticky {
      * @defaultValue `os.cpus().length`
      */
     num?: number
-    /** `true`: route by {@link RoutingOptions.header} (same as `routing: 'header'`). */
+    /** `true`: route by {@link ListenOptions.header} (same as `routing: 'header'`). */
     proxy?: boolean
+    /**
+     * `'header'` routing, when a trusted proxy sends no usable header: `true`
+     * routes by the proxy's address, `false` closes the connection. As in
+     * socketio-sticky-session, the default is `false` in this shape.
+     * @defaultValue `false`
+     */
+    ignoreMissingHeader?: boolean
     /**
      * Accepted for compatibility and not needed: the primary never reads the
      * request, so there is no first packet to replay in the worker.
@@ -378,14 +225,8 @@ declare namespace sticky {
   /** What the socketio-sticky-session shape returns: a server whose `listen` starts balancing (primary) or binds nothing (worker). */
   export type StickyServer = Server
 
-
   /** Options of {@link setupMaster}. */
   export interface SetupMasterOptions extends Omit<RoutingOptions, 'routing'> {
-    /**
-     * Where new sessions go.
-     * @defaultValue `'least-connection'`
-     */
-    loadBalancingMethod?: LoadBalancingMethod
     /**
      * The most workers that may connect at once (slots).
      * @defaultValue `64`

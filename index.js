@@ -9,13 +9,13 @@
 const cluster = require('cluster')
 const crypto = require('crypto')
 const net = require('net')
-const { listenOptions, validatePort, validateServer } = require('./lib/options')
+const { listenOptions, validateServer } = require('./lib/options')
 const { stickyError } = require('./lib/errors')
 const { isServer } = require('./lib/runtime')
 const { pm2ClusterModeError } = require('./lib/pm2')
 const worker = require('./lib/worker')
 const { startPrimary } = require('./lib/primary')
-const { connectChannel } = require('./lib/native')
+const { checkPort, connectChannel } = require('./lib/native')
 
 // A worker's channel leaves the environment as soon as the module loads.
 worker.claimFromEnvironment()
@@ -24,7 +24,7 @@ let primary = null
 
 function startBalancing(server, port, options) {
   if (primary) {
-    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary; listen was already called')
+    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary and listen was already called: call listen() once, in the primary')
   }
   primary = startPrimary(server, port, options)
   return primary
@@ -39,7 +39,7 @@ function startBalancing(server, port, options) {
  */
 function listen(server, port, options) {
   validateServer(server)
-  const checkedPort = validatePort(port)
+  const checkedPort = checkPort(port)
   const checkedOptions = listenOptions(options)
   if (cluster.isPrimary) {
     startBalancing(server, checkedPort, checkedOptions)
@@ -61,6 +61,14 @@ function listenArguments(args) {
 }
 
 /**
+ * The shape's options with the host and backlog given to its `listen()`
+ * (when given), checked again: they are options like the others.
+ */
+function withListenArguments(options, { host, backlog }) {
+  return listenOptions({ ...options, ...(host === undefined ? {} : { host }), ...(backlog ? { backlog } : {}) })
+}
+
+/**
  * socketio-sticky-session's `sticky(server)`, `sticky(num, server)`,
  * `sticky(options, serverOrFactory)`: options `num`, `proxy` (route by the
  * `header`, default `x-forwarded-for`), `ignoreMissingHeader` (default false,
@@ -74,19 +82,19 @@ function sticky(first, second) {
   const [options, serverOrFactory] =
     second === undefined ? [{}, first] : typeof first === 'number' ? [{ num: first }, second] : [first || {}, second]
   const { num, proxy, sync, ...rest } = options
-  const checked = listenOptions({
+  const stickyOptions = {
     workers: num,
     ...rest,
-    routing: rest.routing || (proxy ? 'header' : 'ip'),
+    routing: rest.routing || (proxy ? 'header' : undefined),
     ignoreMissingHeader: rest.ignoreMissingHeader ?? false,
-  })
+  }
+  listenOptions(stickyOptions)
   if (cluster.isPrimary) {
     const facade = new net.Server()
     facade.listen = function listenSticky(...args) {
-      const { port, host, backlog, callback } = listenArguments(args)
+      const { port, callback, ...given } = listenArguments(args)
       if (callback) facade.once('listening', callback)
-      const hostOptions = host === undefined ? {} : { host, hostIsDefault: false }
-      startBalancing(facade, validatePort(port), { ...checked, ...hostOptions, backlog: backlog || checked.backlog })
+      startBalancing(facade, checkPort(port), withListenArguments(stickyOptions, given))
       return facade
     }
     return facade
@@ -120,15 +128,17 @@ function setupMaster(httpServer, options = {}) {
   if (rest.takeover) {
     throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.takeover needs workers that sticky-session-rs forks (listen() or sticky()); with setupMaster you fork them yourself')
   }
-  const checked = listenOptions({ ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 })
+  // The slots are a capacity for the workers the user forks, who need not
+  // wait for one another: accept as soon as any is there.
+  const masterOptions = { ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 }
+  listenOptions(masterOptions)
   const rendezvous = `sticky-session-rs-${process.pid}-${crypto.randomBytes(8).toString('hex')}`
   // Every cluster.fork() after this inherits the name.
   process.env.STICKY_RENDEZVOUS = rendezvous
   httpServer.listen = function listenSticky(...args) {
-    const { port, host, backlog, callback } = listenArguments(args)
+    const { port, callback, ...given } = listenArguments(args)
     if (callback) httpServer.once('listening', callback)
-    const hostOptions = host === undefined ? {} : { host, hostIsDefault: false }
-    startBalancing(httpServer, validatePort(port), { ...checked, ...hostOptions, backlog: backlog || checked.backlog, rendezvous })
+    startBalancing(httpServer, checkPort(port), { ...withListenArguments(masterOptions, given), rendezvous })
     return httpServer
   }
 }

@@ -2,7 +2,7 @@
 // The socketio-sticky-session and @socket.io/sticky API shapes: their README
 // examples, run with only the require swapped (and a free port for 3000).
 
-const { execFileSync, spawn } = require('child_process')
+const { spawn } = require('child_process')
 const fs = require('fs')
 const path = require('path')
 const sticky = require('..')

@@ -28,6 +28,8 @@ describe('argument errors throw with a code and say what to pass', () => {
     ['an empty host', () => sticky.listen(server, 0, { host: '' }), 'ERR_STICKY_INVALID_OPTION', /host/],
     ['a takeover that is not a boolean', () => sticky.listen(server, 0, { takeover: 'yes' }), 'ERR_STICKY_INVALID_OPTION', /options.takeover must be true or false/],
     ['takeover with setupMaster, whose workers the user forks', () => sticky.setupMaster(server, { takeover: true }), 'ERR_STICKY_INVALID_OPTION', /with setupMaster you fork them yourself/],
+    ['a trusted proxy that is no address or network', () => sticky.listen(server, 0, { trustedProxies: ['10.0.0.0/33'] }), 'ERR_STICKY_INVALID_OPTION', /trustedProxies: trusted proxy entry 0 \("10\.0\.0\.0\/33"\) is not recognised; expected an IP address/],
+    ['kernel steering with another routing', () => sticky.listen(server, 0, { kernel: true, routing: 'sid' }), 'ERR_STICKY_INVALID_OPTION', /routing 'ip' only, not 'sid'/],
   ])('%s', (_, call, code, message) => {
     expect(call).toThrow(expect.objectContaining({ code, message: expect.stringMatching(message) }))
   })
@@ -142,6 +144,36 @@ test('a process that was not forked by sticky.listen gets ERR_STICKY_NO_CHANNEL 
   } finally {
     fs.rmSync(path.dirname(file), { recursive: true, force: true })
   }
+})
+
+describe('a worker checks the descriptor it is told about before it takes it', () => {
+  const { claimChannel, claimListeningFd } = require('../lib/native')
+
+  test('a descriptor that is not a channel is refused with ERR_STICKY_NO_CHANNEL, and left open', () => {
+    const fd = fs.openSync('/dev/null', 'r')
+    try {
+      expect(() => claimChannel(fd)).toThrow(expect.objectContaining({ code: 'ERR_STICKY_NO_CHANNEL', message: expect.stringMatching(/start workers through sticky\.listen\(\)/) }))
+      expect(fs.fstatSync(fd).isCharacterDevice()).toBe(true)
+    } finally {
+      fs.closeSync(fd)
+    }
+  })
+
+  test('a kernel-mode worker\'s descriptor that is not a listening TCP socket is refused with ERR_STICKY_NO_LISTENING_SOCKET', async () => {
+    const fd = fs.openSync('/dev/null', 'r')
+    try {
+      expect(() => claimListeningFd(fd)).toThrow(expect.objectContaining({ code: 'ERR_STICKY_NO_LISTENING_SOCKET', message: expect.stringMatching(/kernel: true/) }))
+    } finally {
+      fs.closeSync(fd)
+    }
+    const listening = net.createServer()
+    await new Promise((resolve) => listening.listen(0, '127.0.0.1', resolve))
+    try {
+      expect(claimListeningFd(listening._handle.fd)).toBeUndefined()
+    } finally {
+      listening.close()
+    }
+  })
 })
 
 test('without a native binary the error names what was tried and how to build from source', () => {

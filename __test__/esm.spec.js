@@ -56,7 +56,7 @@ describe('TypeScript with "module": "nodenext"', () => {
     try {
       execFileSync(process.execPath, [tsc, '-p', path.join(__dirname, 'types-esm', 'tsconfig.json')], { encoding: 'utf8' })
     } catch (error) {
-      throw new Error(`tsc failed:\n${error.stdout}${error.stderr}`)
+      throw new Error(`tsc failed:\n${error.stdout}${error.stderr}`, { cause: error })
     }
   })
 

@@ -257,7 +257,7 @@ describe('pm2 fork mode, graceful stop', () => {
 })
 
 describe('pm2 cluster mode', () => {
-  test("listen() fails at once with ERR_STICKY_PM2_CLUSTER_MODE, whose message says to use fork mode; the port is never bound", async () => {
+  test('listen() fails at once with ERR_STICKY_PM2_CLUSTER_MODE, whose message says to use fork mode; the port is never bound', async () => {
     const port = await freePort()
     await pm2(['start', EXAMPLE_APP, '--name', 'clustered', '-i', '2', '--max-restarts', '2'], { PORT: String(port) })
     try {

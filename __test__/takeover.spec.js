@@ -162,7 +162,7 @@ describe('takeover: true, accept loop', () => {
     expect(old.exited).toBeNull()
   })
 
-  test("a takeover whose workers never get ready leaves the old primary serving, and the new one fails with ERR_STICKY_TAKEOVER_TIMEOUT", async () => {
+  test('a takeover whose workers never get ready leaves the old primary serving, and the new one fails with ERR_STICKY_TAKEOVER_TIMEOUT', async () => {
     const old = await startApp({ options: { workers: 2, takeover: true } })
     const slotBefore = await slotTable(old.port)
     const load = startLoad(old.port, { clients: CLIENTS })

@@ -33,7 +33,7 @@ function noBindingError(cause) {
       'unless optional dependencies are omitted: no --omit=optional / --no-optional), ' +
       fromSource
     : `${pkg.name}: no prebuilt binding for ${platform}; prebuilt packages exist for ${supported.join(', ')}.${tried} ` +
-      `Build from source: install a Rust toolchain (rustup.rs), then run \`npm run build\` in node_modules/sticky-session-rs. ` +
+      'Build from source: install a Rust toolchain (rustup.rs), then run `npm run build` in node_modules/sticky-session-rs. ' +
       'Windows is not supported (no SCM_RIGHTS).'
   const error = new Error(message)
   error.code = 'ERR_STICKY_NO_BINDING'

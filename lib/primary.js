@@ -1,17 +1,17 @@
 'use strict'
 
-// The primary: binds the public port through the native accept loop, forks one
-// worker per slot with the slot's channel in its stdio, and respawns a worker
-// into the same slot when it exits. The primary's JavaScript never handles a
-// connection.
+// The primary: listens on the public port (lib/listeners.js: the native accept
+// loop, or a kernel-steered group), forks one worker per slot with what the
+// listener gives it in its stdio (its channel, or its slot's socket), and
+// respawns a worker into the same slot when it exits. The primary's
+// JavaScript never handles a connection.
 
 const cluster = require('cluster')
 const { EventEmitter } = require('events')
 const dns = require('dns')
-const fs = require('fs')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
-const { Balancer, ReuseportGroup, statsFields } = require('./native')
+const { AcceptLoopListener, KernelGroupListener } = require('./listeners')
 const { listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
@@ -46,8 +46,12 @@ class Primary extends EventEmitter {
     this.server = server
     this.port = port
     this.options = options
-    this.balancer = null
+    /** The resolved listening address (set by `bind`). */
+    this.address = null
+    /** How this primary listens, chosen once by `bind` (lib/listeners.js). */
+    this.listener = null
     this.closing = false
+    this.closed = false
     this.reloading = null
     /** slot -> { worker, startedAt, quickExits } */
     this.slots = new Map()
@@ -132,51 +136,54 @@ class Primary extends EventEmitter {
       server.emit('error', listenError(error, { host: address, port: this.port }))
       return
     }
+    const listener = this.listen(address, source, attempt)
+    if (!listener) return
+    this.listener = listener
+    // The user's server object never listens in the primary; make it report
+    // the listener's address so `server.address().port` works with port 0.
+    server.address = () => listener.address()
+    if (options.rendezvous) this.admitUserForkedWorkers()
+    else for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
+    debug('primary %d listening on %o with %d workers (%s, %s)', process.pid, listener.address(), options.workers, listener.mode, describeSource(source))
+    this.listening(source)
+  }
+
+  /**
+   * Chooses how to listen, once: the kernel-steered group when asked for
+   * (or taken over) and the kernel allows it, else the accept loop. Returns
+   * null when listening failed: an 'error' was emitted, or a retry scheduled
+   * (a group taken over cannot fall back).
+   */
+  listen(address, source, attempt) {
+    const { options, server } = this
+    const spec = { address, port: this.port, adopt: source.adopt, rendezvous: options.rendezvous }
+    const onEvent = (event) => this.onListenerEvent(event)
+    const failed = (error) => {
+      if (source.client) source.client.close()
+      if (!this.retryTakeover(error, address, source, attempt)) server.emit('error', listenError(error, { host: address, port: this.port }))
+      return null
+    }
     const kernel = source.kind === 'takeover' ? source.kernel : options.kernel
     if (kernel && source.kind === 'systemd') {
       process.emitWarning('kernel: true needs one listening socket per worker and systemd passed one: using the accept loop', { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
     } else if (kernel) {
-      const outcome = this.bindKernelGroup(address, source, attempt)
-      if (outcome === 'listening') return this.listening(source)
-      if (outcome === 'failed') return
+      try {
+        const obstacle = kernelModeObstacle()
+        if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', obstacle)
+        return new KernelGroupListener(spec, options, onEvent)
+      } catch (error) {
+        if (error.code !== 'ERR_STICKY_KERNEL_UNSUPPORTED' || source.adopt) return failed(error)
+        process.emitWarning(`${error.message}; falling back to the accept loop (leave kernel off to use it without this warning)`, { code: error.code, type: 'StickySessionWarning' })
+      }
     }
+    // Taking over, the old primary serves until every worker here is ready:
+    // accept only then (completeTakeover gives up at startupWait).
+    const startupWait = source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait
     try {
-      this.balancer = new Balancer(
-        this.listenSpec(address, source),
-        {
-          maxPendingPerSlot: options.maxPendingPerSlot,
-          maxParked: options.maxParked,
-          // Taking over, the old primary serves until every worker here is
-          // ready: accept only then (completeTakeover gives up at startupWait).
-          startupWait: source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait,
-          routing: options.routing,
-          header: options.header,
-          trustedProxies: options.trustedProxies,
-          ignoreMissingHeader: options.ignoreMissingHeader,
-          headerTimeout: options.headerTimeout,
-          maxHeaderBytes: options.maxHeaderBytes,
-          maxPendingHeaders: options.maxPendingHeaders,
-          loadBalancingMethod: options.loadBalancingMethod,
-          sessionTtl: options.sessionTtl,
-          maxSessions: options.maxSessions,
-          rendezvous: options.rendezvous,
-        },
-        (event) => this.onBalancerEvent(event),
-      )
+      return new AcceptLoopListener(spec, { ...options, startupWait }, onEvent)
     } catch (error) {
-      if (source.client) source.client.close()
-      if (this.retryTakeover(error, address, source, attempt)) return
-      server.emit('error', listenError(error, { host: address, port: this.port }))
-      return
+      return failed(error)
     }
-    // The user's server object never listens in the primary; make it report
-    // the balancer's address so `server.address().port` works with port 0.
-    const balancer = this.balancer
-    server.address = () => balancer.address()
-    if (options.rendezvous) this.admitUserForkedWorkers()
-    else for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
-    debug('primary %d listening on %o with %d workers (%s)', process.pid, balancer.address(), options.workers, describeSource(source))
-    this.listening(source)
   }
 
   /** What every way of listening does once the socket is there. */
@@ -201,40 +208,6 @@ class Primary extends EventEmitter {
     debug('takeover: [%s]:%d is in use and nobody offers it yet; looking again', address, this.port)
     setTimeout(() => this.bind(address, null, attempt + 1), TAKEOVER_RETRY_MS)
     return true
-  }
-
-  /** Where and how to listen: what the accept loop and the kernel group share. */
-  listenSpec(address, source) {
-    const { options } = this
-    return { host: address, hostIsDefault: options.hostIsDefault, port: this.port, backlog: options.backlog, workers: options.workers, seed: options.seed, adopt: source.adopt }
-  }
-
-  /**
-   * Kernel-steered mode: one SO_REUSEPORT listener per slot, steered by a
-   * BPF program; the primary only forks. Returns `'listening'`, `'fallback'`
-   * (use the accept loop: the kernel refuses) or `'failed'` (an 'error' was
-   * emitted, or a retry scheduled; a group taken over cannot fall back).
-   */
-  bindKernelGroup(address, source, attempt) {
-    const { options, server } = this
-    try {
-      const obstacle = kernelModeObstacle()
-      if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', obstacle)
-      this.group = new ReuseportGroup(this.listenSpec(address, source))
-    } catch (error) {
-      if (error.code === 'ERR_STICKY_KERNEL_UNSUPPORTED' && !source.adopt) {
-        process.emitWarning(`${error.message}; falling back to the accept loop`, { code: error.code, type: 'StickySessionWarning' })
-        return 'fallback'
-      }
-      if (source.client) source.client.close()
-      if (!this.retryTakeover(error, address, source, attempt)) server.emit('error', listenError(error, { host: address, port: this.port }))
-      return 'failed'
-    }
-    const group = this.group
-    server.address = () => group.address()
-    for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
-    debug('primary %d: kernel-steered group on %o with %d workers (%s)', process.pid, group.address(), options.workers, describeSource(source))
-    return 'listening'
   }
 
   // ---- takeover -------------------------------------------------------------
@@ -296,11 +269,10 @@ class Primary extends EventEmitter {
     const obstacle = takeoverObstacle()
     if (obstacle) return process.emitWarning(`${obstacle}: takeover is off`, { code: 'ERR_STICKY_TAKEOVER_UNSUPPORTED', type: 'StickySessionWarning' })
     const port = this.server.address().port
-    const group = this.group
-    const description = { mode: group ? 'kernel' : 'accept-loop', workers: options.workers, seed: options.seed }
-    const fds = group ? Array.from({ length: options.workers }, (_, slot) => group.fd(slot)) : [this.balancer.listeningFd()]
+    const { listener } = this
+    const description = { mode: listener.mode, workers: options.workers, seed: options.seed }
     try {
-      this.takeoverOffer = offerSockets(this.address, port, description, fds, (event) => this.onTakeoverEvent(event))
+      this.takeoverOffer = offerSockets(this.address, port, description, listener.listeningFds(), (event) => this.onTakeoverEvent(event))
     } catch (error) {
       // The primary just taken over releases the name an instant before it confirms.
       if (error.code === 'EADDRINUSE' && attempt < TAKEOVER_RETRIES) {
@@ -353,10 +325,8 @@ class Primary extends EventEmitter {
    * later `cluster.fork()` by the user does not pass a closed descriptor.
    */
   fork(slot) {
-    const kernel = Boolean(this.group)
-    // The kernel group's socket stays the primary's (and open); a channel's
-    // worker end is the child's alone.
-    const channelFd = kernel ? this.group.fd(slot) : this.balancer.openSlot(slot)
+    const { listener } = this
+    const workerEnd = listener.workerEnd(slot)
     const previousStdio = cluster.settings.stdio
     const stdio = previousStdio
       ? previousStdio.slice()
@@ -365,7 +335,7 @@ class Primary extends EventEmitter {
         : ['inherit', 'inherit', 'inherit', 'ipc']
     while (stdio.length < 4) stdio.push('ignore')
     const channelIndex = stdio.length
-    stdio.push(channelFd)
+    stdio.push(workerEnd.fd)
     let worker
     try {
       cluster.setupPrimary({ stdio })
@@ -373,26 +343,20 @@ class Primary extends EventEmitter {
         ...pm2WorkerEnvironment(),
         ...this.options.env,
         STICKY_WORKER_SLOT: String(slot),
-        [kernel ? 'STICKY_LISTEN_FD' : 'STICKY_CHANNEL_FD']: String(channelIndex),
+        [workerEnd.variable]: String(channelIndex),
         STICKY_ROUTING: this.options.routing,
         STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
         STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',
       })
     } finally {
       cluster.setupPrimary({ stdio: previousStdio })
-      if (!kernel) fs.closeSync(channelFd)
+      workerEnd.afterFork()
     }
     const state = this.slots.get(slot) || { quickExits: 0, forks: 0 }
     state.worker = worker
     state.pid = worker.process.pid
     state.forks++
-    if (kernel) {
-      worker.on('message', (message) => {
-        if (message && message.stickySessionRs !== 'ready') return
-        debug('slot %d ready (pid %d)', slot, worker.process.pid)
-        this.emit('slot-ready', slot, worker.process.pid)
-      })
-    }
+    listener.watch(worker, slot)
     state.startedAt = Date.now()
     this.slots.set(slot, state)
     debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)
@@ -409,11 +373,11 @@ class Primary extends EventEmitter {
    * take a channel.
    */
   admitUserForkedWorkers() {
-    const balancer = this.balancer
-    const admit = (worker) => worker.process && worker.process.pid && balancer.allowWorker(worker.process.pid)
+    const { listener } = this
+    const admit = (worker) => worker.process && worker.process.pid && listener.allowWorker(worker.process.pid)
     Object.values(cluster.workers || {}).forEach(admit)
     cluster.on('fork', admit)
-    cluster.on('exit', (worker) => worker.process && worker.process.pid && balancer.forgetWorker(worker.process.pid))
+    cluster.on('exit', (worker) => worker.process && worker.process.pid && listener.forgetWorker(worker.process.pid))
   }
 
   onWorkerExit(slot, worker, code, signal) {
@@ -437,7 +401,7 @@ class Primary extends EventEmitter {
     else setTimeout(respawn, delay)
   }
 
-  onBalancerEvent(event) {
+  onListenerEvent(event) {
     switch (event.kind) {
       case 'slot-ready':
         debug('slot %d ready (pid %d)', event.slot, event.pid)
@@ -463,9 +427,8 @@ class Primary extends EventEmitter {
   }
 
   stats() {
-    if (this.group) return this.kernelStats()
-    if (!this.balancer) return null
-    const stats = this.balancer.stats()
+    if (!this.listener) return null
+    const stats = this.listener.stats(this.slots)
     // With user-forked workers the slots are a capacity: list the ones used.
     if (this.options.rendezvous) stats.slots = stats.slots.filter((slot) => slot.pid !== 0 || slot.dispatched > 0)
     return stats
@@ -516,23 +479,11 @@ class Primary extends EventEmitter {
         if (worker.isConnected()) worker.disconnect()
       }
     }
-    if (this.group) {
-      this.once('closed', () => this.group.close())
-      return disconnectWorkers()
-    }
-    if (!this.balancer) return disconnectWorkers()
+    const { listener } = this
+    if (!listener) return disconnectWorkers()
+    this.once('closed', () => listener.close())
     this.once('drained', disconnectWorkers)
-    this.balancer.close(!client)
-  }
-
-  /** Kernel mode: the primary sees no connection; only the slots. */
-  kernelStats() {
-    const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope).map((field) => [field.name, 0]))
-    const slots = [...this.slots.entries()].map(([slot, state]) => {
-      const live = Boolean(state.worker && !state.worker.isDead())
-      return { slot, ...zeros('slot'), pid: live ? state.worker.process.pid : 0, state: live ? 'live' : 'down', respawns: state.forks - 1 }
-    })
-    return { ...zeros('primary'), kernel: true, slots }
+    listener.stopAccepting(!client)
   }
 
   /**
@@ -563,7 +514,7 @@ class Primary extends EventEmitter {
           if (error) reject(error)
           else resolve()
         }
-        const timer = setTimeout(() => settle(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms`)), this.options.shutdownTimeout)
+        const timer = setTimeout(() => settle(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms (shutdownTimeout): see its output for why it does not start, or raise shutdownTimeout; the old worker goes on serving`)), this.options.shutdownTimeout)
         const onClosing = () => settle(interrupted())
         this.fork(slot)
         const fresh = this.slots.get(slot).worker
@@ -571,10 +522,9 @@ class Primary extends EventEmitter {
           if (readySlot !== slot || pid !== fresh.process.pid) return
           this.off('slot-ready', onReady)
           clearTimeout(timer)
-          // The old worker was told its channel closed (kernel mode: it is
-          // disconnected here): it drains and exits.
+          // The old worker drains and exits (lib/listeners.js: retire).
           if (!old || old.isDead()) return settle()
-          if (this.group && old.isConnected()) old.disconnect()
+          this.listener.retire(old)
           old.once('exit', () => settle())
         }
         this.on('slot-ready', onReady)

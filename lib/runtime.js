@@ -111,7 +111,12 @@ function acceptOnInheritedSocket(server, fd, privateAddress, onListening) {
   const { TCP, constants } = tcpWrap()
   const handle = new TCP(constants.SERVER)
   const error = handle.open(fd)
-  if (error) throw stickyError('ERR_STICKY_NO_CHANNEL', `cannot open the listening socket fd ${fd} (libuv error ${error})`)
+  if (error) {
+    throw stickyError(
+      'ERR_STICKY_NO_LISTENING_SOCKET',
+      `cannot accept on this worker's listening socket (fd ${fd}): libuv error ${error}; kernel-mode workers are forked by sticky.listen(server, port, { kernel: true }) in the primary`,
+    )
+  }
   server.listen(handle, onListening)
   return () => {}
 }

@@ -78,14 +78,28 @@ pub fn parse_ip_literal(text: &str) -> Option<IpAddr> {
     Some(rest) => rest.strip_suffix(']')?,
     None => text,
   };
-  // A zone id (`%eth0`, or `%25eth0` inside a URI) names an interface, not a client.
-  let without_zone = match unbracketed.find('%') {
-    // Only an IPv6 address has a zone: the part before `%` must be one.
-    Some(at) if unbracketed[..at].contains(':') => &unbracketed[..at],
-    Some(_) => return None,
-    None => unbracketed,
+  let ip = match unbracketed.parse::<Ipv4Addr>() {
+    Ok(v4) => IpAddr::V4(v4),
+    Err(_) => IpAddr::V6(parse_ipv6_with_zone(unbracketed)?),
   };
-  without_zone.parse::<IpAddr>().ok().map(canonical_ip)
+  Some(canonical_ip(ip))
+}
+
+/// An IPv6 address, with an optional zone id that is dropped: `fe80::1%eth0`,
+/// or `fe80::1%25eth0` as written inside a URI. A zone names an interface of
+/// the host that wrote it, not a client. The one rule for zones, wherever an
+/// address is read (`parse_ip_literal`, forwarding headers): only after an
+/// IPv6 address, not empty, visible ASCII only.
+pub fn parse_ipv6_with_zone(text: &str) -> Option<Ipv6Addr> {
+  let (address, zone) = match text.split_once('%') {
+    Some((address, zone)) => (address, Some(zone)),
+    None => (text, None),
+  };
+  let zone_is_valid = zone.is_none_or(|zone| !zone.is_empty() && zone.bytes().all(|byte| byte.is_ascii_graphic()));
+  if !zone_is_valid {
+    return None;
+  }
+  address.parse::<Ipv6Addr>().ok()
 }
 
 #[cfg(test)]
@@ -108,6 +122,12 @@ mod tests {
       ("  192.168.0.1  ", Some("192.168.0.1")),
       ("::127.0.0.1", Some("::7f00:1")),
       ("1.2.3.4%eth0", None),
+      // A zone is not empty, and is visible ASCII (the rule forwarding headers follow too).
+      ("fe80::1%", None),
+      ("[fe80::1%]", None),
+      ("fe80::1%e\u{e9}", None),
+      ("fe80::1%a b", None),
+      ("fe80::1%lo:0", Some("fe80::1")),
       // Found by the fuzzer: a colon inside the zone does not make IPv4 into IPv6.
       ("5.2.1.2%:", None),
       ("1.2.3", None),

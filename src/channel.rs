@@ -6,8 +6,9 @@
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{
   self, recvmsg, sendmsg, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
@@ -18,9 +19,9 @@ use nix::sys::socket::{
 /// by the `dup2` that places it in the forked worker.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
   let (primary, worker) = socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, cloexec_flag())?;
-  set_cloexec(primary.as_raw_fd())?;
-  set_cloexec(worker.as_raw_fd())?;
-  set_nonblocking(primary.as_raw_fd(), true)?;
+  set_cloexec(&primary)?;
+  set_cloexec(&worker)?;
+  set_nonblocking(&primary, true)?;
   Ok((primary, worker))
 }
 
@@ -44,42 +45,26 @@ fn recv_flags() -> MsgFlags {
   MsgFlags::empty()
 }
 
-pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
-  // SAFETY: fcntl on an fd number has no memory-safety preconditions.
-  let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-  if flags < 0 {
-    return Err(io::Error::last_os_error());
-  }
-  // SAFETY: as above.
-  if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
-    return Err(io::Error::last_os_error());
+pub fn set_cloexec(fd: impl AsFd) -> io::Result<()> {
+  // FD_CLOEXEC is the only descriptor flag.
+  fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+  Ok(())
+}
+
+pub fn set_nonblocking(fd: impl AsFd, nonblocking: bool) -> io::Result<()> {
+  let fd = fd.as_fd();
+  let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+  let wanted = if nonblocking { flags | OFlag::O_NONBLOCK } else { flags - OFlag::O_NONBLOCK };
+  if wanted != flags {
+    fcntl(fd, FcntlArg::F_SETFL(wanted))?;
   }
   Ok(())
 }
 
-pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
-  // SAFETY: fcntl on an fd number has no memory-safety preconditions.
-  let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-  if flags < 0 {
-    return Err(io::Error::last_os_error());
-  }
-  let wanted = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
-  // SAFETY: as above.
-  if wanted != flags && unsafe { libc::fcntl(fd, libc::F_SETFL, wanted) } < 0 {
-    return Err(io::Error::last_os_error());
-  }
-  Ok(())
-}
-
-/// True when `fd` is an open `AF_UNIX` `SOCK_SEQPACKET` socket: what a worker
+/// True when `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket: what a worker
 /// checks before trusting the fd number it was told about.
-pub fn is_seqpacket_socket(fd: RawFd) -> bool {
-  let mut kind: libc::c_int = 0;
-  let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-  // SAFETY: `kind` and `len` are valid for writes of the sizes given.
-  let rc =
-    unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len) };
-  rc == 0 && kind == libc::SOCK_SEQPACKET
+pub fn is_seqpacket_socket(fd: impl AsFd) -> bool {
+  socket::getsockopt(&fd.as_fd(), socket::sockopt::SockType).is_ok_and(|kind| kind == SockType::SeqPacket)
 }
 
 /// Sends one record, with `fd` attached when given, without blocking and
@@ -155,7 +140,7 @@ pub fn recv_record(channel: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::R
     drop(fds);
     if !cfg!(any(target_os = "linux", target_os = "android")) {
       if let Some(fd) = &fd {
-        set_cloexec(fd.as_raw_fd())?;
+        set_cloexec(fd)?;
       }
     }
     return Ok(Received { len, fd, truncated });
@@ -186,9 +171,10 @@ pub fn connect_abstract(name: &[u8]) -> io::Result<OwnedFd> {
 /// Accepts one connection on a rendezvous socket (non-blocking, close-on-exec).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-  let fd = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK)?;
-  // SAFETY: accept4 returned a new descriptor that nothing else owns.
-  Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+  // Close-on-exec from the start (accept4).
+  let (connection, _) = socket2::SockRef::from(&listener).accept()?;
+  connection.set_nonblocking(true)?;
+  Ok(connection.into())
 }
 
 /// The pid and uid of the process at the other end of a Unix socket, as the
@@ -232,7 +218,7 @@ mod tests {
     send_record(received.as_fd(), b"through", None).unwrap();
     let got = recv_record(payload_b.as_fd(), &mut buf, true).unwrap();
     assert_eq!(&buf[..got.len], b"through");
-    assert!(is_seqpacket_socket(worker.as_raw_fd()));
+    assert!(is_seqpacket_socket(&worker));
   }
 
   #[test]

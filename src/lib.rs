@@ -10,6 +10,9 @@
 //! `takeover` (handing the listening sockets to a new primary; its record
 //! format is pure). `binding` holds the `#[napi]` exports.
 
+// Every `unsafe` block says why it is sound (`// SAFETY:`); CI denies warnings.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod address;
 pub mod channel;
 pub mod hrw;

@@ -10,16 +10,12 @@
 //! socket's queue until the respawned worker, handed the same socket, accepts
 //! them.
 
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::Socket;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
-use crate::primary::{adopt_listener, AdoptError};
-
-/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic socket.h; the libc crate lacks it for Linux).
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+use crate::primary::{adopt_listener, listening_socket, AdoptError, ListenError};
 
 const MIX_1: u32 = 0x9e37_79b1;
 const MIX_2: u32 = 0x85eb_ca6b;
@@ -105,41 +101,38 @@ pub fn kernel_slot(client: IpAddr, slots: u32, seed: u32) -> u32 {
 
 /// Binds `slots` listening sockets on the same address and port (`port` 0:
 /// the first picks one) in one `SO_REUSEPORT` group, in slot order, and
-/// attaches the steering program. An error here (old kernel, seccomp) means
-/// the caller should fall back to the accept loop.
-pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> io::Result<Vec<Socket>> {
+/// attaches the steering program. An error here other than the address's own
+/// (in use, not available, not allowed) means the kernel refuses steering
+/// (old kernel, seccomp): the caller falls back to the accept loop.
+pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> Result<Vec<Socket>, ListenError> {
   let mut sockets: Vec<Socket> = Vec::with_capacity(usize::from(slots));
   let mut port = address.port();
   for _ in 0..slots {
-    let bind_to = SocketAddr::new(address.ip(), port);
-    let socket = Socket::new(Domain::for_address(bind_to), Type::STREAM, Some(Protocol::TCP))?;
-    if bind_to.is_ipv6() && bind_to.ip().is_unspecified() {
-      socket.set_only_v6(false)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&bind_to.into())?;
-    socket.listen(backlog)?;
-    port = socket.local_addr()?.as_socket().map(|a| a.port()).unwrap_or(port);
+    let socket = listening_socket(SocketAddr::new(address.ip(), port), backlog, true)?;
+    port = socket.local_addr().ok().and_then(|bound| bound.as_socket()).map_or(port, |bound| bound.port());
     sockets.push(socket);
   }
-  let program = steering_program(u32::from(slots), seed);
-  let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
-  let first = sockets.first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no slots"))?;
-  // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies it.
-  let rc = unsafe {
-    libc::setsockopt(
-      first.as_raw_fd(),
-      libc::SOL_SOCKET,
-      SO_ATTACH_REUSEPORT_CBPF,
-      (&fprog as *const libc::sock_fprog).cast(),
-      std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-    )
-  };
-  if rc != 0 {
-    return Err(io::Error::last_os_error());
-  }
+  let first = sockets.first().ok_or_else(|| ListenError {
+    address,
+    syscall: "bind",
+    source: io::Error::new(io::ErrorKind::InvalidInput, "a group needs at least one slot"),
+  })?;
+  attach_steering(first, &steering_program(u32::from(slots), seed)).map_err(|source| ListenError {
+    address: SocketAddr::new(address.ip(), port),
+    syscall: "setsockopt",
+    source,
+  })?;
   Ok(sockets)
+}
+
+/// Attaches `program` to the `SO_REUSEPORT` group of `socket`.
+fn attach_steering(socket: &Socket, program: &[Instruction]) -> io::Result<()> {
+  let len = u16::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+  // `Instruction` has the kernel's `sock_filter` layout (checked by a test);
+  // the kernel copies the program during the call, while `program` lives.
+  let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut() };
+  setsockopt(socket, sockopt::AttachReusePortCbpf, &fprog)?;
+  Ok(())
 }
 
 /// Why a set of inherited sockets cannot be a kernel-steered group.
@@ -183,6 +176,7 @@ pub fn adopt_group(sockets: Vec<std::os::fd::OwnedFd>) -> Result<Vec<Socket>, Ad
 #[cfg(test)]
 mod tests {
   use super::*;
+  use socket2::{Domain, Type};
   use std::io::{Read, Write};
   use std::net::{Ipv4Addr, TcpStream};
 

@@ -1,16 +1,15 @@
 //! `ReuseportGroup`: the listening sockets of kernel-steered routing.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use napi_derive::napi;
-use socket2::Socket;
+use socket2::{SockRef, Socket};
 
-use super::error::{js_error, ErrorCode};
-use super::listen::{inherited_socket_error, Listen, ListenSpec};
-use super::primary::AddressInfo;
-use crate::channel;
-use crate::primary::{with_default_host_fallback, ListenError};
+use super::error::{Result, StickyError};
+use super::listen::{AddressInfo, Listen, ListenSpec};
+use super::options::ResolvedOptions;
+use crate::primary::{socket_facts, with_default_host_fallback};
 use crate::reuseport;
 
 /// One listening socket per slot, in one `SO_REUSEPORT` group steered by
@@ -24,69 +23,59 @@ pub struct ReuseportGroup {
 
 #[napi]
 impl ReuseportGroup {
-  /// Binds the group, or adopts the one in `listen.adopt` (a takeover), or
+  /// Binds the group with `options` (from `resolveOptions`: `workers`,
+  /// `backlog`, `seed`), or adopts the one in `listen.adopt` (a takeover), or
   /// throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller falls back to the
   /// accept loop) or the errno of a listen failure.
   #[napi(constructor)]
-  pub fn new(listen: ListenSpec) -> napi::Result<Self, ErrorCode> {
+  pub fn new(listen: ListenSpec, options: ResolvedOptions) -> Result<Self> {
     // Taken first, so they are closed whatever fails below.
     let adopted = listen.adopted()?;
-    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check()?;
+    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check(&options)?;
     if let Some(fds) = adopted {
       if fds.len() != usize::from(slots) {
-        return Err(inherited_socket_error(format!(
-          "a kernel-steered group of {} sockets for {slots} workers",
-          fds.len()
-        )));
+        return Err(StickyError::InheritedSocketCount { given: fds.len(), wanted: usize::from(slots) }.into());
       }
-      let sockets = reuseport::adopt_group(fds).map_err(inherited_socket_error)?;
-      let address = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(SocketAddr::new(host, port));
-      return Ok(ReuseportGroup { sockets, address });
+      let sockets = reuseport::adopt_group(fds).map_err(StickyError::from)?;
+      return Ok(ReuseportGroup::of(sockets, SocketAddr::new(host, port)));
     }
     if super::injected_fault().as_deref() == Some("kernel-unsupported") {
-      return Err(js_error("ERR_STICKY_KERNEL_UNSUPPORTED", "kernel steering refused (fault injection)"));
+      return Err(StickyError::KernelUnsupported { reason: "refused by fault injection".into() }.into());
     }
     // The BPF program hashes 32-bit words: fold the seed.
     let seed = (seed ^ (seed >> 32)) as u32;
     let sockets = with_default_host_fallback(host, port, host_is_default, |address| {
-      reuseport::bind_group(address, backlog, slots, seed).map_err(|source| ListenError {
-        address,
-        syscall: "bind",
-        source,
-      })
+      reuseport::bind_group(address, backlog, slots, seed)
     })
     .map_err(|error| match error.source.raw_os_error() {
-      Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EADDRNOTAVAIL) => {
-        js_error(error.code(), error.to_string())
-      }
-      _ => js_error(
-        "ERR_STICKY_KERNEL_UNSUPPORTED",
-        format!("kernel steering (SO_REUSEPORT with a classic BPF program) is not available here: {}", error.source),
-      ),
+      Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EADDRNOTAVAIL) => StickyError::Listen(error),
+      _ => StickyError::KernelUnsupported { reason: error.to_string() },
     })?;
-    let fallback_address = SocketAddr::new(host, port);
-    let bound = sockets[0].local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(fallback_address);
-    Ok(ReuseportGroup { sockets, address: bound })
+    Ok(ReuseportGroup::of(sockets, SocketAddr::new(host, port)))
+  }
+
+  fn of(sockets: Vec<Socket>, fallback_address: SocketAddr) -> Self {
+    let bound = sockets.first().and_then(|socket| socket.local_addr().ok()).and_then(|address| address.as_socket());
+    ReuseportGroup { sockets, address: bound.unwrap_or(fallback_address) }
   }
 
   #[napi]
   pub fn address(&self) -> AddressInfo {
-    AddressInfo {
-      address: self.address.ip().to_string(),
-      family: if self.address.is_ipv4() { "IPv4".into() } else { "IPv6".into() },
-      port: u32::from(self.address.port()),
-    }
+    AddressInfo::from(self.address)
   }
 
   /// The listening fd of `slot`, still owned by the group: pass it to the
   /// worker's stdio at fork, do not close it.
   #[napi]
-  pub fn fd(&self, slot: u32) -> napi::Result<i32, ErrorCode> {
-    self
-      .sockets
-      .get(slot as usize)
-      .map(|socket| socket.as_raw_fd())
-      .ok_or_else(|| js_error("ERR_STICKY_INVALID_SLOT", format!("slot {slot} is out of range")))
+  pub fn fd(&self, slot: u32) -> Result<i32> {
+    let slots = self.sockets.len();
+    Ok(
+      self
+        .sockets
+        .get(slot as usize)
+        .map(|socket| socket.as_raw_fd())
+        .ok_or(StickyError::InvalidSlot { slot, slots })?,
+    )
   }
 
   /// Closes every socket of the group (connections still queued are reset).
@@ -96,9 +85,25 @@ impl ReuseportGroup {
   }
 }
 
-/// Makes an inherited fd close-on-exec (a worker's listening socket, so the
-/// worker's own children never inherit it).
+/// Claims the listening socket a kernel-mode worker inherited (fd `fd`): checks
+/// that it is a listening TCP socket, and makes it close-on-exec so the
+/// worker's own children never inherit it. Throws
+/// `ERR_STICKY_NO_LISTENING_SOCKET` otherwise.
 #[napi]
-pub fn claim_listening_fd(fd: i32) -> napi::Result<(), ErrorCode> {
-  channel::set_cloexec(fd).map_err(|error| js_error("ERR_STICKY_NO_CHANNEL", format!("fd {fd}: {error}")))
+pub fn claim_listening_fd(fd: i32) -> Result<()> {
+  let not_listening = |why: String| StickyError::NotAListeningSocket { fd, why };
+  if fd < 3 {
+    return Err(not_listening("a standard stream".into()).into());
+  }
+  // SAFETY: the primary placed this descriptor in the worker (the env
+  // variable naming it) and nothing else in this process uses it; it stays
+  // open for this call. An integer from JavaScript becomes a descriptor only
+  // this way; `socket_facts` fails on one that is not open.
+  let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+  let facts = socket_facts(borrowed).map_err(|error| not_listening(error.to_string()))?;
+  if !(facts.tcp && facts.listening) {
+    return Err(not_listening("a socket, but not a listening TCP one".into()).into());
+  }
+  SockRef::from(&borrowed).set_cloexec(true).map_err(|error| not_listening(error.to_string()))?;
+  Ok(())
 }

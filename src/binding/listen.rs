@@ -1,33 +1,32 @@
-//! `ListenSpec`: where and how to listen, shared by the accept loop
-//! (`Balancer`) and the kernel-steered group (`ReuseportGroup`).
+//! `ListenSpec`: where to listen, shared by the accept loop (`Balancer`) and
+//! the kernel-steered group (`ReuseportGroup`), which take how from
+//! `ResolvedOptions`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use napi_derive::napi;
 
-use super::error::{js_error, ErrorCode};
+use super::error::StickyError;
+use super::options::ResolvedOptions;
 
-/// Where and how to listen; `index.js` validates and fills defaults.
+/// Where to listen.
 #[napi(object)]
 pub struct ListenSpec {
-  /// An IP literal (`index.js` resolves names first).
-  pub host: String,
-  /// True when the user did not choose the host: `::` may then fall back to `0.0.0.0`.
-  pub host_is_default: bool,
+  /// An IP literal (`lib/primary.js` resolves host names first).
+  pub address: String,
   pub port: u32,
-  pub backlog: i32,
-  pub workers: u32,
-  /// Decimal string of an unsigned 64-bit seed.
-  pub seed: String,
   /// Listening sockets to use instead of binding (systemd socket activation,
   /// or a takeover): one for the accept loop, one per slot in slot order for
   /// a kernel-steered group. They become the listener's, and are closed if it
   /// cannot start.
   pub adopt: Option<Vec<i32>>,
+  /// When the user forks the workers (`setupMaster`): the abstract socket
+  /// name they connect to for their channel (the accept loop only).
+  pub rendezvous: Option<String>,
 }
 
-/// A `ListenSpec` in Rust types.
+/// Where to listen and the options that say how, in Rust types.
 pub struct Listen {
   pub host: IpAddr,
   pub host_is_default: bool,
@@ -38,36 +37,66 @@ pub struct Listen {
 }
 
 impl ListenSpec {
-  pub fn check(&self) -> napi::Result<Listen, ErrorCode> {
-    let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
-    let host = self.host.parse().map_err(|_| invalid(format!("host {:?} is not an IP address", self.host)))?;
-    let port = u16::try_from(self.port).map_err(|_| invalid(format!("port {} is out of range 0..65535", self.port)))?;
-    let slots = u16::try_from(self.workers)
+  /// The spec in Rust types. The options were checked by `resolveOptions`;
+  /// what fails here was changed since.
+  pub fn check(&self, options: &ResolvedOptions) -> Result<Listen, StickyError> {
+    let invalid = |name: &'static str, expected: &'static str, got: String| StickyError::InvalidOption {
+      name,
+      expected: expected.into(),
+      got,
+    };
+    let host = self.address.parse().map_err(|_| invalid("host", "an IP address", format!("{:?}", self.address)))?;
+    let port = u16::try_from(self.port).map_err(|_| StickyError::InvalidPort { got: self.port.to_string() })?;
+    let backlog = i32::try_from(options.backlog)
+      .map_err(|_| invalid("backlog", "an integer from 1 to 2147483647", options.backlog.to_string()))?;
+    let slots = u16::try_from(options.workers)
       .ok()
       .filter(|&n| n >= 1)
-      .ok_or_else(|| invalid(format!("workers {} must be between 1 and 65535", self.workers)))?;
-    let seed =
-      self.seed.parse().map_err(|_| invalid(format!("seed {:?} is not an unsigned 64-bit integer", self.seed)))?;
-    Ok(Listen { host, host_is_default: self.host_is_default, port, backlog: self.backlog, slots, seed })
+      .ok_or_else(|| invalid("workers", "an integer from 1 to 1024", options.workers.to_string()))?;
+    let seed = options.seed.parse().map_err(|_| {
+      invalid("seed", "an unsigned 64-bit integer (number, bigint or decimal string)", format!("{:?}", options.seed))
+    })?;
+    Ok(Listen { host, host_is_default: options.host_is_default, port, backlog, slots, seed })
   }
 
   /// Takes ownership of the descriptors in `adopt`, if any.
-  pub fn adopted(&self) -> napi::Result<Option<Vec<OwnedFd>>, ErrorCode> {
+  pub fn adopted(&self) -> Result<Option<Vec<OwnedFd>>, StickyError> {
     let Some(fds) = &self.adopt else { return Ok(None) };
-    if let Some(bad) = fds.iter().find(|&&fd| fd < 0) {
-      return Err(js_error("ERR_STICKY_INVALID_OPTION", format!("adopt: {bad} is not a file descriptor")));
+    if let Some(&fd) = fds.iter().find(|&&fd| fd < 0) {
+      return Err(StickyError::NotADescriptor { fd });
     }
-    // SAFETY: `index.js` passes descriptors it owns and never touches again:
-    // those `TakeoverClient::take_sockets` released to it, or the one systemd
-    // passed that it chose. Each becomes owned exactly once, here.
+    // SAFETY: `lib/primary.js` passes descriptors it owns and never touches
+    // again: those `TakeoverClient::take_sockets` released to it, or the one
+    // systemd passed that it chose. Each becomes owned exactly once, here. An
+    // integer from JavaScript becomes a descriptor only this way.
     Ok(Some(fds.iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()))
   }
 }
 
-/// The error thrown when an adopted socket cannot serve.
-pub fn inherited_socket_error(message: impl std::fmt::Display) -> napi::Error<ErrorCode> {
-  js_error(
-    "ERR_STICKY_INHERITED_SOCKET",
-    format!("{message}: the socket given to this primary (systemd socket activation or a takeover) must be a listening TCP socket"),
-  )
+/// Where a socket listens, as `net.Server#address()` reports it.
+#[napi(object)]
+pub struct AddressInfo {
+  pub address: String,
+  /// `'IPv4'` or `'IPv6'`.
+  pub family: String,
+  pub port: u32,
+}
+
+impl From<SocketAddr> for AddressInfo {
+  fn from(address: SocketAddr) -> Self {
+    AddressInfo {
+      address: address.ip().to_string(),
+      family: family_name(address).into(),
+      port: u32::from(address.port()),
+    }
+  }
+}
+
+/// `'IPv4'` or `'IPv6'`, as Node names address families.
+pub fn family_name(address: SocketAddr) -> &'static str {
+  if address.is_ipv4() {
+    "IPv4"
+  } else {
+    "IPv6"
+  }
 }

@@ -5,6 +5,7 @@
 mod error;
 mod kernel;
 mod listen;
+mod options;
 mod primary;
 mod stats;
 mod systemd;
@@ -12,10 +13,11 @@ mod systemd;
 mod takeover;
 mod worker;
 
-pub use error::ErrorCode;
+pub use error::{ErrorCode, StickyError};
 pub use kernel::{claim_listening_fd, ReuseportGroup};
-pub use listen::ListenSpec;
-pub use primary::{Balancer, BalancerOptions};
+pub use listen::{AddressInfo, ListenSpec};
+pub use options::{check_port, resolve_options, ListenOptions, LoadBalancingMethod, ResolvedOptions, Routing};
+pub use primary::Balancer;
 pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -7,53 +7,18 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use super::error::{from_napi, js_error, ErrorCode};
-use super::listen::{inherited_socket_error, Listen, ListenSpec};
+use super::error::{Result, StickyError};
+use super::listen::{AddressInfo, Listen, ListenSpec};
+use super::options::{LoadBalancingMethod, ResolvedOptions, Routing};
 use super::stats::{to_js_stats, StatsObject};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
-  adopt_listener, bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, PrimaryConfig, PrimaryEvent,
-  PrimaryHandle,
+  adopt_listener, bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, OpenSlotError, PrimaryConfig,
+  PrimaryEvent, PrimaryHandle,
 };
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
-
-/// Options of `new Balancer(...)` beyond where to listen; `index.js`
-/// validates and fills defaults.
-#[napi(object)]
-pub struct BalancerOptions {
-  pub max_pending_per_slot: u32,
-  pub max_parked: u32,
-  /// Milliseconds to wait for every worker's first hello before accepting.
-  pub startup_wait: u32,
-  /// `'ip'`, `'header'`, `'proxy-protocol'` or `'sid'`.
-  pub routing: String,
-  /// Header routing: a header name (lower case) in `X-Forwarded-For` format, or `'forwarded'` (RFC 7239).
-  pub header: String,
-  /// IPs and CIDRs (and `loopback`, `linklocal`, `uniquelocal`) whose PROXY headers and forwarding headers are believed.
-  pub trusted_proxies: Vec<String>,
-  pub ignore_missing_header: bool,
-  /// Milliseconds a client has to send its PROXY header or request head.
-  pub header_timeout: u32,
-  pub max_header_bytes: u32,
-  /// Connections reading their header at once.
-  pub max_pending_headers: u32,
-  /// `'least-connection'`, `'round-robin'` or `'random'`: where new engine.io sessions go.
-  pub load_balancing_method: String,
-  /// Milliseconds an idle session entry is kept.
-  pub session_ttl: u32,
-  pub max_sessions: u32,
-  /// When the user forks the workers: the abstract socket name they connect to.
-  pub rendezvous: Option<String>,
-}
-
-#[napi(object)]
-pub struct AddressInfo {
-  pub address: String,
-  pub family: String,
-  pub port: u32,
-}
 
 /// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`.
 #[napi(object)]
@@ -81,58 +46,41 @@ pub struct Balancer {
 #[napi]
 impl Balancer {
   /// Binds the listening socket now (so listen errors are synchronous), or
-  /// adopts the one in `listen.adopt`, and starts the accept loop.
-  /// `on_event` receives `BalancerEvent`s.
+  /// adopts the one in `listen.adopt`, and starts the accept loop with
+  /// `options` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
   #[napi(constructor)]
-  pub fn new(
-    listen: ListenSpec,
-    options: BalancerOptions,
-    on_event: Function<'_, BalancerEvent, ()>,
-  ) -> Result<Self, ErrorCode> {
+  pub fn new(listen: ListenSpec, options: ResolvedOptions, on_event: Function<'_, BalancerEvent, ()>) -> Result<Self> {
     // Taken first, so they are closed whatever fails below.
     let adopted = listen.adopted()?;
-    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check()?;
+    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check(&options)?;
     let events = on_event
       .build_threadsafe_function::<BalancerEvent>()
       .callee_handled::<false>()
       .weak::<true>()
       .build_callback(|context| Ok(context.value))
-      .map_err(from_napi)?;
+      .map_err(StickyError::from)?;
     let listener = match adopted {
       Some(fds) => {
-        let [fd]: [_; 1] = fds.try_into().map_err(|fds: Vec<_>| {
-          inherited_socket_error(format!("{} sockets where the accept loop takes one", fds.len()))
-        })?;
-        adopt_listener(fd).map_err(inherited_socket_error)?
+        let [fd]: [_; 1] =
+          fds.try_into().map_err(|fds: Vec<_>| StickyError::InheritedSocketCount { given: fds.len(), wanted: 1 })?;
+        adopt_listener(fd).map_err(StickyError::from)?
       }
-      None => bind_listener(host, port, backlog, host_is_default).map_err(|error| {
-        let mut js = js_error(error.code(), error.to_string());
-        js.reason = format!("{} (syscall {})", error, error.syscall);
-        js
-      })?,
+      None => bind_listener(host, port, backlog, host_is_default).map_err(StickyError::Listen)?,
     };
     let listener_fd = listener.as_raw_fd();
-    let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
-    let mode = match options.routing.as_str() {
-      "ip" => RoutingMode::Ip,
-      "proxy-protocol" => RoutingMode::ProxyProtocol,
-      "sid" => RoutingMode::Sid,
-      "header" if options.header.eq_ignore_ascii_case("forwarded") => RoutingMode::Header(ForwardingHeader::Forwarded),
-      "header" => RoutingMode::Header(ForwardingHeader::AddressList(options.header.to_ascii_lowercase())),
-      other => return Err(invalid(format!("routing {other:?} is not 'ip', 'header', 'proxy-protocol' or 'sid'"))),
+    let mode = match options.routing {
+      Routing::Ip => RoutingMode::Ip,
+      Routing::ProxyProtocol => RoutingMode::ProxyProtocol,
+      Routing::Sid => RoutingMode::Sid,
+      Routing::Header if options.header == "forwarded" => RoutingMode::Header(ForwardingHeader::Forwarded),
+      Routing::Header => RoutingMode::Header(ForwardingHeader::AddressList(options.header.clone())),
     };
     let trusted_entries: Vec<&str> = options.trusted_proxies.iter().map(String::as_str).collect();
-    let trusted =
-      TrustedProxies::parse(&trusted_entries).map_err(|error| invalid(format!("trustedProxies: {error}")))?;
-    let balance = match options.load_balancing_method.as_str() {
-      "least-connection" => NewSessionBalance::LeastConnection,
-      "round-robin" => NewSessionBalance::RoundRobin,
-      "random" => NewSessionBalance::Random,
-      other => {
-        return Err(invalid(format!(
-          "loadBalancingMethod {other:?} is not 'least-connection', 'round-robin' or 'random'"
-        )))
-      }
+    let trusted = TrustedProxies::parse(&trusted_entries).map_err(StickyError::from)?;
+    let balance = match options.load_balancing_method {
+      LoadBalancingMethod::LeastConnection => NewSessionBalance::LeastConnection,
+      LoadBalancingMethod::RoundRobin => NewSessionBalance::RoundRobin,
+      LoadBalancingMethod::Random => NewSessionBalance::Random,
     };
     let sessions = (mode == RoutingMode::Sid)
       .then(|| SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed));
@@ -147,7 +95,7 @@ impl Balancer {
         max_waiting: options.max_pending_headers.max(1) as usize,
       },
       sessions,
-      rendezvous: options.rendezvous.as_ref().map(|name| (name.as_bytes().to_vec(), allowed.clone())),
+      rendezvous: listen.rendezvous.as_ref().map(|name| (name.as_bytes().to_vec(), allowed.clone())),
       fault: match super::injected_fault().as_deref() {
         Some("accept-panic") => Some(Fault::AcceptPanic),
         _ => None,
@@ -160,32 +108,27 @@ impl Balancer {
     let sink = Box::new(move |event: PrimaryEvent| {
       events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
     });
-    let handle = PrimaryHandle::start(config, listener, sink)
-      .map_err(|error| js_error("ERR_STICKY_START", format!("cannot start the accept loop: {error}")))?;
+    let handle = PrimaryHandle::start(config, listener, sink).map_err(StickyError::Start)?;
     Ok(Balancer { handle, allowed, listener_fd })
   }
 
   #[napi]
   pub fn address(&self) -> AddressInfo {
-    let address = self.handle.local_addr();
-    AddressInfo {
-      address: address.ip().to_string(),
-      family: if address.is_ipv4() { "IPv4".into() } else { "IPv6".into() },
-      port: u32::from(address.port()),
-    }
+    AddressInfo::from(self.handle.local_addr())
   }
 
   /// Creates the channel of a worker about to be forked into `slot`; returns
   /// the worker's end as a raw fd, which the caller places in the child's
   /// stdio and must then close (`fs.closeSync`).
   #[napi]
-  pub fn open_slot(&self, slot: u32) -> Result<i32, ErrorCode> {
-    let slot =
-      u16::try_from(slot).map_err(|_| js_error("ERR_STICKY_INVALID_SLOT", format!("slot {slot} is out of range")))?;
-    let worker_end = self
-      .handle
-      .open_slot(slot)
-      .map_err(|error| js_error("ERR_STICKY_CHANNEL", format!("cannot create the channel for slot {slot}: {error}")))?;
+  pub fn open_slot(&self, slot: u32) -> Result<i32> {
+    let slots = self.handle.stats().slots.len();
+    let slot = u16::try_from(slot).map_err(|_| StickyError::InvalidSlot { slot, slots })?;
+    let worker_end = self.handle.open_slot(slot).map_err(|error| match error {
+      OpenSlotError::NoSuchSlot { slot, slots } => StickyError::InvalidSlot { slot: u32::from(slot), slots },
+      OpenSlotError::Stopped => StickyError::AcceptLoopStopped,
+      OpenSlotError::Socketpair(source) => StickyError::CreateChannel { slot, source },
+    })?;
     Ok(worker_end.into_raw_fd())
   }
 
@@ -249,8 +192,16 @@ fn to_js_event(event: PrimaryEvent) -> BalancerEvent {
       ..empty
     },
     PrimaryEvent::Drained => BalancerEvent { kind: "drained".into(), ..empty },
-    PrimaryEvent::Error { code, message, fatal } => {
-      BalancerEvent { kind: "error".into(), code: Some(code), message: Some(message), fatal: Some(fatal), ..empty }
+    PrimaryEvent::Problem(problem) => {
+      let fatal = problem.is_fatal();
+      let error = StickyError::from(problem);
+      BalancerEvent {
+        kind: "error".into(),
+        code: Some(error.code().into()),
+        message: Some(error.to_string()),
+        fatal: Some(fatal),
+        ..empty
+      }
     }
   }
 }

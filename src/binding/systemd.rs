@@ -4,7 +4,8 @@ use std::os::fd::BorrowedFd;
 
 use napi_derive::napi;
 
-use super::error::{js_error, ErrorCode};
+use super::error::{Result, StickyError};
+use super::listen::family_name;
 use crate::channel;
 use crate::primary::socket_facts;
 use crate::systemd::passed_sockets;
@@ -33,30 +34,27 @@ pub fn systemd_sockets(
   listen_fds: Option<String>,
   listen_pid: Option<String>,
   listen_fdnames: Option<String>,
-) -> napi::Result<Option<Vec<InheritedSocket>>, ErrorCode> {
+) -> Result<Option<Vec<InheritedSocket>>> {
   let passed =
     passed_sockets(listen_fds.as_deref(), listen_pid.as_deref(), listen_fdnames.as_deref(), std::process::id())
-      .map_err(|error| {
-        js_error(
-          "ERR_STICKY_SYSTEMD_ENV",
-          format!("{error}: systemd socket activation sets these; unset them to bind normally"),
-        )
-      })?;
+      .map_err(StickyError::from)?;
   let Some(passed) = passed else { return Ok(None) };
   Ok(Some(
     passed
       .into_iter()
       .map(|socket| {
-        let open = channel::set_cloexec(socket.fd).is_ok();
-        // SAFETY: the descriptor is open (set_cloexec succeeded) and is only looked at.
-        let facts = open.then(|| socket_facts(unsafe { BorrowedFd::borrow_raw(socket.fd) }).ok()).flatten();
+        // SAFETY: systemd passed this process (LISTEN_PID) the descriptors
+        // LISTEN_FDS counts, from 3 up; nothing here closes them. One that is
+        // not open fails fcntl (EBADF) and is only reported as unusable.
+        let passed = unsafe { BorrowedFd::borrow_raw(socket.fd) };
+        let facts = channel::set_cloexec(passed).ok().and_then(|()| socket_facts(passed).ok());
         let local = facts.and_then(|facts| facts.local);
         InheritedSocket {
           fd: socket.fd,
           name: socket.name,
           listening_tcp: facts.is_some_and(|facts| facts.tcp && facts.listening),
           address: local.map(|address| address.ip().to_string()),
-          family: local.map(|address| if address.is_ipv4() { "IPv4".into() } else { "IPv6".into() }),
+          family: local.map(|address| family_name(address).into()),
           port: local.map(|address| u32::from(address.port())),
         }
       })

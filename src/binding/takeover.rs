@@ -7,16 +7,41 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use super::error::{from_napi, js_error, ErrorCode};
+use super::error::{Result, StickyError};
 use crate::takeover::message::{ListenMode, Offer};
 use crate::takeover::offering::{Offering, OfferingEvent};
-use crate::takeover::taking::{TakeError, Taking};
+use crate::takeover::taking::Taking;
+
+/// How a primary listens: the accept loop's one socket, or a kernel-steered group.
+#[napi(string_enum = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverMode {
+  AcceptLoop,
+  Kernel,
+}
+
+impl From<TakeoverMode> for ListenMode {
+  fn from(mode: TakeoverMode) -> Self {
+    match mode {
+      TakeoverMode::AcceptLoop => ListenMode::AcceptLoop,
+      TakeoverMode::Kernel => ListenMode::Kernel,
+    }
+  }
+}
+
+impl From<ListenMode> for TakeoverMode {
+  fn from(mode: ListenMode) -> Self {
+    match mode {
+      ListenMode::AcceptLoop => TakeoverMode::AcceptLoop,
+      ListenMode::Kernel => TakeoverMode::Kernel,
+    }
+  }
+}
 
 /// What the running primary listens with, as it offers it.
 #[napi(object)]
 pub struct TakeoverDescription {
-  /// `'accept-loop'` or `'kernel'`.
-  pub mode: String,
+  pub mode: TakeoverMode,
   pub workers: u32,
   /// Decimal string of the unsigned 64-bit seed.
   pub seed: String,
@@ -51,14 +76,23 @@ impl TakeoverOffer {
     description: TakeoverDescription,
     fds: Vec<i32>,
     on_event: Function<'_, TakeoverEvent, ()>,
-  ) -> Result<Self, ErrorCode> {
-    let invalid = |message: String| js_error("ERR_STICKY_INVALID_OPTION", message);
-    let mode = ListenMode::parse(&description.mode)
-      .ok_or_else(|| invalid(format!("mode {:?} is not 'accept-loop' or 'kernel'", description.mode)))?;
-    let workers =
-      u16::try_from(description.workers).map_err(|_| invalid(format!("workers {}", description.workers)))?;
-    let sockets = u16::try_from(fds.len()).map_err(|_| invalid(format!("{} sockets", fds.len())))?;
-    let seed = description.seed.parse().map_err(|_| invalid(format!("seed {:?}", description.seed)))?;
+  ) -> Result<Self> {
+    let invalid = |name: &'static str, expected: &'static str, got: String| StickyError::InvalidOption {
+      name,
+      expected: expected.into(),
+      got,
+    };
+    let workers = u16::try_from(description.workers)
+      .map_err(|_| invalid("workers", "an integer from 1 to 1024", description.workers.to_string()))?;
+    let sockets = u16::try_from(fds.len())
+      .map_err(|_| StickyError::InheritedSocketCount { given: fds.len(), wanted: usize::from(workers) })?;
+    let seed = description.seed.parse().map_err(|_| {
+      invalid(
+        "seed",
+        "an unsigned 64-bit integer (number, bigint or decimal string)",
+        format!("{:?}", description.seed),
+      )
+    })?;
     let copies = fds
       .iter()
       .map(|&fd| {
@@ -69,23 +103,19 @@ impl TakeoverOffer {
         unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
       })
       .collect::<std::io::Result<Vec<OwnedFd>>>()
-      .map_err(|error| {
-        js_error("ERR_STICKY_TAKEOVER_FAILED", format!("cannot duplicate the listening socket: {error}"))
-      })?;
+      .map_err(StickyError::DuplicateSocket)?;
     let events = on_event
       .build_threadsafe_function::<TakeoverEvent>()
       .callee_handled::<false>()
       .weak::<true>()
       .build_callback(|context| Ok(context.value))
-      .map_err(from_napi)?;
-    let offer = Offer { mode, sockets, workers, seed, pid: std::process::id() };
+      .map_err(StickyError::from)?;
+    let offer = Offer { mode: description.mode.into(), sockets, workers, seed, pid: std::process::id() };
     let sink = Box::new(move |event: OfferingEvent| {
       events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
     });
-    let offering = Offering::start(name.as_bytes(), offer, copies, sink).map_err(|error| {
-      let code = crate::primary::errno_name(&error);
-      js_error(code, format!("cannot listen on the takeover socket {name:?}: {error}"))
-    })?;
+    let offering = Offering::start(name.as_bytes(), offer, copies, sink)
+      .map_err(|source| StickyError::TakeoverListen { name: name.clone(), source })?;
     Ok(TakeoverOffer { offering })
   }
 
@@ -113,8 +143,7 @@ fn to_js_event(event: OfferingEvent) -> TakeoverEvent {
 /// What the running primary offered.
 #[napi(object)]
 pub struct ReceivedOffer {
-  /// `'accept-loop'` or `'kernel'`.
-  pub mode: String,
+  pub mode: TakeoverMode,
   pub sockets: u32,
   pub workers: u32,
   /// Decimal string of the unsigned 64-bit seed.
@@ -134,9 +163,9 @@ pub struct TakeoverClient {
 
 /// Connects to the offer at `name`; `null` when no process listens there.
 #[napi]
-pub fn connect_takeover(name: String) -> Result<Option<TakeoverClient>, ErrorCode> {
-  let taking = Taking::connect(name.as_bytes())
-    .map_err(|error| js_error("ERR_STICKY_TAKEOVER_FAILED", format!("cannot connect to {name:?}: {error}")))?;
+pub fn connect_takeover(name: String) -> Result<Option<TakeoverClient>> {
+  let taking =
+    Taking::connect(name.as_bytes()).map_err(|source| StickyError::TakeoverConnect { name: name.clone(), source })?;
   Ok(taking.map(|taking| TakeoverClient {
     peer_pid: taking.peer_pid,
     peer_uid: taking.peer_uid,
@@ -163,11 +192,11 @@ impl TakeoverClient {
   /// refuses, before reading anything, when the offering process does not run
   /// as `trustedUid`.
   #[napi]
-  pub fn receive_offer(&mut self, trusted_uid: u32) -> Result<ReceivedOffer, ErrorCode> {
-    let (offer, sockets) = self.connection()?.receive_offer(trusted_uid).map_err(to_js_error)?;
+  pub fn receive_offer(&mut self, trusted_uid: u32) -> Result<ReceivedOffer> {
+    let (offer, sockets) = self.connection()?.receive_offer(trusted_uid).map_err(StickyError::from)?;
     self.sockets = sockets;
     Ok(ReceivedOffer {
-      mode: offer.mode.as_str().into(),
+      mode: offer.mode.into(),
       sockets: u32::from(offer.sockets),
       workers: u32::from(offer.workers),
       seed: offer.seed.to_string(),
@@ -185,8 +214,8 @@ impl TakeoverClient {
   /// Tells the running primary to stop accepting and waits for its
   /// confirmation; returns its pid.
   #[napi]
-  pub fn release(&self) -> Result<u32, ErrorCode> {
-    self.connection()?.release().map_err(to_js_error)
+  pub fn release(&self) -> Result<u32> {
+    Ok(self.connection()?.release().map_err(StickyError::from)?)
   }
 
   /// Ends the takeover: before `release`, the running primary goes on as if
@@ -197,16 +226,7 @@ impl TakeoverClient {
     self.sockets.clear();
   }
 
-  fn connection(&self) -> Result<&Taking, ErrorCode> {
-    self.taking.as_ref().ok_or_else(|| js_error("ERR_STICKY_TAKEOVER_FAILED", "the takeover connection was closed"))
+  fn connection(&self) -> std::result::Result<&Taking, StickyError> {
+    self.taking.as_ref().ok_or(StickyError::TakeoverClosed)
   }
-}
-
-fn to_js_error(error: TakeError) -> napi::Error<ErrorCode> {
-  let code = match error {
-    TakeError::Foreign { .. } => "ERR_STICKY_TAKEOVER_FOREIGN",
-    TakeError::Busy { .. } => "ERR_STICKY_TAKEOVER_BUSY",
-    _ => "ERR_STICKY_TAKEOVER_FAILED",
-  };
-  js_error(code, error.to_string())
 }

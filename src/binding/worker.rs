@@ -7,7 +7,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use super::error::{from_napi, js_error, ErrorCode};
+use super::error::{Result, StickyError};
 use crate::channel;
 use crate::wire::{self, Reply};
 use crate::worker::{Delivered, Receiver};
@@ -43,20 +43,19 @@ pub struct WorkerChannel {
 /// that it is one, and makes it close-on-exec so this worker's own children
 /// never inherit it.
 #[napi]
-pub fn claim_channel(fd: i32) -> Result<WorkerChannel, ErrorCode> {
-  if fd < 3 || !channel::is_seqpacket_socket(fd) {
-    return Err(js_error(
-      "ERR_STICKY_NO_CHANNEL",
-      format!(
-        "fd {fd} is not a sticky-session-rs channel: start workers through sticky.listen() in the primary, \
-         not with cluster.fork() or node directly"
-      ),
-    ));
+pub fn claim_channel(fd: i32) -> Result<WorkerChannel> {
+  if fd < 3 {
+    return Err(StickyError::NotAChannel { fd }.into());
   }
-  channel::set_cloexec(fd).map_err(|error| js_error("ERR_STICKY_NO_CHANNEL", format!("fd {fd}: {error}")))?;
-  // SAFETY: the fd is open (getsockopt succeeded) and, by the contract with
-  // the primary (the env variable naming it), owned by nobody else here.
+  // SAFETY: by the contract with the primary (the env variable naming it),
+  // the fd is open and owned by nobody else here; when it turns out not to be
+  // a channel it is released again, not closed. An integer from JavaScript
+  // becomes a descriptor only this way.
   let channel = unsafe { OwnedFd::from_raw_fd(fd) };
+  if !channel::is_seqpacket_socket(&channel) || channel::set_cloexec(&channel).is_err() {
+    let _ = channel.into_raw_fd();
+    return Err(StickyError::NotAChannel { fd }.into());
+  }
   Ok(WorkerChannel { channel: Some(channel), receiver: None })
 }
 
@@ -64,21 +63,16 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel, ErrorCode> {
 /// `setupMaster` (workers forked by the user); the primary accepts only
 /// processes of its cluster.
 #[napi]
-pub fn connect_channel(name: String) -> Result<WorkerChannel, ErrorCode> {
+pub fn connect_channel(name: String) -> Result<WorkerChannel> {
   #[cfg(any(target_os = "linux", target_os = "android"))]
   {
-    let channel = channel::connect_abstract(name.as_bytes()).map_err(|error| {
-      js_error(
-        "ERR_STICKY_NO_CHANNEL",
-        format!("cannot reach the primary's sticky-session-rs socket: {error}; call setupMaster() in the primary before cluster.fork()"),
-      )
-    })?;
+    let channel = channel::connect_abstract(name.as_bytes()).map_err(StickyError::NoRendezvous)?;
     Ok(WorkerChannel { channel: Some(channel), receiver: None })
   }
   #[cfg(not(any(target_os = "linux", target_os = "android")))]
   {
     let _ = name;
-    Err(js_error("ERR_STICKY_UNSUPPORTED", "setupMaster/setupWorker need Linux"))
+    Err(StickyError::Unsupported.into())
   }
 }
 
@@ -90,11 +84,8 @@ impl WorkerChannel {
   /// closed this channel (this worker was replaced during a reload, or the
   /// primary is gone): finish what is in flight and exit.
   #[napi(ts_args_type = "onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void")]
-  pub fn start(&mut self, on_connections: Function<'_, FnArgs<(Vec<Connection>, bool)>, ()>) -> Result<(), ErrorCode> {
-    let channel = self
-      .channel
-      .take()
-      .ok_or_else(|| js_error("ERR_STICKY_CHANNEL_STATE", "the channel was already started or closed"))?;
+  pub fn start(&mut self, on_connections: Function<'_, FnArgs<(Vec<Connection>, bool)>, ()>) -> Result<()> {
+    let channel = self.channel.take().ok_or(StickyError::ChannelState)?;
     let deliver = on_connections
       .build_threadsafe_function::<(Vec<Delivered>, bool)>()
       .callee_handled::<false>()
@@ -103,14 +94,14 @@ impl WorkerChannel {
         let (batch, primary_closed) = context.value;
         Ok(FnArgs::from((batch.into_iter().map(to_js_connection).collect::<Vec<_>>(), primary_closed)))
       })
-      .map_err(from_napi)?;
+      .map_err(StickyError::from)?;
     let receiver = Receiver::start(channel, move |batch, primary_closed| {
       // Blocking: a full queue makes this thread wait, so the kernel queue and
       // then the primary feel the backpressure. On failure (JavaScript is
       // gone) the batch is dropped here and its fds closed.
       deliver.call((batch, primary_closed), ThreadsafeFunctionCallMode::Blocking) == Status::Ok
     })
-    .map_err(|error| js_error("ERR_STICKY_CHANNEL", format!("cannot start receiving connections: {error}")))?;
+    .map_err(StickyError::Receive)?;
     self.receiver = Some(receiver);
     Ok(())
   }

@@ -7,10 +7,11 @@
 //! [`ForwardedNode::Unknown`] rather than an error, and [`pick_client`]
 //! refuses to guess past it.
 
+use super::is_token_byte;
 use super::trusted::TrustedProxies;
-use crate::address::canonical_ip;
+use crate::address::{canonical_ip, parse_ipv6_with_zone};
 use std::borrow::Cow;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 /// One hop of a forwarding chain, as reported by the proxy that added it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,20 +164,6 @@ fn parse_node_address(node: &[u8]) -> Option<IpAddr> {
     return None;
   }
   host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
-}
-
-/// An IPv6 address with an optional, non-empty `%zone` that is dropped: a
-/// zone is only meaningful on the host that wrote it.
-fn parse_ipv6_with_zone(text: &str) -> Option<Ipv6Addr> {
-  let (address, zone) = match text.split_once('%') {
-    Some((address, zone)) => (address, Some(zone)),
-    None => (text, None),
-  };
-  let zone_is_valid = zone.is_none_or(|zone| !zone.is_empty() && zone.bytes().all(|byte| byte.is_ascii_graphic()));
-  if !zone_is_valid {
-    return None;
-  }
-  address.parse::<Ipv6Addr>().ok()
 }
 
 /// RFC 7239 `node-port`: 1 to 5 digits up to 65535, or an obfuscated port.
@@ -358,15 +345,11 @@ fn skip_optional_whitespace(value: &[u8], position: usize) -> usize {
   position.saturating_add(skipped)
 }
 
-/// RFC 9110 `tchar`.
-fn is_token_byte(byte: u8) -> bool {
-  byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
 #[cfg(test)]
 mod tests {
   use super::*;
   use proptest::prelude::*;
+  use std::net::Ipv6Addr;
 
   fn ip(text: &str) -> ForwardedNode {
     ForwardedNode::Ip(text.parse().expect("test address"))
@@ -428,12 +411,29 @@ mod tests {
       ("[1.2.3.4]:80", Unknown),
       ("[::1]80", Unknown),
       ("fe80::1%", Unknown),
+      ("[fe80::1%]:80", Unknown),
+      ("[fe80::1%25eth0]:80", ip("fe80::1")),
+      ("fe80::1%lo:0", ip("fe80::1")),
       ("\"1.2.3.4\"", Unknown),
       ("_", Unknown),
       ("1.2.3.4 5.6.7.8", Unknown),
     ];
     for (entry, expected) in cases {
       assert_eq!(xff(entry), vec![*expected], "entry {entry:?}");
+    }
+  }
+
+  #[test]
+  fn a_zone_follows_the_one_rule_of_address_rs_in_both_headers() {
+    for zone in ["eth0", "25eth0", "lo:0", "", "a b", "\u{e9}t", "x\u{7f}"] {
+      for address in ["fe80::1", "::ffff:10.0.0.1", "1.2.3.4"] {
+        let text = format!("{address}%{zone}");
+        let literal = crate::address::parse_ip_literal(&text);
+        let expected = literal.map_or(Unknown, ForwardedNode::Ip);
+        assert_eq!(xff(&text), vec![expected], "X-Forwarded-For {text:?}");
+        let bracketed = format!("for=\"[{text}]:80\"");
+        assert_eq!(parse_forwarded(&[bracketed.as_bytes()]), vec![expected], "Forwarded {bracketed:?}");
+      }
     }
   }
 

@@ -6,7 +6,7 @@
 //! from them. The full head is parsed with `httparse`; the request line alone
 //! is parsed by hand (see [`request_line_sid`] for why).
 
-use super::Parse;
+use super::{is_token_byte, Parse};
 use std::fmt;
 
 /// Longest request head [`parse_request_head`] accepts, blank line
@@ -323,11 +323,6 @@ fn parse_request_line_target(buf: &[u8]) -> Parse<&[u8], HeadError> {
   } else {
     need_more()
   }
-}
-
-/// RFC 9110 `tchar`, the bytes of a method token.
-fn is_token_byte(byte: u8) -> bool {
-  byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// Visible ASCII, plus obs-text that some clients send unencoded.

@@ -13,6 +13,11 @@ pub mod http_head;
 pub mod proxy_protocol;
 pub mod trusted;
 
+/// RFC 9110 `tchar`: the bytes of a token (a method, a header or parameter name).
+pub(crate) fn is_token_byte(byte: u8) -> bool {
+  byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// Outcome of parsing a prefix of a byte stream that may still be growing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parse<T, E> {
@@ -62,6 +67,15 @@ impl<T, E> Parse<T, E> {
 #[cfg(test)]
 mod tests {
   use super::*;
+
+  #[test]
+  fn tokens_are_alphanumerics_and_the_fifteen_rfc_9110_symbols() {
+    let tokens: Vec<u8> = (0..=255u8).filter(|&byte| is_token_byte(byte)).collect();
+    assert_eq!(tokens.len(), 62 + 15);
+    for byte in b"()<>@,;:\\\"/[]?={} \t\x7f\x80" {
+      assert!(!is_token_byte(*byte), "{byte:#x} is a delimiter or not ASCII");
+    }
+  }
 
   #[test]
   fn map_and_map_err_touch_only_their_own_variant() {

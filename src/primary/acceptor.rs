@@ -13,11 +13,10 @@ use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 
 use super::connection::Connection;
-use super::events::{Fault, PrimaryEvent};
+use super::events::{Fault, PrimaryEvent, Problem};
 use super::handle::Shared;
 use super::header_reader::read_header_then_dispatch;
 use super::ledger::Admission;
-use super::listener::errno_name;
 
 /// Connections taken per readiness wake-up, before other tasks get a turn.
 const ACCEPTS_PER_WAKEUP: usize = 64;
@@ -102,15 +101,17 @@ async fn wait_for_gate(shared: &Rc<Shared>, at_most: Option<u64>) {
 /// ENOBUFS, ENOMEM) the connection stays in the kernel's queue and the
 /// listener stays readable: count it, tell the user, and wait instead of
 /// spinning.
-async fn back_off(shared: &Shared, what: &str, error: &io::Error) {
+async fn back_off(shared: &Shared, what: &'static str, error: &io::Error) {
   report_accept_error(shared, what, error);
   tokio::time::sleep(ACCEPT_RETRY).await;
 }
 
 /// Counts a failed `accept` and tells the user (as a warning).
-pub fn report_accept_error(shared: &Shared, what: &str, error: &io::Error) {
+pub fn report_accept_error(shared: &Shared, what: &'static str, error: &io::Error) {
   shared.stats.accept_errors.fetch_add(1, Relaxed);
-  (shared.events)(PrimaryEvent::warning(errno_name(error), format!("{what} failed: {error}; retrying in 100 ms")));
+  let source = io::Error::from(error.kind());
+  let source = error.raw_os_error().map_or(source, io::Error::from_raw_os_error);
+  (shared.events)(PrimaryEvent::Problem(Problem::AcceptFailed { what, source }));
 }
 
 /// How long to wait after an `accept` failed for want of resources.

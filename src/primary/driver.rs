@@ -21,7 +21,7 @@ use crate::routing::Route;
 use crate::wire::{self, Handoff, Reply};
 
 use super::connection::{self, Connection};
-use super::events::{EventSink, PrimaryEvent};
+use super::events::{EventSink, PrimaryEvent, Problem};
 use super::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis};
 
 /// The primary's end of one channel, shared with the task that serves it: the
@@ -184,10 +184,7 @@ impl Driver {
           Ok(reply) if !received.truncated => self.on_reply(channel, reply),
           outcome => {
             let why = outcome.err().map_or_else(|| "record too long".to_string(), |error| error.to_string());
-            (self.events)(PrimaryEvent::warning(
-              "ERR_STICKY_PROTOCOL",
-              format!("worker in slot {} sent an invalid record: {why}", channel.slot),
-            ));
+            (self.events)(PrimaryEvent::Problem(Problem::InvalidRecord { slot: channel.slot, why }));
             return self.end_channel(channel, ChannelEnd::ProtocolError);
           }
         },

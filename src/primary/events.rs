@@ -1,11 +1,13 @@
 //! What the accept loop tells JavaScript, and the failures tests inject.
 
+use std::io;
+
 use crate::hrw::SlotId;
 
 use super::ledger::{ChannelEnd, Notice};
 
 /// What the loop reports to JavaScript (through the binding's callback).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum PrimaryEvent {
   SlotReady {
     slot: SlotId,
@@ -16,25 +18,56 @@ pub enum PrimaryEvent {
     reason: &'static str,
     requeued: usize,
   },
-  /// A failure the user should see as an `'error'` event (`fatal`: the
-  /// accept loop has stopped) or a warning (not fatal).
-  Error {
-    code: String,
-    message: String,
-    fatal: bool,
-  },
+  /// A failure the user should see: as an `'error'` event when it stopped
+  /// the accept loop ([`Problem::is_fatal`]), else as a warning.
+  Problem(Problem),
   /// After `close`: the listen queue was drained and every connection
   /// accepted has been taken by a worker (or closed, and counted).
   Drained,
 }
 
-impl PrimaryEvent {
-  pub fn warning(code: &str, message: String) -> Self {
-    PrimaryEvent::Error { code: code.into(), message, fatal: false }
-  }
+/// What went wrong in the accept loop. The binding gives each a stable
+/// `code` (`binding/error.rs`); the message says what happens and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+  /// An `accept` failed for want of resources; the loop retries.
+  #[error("{what} failed: {source}; retrying in 100 ms{hint}", hint = resource_hint(source))]
+  AcceptFailed { what: &'static str, source: io::Error },
+  #[error(
+    "reset {reset} new connection(s): {held} connections are waiting for workers that fall behind, and the \
+     primary's file descriptors are running out; raise the open-file limit (ulimit -n) or add workers"
+  )]
+  Overloaded { held: usize, reset: u64 },
+  #[error(
+    "worker in slot {slot} sent an invalid record ({why}): its channel is closed and its connections go to other \
+     workers; run the same sticky-session-rs version in the primary and the workers"
+  )]
+  InvalidRecord { slot: SlotId, why: String },
+  #[error("cannot serve the channel of worker process {pid} in slot {slot}: {source}{hint}", hint = resource_hint(source))]
+  ChannelFailed { pid: u32, slot: SlotId, source: io::Error },
+  #[error(
+    "refused a channel to process {pid} (uid {uid}): {reason}; only workers this primary's cluster forked after \
+     setupMaster() get connections (raise maxWorkers if every slot is taken)"
+  )]
+  ForeignChannel { pid: u32, uid: u32, reason: &'static str },
+  /// A task of the loop ended or panicked: nothing is accepted any more.
+  #[error("{0}; the primary accepts no more connections: restart it (and report this as a bug)")]
+  Stopped(String),
+}
 
-  pub fn fatal(message: String) -> Self {
-    PrimaryEvent::Error { code: "ERR_STICKY_ACCEPT_LOOP".into(), message, fatal: true }
+impl Problem {
+  /// True when the accept loop has stopped.
+  pub fn is_fatal(&self) -> bool {
+    matches!(self, Problem::Stopped(_))
+  }
+}
+
+/// What to do about running out of descriptors (the usual cause of these failures).
+fn resource_hint(error: &io::Error) -> &'static str {
+  match error.raw_os_error() {
+    Some(libc::EMFILE) | Some(libc::ENFILE) => ": raise the open-file limit (ulimit -n)",
+    Some(libc::ENOBUFS) | Some(libc::ENOMEM) => ": the system is short of memory",
+    _ => "",
   }
 }
 
@@ -43,13 +76,7 @@ impl From<Notice> for PrimaryEvent {
     match notice {
       Notice::SlotReady { slot, pid } => PrimaryEvent::SlotReady { slot, pid },
       Notice::SlotClosed { slot, end, requeued } => PrimaryEvent::SlotClosed { slot, requeued, reason: reason(end) },
-      Notice::Overloaded { held, reset } => PrimaryEvent::warning(
-        "ERR_STICKY_OVERLOAD",
-        format!(
-          "reset {reset} new connection(s): {held} connections are waiting for workers that fall behind, and the \
-           primary's file descriptors are running out; raise the open-file limit (ulimit -n) or add workers"
-        ),
-      ),
+      Notice::Overloaded { held, reset } => PrimaryEvent::Problem(Problem::Overloaded { held, reset }),
     }
   }
 }

@@ -31,7 +31,7 @@ use crate::sessions::SessionTable;
 use super::acceptor::{accept_connections, report_when_drained};
 use super::channels::attach_channel;
 use super::driver::{register, AcceptGate, Driver};
-use super::events::{EventSink, Fault, PrimaryEvent};
+use super::events::{EventSink, Fault, PrimaryEvent, Problem};
 use super::header_reader::{HeaderLimits, WaitingSet};
 use super::ledger::{Ledger, Limits};
 use super::rendezvous::AllowedWorkers;
@@ -98,6 +98,26 @@ enum Command {
   },
 }
 
+/// Why the accept loop could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+  #[error("the listening socket has no IP address")]
+  NotIp,
+  #[error(transparent)]
+  Io(#[from] io::Error),
+}
+
+/// Why a worker's channel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenSlotError {
+  #[error("slot {slot} is out of range: this primary has {slots} slots")]
+  NoSuchSlot { slot: SlotId, slots: usize },
+  #[error("the accept loop has stopped (its 'error' event said why)")]
+  Stopped,
+  #[error(transparent)]
+  Socketpair(#[from] io::Error),
+}
+
 /// The JavaScript side's handle on a running accept loop.
 pub struct PrimaryHandle {
   commands: mpsc::UnboundedSender<Command>,
@@ -108,9 +128,8 @@ pub struct PrimaryHandle {
 
 impl PrimaryHandle {
   /// Starts the accept loop on `listener` (already bound and listening).
-  pub fn start(config: PrimaryConfig, listener: Socket, on_event: EventSink) -> io::Result<Self> {
-    let local_addr =
-      listener.local_addr()?.as_socket().ok_or_else(|| io::Error::other("the listening socket has no IP address"))?;
+  pub fn start(config: PrimaryConfig, listener: Socket, on_event: EventSink) -> Result<Self, StartError> {
+    let local_addr = listener.local_addr()?.as_socket().ok_or(StartError::NotIp)?;
     let stats = Arc::new(Stats::new(usize::from(config.slots)));
     let (commands, receiver) = mpsc::unbounded_channel();
     let thread_stats = stats.clone();
@@ -126,7 +145,7 @@ impl PrimaryHandle {
         Err(panic) => Some(format!("the accept loop panicked: {}", panic_message(&*panic))),
       };
       if let Some(message) = failure {
-        events(PrimaryEvent::fatal(message));
+        events(PrimaryEvent::Problem(Problem::Stopped(message)));
       }
     })?;
     Ok(PrimaryHandle { commands, stats, local_addr, thread: Some(thread) })
@@ -143,15 +162,13 @@ impl PrimaryHandle {
   /// Creates the channel for a worker about to be forked into `slot` and
   /// returns the worker's end, which the caller must place in the child and
   /// then close. A previous channel of the slot is replaced.
-  pub fn open_slot(&self, slot: SlotId) -> io::Result<OwnedFd> {
-    if usize::from(slot) >= self.stats.slots.len() {
-      return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("slot {slot} is out of range")));
+  pub fn open_slot(&self, slot: SlotId) -> Result<OwnedFd, OpenSlotError> {
+    let slots = self.stats.slots.len();
+    if usize::from(slot) >= slots {
+      return Err(OpenSlotError::NoSuchSlot { slot, slots });
     }
     let (primary_end, worker_end) = channel::socketpair()?;
-    self
-      .commands
-      .send(Command::Attach { slot, channel: primary_end })
-      .map_err(|_| io::Error::other("the accept loop is not running"))?;
+    self.commands.send(Command::Attach { slot, channel: primary_end }).map_err(|_| OpenSlotError::Stopped)?;
     Ok(worker_end)
   }
 
@@ -257,7 +274,10 @@ fn run(
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     if rendezvous.is_some() {
-      return Err(io::Error::other("workers forked by the user need Linux (abstract sockets)"));
+      return Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "workers forked by the user need Linux (abstract sockets)",
+      ));
     }
 
     let listener = register(listener, Interest::READABLE)?;

@@ -17,6 +17,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -122,13 +124,7 @@ pub async fn read_decision(
 }
 
 fn peek(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
-  // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-  let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
-  if n < 0 {
-    Err(io::Error::last_os_error())
-  } else {
-    Ok(n as usize)
-  }
+  Ok(recv(socket.as_raw_fd(), buf, MsgFlags::MSG_PEEK)?)
 }
 
 /// Removes exactly `len` bytes, which a peek has already seen in the kernel.
@@ -137,17 +133,11 @@ fn consume(socket: &Socket, len: usize) -> io::Result<()> {
   let mut left = len;
   while left > 0 {
     let want = left.min(scratch.len());
-    // SAFETY: `scratch` is valid for writes of `want` bytes.
-    let n = unsafe { libc::recv(socket.as_raw_fd(), scratch.as_mut_ptr().cast(), want, 0) };
-    match n {
-      n if n > 0 => left -= n as usize,
-      0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-      _ => {
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-          return Err(error);
-        }
-      }
+    match recv(socket.as_raw_fd(), &mut scratch[..want], MsgFlags::empty()) {
+      Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+      Ok(n) => left -= n,
+      Err(Errno::EINTR) => {}
+      Err(errno) => return Err(errno.into()),
     }
   }
   Ok(())

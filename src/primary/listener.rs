@@ -52,13 +52,25 @@ pub fn with_default_host_fallback<T>(
 }
 
 fn bind_exact(address: SocketAddr, backlog: i32) -> Result<Socket, ListenError> {
+  let socket = listening_socket(address, backlog, false)?;
+  socket.set_nonblocking(true).map_err(|source| ListenError { address, syscall: "fcntl", source })?;
+  Ok(socket)
+}
+
+/// A TCP socket bound to `address` and listening, set up as
+/// `net.Server#listen` does: `SO_REUSEADDR`, and an unspecified IPv6 address
+/// (`::`) dual-stack. With `reuse_port`, a member of an `SO_REUSEPORT` group
+/// (kernel steering binds one per slot).
+pub fn listening_socket(address: SocketAddr, backlog: i32, reuse_port: bool) -> Result<Socket, ListenError> {
   let fail = |syscall: &'static str| move |source: io::Error| ListenError { address, syscall, source };
   let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(fail("socket"))?;
   if address.is_ipv6() && address.ip().is_unspecified() {
     socket.set_only_v6(false).map_err(fail("setsockopt"))?;
   }
   socket.set_reuse_address(true).map_err(fail("setsockopt"))?;
-  socket.set_nonblocking(true).map_err(fail("fcntl"))?;
+  if reuse_port {
+    socket.set_reuse_port(true).map_err(fail("setsockopt"))?;
+  }
   socket.bind(&address.into()).map_err(fail("bind"))?;
   socket.listen(backlog).map_err(fail("listen"))?;
   Ok(socket)
@@ -93,22 +105,7 @@ pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn accepts_connections(fd: BorrowedFd<'_>) -> io::Result<bool> {
-  let mut value: libc::c_int = 0;
-  let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-  // SAFETY: `value` and `len` are valid for writes of the sizes given.
-  let rc = unsafe {
-    libc::getsockopt(
-      fd.as_raw_fd(),
-      libc::SOL_SOCKET,
-      libc::SO_ACCEPTCONN,
-      (&mut value as *mut libc::c_int).cast(),
-      &mut len,
-    )
-  };
-  if rc != 0 {
-    return Err(io::Error::last_os_error());
-  }
-  Ok(value != 0)
+  Ok(nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::AcceptConn)?)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]

@@ -16,7 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::acceptor::{report_accept_error, ACCEPT_RETRY};
 use super::channels::attach_channel;
-use super::events::PrimaryEvent;
+use super::events::{PrimaryEvent, Problem};
 use super::handle::Shared;
 
 /// Pids of the cluster's workers, kept by JavaScript, read by the accept loop.
@@ -99,11 +99,8 @@ async fn check_then_attach(shared: Rc<Shared>, channel: OwnedFd, allowed: Allowe
   let refusal = match free_slot {
     Some(slot) if uid == our_uid && allowed.contains(pid) => match attach_channel(&shared, slot, channel) {
       Ok(()) => return,
-      Err(error) => {
-        (shared.events)(PrimaryEvent::warning(
-          "ERR_STICKY_CHANNEL",
-          format!("cannot serve the channel of worker process {pid} in slot {slot}: {error}"),
-        ));
+      Err(source) => {
+        (shared.events)(PrimaryEvent::Problem(Problem::ChannelFailed { pid, slot, source }));
         return;
       }
     },
@@ -111,10 +108,7 @@ async fn check_then_attach(shared: Rc<Shared>, channel: OwnedFd, allowed: Allowe
     Some(_) => "not a worker of this cluster",
   };
   shared.stats.rejected_channels.fetch_add(1, Relaxed);
-  (shared.events)(PrimaryEvent::warning(
-    "ERR_STICKY_FOREIGN_CHANNEL",
-    format!("refused a channel to process {pid} (uid {uid}): {refusal}"),
-  ));
+  (shared.events)(PrimaryEvent::Problem(Problem::ForeignChannel { pid, uid, reason: refusal }));
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::io;
 
-use super::events::{EventSink, PrimaryEvent};
+use super::events::{EventSink, PrimaryEvent, Problem};
 
 /// Runs `task` on the loop and reports its failure, an error or a panic, as a
 /// fatal `'error'` event (tokio would otherwise swallow a panicking task).
@@ -21,7 +21,7 @@ where
       Err(_) => None,
     };
     if let Some(message) = failure {
-      events(PrimaryEvent::fatal(message));
+      events(PrimaryEvent::Problem(Problem::Stopped(message)));
     }
   })
 }

@@ -53,23 +53,6 @@ pub enum ListenMode {
   Kernel,
 }
 
-impl ListenMode {
-  pub fn as_str(self) -> &'static str {
-    match self {
-      ListenMode::AcceptLoop => "accept-loop",
-      ListenMode::Kernel => "kernel",
-    }
-  }
-
-  pub fn parse(text: &str) -> Option<Self> {
-    match text {
-      "accept-loop" => Some(ListenMode::AcceptLoop),
-      "kernel" => Some(ListenMode::Kernel),
-      _ => None,
-    }
-  }
-}
-
 /// What the offering primary is listening with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offer {
@@ -250,14 +233,6 @@ mod tests {
       encode(&Message::Offer(Offer { mode: ListenMode::Kernel, sockets: 1, workers: 1, seed: 0, pid: 1 }));
     record[6] = 7;
     assert_eq!(decode(&record), Err(MessageError::Mode { mode: 7 }));
-  }
-
-  #[test]
-  fn mode_names_round_trip() {
-    for mode in [ListenMode::AcceptLoop, ListenMode::Kernel] {
-      assert_eq!(ListenMode::parse(mode.as_str()), Some(mode));
-    }
-    assert_eq!(ListenMode::parse("Kernel"), None);
   }
 
   fn any_message() -> impl Strategy<Value = Message> {

@@ -3,9 +3,12 @@
 //! same user that asks, then waits for it to say its workers are ready.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::message::{self, Message, Offer};
 use super::PEER_TIMEOUT;
@@ -92,8 +95,7 @@ fn serve(
   sockets: &[OwnedFd],
   on_event: &EventSink,
 ) -> io::Result<()> {
-  // SAFETY: geteuid has no preconditions and cannot fail.
-  let our_uid = unsafe { libc::geteuid() };
+  let our_uid = nix::unistd::geteuid().as_raw();
   let mut taker: Option<Taker> = None;
   loop {
     let taker_fd = taker.as_ref().map(|t| t.connection.as_fd());
@@ -151,8 +153,8 @@ fn serve(
 
 fn send_offer(connection: BorrowedFd<'_>, offer: Offer, sockets: &[OwnedFd]) -> io::Result<()> {
   send(connection, &message::encode(&Message::Offer(offer)), None)?;
-  for (index, socket) in sockets.iter().enumerate() {
-    let index = u16::try_from(index).map_err(|_| io::Error::other("too many sockets"))?;
+  // `Offer::sockets` is a u16: there are never more sockets than indices.
+  for (index, socket) in (0..=u16::MAX).zip(sockets) {
     send(connection, &message::encode(&Message::Socket { index }), Some(socket.as_fd()))?;
   }
   Ok(())
@@ -163,7 +165,7 @@ fn send(connection: BorrowedFd<'_>, record: &[u8], fd: Option<BorrowedFd<'_>>) -
   loop {
     match channel::send_record(connection, record, fd) {
       Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-        if !poll_one(connection, libc::POLLOUT, PEER_TIMEOUT)? {
+        if !poll_one(connection, PollFlags::POLLOUT, PEER_TIMEOUT)? {
           return Err(io::Error::new(io::ErrorKind::TimedOut, "the new primary stopped reading"));
         }
       }
@@ -197,34 +199,32 @@ fn accept(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
 
 /// Waits until one of `fds` is readable (or hung up); `None` entries are skipped.
 fn wait_readable<const N: usize>(fds: [Option<BorrowedFd<'_>>; N]) -> io::Result<[bool; N]> {
-  let mut polled =
-    fds.map(|fd| libc::pollfd { fd: fd.map_or(-1, |fd| fd.as_raw_fd()), events: libc::POLLIN, revents: 0 });
+  let present: Vec<usize> = (0..N).filter(|&index| fds[index].is_some()).collect();
+  let mut polled: Vec<PollFd<'_>> = fds.iter().flatten().map(|&fd| PollFd::new(fd, PollFlags::POLLIN)).collect();
   loop {
-    // SAFETY: `polled` is a valid array of `N` pollfd structs for the duration of the call.
-    let rc = unsafe { libc::poll(polled.as_mut_ptr(), N as libc::nfds_t, -1) };
-    if rc >= 0 {
-      return Ok(polled.map(|p| p.fd >= 0 && p.revents != 0));
-    }
-    let error = io::Error::last_os_error();
-    if error.kind() != io::ErrorKind::Interrupted {
-      return Err(error);
+    match poll(&mut polled, PollTimeout::NONE) {
+      Ok(_) => {
+        let mut ready = [false; N];
+        for (entry, &index) in polled.iter().zip(&present) {
+          ready[index] = entry.any().unwrap_or(false);
+        }
+        return Ok(ready);
+      }
+      Err(Errno::EINTR) => continue,
+      Err(errno) => return Err(errno.into()),
     }
   }
 }
 
 /// Waits up to `timeout` for `events` on one fd; false on timeout.
-pub(super) fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, timeout: std::time::Duration) -> io::Result<bool> {
-  let mut polled = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
-  let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+pub(super) fn poll_one(fd: BorrowedFd<'_>, events: PollFlags, timeout: std::time::Duration) -> io::Result<bool> {
+  let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+  let mut polled = [PollFd::new(fd, events)];
   loop {
-    // SAFETY: `polled` is one valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&mut polled, 1, millis) };
-    if rc >= 0 {
-      return Ok(rc > 0);
-    }
-    let error = io::Error::last_os_error();
-    if error.kind() != io::ErrorKind::Interrupted {
-      return Err(error);
+    match poll(&mut polled, timeout) {
+      Ok(ready) => return Ok(ready > 0),
+      Err(Errno::EINTR) => continue,
+      Err(errno) => return Err(errno.into()),
     }
   }
 }

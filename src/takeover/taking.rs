@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::message::{self, Message, MessageError, Offer};
+use nix::poll::PollFlags;
+
 use super::offering::poll_one;
 use super::PEER_TIMEOUT;
 use crate::channel;
@@ -90,7 +92,7 @@ impl Taking {
   }
 
   fn receive(&self) -> Result<(Message, Option<OwnedFd>), TakeError> {
-    if !poll_one(self.connection.as_fd(), libc::POLLIN, PEER_TIMEOUT)? {
+    if !poll_one(self.connection.as_fd(), PollFlags::POLLIN, PEER_TIMEOUT)? {
       return Err(TakeError::Timeout);
     }
     let mut buf = [0u8; message::MAX_RECORD_LEN];
@@ -118,8 +120,7 @@ mod tests {
   }
 
   fn our_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    nix::unistd::geteuid().as_raw()
   }
 
   fn offering(name: &[u8], sockets: Vec<OwnedFd>) -> (Offering, mpsc::Receiver<OfferingEvent>) {

@@ -59,7 +59,7 @@ impl Receiver {
   where
     F: FnMut(Vec<Delivered>, bool) -> bool + Send + 'static,
   {
-    channel::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&channel), false)?;
+    channel::set_nonblocking(&channel, false)?;
     let hello = wire::encode_reply(Reply::Hello { pid: std::process::id() });
     channel::send_record(channel.as_fd(), &hello, None)?;
     let channel = Arc::new(channel);
@@ -230,7 +230,7 @@ mod tests {
 
   fn read_reply(primary: &OwnedFd) -> Option<Reply<'static>> {
     let mut buf = [0u8; 64];
-    channel::set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(primary), false).unwrap();
+    channel::set_nonblocking(primary, false).unwrap();
     let received = channel::recv_record(primary.as_fd(), &mut buf, true).ok()?;
     if received.len == 0 {
       return None;

@@ -1,0 +1,110 @@
+'use strict'
+// The options, their types and defaults are defined once, in Rust
+// (src/binding/options.rs): `resolveOptions` applies the defaults, its doc
+// comments become binding.d.ts, which index.d.ts reuses. The README's option
+// table and every `@defaultValue` must say what resolveOptions fills in, and
+// every option the types declare must be one resolveOptions checks.
+
+const fs = require('fs')
+const path = require('path')
+const { resolveOptions } = require('../lib/native')
+
+const ROOT = path.join(__dirname, '..')
+const read = (file) => fs.readFileSync(path.join(ROOT, file), 'utf8')
+
+/** `{ name: { defaultValue, type } }` of the properties of `interface <name> { ... }` in a .d.ts text. */
+function interfaceProperties(text, name) {
+  const body = new RegExp(`export interface ${name}\\b[^{]*\\{([\\s\\S]*?)\\n\\s*\\}\\n`).exec(text)[1]
+  const properties = {}
+  for (const match of body.matchAll(/(?:\/\*\*([\s\S]*?)\*\/\s*)?\n\s*(\w+)\?: ([^\n]+)/g)) {
+    const defaultValue = /@defaultValue (.+)/.exec(match[1] || '')
+    properties[match[2]] = { defaultValue: defaultValue ? defaultValue[1].trim() : null, type: match[3].trim() }
+  }
+  return properties
+}
+
+/** A default as the docs write it: `'::'`, `511`, `['loopback']`, `true`. */
+function literal(value) {
+  if (typeof value === 'string') return `\`'${value}'\``
+  if (Array.isArray(value)) return `\`[${value.map((item) => `'${item}'`).join(', ')}]\``
+  return `\`${value}\``
+}
+
+const bindingTypes = read('binding.d.ts')
+const options = interfaceProperties(bindingTypes, 'ListenOptions')
+const names = Object.keys(options)
+const defaults = resolveOptions(undefined, 3)
+
+/** Options whose default is a rule rather than a value, as the docs state it. */
+const RULES = { workers: '`os.cpus().length`' }
+
+test('binding.d.ts declares every option with the default resolveOptions fills in', () => {
+  expect(names.length).toBeGreaterThan(15)
+  for (const name of names) {
+    expect({ name, defaultValue: options[name].defaultValue }).toEqual({ name, defaultValue: RULES[name] || literal(defaults[name]) })
+  }
+  // The rule: the CPU count JavaScript passes.
+  expect(resolveOptions({}, 3).workers).toBe(3)
+  expect(resolveOptions({}, 7).workers).toBe(7)
+})
+
+test('resolveOptions fills in exactly the declared options (and what it derives: hostIsDefault)', () => {
+  expect(Object.keys(defaults).sort()).toEqual([...names, 'hostIsDefault'].sort())
+})
+
+test("the README's option table lists every option of listen (and env) with the same default", () => {
+  const readme = read('README.md')
+  const section = /### `sticky\.listen\(server, port\[, options\]\)[\s\S]*?\n### /.exec(readme)[0]
+  const rows = Object.fromEntries([...section.matchAll(/^\| `(\w+)` \| ([^|]+) \|/gm)].map((match) => [match[1], match[2].trim()]))
+  expect(Object.keys(rows).sort()).toEqual([...names, 'env'].sort())
+  for (const name of names) expect({ name, readme: rows[name] }).toEqual({ name, readme: options[name].defaultValue })
+  expect(rows.env).toBe('`{}`')
+})
+
+test('index.d.ts reuses the generated option types and restates no default, but for its API shapes', () => {
+  const types = read('index.d.ts')
+  expect(types).toMatch(/export interface ListenOptions extends native\.ListenOptions \{/)
+  expect(types).toMatch(/export type Routing = native\.Routing/)
+  expect(types).toMatch(/export type LoadBalancingMethod = native\.LoadBalancingMethod/)
+  // The defaults index.d.ts states are those of what only JavaScript has
+  // (env, the metrics options) or of an API shape's own option.
+  const stated = {}
+  for (const match of types.matchAll(/export interface (\w+)[^{]*\{(?!\})([\s\S]*?)\n {2}\}/g)) {
+    for (const [property, { defaultValue }] of Object.entries(interfaceProperties(`export interface X {${match[2]}\n}\n`, 'X'))) {
+      if (defaultValue) stated[`${match[1]}.${property}`] = defaultValue
+    }
+  }
+  expect(stated).toEqual({
+    'ListenOptions.env': '`{}`',
+    'MetricsOptions.client': "`require('prom-client')`",
+    'MetricsOptions.register': "`client.register`, prom-client's global registry",
+    'MetricsOptions.prefix': "`'sticky_session_'`",
+    // socketio-sticky-session's own: `num` is its name for workers, and its
+    // ignoreMissingHeader defaulted to false.
+    'SocketioStickySessionOptions.num': RULES.workers,
+    'SocketioStickySessionOptions.ignoreMissingHeader': '`false`',
+    // @socket.io/sticky's: the slots available to the workers the user forks.
+    'SetupMasterOptions.maxWorkers': '`64`',
+  })
+})
+
+test('every declared option is checked: a value of the wrong type is refused with its name and what to pass', () => {
+  for (const name of names) {
+    expect(() => resolveOptions({ [name]: Symbol('wrong') }, 2)).toThrow(
+      expect.objectContaining({ code: 'ERR_STICKY_INVALID_OPTION', message: expect.stringMatching(new RegExp(`^options\\.${name} must be .+, got a symbol$`)) }),
+    )
+  }
+})
+
+test.each([
+  ['Routing', 'routing'],
+  ['LoadBalancingMethod', 'loadBalancingMethod'],
+])('the %s union of binding.d.ts is exactly what %s accepts', (type, name) => {
+  const spellings = [.../export type \w+ = (.+)/.exec(bindingTypes.split('\n').find((line) => line.startsWith(`export type ${type} =`)))[1].matchAll(/'([^']+)'/g)].map(
+    (match) => match[1],
+  )
+  expect(spellings.length).toBeGreaterThan(2)
+  for (const spelling of spellings) expect(resolveOptions({ [name]: spelling }, 1)[name]).toBe(spelling)
+  const refused = () => resolveOptions({ [name]: 'none-of-these' }, 1)
+  expect(refused).toThrow(expect.objectContaining({ message: `options.${name} must be one of ${spellings.map((s) => `'${s}'`).join(', ')}, got "none-of-these"` }))
+})

@@ -1,0 +1,149 @@
+'use strict'
+
+// How a primary listens, chosen once when it binds (lib/primary.js). Both
+// ways have one interface:
+//
+//   mode                   'accept-loop' | 'kernel' (what a takeover offer says)
+//   address()              where it listens, as `net.Server#address()` says
+//   workerEnd(slot)        what a worker forked into `slot` gets in its stdio:
+//                          { fd, variable (the env variable naming it), afterFork() }
+//   watch(worker, slot)    a worker was forked into `slot`
+//   retire(worker)         a reload replaced `worker`: make it drain and exit
+//   listeningFds()         the listening socket(s), for a takeover offer
+//   stats(slots)           `sticky.stats()`
+//   stopAccepting(drainQueue)   then a 'drained' event once nothing accepted
+//                          waits for a worker
+//   close()                once every worker has exited
+//
+// Events (`onEvent`): 'slot-ready' { slot, pid }, 'slot-closed', 'drained',
+// 'error' { code, message, fatal }.
+//
+// Where the listening socket(s) come from (a bind, systemd, a takeover) is
+// the caller's business: `spec.adopt` carries sockets to use instead of
+// binding, for either way.
+
+const fs = require('fs')
+const debug = require('debug')('sticky-session-rs')
+const { Balancer, ReuseportGroup, statsFields } = require('./native')
+
+/**
+ * The native accept loop: one listening socket; the primary accepts each
+ * connection, reads its routing key and hands it to a worker over the
+ * worker's channel (a socketpair created for each fork).
+ */
+class AcceptLoopListener {
+  /** Binds (or adopts `spec.adopt`) and starts accepting; throws as `new Balancer` does. */
+  constructor(spec, options, onEvent) {
+    this.mode = 'accept-loop'
+    this.balancer = new Balancer(spec, options, onEvent)
+  }
+
+  address() {
+    return this.balancer.address()
+  }
+
+  /** The worker's end of a new channel for `slot`; the child keeps the only copy. */
+  workerEnd(slot) {
+    const fd = this.balancer.openSlot(slot)
+    return { fd, variable: 'STICKY_CHANNEL_FD', afterFork: () => fs.closeSync(fd) }
+  }
+
+  /** The accept loop reports the worker's readiness itself, when it says hello on its channel. */
+  watch() {}
+
+  /** Nothing to do: the accept loop closed the old worker's channel when its replacement was ready, so it drains and exits. */
+  retire() {}
+
+  listeningFds() {
+    return [this.balancer.listeningFd()]
+  }
+
+  stats() {
+    return this.balancer.stats()
+  }
+
+  /**
+   * `drainQueue` false leaves the listen queue to the other process that
+   * holds the socket (a takeover that gave up); 'drained' follows once every
+   * accepted connection is with a worker.
+   */
+  stopAccepting(drainQueue) {
+    this.balancer.close(drainQueue)
+  }
+
+  close() {}
+
+  /** Workers the user forks (setupMaster): only these pids may take a channel. */
+  allowWorker(pid) {
+    this.balancer.allowWorker(pid)
+  }
+
+  forgetWorker(pid) {
+    this.balancer.forgetWorker(pid)
+  }
+}
+
+/**
+ * Kernel steering: one SO_REUSEPORT listening socket per slot, steered by a
+ * BPF program on the client's address; each worker accepts on its slot's
+ * socket and the primary sees no connection. The primary keeps every socket
+ * open, so a slot's queue waits for its respawned worker.
+ */
+class KernelGroupListener {
+  /** Binds (or adopts `spec.adopt`) the group; throws as `new ReuseportGroup` does. */
+  constructor(spec, options, onEvent) {
+    this.mode = 'kernel'
+    this.onEvent = onEvent
+    this.group = new ReuseportGroup(spec, options)
+    this.slots = options.workers
+  }
+
+  address() {
+    return this.group.address()
+  }
+
+  /** The slot's listening socket: it stays the primary's (and open) after the fork. */
+  workerEnd(slot) {
+    return { fd: this.group.fd(slot), variable: 'STICKY_LISTEN_FD', afterFork: () => {} }
+  }
+
+  /** A kernel-mode worker says it accepts with a cluster message. */
+  watch(worker, slot) {
+    worker.on('message', (message) => {
+      if (!message || message.stickySessionRs !== 'ready') return
+      this.onEvent({ kind: 'slot-ready', slot, pid: worker.process.pid })
+    })
+  }
+
+  /** The old worker still accepts on the slot's socket: disconnecting it makes it close its server, drain and exit. */
+  retire(worker) {
+    if (worker.isConnected()) worker.disconnect()
+  }
+
+  listeningFds() {
+    return Array.from({ length: this.slots }, (_, slot) => this.group.fd(slot))
+  }
+
+  /** Only the slots: the primary sees no connection, so its counters stay 0. */
+  stats(slots) {
+    const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope).map((field) => [field.name, 0]))
+    const slotStats = [...slots.entries()].map(([slot, state]) => {
+      const live = Boolean(state.worker && !state.worker.isDead())
+      return { slot, ...zeros('slot'), pid: live ? state.worker.process.pid : 0, state: live ? 'live' : 'down', respawns: state.forks - 1 }
+    })
+    return { ...zeros('primary'), kernel: true, slots: slotStats }
+  }
+
+  /** The workers accept on their own sockets: nothing accepted waits in the primary. */
+  stopAccepting() {
+    process.nextTick(() => this.onEvent({ kind: 'drained' }))
+  }
+
+  /** Every worker has exited: the queued connections nobody will accept are reset. */
+  close() {
+    debug('closing the kernel-steered group')
+    this.group.close()
+  }
+}
+
+module.exports = { AcceptLoopListener, KernelGroupListener }

@@ -255,7 +255,8 @@ function startWorker(server, options = {}) {
   if (routing === 'proxy-protocol') tlsPeerNames(server)
   // Stop taking connections the moment the server starts closing: the
   // primary sends new clients of this slot elsewhere until the replacement
-  // worker is up, and re-dispatches what this worker had not taken.
+  // worker is up, and re-dispatches what this worker had not read. What it
+  // did read it serves: `receive` adopts every connection, closing or not.
   const isClosing = manageLifecycle(server, () => channel.close())
 
   const receive = (connections, primaryClosed) => {

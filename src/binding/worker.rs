@@ -2,6 +2,7 @@
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
@@ -36,7 +37,7 @@ pub struct WorkerChannelStats {
 #[napi]
 pub struct WorkerChannel {
   channel: Option<OwnedFd>,
-  receiver: Option<Receiver>,
+  receiver: Option<Arc<Receiver>>,
 }
 
 /// Takes ownership of the channel fd the primary placed in this worker: checks
@@ -85,16 +86,14 @@ pub fn connect_channel(name: String) -> Result<WorkerChannel, ErrorCode> {
 #[napi]
 impl WorkerChannel {
   /// Tells the primary this worker is ready and starts delivering
-  /// connections: `on_connections(connections, primaryClosed)` receives arrays
-  /// of `Connection`; `primaryClosed` is true once, last, when the primary
+  /// connections on a thread of its own (any runtime):
+  /// `on_connections(connections, primaryClosed)` receives arrays of
+  /// `Connection`; `primaryClosed` is true once, last, when the primary
   /// closed this channel (this worker was replaced during a reload, or the
   /// primary is gone): finish what is in flight and exit.
   #[napi(ts_args_type = "onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void")]
   pub fn start(&mut self, on_connections: Function<'_, FnArgs<(Vec<Connection>, bool)>, ()>) -> Result<(), ErrorCode> {
-    let channel = self
-      .channel
-      .take()
-      .ok_or_else(|| js_error("ERR_STICKY_CHANNEL_STATE", "the channel was already started or closed"))?;
+    let receiver = self.hello()?;
     let deliver = on_connections
       .build_threadsafe_function::<(Vec<Delivered>, bool)>()
       .callee_handled::<false>()
@@ -104,23 +103,41 @@ impl WorkerChannel {
         Ok(FnArgs::from((batch.into_iter().map(to_js_connection).collect::<Vec<_>>(), primary_closed)))
       })
       .map_err(from_napi)?;
-    let receiver = Receiver::start(channel, move |batch, primary_closed| {
-      // Blocking: a full queue makes this thread wait, so the kernel queue and
-      // then the primary feel the backpressure. On failure (JavaScript is
-      // gone) the batch is dropped here and its fds closed.
-      deliver.call((batch, primary_closed), ThreadsafeFunctionCallMode::Blocking) == Status::Ok
-    })
-    .map_err(|error| js_error("ERR_STICKY_CHANNEL", format!("cannot start receiving connections: {error}")))?;
-    self.receiver = Some(receiver);
+    receiver
+      .spawn_thread(move |batch, primary_closed| {
+        // Blocking: a full queue makes this thread wait, so the kernel queue
+        // and then the primary feel the backpressure. On failure (JavaScript
+        // is gone) the batch is dropped here and its fds closed.
+        deliver.call((batch, primary_closed), ThreadsafeFunctionCallMode::Blocking) == Status::Ok
+      })
+      .map_err(|error| js_error("ERR_STICKY_CHANNEL", format!("cannot start receiving connections: {error}")))?;
     Ok(())
   }
 
-  /// Stops taking connections; the primary sends the ones this worker did not
-  /// take to other workers.
+  /// Says hello: the primary starts sending from here.
+  fn hello(&mut self) -> Result<Arc<Receiver>, ErrorCode> {
+    let channel = self
+      .channel
+      .take()
+      .ok_or_else(|| js_error("ERR_STICKY_CHANNEL_STATE", "the channel was already started or closed"))?;
+    let receiver = Receiver::start(channel).map_err(|error| match error.kind() {
+      std::io::ErrorKind::ConnectionRefused => js_error(
+        "ERR_STICKY_NO_CHANNEL",
+        "the primary refused this process a channel: only workers forked by cluster.fork() in the primary that \
+         called setupMaster() get one",
+      ),
+      _ => js_error("ERR_STICKY_CHANNEL", format!("cannot start receiving connections: {error}")),
+    })?;
+    self.receiver = Some(receiver.clone());
+    Ok(receiver)
+  }
+
+  /// Stops taking connections: nothing more is read here, and the primary
+  /// sends the ones this worker did not read to other workers.
   #[napi]
   pub fn close(&mut self) {
     self.channel = None;
-    if let Some(receiver) = self.receiver.as_mut() {
+    if let Some(receiver) = self.receiver.as_ref() {
       receiver.close();
     }
   }

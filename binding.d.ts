@@ -118,6 +118,12 @@ export declare class WorkerChannel {
    */
   start(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
   /**
+   * As `start`, on the JavaScript thread's own event loop (Node): each
+   * batch is read and delivered when the channel becomes readable, with no
+   * thread in between. Not for Bun, whose libuv functions abort.
+   */
+  startOnLoop(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
+  /**
    * Stops taking connections: nothing more is read here, and the primary
    * sends the ones this worker did not read to other workers.
    */

@@ -7,9 +7,9 @@
 // which objects are servers, opening a socket on a received fd, what an
 // http.Server does with connections it did not accept (close, timeouts, TLS),
 // and accepting on an inherited listening socket (kernel mode). The rest of
-// the design (the addon and its threadsafe callbacks, an extra fd in a
-// worker's stdio, the private abstract-socket listen, cluster IPC) behaves
-// the same in both.
+// the design (the addon, an extra fd in a worker's stdio, the private
+// abstract-socket listen, cluster IPC) behaves the same in both; a worker
+// receives on its event loop in Node and on a thread in Bun (`startReceiving`).
 
 const http = require('http')
 const https = require('https')
@@ -41,6 +41,17 @@ function socketFromFd(fd, { allowHalfOpen, paused }) {
   const socket = new net.Socket({ allowHalfOpen })
   socket.connect({ fd, pauseOnConnect: paused })
   return socket
+}
+
+/**
+ * Starts delivering the connections of a worker's channel to `receive`.
+ * Node: on the event loop itself (a libuv poll handle on the channel): no
+ * receiver thread, one wake-up a batch. Bun: its libuv functions abort the
+ * process, so a receiver thread hands the batches over.
+ */
+function startReceiving(channel, receive) {
+  if (isBun) channel.start(receive)
+  else channel.startOnLoop(receive)
 }
 
 /**
@@ -291,4 +302,4 @@ class AdoptedConnection {
   }
 }
 
-module.exports = { isBun, isServer, socketFromFd, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }
+module.exports = { isBun, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }

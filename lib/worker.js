@@ -1,8 +1,8 @@
 'use strict'
 
-// A worker: receives connections from the primary (native thread) and turns
-// each into a `net.Socket` on the user's server, exactly as Node's own accept
-// path would, so timeouts, `close()` and `getConnections()` behave.
+// A worker: receives connections from the primary (on its event loop) and
+// turns each into a `net.Socket` on the user's server, exactly as Node's own
+// accept path would, so timeouts, `close()` and `getConnections()` behave.
 
 const cluster = require('cluster')
 const os = require('os')
@@ -11,7 +11,7 @@ const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
-const { acceptOnInheritedSocket, adoptingServer, socketFromFd } = require('./runtime')
+const { acceptOnInheritedSocket, adoptingServer, socketFromFd, startReceiving } = require('./runtime')
 const { pm2ClusterModeError } = require('./pm2')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
@@ -278,7 +278,7 @@ function startWorker(server, options = {}) {
   server.listen({ path: privateAddress(), exclusive: true }, () => {
     if (isClosing()) return
     try {
-      channel.start(receive)
+      startReceiving(channel, receive)
     } catch (error) {
       // The primary went away while this worker started: cluster is already
       // ending this process. Anything else is the user's to handle.

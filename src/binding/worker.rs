@@ -9,6 +9,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{from_napi, js_error, ErrorCode};
+use super::loop_poll::LoopPoll;
 use crate::channel;
 use crate::wire::{self, Reply};
 use crate::worker::{Delivered, Receiver};
@@ -38,6 +39,8 @@ pub struct WorkerChannelStats {
 pub struct WorkerChannel {
   channel: Option<OwnedFd>,
   receiver: Option<Arc<Receiver>>,
+  /// Receiving on the event loop (`startOnLoop`).
+  poll: Option<LoopPoll>,
 }
 
 /// Takes ownership of the channel fd the primary placed in this worker: checks
@@ -58,7 +61,7 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel, ErrorCode> {
   // SAFETY: the fd is open (getsockopt succeeded) and, by the contract with
   // the primary (the env variable naming it), owned by nobody else here.
   let channel = unsafe { OwnedFd::from_raw_fd(fd) };
-  Ok(WorkerChannel { channel: Some(channel), receiver: None })
+  Ok(WorkerChannel { channel: Some(channel), receiver: None, poll: None })
 }
 
 /// Connects to the rendezvous socket of a primary set up with
@@ -74,7 +77,7 @@ pub fn connect_channel(name: String) -> Result<WorkerChannel, ErrorCode> {
         format!("cannot reach the primary's sticky-session-rs socket: {error}; call setupMaster() in the primary before cluster.fork()"),
       )
     })?;
-    Ok(WorkerChannel { channel: Some(channel), receiver: None })
+    Ok(WorkerChannel { channel: Some(channel), receiver: None, poll: None })
   }
   #[cfg(not(any(target_os = "linux", target_os = "android")))]
   {
@@ -114,6 +117,24 @@ impl WorkerChannel {
     Ok(())
   }
 
+  /// As `start`, on the JavaScript thread's own event loop (Node): each
+  /// batch is read and delivered when the channel becomes readable, with no
+  /// thread in between. Not for Bun, whose libuv functions abort.
+  #[napi(ts_args_type = "onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void")]
+  pub fn start_on_loop(
+    &mut self,
+    env: Env,
+    on_connections: Function<'_, FnArgs<(Vec<Connection>, bool)>, ()>,
+  ) -> Result<(), ErrorCode> {
+    let receiver = self.hello()?;
+    // SAFETY: on the JavaScript thread of `env`, with a function.
+    let poll = unsafe { LoopPoll::start(env.raw(), on_connections.raw(), receiver) }.map_err(|error| {
+      js_error("ERR_STICKY_CHANNEL", format!("cannot receive connections on the event loop: {error}"))
+    })?;
+    self.poll = Some(poll);
+    Ok(())
+  }
+
   /// Says hello: the primary starts sending from here.
   fn hello(&mut self) -> Result<Arc<Receiver>, ErrorCode> {
     let channel = self
@@ -137,6 +158,9 @@ impl WorkerChannel {
   #[napi]
   pub fn close(&mut self) {
     self.channel = None;
+    if let Some(poll) = self.poll.as_mut() {
+      poll.stop();
+    }
     if let Some(receiver) = self.receiver.as_ref() {
       receiver.close();
     }
@@ -168,7 +192,7 @@ impl WorkerChannel {
   }
 }
 
-fn to_js_connection(delivered: Delivered) -> Connection {
+pub(super) fn to_js_connection(delivered: Delivered) -> Connection {
   let (remote_address, remote_port, remote_family) = match delivered.client {
     Some(client) => (
       Some(client.ip().to_string()),

@@ -31,16 +31,41 @@ function isServer(value) {
 
 /**
  * A `net.Socket` on a connected TCP socket this process received as a bare
- * fd. Node opens it from `new net.Socket({ fd })`. Bun's constructor leaves a
- * readable socket fd unopened (no handle: writes fail with ERR_SOCKET_CLOSED,
- * nothing is ever read) and adopts it in `connect({ fd })` instead, which Node
- * rejects (bun-repros/socket-from-fd.js).
+ * fd. Node: as its own accept path makes one, from a TCP handle opened on the
+ * fd (one `ioctl`); `new net.Socket({ fd })` first asks what the fd is
+ * (`isatty`, `fstat`, `getsockopt`, `getsockname`: four more system calls a
+ * connection), and is the fallback where `process.binding` is denied (the
+ * permission model). Bun's constructor leaves a readable socket fd unopened
+ * (no handle: writes fail with ERR_SOCKET_CLOSED, nothing is ever read) and
+ * adopts it in `connect({ fd })` instead, which Node rejects
+ * (bun-repros/socket-from-fd.js).
  */
 function socketFromFd(fd, { allowHalfOpen, paused }) {
-  if (!isBun) return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
-  const socket = new net.Socket({ allowHalfOpen })
-  socket.connect({ fd, pauseOnConnect: paused })
-  return socket
+  if (isBun) {
+    const socket = new net.Socket({ allowHalfOpen })
+    socket.connect({ fd, pauseOnConnect: paused })
+    return socket
+  }
+  const tcp = tcpSocketHandles()
+  if (tcp) {
+    const handle = new tcp.TCP(tcp.constants.SOCKET)
+    if (handle.open(fd) === 0) return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
+    handle.close()
+  }
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
+}
+
+let tcpBinding
+/** Node's `tcp_wrap`, or null where it is denied (looked up once). */
+function tcpSocketHandles() {
+  if (tcpBinding === undefined) {
+    try {
+      tcpBinding = tcpWrap()
+    } catch {
+      tcpBinding = null
+    }
+  }
+  return tcpBinding
 }
 
 /**

@@ -111,15 +111,22 @@ export declare class TakeoverOffer {
 export declare class WorkerChannel {
   /**
    * Tells the primary this worker is ready and starts delivering
-   * connections: `on_connections(connections, primaryClosed)` receives arrays
-   * of `Connection`; `primaryClosed` is true once, last, when the primary
+   * connections on a thread of its own (any runtime):
+   * `on_connections(connections, primaryClosed)` receives arrays of
+   * `Connection`; `primaryClosed` is true once, last, when the primary
    * closed this channel (this worker was replaced during a reload, or the
    * primary is gone): finish what is in flight and exit.
    */
   start(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
   /**
-   * Stops taking connections; the primary sends the ones this worker did not
-   * take to other workers.
+   * As `start`, on the JavaScript thread's own event loop (Node): each
+   * batch is read and delivered when the channel becomes readable, with no
+   * thread in between. Not for Bun, whose libuv functions abort.
+   */
+  startOnLoop(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
+  /**
+   * Stops taking connections: nothing more is read here, and the primary
+   * sends the ones this worker did not read to other workers.
    */
   close(): void
   /**
@@ -232,7 +239,7 @@ export interface ListenOptions {
    */
   seed?: number | bigint | string
   /**
-   * Connections handed to one slot and not yet acknowledged by its worker,
+   * Connections handed to one slot and not yet taken by its worker,
    * beyond which the slot is over its share. The primary holds them anyway
    * (a burst is not reset); only once its descriptor budget (three quarters
    * of the open-file limit, at most 65,536) is used up does it pause
@@ -467,13 +474,13 @@ export interface SlotStatsObject {
   respawns: number
   /** Connections handed to the slot's workers. */
   dispatched: number
-  /** Connections the slot's workers confirmed they took. */
+  /** Connections the slot's workers took (read from their channel), as the primary last looked. */
   acknowledged: number
   /** Connections this slot's worker never took (it died or left), sent to another slot. */
   redispatched: number
   /** New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot. */
   droppedQueueFull: number
-  /** Connections handed off and not yet acknowledged, or waiting for the slot's channel. */
+  /** Connections waiting for the slot's channel, or handed off and not yet seen taken by its worker. */
   pending: number
   /** Engine.io sessions this slot owns (sid routing). */
   sessions: number

@@ -70,13 +70,13 @@ declare namespace sticky {
     respawns: number
     /** Connections sent to this slot (including re-dispatched ones). */
     dispatched: number
-    /** Connections the worker confirmed it took. */
+    /** Connections the slot's workers took (read from their channel), as the primary last looked (every 10 ms while some are on their way). */
     acknowledged: number
     /** Connections this slot's worker never took, sent to another slot when its channel closed. */
     redispatched: number
     /** New connections reset because the descriptor budget was used up while this slot was over `maxPendingPerSlot`. */
     droppedQueueFull: number
-    /** Connections handed off and not yet acknowledged. */
+    /** Connections waiting for the slot's channel, or handed off and not yet seen taken by its worker. */
     pending: number
     /** Engine.io sessions this slot owns (`'sid'` routing). */
     sessions: number

@@ -7,9 +7,9 @@
 // which objects are servers, opening a socket on a received fd, what an
 // http.Server does with connections it did not accept (close, timeouts, TLS),
 // and accepting on an inherited listening socket (kernel mode). The rest of
-// the design (the addon and its threadsafe callbacks, an extra fd in a
-// worker's stdio, the private abstract-socket listen, cluster IPC) behaves
-// the same in both.
+// the design (the addon, an extra fd in a worker's stdio, the private
+// abstract-socket listen, cluster IPC) behaves the same in both; a worker
+// receives on its event loop in Node and on a thread in Bun (`startReceiving`).
 
 const http = require('http')
 const https = require('https')
@@ -31,16 +31,52 @@ function isServer(value) {
 
 /**
  * A `net.Socket` on a connected TCP socket this process received as a bare
- * fd. Node opens it from `new net.Socket({ fd })`. Bun's constructor leaves a
- * readable socket fd unopened (no handle: writes fail with ERR_SOCKET_CLOSED,
- * nothing is ever read) and adopts it in `connect({ fd })` instead, which Node
- * rejects (bun-repros/socket-from-fd.js).
+ * fd. Node: as its own accept path makes one, from a TCP handle opened on the
+ * fd (one `ioctl`); `new net.Socket({ fd })` first asks what the fd is
+ * (`isatty`, `fstat`, `getsockopt`, `getsockname`: four more system calls a
+ * connection), and is the fallback where `process.binding` is denied (the
+ * permission model). Bun's constructor leaves a readable socket fd unopened
+ * (no handle: writes fail with ERR_SOCKET_CLOSED, nothing is ever read) and
+ * adopts it in `connect({ fd })` instead, which Node rejects
+ * (bun-repros/socket-from-fd.js).
  */
 function socketFromFd(fd, { allowHalfOpen, paused }) {
-  if (!isBun) return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
-  const socket = new net.Socket({ allowHalfOpen })
-  socket.connect({ fd, pauseOnConnect: paused })
-  return socket
+  if (isBun) {
+    const socket = new net.Socket({ allowHalfOpen })
+    socket.connect({ fd, pauseOnConnect: paused })
+    return socket
+  }
+  const tcp = tcpSocketHandles()
+  if (tcp) {
+    const handle = new tcp.TCP(tcp.constants.SOCKET)
+    if (handle.open(fd) === 0) return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
+    handle.close()
+  }
+  return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
+}
+
+let tcpBinding
+/** Node's `tcp_wrap`, or null where it is denied (looked up once). */
+function tcpSocketHandles() {
+  if (tcpBinding === undefined) {
+    try {
+      tcpBinding = tcpWrap()
+    } catch {
+      tcpBinding = null
+    }
+  }
+  return tcpBinding
+}
+
+/**
+ * Starts delivering the connections of a worker's channel to `receive`.
+ * Node: on the event loop itself (a libuv poll handle on the channel): no
+ * receiver thread, one wake-up a batch. Bun: its libuv functions abort the
+ * process, so a receiver thread hands the batches over.
+ */
+function startReceiving(channel, receive) {
+  if (isBun) channel.start(receive)
+  else channel.startOnLoop(receive)
 }
 
 /**
@@ -296,4 +332,4 @@ class AdoptedConnection {
   }
 }
 
-module.exports = { isBun, isServer, socketFromFd, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }
+module.exports = { isBun, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }

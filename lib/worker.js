@@ -1,8 +1,8 @@
 'use strict'
 
-// A worker: receives connections from the primary (native thread) and turns
-// each into a `net.Socket` on the user's server, exactly as Node's own accept
-// path would, so timeouts, `close()` and `getConnections()` behave.
+// A worker: receives connections from the primary (on its event loop) and
+// turns each into a `net.Socket` on the user's server, exactly as Node's own
+// accept path would, so timeouts, `close()` and `getConnections()` behave.
 
 const cluster = require('cluster')
 const os = require('os')
@@ -11,7 +11,7 @@ const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
-const { acceptOnInheritedSocket, adoptingServer, socketFromFd } = require('./runtime')
+const { acceptOnInheritedSocket, adoptingServer, socketFromFd, startReceiving } = require('./runtime')
 const { pm2ClusterModeError } = require('./pm2')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
@@ -255,7 +255,8 @@ function startWorker(server, options = {}) {
   if (routing === 'proxy-protocol') tlsPeerNames(server)
   // Stop taking connections the moment the server starts closing: the
   // primary sends new clients of this slot elsewhere until the replacement
-  // worker is up, and re-dispatches what this worker had not taken.
+  // worker is up, and re-dispatches what this worker had not read. What it
+  // did read it serves: `receive` adopts every connection, closing or not.
   const isClosing = manageLifecycle(server, () => channel.close())
 
   const receive = (connections, primaryClosed) => {
@@ -277,7 +278,7 @@ function startWorker(server, options = {}) {
   server.listen({ path: privateAddress(), exclusive: true }, () => {
     if (isClosing()) return
     try {
-      channel.start(receive)
+      startReceiving(channel, receive)
     } catch (error) {
       // The primary went away while this worker started: cluster is already
       // ending this process. Anything else is the user's to handle.

@@ -1,17 +1,15 @@
 //! The hand-off channel: one `SOCK_SEQPACKET` socketpair per worker slot.
 //!
 //! A thin I/O layer over `sendmsg`/`recvmsg`: one call moves one record
-//! (see `wire`) and at most one file descriptor. What the records mean is
-//! decided by the callers.
+//! (see `wire`) and up to [`MAX_FDS`] file descriptors. What the records mean
+//! is decided by the callers.
 
 use std::io;
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use nix::sys::socket::{
-  self, recvmsg, sendmsg, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{self, sendmsg, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 
 /// A new channel: `(primary_end, worker_end)`, both close-on-exec. The primary
 /// end is non-blocking (it lives in the primary's event loop); the worker end
@@ -67,17 +65,22 @@ pub fn is_seqpacket_socket(fd: impl AsFd) -> bool {
   socket::getsockopt(&fd.as_fd(), socket::sockopt::SockType).is_ok_and(|kind| kind == SockType::SeqPacket)
 }
 
-/// Sends one record, with `fd` attached when given, without blocking and
-/// without `SIGPIPE`. `WouldBlock` means the worker's queue is full: keep the
-/// record and retry when the channel is writable.
-pub fn send_record(channel: BorrowedFd<'_>, record: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+/// Room for the most descriptors one record carries, as `recvmsg` wants it
+/// (aligned for `cmsghdr`).
+const CONTROL_WORDS: usize = (MAX_FDS * std::mem::size_of::<RawFd>() + 64).div_ceil(8);
+
+/// The most descriptors one record carries (`SCM_MAX_FD`).
+pub const MAX_FDS: usize = 253;
+
+/// Sends one record, with `fds` attached (at most [`MAX_FDS`]), without
+/// blocking and without `SIGPIPE`. `WouldBlock` means the worker's queue is
+/// full: keep the record and retry when the channel is writable.
+pub fn send_record(channel: BorrowedFd<'_>, record: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+  assert!(fds.len() <= MAX_FDS, "{} descriptors in one record", fds.len());
   let iov = [IoSlice::new(record)];
-  let raw = fd.map(|fd| [fd.as_raw_fd()]);
-  let rights = raw.as_ref().map(|raw| ControlMessage::ScmRights(raw));
-  let cmsgs: &[ControlMessage<'_>] = match &rights {
-    Some(rights) => std::slice::from_ref(rights),
-    None => &[],
-  };
+  let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+  let rights = [ControlMessage::ScmRights(&raw)];
+  let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
   let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
   loop {
     match sendmsg::<()>(channel.as_raw_fd(), &iov, cmsgs, flags, None) {
@@ -97,54 +100,88 @@ pub fn send_record(channel: BorrowedFd<'_>, record: &[u8], fd: Option<BorrowedFd
 pub struct Received {
   /// Bytes of the record in the caller's buffer; 0 means the peer closed.
   pub len: usize,
-  /// The attached descriptor, already close-on-exec.
-  pub fd: Option<OwnedFd>,
-  /// The record or its descriptor did not fit (`MSG_TRUNC` / `MSG_CTRUNC`):
-  /// a descriptor the kernel could not install (e.g. EMFILE) is gone.
+  /// The attached descriptors, in order, already close-on-exec.
+  pub fds: Vec<OwnedFd>,
+  /// The record or its descriptors did not fit (`MSG_TRUNC` / `MSG_CTRUNC`):
+  /// descriptors the kernel could not install (e.g. EMFILE) are gone, and
+  /// the ones that were come first.
   pub truncated: bool,
 }
 
-/// Receives one record into `buf`. With `wait == false` an empty channel is
-/// `WouldBlock`.
+/// Receives one record into `buf`, with up to [`MAX_FDS`] descriptors. With
+/// `wait == false` an empty channel is `WouldBlock`.
 pub fn recv_record(channel: BorrowedFd<'_>, buf: &mut [u8], wait: bool) -> io::Result<Received> {
-  let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
-  let mut flags = recv_flags();
+  let mut control = [0u64; CONTROL_WORDS];
+  let mut flags = recv_flags().bits();
   if !wait {
-    flags |= MsgFlags::MSG_DONTWAIT;
+    flags |= libc::MSG_DONTWAIT;
   }
   loop {
-    let mut iov = [IoSliceMut::new(buf)];
-    let message = match recvmsg::<()>(channel.as_raw_fd(), &mut iov, Some(&mut cmsg_space), flags) {
-      Ok(message) => message,
-      Err(nix::errno::Errno::EINTR) => continue,
-      Err(errno) => return Err(errno.into()),
-    };
-    let truncated = message.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    // `cmsgs()` refuses a truncated control buffer (`MSG_CTRUNC`): then no
-    // descriptor is taken. Ours send one descriptor a record, which fits, so
-    // truncation means the kernel could not install it (this process is out
-    // of descriptors, EMFILE): it is gone, and `truncated` says so. A peer
-    // sending several would leak the ones that fitted; ours never does.
-    if let Ok(cmsgs) = message.cmsgs() {
-      for cmsg in cmsgs {
-        if let ControlMessageOwned::ScmRights(raw_fds) = cmsg {
-          // SAFETY: the kernel just installed these descriptors in this process for us.
-          fds.extend(raw_fds.into_iter().map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }));
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: as in `send_record`.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `message` points at live buffers for the duration of the call.
+    let received = unsafe { libc::recvmsg(channel.as_raw_fd(), &mut message, flags) };
+    if received < 0 {
+      let error = io::Error::last_os_error();
+      if error.kind() == io::ErrorKind::Interrupted {
+        continue;
+      }
+      return Err(error);
+    }
+    let truncated = message.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `control` up to `msg_controllen`; the CMSG
+    // macros walk only within it. Every descriptor in an SCM_RIGHTS header
+    // was just installed in this process for us, so we own it.
+    unsafe {
+      let mut header = libc::CMSG_FIRSTHDR(&message);
+      while !header.is_null() {
+        if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+          let data_len = (*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+          let data = libc::CMSG_DATA(header).cast::<RawFd>();
+          let count = data_len / std::mem::size_of::<RawFd>();
+          fds.reserve(count);
+          for index in 0..count {
+            fds.push(OwnedFd::from_raw_fd(data.add(index).read_unaligned()));
+          }
         }
+        header = libc::CMSG_NXTHDR(&message, header);
       }
     }
-    let len = message.bytes;
-    let fd = fds.pop();
-    // More than one descriptor is a protocol violation; close the extras.
-    drop(fds);
     if !cfg!(any(target_os = "linux", target_os = "android")) {
-      if let Some(fd) = &fd {
+      for fd in &fds {
         set_cloexec(fd)?;
       }
     }
-    return Ok(Received { len, fd, truncated });
+    return Ok(Received { len: received as usize, fds, truncated });
   }
+}
+
+/// The head of the next record queued on `end`, left in place: its length
+/// (0: the peer closed), or `WouldBlock` when none is queued. Descriptors
+/// are not taken (no control buffer: the kernel drops its copies).
+pub fn peek_record(end: BorrowedFd<'_>, head: &mut [u8]) -> io::Result<usize> {
+  loop {
+    match socket::recv(end.as_raw_fd(), head, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+      Ok(received) => return Ok(received),
+      Err(nix::errno::Errno::EINTR) => continue,
+      Err(errno) => return Err(errno.into()),
+    }
+  }
+}
+
+/// A worker's lifeline: `(primary_end, worker_end)` of a pipe, both
+/// close-on-exec. The worker keeps its end and never writes; the primary's
+/// end reads end-of-file (becomes readable) once no process holds the
+/// worker's end: the worker closed it (it stopped taking connections) or died.
+pub fn lifeline() -> io::Result<(OwnedFd, OwnedFd)> {
+  let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+  Ok((read, write))
 }
 
 /// A listening `SOCK_SEQPACKET` socket at an abstract address (Linux): where
@@ -185,16 +222,9 @@ pub fn peer_credentials(channel: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
   Ok((credentials.pid() as u32, credentials.uid()))
 }
 
-/// Stops both directions, waking a thread blocked in `recv_record` on the
-/// other side of this process's end.
-pub fn shutdown(channel: BorrowedFd<'_>) {
-  let _ = socket::shutdown(channel.as_raw_fd(), socket::Shutdown::Both);
-}
-
-/// Stops this end from receiving: the peer's next send fails with `EPIPE`,
-/// while the records it already sent can still be read here. What the
-/// primary does before it takes back a live worker's connections, so that
-/// the worker cannot acknowledge one after the primary's last look.
+/// Stops this end from receiving: a thread waiting on it wakes, the peer's
+/// next send fails with `EPIPE`, and the records already queued can still be
+/// read (by the primary, which holds a reference to a worker's end).
 pub fn shutdown_read(channel: BorrowedFd<'_>) {
   let _ = socket::shutdown(channel.as_raw_fd(), socket::Shutdown::Read);
 }
@@ -204,21 +234,90 @@ mod tests {
   use super::*;
   use std::os::fd::AsFd;
 
+  fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|dir| dir.count()).unwrap_or(0)
+  }
+
   #[test]
   fn a_record_and_its_descriptor_cross_the_channel() {
     let (primary, worker) = socketpair().unwrap();
     let (payload_a, payload_b) = socketpair().unwrap();
-    send_record(primary.as_fd(), b"hello", Some(payload_a.as_fd())).unwrap();
+    send_record(primary.as_fd(), b"hello", &[payload_a.as_fd()]).unwrap();
     let mut buf = [0u8; 64];
     let got = recv_record(worker.as_fd(), &mut buf, true).unwrap();
     assert_eq!(&buf[..got.len], b"hello");
     assert!(!got.truncated);
-    let received = got.fd.expect("a descriptor");
+    let [received]: [OwnedFd; 1] = got.fds.try_into().expect("one descriptor");
     // The received descriptor is the same socket: a record sent on it arrives at payload_b.
-    send_record(received.as_fd(), b"through", None).unwrap();
+    send_record(received.as_fd(), b"through", &[]).unwrap();
     let got = recv_record(payload_b.as_fd(), &mut buf, true).unwrap();
     assert_eq!(&buf[..got.len], b"through");
+    assert!(got.fds.is_empty());
     assert!(is_seqpacket_socket(&worker));
+  }
+
+  #[test]
+  fn the_most_descriptors_a_record_carries_arrive_in_order() {
+    let (primary, worker) = socketpair().unwrap();
+    let pairs: Vec<(OwnedFd, OwnedFd)> = (0..MAX_FDS).map(|_| socketpair().unwrap()).collect();
+    let sent: Vec<BorrowedFd<'_>> = pairs.iter().map(|(ours, _)| ours.as_fd()).collect();
+    send_record(primary.as_fd(), b"batch", &sent).unwrap();
+    let mut buf = [0u8; 16];
+    let got = recv_record(worker.as_fd(), &mut buf, false).unwrap();
+    assert!(!got.truncated);
+    assert_eq!(got.fds.len(), MAX_FDS);
+    for (index, (fd, (_, theirs))) in got.fds.iter().zip(&pairs).enumerate() {
+      send_record(fd.as_fd(), &(index as u32).to_le_bytes(), &[]).unwrap();
+      let echoed = recv_record(theirs.as_fd(), &mut buf, false).unwrap();
+      assert_eq!(&buf[..echoed.len], &(index as u32).to_le_bytes(), "descriptor {index} out of order");
+    }
+  }
+
+  #[test]
+  fn a_record_queued_on_the_worker_s_end_goes_to_exactly_one_reader() {
+    let (primary, worker) = socketpair().unwrap();
+    // The primary's reference to the worker's end: the same socket.
+    let reclaim = worker.try_clone().unwrap();
+    let (payload, _peer) = socketpair().unwrap();
+    for record in [b"one", b"two"] {
+      send_record(primary.as_fd(), record, &[payload.as_fd()]).unwrap();
+    }
+    let mut buf = [0u8; 8];
+    let by_worker = recv_record(worker.as_fd(), &mut buf, false).unwrap();
+    assert_eq!(&buf[..by_worker.len], b"one");
+    let by_primary = recv_record(reclaim.as_fd(), &mut buf, false).unwrap();
+    assert_eq!(&buf[..by_primary.len], b"two");
+    assert_eq!(by_primary.fds.len(), 1, "the descriptor comes back with its record");
+    for end in [&worker, &reclaim] {
+      let error = recv_record(end.as_fd(), &mut buf, false).unwrap_err();
+      assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "nothing is read twice");
+    }
+  }
+
+  #[test]
+  fn a_peek_leaves_the_record_and_takes_no_descriptor() {
+    let (primary, worker) = socketpair().unwrap();
+    let (payload, _peer) = socketpair().unwrap();
+    let mut head = [0u8; 4];
+    assert_eq!(peek_record(worker.as_fd(), &mut head).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    send_record(primary.as_fd(), b"record", &[payload.as_fd()]).unwrap();
+    let before = open_fds();
+    assert_eq!(peek_record(worker.as_fd(), &mut head).unwrap(), 4);
+    assert_eq!(&head, b"reco");
+    assert_eq!(open_fds(), before, "no descriptor installed by the peek");
+    let mut buf = [0u8; 8];
+    let got = recv_record(worker.as_fd(), &mut buf, false).unwrap();
+    assert_eq!((&buf[..got.len], got.fds.len()), (&b"record"[..], 1));
+  }
+
+  #[test]
+  fn a_lifeline_reads_end_of_file_once_the_worker_s_end_is_gone() {
+    let (primary_end, worker_end) = lifeline().unwrap();
+    let mut byte = [0u8; 1];
+    let alive = nix::unistd::read(&primary_end, &mut byte).unwrap_err();
+    assert_eq!(alive, nix::errno::Errno::EAGAIN);
+    drop(worker_end);
+    assert_eq!(nix::unistd::read(&primary_end, &mut byte).unwrap(), 0);
   }
 
   #[test]
@@ -237,7 +336,7 @@ mod tests {
     let record = [0u8; 1024];
     let mut sent = 0;
     let error = loop {
-      match send_record(primary.as_fd(), &record, None) {
+      match send_record(primary.as_fd(), &record, &[]) {
         Ok(()) => sent += 1,
         Err(error) => break error,
       }
@@ -247,23 +346,10 @@ mod tests {
   }
 
   #[test]
-  fn after_shutdown_read_the_peer_cannot_send_and_what_it_sent_is_still_read() {
-    let (primary, worker) = socketpair().unwrap();
-    send_record(worker.as_fd(), b"before", None).unwrap();
-    shutdown_read(primary.as_fd());
-    let error = send_record(worker.as_fd(), b"after", None).unwrap_err();
-    assert_eq!(error.raw_os_error(), Some(libc::EPIPE), "{error}");
-    let mut buf = [0u8; 16];
-    let got = recv_record(primary.as_fd(), &mut buf, false).unwrap();
-    assert_eq!(&buf[..got.len], b"before");
-    assert_eq!(recv_record(primary.as_fd(), &mut buf, false).unwrap().len, 0, "then end-of-file");
-  }
-
-  #[test]
   fn sending_to_a_closed_worker_fails_without_sigpipe() {
     let (primary, worker) = socketpair().unwrap();
     drop(worker);
-    let error = send_record(primary.as_fd(), b"x", None).unwrap_err();
+    let error = send_record(primary.as_fd(), b"x", &[]).unwrap_err();
     assert!(matches!(error.raw_os_error(), Some(libc::EPIPE) | Some(libc::ECONNRESET)), "{error}");
   }
 }

@@ -1,25 +1,37 @@
 //! The records exchanged on a slot's hand-off channel. No I/O.
 //!
 //! The channel is a `SOCK_SEQPACKET` socketpair: one `sendmsg` is one record,
-//! so records need no framing. Primary → worker: a `Handoff` (the connection's
-//! fd travels beside it as `SCM_RIGHTS`). Worker → primary: `Hello` once the
-//! worker's server is ready, then cumulative `Ack`s ("I hold every connection
-//! up to this sequence number") — the primary keeps its copy of each fd until
-//! then, so a connection a dead worker never took can go to another worker.
+//! so records need no framing. Primary → worker: first a `Lifeline` record
+//! (the write end of a pipe whose read end the primary keeps: it reads
+//! end-of-file once the worker stopped taking connections or died), then
+//! handoff records of 1 to [`MAX_BATCH`] entries of [`HANDOFF_LEN`] bytes,
+//! one per connection, whose fds travel beside it as `SCM_RIGHTS` in the same
+//! order. (A worker the user forked gets a `Channel` record on its rendezvous
+//! connection instead: its channel's end and its lifeline.) Worker → primary:
+//! `Hello` once the worker's server is ready, then session reports. Nothing
+//! is acknowledged: a record the worker read is its own; a record it did not
+//! read is still queued on its end, where the primary, which keeps a
+//! reference to that end, reads it back.
 //!
 //! All integers are little-endian. Byte 0 is the protocol version, so a
 //! primary and a worker from different builds refuse each other clearly.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
-/// Every handoff record is exactly this long. (A PROXY header the primary
+/// Every handoff entry is exactly this long. (A PROXY header the primary
 /// consumed is dropped, not forwarded: the connection's remaining bytes stay
 /// in the kernel for the worker.)
 pub const HANDOFF_LEN: usize = 48;
+/// The most connections one handoff record carries: the kernel's limit of
+/// descriptors in one message (`SCM_MAX_FD`).
+pub const MAX_BATCH: usize = 253;
+/// The longest handoff record.
+pub const MAX_HANDOFF_RECORD_LEN: usize = HANDOFF_LEN * MAX_BATCH;
 pub const HELLO_LEN: usize = 8;
-pub const ACK_LEN: usize = 12;
+/// A setup record (`Lifeline`, `Channel`): version, kind, 2 reserved bytes.
+pub const SETUP_LEN: usize = 4;
 /// A session record: 4 header bytes, then the session id.
 pub const SESSION_HEADER_LEN: usize = 4;
 /// The longest session id a worker may report.
@@ -28,8 +40,9 @@ pub const MAX_SESSION_ID_LEN: usize = 255;
 pub const MAX_REPLY_LEN: usize = SESSION_HEADER_LEN + MAX_SESSION_ID_LEN;
 
 const KIND_HANDOFF: u8 = 1;
+const KIND_LIFELINE: u8 = 2;
+const KIND_CHANNEL: u8 = 3;
 const KIND_HELLO: u8 = 0x10;
-const KIND_ACK: u8 = 0x11;
 const KIND_SESSION_OPENED: u8 = 0x12;
 const KIND_SESSION_CLOSED: u8 = 0x13;
 
@@ -49,14 +62,15 @@ pub enum WireError {
   Family { family: u8 },
   #[error("session id of {len} bytes is empty or longer than {MAX_SESSION_ID_LEN}")]
   SessionId { len: usize },
-  #[error("handoff record of {len} bytes, not {HANDOFF_LEN}")]
+  #[error("handoff record of {len} bytes, not 1 to {MAX_BATCH} entries of {HANDOFF_LEN}")]
   HandoffLength { len: usize },
 }
 
 /// A connection handed to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handoff {
-  /// Per channel, increasing from 1; acknowledged cumulatively.
+  /// Per channel, increasing from 1: how the primary finds a connection it
+  /// reads back among those it sent.
   pub seq: u64,
   /// The client a PROXY header named (`proxy-protocol` routing), which the
   /// worker reports as the socket's remote address.
@@ -66,43 +80,105 @@ pub struct Handoff {
 /// What a worker sends back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply<'a> {
-  Hello {
-    pid: u32,
-  },
-  Ack {
-    up_to: u64,
-  },
+  /// The worker's server listens and it reads its channel.
+  Hello { pid: u32 },
   /// The worker opened an engine.io session: route its `sid` here.
-  SessionOpened {
-    sid: &'a [u8],
-  },
+  SessionOpened { sid: &'a [u8] },
   /// The worker closed an engine.io session.
-  SessionClosed {
-    sid: &'a [u8],
-  },
+  SessionClosed { sid: &'a [u8] },
 }
 
-pub fn encode_handoff(handoff: &Handoff, out: &mut Vec<u8>) {
-  out.clear();
-  out.resize(HANDOFF_LEN, 0);
-  out[0] = PROTOCOL_VERSION;
-  out[1] = KIND_HANDOFF;
-  out[4..12].copy_from_slice(&handoff.seq.to_le_bytes());
-  match handoff.client {
-    None => out[12] = FAMILY_NONE,
-    Some(SocketAddr::V4(v4)) => {
-      out[12] = FAMILY_V4;
-      out[14..16].copy_from_slice(&v4.port().to_le_bytes());
-      out[16..20].copy_from_slice(&v4.ip().octets());
-    }
-    Some(SocketAddr::V6(v6)) => {
-      out[12] = FAMILY_V6;
-      out[14..16].copy_from_slice(&v6.port().to_le_bytes());
-      out[16..32].copy_from_slice(&v6.ip().octets());
+/// How a worker gets what it needs from the primary before its hello: the
+/// first record it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+  /// On a channel the primary made for a worker it forked; one fd: the
+  /// worker's lifeline.
+  Lifeline,
+  /// On a worker's rendezvous connection; two fds: the worker's end of its
+  /// channel, then its lifeline.
+  Channel,
+}
+
+impl Setup {
+  /// The descriptors the record carries.
+  pub fn fds(self) -> usize {
+    match self {
+      Setup::Lifeline => 1,
+      Setup::Channel => 2,
     }
   }
 }
 
+pub fn encode_setup(setup: Setup) -> [u8; SETUP_LEN] {
+  let kind = match setup {
+    Setup::Lifeline => KIND_LIFELINE,
+    Setup::Channel => KIND_CHANNEL,
+  };
+  [PROTOCOL_VERSION, kind, 0, 0]
+}
+
+pub fn decode_setup(record: &[u8]) -> Result<Setup, WireError> {
+  let kind = record.get(1).copied().unwrap_or(0);
+  check_header(record, "setup", SETUP_LEN, kind)?;
+  match kind {
+    KIND_LIFELINE => Ok(Setup::Lifeline),
+    KIND_CHANNEL => Ok(Setup::Channel),
+    kind => Err(WireError::UnknownKind { kind }),
+  }
+}
+
+/// Encodes a record of one entry into `out`.
+pub fn encode_handoff(handoff: &Handoff, out: &mut Vec<u8>) {
+  out.clear();
+  append_handoff(handoff, out);
+}
+
+/// Appends one entry to a handoff record being built in `out` (cleared by the
+/// caller for a new record).
+pub fn append_handoff(handoff: &Handoff, out: &mut Vec<u8>) {
+  let start = out.len();
+  out.resize(start + HANDOFF_LEN, 0);
+  let entry = &mut out[start..];
+  entry[0] = PROTOCOL_VERSION;
+  entry[1] = KIND_HANDOFF;
+  entry[4..12].copy_from_slice(&handoff.seq.to_le_bytes());
+  match handoff.client {
+    None => entry[12] = FAMILY_NONE,
+    Some(SocketAddr::V4(v4)) => {
+      entry[12] = FAMILY_V4;
+      entry[14..16].copy_from_slice(&v4.port().to_le_bytes());
+      entry[16..20].copy_from_slice(&v4.ip().octets());
+    }
+    Some(SocketAddr::V6(v6)) => {
+      entry[12] = FAMILY_V6;
+      entry[14..16].copy_from_slice(&v6.port().to_le_bytes());
+      entry[16..32].copy_from_slice(&v6.ip().octets());
+    }
+  }
+}
+
+/// The entries of a handoff record, in order (the record is checked whole
+/// first: a bad entry refuses the record).
+pub fn decode_handoffs(record: &[u8]) -> Result<Vec<Handoff>, WireError> {
+  if record.len() > HANDOFF_LEN && (!record.len().is_multiple_of(HANDOFF_LEN) || record.len() > MAX_HANDOFF_RECORD_LEN)
+  {
+    return Err(WireError::HandoffLength { len: record.len() });
+  }
+  if record.len() <= HANDOFF_LEN {
+    return decode_handoff(record).map(|handoff| vec![handoff]);
+  }
+  record.chunks_exact(HANDOFF_LEN).map(decode_handoff).collect()
+}
+
+/// The first entry's sequence number, from the head of a record (a peek):
+/// `None` unless it is a handoff record of this version.
+pub fn first_seq(head: &[u8]) -> Option<u64> {
+  check_header(head, "handoff", 12, KIND_HANDOFF).ok()?;
+  Some(u64::from_le_bytes(array_at(head, 4)))
+}
+
+/// One handoff entry (a record of exactly one entry).
 pub fn decode_handoff(record: &[u8]) -> Result<Handoff, WireError> {
   check_header(record, "handoff", HANDOFF_LEN, KIND_HANDOFF)?;
   if record.len() != HANDOFF_LEN {
@@ -133,11 +209,6 @@ pub fn encode_reply(reply: Reply<'_>) -> Vec<u8> {
       out.extend_from_slice(&pid.to_le_bytes());
       out
     }
-    Reply::Ack { up_to } => {
-      let mut out = vec![PROTOCOL_VERSION, KIND_ACK, 0, 0];
-      out.extend_from_slice(&up_to.to_le_bytes());
-      out
-    }
   }
 }
 
@@ -154,10 +225,6 @@ pub fn decode_reply(record: &[u8]) -> Result<Reply<'_>, WireError> {
     Some(&KIND_HELLO) => {
       check_header(record, "hello", HELLO_LEN, KIND_HELLO)?;
       Ok(Reply::Hello { pid: u32::from_le_bytes(array_at(record, 4)) })
-    }
-    Some(&KIND_ACK) => {
-      check_header(record, "ack", ACK_LEN, KIND_ACK)?;
-      Ok(Reply::Ack { up_to: u64::from_le_bytes(array_at(record, 4)) })
     }
     Some(&kind) => Err(WireError::UnknownKind { kind }),
     None => Err(WireError::TooShort { kind: "reply", len: record.len(), expected: 2 }),
@@ -207,10 +274,54 @@ mod tests {
   }
 
   #[test]
+  fn a_batch_of_handoffs_round_trips_in_order() {
+    let handoffs: Vec<Handoff> = (1..=MAX_BATCH as u64)
+      .map(|seq| Handoff { seq, client: (seq % 2 == 0).then(|| SocketAddr::from(([10, 0, 0, seq as u8], 80))) })
+      .collect();
+    let mut record = Vec::new();
+    for handoff in &handoffs {
+      append_handoff(handoff, &mut record);
+    }
+    assert_eq!(record.len(), MAX_HANDOFF_RECORD_LEN);
+    assert_eq!(first_seq(&record[..16]), Some(1));
+    assert_eq!(decode_handoffs(&record), Ok(handoffs));
+  }
+
+  #[test]
+  fn a_batch_with_a_partial_entry_or_too_many_is_refused() {
+    let mut record = Vec::new();
+    for seq in 1..=2 {
+      append_handoff(&Handoff { seq, client: None }, &mut record);
+    }
+    record.push(0);
+    assert_eq!(decode_handoffs(&record), Err(WireError::HandoffLength { len: 2 * HANDOFF_LEN + 1 }));
+    let too_many = vec![0u8; MAX_HANDOFF_RECORD_LEN + HANDOFF_LEN];
+    assert!(matches!(decode_handoffs(&too_many), Err(WireError::HandoffLength { .. })));
+    let mut bad_second = Vec::new();
+    append_handoff(&Handoff { seq: 1, client: None }, &mut bad_second);
+    append_handoff(&Handoff { seq: 2, client: None }, &mut bad_second);
+    bad_second[HANDOFF_LEN] = 9;
+    assert_eq!(decode_handoffs(&bad_second), Err(WireError::Version { found: 9 }));
+  }
+
+  #[test]
+  fn setup_records_round_trip_and_are_not_handoffs() {
+    for setup in [Setup::Lifeline, Setup::Channel] {
+      let record = encode_setup(setup);
+      assert_eq!(decode_setup(&record), Ok(setup));
+      assert!(decode_handoffs(&record).is_err());
+    }
+    assert_eq!(
+      decode_setup(&[PROTOCOL_VERSION, KIND_HANDOFF, 0, 0]),
+      Err(WireError::UnknownKind { kind: KIND_HANDOFF })
+    );
+    assert_eq!(decode_setup(&[9, KIND_LIFELINE, 0, 0]), Err(WireError::Version { found: 9 }));
+  }
+
+  #[test]
   fn replies_round_trip() {
     for reply in [
       Reply::Hello { pid: 4242 },
-      Reply::Ack { up_to: u64::MAX },
       Reply::SessionOpened { sid: b"Zm9vYmFy_-12" },
       Reply::SessionClosed { sid: &[b'x'; MAX_SESSION_ID_LEN] },
     ] {
@@ -220,7 +331,7 @@ mod tests {
 
   #[test]
   fn a_record_from_another_version_is_refused_with_a_reason() {
-    let mut record = encode_reply(Reply::Ack { up_to: 1 });
+    let mut record = encode_reply(Reply::Hello { pid: 1 });
     record[0] = 9;
     let error = decode_reply(&record).unwrap_err();
     assert_eq!(error, WireError::Version { found: 9 });
@@ -229,7 +340,7 @@ mod tests {
 
   #[test]
   fn truncated_records_are_refused() {
-    let record = encode_reply(Reply::Ack { up_to: 1 });
+    let record = encode_reply(Reply::Hello { pid: 1 });
     assert!(matches!(decode_reply(&record[..5]), Err(WireError::TooShort { .. })));
     assert!(matches!(decode_handoff(&[PROTOCOL_VERSION, KIND_HANDOFF]), Err(WireError::TooShort { .. })));
     assert!(decode_reply(&[]).is_err());
@@ -255,6 +366,9 @@ mod tests {
     #[test]
     fn arbitrary_records_decode_or_fail_without_panic(record in proptest::collection::vec(any::<u8>(), 0..80)) {
       let _ = decode_handoff(&record);
+      let _ = decode_handoffs(&record);
+      let _ = first_seq(&record);
+      let _ = decode_setup(&record);
       let _ = decode_reply(&record);
     }
   }

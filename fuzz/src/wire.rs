@@ -1,18 +1,21 @@
-//! `decode_handoff` and `decode_reply` (the hand-off channel records).
+//! `decode_handoff`, `decode_handoffs`, `decode_setup` and `decode_reply`
+//! (the hand-off channel records).
 //!
-//! Invariants: `encode_handoff`/`encode_reply` then decode gives back the
-//! record (round trip); for any bytes the decoders return exactly what the
-//! record layout in `wire.rs` prescribes (length checked first, then
-//! version, then kind, then (handoffs) the exact length, then family or
-//! session id); re-encoding a decoded record reproduces its meaningful bytes
-//! (reserved bytes zeroed).
+//! Invariants: encoding then decoding gives back the record (round trip,
+//! also for a record of several handoffs); for any bytes the decoders return
+//! exactly what the record layout in `wire.rs` prescribes (length checked
+//! first, then version, then kind, then (handoffs) the exact length, then
+//! family or session id; a record of several handoffs is whole entries, at
+//! most `MAX_BATCH`, each valid); re-encoding a decoded record reproduces
+//! its meaningful bytes (reserved bytes zeroed).
 
 use crate::{addresses, below, broken, bytes, escape, one_in, pick, range, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use sticky_session_rs::wire::{
-  decode_handoff, decode_reply, encode_handoff, encode_reply, Handoff, Reply, WireError, HANDOFF_LEN,
-  MAX_SESSION_ID_LEN, PROTOCOL_VERSION,
+  append_handoff, decode_handoff, decode_handoffs, decode_reply, decode_setup, encode_handoff, encode_reply,
+  encode_setup, first_seq, Handoff, Reply, Setup, WireError, HANDOFF_LEN, MAX_BATCH, MAX_HANDOFF_RECORD_LEN,
+  MAX_SESSION_ID_LEN, PROTOCOL_VERSION, SETUP_LEN,
 };
 
 #[derive(Arbitrary, Debug)]
@@ -21,14 +24,19 @@ pub enum Input {
   Handoff(Bytes),
   /// Any bytes, decoded as a reply.
   Reply(Bytes),
+  /// Any bytes, decoded as a setup record.
+  Setup(Bytes),
   EncodedHandoff(EncodedHandoff),
+  /// Several handoffs in one record.
+  EncodedBatch(Vec<EncodedHandoff>),
   EncodedReply(EncodedReply),
   HandoffNearMiss(NearMiss<EncodedHandoff>),
   ReplyNearMiss(NearMiss<EncodedReply>),
 }
 
 /// Version and kind pairs, families, and zero.
-const TOKENS: &[&[u8]] = &[b"\x01\x01", b"\x01\x10", b"\x01\x11", b"\x01\x12", b"\x01\x13", b"\x04", b"\x06", b"\x00"];
+const TOKENS: &[&[u8]] =
+  &[b"\x02\x01", b"\x02\x02", b"\x02\x03", b"\x02\x10", b"\x02\x12", b"\x02\x13", b"\x04", b"\x06", b"\x00"];
 
 /// A handoff's fields.
 #[derive(Debug)]
@@ -62,10 +70,9 @@ impl<'a> Arbitrary<'a> for EncodedReply {
   fn arbitrary(u: &mut Unstructured<'a>) -> Gen<Self> {
     let sid_len = if one_in(u, 8)? { *pick(u, &[1, MAX_SESSION_ID_LEN])? } else { range(u, 1, 40)? };
     let sid = bytes(u, sid_len)?;
-    let reply = match below(u, 4)? {
+    let reply = match below(u, 3)? {
       0 => Reply::Hello { pid: u.arbitrary()? },
-      1 => Reply::Ack { up_to: u.arbitrary()? },
-      2 => Reply::SessionOpened { sid: &sid },
+      1 => Reply::SessionOpened { sid: &sid },
       _ => Reply::SessionClosed { sid: &sid },
     };
     Ok(EncodedReply(Bytes(encode_reply(reply))))
@@ -101,16 +108,35 @@ pub fn check(input: &Input) {
     // Decoding any bytes may fail; the checks say how.
     Input::Handoff(Bytes(record)) | Input::HandoffNearMiss(NearMiss(Bytes(record), _)) => {
       let _ = check_handoff(record);
+      let _ = check_handoffs(record);
     }
     Input::Reply(Bytes(record)) | Input::ReplyNearMiss(NearMiss(Bytes(record), _)) => {
       let _ = check_reply(record);
     }
+    Input::Setup(Bytes(record)) => check_setup(record),
     Input::EncodedHandoff(encoded) => {
       let sent = encoded.handoff();
       let record = encoded.render();
       let got = check_handoff(&record);
       if got.as_ref() != Ok(&sent) {
         broken(&record, format!("encoded {sent:?}, decoded {got:?}"));
+      }
+    }
+    Input::EncodedBatch(encoded) => {
+      let sent: Vec<Handoff> = encoded.iter().take(MAX_BATCH).map(EncodedHandoff::handoff).collect();
+      if sent.is_empty() {
+        return;
+      }
+      let mut record = Vec::new();
+      for handoff in &sent {
+        append_handoff(handoff, &mut record);
+      }
+      let got = check_handoffs(&record);
+      if got.as_ref() != Ok(&sent) {
+        broken(&record, format!("encoded {} handoffs, decoded {got:?}", sent.len()));
+      }
+      if first_seq(&record) != Some(sent[0].seq) {
+        broken(&record, "first_seq disagrees with the first entry");
       }
     }
     Input::EncodedReply(EncodedReply(Bytes(record))) => {
@@ -150,6 +176,56 @@ fn model_handoff(record: &[u8]) -> Result<Handoff, WireError> {
     family => return Err(WireError::Family { family }),
   };
   Ok(Handoff { seq, client })
+}
+
+/// A record of handoffs, as the layout prescribes: one entry is checked as
+/// `decode_handoff` does; more must be whole entries, at most `MAX_BATCH`,
+/// each valid.
+fn model_handoffs(record: &[u8]) -> Result<Vec<Handoff>, WireError> {
+  if record.len() <= HANDOFF_LEN {
+    return model_handoff(record).map(|handoff| vec![handoff]);
+  }
+  if record.len() % HANDOFF_LEN != 0 || record.len() > MAX_HANDOFF_RECORD_LEN {
+    return Err(WireError::HandoffLength { len: record.len() });
+  }
+  record.chunks(HANDOFF_LEN).map(model_handoff).collect()
+}
+
+fn check_handoffs(record: &[u8]) -> Result<Vec<Handoff>, WireError> {
+  let got = decode_handoffs(record);
+  let expected = model_handoffs(record);
+  if got != expected {
+    broken(record, format!("decode_handoffs gave {got:?}, the record layout gives {expected:?}"));
+  }
+  got
+}
+
+/// A setup record: version, then kind 2 (lifeline) or 3 (channel), at least
+/// `SETUP_LEN` bytes; re-encoding reproduces its first `SETUP_LEN` bytes
+/// with the reserved ones zeroed.
+fn check_setup(record: &[u8]) {
+  let got = decode_setup(record);
+  let expected = if record.len() < SETUP_LEN {
+    Err(WireError::TooShort { kind: "setup", len: record.len(), expected: SETUP_LEN })
+  } else if record[0] != PROTOCOL_VERSION {
+    Err(WireError::Version { found: record[0] })
+  } else {
+    match record[1] {
+      2 => Ok(Setup::Lifeline),
+      3 => Ok(Setup::Channel),
+      kind => Err(WireError::UnknownKind { kind }),
+    }
+  };
+  if got != expected {
+    broken(record, format!("decode_setup gave {got:?}, the record layout gives {expected:?}"));
+  }
+  if let Ok(setup) = got {
+    let mut meaningful = record[..SETUP_LEN].to_vec();
+    meaningful[2..4].fill(0);
+    if encode_setup(setup)[..] != meaningful[..] {
+      broken(record, format!("re-encoding {setup:?} differs"));
+    }
+  }
 }
 
 fn check_handoff(record: &[u8]) -> Result<Handoff, WireError> {
@@ -193,9 +269,6 @@ fn model_reply(record: &[u8]) -> Result<Reply<'_>, WireError> {
     None => Err(WireError::TooShort { kind: "reply", len: record.len(), expected: 2 }),
     Some(0x10) => header("hello", 8)
       .map(|()| Reply::Hello { pid: u32::from_le_bytes([record[4], record[5], record[6], record[7]]) }),
-    Some(0x11) => {
-      header("ack", 12).map(|()| Reply::Ack { up_to: u64::from_le_bytes(record[4..12].try_into().unwrap_or_default()) })
-    }
     Some(&kind @ (0x12 | 0x13)) => {
       header("session", 4)?;
       let sid = &record[4..];

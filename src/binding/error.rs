@@ -76,10 +76,17 @@ pub enum StickyError {
      {{ kernel: true }}) in the primary, which passes each its slot's socket"
   )]
   NotAListeningSocket { fd: i32, why: String },
+  #[error(
+    "the primary refused this process a channel: only workers forked by cluster.fork() in the primary that called \
+     setupMaster() get one"
+  )]
+  ChannelRefused,
   #[error("the channel was already started or closed: start() it once")]
   ChannelState,
   #[error("cannot start receiving connections: {0}; the process is out of threads or memory")]
   Receive(#[source] io::Error),
+  #[error("cannot receive connections on the event loop: {0}; the runtime's libuv is not usable from the addon")]
+  ReceiveOnLoop(String),
   #[error("setupMaster() and setupWorker() need Linux (abstract Unix sockets): use sticky.listen() elsewhere")]
   Unsupported,
 
@@ -124,8 +131,8 @@ impl StickyError {
       Start(_) => "ERR_STICKY_START",
       AcceptLoopStopped => "ERR_STICKY_ACCEPT_LOOP",
       InvalidSlot { .. } => "ERR_STICKY_INVALID_SLOT",
-      CreateChannel { .. } | Receive(_) => "ERR_STICKY_CHANNEL",
-      NotAChannel { .. } | NoRendezvous(_) => "ERR_STICKY_NO_CHANNEL",
+      CreateChannel { .. } | Receive(_) | ReceiveOnLoop(_) => "ERR_STICKY_CHANNEL",
+      NotAChannel { .. } | NoRendezvous(_) | ChannelRefused => "ERR_STICKY_NO_CHANNEL",
       NotAListeningSocket { .. } => "ERR_STICKY_NO_LISTENING_SOCKET",
       ChannelState => "ERR_STICKY_CHANNEL_STATE",
       Unsupported => "ERR_STICKY_UNSUPPORTED",
@@ -138,6 +145,7 @@ impl StickyError {
       Loop(Problem::AcceptFailed { source, .. }) => errno_name(source),
       Loop(Problem::Overloaded { .. }) => "ERR_STICKY_OVERLOAD",
       Loop(Problem::InvalidRecord { .. }) => "ERR_STICKY_PROTOCOL",
+      Loop(Problem::ReclaimLost { .. }) => "ERR_STICKY_RECLAIM",
       Loop(Problem::ChannelFailed { .. }) => "ERR_STICKY_CHANNEL",
       Loop(Problem::ForeignChannel { .. }) => "ERR_STICKY_FOREIGN_CHANNEL",
       Loop(Problem::Stopped(_)) => "ERR_STICKY_ACCEPT_LOOP",

@@ -5,6 +5,7 @@
 mod error;
 mod kernel;
 mod listen;
+mod loop_poll;
 mod options;
 mod primary;
 mod stats;

@@ -111,7 +111,7 @@ pub struct ListenOptions {
   /// @defaultValue `'6274051578553076311'`
   #[napi(ts_type = "number | bigint | string")]
   pub seed: Option<u64>,
-  /// Connections handed to one slot and not yet acknowledged by its worker,
+  /// Connections handed to one slot and not yet taken by its worker,
   /// beyond which the slot is over its share. The primary holds them anyway
   /// (a burst is not reset); only once its descriptor budget (three quarters
   /// of the open-file limit, at most 65,536) is used up does it pause

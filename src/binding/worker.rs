@@ -2,12 +2,14 @@
 
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{Result, StickyError};
+use super::loop_poll::LoopPoll;
 use crate::channel;
 use crate::wire::{self, Reply};
 use crate::worker::{Delivered, Receiver};
@@ -36,7 +38,9 @@ pub struct WorkerChannelStats {
 #[napi]
 pub struct WorkerChannel {
   channel: Option<OwnedFd>,
-  receiver: Option<Receiver>,
+  receiver: Option<Arc<Receiver>>,
+  /// Receiving on the event loop (`startOnLoop`).
+  poll: Option<LoopPoll>,
 }
 
 /// Takes ownership of the channel fd the primary placed in this worker: checks
@@ -56,7 +60,7 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel> {
     let _ = channel.into_raw_fd();
     return Err(StickyError::NotAChannel { fd }.into());
   }
-  Ok(WorkerChannel { channel: Some(channel), receiver: None })
+  Ok(WorkerChannel { channel: Some(channel), receiver: None, poll: None })
 }
 
 /// Connects to the rendezvous socket of a primary set up with
@@ -67,7 +71,7 @@ pub fn connect_channel(name: String) -> Result<WorkerChannel> {
   #[cfg(any(target_os = "linux", target_os = "android"))]
   {
     let channel = channel::connect_abstract(name.as_bytes()).map_err(StickyError::NoRendezvous)?;
-    Ok(WorkerChannel { channel: Some(channel), receiver: None })
+    Ok(WorkerChannel { channel: Some(channel), receiver: None, poll: None })
   }
   #[cfg(not(any(target_os = "linux", target_os = "android")))]
   {
@@ -79,13 +83,14 @@ pub fn connect_channel(name: String) -> Result<WorkerChannel> {
 #[napi]
 impl WorkerChannel {
   /// Tells the primary this worker is ready and starts delivering
-  /// connections: `on_connections(connections, primaryClosed)` receives arrays
-  /// of `Connection`; `primaryClosed` is true once, last, when the primary
+  /// connections on a thread of its own (any runtime):
+  /// `on_connections(connections, primaryClosed)` receives arrays of
+  /// `Connection`; `primaryClosed` is true once, last, when the primary
   /// closed this channel (this worker was replaced during a reload, or the
   /// primary is gone): finish what is in flight and exit.
   #[napi(ts_args_type = "onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void")]
   pub fn start(&mut self, on_connections: Function<'_, FnArgs<(Vec<Connection>, bool)>, ()>) -> Result<()> {
-    let channel = self.channel.take().ok_or(StickyError::ChannelState)?;
+    let receiver = self.hello()?;
     let deliver = on_connections
       .build_threadsafe_function::<(Vec<Delivered>, bool)>()
       .callee_handled::<false>()
@@ -95,23 +100,54 @@ impl WorkerChannel {
         Ok(FnArgs::from((batch.into_iter().map(to_js_connection).collect::<Vec<_>>(), primary_closed)))
       })
       .map_err(StickyError::from)?;
-    let receiver = Receiver::start(channel, move |batch, primary_closed| {
-      // Blocking: a full queue makes this thread wait, so the kernel queue and
-      // then the primary feel the backpressure. On failure (JavaScript is
-      // gone) the batch is dropped here and its fds closed.
-      deliver.call((batch, primary_closed), ThreadsafeFunctionCallMode::Blocking) == Status::Ok
-    })
-    .map_err(StickyError::Receive)?;
-    self.receiver = Some(receiver);
+    receiver
+      .spawn_thread(move |batch, primary_closed| {
+        // Blocking: a full queue makes this thread wait, so the kernel queue
+        // and then the primary feel the backpressure. On failure (JavaScript
+        // is gone) the batch is dropped here and its fds closed.
+        deliver.call((batch, primary_closed), ThreadsafeFunctionCallMode::Blocking) == Status::Ok
+      })
+      .map_err(StickyError::Receive)?;
     Ok(())
   }
 
-  /// Stops taking connections; the primary sends the ones this worker did not
-  /// take to other workers.
+  /// As `start`, on the JavaScript thread's own event loop (Node): each
+  /// batch is read and delivered when the channel becomes readable, with no
+  /// thread in between. Not for Bun, whose libuv functions abort.
+  #[napi(ts_args_type = "onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void")]
+  pub fn start_on_loop(
+    &mut self,
+    env: Env,
+    on_connections: Function<'_, FnArgs<(Vec<Connection>, bool)>, ()>,
+  ) -> Result<()> {
+    let receiver = self.hello()?;
+    // SAFETY: on the JavaScript thread of `env`, with a function.
+    let poll =
+      unsafe { LoopPoll::start(env.raw(), on_connections.raw(), receiver) }.map_err(StickyError::ReceiveOnLoop)?;
+    self.poll = Some(poll);
+    Ok(())
+  }
+
+  /// Says hello: the primary starts sending from here.
+  fn hello(&mut self) -> Result<Arc<Receiver>> {
+    let channel = self.channel.take().ok_or(StickyError::ChannelState)?;
+    let receiver = Receiver::start(channel).map_err(|error| match error.kind() {
+      std::io::ErrorKind::ConnectionRefused => StickyError::ChannelRefused,
+      _ => StickyError::Receive(error),
+    })?;
+    self.receiver = Some(receiver.clone());
+    Ok(receiver)
+  }
+
+  /// Stops taking connections: nothing more is read here, and the primary
+  /// sends the ones this worker did not read to other workers.
   #[napi]
   pub fn close(&mut self) {
     self.channel = None;
-    if let Some(receiver) = self.receiver.as_mut() {
+    if let Some(poll) = self.poll.as_mut() {
+      poll.stop();
+    }
+    if let Some(receiver) = self.receiver.as_ref() {
       receiver.close();
     }
   }
@@ -142,7 +178,7 @@ impl WorkerChannel {
   }
 }
 
-fn to_js_connection(delivered: Delivered) -> Connection {
+pub(super) fn to_js_connection(delivered: Delivered) -> Connection {
   let (remote_address, remote_port, remote_family) = match delivered.client {
     Some(client) => (
       Some(client.ip().to_string()),

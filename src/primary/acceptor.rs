@@ -27,7 +27,7 @@ const ACCEPTS_PER_WAKEUP: usize = 64;
 /// the socket's other holder, then closes the listener.
 pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
   loop {
-    let admission = shared.driver.borrow().admission();
+    let admission = shared.driver.borrow_mut().admission();
     if let Admission::Paused(at_most) = admission {
       wait_for_gate(&shared, at_most).await;
       continue;
@@ -49,35 +49,43 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
     tokio::select! {
       ready = listener.readable() => {
         let mut guard = ready?;
-        let mut accepted_any = false;
+        // What this wake-up accepts leaves as one record per worker.
+        shared.driver.borrow_mut().begin_burst();
+        let mut failed = None;
+        let mut more = true;
         for _ in 0..ACCEPTS_PER_WAKEUP {
           match accept_one(&shared, &listener) {
             Some(Ok(())) => {
-              accepted_any = true;
-              let admission = shared.driver.borrow().admission();
+              let admission = shared.driver.borrow_mut().admission();
               if admission != Admission::Open {
                 break;
               }
             }
             Some(Err(error)) => {
-              drop(guard);
-              back_off(&shared, "accept", &error).await;
+              failed = Some(error);
               break;
             }
             None => {
               guard.clear_ready();
+              more = false;
               break;
             }
           }
         }
-        if accepted_any {
-          // Acknowledgements of earlier hand-offs, read while awake anyway.
-          shared.driver.borrow_mut().read_owed_acks();
+        shared.driver.borrow_mut().end_burst();
+        if more {
+          // The queue may hold more: let the other tasks have a turn first.
+          // (Otherwise the next wait for readiness yields anyway: an extra
+          // turn would cost a look at the reactor, a system call.)
+          tokio::task::yield_now().await;
+        }
+        if let Some(error) = failed {
+          drop(guard);
+          back_off(&shared, "accept", &error).await;
         }
       }
       _ = shared.gate.notify.notified() => {}
     }
-    tokio::task::yield_now().await;
   }
 }
 
@@ -153,6 +161,8 @@ fn route(shared: &Rc<Shared>, socket: Socket, peer: SocketAddr) {
 pub async fn report_when_drained(shared: Rc<Shared>, acceptor: tokio::task::JoinHandle<()>) {
   let _ = acceptor.await;
   loop {
+    // Idle means every worker read what was sent to it: peek to know.
+    shared.driver.borrow_mut().confirm_all();
     let idle = shared.waiting.borrow().len() == 0 && shared.driver.borrow().ledger().is_idle();
     if idle {
       (shared.events)(PrimaryEvent::Drained);

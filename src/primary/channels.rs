@@ -1,34 +1,45 @@
 //! Serving worker channels: one task per channel writes its queued
-//! hand-offs when it is writable and polls its replies.
-//!
-//! Replies have no readiness wake-up of their own (the channel is registered
-//! for writability only): they are read after every accept batch (see
-//! [`acceptor`](super::acceptor)), before a request naming an unknown session
-//! is routed, and at a deadline here — soon while the worker owes
-//! acknowledgements or its hello, rarely when idle (to notice a worker that
-//! closed; sending to it notices at once).
+//! hand-offs when it is writable, reads the worker's replies when they
+//! arrive, and notices when the worker leaves (its lifeline closes); one
+//! task for all of them peeks now and then how far each worker has read,
+//! while some records are not known to be read (for the statistics and the
+//! memory they take; the budget and draining peek when they need to).
 
 use std::io;
-use std::os::fd::OwnedFd;
 use std::rc::Rc;
 
-use tokio::time::{Duration, Instant};
+use tokio::time::Duration;
 
 use crate::hrw::SlotId;
 
-use super::driver::{ChannelIo, Flush};
+use super::driver::{ChannelIo, Flush, NewChannel};
 use super::handle::Shared;
 use super::ledger::ChannelId;
 use super::supervise::spawn_supervised;
 
-/// How soon replies are read while a worker owes acknowledgements or its hello.
-const REPLY_POLL_BUSY: Duration = Duration::from_millis(2);
-/// How soon an idle channel is checked.
-const REPLY_POLL_IDLE: Duration = Duration::from_millis(50);
+/// How often the queues of workers with records not known to be read are
+/// peeked.
+const PEEK_EVERY: Duration = Duration::from_millis(10);
+
+/// Peeks the queues every `PEEK_EVERY` while records are not known to be
+/// read; sleeps until the driver sends some otherwise.
+pub async fn confirm_taken_periodically(shared: Rc<Shared>) {
+  loop {
+    shared.peek.wanted.notified().await;
+    loop {
+      tokio::time::sleep(PEEK_EVERY).await;
+      shared.driver.borrow_mut().confirm_all();
+      if shared.driver.borrow().ledger().with_unconfirmed().is_empty() {
+        shared.peek.armed.set(false);
+        break;
+      }
+    }
+  }
+}
 
 /// Gives `slot` a new channel and starts serving it.
-pub fn attach_channel(shared: &Rc<Shared>, slot: SlotId, fd: OwnedFd) -> io::Result<()> {
-  let (channel, io) = shared.driver.borrow_mut().attach(slot, fd)?;
+pub fn attach_channel(shared: &Rc<Shared>, slot: SlotId, new: NewChannel) -> io::Result<()> {
+  let (channel, io) = shared.driver.borrow_mut().attach(slot, new)?;
   let served = serve_channel(shared.clone(), channel, io);
   spawn_supervised(&shared.events, "a worker channel", async move {
     served.await;
@@ -40,21 +51,14 @@ pub fn attach_channel(shared: &Rc<Shared>, slot: SlotId, fd: OwnedFd) -> io::Res
 /// Serves one channel until the ledger is finished with it; then lets go of
 /// the descriptor (the worker sees end-of-file once the driver has too).
 async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>) {
-  // The deadline survives the loop's other wake-ups (writability, queued
-  // hand-offs): in a burst those come more often than it, and a worker left
-  // unheard fills its side of the channel.
-  let mut read_at = Instant::now() + REPLY_POLL_BUSY;
   loop {
-    let (open, wants_write, busy) = {
+    let (open, wants_write) = {
       let driver = shared.driver.borrow();
       let ledger = driver.ledger();
-      (ledger.is_open(channel), ledger.wants_write(channel), ledger.awaits_replies(channel))
+      (ledger.is_open(channel), ledger.wants_write(channel))
     };
     if !open {
       return;
-    }
-    if busy {
-      read_at = read_at.min(Instant::now() + REPLY_POLL_BUSY);
     }
     tokio::select! {
       ready = io.fd.writable(), if wants_write => {
@@ -71,11 +75,16 @@ async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>
           Flush::Done => {}
         }
       }
-      _ = tokio::time::sleep_until(read_at) => {
-        shared.driver.borrow_mut().read_replies(channel);
-        let busy = shared.driver.borrow().ledger().awaits_replies(channel);
-        read_at = Instant::now() + if busy { REPLY_POLL_BUSY } else { REPLY_POLL_IDLE };
+      ready = io.fd.readable() => {
+        let Ok(mut guard) = ready else {
+          shared.driver.borrow_mut().fail(channel);
+          return;
+        };
+        if shared.driver.borrow_mut().read_replies(channel) {
+          guard.clear_ready();
+        }
       }
+      _ = io.lifeline.readable() => shared.driver.borrow_mut().worker_left(channel),
       // Hand-offs queued behind a full channel, or the channel was closed.
       _ = io.wake.notified() => {}
     }

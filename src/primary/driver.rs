@@ -1,5 +1,7 @@
-//! The channel driver: owns the primary's end of every worker channel and
-//! carries out what the ledger decides — `sendmsg` of hand-offs, `recvmsg` of
+//! The channel driver: owns the primary's end of every worker channel, a
+//! reference to the worker's end and the worker's lifeline; carries out what the ledger decides — `sendmsg` of hand-off
+//! records (then closing the primary's copies), reading back what a worker
+//! that left never read, peeking how far a worker has read, `recvmsg` of
 //! replies (decoded into ledger events), closing channels, resetting
 //! connections — and nothing else. Every entry point ends in `settle`, which
 //! carries out the ledger's actions and wakes the accept task if it may go on.
@@ -7,7 +9,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -18,11 +20,42 @@ use tokio::sync::Notify;
 use crate::channel;
 use crate::hrw::SlotId;
 use crate::routing::Route;
-use crate::wire::{self, Handoff, Reply};
+use crate::wire::{self, Handoff, Reply, Setup};
 
 use super::connection::{self, Connection};
 use super::events::{EventSink, PrimaryEvent, Problem};
-use super::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis};
+use super::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis, Seq};
+
+/// What the primary keeps of a channel it made: its own end, a reference to
+/// the worker's end (where it reads back what the worker never read, and
+/// peeks how far it has read), and the read end of the worker's lifeline.
+pub struct NewChannel {
+  pub end: OwnedFd,
+  pub worker_end: OwnedFd,
+  pub lifeline: OwnedFd,
+}
+
+impl NewChannel {
+  /// A channel for a worker about to be forked, and the worker's end to
+  /// place in it. The worker finds its lifeline as the first record.
+  pub fn for_fork() -> io::Result<(Self, OwnedFd)> {
+    let (end, worker_end) = channel::socketpair()?;
+    let (lifeline, workers_lifeline) = channel::lifeline()?;
+    channel::send_record(end.as_fd(), &wire::encode_setup(Setup::Lifeline), &[workers_lifeline.as_fd()])?;
+    let kept = worker_end.try_clone()?;
+    Ok((NewChannel { end, worker_end: kept, lifeline }, worker_end))
+  }
+
+  /// A channel for a worker that connected to the rendezvous socket: its end
+  /// and its lifeline go to it over `connection`.
+  pub fn for_connection(connection: BorrowedFd<'_>) -> io::Result<Self> {
+    let (end, worker_end) = channel::socketpair()?;
+    let (lifeline, workers_lifeline) = channel::lifeline()?;
+    let setup = wire::encode_setup(Setup::Channel);
+    channel::send_record(connection, &setup, &[worker_end.as_fd(), workers_lifeline.as_fd()])?;
+    Ok(NewChannel { end, worker_end, lifeline })
+  }
+}
 
 /// The primary's end of one channel, shared with the task that serves it: the
 /// descriptor closes (and the worker sees end-of-file) when both let go.
@@ -30,6 +63,11 @@ pub struct ChannelIo {
   pub fd: AsyncFd<OwnedFd>,
   /// Wakes the channel's task: it has hand-offs to write, or it is closed.
   pub wake: Notify,
+  /// The worker's lifeline: readable (end-of-file) once the worker stopped
+  /// taking connections or died. (Before the worker read it, the record
+  /// queued for it keeps it open: a worker gone before its hello is noticed
+  /// when its replacement takes the slot.)
+  pub lifeline: AsyncFd<OwnedFd>,
 }
 
 /// The accept task waits here while the ledger says not to accept.
@@ -40,34 +78,63 @@ pub struct AcceptGate {
   pub waiting: Cell<bool>,
 }
 
+/// Wakes the task that peeks how far workers have read, once, when records
+/// start being sent (it sleeps while every record sent is known to be read).
+#[derive(Default)]
+pub struct PeekSchedule {
+  pub wanted: Notify,
+  pub armed: Cell<bool>,
+}
+
 /// How writing a channel's backlog went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flush {
   /// Everything queued was sent.
   Done,
-  /// The channel is full: wait until it is writable.
+  /// The channel is full: wait until it is writable (or, when the kernel
+  /// refused more descriptors in flight, until the next peek).
   WouldBlock,
   /// The channel is gone.
   Gone,
 }
 
+/// What the driver keeps of one open channel.
+struct Open {
+  io: Rc<ChannelIo>,
+  /// The worker's end of the channel: where the driver reads back what the
+  /// worker never read, and peeks how far it has read.
+  worker_end: OwnedFd,
+}
+
 pub struct Driver {
   ledger: Ledger<Connection>,
-  channels: HashMap<ChannelId, Rc<ChannelIo>>,
+  channels: HashMap<ChannelId, Open>,
   clock: Instant,
+  /// The record being sent, and the one being read back.
   record: Vec<u8>,
+  reclaim_buf: Vec<u8>,
+  /// Connections per record, at most `wire::MAX_BATCH`.
+  max_batch: usize,
+  /// During an accept burst: the channels to transmit at its end, so that
+  /// a burst leaves as one record per channel.
+  deferred: Option<Vec<ChannelId>>,
   gate: Rc<AcceptGate>,
+  peek: Rc<PeekSchedule>,
   events: Rc<EventSink>,
 }
 
 impl Driver {
-  pub fn new(ledger: Ledger<Connection>, gate: Rc<AcceptGate>, events: Rc<EventSink>) -> Self {
+  pub fn new(ledger: Ledger<Connection>, gate: Rc<AcceptGate>, peek: Rc<PeekSchedule>, events: Rc<EventSink>) -> Self {
     Driver {
       ledger,
       channels: HashMap::new(),
       clock: Instant::now(),
-      record: Vec::with_capacity(wire::HANDOFF_LEN),
+      record: Vec::with_capacity(wire::MAX_HANDOFF_RECORD_LEN),
+      reclaim_buf: vec![0u8; wire::MAX_HANDOFF_RECORD_LEN],
+      max_batch: wire::MAX_BATCH,
+      deferred: None,
       gate,
+      peek,
       events,
     }
   }
@@ -82,8 +149,17 @@ impl Driver {
 
   /// Whether the accept task may take a connection now. After `close` it
   /// drains the listen queue whatever the workers' state, but still under
-  /// backpressure.
-  pub fn admission(&self) -> Admission {
+  /// backpressure. At the budget, the queues are peeked first: what the
+  /// workers have read no longer counts.
+  pub fn admission(&mut self) -> Admission {
+    if self.ledger.at_budget() {
+      self.confirm_all();
+    }
+    self.admission_now()
+  }
+
+  /// `admission` as far as the ledger knows now.
+  fn admission_now(&self) -> Admission {
     let now = self.now();
     match self.ledger.admission(now) {
       Admission::Open if !self.ledger.is_closed() && !self.ledger.accepting(now) => Admission::Paused(None),
@@ -105,30 +181,58 @@ impl Driver {
         }
       }
     }
+    if self.ledger.at_budget() {
+      self.confirm_all();
+    }
     self.ledger.accept(self.now(), route, connection);
     self.settle();
   }
 
-  /// Gives `slot` a new channel (the primary's end, non-blocking).
-  pub fn attach(&mut self, slot: SlotId, fd: OwnedFd) -> io::Result<(ChannelId, Rc<ChannelIo>)> {
-    let io = Rc::new(ChannelIo { fd: register(fd, Interest::WRITABLE)?, wake: Notify::new() });
+  /// From here until `end_burst`, hand-offs wait: a burst of accepted
+  /// connections leaves as one record per channel.
+  pub fn begin_burst(&mut self) {
+    self.deferred.get_or_insert_with(Vec::new);
+  }
+
+  pub fn end_burst(&mut self) {
+    for channel in self.deferred.take().unwrap_or_default() {
+      self.transmit_or_wait(channel);
+    }
+    self.settle();
+  }
+
+  /// Gives `slot` a new channel.
+  pub fn attach(&mut self, slot: SlotId, new: NewChannel) -> io::Result<(ChannelId, Rc<ChannelIo>)> {
+    let io = Rc::new(ChannelIo {
+      fd: register(new.end, Interest::READABLE | Interest::WRITABLE)?,
+      wake: Notify::new(),
+      lifeline: register(new.lifeline, Interest::READABLE)?,
+    });
     let channel = self.ledger.attach(self.now(), slot);
-    self.channels.insert(channel, io.clone());
+    self.channels.insert(channel, Open { io: io.clone(), worker_end: new.worker_end });
     self.settle();
     Ok((channel, io))
   }
 
-  /// Reads what the channel's worker sent.
-  pub fn read_replies(&mut self, channel: ChannelId) {
-    self.receive(channel);
+  /// Reads what the channel's worker sent; true once the channel is empty
+  /// (or gone).
+  pub fn read_replies(&mut self, channel: ChannelId) -> bool {
+    let drained = self.receive(channel);
+    self.settle();
+    drained
+  }
+
+  /// The worker's lifeline closed: it stopped reading (it closes or died).
+  pub fn worker_left(&mut self, channel: ChannelId) {
+    self.end_channel(channel, ChannelEnd::WorkerClosed);
     self.settle();
   }
 
-  /// Reads the acknowledgements of the channels that owe some: one `recvmsg`
-  /// per busy slot, none for idle ones (their timer notices a hello or a close).
-  pub fn read_owed_acks(&mut self) {
-    for channel in self.ledger.owing_acks() {
-      self.receive(channel);
+  /// Peeks every queue with records not known to be read: before the ledger
+  /// counts what is held (the budget, draining).
+  pub fn confirm_all(&mut self) {
+    for channel in self.ledger.with_unconfirmed() {
+      self.peek(channel);
     }
     self.settle();
   }
@@ -172,47 +276,99 @@ impl Driver {
 
   // ------------------------------------------------------------ I/O
 
-  /// Reads replies until the channel is empty, feeding them to the ledger.
-  fn receive(&mut self, channel: ChannelId) {
-    let Some(io) = self.channels.get(&channel).cloned() else { return };
+  /// Reads replies until the channel is empty, feeding them to the ledger;
+  /// true once it is empty or gone.
+  fn receive(&mut self, channel: ChannelId) -> bool {
+    let Some(io) = self.channels.get(&channel).map(|open| open.io.clone()) else { return true };
     let mut buf = [0u8; wire::MAX_REPLY_LEN];
     loop {
       match channel::recv_record(io.fd.get_ref().as_fd(), &mut buf, false) {
-        Ok(received) if received.len == 0 => return self.end_channel(channel, ChannelEnd::WorkerClosed),
-        // A worker never sends descriptors; one that arrives closes here.
-        Ok(received) => match wire::decode_reply(&buf[..received.len]) {
-          Ok(reply) if !received.truncated => self.on_reply(channel, reply),
-          outcome => {
-            let why = outcome.err().map_or_else(|| "record too long".to_string(), |error| error.to_string());
+        // Never while the primary holds the worker's end; read as the worker's.
+        Ok(received) if received.len == 0 => {
+          self.end_channel(channel, ChannelEnd::WorkerClosed);
+          return true;
+        }
+        Ok(received) => {
+          let outcome = match wire::decode_reply(&buf[..received.len]) {
+            Ok(_) if received.truncated => Err("record too long".to_string()),
+            // A worker never sends descriptors (they close here).
+            Ok(_) if !received.fds.is_empty() => Err("descriptors beside a reply".to_string()),
+            Ok(Reply::Hello { pid }) => {
+              self.ledger.hello(self.now(), channel, pid);
+              Ok(())
+            }
+            Ok(Reply::SessionOpened { sid }) => {
+              self.ledger.session_opened(self.now(), channel, sid);
+              Ok(())
+            }
+            Ok(Reply::SessionClosed { sid }) => {
+              self.ledger.session_closed(channel, sid);
+              Ok(())
+            }
+            Err(error) => Err(error.to_string()),
+          };
+          if let Err(why) = outcome {
             (self.events)(PrimaryEvent::Problem(Problem::InvalidRecord { slot: channel.slot, why }));
-            return self.end_channel(channel, ChannelEnd::ProtocolError);
+            self.end_channel(channel, ChannelEnd::ProtocolError);
+            return true;
           }
-        },
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-        Err(_) => return self.end_channel(channel, ChannelEnd::Failed),
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+        Err(_) => {
+          self.end_channel(channel, ChannelEnd::Failed);
+          return true;
+        }
       }
     }
   }
 
-  fn on_reply(&mut self, channel: ChannelId, reply: Reply<'_>) {
-    let now = self.now();
-    match reply {
-      Reply::Hello { pid } => self.ledger.hello(now, channel, pid),
-      Reply::Ack { up_to } => self.ledger.acked(channel, up_to),
-      Reply::SessionOpened { sid } => self.ledger.session_opened(now, channel, sid),
-      Reply::SessionClosed { sid } => self.ledger.session_closed(channel, sid),
+  /// Tells the ledger how far the worker has read: the number of the record
+  /// at the head of its queue, or none.
+  fn peek(&mut self, channel: ChannelId) {
+    let Some(worker_end) = self.channels.get(&channel).map(|open| &open.worker_end) else { return };
+    let mut head = [0u8; 12];
+    match channel::peek_record(worker_end.as_fd(), &mut head) {
+      Ok(len) if len > 0 => {
+        if let Some(seq) = wire::first_seq(&head[..len]) {
+          self.ledger.taken(channel, Some(seq));
+        }
+      }
+      Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.ledger.taken(channel, None),
+      _ => {}
+    }
+    // A backlog the kernel refused (too many descriptors in flight) retries here.
+    if self.ledger.wants_write(channel) {
+      self.transmit_or_wait(channel);
     }
   }
 
-  /// Sends the channel's backlog until it is empty or the channel is full.
+  /// Sends the channel's backlog, in records of up to `max_batch`
+  /// connections, until it is empty or the channel is full; the primary's
+  /// copies close as each record leaves.
   fn transmit(&mut self, channel: ChannelId) -> Flush {
-    let Some(io) = self.channels.get(&channel).cloned() else { return Flush::Gone };
+    let Some(io) = self.channels.get(&channel).map(|open| open.io.clone()) else { return Flush::Gone };
     loop {
-      let Some((seq, connection)) = self.ledger.next_to_send(channel) else { return Flush::Done };
-      wire::encode_handoff(&Handoff { seq, client: connection.client }, &mut self.record);
-      match channel::send_record(io.fd.get_ref().as_fd(), &self.record, Some(connection.fd.as_fd())) {
-        Ok(()) => self.ledger.sent(channel),
+      let (count, sent) = {
+        let Some((first, connections)) = self.ledger.to_send(channel, self.max_batch) else { return Flush::Done };
+        self.record.clear();
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+        for (index, connection) in connections.enumerate() {
+          wire::append_handoff(&Handoff { seq: first + index as Seq, client: connection.client }, &mut self.record);
+          fds.push(connection.fd.as_fd());
+        }
+        (fds.len(), channel::send_record(io.fd.get_ref().as_fd(), &self.record, &fds))
+      };
+      match sent {
+        Ok(()) => {
+          self.ledger.sent(channel, count);
+          if !self.peek.armed.replace(true) {
+            self.peek.wanted.notify_one();
+          }
+        }
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Flush::WouldBlock,
+        // Descriptors in flight count against the open-file limit of this
+        // user: wait for the worker to read some.
+        Err(error) if error.raw_os_error() == Some(libc::ETOOMANYREFS) => return Flush::WouldBlock,
         Err(_) => {
           self.end_channel(channel, ChannelEnd::Failed);
           return Flush::Gone;
@@ -221,26 +377,56 @@ impl Driver {
     }
   }
 
-  /// Ends a channel as the ledger's guarantee needs: the worker can no
-  /// longer acknowledge (its next ack fails with `EPIPE`, and it then
-  /// delivers nothing more), what it did acknowledge is read, and only then
-  /// does the ledger take back the rest.
-  fn end_channel(&mut self, channel: ChannelId, end: ChannelEnd) {
-    if let Some(io) = self.channels.get(&channel).cloned() {
-      let fd = io.fd.get_ref().as_fd();
-      channel::shutdown_read(fd);
-      let mut buf = [0u8; wire::MAX_REPLY_LEN];
-      while let Ok(received) = channel::recv_record(fd, &mut buf, false) {
-        if received.len == 0 {
-          break;
-        }
-        // Past a bad record, the acknowledgements behind it still count.
-        if let (Ok(reply), false) = (wire::decode_reply(&buf[..received.len]), received.truncated) {
-          self.on_reply(channel, reply);
-        }
+  /// Transmits, or leaves it to the channel's task when the channel is full.
+  fn transmit_or_wait(&mut self, channel: ChannelId) {
+    if self.transmit(channel) == Flush::WouldBlock {
+      if let Some(open) = self.channels.get(&channel) {
+        open.io.wake.notify_one();
       }
     }
-    self.ledger.channel_closed(self.now(), channel, end);
+  }
+
+  /// Ends a channel as the ledger's guarantee needs: everything still queued
+  /// on the worker's end is read back (a worker that left reads no more; one
+  /// being replaced serves what it reads meanwhile, and each record goes to
+  /// one reader), and the ledger re-dispatches it.
+  fn end_channel(&mut self, channel: ChannelId, end: ChannelEnd) {
+    let reclaimed = self.reclaim(channel);
+    self.ledger.channel_closed(self.now(), channel, end, reclaimed);
+  }
+
+  /// Reads back every record queued on the worker's end of `channel`.
+  fn reclaim(&mut self, channel: ChannelId) -> Vec<(Seq, Connection)> {
+    let mut reclaimed = Vec::new();
+    let Some(worker_end) = self.channels.get(&channel).map(|open| &open.worker_end) else {
+      return reclaimed;
+    };
+    let mut lost = 0usize;
+    while let Ok(received) = channel::recv_record(worker_end.as_fd(), &mut self.reclaim_buf, false) {
+      if received.len == 0 {
+        break;
+      }
+      let record = &self.reclaim_buf[..received.len];
+      if wire::decode_setup(record).is_ok() {
+        // The lifeline of a worker that never read it: it closes here.
+        continue;
+      }
+      let Ok(handoffs) = wire::decode_handoffs(record) else {
+        // Our own records: never so. Their descriptors close here.
+        lost += received.fds.len();
+        continue;
+      };
+      lost += handoffs.len().saturating_sub(received.fds.len());
+      for (handoff, fd) in handoffs.into_iter().zip(received.fds) {
+        reclaimed.push((handoff.seq, Connection { fd, client: handoff.client }));
+      }
+    }
+    if lost > 0 {
+      // Out of descriptors while reading them back (EMFILE): the kernel
+      // closed them, and their clients see the connection close.
+      (self.events)(PrimaryEvent::Problem(Problem::ReclaimLost { slot: channel.slot, lost }));
+    }
+    reclaimed
   }
 
   /// Carries out what the ledger decided, then wakes the accept task if it
@@ -248,29 +434,29 @@ impl Driver {
   fn settle(&mut self) {
     while let Some(action) = self.ledger.poll_action() {
       match action {
-        Action::Transmit(channel) => {
-          if self.transmit(channel) == Flush::WouldBlock {
-            // The channel's task waits for room.
-            if let Some(io) = self.channels.get(&channel) {
-              io.wake.notify_one();
+        Action::Transmit(channel) => match self.deferred.as_mut() {
+          Some(deferred) => {
+            if !deferred.contains(&channel) {
+              deferred.push(channel);
             }
           }
-        }
-        // The worker holds its own copy; the primary's closes here.
+          None => self.transmit_or_wait(channel),
+        },
+        // The record holds its own reference; the primary's closes here.
         Action::Release(connection) => drop(connection),
         Action::Reset(connection, _counted) => connection::reset(connection.fd),
         Action::Retire(channel) => self.end_channel(channel, ChannelEnd::Replaced),
         Action::CloseChannel(channel) => {
           // The task lets go of its reference when it wakes: the descriptor
           // closes, and the worker sees end-of-file.
-          if let Some(io) = self.channels.remove(&channel) {
-            io.wake.notify_one();
+          if let Some(open) = self.channels.remove(&channel) {
+            open.io.wake.notify_one();
           }
         }
         Action::Notify(notice) => (self.events)(notice.into()),
       }
     }
-    if self.gate.waiting.get() && self.admission() == Admission::Open {
+    if self.gate.waiting.get() && self.admission_now() == Admission::Open {
       self.gate.waiting.set(false);
       self.gate.notify.notify_one();
     }
@@ -290,31 +476,45 @@ mod tests {
   use crate::hrw::Rendezvous;
   use crate::primary::ledger::Limits;
   use crate::primary::stats::Stats;
-  use crate::wire::{decode_handoff, encode_reply};
+  use crate::wire::{decode_handoffs, encode_reply};
   use std::sync::atomic::Ordering::Relaxed;
   use std::sync::Arc;
 
   /// A worker's end of its channel, driven by the test.
   struct Worker {
     end: OwnedFd,
+    lifeline: Option<OwnedFd>,
   }
 
   impl Worker {
-    fn say(&self, reply: Reply) -> io::Result<()> {
-      channel::send_record(self.end.as_fd(), &encode_reply(reply), None)
+    /// Reads its lifeline and says hello, as a real worker does.
+    fn hello(end: OwnedFd, pid: u32) -> Self {
+      let mut buf = [0u8; 16];
+      let setup = channel::recv_record(end.as_fd(), &mut buf, false).unwrap();
+      assert_eq!(wire::decode_setup(&buf[..setup.len]), Ok(Setup::Lifeline));
+      let [lifeline]: [OwnedFd; 1] = setup.fds.try_into().unwrap();
+      channel::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid }), &[]).unwrap();
+      Worker { end, lifeline: Some(lifeline) }
     }
 
-    /// The sequence numbers of the hand-offs waiting for this worker.
-    fn take_all(&self) -> Vec<u64> {
-      let mut seqs = Vec::new();
-      let mut buf = [0u8; wire::HANDOFF_LEN];
-      while let Ok(received) = channel::recv_record(self.end.as_fd(), &mut buf, false) {
+    /// Reads up to `records` records: the sequence numbers of each.
+    fn take(&self, records: usize) -> Vec<Vec<u64>> {
+      let mut taken = Vec::new();
+      let mut buf = vec![0u8; wire::MAX_HANDOFF_RECORD_LEN];
+      while taken.len() < records {
+        let Ok(received) = channel::recv_record(self.end.as_fd(), &mut buf, false) else { break };
         if received.len == 0 {
           break;
         }
-        seqs.push(decode_handoff(&buf[..received.len]).unwrap().seq);
+        let handoffs = decode_handoffs(&buf[..received.len]).unwrap();
+        assert_eq!(handoffs.len(), received.fds.len());
+        taken.push(handoffs.iter().map(|handoff| handoff.seq).collect());
       }
-      seqs
+      taken
+    }
+
+    fn take_all(&self) -> Vec<u64> {
+      self.take(usize::MAX).into_iter().flatten().collect()
     }
   }
 
@@ -323,17 +523,17 @@ mod tests {
     let limits = Limits { max_pending_per_slot: 64, max_parked: 64, max_held: 1024 };
     let ledger = Ledger::new(Rendezvous::default(), slots, limits, None, stats.clone());
     let events: Rc<EventSink> = Rc::new(Box::new(|_| {}));
-    (Driver::new(ledger, Rc::new(AcceptGate::default()), events), stats)
+    (Driver::new(ledger, Rc::new(AcceptGate::default()), Rc::new(PeekSchedule::default()), events), stats)
   }
 
   /// A channel with a ready worker. The `ChannelIo` is what the channel's
   /// task would hold: the descriptor stays open while the test keeps it.
   fn attach(driver: &mut Driver, slot: SlotId, pid: u32) -> (ChannelId, Worker, Rc<ChannelIo>) {
-    let (primary_end, worker_end) = channel::socketpair().unwrap();
-    let (channel, io) = driver.attach(slot, primary_end).unwrap();
-    let worker = Worker { end: worker_end };
-    worker.say(Reply::Hello { pid }).unwrap();
+    let (new, worker_end) = NewChannel::for_fork().unwrap();
+    let (channel, io) = driver.attach(slot, new).unwrap();
+    let worker = Worker::hello(worker_end, pid);
     driver.read_replies(channel);
+    assert!(driver.ledger().is_open(channel));
     (channel, worker, io)
   }
 
@@ -342,48 +542,81 @@ mod tests {
     Connection { fd, client: None }
   }
 
-  #[tokio::test(flavor = "current_thread")]
-  async fn a_replaced_worker_cannot_acknowledge_after_its_last_replies_were_read() {
-    let (mut driver, stats) = driver(1);
-    // The old channel's task has not woken yet: its descriptor is still open.
-    let (old_channel, old, _old_task) = attach(&mut driver, 0, 1);
-    for _ in 0..3 {
-      driver.accept(Route::Hash(7), connection());
-    }
-    assert_eq!(old.take_all(), vec![1, 2, 3]);
-    // The old worker took the first two and said so; the primary has not read it yet.
-    old.say(Reply::Ack { up_to: 2 }).unwrap();
-    let (new_channel, new) = {
-      let (primary_end, worker_end) = channel::socketpair().unwrap();
-      let (channel, _io) = driver.attach(0, primary_end).unwrap();
-      (channel, Worker { end: worker_end })
-    };
-    new.say(Reply::Hello { pid: 2 }).unwrap();
-    driver.read_replies(new_channel);
-    assert_eq!(stats.slots[0].acknowledged.load(Relaxed), 2, "the old worker's ack was read before the take-over");
-    assert_eq!(new.take_all(), vec![1], "only the connection it had not acknowledged moves");
-    assert_eq!(stats.slots[0].redispatched.load(Relaxed), 1);
-    let late = old.say(Reply::Ack { up_to: 3 }).unwrap_err();
-    assert_eq!(late.raw_os_error(), Some(libc::EPIPE), "too late: the old worker learns it must not serve the third");
-    assert!(!driver.ledger().is_open(old_channel));
+  fn key_for(slot: SlotId, of: &[SlotId]) -> u64 {
+    let hrw = Rendezvous::default();
+    (0u64..).map(|i| hrw.key_hash(&i.to_le_bytes())).find(|&h| hrw.pick(h, of) == Some(slot)).unwrap()
   }
 
   #[tokio::test(flavor = "current_thread")]
-  async fn a_worker_that_closed_after_acknowledging_is_not_served_twice() {
+  async fn a_burst_leaves_as_one_record_and_the_primary_keeps_no_copy() {
     let (mut driver, stats) = driver(1);
     let (_channel, worker, _task) = attach(&mut driver, 0, 1);
-    for _ in 0..2 {
+    let open_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    driver.begin_burst();
+    for _ in 0..5 {
       driver.accept(Route::Hash(7), connection());
     }
-    assert_eq!(worker.take_all(), vec![1, 2]);
-    worker.say(Reply::Ack { up_to: 2 }).unwrap();
-    drop(worker);
-    // Sending the next one fails (EPIPE): the acknowledgements are read first.
-    driver.accept(Route::Hash(7), connection());
+    assert!(worker.take(1).is_empty(), "nothing leaves before the burst ends");
+    driver.end_burst();
+    assert_eq!(worker.take(usize::MAX), vec![vec![1, 2, 3, 4, 5]]);
+    // Each connection() made two descriptors; the test dropped the client ends,
+    // the primary its copies: what is left is the worker's.
+    assert_eq!(std::fs::read_dir("/proc/self/fd").unwrap().count(), open_before, "the primary closed its copies");
+    assert_eq!(stats.slots[0].pending.load(Relaxed), 5, "not seen read yet");
+  }
+
+  #[tokio::test(flavor = "current_thread")]
+  async fn a_peek_counts_what_the_worker_read() {
+    let (mut driver, stats) = driver(1);
+    let (_channel, worker, _task) = attach(&mut driver, 0, 1);
+    for _ in 0..3 {
+      driver.accept(Route::Hash(7), connection());
+    }
+    assert_eq!(worker.take(2), vec![vec![1], vec![2]]);
+    driver.confirm_all();
     assert_eq!(stats.slots[0].acknowledged.load(Relaxed), 2);
-    assert_eq!(stats.slots[0].redispatched.load(Relaxed), 1, "only the one never sent");
-    assert_eq!(stats.parked.load(Relaxed), 1, "no worker left: it waits");
-    assert_eq!(driver.ledger().held(), 1);
+    assert_eq!(stats.slots[0].pending.load(Relaxed), 1);
+    worker.take_all();
+    driver.confirm_all();
+    assert_eq!((stats.slots[0].acknowledged.load(Relaxed), stats.slots[0].pending.load(Relaxed)), (3, 0));
+    assert!(driver.ledger().is_idle());
+  }
+
+  #[tokio::test(flavor = "current_thread")]
+  async fn what_a_worker_that_left_never_read_goes_to_the_next_choice_and_nothing_twice() {
+    let (mut driver, stats) = driver(2);
+    let (leaving_channel, leaving, _leaving_task) = attach(&mut driver, 0, 1);
+    let (_other_channel, other, _other_task) = attach(&mut driver, 1, 2);
+    let key = key_for(0, &[0, 1]);
+    for _ in 0..3 {
+      driver.accept(Route::Hash(key), connection());
+    }
+    assert_eq!(leaving.take(1), vec![vec![1]], "the worker reads the first, then stops reading");
+    let mut leaving = leaving;
+    leaving.lifeline = None;
+    driver.worker_left(leaving_channel);
+    assert_eq!(other.take_all(), vec![1, 2], "the two it never read, in order");
+    assert_eq!(stats.slots[0].redispatched.load(Relaxed), 2);
+    assert_eq!(stats.slots[0].acknowledged.load(Relaxed), 1, "what it read is its own");
+    assert!(!driver.ledger().is_open(leaving_channel));
+    assert!(leaving.take(1).is_empty(), "nothing is left for it");
+  }
+
+  #[tokio::test(flavor = "current_thread")]
+  async fn a_replaced_worker_keeps_what_it_read_and_the_new_one_gets_the_rest() {
+    let (mut driver, stats) = driver(1);
+    let (old_channel, old, old_task) = attach(&mut driver, 0, 1);
+    for _ in 0..3 {
+      driver.accept(Route::Hash(7), connection());
+    }
+    assert_eq!(old.take(1), vec![vec![1]]);
+    let (new_channel, new, _new_task) = attach(&mut driver, 0, 2);
+    assert_eq!(new.take_all(), vec![1, 2], "the old worker's unread connections, renumbered on the new channel");
+    assert_eq!(stats.slots[0].redispatched.load(Relaxed), 2);
+    assert!(!driver.ledger().is_open(old_channel));
+    assert!(driver.ledger().is_open(new_channel));
+    drop(old_task);
+    assert!(old.take(1).is_empty(), "the old worker reads end-of-file: the primary closed its channel");
   }
 
   #[tokio::test(flavor = "current_thread")]
@@ -391,14 +624,23 @@ mod tests {
     let (mut driver, stats) = driver(2);
     let (bad_channel, bad, _bad_task) = attach(&mut driver, 0, 1);
     let (_good_channel, good, _good_task) = attach(&mut driver, 1, 2);
-    let hrw = Rendezvous::default();
-    let key = (0u64..).map(|i| hrw.key_hash(&i.to_le_bytes())).find(|&h| hrw.pick(h, &[0, 1]) == Some(0)).unwrap();
-    driver.accept(Route::Hash(key), connection());
-    assert_eq!(bad.take_all(), vec![1]);
-    channel::send_record(bad.end.as_fd(), &[9, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], None).unwrap();
+    driver.accept(Route::Hash(key_for(0, &[0, 1])), connection());
+    channel::send_record(bad.end.as_fd(), &[9, 0x12, 0, 0, b's'], &[]).unwrap();
     driver.read_replies(bad_channel);
     assert!(!driver.ledger().is_open(bad_channel));
-    assert_eq!(good.take_all(), vec![1], "the unacknowledged connection goes to the next choice");
+    assert_eq!(good.take_all(), vec![1], "the connection it never read goes to the next choice");
     assert_eq!(stats.slots[0].redispatched.load(Relaxed), 1);
+  }
+
+  #[tokio::test(flavor = "current_thread")]
+  async fn a_worker_gone_before_reading_its_lifeline_leaves_nothing_behind() {
+    let (mut driver, _stats) = driver(1);
+    let (new, worker_end) = NewChannel::for_fork().unwrap();
+    let (channel, _io) = driver.attach(0, new).unwrap();
+    drop(worker_end);
+    // Its replacement takes the slot; the unread lifeline closes without a word.
+    let (replacement, _worker, _task) = attach(&mut driver, 0, 2);
+    assert!(!driver.ledger().is_open(channel));
+    assert!(driver.ledger().is_open(replacement));
   }
 }

@@ -43,6 +43,11 @@ pub enum Problem {
      workers; run the same sticky-session-rs version in the primary and the workers"
   )]
   InvalidRecord { slot: SlotId, why: String },
+  #[error(
+    "{lost} connection(s) queued for the worker of slot {slot} were lost: the primary ran out of file descriptors \
+     reading them back; raise the open-file limit (ulimit -n)"
+  )]
+  ReclaimLost { slot: SlotId, lost: usize },
   #[error("cannot serve the channel of worker process {pid} in slot {slot}: {source}{hint}", hint = resource_hint(source))]
   ChannelFailed { pid: u32, slot: SlotId, source: io::Error },
   #[error(

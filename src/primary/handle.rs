@@ -29,8 +29,8 @@ use crate::routing::Router;
 use crate::sessions::SessionTable;
 
 use super::acceptor::{accept_connections, report_when_drained};
-use super::channels::attach_channel;
-use super::driver::{register, AcceptGate, Driver};
+use super::channels::{attach_channel, confirm_taken_periodically};
+use super::driver::{register, AcceptGate, Driver, NewChannel, PeekSchedule};
 use super::events::{EventSink, Fault, PrimaryEvent, Problem};
 use super::header_reader::{HeaderLimits, WaitingSet};
 use super::ledger::{Ledger, Limits};
@@ -51,7 +51,7 @@ pub struct PrimaryConfig {
   pub rendezvous: Option<(Vec<u8>, AllowedWorkers)>,
   /// A failure to inject, for tests of the failure paths; `None` in production.
   pub fault: Option<Fault>,
-  /// A slot's share: hand-offs not yet acknowledged (or not yet sent) beyond
+  /// A slot's share: hand-offs not yet taken (or not yet sent) beyond
   /// which its new connections are paused for, then reset, once `max_held`
   /// connections are held.
   pub max_pending_per_slot: usize,
@@ -88,7 +88,7 @@ fn budget_for_open_file_limit(open_file_limit: usize) -> usize {
 enum Command {
   Attach {
     slot: SlotId,
-    channel: OwnedFd,
+    channel: NewChannel,
   },
   /// Stop accepting. `drain_queue`: first take every connection already in
   /// the listen queue (they are served); false leaves them to the socket's
@@ -167,8 +167,8 @@ impl PrimaryHandle {
     if usize::from(slot) >= slots {
       return Err(OpenSlotError::NoSuchSlot { slot, slots });
     }
-    let (primary_end, worker_end) = channel::socketpair()?;
-    self.commands.send(Command::Attach { slot, channel: primary_end }).map_err(|_| OpenSlotError::Stopped)?;
+    let (channel, worker_end) = NewChannel::for_fork()?;
+    self.commands.send(Command::Attach { slot, channel }).map_err(|_| OpenSlotError::Stopped)?;
     Ok(worker_end)
   }
 
@@ -204,6 +204,7 @@ pub struct Shared {
   /// The descriptor budget (connections held, waiting for a worker or their header).
   pub max_held: usize,
   pub gate: Rc<AcceptGate>,
+  pub peek: Rc<PeekSchedule>,
   /// After `Close`: whether the accept task empties the listen queue first.
   pub drain_queue_on_close: Cell<bool>,
   pub fault: Option<Fault>,
@@ -236,14 +237,16 @@ fn run(
     let limits = Limits { max_pending_per_slot, max_parked, max_held };
     let ledger = Ledger::new(router.rendezvous(), slots, limits, sessions, stats.clone());
     let gate = Rc::new(AcceptGate::default());
+    let peek = Rc::new(PeekSchedule::default());
     let shared = Rc::new(Shared {
-      driver: RefCell::new(Driver::new(ledger, gate.clone(), events.clone())),
+      driver: RefCell::new(Driver::new(ledger, gate.clone(), peek.clone(), events.clone())),
       router,
       header,
       waiting: RefCell::new(WaitingSet::default()),
       stats,
       max_held,
       gate,
+      peek,
       drain_queue_on_close: Cell::new(true),
       fault,
       events,
@@ -259,6 +262,8 @@ fn run(
         }
       });
     }
+
+    tokio::task::spawn_local(confirm_taken_periodically(shared.clone()));
 
     let startup = shared.clone();
     tokio::task::spawn_local(async move {
@@ -331,25 +336,41 @@ mod tests {
     }
   }
 
+  /// A worker (this test) that said hello: its end of the channel, and its
+  /// lifeline (the primary takes the worker for gone once it closes).
+  struct TestWorker {
+    end: OwnedFd,
+    _lifeline: OwnedFd,
+  }
+
+  impl TestWorker {
+    fn hello(end: OwnedFd) -> Self {
+      let mut buf = [0u8; 16];
+      let setup = channel::recv_record(end.as_fd(), &mut buf, false).unwrap();
+      let [lifeline]: [OwnedFd; 1] = setup.fds.try_into().unwrap();
+      channel::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), &[]).unwrap();
+      TestWorker { end, _lifeline: lifeline }
+    }
+  }
+
   /// A primary with one ready worker (this test) on loopback.
-  fn primary(mode: RoutingMode) -> (PrimaryHandle, OwnedFd) {
+  fn primary(mode: RoutingMode) -> (PrimaryHandle, TestWorker) {
     primary_with(config(mode))
   }
 
-  fn primary_with(config: PrimaryConfig) -> (PrimaryHandle, OwnedFd) {
+  fn primary_with(config: PrimaryConfig) -> (PrimaryHandle, TestWorker) {
     let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
     let handle = PrimaryHandle::start(config, listener, Box::new(|_| {})).unwrap();
-    let worker = handle.open_slot(0).unwrap();
-    channel::send_record(worker.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), None).unwrap();
+    let worker = TestWorker::hello(handle.open_slot(0).unwrap());
     (handle, worker)
   }
 
-  fn receive(worker: &OwnedFd) -> (Handoff, TcpStream) {
+  fn receive(worker: &TestWorker) -> (Handoff, TcpStream) {
     let mut buf = [0u8; 128];
-    let received = channel::recv_record(worker.as_fd(), &mut buf, true).unwrap();
+    let received = channel::recv_record(worker.end.as_fd(), &mut buf, true).unwrap();
     let handoff = decode_handoff(&buf[..received.len]).unwrap();
-    channel::send_record(worker.as_fd(), &encode_reply(Reply::Ack { up_to: handoff.seq }), None).unwrap();
-    (handoff, TcpStream::from(received.fd.unwrap()))
+    let [fd]: [OwnedFd; 1] = received.fds.try_into().unwrap();
+    (handoff, TcpStream::from(fd))
   }
 
   fn wait_for(handle: &PrimaryHandle, what: impl Fn(&crate::primary::StatsSnapshot) -> bool) {
@@ -447,15 +468,14 @@ mod tests {
       Box::new(move |event| drop(events.send(format!("{event:?}")))),
     )
     .unwrap();
-    let worker = handle.open_slot(0).unwrap();
-    channel::send_record(worker.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), None).unwrap();
+    let _worker = TestWorker::hello(handle.open_slot(0).unwrap());
     assert!(event_log.recv_timeout(Duration::from_secs(5)).unwrap().contains("SlotReady"));
     handle.close();
     assert_eq!(event_log.recv_timeout(Duration::from_secs(2)).unwrap(), "Drained");
   }
 
   #[test]
-  fn a_connection_reaches_the_worker_and_the_primary_releases_it_on_ack() {
+  fn a_connection_reaches_the_worker_and_the_primary_keeps_no_copy() {
     let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
     let (events, event_log) = std_mpsc::channel();
     let handle = PrimaryHandle::start(
@@ -464,18 +484,13 @@ mod tests {
       Box::new(move |event| drop(events.send(format!("{event:?}")))),
     )
     .unwrap();
-    let worker = handle.open_slot(0).unwrap();
-    channel::send_record(worker.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), None).unwrap();
+    let worker = TestWorker::hello(handle.open_slot(0).unwrap());
 
     let mut client = TcpStream::connect(handle.local_addr()).unwrap();
     client.write_all(b"ping").unwrap();
 
-    let mut buf = [0u8; 128];
-    let received = channel::recv_record(worker.as_fd(), &mut buf, true).unwrap();
-    let handoff = decode_handoff(&buf[..received.len]).unwrap();
+    let (handoff, connection) = receive(&worker);
     assert_eq!(handoff.seq, 1);
-    let connection = std::net::TcpStream::from(received.fd.expect("the client's fd"));
-    channel::send_record(worker.as_fd(), &encode_reply(Reply::Ack { up_to: 1 }), None).unwrap();
 
     let mut read = [0u8; 4];
     (&connection).read_exact(&mut read).unwrap();
@@ -484,9 +499,9 @@ mod tests {
     drop(connection);
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).unwrap();
-    assert_eq!(reply, b"pong", "the client sees EOF once the worker closes: the primary let go of the fd");
+    assert_eq!(reply, b"pong", "the client sees EOF once the worker closes: the primary kept no copy");
     assert!(event_log.recv_timeout(Duration::from_secs(5)).unwrap().contains("SlotReady"));
-    // The primary closes its copy just before it counts the ack: allow for that instant.
+    // The primary learns that the worker read it at its next peek.
     wait_for(&handle, |snapshot| snapshot.slots[0].acknowledged > 0);
     let snapshot = handle.stats().snapshot();
     assert_eq!(snapshot.accepted, 1);

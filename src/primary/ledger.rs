@@ -3,20 +3,22 @@
 //!
 //! The ledger holds the worker slots (each with its current channel and, during
 //! a rolling reload, a standby channel for the new worker), the connections
-//! parked while no worker is alive, every connection in flight by sequence
-//! number, and the engine.io session owners. It is generic over the connection
-//! payload `C` (the driver's is a descriptor; the tests' an id). The driver
-//! feeds it decoded events — [`accept`](Ledger::accept), [`hello`](Ledger::hello),
-//! [`acked`](Ledger::acked), [`sent`](Ledger::sent),
-//! [`channel_closed`](Ledger::channel_closed), [`attach`](Ledger::attach),
-//! [`close`](Ledger::close) — with the time in milliseconds, and carries out the
-//! [`Action`]s it returns through [`poll_action`](Ledger::poll_action).
+//! parked while no worker is alive, the route of every connection sent and not
+//! yet known to be read, by sequence number, and the engine.io session owners.
+//! It is generic over the connection payload `C` (the driver's is a
+//! descriptor; the tests' an id). The driver feeds it decoded events —
+//! [`accept`](Ledger::accept), [`hello`](Ledger::hello), [`sent`](Ledger::sent),
+//! [`taken`](Ledger::taken), [`channel_closed`](Ledger::channel_closed),
+//! [`attach`](Ledger::attach), [`close`](Ledger::close) — with the time in
+//! milliseconds, and carries out the [`Action`]s it returns through
+//! [`poll_action`](Ledger::poll_action).
 //!
 //! # Nothing lost
 //!
 //! Every accepted connection ends exactly once, as one of:
-//! - **delivered**: its worker acknowledged it ([`Action::Release`]: the
-//!   primary closes its copy; the worker holds its own);
+//! - **delivered**: a worker read its record from its channel (the kernel
+//!   moved the descriptor into that worker, which serves every record it
+//!   reads);
 //! - **reset and counted** ([`Action::Reset`], counted in `Stats` before the
 //!   action is returned), which happens only to a *new* connection, only when
 //!   the descriptor budget (`max_held`) is used up, and only for a slot over
@@ -24,17 +26,32 @@
 //!   (`max_parked`); a connection already held is never reset for a limit;
 //!
 //! and until then it is in exactly one place: parked (no worker alive), a
-//! channel's backlog (not sent yet), or a channel's in-flight queue (sent,
-//! not acknowledged). When a channel ends — its worker closed, failed, spoke
-//! garbage or was replaced — everything it held is **re-dispatched** to each
-//! client's next choice, in the order it arrived. A re-dispatched connection
-//! is the same connection, not a new one: it still ends exactly once.
+//! channel's backlog (not sent yet: the primary holds its descriptor), or a
+//! channel's queue (sent and not read: the record in the kernel holds the
+//! descriptor, the ledger the connection's route under the record's sequence
+//! number). When a channel ends — its worker closed, failed, spoke garbage or
+//! was replaced — everything it held is **re-dispatched** to each client's
+//! next choice, in the order it arrived: the records still queued, which the
+//! driver reads back from the worker's end of the channel (the `reclaimed` of
+//! [`channel_closed`](Ledger::channel_closed)), then the backlog. A
+//! re-dispatched connection is the same connection, not a new one: it still
+//! ends exactly once.
 //!
-//! The driver keeps its side of the bargain: before it reports a channel
-//! closed it stops the worker from acknowledging more (shutdown of the
-//! primary's reading side: a later ack fails with `EPIPE`, and a worker whose
-//! ack fails delivers nothing) and reads what the worker already sent, so a
-//! connection a worker acknowledged is never re-dispatched too.
+//! The driver and the worker keep their side of the bargain: a record goes to
+//! exactly one reader (`SOCK_SEQPACKET`), and a worker serves every record it
+//! reads — it stops reading before it lets the primary know it leaves (its
+//! lifeline closes), and a worker being replaced serves what it reads while
+//! the driver reads back the rest. So a record the driver reads back was
+//! never delivered, and every record sent that it does not read back was.
+//!
+//! # What the ledger knows of a queue
+//!
+//! Nothing is acknowledged: the driver learns how far a worker has read by
+//! peeking at the head of the worker's queue ([`taken`](Ledger::taken)).
+//! Until then a record counts as pending for its slot and as held (the
+//! kernel holds its descriptor, and charges it to the primary's open-file
+//! limit): the driver peeks when the count matters (the budget, draining, a
+//! long queue) and on a timer, for the statistics.
 //!
 //! # Bursts
 //!
@@ -44,17 +61,6 @@
 //! pauses accepting while a slot over its share is within `CONGESTION_HOLD_MS`
 //! of becoming so (it may catch up; new clients wait in the kernel's queue);
 //! after that, a frozen worker stalls nobody else: its new clients are reset.
-//!
-//! # Reclaim instead of acknowledgements
-//!
-//! The in-flight queue is keyed by sequence number and keeps each
-//! connection's route, so replacing per-connection acknowledgements by
-//! reading back the records a worker never read (from the worker's end of the
-//! socketpair, which the primary would keep) changes events, not structure:
-//! `sent` would release the payload at once, `acked` would go, and a
-//! channel's end would come with `reclaimed(channel, seq, payload)` for each
-//! unread record — re-dispatched by its route as now — while the rest of the
-//! in-flight queue counts as delivered.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -68,7 +74,8 @@ use super::stats::Stats;
 
 /// Milliseconds from any fixed origin (the driver's clock).
 pub type Millis = u64;
-/// A hand-off's number on its channel: 1, 2, ...; acknowledged cumulatively.
+/// A hand-off's number on its channel: 1, 2, ...; a record of several
+/// carries consecutive numbers.
 pub type Seq = u64;
 
 /// How long a slot over its share pauses accepting, once the descriptor
@@ -130,16 +137,17 @@ pub enum ResetReason {
 /// What the driver must do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action<C> {
-  /// The channel's backlog has hand-offs: send them now (`next_to_send`,
-  /// then `sent` for each), and when writable again if the channel fills.
+  /// The channel's backlog has hand-offs: send them now (`to_send`, then
+  /// `sent` for each record), and when writable again if the channel fills.
   Transmit(ChannelId),
-  /// The worker acknowledged the connection: close the primary's copy.
+  /// The connection's record was sent: close the primary's copy (the record
+  /// holds one until a worker reads it, or the driver reads it back).
   Release(C),
   /// Close the connection with a reset (RST).
   Reset(C, ResetReason),
-  /// A new worker took the slot over: stop the old worker from
-  /// acknowledging, read what it already sent, then report
-  /// `channel_closed(channel, Replaced)`.
+  /// A new worker took the slot over: read back what the old worker has not
+  /// read (it serves what it reads meanwhile), then report
+  /// `channel_closed(channel, Replaced, reclaimed)`.
   Retire(ChannelId),
   /// The channel is finished with: close the primary's end (its worker sees
   /// end-of-file) and stop serving it.
@@ -171,9 +179,11 @@ struct Held<C> {
   connection: C,
 }
 
-struct InFlight<C> {
+/// A connection sent and not known to be read: its record (in the kernel)
+/// holds the descriptor; its route stays here in case it comes back.
+struct InFlight {
   seq: Seq,
-  held: Held<C>,
+  route: Route,
 }
 
 struct Channel<C> {
@@ -184,8 +194,8 @@ struct Channel<C> {
   next_seq: Seq,
   /// Waiting to be sent, in order.
   backlog: VecDeque<Held<C>>,
-  /// Sent and not yet acknowledged, in sequence order.
-  in_flight: VecDeque<InFlight<C>>,
+  /// Sent and not known to be read, in sequence order.
+  in_flight: VecDeque<InFlight>,
 }
 
 impl<C> Channel<C> {
@@ -196,11 +206,6 @@ impl<C> Channel<C> {
   fn pending(&self) -> usize {
     self.backlog.len() + self.in_flight.len()
   }
-
-  /// Everything it holds, oldest first: in flight, then the backlog.
-  fn into_held(self) -> impl Iterator<Item = Held<C>> {
-    self.in_flight.into_iter().map(|entry| entry.held).chain(self.backlog)
-  }
 }
 
 struct Slot<C> {
@@ -208,7 +213,7 @@ struct Slot<C> {
   /// A new worker's channel waiting for its hello while the current worker
   /// serves (rolling reload): it takes over only when ready.
   standby: Option<Channel<C>>,
-  /// Replaced channels whose last replies the driver is reading.
+  /// Replaced channels whose queues the driver is reading back.
   retiring: Vec<Channel<C>>,
   /// Since when the current channel's pending count has been at the slot's
   /// share, until it falls back to half of it: an episode of congestion.
@@ -229,7 +234,8 @@ pub struct Ledger<C> {
   /// Engine.io sessions and their owners (`sid` routing only).
   sessions: Option<SessionTable>,
   limits: Limits,
-  /// Connections parked, queued or in flight (also retiring).
+  /// Connections parked, in a backlog or in a queue (sent and not known to
+  /// be read), also of retiring channels.
   held: usize,
   /// True once every slot has said hello once (or the start-up wait ended):
   /// before that, clients would be spread over the first workers up and then
@@ -288,10 +294,11 @@ impl<C> Ledger<C> {
     if self.slots[index].is_live() {
       if let Some(previous) = self.slots[index].standby.replace(channel) {
         // A new worker that never became ready: nothing was sent to it.
-        self.end_unready(previous, ChannelEnd::Replaced);
+        self.end_unready(previous, ChannelEnd::Replaced, Vec::new());
       }
     } else if let Some(previous) = self.slots[index].current.replace(channel) {
-      self.retire_now(now, previous, ChannelEnd::Replaced);
+      // Not live: its worker never said hello, so nothing was sent to it.
+      self.retire_now(now, previous, ChannelEnd::Replaced, Vec::new());
     }
     id
   }
@@ -305,8 +312,8 @@ impl<C> Ledger<C> {
       promoted.ready = true;
       promoted.pid = pid;
       if let Some(old) = slot.current.replace(promoted) {
-        // The old worker finishes what it took, then exits; what it had not
-        // taken goes to the new one once the driver has read its last replies.
+        // The old worker finishes what it read, then exits; what it had not
+        // read goes to the new one once the driver has read it back.
         let old_id = old.id;
         slot.congested_since = None;
         slot.retiring.push(old);
@@ -327,27 +334,28 @@ impl<C> Ledger<C> {
     self.unpark(now);
   }
 
-  /// The worker holds every connection of `channel` up to `up_to`.
-  pub fn acked(&mut self, channel: ChannelId, up_to: Seq) {
+  /// The worker of `channel` has read every record numbered below
+  /// `next_unread` (`None`: every record sent), as a peek at the head of its
+  /// queue shows: those connections are delivered.
+  pub fn taken(&mut self, channel: ChannelId, next_unread: Option<Seq>) {
     let index = usize::from(channel.slot);
     let slot = &mut self.slots[index];
     let is_current = slot.current.as_ref().is_some_and(|current| current.id == channel);
     let Some(open) = slot.current.iter_mut().chain(slot.retiring.iter_mut()).find(|open| open.id == channel) else {
       return;
     };
-    let mut released = 0u64;
-    while open.in_flight.front().is_some_and(|entry| entry.seq <= up_to) {
-      let entry = open.in_flight.pop_front().expect("checked above");
-      self.actions.push_back(Action::Release(entry.held.connection));
-      released += 1;
+    let mut delivered = 0u64;
+    while open.in_flight.front().is_some_and(|entry| next_unread.is_none_or(|next| entry.seq < next)) {
+      open.in_flight.pop_front();
+      delivered += 1;
     }
     let pending = open.pending();
     if is_current && pending <= self.limits.max_pending_per_slot / 2 {
       slot.congested_since = None;
     }
-    self.held -= released as usize;
-    self.stats.slots[index].acknowledged.fetch_add(released, Relaxed);
-    self.stats.slots[index].pending.fetch_sub(released, Relaxed);
+    self.held -= delivered as usize;
+    self.stats.slots[index].acknowledged.fetch_add(delivered, Relaxed);
+    self.stats.slots[index].pending.fetch_sub(delivered, Relaxed);
   }
 
   /// The worker of `channel` opened an engine.io session.
@@ -381,34 +389,43 @@ impl<C> Ledger<C> {
     self.dispatch(now, Held { route, connection }, true);
   }
 
-  /// The front of `channel`'s backlog was sent with the number `next_to_send` gave.
-  pub fn sent(&mut self, channel: ChannelId) {
-    let Some(open) = self.current_mut(channel) else { return };
-    if let Some(held) = open.backlog.pop_front() {
+  /// The first `count` connections of `channel`'s backlog were sent, in one
+  /// record, numbered as `to_send` said: each payload is released.
+  pub fn sent(&mut self, channel: ChannelId, count: usize) {
+    let current = self.slots[usize::from(channel.slot)].current.as_mut();
+    let Some(open) = current.filter(|open| open.id == channel) else { return };
+    for _ in 0..count {
+      let Some(held) = open.backlog.pop_front() else { break };
       let seq = open.next_seq;
       open.next_seq += 1;
-      open.in_flight.push_back(InFlight { seq, held });
+      open.in_flight.push_back(InFlight { seq, route: held.route });
+      self.actions.push_back(Action::Release(held.connection));
     }
   }
 
-  /// `channel` ended (for a live worker, after its last replies were read):
-  /// everything it held goes to each client's next choice.
-  pub fn channel_closed(&mut self, now: Millis, channel: ChannelId, end: ChannelEnd) {
+  /// `channel` ended, and `reclaimed` is what the driver read back from its
+  /// worker's queue (by sequence number; nothing when the worker never said
+  /// hello): those and the backlog go to each client's next choice, and the
+  /// rest of what was sent counts as delivered.
+  pub fn channel_closed(&mut self, now: Millis, channel: ChannelId, end: ChannelEnd, reclaimed: Vec<(Seq, C)>) {
     let index = usize::from(channel.slot);
     let slot = &mut self.slots[index];
     if slot.standby.as_ref().is_some_and(|c| c.id == channel) {
       let standby = slot.standby.take().expect("checked above");
-      self.end_unready(standby, end);
+      self.end_unready(standby, end, reclaimed);
     } else if slot.current.as_ref().is_some_and(|c| c.id == channel) {
       let current = slot.current.take().expect("checked above");
       // A new worker starting for this slot becomes the current one (it is
       // live from its hello).
       slot.current = slot.standby.take();
       slot.congested_since = None;
-      self.retire_now(now, current, end);
+      self.retire_now(now, current, end, reclaimed);
     } else if let Some(at) = slot.retiring.iter().position(|c| c.id == channel) {
       let retiring = slot.retiring.swap_remove(at);
-      self.retire_now(now, retiring, end);
+      self.retire_now(now, retiring, end, reclaimed);
+    } else {
+      // Finished with already: whatever came back still needs a worker.
+      self.redispatch(now, reclaimed.into_iter().map(|(_, connection)| (None, connection)));
     }
   }
 
@@ -467,12 +484,19 @@ impl<C> Ledger<C> {
     self.closed
   }
 
-  /// Connections held: parked, queued or in flight.
+  /// Connections held: parked, in a backlog, or in a queue and not known
+  /// to be read.
   pub fn held(&self) -> usize {
     self.held
   }
 
-  /// Nothing waits anywhere: nothing parked, queued or in flight.
+  /// The descriptor budget is used up: what is known of the queues matters.
+  pub fn at_budget(&self) -> bool {
+    self.held >= self.limits.max_held
+  }
+
+  /// Nothing waits anywhere: nothing parked, in a backlog or in a queue
+  /// (as far as the last peeks show).
   pub fn is_idle(&self) -> bool {
     self.parked.is_empty()
       && self
@@ -481,10 +505,11 @@ impl<C> Ledger<C> {
         .all(|slot| slot.current.iter().chain(slot.retiring.iter()).all(|channel| channel.pending() == 0))
   }
 
-  /// The next hand-off to send on `channel` and its number.
-  pub fn next_to_send(&self, channel: ChannelId) -> Option<(Seq, &C)> {
+  /// The next record to send on `channel`: the first number, and up to
+  /// `most` connections from the front of the backlog.
+  pub fn to_send(&self, channel: ChannelId, most: usize) -> Option<(Seq, impl Iterator<Item = &C>)> {
     let open = self.current(channel)?;
-    open.backlog.front().map(|held| (open.next_seq, &held.connection))
+    (!open.backlog.is_empty()).then(|| (open.next_seq, open.backlog.iter().take(most).map(|held| &held.connection)))
   }
 
   /// The channel is still served (current, standby or retiring).
@@ -497,24 +522,12 @@ impl<C> Ledger<C> {
     self.current(channel).is_some_and(|open| !open.backlog.is_empty())
   }
 
-  /// The worker owes acknowledgements or its hello: read its replies soon.
-  pub fn awaits_replies(&self, channel: ChannelId) -> bool {
-    let slot = &self.slots[usize::from(channel.slot)];
-    slot
-      .current
-      .iter()
-      .chain(slot.standby.iter())
-      .chain(slot.retiring.iter())
-      .find(|c| c.id == channel)
-      .is_some_and(|open| !open.ready || !open.in_flight.is_empty())
-  }
-
-  /// Channels whose workers owe acknowledgements.
-  pub fn owing_acks(&self) -> Vec<ChannelId> {
+  /// Channels with records not known to be read (current and retiring).
+  pub fn with_unconfirmed(&self) -> Vec<ChannelId> {
     self
       .slots
       .iter()
-      .filter_map(|slot| slot.current.as_ref())
+      .flat_map(|slot| slot.current.iter().chain(slot.retiring.iter()))
       .filter(|c| !c.in_flight.is_empty())
       .map(|c| c.id)
       .collect()
@@ -539,10 +552,6 @@ impl<C> Ledger<C> {
 
   fn current(&self, channel: ChannelId) -> Option<&Channel<C>> {
     self.slots[usize::from(channel.slot)].current.as_ref().filter(|c| c.id == channel)
-  }
-
-  fn current_mut(&mut self, channel: ChannelId) -> Option<&mut Channel<C>> {
-    self.slots[usize::from(channel.slot)].current.as_mut().filter(|c| c.id == channel)
   }
 
   fn is_current(&self, channel: ChannelId) -> bool {
@@ -636,20 +645,40 @@ impl<C> Ledger<C> {
   }
 
   /// Ends a channel that was never ready: nothing was ever sent on it.
-  fn end_unready(&mut self, channel: Channel<C>, end: ChannelEnd) {
+  fn end_unready(&mut self, channel: Channel<C>, end: ChannelEnd, reclaimed: Vec<(Seq, C)>) {
     debug_assert_eq!(channel.pending(), 0);
+    debug_assert!(reclaimed.is_empty());
     self.actions.push_back(Action::Notify(Notice::SlotClosed { slot: channel.id.slot, end, requeued: 0 }));
     self.actions.push_back(Action::CloseChannel(channel.id));
   }
 
-  /// Closes `channel`, no longer the slot's current one, and re-dispatches
-  /// everything its worker had not taken.
-  fn retire_now(&mut self, now: Millis, channel: Channel<C>, end: ChannelEnd) {
+  /// Closes `channel`, no longer the slot's current one: what its worker had
+  /// not read (`reclaimed`) and its backlog are re-dispatched, in the order
+  /// they arrived; the rest of what was sent was delivered.
+  fn retire_now(&mut self, now: Millis, channel: Channel<C>, end: ChannelEnd, reclaimed: Vec<(Seq, C)>) {
     let slot = channel.id.slot;
     let index = usize::from(slot);
-    let requeued = channel.pending();
+    let Channel { id, in_flight, backlog, .. } = channel;
+    let pending = (in_flight.len() + backlog.len()) as u64;
+    // Records come back in the order they were sent, as the queue holds them.
+    let mut came_back = reclaimed.into_iter().peekable();
+    let mut requeue: Vec<(Option<Route>, C)> = Vec::new();
+    let mut delivered = 0u64;
+    for entry in in_flight {
+      match came_back.next_if(|(seq, _)| *seq == entry.seq) {
+        Some((_, connection)) => requeue.push((Some(entry.route), connection)),
+        None => delivered += 1,
+      }
+    }
+    // A number this channel never sent: not our worker's queue (never so in
+    // practice); still a connection to serve.
+    requeue.extend(came_back.map(|(_, connection)| (None, connection)));
+    requeue.extend(backlog.into_iter().map(|held| (Some(held.route), held.connection)));
+    let requeued = requeue.len();
+    self.held -= delivered as usize;
     let slot_stats = &self.stats.slots[index];
-    slot_stats.pending.fetch_sub(requeued as u64, Relaxed);
+    slot_stats.pending.fetch_sub(pending, Relaxed);
+    slot_stats.acknowledged.fetch_add(delivered, Relaxed);
     slot_stats.redispatched.fetch_add(requeued as u64, Relaxed);
     slot_stats.sessions.store(0, Relaxed);
     // A standby worker that took over keeps the slot live under its pid.
@@ -659,10 +688,19 @@ impl<C> Ledger<C> {
       sessions.forget_slot(slot);
     }
     self.actions.push_back(Action::Notify(Notice::SlotClosed { slot, end, requeued }));
-    self.actions.push_back(Action::CloseChannel(channel.id));
+    self.actions.push_back(Action::CloseChannel(id));
     self.rebuild_selection();
-    for held in channel.into_held() {
-      self.dispatch(now, held, false);
+    self.redispatch(now, requeue);
+  }
+
+  /// Dispatches connections that were held already (never reset for a
+  /// limit). One without a route (never so in practice) goes to the
+  /// new-session balance.
+  fn redispatch(&mut self, now: Millis, connections: impl IntoIterator<Item = (Option<Route>, C)>) {
+    for (route, connection) in connections {
+      debug_assert!(route.is_some(), "a connection came back that was never sent");
+      let route = route.unwrap_or(Route::NewSession { handshake: false });
+      self.dispatch(now, Held { route, connection }, false);
     }
   }
 
@@ -689,13 +727,13 @@ impl<C> Ledger<C> {
 
 #[cfg(test)]
 impl<C> Ledger<C> {
-  /// Every connection held, wherever it is (tests' view of "exactly one place").
+  /// Every connection whose payload the ledger holds: parked or in a
+  /// backlog (tests' view of "exactly one place").
   fn held_connections(&self) -> Vec<&C> {
     let mut all: Vec<&C> = self.parked.iter().map(|held| &held.connection).collect();
     for slot in &self.slots {
       for channel in slot.current.iter().chain(slot.standby.iter()).chain(slot.retiring.iter()) {
         all.extend(channel.backlog.iter().map(|held| &held.connection));
-        all.extend(channel.in_flight.iter().map(|entry| &entry.held.connection));
       }
     }
     all
@@ -711,23 +749,31 @@ mod tests {
 
   const SLOTS: u16 = 3;
 
+  /// One record in a channel's queue, as the kernel holds it: (seq, id) of
+  /// each connection.
+  type Record = Vec<(Seq, u32)>;
+
   /// Carries out the ledger's actions the way the driver does, minus the I/O,
-  /// and keeps a log of what happened to every connection.
+  /// models each channel's queue as the kernel keeps it (records a worker
+  /// reads, or the driver reads back), and keeps a log of what happened to
+  /// every connection.
   struct Harness {
     ledger: Ledger<u32>,
     stats: Arc<Stats>,
     now: Millis,
     next_id: u32,
     accepted: BTreeSet<u32>,
-    released: BTreeSet<u32>,
+    /// Read by a worker from its channel (and by which channel).
+    delivered: BTreeMap<u32, ChannelId>,
     reset: BTreeMap<u32, ResetReason>,
     notices: Vec<Notice>,
     closed: BTreeSet<ChannelId>,
     retiring: Vec<ChannelId>,
-    /// What each channel's worker received: (seq, connection), in order.
-    received: HashMap<ChannelId, Vec<(Seq, u32)>>,
-    /// Per channel, how far its worker acknowledged.
-    acked_up_to: HashMap<ChannelId, Seq>,
+    /// What each channel's queue holds: sent and not read.
+    queues: HashMap<ChannelId, VecDeque<Record>>,
+    /// Payloads released since the last send: the driver closes them once
+    /// their record is sent, so they must be exactly that record's.
+    released: Vec<u32>,
   }
 
   impl Harness {
@@ -740,13 +786,13 @@ mod tests {
         now: 0,
         next_id: 1,
         accepted: BTreeSet::new(),
-        released: BTreeSet::new(),
+        delivered: BTreeMap::new(),
         reset: BTreeMap::new(),
         notices: Vec::new(),
         closed: BTreeSet::new(),
         retiring: Vec::new(),
-        received: HashMap::new(),
-        acked_up_to: HashMap::new(),
+        queues: HashMap::new(),
+        released: Vec::new(),
       }
     }
 
@@ -766,13 +812,14 @@ mod tests {
           // Sending is explicit in these tests (`send`), as the channel's
           // writability would make it in the driver.
           Action::Transmit(_) => {}
-          Action::Release(id) => assert!(self.released.insert(id), "{id} released twice"),
+          Action::Release(id) => self.released.push(id),
           Action::Reset(id, reason) => assert!(self.reset.insert(id, reason).is_none(), "{id} reset twice"),
           Action::Retire(channel) => self.retiring.push(channel),
           Action::CloseChannel(channel) => assert!(self.closed.insert(channel), "{channel:?} closed twice"),
           Action::Notify(notice) => self.notices.push(notice),
         }
       }
+      assert!(self.released.is_empty(), "released outside a send: {:?}", self.released);
     }
 
     fn attach(&mut self, slot: SlotId) -> ChannelId {
@@ -803,63 +850,105 @@ mod tests {
       self.accept(Route::Hash(key))
     }
 
-    /// Sends up to `most` of the channel's backlog; returns what was sent.
+    /// Sends one record of up to `most` connections from the channel's
+    /// backlog; returns them.
     fn send(&mut self, channel: ChannelId, most: usize) -> Vec<u32> {
-      let mut sent = Vec::new();
-      while sent.len() < most {
-        let Some((seq, &id)) = self.ledger.next_to_send(channel) else { break };
-        self.ledger.sent(channel);
-        self.received.entry(channel).or_default().push((seq, id));
-        sent.push(id);
+      let Some((first, ids)) = self.ledger.to_send(channel, most) else { return Vec::new() };
+      let ids: Vec<u32> = ids.copied().collect();
+      let record: Record = ids.iter().enumerate().map(|(index, &id)| (first + index as Seq, id)).collect();
+      self.ledger.sent(channel, ids.len());
+      while let Some(action) = self.ledger.poll_action() {
+        match action {
+          Action::Release(id) => self.released.push(id),
+          other => panic!("sending asked for {other:?}"),
+        }
       }
-      self.settle();
-      sent
+      assert_eq!(std::mem::take(&mut self.released), ids, "the payloads released are the record's");
+      self.queues.entry(channel).or_default().push_back(record);
+      ids
     }
 
+    /// Sends the whole backlog, records of at most 2.
     fn send_all(&mut self, channel: ChannelId) -> Vec<u32> {
-      self.send(channel, usize::MAX)
+      let mut sent = Vec::new();
+      loop {
+        let record = self.send(channel, 2);
+        if record.is_empty() {
+          return sent;
+        }
+        sent.extend(record);
+      }
     }
 
-    /// The worker acknowledges the first `count` connections it received and
-    /// had not acknowledged.
-    fn ack(&mut self, channel: ChannelId, count: usize) {
-      let done = self.acked_up_to.get(&channel).copied().unwrap_or(0);
-      let unacked: Vec<Seq> =
-        self.received.get(&channel).into_iter().flatten().map(|&(seq, _)| seq).filter(|&seq| seq > done).collect();
-      let Some(&up_to) = unacked.get(count.min(unacked.len()).wrapping_sub(1)) else {
-        return;
-      };
-      self.acked_up_to.insert(channel, up_to);
-      self.ledger.acked(channel, up_to);
+    /// The worker reads up to `records` records from its queue: those
+    /// connections are delivered to it.
+    fn take(&mut self, channel: ChannelId, records: usize) -> Vec<u32> {
+      let queue = self.queues.entry(channel).or_default();
+      let mut taken = Vec::new();
+      for _ in 0..records {
+        let Some(record) = queue.pop_front() else { break };
+        taken.extend(record.into_iter().map(|(_, id)| id));
+      }
+      for &id in &taken {
+        assert!(self.delivered.insert(id, channel).is_none(), "{id} delivered twice");
+      }
+      taken
+    }
+
+    /// The driver peeks at the head of the channel's queue.
+    fn peek(&mut self, channel: ChannelId) {
+      let next_unread = self.queues.get(&channel).and_then(|queue| queue.front()).map(|record| record[0].0);
+      self.ledger.taken(channel, next_unread);
       self.settle();
     }
 
+    /// The worker stops reading (it closed, died or was replaced); the driver
+    /// reads back its queue and reports the end.
     fn close_channel(&mut self, channel: ChannelId, end: ChannelEnd) {
-      self.ledger.channel_closed(self.now, channel, end);
+      let reclaimed: Vec<(Seq, u32)> = self.queues.remove(&channel).into_iter().flatten().flatten().collect();
+      self.ledger.channel_closed(self.now, channel, end, reclaimed);
       self.settle();
     }
 
-    /// Ends the retirement the ledger asked for, as the driver does after
-    /// reading the old worker's last replies.
+    /// Ends the retirements the ledger asked for, as the driver does.
     fn finish_retiring(&mut self) {
       for channel in std::mem::take(&mut self.retiring) {
         self.close_channel(channel, ChannelEnd::Replaced);
       }
     }
 
-    /// The nothing-lost invariant: every accepted connection is released,
-    /// reset or held, exactly one of them.
+    /// The nothing-lost invariant: every accepted connection is delivered,
+    /// reset, held by the ledger or queued in a channel, exactly one of them.
     fn check_nothing_lost(&self) {
       let held: Vec<u32> = self.ledger.held_connections().into_iter().copied().collect();
-      let held_set: BTreeSet<u32> = held.iter().copied().collect();
-      assert_eq!(held.len(), held_set.len(), "a connection is held twice: {held:?}");
-      assert_eq!(self.ledger.held(), held.len(), "held count drifted");
-      assert!(self.released.is_disjoint(&held_set), "released yet held");
-      assert!(self.reset.keys().all(|id| !held_set.contains(id) && !self.released.contains(id)), "reset yet elsewhere");
-      let ended: BTreeSet<u32> =
-        self.released.iter().chain(self.reset.keys()).chain(held_set.iter()).copied().collect();
-      assert_eq!(ended, self.accepted, "a connection is missing or came from nowhere");
-      assert_eq!(self.ledger.is_idle(), held.is_empty());
+      let queued: Vec<u32> = self.queues.values().flatten().flatten().map(|&(_, id)| id).collect();
+      let mut everywhere: Vec<u32> =
+        held.iter().chain(&queued).chain(self.delivered.keys()).chain(self.reset.keys()).copied().collect();
+      everywhere.sort_unstable();
+      let unique: BTreeSet<u32> = everywhere.iter().copied().collect();
+      assert_eq!(everywhere.len(), unique.len(), "a connection is in two places: {everywhere:?}");
+      assert_eq!(unique, self.accepted, "a connection is missing or came from nowhere");
+      // The ledger keeps the route of everything queued, under its number,
+      // on the channel it was sent on; and counts it held until it knows.
+      let mut in_flight = 0;
+      for slot in &self.ledger.slots {
+        for channel in slot.current.iter().chain(slot.retiring.iter()) {
+          let seqs: BTreeSet<Seq> = channel.in_flight.iter().map(|entry| entry.seq).collect();
+          for record in self.queues.get(&channel.id).into_iter().flatten() {
+            assert!(record.iter().all(|(seq, _)| seqs.contains(seq)), "{:?} queued without a route", channel.id);
+          }
+          in_flight += channel.in_flight.len();
+        }
+        assert!(
+          slot.standby.as_ref().is_none_or(|standby| standby.pending() == 0),
+          "sent to a worker before its hello"
+        );
+      }
+      for (channel, queue) in &self.queues {
+        assert!(queue.is_empty() || self.ledger.is_open(*channel), "{channel:?} closed with records queued");
+      }
+      assert_eq!(self.ledger.held(), held.len() + in_flight, "held count drifted");
+      assert_eq!(self.ledger.is_idle(), held.is_empty() && in_flight == 0);
       // The counters JavaScript reads agree with the ledger.
       for (index, slot) in self.ledger.slots.iter().enumerate() {
         let pending: usize = slot.current.iter().chain(slot.retiring.iter()).map(Channel::pending).sum();
@@ -892,13 +981,16 @@ mod tests {
   }
 
   #[test]
-  fn acknowledged_connections_are_released_and_counted() {
+  fn a_sent_connection_is_released_at_once_and_counted_delivered_when_a_peek_shows_it_read() {
     let (mut harness, channels) = Harness::ready(2, roomy());
     let id = harness.accept_for(1);
-    assert_eq!(harness.send_all(channels[1]), vec![id]);
+    assert_eq!(harness.send_all(channels[1]), vec![id], "released as it was sent");
     assert_eq!(harness.stats.slots[1].pending.load(Relaxed), 1);
-    harness.ack(channels[1], 1);
-    assert!(harness.released.contains(&id));
+    assert_eq!(harness.ledger.held(), 1, "the record holds it: still counted");
+    harness.peek(channels[1]);
+    assert_eq!(harness.stats.slots[1].pending.load(Relaxed), 1, "not read yet");
+    assert_eq!(harness.take(channels[1], 1), vec![id]);
+    harness.peek(channels[1]);
     assert_eq!(harness.stats.slots[1].acknowledged.load(Relaxed), 1);
     assert_eq!(harness.stats.slots[1].pending.load(Relaxed), 0);
     assert!(harness.ledger.is_idle());
@@ -906,24 +998,32 @@ mod tests {
   }
 
   #[test]
-  fn a_new_backlog_asks_for_a_transmit_once() {
+  fn a_new_backlog_asks_for_a_transmit_once_and_sends_it_as_one_record() {
     let (mut harness, channels) = Harness::ready(1, roomy());
-    harness.ledger.accept(0, Route::Hash(1), 1);
-    harness.ledger.accept(0, Route::Hash(1), 2);
+    for id in 1..=3 {
+      harness.ledger.accept(0, Route::Hash(1), id);
+    }
     let actions: Vec<Action<u32>> = std::iter::from_fn(|| harness.ledger.poll_action()).collect();
     assert_eq!(actions, vec![Action::Transmit(channels[0])]);
-    assert_eq!(harness.ledger.next_to_send(channels[0]), Some((1, &1)));
+    let (first, ids) = harness.ledger.to_send(channels[0], 2).unwrap();
+    assert_eq!((first, ids.copied().collect::<Vec<_>>()), (1, vec![1, 2]));
+    harness.ledger.sent(channels[0], 2);
+    let (first, ids) = harness.ledger.to_send(channels[0], 253).unwrap();
+    assert_eq!((first, ids.copied().collect::<Vec<_>>()), (3, vec![3]), "numbered on");
   }
 
   #[test]
-  fn a_closed_worker_s_unacknowledged_connections_go_to_the_next_choice_in_order() {
+  fn a_closed_worker_s_unread_connections_go_to_the_next_choice_in_order() {
     let (mut harness, channels) = Harness::ready(3, roomy());
-    let ids: Vec<u32> = (0..3).map(|_| harness.accept_for(2)).collect();
-    assert_eq!(harness.send(channels[2], 2), ids[..2]);
+    let ids: Vec<u32> = (0..4).map(|_| harness.accept_for(2)).collect();
+    assert_eq!(harness.send(channels[2], 1), ids[..1]);
+    assert_eq!(harness.send(channels[2], 2), ids[1..3]);
+    assert_eq!(harness.take(channels[2], 1), ids[..1], "the worker read the first record");
     harness.close_channel(channels[2], ChannelEnd::WorkerClosed);
     let survivors: Vec<u32> = [channels[0], channels[1]].iter().flat_map(|&c| harness.send_all(c)).collect();
-    assert_eq!(survivors.iter().copied().collect::<BTreeSet<_>>(), ids.iter().copied().collect());
+    assert_eq!(survivors.iter().copied().collect::<BTreeSet<_>>(), ids[1..].iter().copied().collect());
     assert_eq!(harness.stats.slots[2].redispatched.load(Relaxed), 3);
+    assert_eq!(harness.stats.slots[2].acknowledged.load(Relaxed), 1, "what it read is its own");
     assert!(harness.notices.contains(&Notice::SlotClosed { slot: 2, end: ChannelEnd::WorkerClosed, requeued: 3 }));
     assert!(harness.closed.contains(&channels[2]));
     assert!(!harness.stats.slots[2].live.load(Relaxed));
@@ -960,6 +1060,21 @@ mod tests {
   }
 
   #[test]
+  fn sent_connections_count_against_the_budget_until_a_peek_shows_them_read() {
+    let (mut harness, channels) = Harness::ready(2, limits(4, 2, 6));
+    for _ in 0..6 {
+      harness.accept_for(0);
+    }
+    harness.send_all(channels[0]);
+    assert_eq!(harness.ledger.held(), 6, "in the queue: still the primary's to account for");
+    harness.take(channels[0], 3);
+    harness.peek(channels[0]);
+    assert_eq!(harness.ledger.held(), 0);
+    assert_eq!(harness.ledger.admission(0), Admission::Open);
+    harness.check_nothing_lost();
+  }
+
+  #[test]
   fn overload_is_reported_at_most_once_a_second_with_the_count() {
     let (mut harness, _channels) = Harness::ready(1, limits(1, 1, 1));
     harness.accept_for(0);
@@ -983,15 +1098,19 @@ mod tests {
   }
 
   #[test]
-  fn an_acknowledgement_down_to_half_the_limit_ends_the_congestion() {
+  fn reading_down_to_half_the_limit_ends_the_congestion() {
     let (mut harness, channels) = Harness::ready(2, limits(4, 2, 6));
     for _ in 0..6 {
       harness.accept_for(0);
     }
-    harness.send_all(channels[0]);
-    harness.ack(channels[0], 3);
+    for _ in 0..6 {
+      harness.send(channels[0], 1);
+    }
+    harness.take(channels[0], 3);
+    harness.peek(channels[0]);
     assert_eq!(harness.ledger.admission(0), Admission::Open, "3 of 6 held: under the budget");
-    harness.ack(channels[0], 1);
+    harness.take(channels[0], 1);
+    harness.peek(channels[0]);
     // The budget is used up again, with no slot congested: nobody to wait for.
     for slot in [1, 1, 1, 0] {
       harness.accept_for(slot);
@@ -1020,6 +1139,7 @@ mod tests {
   fn a_connection_already_held_is_never_reset_for_a_limit() {
     let (mut harness, channels) = Harness::ready(2, limits(1, 1, 2));
     let ids = [harness.accept_for(0), harness.accept_for(0)];
+    harness.send(channels[0], 1);
     assert!(harness.reset.is_empty());
     // Slot 0's worker dies: both go to slot 1, over its limit and the budget.
     harness.close_channel(channels[0], ChannelEnd::Failed);
@@ -1052,21 +1172,22 @@ mod tests {
   }
 
   #[test]
-  fn a_new_worker_for_a_live_slot_waits_on_standby_then_takes_over_with_what_the_old_one_had_not_taken() {
+  fn a_new_worker_for_a_live_slot_waits_on_standby_then_takes_over_with_what_the_old_one_had_not_read() {
     let (mut harness, channels) = Harness::ready(2, roomy());
     let old = channels[1];
     let ids: Vec<u32> = (0..2).map(|_| harness.accept_for(1)).collect();
-    assert_eq!(harness.send_all(old), ids);
+    assert_eq!(harness.send(old, 1), ids[..1]);
+    assert_eq!(harness.send(old, 1), ids[1..]);
     let new = harness.attach(1);
     let third = harness.accept_for(1);
-    assert!(harness.ledger.next_to_send(new).is_none(), "nothing goes to a worker before its hello");
+    assert!(harness.ledger.to_send(new, 1).is_none(), "nothing goes to a worker before its hello");
     harness.hello(new, 77);
-    assert_eq!(harness.retiring, vec![old], "the old channel is retired after its last replies are read");
-    // The old worker had acknowledged the first before the primary stopped it.
-    harness.ack(old, 1);
+    assert_eq!(harness.retiring, vec![old], "the old channel is retired once its queue is read back");
+    // The old worker reads the first record while the driver reads back the rest.
+    assert_eq!(harness.take(old, 1), ids[..1]);
     harness.finish_retiring();
-    assert_eq!(harness.send_all(new), vec![ids[1], third], "what the old worker had not taken moves to the new one");
-    assert!(harness.released.contains(&ids[0]), "acknowledged: not served twice");
+    assert_eq!(harness.send_all(new), vec![ids[1], third], "what the old worker had not read moves to the new one");
+    assert_eq!(harness.delivered.get(&ids[0]), Some(&old), "read: served by the old worker, and only there");
     assert!(harness.closed.contains(&old));
     assert!(harness.notices.contains(&Notice::SlotReady { slot: 1, pid: 77 }));
     assert!(harness.notices.contains(&Notice::SlotClosed { slot: 1, end: ChannelEnd::Replaced, requeued: 2 }));
@@ -1087,18 +1208,18 @@ mod tests {
   }
 
   #[test]
-  fn events_for_a_finished_channel_change_nothing() {
+  fn events_for_a_finished_channel_change_nothing_and_what_comes_back_late_is_served() {
     let (mut harness, channels) = Harness::ready(1, roomy());
     let id = harness.accept_for(0);
     harness.send_all(channels[0]);
     harness.close_channel(channels[0], ChannelEnd::Failed);
-    harness.ledger.acked(channels[0], 1);
+    harness.ledger.taken(channels[0], None);
     harness.ledger.hello(0, channels[0], 5);
     harness.ledger.session_opened(0, channels[0], b"x");
-    harness.ledger.sent(channels[0]);
+    harness.ledger.sent(channels[0], 1);
     harness.close_channel(channels[0], ChannelEnd::Failed);
     harness.settle();
-    assert!(!harness.released.contains(&id));
+    assert!(!harness.delivered.contains_key(&id));
     assert_eq!(harness.ledger.held(), 1, "parked, waiting for a worker");
     harness.check_nothing_lost();
   }
@@ -1117,15 +1238,46 @@ mod tests {
   /// operation applies to (modulo their count).
   #[derive(Debug, Clone)]
   enum Op {
-    Accept { key: u64, kind: u8, sid: u8 },
-    Attach { slot: u16 },
-    Hello { pick: usize },
-    Send { pick: usize, most: usize },
-    Ack { pick: usize, count: usize },
-    End { pick: usize, end: u8 },
+    Accept {
+      key: u64,
+      kind: u8,
+      sid: u8,
+    },
+    Attach {
+      slot: u16,
+    },
+    Hello {
+      pick: usize,
+    },
+    /// The driver sends one record of up to `most` connections.
+    Send {
+      pick: usize,
+      most: usize,
+    },
+    /// The worker reads up to `records` records (a retiring worker too: it
+    /// races the driver reading them back).
+    Take {
+      pick: usize,
+      records: usize,
+    },
+    /// The driver peeks at the head of the worker's queue.
+    Peek {
+      pick: usize,
+    },
+    /// The worker stops reading (closes, dies), or the channel fails; the
+    /// driver reads back its queue.
+    End {
+      pick: usize,
+      end: u8,
+    },
     FinishRetiring,
-    SessionOpened { pick: usize, sid: u8 },
-    Tick { ms: u16 },
+    SessionOpened {
+      pick: usize,
+      sid: u8,
+    },
+    Tick {
+      ms: u16,
+    },
     EndStartupWait,
     Close,
   }
@@ -1136,7 +1288,8 @@ mod tests {
       1 => (0..SLOTS).prop_map(|slot| Op::Attach { slot }),
       2 => any::<usize>().prop_map(|pick| Op::Hello { pick }),
       4 => (any::<usize>(), 1usize..4).prop_map(|(pick, most)| Op::Send { pick, most }),
-      3 => (any::<usize>(), 1usize..4).prop_map(|(pick, count)| Op::Ack { pick, count }),
+      3 => (any::<usize>(), 1usize..3).prop_map(|(pick, records)| Op::Take { pick, records }),
+      2 => any::<usize>().prop_map(|pick| Op::Peek { pick }),
       1 => (any::<usize>(), 0u8..4).prop_map(|(pick, end)| Op::End { pick, end }),
       1 => Just(Op::FinishRetiring),
       1 => (any::<usize>(), 0u8..4).prop_map(|(pick, sid)| Op::SessionOpened { pick, sid }),
@@ -1189,9 +1342,14 @@ mod tests {
             self.send(channel, most);
           }
         }
-        Op::Ack { pick, count } => {
+        Op::Take { pick, records } => {
           if let Some(channel) = pick_from(&open, pick) {
-            self.ack(channel, count);
+            self.take(channel, records);
+          }
+        }
+        Op::Peek { pick } => {
+          if let Some(channel) = pick_from(&open, pick) {
+            self.peek(channel);
           }
         }
         Op::End { pick, end } => {
@@ -1221,7 +1379,7 @@ mod tests {
     }
 
     /// Brings every slot a fresh ready worker, retires the old ones and lets
-    /// the workers take everything: afterwards nothing may be held.
+    /// the workers read everything: afterwards nothing may be held.
     fn drain_everything(&mut self) {
       for slot in 0..SLOTS {
         let channel = self.attach(slot);
@@ -1231,7 +1389,8 @@ mod tests {
       for _ in 0..4 {
         for channel in self.open_channels() {
           self.send_all(channel);
-          self.ack(channel, usize::MAX);
+          self.take(channel, usize::MAX);
+          self.peek(channel);
         }
       }
     }
@@ -1240,11 +1399,12 @@ mod tests {
   proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-    /// Under any interleaving of acceptance, worker start and death, reload,
-    /// acknowledgements, close and limits, every accepted connection ends
-    /// exactly once: released after its worker acknowledged it, or reset
-    /// (new connections only) and counted; until then it is held in exactly
-    /// one place.
+    /// Under any interleaving of acceptance, sending, reading (also by a
+    /// worker being replaced, racing the driver's read-back), peeking, worker
+    /// start and death, reload, close and limits, every accepted connection
+    /// ends exactly once: delivered to the one worker that read it, or reset
+    /// (new connections only) and counted; until then it is held by the
+    /// ledger or queued in exactly one channel, whose route the ledger keeps.
     #[test]
     fn every_accepted_connection_ends_exactly_once(ops in proptest::collection::vec(op(), 1..120)) {
       let mut harness = Harness::new(SLOTS, limits(2, 2, 5), true);
@@ -1254,12 +1414,14 @@ mod tests {
       }
       harness.drain_everything();
       harness.check_nothing_lost();
-      prop_assert_eq!(harness.ledger.held(), 0, "still held after every worker took everything");
-      let ended: BTreeSet<u32> = harness.released.iter().chain(harness.reset.keys()).copied().collect();
+      prop_assert_eq!(harness.ledger.held(), 0, "still held after every worker read everything");
+      let ended: BTreeSet<u32> = harness.delivered.keys().chain(harness.reset.keys()).copied().collect();
       prop_assert_eq!(&ended, &harness.accepted);
       let counted = harness.stats.dropped_no_worker.load(Relaxed)
         + harness.stats.slots.iter().map(|slot| slot.dropped_queue_full.load(Relaxed)).sum::<u64>();
       prop_assert_eq!(counted, harness.reset.len() as u64, "every reset is counted");
+      let delivered = harness.stats.slots.iter().map(|slot| slot.acknowledged.load(Relaxed)).sum::<u64>();
+      prop_assert_eq!(delivered, harness.delivered.len() as u64, "every delivery is counted once");
     }
   }
 }

@@ -16,6 +16,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::acceptor::{report_accept_error, ACCEPT_RETRY};
 use super::channels::attach_channel;
+use super::driver::NewChannel;
 use super::events::{PrimaryEvent, Problem};
 use super::handle::Shared;
 
@@ -88,8 +89,10 @@ async fn take_each(
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-async fn check_then_attach(shared: Rc<Shared>, channel: OwnedFd, allowed: AllowedWorkers, our_uid: u32) {
-  let Ok((pid, uid)) = crate::channel::peer_credentials(channel.as_fd()) else { return };
+/// Checks who connected; a worker of this cluster gets a new channel (and
+/// its lifeline) over `connection`, which then closes.
+async fn check_then_attach(shared: Rc<Shared>, connection: OwnedFd, allowed: AllowedWorkers, our_uid: u32) {
+  let Ok((pid, uid)) = crate::channel::peer_credentials(connection.as_fd()) else { return };
   let mut checks = 0;
   while uid == our_uid && !allowed.contains(pid) && checks < RECHECKS {
     tokio::time::sleep(RECHECK_EVERY).await;
@@ -97,13 +100,15 @@ async fn check_then_attach(shared: Rc<Shared>, channel: OwnedFd, allowed: Allowe
   }
   let free_slot = shared.driver.borrow().ledger().free_slot();
   let refusal = match free_slot {
-    Some(slot) if uid == our_uid && allowed.contains(pid) => match attach_channel(&shared, slot, channel) {
-      Ok(()) => return,
-      Err(source) => {
-        (shared.events)(PrimaryEvent::Problem(Problem::ChannelFailed { pid, slot, source }));
-        return;
+    Some(slot) if uid == our_uid && allowed.contains(pid) => {
+      match NewChannel::for_connection(connection.as_fd()).and_then(|new| attach_channel(&shared, slot, new)) {
+        Ok(()) => return,
+        Err(source) => {
+          (shared.events)(PrimaryEvent::Problem(Problem::ChannelFailed { pid, slot, source }));
+          return;
+        }
       }
-    },
+    }
     None => "every worker slot is taken",
     Some(_) => "not a worker of this cluster",
   };
@@ -121,7 +126,7 @@ mod tests {
     // A socket with a record nobody reads stays readable, like a listener
     // with a connection that cannot be accepted for want of descriptors.
     let (listener, peer) = crate::channel::socketpair().unwrap();
-    crate::channel::send_record(peer.as_fd(), b"pending", None).unwrap();
+    crate::channel::send_record(peer.as_fd(), b"pending", &[]).unwrap();
     let listener = super::super::driver::register(listener, tokio::io::Interest::READABLE).unwrap();
     let attempts = Cell::new(0u32);
     let reports = Cell::new(0u32);

@@ -40,10 +40,10 @@ macro_rules! slot_stats_fields {
   ($apply:ident) => {
     $apply! {
       counter dispatched "Connections handed to the slot's workers.";
-      counter acknowledged "Connections the slot's workers confirmed they took.";
+      counter acknowledged "Connections the slot's workers took (read from their channel), as the primary last looked.";
       counter redispatched "Connections this slot's worker never took (it died or left), sent to another slot.";
       drop dropped_queue_full "New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot.";
-      gauge pending "Connections handed off and not yet acknowledged, or waiting for the slot's channel.";
+      gauge pending "Connections waiting for the slot's channel, or handed off and not yet seen taken by its worker.";
       gauge sessions "Engine.io sessions this slot owns (sid routing).";
     }
   };

@@ -133,7 +133,7 @@ fn serve(
         }
         if let Some(current) = &taker {
           let busy = message::encode(&Message::Busy { pid: current.pid });
-          let _ = channel::send_record(connection.as_fd(), &busy, None);
+          let _ = channel::send_record(connection.as_fd(), &busy, &[]);
           on_event(OfferingEvent::Busy { pid });
           continue;
         }
@@ -163,7 +163,7 @@ fn send_offer(connection: BorrowedFd<'_>, offer: Offer, sockets: &[OwnedFd]) -> 
 /// Sends one record, waiting (at most `PEER_TIMEOUT`) while the peer's queue is full.
 fn send(connection: BorrowedFd<'_>, record: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
   loop {
-    match channel::send_record(connection, record, fd) {
+    match channel::send_record(connection, record, fd.as_slice()) {
       Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
         if !poll_one(connection, PollFlags::POLLOUT, PEER_TIMEOUT)? {
           return Err(io::Error::new(io::ErrorKind::TimedOut, "the new primary stopped reading"));

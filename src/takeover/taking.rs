@@ -84,7 +84,7 @@ impl Taking {
   /// for it to confirm that it gave up the name and is draining. Returns its pid.
   pub fn release(&self) -> Result<u32, TakeError> {
     let ready = message::encode(&Message::Ready { pid: std::process::id() });
-    channel::send_record(self.connection.as_fd(), &ready, None)?;
+    channel::send_record(self.connection.as_fd(), &ready, &[])?;
     match self.receive()? {
       (Message::Released { pid }, _) => Ok(pid),
       (other, _) => Err(TakeError::Unexpected { expected: "Released", found: format!("{other:?}") }),
@@ -101,8 +101,11 @@ impl Taking {
       return Err(TakeError::Closed);
     }
     let decoded = message::decode(&buf[..received.len])?;
-    // A record that came without the descriptor it should carry (MSG_CTRUNC): the caller says which.
-    Ok((decoded, if received.truncated { None } else { received.fd }))
+    // A record that came without the descriptor it should carry (MSG_CTRUNC):
+    // the caller says which. More than one is not ours: those close here.
+    let mut fds = received.fds;
+    let fd = if received.truncated || fds.len() > 1 { None } else { fds.pop() };
+    Ok((decoded, fd))
   }
 }
 

@@ -2,4 +2,4 @@
 
 mod receiver;
 
-pub use receiver::{Delivered, Receiver};
+pub use receiver::{ChannelState, Delivered, Receiver, MAX_DELIVERY};

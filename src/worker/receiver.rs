@@ -1,25 +1,33 @@
-//! Receives connections from the primary on a thread of its own and passes
-//! them, in batches, to a delivery callback (JavaScript, through the binding).
+//! A worker's end of its channel: says hello, reads the records the primary
+//! sends and passes their connections, in batches, to a delivery callback.
 //!
-//! The acknowledgement protocol is what makes a worker's death lossless for
-//! connections it never took: a batch is acknowledged *before* it is
-//! delivered and never after `close`, both under one lock, so every
-//! connection is either acknowledged and delivered here, or unacknowledged and
-//! re-dispatched by the primary — never both, never neither.
+//! It waits either on the JavaScript thread's own event loop (the binding
+//! polls the channel through libuv and calls [`Receiver::read_available`]
+//! when it is readable: no thread, no hand-over) or on a thread of its own
+//! ([`Receiver::spawn_thread`], for runtimes without libuv: Bun).
+//!
+//! Nothing is acknowledged. A worker's departure is lossless because a record
+//! goes to exactly one reader, every record this worker reads is delivered
+//! (never dropped), and the worker stops reading before it closes its
+//! lifeline ([`Receiver::close`]); the records it never read stay queued on its end
+//! of the channel, and the primary, which made the channel and keeps a
+//! reference to that end, reads them back and sends them elsewhere.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
 use crate::channel;
-use crate::wire::{self, Reply};
+use crate::wire::{self, Reply, Setup};
 
 /// At most this many connections per delivery: bounds the work one JavaScript
 /// callback does, while a busy channel still costs one wake-up per batch.
-const MAX_BATCH: usize = 64;
+pub const MAX_DELIVERY: usize = 1024;
 
 /// A connection now owned by this worker.
 #[derive(Debug)]
@@ -32,270 +40,340 @@ pub struct Delivered {
 #[derive(Default)]
 pub struct ReceiverStats {
   pub received: AtomicU64,
-  /// Records whose descriptor never arrived (this process was out of fds).
+  /// Connections whose descriptor never arrived (this process was out of fds).
   pub lost_descriptors: AtomicU64,
   pub invalid_records: AtomicU64,
 }
 
-struct Control {
-  closing: bool,
+/// What reading the channel found besides connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelState {
+  /// Nothing more to read now.
+  Open,
+  /// The primary closed the channel (this worker was replaced, or the
+  /// primary is gone): nothing more will come.
+  Closed,
 }
 
 pub struct Receiver {
-  channel: Arc<OwnedFd>,
-  control: Arc<Mutex<Control>>,
-  stats: Arc<ReceiverStats>,
-  thread: Option<JoinHandle<()>>,
+  channel: OwnedFd,
+  /// Held while this worker takes connections; closing it tells the primary
+  /// to read back what this worker did not read.
+  lifeline: Mutex<Option<OwnedFd>>,
+  /// Set by `close`: the thread (if any) reads no further.
+  closing: AtomicBool,
+  stats: ReceiverStats,
 }
 
+/// Waits until `fd` is readable (or hung up): false when `timeout` passed first.
+fn wait_readable(fd: BorrowedFd<'_>, timeout: PollTimeout) -> nix::Result<bool> {
+  let mut poll = [PollFd::new(fd, PollFlags::POLLIN)];
+  Ok(nix::poll::poll(&mut poll, timeout)? > 0)
+}
+
+/// How long a worker waits for the primary's first record: there at once
+/// on a channel the primary made before forking; on a rendezvous connection,
+/// as soon as the primary has checked who connected.
+const SETUP_WAIT_MS: u16 = 10_000;
+
 impl Receiver {
-  /// Says hello to the primary (which then starts sending) and receives until
-  /// `close` or until the primary closes the channel. `deliver(batch,
-  /// primary_closed)` returns false when nobody can take connections any
-  /// more; `primary_closed` is true once, last, when the primary closed the
-  /// channel (this worker was replaced, or the primary is gone): the worker
-  /// should finish what it has and exit.
-  pub fn start<F>(channel: OwnedFd, deliver: F) -> io::Result<Self>
-  where
-    F: FnMut(Vec<Delivered>, bool) -> bool + Send + 'static,
-  {
-    channel::set_nonblocking(&channel, false)?;
-    let hello = wire::encode_reply(Reply::Hello { pid: std::process::id() });
-    channel::send_record(channel.as_fd(), &hello, None)?;
-    let channel = Arc::new(channel);
-    let control = Arc::new(Mutex::new(Control { closing: false }));
-    let stats = Arc::new(ReceiverStats::default());
-    let thread = {
-      let (channel, control, stats) = (channel.clone(), control.clone(), stats.clone());
-      std::thread::Builder::new()
-        .name("sticky-receiver".into())
-        .spawn(move || receive_until_closed(&channel, &control, &stats, deliver))?
+  /// Takes what the primary sent first on `connection` — this worker's
+  /// lifeline (on its channel), or its channel and lifeline (on a rendezvous
+  /// connection) — and says hello: the primary starts sending from there.
+  pub fn start(connection: OwnedFd) -> io::Result<Arc<Self>> {
+    if !wait_readable(connection.as_fd(), PollTimeout::from(SETUP_WAIT_MS)).unwrap_or(false) {
+      return Err(io::Error::new(io::ErrorKind::TimedOut, "the primary sent nothing on this worker's channel"));
+    }
+    let mut buf = [0u8; wire::SETUP_LEN];
+    let received = channel::recv_record(connection.as_fd(), &mut buf, false)?;
+    if received.len == 0 {
+      return Err(io::Error::new(
+        io::ErrorKind::ConnectionRefused,
+        "the primary closed this worker's channel: it refused this process",
+      ));
+    }
+    let setup = wire::decode_setup(&buf[..received.len]).map_err(io::Error::other)?;
+    if received.truncated || received.fds.len() != setup.fds() {
+      return Err(io::Error::other("the primary's first record came without its descriptors"));
+    }
+    let mut fds = received.fds.into_iter();
+    let (channel, lifeline) = match (setup, fds.next(), fds.next()) {
+      (Setup::Lifeline, Some(lifeline), None) => (connection, lifeline),
+      (Setup::Channel, Some(channel), Some(lifeline)) => (channel, lifeline),
+      _ => unreachable!("counted above"),
     };
-    Ok(Receiver { channel, control, stats, thread: Some(thread) })
+    channel::set_nonblocking(&channel, true)?;
+    let hello = wire::encode_reply(Reply::Hello { pid: std::process::id() });
+    channel::send_record(channel.as_fd(), &hello, &[])?;
+    Ok(Arc::new(Receiver {
+      channel,
+      lifeline: Mutex::new(Some(lifeline)),
+      closing: AtomicBool::new(false),
+      stats: ReceiverStats::default(),
+    }))
   }
 
   pub fn stats(&self) -> &ReceiverStats {
     &self.stats
   }
 
-  /// Sends a reply other than an ack (a session report) from any thread.
-  /// Returns false when the channel is closed or full (the report is lost:
-  /// the primary then routes that session as unknown and its client reconnects).
-  pub fn send_reply(&self, reply: Reply<'_>) -> bool {
-    let control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if control.closing {
-      return false;
-    }
-    channel::send_record(self.channel.as_fd(), &wire::encode_reply(reply), None).is_ok()
+  /// The channel's descriptor, for an event loop to poll.
+  pub fn raw_fd(&self) -> RawFd {
+    self.channel.as_raw_fd()
   }
 
-  /// Stops taking connections: nothing is acknowledged from now on, and the
-  /// primary sees the channel close at once and sends what this worker did
-  /// not take to other workers.
-  pub fn close(&mut self) {
-    {
-      let mut control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-      if control.closing {
-        return;
-      }
-      control.closing = true;
-      channel::shutdown(self.channel.as_fd());
-    }
-    if let Some(thread) = self.thread.take() {
-      // The shutdown wakes the thread; it ends after at most one delivery.
-      let _ = thread.join();
-    }
-    // Records still queued hold references to client connections that the
-    // primary is re-dispatching; close them now rather than when this
-    // channel's descriptor is finally dropped, or those clients would never
-    // see their connection close.
-    let mut buf = [0u8; wire::HANDOFF_LEN];
-    while let Ok(received) = channel::recv_record(self.channel.as_fd(), &mut buf, false) {
-      if received.len == 0 {
-        break;
+  /// Reads every record queued now into `batch`, up to `most` connections
+  /// (a record is never split), without waiting. `buf` holds one record.
+  pub fn read_available(&self, buf: &mut [u8], batch: &mut Vec<Delivered>, most: usize) -> ChannelState {
+    while batch.len() < most {
+      match channel::recv_record(self.channel.as_fd(), buf, false) {
+        Ok(received) if received.len == 0 => return ChannelState::Closed,
+        Ok(received) => self.unpack(&buf[..received.len], received.fds, batch),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ChannelState::Open,
+        Err(_) => return ChannelState::Closed,
       }
     }
+    ChannelState::Open
+  }
+
+  /// One record's connections, paired with its descriptors in order.
+  fn unpack(&self, record: &[u8], fds: Vec<OwnedFd>, batch: &mut Vec<Delivered>) {
+    let Ok(handoffs) = wire::decode_handoffs(record) else {
+      // Not a record of this build's primary: its descriptors close here.
+      self.stats.invalid_records.fetch_add(1, Relaxed);
+      return;
+    };
+    // Descriptors the kernel could not install here (EMFILE) are the last ones.
+    let lost = handoffs.len().saturating_sub(fds.len());
+    self.stats.lost_descriptors.fetch_add(lost as u64, Relaxed);
+    self.stats.received.fetch_add((handoffs.len() - lost) as u64, Relaxed);
+    batch.extend(handoffs.into_iter().zip(fds).map(|(handoff, fd)| Delivered { fd, client: handoff.client }));
+  }
+
+  /// Receives on a thread of its own until the primary closes the channel or
+  /// `close`: `deliver(batch, primary_closed)` gets every connection read
+  /// (also one read as `close` runs) and returns false when nobody can take
+  /// connections any more; `primary_closed` is true once, last, when the
+  /// primary closed the channel.
+  pub fn spawn_thread<F>(self: &Arc<Self>, mut deliver: F) -> io::Result<JoinHandle<()>>
+  where
+    F: FnMut(Vec<Delivered>, bool) -> bool + Send + 'static,
+  {
+    let receiver = self.clone();
+    std::thread::Builder::new().name("sticky-receiver".into()).spawn(move || {
+      let mut buf = vec![0u8; wire::MAX_HANDOFF_RECORD_LEN];
+      while !receiver.closing.load(Relaxed) {
+        match wait_readable(receiver.channel.as_fd(), PollTimeout::NONE) {
+          Err(nix::errno::Errno::EINTR) => continue,
+          Err(_) => return,
+          Ok(_) => {}
+        }
+        if receiver.closing.load(Relaxed) {
+          return;
+        }
+        let mut batch = Vec::new();
+        let state = receiver.read_available(&mut buf, &mut batch, MAX_DELIVERY);
+        let closed = state == ChannelState::Closed && !receiver.closing.load(Relaxed);
+        if (!batch.is_empty() || closed) && !deliver(batch, closed) {
+          return;
+        }
+        if state == ChannelState::Closed {
+          return;
+        }
+      }
+    })
+  }
+
+  /// Sends a reply (a session report) from any thread. Returns false when the
+  /// channel is closed or full (the report is lost: the primary then routes
+  /// that session as unknown and its client reconnects).
+  pub fn send_reply(&self, reply: Reply<'_>) -> bool {
+    !self.closing.load(Relaxed) && channel::send_record(self.channel.as_fd(), &wire::encode_reply(reply), &[]).is_ok()
+  }
+
+  /// Stops taking connections. The caller has stopped reading (the event
+  /// loop's poll); a thread stops at its next look, and wakes for it. Then
+  /// the lifeline closes: the primary reads back what this worker did not
+  /// read and sends it to other workers.
+  pub fn close(&self) {
+    if self.closing.swap(true, Relaxed) {
+      return;
+    }
+    // Wakes a thread waiting in poll(); the records still queued stay
+    // readable for the primary.
+    channel::shutdown_read(self.channel.as_fd());
+    drop(self.lifeline.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
   }
 }
 
 impl Drop for Receiver {
   fn drop(&mut self) {
-    let mut control = self.control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    control.closing = true;
-    channel::shutdown(self.channel.as_fd());
+    self.close();
   }
-}
-
-fn receive_until_closed<F>(channel: &OwnedFd, control: &Mutex<Control>, stats: &ReceiverStats, mut deliver: F)
-where
-  F: FnMut(Vec<Delivered>, bool) -> bool,
-{
-  let mut buf = [0u8; wire::HANDOFF_LEN];
-  loop {
-    let mut batch = Vec::new();
-    let mut last_seq = None;
-    let mut peer_closed = false;
-    let mut wait = true;
-    while batch.len() < MAX_BATCH {
-      match channel::recv_record(channel.as_fd(), &mut buf, wait) {
-        Ok(received) if received.len == 0 => {
-          peer_closed = true;
-          break;
-        }
-        Ok(received) => {
-          wait = false;
-          let Ok(handoff) = wire::decode_handoff(&buf[..received.len]) else {
-            stats.invalid_records.fetch_add(1, Relaxed);
-            continue;
-          };
-          last_seq = Some(handoff.seq);
-          match received.fd {
-            Some(fd) if !received.truncated => {
-              stats.received.fetch_add(1, Relaxed);
-              batch.push(Delivered { fd, client: handoff.client })
-            }
-            _ => {
-              stats.lost_descriptors.fetch_add(1, Relaxed);
-            }
-          }
-        }
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-        Err(_) => {
-          peer_closed = true;
-          break;
-        }
-      }
-    }
-    if let Some(up_to) = last_seq {
-      let control = control.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-      if control.closing {
-        // This worker is closing: not acknowledged, so the primary
-        // re-dispatches these. Dropping the batch closes our copies.
-        return;
-      }
-      if !acknowledge(channel, up_to) {
-        // The primary closed the channel: it re-dispatches everything
-        // unacknowledged, so delivering this batch would serve a connection
-        // twice. Drop it, and say the primary is gone.
-        drop(control);
-        drop(batch);
-        deliver(Vec::new(), true);
-        return;
-      }
-    }
-    if peer_closed {
-      // Told even with nothing to deliver, unless this worker closed first.
-      let closing = control.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).closing;
-      if !closing {
-        deliver(batch, true);
-      }
-      return;
-    }
-    if !batch.is_empty() && !deliver(batch, false) {
-      return;
-    }
-  }
-}
-
-/// Sends a cumulative ack; waits (briefly) for room rather than skip it, since
-/// a later ack would cover these connections without their having been
-/// acknowledged first. False when the channel is closed.
-fn acknowledge(channel: &OwnedFd, up_to: u64) -> bool {
-  let ack = wire::encode_reply(Reply::Ack { up_to });
-  for _ in 0..1000 {
-    match channel::send_record(channel.as_fd(), &ack, None) {
-      Ok(()) => return true,
-      Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-        std::thread::sleep(std::time::Duration::from_millis(1))
-      }
-      Err(_) => return false,
-    }
-  }
-  false
 }
 
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::wire::{decode_reply, encode_handoff, Handoff};
+  use crate::wire::{append_handoff, decode_reply, Handoff};
   use std::sync::mpsc;
   use std::time::Duration;
 
-  fn handoff(primary: &OwnedFd, seq: u64) {
-    let (payload, _other) = channel::socketpair().unwrap();
-    let mut record = Vec::new();
-    encode_handoff(&Handoff { seq, client: Some("10.1.2.3:4567".parse().unwrap()) }, &mut record);
-    channel::send_record(primary.as_fd(), &record, Some(payload.as_fd())).unwrap();
+  /// The primary's side of a channel: its end, a reference to the worker's
+  /// end, and the worker's lifeline.
+  struct Primary {
+    end: OwnedFd,
+    worker_end: OwnedFd,
+    lifeline: OwnedFd,
   }
 
-  fn read_reply(primary: &OwnedFd) -> Option<Reply<'static>> {
-    let mut buf = [0u8; 64];
-    channel::set_nonblocking(primary, false).unwrap();
-    let received = channel::recv_record(primary.as_fd(), &mut buf, true).ok()?;
-    if received.len == 0 {
-      return None;
+  impl Primary {
+    fn expect_hello(&mut self) -> u32 {
+      let mut buf = [0u8; 64];
+      let received = channel::recv_record(self.end.as_fd(), &mut buf, true).unwrap();
+      let Ok(Reply::Hello { pid }) = decode_reply(&buf[..received.len]) else { panic!("not a hello") };
+      assert!(received.fds.is_empty());
+      pid
     }
-    match decode_reply(&buf[..received.len]).unwrap() {
-      Reply::Hello { pid } => Some(Reply::Hello { pid }),
-      Reply::Ack { up_to } => Some(Reply::Ack { up_to }),
-      other => panic!("unexpected reply {other:?}"),
-    }
-  }
 
-  #[test]
-  fn the_worker_says_hello_then_acknowledges_what_it_delivers() {
-    let (primary, worker) = channel::socketpair().unwrap();
-    let (delivered, deliveries) = mpsc::channel();
-    let mut receiver = Receiver::start(worker, move |batch, _closed| delivered.send(batch).is_ok()).unwrap();
-    assert_eq!(read_reply(&primary), Some(Reply::Hello { pid: std::process::id() }));
-    handoff(&primary, 1);
-    handoff(&primary, 2);
-    let mut got = Vec::new();
-    while got.len() < 2 {
-      got.extend(deliveries.recv_timeout(Duration::from_secs(5)).unwrap());
-    }
-    assert_eq!(got[0].client, Some("10.1.2.3:4567".parse().unwrap()));
-    let mut acked = 0;
-    while acked < 2 {
-      match read_reply(&primary) {
-        Some(Reply::Ack { up_to }) => acked = up_to,
-        other => panic!("expected an ack, got {other:?}"),
+    fn send(&self, seqs: std::ops::RangeInclusive<u64>) -> Vec<OwnedFd> {
+      let mut record = Vec::new();
+      let mut peers = Vec::new();
+      let mut payloads = Vec::new();
+      for seq in seqs {
+        append_handoff(&Handoff { seq, client: Some("10.1.2.3:4567".parse().unwrap()) }, &mut record);
+        let (payload, peer) = channel::socketpair().unwrap();
+        payloads.push(payload);
+        peers.push(peer);
       }
+      let fds: Vec<_> = payloads.iter().map(|fd| fd.as_fd()).collect();
+      channel::send_record(self.end.as_fd(), &record, &fds).unwrap();
+      peers
     }
-    receiver.close();
-    assert_eq!(read_reply(&primary), None, "the primary sees the channel close");
-    assert_eq!(receiver.stats().received.load(Relaxed), 2);
+
+    fn lifeline_closed(&self) -> bool {
+      let mut byte = [0u8; 1];
+      nix::unistd::read(&self.lifeline, &mut byte) == Ok(0)
+    }
+
+    /// Reads back what the worker did not read: the sequence numbers.
+    fn reclaim(&self) -> Vec<u64> {
+      let mut buf = vec![0u8; wire::MAX_HANDOFF_RECORD_LEN];
+      let mut seqs = Vec::new();
+      while let Ok(received) = channel::recv_record(self.worker_end.as_fd(), &mut buf, false) {
+        if received.len == 0 {
+          break;
+        }
+        let handoffs = wire::decode_handoffs(&buf[..received.len]).unwrap();
+        assert_eq!(handoffs.len(), received.fds.len(), "each comes back with its descriptor");
+        seqs.extend(handoffs.iter().map(|handoff| handoff.seq));
+      }
+      seqs
+    }
+  }
+
+  /// A channel made as the primary makes one for a worker it forks.
+  fn pair() -> (Primary, OwnedFd) {
+    let (end, worker) = channel::socketpair().unwrap();
+    let (lifeline, workers_lifeline) = channel::lifeline().unwrap();
+    channel::send_record(end.as_fd(), &wire::encode_setup(Setup::Lifeline), &[workers_lifeline.as_fd()]).unwrap();
+    let worker_end = worker.try_clone().unwrap();
+    (Primary { end, worker_end, lifeline }, worker)
   }
 
   #[test]
-  fn the_worker_is_told_when_the_primary_closes_its_channel() {
-    let (primary, worker) = channel::socketpair().unwrap();
+  fn a_worker_takes_its_lifeline_says_hello_and_its_lifeline_closes_with_it() {
+    let (mut primary, worker) = pair();
+    let receiver = Receiver::start(worker).unwrap();
+    assert_eq!(primary.expect_hello(), std::process::id());
+    assert!(!primary.lifeline_closed());
+    receiver.close();
+    assert!(primary.lifeline_closed(), "closing lets the primary know at once");
+  }
+
+  #[test]
+  fn a_worker_of_the_rendezvous_takes_its_channel_from_its_connection() {
+    let (connection, workers_connection) = channel::socketpair().unwrap();
+    let (mut primary, worker) = pair();
+    // The channel's end goes to the worker over its connection, with the lifeline.
+    let mut buf = [0u8; 16];
+    let setup = channel::recv_record(worker.as_fd(), &mut buf, false).unwrap();
+    let [workers_lifeline]: [OwnedFd; 1] = setup.fds.try_into().unwrap();
+    let record = wire::encode_setup(Setup::Channel);
+    channel::send_record(connection.as_fd(), &record, &[worker.as_fd(), workers_lifeline.as_fd()]).unwrap();
+    drop((worker, workers_lifeline));
+    let receiver = Receiver::start(workers_connection).unwrap();
+    assert_eq!(primary.expect_hello(), std::process::id());
+    receiver.close();
+    assert!(primary.lifeline_closed());
+  }
+
+  #[test]
+  fn a_worker_the_primary_refused_learns_it_at_start() {
+    let (connection, workers_connection) = channel::socketpair().unwrap();
+    drop(connection);
+    let error = Receiver::start(workers_connection).map(drop).unwrap_err();
+    assert!(error.to_string().contains("refused"), "{error}");
+  }
+
+  #[test]
+  fn read_available_delivers_every_connection_queued_with_its_client_then_would_wait() {
+    let (mut primary, worker) = pair();
+    let receiver = Receiver::start(worker).unwrap();
+    primary.expect_hello();
+    let _peers = [primary.send(1..=3), primary.send(4..=4)];
+    let mut buf = vec![0u8; wire::MAX_HANDOFF_RECORD_LEN];
+    let mut batch = Vec::new();
+    assert_eq!(receiver.read_available(&mut buf, &mut batch, MAX_DELIVERY), ChannelState::Open);
+    assert_eq!(batch.len(), 4);
+    assert_eq!(batch[0].client, Some("10.1.2.3:4567".parse().unwrap()));
+    assert_eq!(receiver.stats().received.load(Relaxed), 4);
+    drop(primary);
+    batch.clear();
+    assert_eq!(receiver.read_available(&mut buf, &mut batch, MAX_DELIVERY), ChannelState::Closed);
+  }
+
+  #[test]
+  fn what_a_closed_worker_did_not_read_is_read_back_by_the_primary_and_nothing_twice() {
+    let (mut primary, worker) = pair();
+    let receiver = Receiver::start(worker).unwrap();
+    primary.expect_hello();
+    let _peers = [primary.send(1..=2), primary.send(3..=5)];
+    let mut buf = vec![0u8; wire::MAX_HANDOFF_RECORD_LEN];
+    let mut batch = Vec::new();
+    // Reads at most one connection: one record (two connections) comes through.
+    receiver.read_available(&mut buf, &mut batch, 1);
+    assert_eq!(batch.len(), 2, "a record is never split");
+    receiver.close();
+    assert!(primary.lifeline_closed());
+    assert_eq!(primary.reclaim(), vec![3, 4, 5]);
+  }
+
+  #[test]
+  fn a_thread_delivers_batches_and_is_told_when_the_primary_closes_the_channel() {
+    let (mut primary, worker) = pair();
+    let receiver = Receiver::start(worker).unwrap();
+    primary.expect_hello();
     let (told, telling) = mpsc::channel();
-    let _receiver = Receiver::start(worker, move |batch, closed| told.send((batch.len(), closed)).is_ok()).unwrap();
-    assert!(matches!(read_reply(&primary), Some(Reply::Hello { .. })));
-    handoff(&primary, 1);
-    assert_eq!(telling.recv_timeout(Duration::from_secs(5)).unwrap(), (1, false));
+    receiver.spawn_thread(move |batch, closed| told.send((batch.len(), closed)).is_ok()).unwrap();
+    let _peers = primary.send(1..=3);
+    assert_eq!(telling.recv_timeout(Duration::from_secs(5)).unwrap(), (3, false));
     drop(primary);
     assert_eq!(telling.recv_timeout(Duration::from_secs(5)).unwrap(), (0, true));
   }
 
   #[test]
-  fn after_close_nothing_is_acknowledged_or_delivered() {
-    let (primary, worker) = channel::socketpair().unwrap();
-    let (delivered, deliveries) = mpsc::channel::<Vec<Delivered>>();
-    let mut receiver = Receiver::start(worker, move |batch, _closed| delivered.send(batch).is_ok()).unwrap();
-    assert!(matches!(read_reply(&primary), Some(Reply::Hello { .. })));
+  fn after_close_a_thread_stops_and_the_primary_can_send_nothing_more() {
+    let (mut primary, worker) = pair();
+    let receiver = Receiver::start(worker).unwrap();
+    primary.expect_hello();
+    let (delivered, deliveries) = mpsc::channel::<usize>();
+    let thread = receiver.spawn_thread(move |batch, _| delivered.send(batch.len()).is_ok()).unwrap();
     receiver.close();
-    let (payload, _other) = channel::socketpair().unwrap();
-    let mut record = Vec::new();
-    encode_handoff(&Handoff { seq: 1, client: None }, &mut record);
-    let refused = channel::send_record(primary.as_fd(), &record, Some(payload.as_fd())).unwrap_err();
-    assert_eq!(
-      refused.raw_os_error(),
-      Some(libc::EPIPE),
-      "the primary learns at once that this worker takes nothing more"
-    );
-    assert_eq!(read_reply(&primary), None);
+    thread.join().unwrap();
+    let refused = channel::send_record(primary.end.as_fd(), b"late", &[]).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EPIPE), "the primary learns at once");
+    assert!(primary.lifeline_closed());
     assert!(deliveries.recv_timeout(Duration::from_millis(100)).is_err());
   }
 }

@@ -197,6 +197,13 @@ export interface Connection {
 /** Connects to the offer at `name`; `null` when no process listens there. */
 export declare function connectTakeover(name: string): TakeoverClient | null
 
+/**
+ * Takes every connection queued on the listening socket `fd` (left open),
+ * without waiting: a kernel-mode worker serves them before it closes its
+ * copy of its slot's socket. Returns the new descriptors.
+ */
+export declare function drainListeningFd(fd: number): Array<number>
+
 /** One descriptor systemd passed. */
 export interface InheritedSocket {
   fd: number

@@ -845,6 +845,7 @@ module.exports.claimChannel = nativeBinding.claimChannel
 module.exports.claimListeningFd = nativeBinding.claimListeningFd
 module.exports.connectChannel = nativeBinding.connectChannel
 module.exports.connectTakeover = nativeBinding.connectTakeover
+module.exports.drainListeningFd = nativeBinding.drainListeningFd
 module.exports.LoadBalancingMethod = nativeBinding.LoadBalancingMethod
 module.exports.resolveOptions = nativeBinding.resolveOptions
 module.exports.Routing = nativeBinding.Routing

@@ -134,12 +134,19 @@ class KernelGroupListener {
     return { ...zeros('primary'), kernel: true, slots: slotStats }
   }
 
-  /** The workers accept on their own sockets: nothing accepted waits in the primary. */
+  /**
+   * The primary's copies close first, so each socket closes with its worker's
+   * copy: a worker takes what is queued on its socket before it closes it
+   * (lib/worker.js), and new connections are refused instead of queued for
+   * nobody. The workers accept on their own sockets: nothing accepted waits
+   * in the primary.
+   */
   stopAccepting() {
+    this.group.close()
     process.nextTick(() => this.onEvent({ kind: 'drained' }))
   }
 
-  /** Every worker has exited: the queued connections nobody will accept are reset. */
+  /** Every worker has exited (the sockets are already closed). */
   close() {
     debug('closing the kernel-steered group')
     this.group.close()

@@ -9,7 +9,7 @@ const os = require('os')
 const path = require('path')
 const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
-const { claimChannel, claimListeningFd } = require('./native')
+const { claimChannel, claimListeningFd, drainListeningFd } = require('./native')
 const { stickyError } = require('./errors')
 const { acceptOnInheritedSocket, adoptingServer, socketFromFd, startReceiving } = require('./runtime')
 const { pm2ClusterModeError } = require('./pm2')
@@ -84,6 +84,18 @@ function adopt(server, socketOptions, connection) {
   socket.server = server
   socket._server = server
   server.emit('connection', socket)
+}
+
+/** `adopt`, or close the fd when that fails: a connection is never left open with nobody serving it. */
+function adoptOrClose(server, socketOptions, connection) {
+  try {
+    adopt(server, socketOptions, connection)
+  } catch (error) {
+    debug('worker %d could not adopt fd %d: %s', process.pid, connection.fd, error.message)
+    try {
+      require('fs').closeSync(connection.fd)
+    } catch {}
+  }
 }
 
 /** True for an engine.io polling handshake: `EIO=`, `transport=polling`, no `sid`. */
@@ -260,16 +272,7 @@ function startWorker(server, options = {}) {
   const isClosing = manageLifecycle(server, () => channel.close())
 
   const receive = (connections, primaryClosed) => {
-    for (const connection of connections) {
-      try {
-        adopt(server, socketOptions, connection)
-      } catch (error) {
-        debug('worker %d could not adopt fd %d: %s', process.pid, connection.fd, error.message)
-        try {
-          require('fs').closeSync(connection.fd)
-        } catch {}
-      }
-    }
+    for (const connection of connections) adoptOrClose(server, socketOptions, connection)
     // Replaced by a new worker (rolling reload), or the primary is gone:
     // finish what is in flight, then exit.
     if (primaryClosed && !isClosing()) server.close()
@@ -299,13 +302,20 @@ function startKernelWorker(server) {
   const fd = Number(process.env.STICKY_LISTEN_FD)
   delete process.env.STICKY_LISTEN_FD
   claimListeningFd(fd)
-  // Closing the server closes this process's copy only: the socket stays in
-  // the group (the primary holds it) so its queue waits for the replacement.
+  const socketOptions = socketOptionsOf(server)
+  // Closing the server closes this process's copy only: while the primary
+  // holds the socket (a reload, a respawn), its queue waits for the
+  // replacement. When the primary shuts down it closes its copies first, so
+  // the socket closes with this one: what the kernel queued for this worker
+  // is taken first, and served, instead of being reset with the socket.
   const stopAccepting = acceptOnInheritedSocket(server, fd, privateAddress(), () => {
     debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
     if (process.send) process.send({ stickySessionRs: 'ready' })
   })
-  manageLifecycle(server, stopAccepting)
+  manageLifecycle(server, () => {
+    for (const connection of drainListeningFd(fd)) adoptOrClose(server, socketOptions, { fd: connection })
+    stopAccepting()
+  })
 }
 
 module.exports = { startWorker, claimFromEnvironment, takeChannel }

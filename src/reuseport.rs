@@ -11,8 +11,10 @@
 //! them.
 
 use nix::sys::socket::{setsockopt, sockopt};
-use socket2::Socket;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use socket2::{SockRef, Socket};
 use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::primary::{adopt_listener, listening_socket, AdoptError, ListenError};
@@ -133,6 +135,31 @@ fn attach_steering(socket: &Socket, program: &[Instruction]) -> io::Result<()> {
   let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast::<libc::sock_filter>().cast_mut() };
   setsockopt(socket, sockopt::AttachReusePortCbpf, &fprog)?;
   Ok(())
+}
+
+/// Takes every connection queued on a worker's listening socket now, without
+/// waiting: what a worker does just before it closes its copy, so that the
+/// connections the kernel accepted for it are served, not reset, when the
+/// socket closes with it (the primary closes its own copies first when it
+/// shuts down). Stops at the first error other than `EINTR`/`ECONNABORTED`
+/// (the queue is empty: `EAGAIN`; out of descriptors: the rest are reset).
+pub fn drain_listener(listener: BorrowedFd<'_>) -> Vec<OwnedFd> {
+  let mut taken = Vec::new();
+  loop {
+    // Never waits, whether the listener is blocking or not: accept only what
+    // is queued now.
+    let mut ready = [PollFd::new(listener, PollFlags::POLLIN)];
+    match nix::poll::poll(&mut ready, PollTimeout::ZERO) {
+      Ok(count) if count > 0 => {}
+      Err(nix::errno::Errno::EINTR) => continue,
+      _ => return taken,
+    }
+    match SockRef::from(&listener).accept() {
+      Ok((connection, _)) => taken.push(OwnedFd::from(connection)),
+      Err(error) if matches!(error.raw_os_error(), Some(libc::EINTR) | Some(libc::ECONNABORTED)) => continue,
+      Err(_) => return taken,
+    }
+  }
 }
 
 /// Why a set of inherited sockets cannot be a kernel-steered group.
@@ -257,5 +284,16 @@ mod tests {
       assert_eq!(accepted, vec![expected], "client {client}");
       let _ = stream.read(&mut [0u8; 1]);
     }
+  }
+
+  #[test]
+  fn draining_a_listener_takes_every_queued_connection_and_never_waits() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let clients: Vec<std::net::TcpStream> =
+      (0..3).map(|_| std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap()).collect();
+    let taken = drain_listener(std::os::fd::AsFd::as_fd(&listener));
+    assert_eq!(taken.len(), clients.len());
+    assert!(drain_listener(std::os::fd::AsFd::as_fd(&listener)).is_empty(), "an empty queue returns at once, even on a blocking socket");
   }
 }

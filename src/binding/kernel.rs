@@ -107,3 +107,18 @@ pub fn claim_listening_fd(fd: i32) -> Result<()> {
   SockRef::from(&borrowed).set_cloexec(true).map_err(|error| not_listening(error.to_string()))?;
   Ok(())
 }
+
+/// Takes every connection queued on the listening socket `fd` (left open),
+/// without waiting: a kernel-mode worker serves them before it closes its
+/// copy of its slot's socket. Returns the new descriptors.
+#[napi]
+pub fn drain_listening_fd(fd: i32) -> Vec<i32> {
+  use std::os::fd::{BorrowedFd, IntoRawFd};
+  if fd < 0 {
+    return Vec::new();
+  }
+  // SAFETY: JavaScript passes the fd of the listening socket it holds open
+  // for the duration of this call.
+  let listener = unsafe { BorrowedFd::borrow_raw(fd) };
+  reuseport::drain_listener(listener).into_iter().map(IntoRawFd::into_raw_fd).collect()
+}

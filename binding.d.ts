@@ -42,6 +42,30 @@ export declare class Balancer {
 }
 
 /**
+ * A kernel-mode worker's own reference to its slot's listening socket.
+ *
+ * When the worker closes, the runtime's listener closes its descriptor; if
+ * the primary has closed its copies (shutdown), the socket would close with
+ * it, and the kernel would reset every connection still queued on it. This
+ * reference keeps the socket open past that: `drain_and_close` then takes
+ * what is queued and closes the socket in one step, with no JavaScript in
+ * between, so that hardly any connection can arrive between the last look
+ * at the queue and the close.
+ */
+export declare class ListeningSocketHold {
+  /**
+   * Takes every connection queued now, without waiting; the socket stays
+   * open. Returns their descriptors (JavaScript's from here on).
+   */
+  drain(): Array<number>
+  /**
+   * Takes every connection queued now, then lets go of this reference (the
+   * socket closes unless the primary still holds it).
+   */
+  drainAndClose(): Array<number>
+}
+
+/**
  * One listening socket per slot, in one `SO_REUSEPORT` group steered by
  * source address. The primary keeps them all open; each worker is given its
  * slot's socket.
@@ -175,9 +199,11 @@ export declare function claimChannel(fd: number): WorkerChannel
  * Claims the listening socket a kernel-mode worker inherited (fd `fd`): checks
  * that it is a listening TCP socket, and makes it close-on-exec so the
  * worker's own children never inherit it. Throws
- * `ERR_STICKY_NO_LISTENING_SOCKET` otherwise.
+ * `ERR_STICKY_NO_LISTENING_SOCKET` otherwise. Returns this worker's own
+ * reference to the socket (a duplicate of `fd`, which the runtime's listener
+ * owns), through which the worker takes what is queued when it closes.
  */
-export declare function claimListeningFd(fd: number): void
+export declare function claimListeningFd(fd: number): ListeningSocketHold
 
 /**
  * Connects to the rendezvous socket of a primary set up with
@@ -196,13 +222,6 @@ export interface Connection {
 
 /** Connects to the offer at `name`; `null` when no process listens there. */
 export declare function connectTakeover(name: string): TakeoverClient | null
-
-/**
- * Takes every connection queued on the listening socket `fd` (left open),
- * without waiting: a kernel-mode worker serves them before it closes its
- * copy of its slot's socket. Returns the new descriptors.
- */
-export declare function drainListeningFd(fd: number): Array<number>
 
 /** One descriptor systemd passed. */
 export interface InheritedSocket {
@@ -287,12 +306,17 @@ export interface ListenOptions {
   /**
    * Kernel-steered IP routing: one `SO_REUSEPORT` listening socket per slot,
    * steered by a classic BPF program hashing the source address, so the
-   * primary takes no part in connections at all (fastest). Only with
-   * `routing: 'ip'`; the hash is `hash(ip) % workers` over stable slots, not
-   * the rendezvous hash. When a worker dies its clients wait (queued on its
-   * slot's socket) for the respawned worker instead of moving. Falls back to
-   * the accept loop, with a warning, where the kernel refuses.
-   * @defaultValue `false`
+   * primary takes no part in connections at all (fastest). With
+   * `routing: 'ip'` only; the hash is `hash(ip) % workers` over stable
+   * slots, not the rendezvous hash. When a worker dies its clients wait
+   * (queued on its slot's socket) for the respawned worker instead of
+   * moving. `false` chooses the accept loop (rendezvous hashing: a dead
+   * worker's clients move to their next choice at once, and `stats()` counts
+   * every connection). Where kernel steering cannot work (not Linux, the
+   * kernel refuses the program, `node --permission`, systemd socket
+   * activation, workers forked by the user with `setupMaster`) the accept
+   * loop is used: silently by default, with a warning when `true` was asked for.
+   * @defaultValue `true` with `routing: 'ip'`, else `false`
    */
   kernel?: boolean
   /**
@@ -448,7 +472,10 @@ export interface ResolvedOptions {
   startupWait: number
   shutdownTimeout: number
   handleSignals: boolean
+  /** Steer in the kernel where it can work (see `ListenOptions::kernel`). */
   kernel: boolean
+  /** The user asked for `kernel: true`: falling back is worth a warning. */
+  kernelAsked: boolean
   takeover: boolean
   routing: Routing
   /** Lower case. */

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Balancer = nativeBinding.Balancer
+module.exports.ListeningSocketHold = nativeBinding.ListeningSocketHold
 module.exports.ReuseportGroup = nativeBinding.ReuseportGroup
 module.exports.TakeoverClient = nativeBinding.TakeoverClient
 module.exports.TakeoverOffer = nativeBinding.TakeoverOffer
@@ -845,7 +846,6 @@ module.exports.claimChannel = nativeBinding.claimChannel
 module.exports.claimListeningFd = nativeBinding.claimListeningFd
 module.exports.connectChannel = nativeBinding.connectChannel
 module.exports.connectTakeover = nativeBinding.connectTakeover
-module.exports.drainListeningFd = nativeBinding.drainListeningFd
 module.exports.LoadBalancingMethod = nativeBinding.LoadBalancingMethod
 module.exports.resolveOptions = nativeBinding.resolveOptions
 module.exports.Routing = nativeBinding.Routing

@@ -82,7 +82,7 @@ declare namespace sticky {
     sessions: number
   }
 
-  /** Counters of the primary's accept loop (with `kernel: true`: only the slots; the counters stay 0). */
+  /** Counters of the primary's accept loop (with kernel steering, the default for IP routing: only the slots; the counters stay 0). */
   export interface Stats {
     /** True in kernel-steered mode, where the primary sees no connection. */
     kernel?: boolean

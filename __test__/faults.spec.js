@@ -89,7 +89,9 @@ describe('server.close() in a worker', () => {
 describe('slow, broken and hostile clients', () => {
   let app
   beforeAll(async () => {
-    app = await startApp({ options: { workers: 2 }, headersTimeout: 1000, requestTimeout: 2000, connectionsCheckingInterval: 100 })
+    // The accept loop: what the primary does with hostile clients (kernel
+    // steering never shows them to the primary).
+    app = await startApp({ options: { workers: 2, kernel: false }, headersTimeout: 1000, requestTimeout: 2000, connectionsCheckingInterval: 100 })
   })
 
   test('garbage, immediate resets and silent connections leave the primary serving, with no fd growth', async () => {

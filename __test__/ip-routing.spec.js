@@ -13,10 +13,21 @@ async function whoamiRounds(socket, rounds) {
   return seen
 }
 
-describe('ip routing with socket.io', () => {
+// Both ways of routing by IP: kernel steering (the default on Linux) and the
+// accept loop in the primary (`kernel: false`, and wherever kernel steering
+// cannot work).
+describe.each([
+  ['kernel steering (the default)', {}],
+  ['the accept loop (kernel: false)', { kernel: false }],
+])('ip routing with socket.io: %s', (_, mode) => {
   let app
   beforeAll(async () => {
-    app = await startApp({ options: { workers: 3 } })
+    app = await startApp({ options: { workers: 3, ...mode } })
+  })
+
+  test('the primary routes as asked', async () => {
+    const stats = await app.stats()
+    expect(Boolean(stats.kernel)).toBe(mode.kernel !== false)
   })
 
   test('polling-only clients from 12 addresses complete the handshake and acknowledged emits, each on one worker', async () => {

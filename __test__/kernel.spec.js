@@ -69,7 +69,7 @@ describe('kernel: true where the kernel refuses', () => {
   test('the primary warns and falls back to the accept loop, and clients are served as usual', async () => {
     const app = await startApp({ options: { workers: 2, kernel: true } }, { env: { STICKY_FAULT_INJECTION: 'kernel-unsupported' } })
     const warning = await app.waitFor('warning', (w) => w.code === 'ERR_STICKY_KERNEL_UNSUPPORTED')
-    expect(warning.message).toMatch(/falling back to the accept loop/)
+    expect(warning.message).toMatch(/using the accept loop/)
     const pids = new Set()
     for (let i = 0; i < 10; i++) pids.add((await request(app.port, { localAddress: clientIp(i) })).json.pid)
     expect(pids.size).toBe(2)
@@ -146,7 +146,9 @@ describe('kernel: true, under load', () => {
     const results = await load.stop()
     // Requests the victim took before it was frozen die with it (at most one per load loop).
     expect(failuresOf(results).length).toBeLessThanOrEqual(8)
-    expect(failuresOf(results.filter((r) => r.started >= stoppedAt))).toEqual([])
+    // Strictly later: Date.now() counts milliseconds, and a request started in
+    // the millisecond the stop was seen may have been taken just before it.
+    expect(failuresOf(results.filter((r) => r.started > stoppedAt))).toEqual([])
     expect(results.length).toBeGreaterThan(100)
   })
 

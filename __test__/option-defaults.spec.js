@@ -36,7 +36,7 @@ const names = Object.keys(options)
 const defaults = resolveOptions(undefined, 3)
 
 /** Options whose default is a rule rather than a value, as the docs state it. */
-const RULES = { workers: '`os.cpus().length`' }
+const RULES = { workers: '`os.cpus().length`', kernel: "`true` with `routing: 'ip'`, else `false`" }
 
 test('binding.d.ts declares every option with the default resolveOptions fills in', () => {
   expect(names.length).toBeGreaterThan(15)
@@ -46,10 +46,15 @@ test('binding.d.ts declares every option with the default resolveOptions fills i
   // The rule: the CPU count JavaScript passes.
   expect(resolveOptions({}, 3).workers).toBe(3)
   expect(resolveOptions({}, 7).workers).toBe(7)
+  // The rule: kernel steering by default for IP routing only.
+  expect(resolveOptions({}, 3)).toEqual(expect.objectContaining({ kernel: true, kernelAsked: false }))
+  for (const routing of ['header', 'proxy-protocol', 'sid']) expect(resolveOptions({ routing }, 3)).toEqual(expect.objectContaining({ kernel: false, kernelAsked: false }))
+  expect(resolveOptions({ kernel: true }, 3)).toEqual(expect.objectContaining({ kernel: true, kernelAsked: true }))
+  expect(resolveOptions({ kernel: false }, 3)).toEqual(expect.objectContaining({ kernel: false, kernelAsked: false }))
 })
 
 test('resolveOptions fills in exactly the declared options (and what it derives: hostIsDefault)', () => {
-  expect(Object.keys(defaults).sort()).toEqual([...names, 'hostIsDefault'].sort())
+  expect(Object.keys(defaults).sort()).toEqual([...names, 'hostIsDefault', 'kernelAsked'].sort())
 })
 
 test("the README's option table lists every option of listen (and env) with the same default", () => {

@@ -29,9 +29,13 @@ async function servedByWorkers(app) {
 }
 
 describeWith(`under ${permission} with --allow-addons --allow-child-process --allow-fs-read`, () => {
-  test('the default (accept loop) mode balances clients over the workers', async () => {
+  test('the default mode falls back to the accept loop without a warning (kernel steering was not asked for) and balances clients over the workers', async () => {
     const app = await startApp({ options: { workers: 2 } }, { nodeOptions: NODE_OPTIONS })
     expect((await servedByWorkers(app)).size).toBe(2)
+    const stats = await app.stats()
+    expect(stats.kernel).toBeUndefined()
+    expect(stats.accepted).toBeGreaterThanOrEqual(10)
+    expect(app.find('warning', (w) => w.code === 'ERR_STICKY_KERNEL_UNSUPPORTED')).toEqual([])
     expect(app.find('error')).toEqual([])
     expect(app.find('exit')).toEqual([])
     await app.stop()
@@ -40,7 +44,7 @@ describeWith(`under ${permission} with --allow-addons --allow-child-process --al
   test('kernel: true warns once, naming the permission model, and serves through the accept loop', async () => {
     const app = await startApp({ options: { workers: 2, kernel: true } }, { nodeOptions: NODE_OPTIONS })
     const warning = await app.waitFor('warning', (w) => w.code === 'ERR_STICKY_KERNEL_UNSUPPORTED')
-    expect(warning.message).toMatch(/permission model \(--permission\) denies it.*falling back to the accept loop/)
+    expect(warning.message).toMatch(/permission model \(--permission\) denies it.*using the accept loop/)
     expect((await servedByWorkers(app)).size).toBe(2)
     const stats = await app.stats()
     expect(stats.kernel).toBeUndefined()

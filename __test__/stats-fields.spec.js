@@ -31,7 +31,7 @@ test('each field is a counter or a gauge, with a one-sentence meaning; dropped s
 })
 
 test.each([
-  ['the accept loop', {}],
+  ['the accept loop', { kernel: false }],
   ['kernel mode', { kernel: true }],
 ])('stats() from %s has exactly the listed fields, each a number (a slot state a string)', async (_, mode) => {
   const app = await startApp({ options: { workers: 2, ...mode } })

@@ -207,7 +207,7 @@ describe('takeover: true, kernel-steered (kernel: true)', () => {
 
   test('a new primary that cannot use the group (kernel: false, or other workers) is refused with ERR_STICKY_TAKEOVER_MISMATCH; the old one goes on', async () => {
     const old = await startApp({ options: { workers: 2, kernel: true, takeover: true } })
-    for (const options of [{ workers: 2, takeover: true }, { workers: 3, kernel: true, takeover: true }]) {
+    for (const options of [{ workers: 2, kernel: false, takeover: true }, { workers: 3, kernel: true, takeover: true }]) {
       const fresh = await startApp({ port: old.port, options }, { waitForListening: false })
       const error = await fresh.waitFor('error')
       expect(error.code).toBe('ERR_STICKY_TAKEOVER_MISMATCH')

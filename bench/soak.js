@@ -671,7 +671,9 @@ async function main() {
   watchdog.unref()
 
   const plain = opts.target === 'plain'
-  const options = { workers: opts.workers, routing: opts.routing }
+  // The accept loop, also for 'ip': the soak checks what the primary does
+  // with every connection (in kernel steering it sees none).
+  const options = { workers: opts.workers, routing: opts.routing, kernel: false }
   if (PEEKING.has(opts.routing)) options.headerTimeout = opts.headerTimeout
   const config = {
     ...(plain ? { plain: true } : { options }),

@@ -121,7 +121,7 @@ class Primary extends EventEmitter {
       throw error
     }
     debug('takeover: primary %d offers %d %s socket(s) (workers %d)', offer.pid, offer.sockets, offer.mode, offer.workers)
-    if (options.kernel && !kernel) {
+    if (options.kernelAsked && !kernel) {
       process.emitWarning(`primary ${offer.pid}, taken over, uses the accept loop: so does this one (restart without takeover to switch to kernel steering)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
     }
     return { kind: 'takeover', client, offer, kernel, adopt: client.takeSockets() }
@@ -163,9 +163,17 @@ class Primary extends EventEmitter {
       if (!this.retryTakeover(error, address, source, attempt)) server.emit('error', listenError(error, { host: address, port: this.port }))
       return null
     }
+    // Kernel steering where it can work; the accept loop is the fallback,
+    // worth a warning only when `kernel: true` was asked for.
+    const fallBack = (why) => {
+      if (options.kernelAsked) process.emitWarning(`${why}: using the accept loop (leave kernel unset to use it without this warning)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+      else debug('kernel steering unavailable (%s): using the accept loop', why)
+    }
     const kernel = source.kind === 'takeover' ? source.kernel : options.kernel
     if (kernel && source.kind === 'systemd') {
-      process.emitWarning('kernel: true needs one listening socket per worker and systemd passed one: using the accept loop', { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+      fallBack('kernel steering needs one listening socket per worker and systemd passed one')
+    } else if (kernel && options.rendezvous) {
+      fallBack('kernel steering needs workers that sticky-session-rs forks, and setupMaster() lets you fork them')
     } else if (kernel) {
       try {
         const obstacle = kernelModeObstacle()
@@ -173,7 +181,7 @@ class Primary extends EventEmitter {
         return new KernelGroupListener(spec, options, onEvent)
       } catch (error) {
         if (error.code !== 'ERR_STICKY_KERNEL_UNSUPPORTED' || source.adopt) return failed(error)
-        process.emitWarning(`${error.message}; falling back to the accept loop (leave kernel off to use it without this warning)`, { code: error.code, type: 'StickySessionWarning' })
+        fallBack(error.message)
       }
     }
     // Taking over, the old primary serves until every worker here is ready:

@@ -9,7 +9,7 @@ const os = require('os')
 const path = require('path')
 const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
-const { claimChannel, claimListeningFd, drainListeningFd } = require('./native')
+const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
 const { acceptOnInheritedSocket, adoptingServer, socketFromFd, startReceiving } = require('./runtime')
 const { pm2ClusterModeError } = require('./pm2')
@@ -217,28 +217,43 @@ function closeBetweenRequests(server) {
 /**
  * What every worker does whichever way it gets connections: `stopTaking()`
  * runs once, the moment the server starts closing (user `server.close()`,
- * primary disconnect, SIGTERM, or the primary closing the channel); the
- * worker exits once drained, or after the shutdown timeout.
+ * primary disconnect, SIGTERM, or the primary closing the channel), and
+ * `lastLook()`, when given, right after the server's own listener closed,
+ * for connections to serve before the server may report 'close'; the worker
+ * exits once drained, or after the shutdown timeout.
  */
-function manageLifecycle(server, stopTaking) {
+function manageLifecycle(server, stopTaking, lastLook = null) {
   let closing = false
   const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
   const close = server.close
   const beginClosing = closeBetweenRequests(server)
   server.close = function closeStickyServer(...args) {
-    if (!closing) {
-      closing = true
-      stopTaking()
-      beginClosing()
-      // Connections that never end (websockets, long polls) must not keep a
-      // closing worker alive for ever.
-      setTimeout(() => {
-        debug('worker %d: shutdown timeout; closing remaining connections', process.pid)
-        if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
-        setTimeout(() => process.exit(0), 100).unref()
-      }, shutdownTimeout).unref()
+    if (closing) return close.apply(this, args)
+    closing = true
+    beginClosing()
+    stopTaking()
+    // Connections that never end (websockets, long polls) must not keep a
+    // closing worker alive for ever.
+    setTimeout(() => {
+      debug('worker %d: shutdown timeout; closing remaining connections', process.pid)
+      if (typeof server.closeAllConnections === 'function') server.closeAllConnections()
+      setTimeout(() => process.exit(0), 100).unref()
+    }, shutdownTimeout).unref()
+    if (!lastLook) return close.apply(this, args)
+    // Node reports 'close' as soon as the listener is closed with no
+    // connection counted: count one until the last look has adopted what it
+    // found (Bun's adopting server holds 'close' for adopted connections).
+    const holdsClose = typeof server._emitCloseIfDrained === 'function'
+    if (holdsClose) server._connections++
+    try {
+      return close.apply(this, args)
+    } finally {
+      lastLook()
+      if (holdsClose) {
+        server._connections--
+        server._emitCloseIfDrained()
+      }
     }
-    return close.apply(this, args)
   }
   server.once('close', () => {
     debug('worker %d drained; exiting', process.pid)
@@ -301,21 +316,30 @@ function startWorker(server, options = {}) {
 function startKernelWorker(server) {
   const fd = Number(process.env.STICKY_LISTEN_FD)
   delete process.env.STICKY_LISTEN_FD
-  claimListeningFd(fd)
+  const socket = claimListeningFd(fd)
   const socketOptions = socketOptionsOf(server)
-  // Closing the server closes this process's copy only: while the primary
-  // holds the socket (a reload, a respawn), its queue waits for the
-  // replacement. When the primary shuts down it closes its copies first, so
-  // the socket closes with this one: what the kernel queued for this worker
-  // is taken first, and served, instead of being reset with the socket.
+  const serveQueued = (connections) => {
+    for (const connection of connections) adoptOrClose(server, socketOptions, { fd: connection })
+  }
+  // Closing the server closes this process's copies: while the primary holds
+  // the socket (a reload, a respawn), its queue waits for the replacement.
+  // When the primary shuts down it closes its copies first, so the socket
+  // closes with this worker's: what the kernel queued for this worker is
+  // taken and served instead of being reset with the socket.
   const stopAccepting = acceptOnInheritedSocket(server, fd, privateAddress(), () => {
     debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
     if (process.send) process.send({ stickySessionRs: 'ready' })
   })
-  manageLifecycle(server, () => {
-    for (const connection of drainListeningFd(fd)) adoptOrClose(server, socketOptions, { fd: connection })
-    stopAccepting()
-  })
+  manageLifecycle(
+    server,
+    () => {
+      serveQueued(socket.drain())
+      stopAccepting()
+    },
+    // The runtime's listener has closed; this worker's own reference takes
+    // what arrived meanwhile and closes the socket in one native step.
+    () => serveQueued(socket.drainAndClose()),
+  )
 }
 
 module.exports = { startWorker, claimFromEnvironment, takeChannel }

@@ -10,14 +10,14 @@
 //! socket's queue until the respawned worker, handed the same socket, accepts
 //! them.
 
-use nix::sys::socket::{setsockopt, sockopt};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{SockRef, Socket};
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use crate::primary::{adopt_listener, listening_socket, AdoptError, ListenError};
+use crate::primary::{adopt_listener, bound_socket, listening_socket, AdoptError, ListenError};
 
 const MIX_1: u32 = 0x9e37_79b1;
 const MIX_2: u32 = 0x85eb_ca6b;
@@ -107,6 +107,14 @@ pub fn kernel_slot(client: IpAddr, slots: u32, seed: u32) -> u32 {
 /// (in use, not available, not allowed) means the kernel refuses steering
 /// (old kernel, seccomp): the caller falls back to the accept loop.
 pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> Result<Vec<Socket>, ListenError> {
+  // SO_REUSEPORT lets any socket of this user join a group on the port: a
+  // port another process already serves (a second copy of this app, say)
+  // would be shared silently instead of failing with EADDRINUSE, as it does
+  // for the accept loop. A socket without SO_REUSEPORT binds first, to find
+  // out; it never listens, so no client can reach it.
+  if address.port() != 0 {
+    drop(bound_socket(address, false)?);
+  }
   let mut sockets: Vec<Socket> = Vec::with_capacity(usize::from(slots));
   let mut port = address.port();
   for _ in 0..slots {
@@ -287,6 +295,18 @@ mod tests {
   }
 
   #[test]
+  fn a_group_on_a_port_another_socket_listens_on_fails_with_eaddrinuse_instead_of_joining_it() {
+    let first = bind_group("127.0.0.1:0".parse().unwrap(), 16, 2, 7).unwrap();
+    let taken = first[0].local_addr().unwrap().as_socket().unwrap();
+    let error = bind_group(taken, 16, 2, 7).unwrap_err();
+    assert_eq!(error.source.raw_os_error(), Some(libc::EADDRINUSE), "{error}");
+    assert_eq!(error.syscall, "bind");
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let error = bind_group(plain.local_addr().unwrap(), 16, 2, 7).unwrap_err();
+    assert_eq!(error.source.raw_os_error(), Some(libc::EADDRINUSE), "{error}");
+  }
+
+  #[test]
   fn draining_a_listener_takes_every_queued_connection_and_never_waits() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(false).unwrap();
@@ -294,6 +314,9 @@ mod tests {
       (0..3).map(|_| std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap()).collect();
     let taken = drain_listener(std::os::fd::AsFd::as_fd(&listener));
     assert_eq!(taken.len(), clients.len());
-    assert!(drain_listener(std::os::fd::AsFd::as_fd(&listener)).is_empty(), "an empty queue returns at once, even on a blocking socket");
+    assert!(
+      drain_listener(std::os::fd::AsFd::as_fd(&listener)).is_empty(),
+      "an empty queue returns at once, even on a blocking socket"
+    );
   }
 }

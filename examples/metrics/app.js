@@ -14,7 +14,10 @@ const server = http.createServer((req, res) => {
 })
 
 const workers = Number(process.env.WORKERS) || 2
-if (!sticky.listen(server, Number(process.env.PORT ?? 3000), { workers })) {
+// kernel: false: the accept loop counts every connection it hands out (with
+// kernel steering, the default for IP routing, the primary sees none and only
+// the slot metrics move).
+if (!sticky.listen(server, Number(process.env.PORT ?? 3000), { workers, kernel: false })) {
   // The primary: the balancer's counters (sticky_session_*) and the
   // primary's own process metrics, on a port of their own.
   const client = require('prom-client')

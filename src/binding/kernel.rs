@@ -1,7 +1,7 @@
 //! `ReuseportGroup`: the listening sockets of kernel-steered routing.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
 use napi_derive::napi;
 use socket2::{SockRef, Socket};
@@ -88,9 +88,11 @@ impl ReuseportGroup {
 /// Claims the listening socket a kernel-mode worker inherited (fd `fd`): checks
 /// that it is a listening TCP socket, and makes it close-on-exec so the
 /// worker's own children never inherit it. Throws
-/// `ERR_STICKY_NO_LISTENING_SOCKET` otherwise.
+/// `ERR_STICKY_NO_LISTENING_SOCKET` otherwise. Returns this worker's own
+/// reference to the socket (a duplicate of `fd`, which the runtime's listener
+/// owns), through which the worker takes what is queued when it closes.
 #[napi]
-pub fn claim_listening_fd(fd: i32) -> Result<()> {
+pub fn claim_listening_fd(fd: i32) -> Result<ListeningSocketHold> {
   let not_listening = |why: String| StickyError::NotAListeningSocket { fd, why };
   if fd < 3 {
     return Err(not_listening("a standard stream".into()).into());
@@ -105,20 +107,44 @@ pub fn claim_listening_fd(fd: i32) -> Result<()> {
     return Err(not_listening("a socket, but not a listening TCP one".into()).into());
   }
   SockRef::from(&borrowed).set_cloexec(true).map_err(|error| not_listening(error.to_string()))?;
-  Ok(())
+  // Close-on-exec too (F_DUPFD_CLOEXEC).
+  let held = borrowed.try_clone_to_owned().map_err(|error| not_listening(error.to_string()))?;
+  Ok(ListeningSocketHold { socket: Some(held) })
 }
 
-/// Takes every connection queued on the listening socket `fd` (left open),
-/// without waiting: a kernel-mode worker serves them before it closes its
-/// copy of its slot's socket. Returns the new descriptors.
+/// A kernel-mode worker's own reference to its slot's listening socket.
+///
+/// When the worker closes, the runtime's listener closes its descriptor; if
+/// the primary has closed its copies (shutdown), the socket would close with
+/// it, and the kernel would reset every connection still queued on it. This
+/// reference keeps the socket open past that: `drain_and_close` then takes
+/// what is queued and closes the socket in one step, with no JavaScript in
+/// between, so that hardly any connection can arrive between the last look
+/// at the queue and the close.
 #[napi]
-pub fn drain_listening_fd(fd: i32) -> Vec<i32> {
-  use std::os::fd::{BorrowedFd, IntoRawFd};
-  if fd < 0 {
-    return Vec::new();
+pub struct ListeningSocketHold {
+  socket: Option<OwnedFd>,
+}
+
+#[napi]
+impl ListeningSocketHold {
+  /// Takes every connection queued now, without waiting; the socket stays
+  /// open. Returns their descriptors (JavaScript's from here on).
+  #[napi]
+  pub fn drain(&self) -> Vec<i32> {
+    self.socket.as_ref().map_or_else(Vec::new, |socket| into_raw(reuseport::drain_listener(socket.as_fd())))
   }
-  // SAFETY: JavaScript passes the fd of the listening socket it holds open
-  // for the duration of this call.
-  let listener = unsafe { BorrowedFd::borrow_raw(fd) };
-  reuseport::drain_listener(listener).into_iter().map(IntoRawFd::into_raw_fd).collect()
+
+  /// Takes every connection queued now, then lets go of this reference (the
+  /// socket closes unless the primary still holds it).
+  #[napi]
+  pub fn drain_and_close(&mut self) -> Vec<i32> {
+    let taken = self.drain();
+    self.socket = None;
+    taken
+  }
+}
+
+fn into_raw(connections: Vec<OwnedFd>) -> Vec<i32> {
+  connections.into_iter().map(IntoRawFd::into_raw_fd).collect()
 }

@@ -15,7 +15,7 @@ mod takeover;
 mod worker;
 
 pub use error::{ErrorCode, StickyError};
-pub use kernel::{claim_listening_fd, drain_listening_fd, ReuseportGroup};
+pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
 pub use options::{check_port, resolve_options, ListenOptions, LoadBalancingMethod, ResolvedOptions, Routing};
 pub use primary::Balancer;

@@ -142,12 +142,17 @@ pub struct ListenOptions {
   pub handle_signals: Option<bool>,
   /// Kernel-steered IP routing: one `SO_REUSEPORT` listening socket per slot,
   /// steered by a classic BPF program hashing the source address, so the
-  /// primary takes no part in connections at all (fastest). Only with
-  /// `routing: 'ip'`; the hash is `hash(ip) % workers` over stable slots, not
-  /// the rendezvous hash. When a worker dies its clients wait (queued on its
-  /// slot's socket) for the respawned worker instead of moving. Falls back to
-  /// the accept loop, with a warning, where the kernel refuses.
-  /// @defaultValue `false`
+  /// primary takes no part in connections at all (fastest). With
+  /// `routing: 'ip'` only; the hash is `hash(ip) % workers` over stable
+  /// slots, not the rendezvous hash. When a worker dies its clients wait
+  /// (queued on its slot's socket) for the respawned worker instead of
+  /// moving. `false` chooses the accept loop (rendezvous hashing: a dead
+  /// worker's clients move to their next choice at once, and `stats()` counts
+  /// every connection). Where kernel steering cannot work (not Linux, the
+  /// kernel refuses the program, `node --permission`, systemd socket
+  /// activation, workers forked by the user with `setupMaster`) the accept
+  /// loop is used: silently by default, with a warning when `true` was asked for.
+  /// @defaultValue `true` with `routing: 'ip'`, else `false`
   pub kernel: Option<bool>,
   /// Socket takeover, to replace the whole app (primary and workers) without
   /// refusing a connection. A primary with `takeover: true` offers its
@@ -249,7 +254,10 @@ pub struct ResolvedOptions {
   pub startup_wait: u32,
   pub shutdown_timeout: u32,
   pub handle_signals: bool,
+  /// Steer in the kernel where it can work (see `ListenOptions::kernel`).
   pub kernel: bool,
+  /// The user asked for `kernel: true`: falling back is worth a warning.
+  pub kernel_asked: bool,
   pub takeover: bool,
   pub routing: Routing,
   /// Lower case.
@@ -270,7 +278,8 @@ impl ListenOptions {
   /// (the count Node reports: `os.cpus().length`).
   pub fn resolve(self, cpu_count: u32) -> std::result::Result<ResolvedOptions, StickyError> {
     let routing = self.routing.unwrap_or(Routing::Ip);
-    let kernel = self.kernel.unwrap_or(false);
+    let kernel_asked = self.kernel == Some(true);
+    let kernel = self.kernel.unwrap_or(routing == Routing::Ip);
     if kernel && routing != Routing::Ip {
       return Err(StickyError::KernelNeedsIpRouting { routing: routing.as_str() });
     }
@@ -289,6 +298,7 @@ impl ListenOptions {
       shutdown_timeout: self.shutdown_timeout.unwrap_or(10_000),
       handle_signals: self.handle_signals.unwrap_or(true),
       kernel,
+      kernel_asked,
       takeover: self.takeover.unwrap_or(false),
       routing,
       header: self.header.map_or_else(|| "x-forwarded-for".into(), |header| header.to_ascii_lowercase()),
@@ -584,7 +594,8 @@ mod tests {
         startup_wait: 10_000,
         shutdown_timeout: 10_000,
         handle_signals: true,
-        kernel: false,
+        kernel: true,
+        kernel_asked: false,
         takeover: false,
         routing: Routing::Ip,
         header: "x-forwarded-for".into(),
@@ -619,6 +630,20 @@ mod tests {
       assert!(error.to_string().contains("routing 'ip' only"), "{error}");
     }
     assert!(ListenOptions { kernel: Some(true), ..Default::default() }.resolve(2).unwrap().kernel);
+  }
+
+  #[test]
+  fn kernel_steering_is_the_default_for_ip_routing_only_and_asked_for_only_when_set() {
+    let default = ListenOptions::default().resolve(2).unwrap();
+    assert!(default.kernel && !default.kernel_asked);
+    for routing in [Routing::Header, Routing::ProxyProtocol, Routing::Sid] {
+      let resolved = ListenOptions { routing: Some(routing), ..Default::default() }.resolve(2).unwrap();
+      assert!(!resolved.kernel && !resolved.kernel_asked, "{routing:?}");
+    }
+    let off = ListenOptions { kernel: Some(false), ..Default::default() }.resolve(2).unwrap();
+    assert!(!off.kernel && !off.kernel_asked);
+    let asked = ListenOptions { kernel: Some(true), ..Default::default() }.resolve(2).unwrap();
+    assert!(asked.kernel && asked.kernel_asked);
   }
 
   #[test]

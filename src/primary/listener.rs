@@ -62,6 +62,14 @@ fn bind_exact(address: SocketAddr, backlog: i32) -> Result<Socket, ListenError> 
 /// (`::`) dual-stack. With `reuse_port`, a member of an `SO_REUSEPORT` group
 /// (kernel steering binds one per slot).
 pub fn listening_socket(address: SocketAddr, backlog: i32, reuse_port: bool) -> Result<Socket, ListenError> {
+  let socket = bound_socket(address, reuse_port)?;
+  socket.listen(backlog).map_err(|source| ListenError { address, syscall: "listen", source })?;
+  Ok(socket)
+}
+
+/// A TCP socket bound to `address` as [`listening_socket`] binds it, not yet
+/// listening.
+pub fn bound_socket(address: SocketAddr, reuse_port: bool) -> Result<Socket, ListenError> {
   let fail = |syscall: &'static str| move |source: io::Error| ListenError { address, syscall, source };
   let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(fail("socket"))?;
   if address.is_ipv6() && address.ip().is_unspecified() {
@@ -72,7 +80,6 @@ pub fn listening_socket(address: SocketAddr, backlog: i32, reuse_port: bool) -> 
     socket.set_reuse_port(true).map_err(fail("setsockopt"))?;
   }
   socket.bind(&address.into()).map_err(fail("bind"))?;
-  socket.listen(backlog).map_err(fail("listen"))?;
   Ok(socket)
 }
 

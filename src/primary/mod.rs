@@ -27,8 +27,8 @@ pub use events::{Fault, PrimaryEvent, Problem};
 pub use handle::{descriptor_budget, OpenSlotError, PrimaryConfig, PrimaryHandle, StartError};
 pub use header_reader::HeaderLimits;
 pub use listener::{
-  adopt_listener, bind_listener, errno_name, listening_socket, socket_facts, with_default_host_fallback, AdoptError,
-  ListenError, SocketFacts,
+  adopt_listener, bind_listener, bound_socket, errno_name, listening_socket, socket_facts, with_default_host_fallback,
+  AdoptError, ListenError, SocketFacts,
 };
 pub use rendezvous::AllowedWorkers;
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

@@ -169,7 +169,17 @@ describe('a worker checks the descriptor it is told about before it takes it', (
     const listening = net.createServer()
     await new Promise((resolve) => listening.listen(0, '127.0.0.1', resolve))
     try {
-      expect(claimListeningFd(listening._handle.fd)).toBeUndefined()
+      // The worker's own reference to the socket: a duplicate, so letting go
+      // of it leaves the listener (the runtime's) listening.
+      const held = claimListeningFd(listening._handle.fd)
+      expect(held.drain()).toEqual([])
+      expect(held.drainAndClose()).toEqual([])
+      expect(held.drain()).toEqual([])
+      const connected = await new Promise((resolve, reject) => {
+        const socket = net.connect(listening.address().port, '127.0.0.1', () => resolve(socket))
+        socket.on('error', reject)
+      })
+      connected.destroy()
     } finally {
       listening.close()
     }

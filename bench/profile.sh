@@ -4,8 +4,8 @@
 # flight. Needs `perf` (Debian: linux-perf) and the rights to attach to the
 # processes (root, or kernel.perf_event_paranoid <= 0). Not run by CI.
 #
-#   bash bench/profile.sh ip            # sticky-session-rs, default IP mode
-#   bash bench/profile.sh kernel        # kernel: true
+#   bash bench/profile.sh ip               # sticky-session-rs, default IP mode (kernel steering)
+#   bash bench/profile.sh ip-accept-loop   # IP routing with kernel: false
 #   bash bench/profile.sh none          # cluster SCHED_NONE (the no-balancer limit)
 #   IN_FLIGHT=64 SECONDS_MEASURED=10 bash bench/profile.sh ip
 #
@@ -13,7 +13,7 @@
 # node --perf-basic-prof for JavaScript frames) into the output directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?usage: bench/profile.sh ip|kernel|header|proxy-protocol|sid|none|rr}
+mode=${1:?usage: bench/profile.sh ip|ip-accept-loop|header|proxy-protocol|sid|none|rr}
 in_flight=${IN_FLIGHT:-8}
 measured=${SECONDS_MEASURED:-6}
 out=$(mktemp -d -t sticky-profile-XXXXXX)

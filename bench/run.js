@@ -103,10 +103,11 @@ const vlog = (...a) => { if (opt.verbose) log(...a); };
 const OURS = 'sticky-session-rs';
 const MODES = [
   { name: 'sticky-session-rs (ip)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'ip' }, load: [], check: 'src', storm: true },
-  { name: 'sticky-session-rs (kernel)', script: 'sticky-session-rs.js', ours: true, port0: true,
-    env: { BENCH_ROUTING: 'kernel' }, load: [], check: 'src', storm: true,
-    note: 'kernel: true — SO_REUSEPORT listeners steered by a BPF program on the source address; the primary is out of the path' },
+    env: { BENCH_ROUTING: 'ip' }, load: [], check: 'src', storm: true,
+    note: 'the default options: kernel steering on Linux (SO_REUSEPORT listeners steered by a BPF program on the source address; the primary is out of the path)' },
+  { name: 'sticky-session-rs (ip, accept loop)', script: 'sticky-session-rs.js', ours: true, port0: true,
+    env: { BENCH_ROUTING: 'ip-accept-loop' }, load: [], check: 'src', storm: true,
+    note: 'kernel: false — the primary accepts and hands each fd to the worker' },
   { name: 'sticky-session-rs (header)', script: 'sticky-session-rs.js', ours: true, port0: true,
     env: { BENCH_ROUTING: 'header' }, load: ['--xff', '--src', '127.0.0.1'], check: 'xff', routing: 'header',
     storm: true, stormKind: 'xff' },

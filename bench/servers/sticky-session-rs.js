@@ -1,6 +1,7 @@
 'use strict';
 // sticky-session-rs (this repo): sticky.listen(server, port, { workers, routing })
-// BENCH_ROUTING = ip | kernel | header | proxy-protocol | sid ; BENCH_ADDON = path to the repo root.
+// BENCH_ROUTING = ip (the defaults: kernel steering on Linux) | ip-accept-loop (kernel: false) | kernel (kernel: true)
+//   | header | proxy-protocol | sid ; BENCH_ADDON = path to the repo root.
 // BENCH_EXTRA_OPTS = optional JSON merged into the options (e.g. trusted proxies).
 const path = require('path');
 const c = require('./common');
@@ -19,6 +20,7 @@ if (!sticky || typeof sticky.listen !== 'function') {
 const routing = process.env.BENCH_ROUTING || 'ip';
 const opts = { workers: c.WORKERS };
 if (routing === 'kernel') opts.kernel = true;
+else if (routing === 'ip-accept-loop') opts.kernel = false;
 else if (routing !== 'ip') opts.routing = routing;
 if (process.env.BENCH_EXTRA_OPTS) Object.assign(opts, JSON.parse(process.env.BENCH_EXTRA_OPTS));
 

@@ -779,11 +779,14 @@ async function main() {
   };
   fs.mkdirSync(RESULTS, { recursive: true });
   const md = markdown(rows, meta);
-  fs.writeFileSync(path.join(RESULTS, 'latest.json'), JSON.stringify({ meta, summary: rows, runs: records }, null, 2) + '\n');
-  fs.writeFileSync(path.join(RESULTS, 'latest.md'), md);
-  fs.writeFileSync(path.join(RESULTS, 'chart.svg'), svgChart(rows, meta));
+  // A quick run (CI's smoke) leaves the committed results of a full run alone.
+  const name = opt.quick ? 'quick' : 'latest';
+  const chart = opt.quick ? 'chart-quick.svg' : 'chart.svg';
+  fs.writeFileSync(path.join(RESULTS, `${name}.json`), JSON.stringify({ meta, summary: rows, runs: records }, null, 2) + '\n');
+  fs.writeFileSync(path.join(RESULTS, `${name}.md`), md);
+  fs.writeFileSync(path.join(RESULTS, chart), svgChart(rows, meta));
   console.log(markdownTable(rows));
-  log(`done in ${meta.elapsed_s.toFixed(1)}s; wrote bench/results/latest.{json,md} and chart.svg`);
+  log(`done in ${meta.elapsed_s.toFixed(1)}s; wrote bench/results/${name}.{json,md} and ${chart}`);
 
   // The plain-cluster baselines depend on Node only: if they fail, the harness is broken.
   const broken = rows.filter((r) => MODES.find((m) => m.name === r.mode).baseline && r.status !== 'ok');

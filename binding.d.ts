@@ -84,6 +84,13 @@ export declare class ReuseportGroup {
    * worker's stdio at fork, do not close it.
    */
   fd(slot: number): number
+  /**
+   * Shutdown: every socket of the group stops taking new connections
+   * (their SYNs are dropped) while handshakes under way complete and what is
+   * queued stays for the workers (`reuseport::refuse_new_connections`).
+   * Returns false when the kernel refused the filter.
+   */
+  refuseNewConnections(): boolean
   /** Closes every socket of the group (connections still queued are reset). */
   close(): void
 }

@@ -162,10 +162,12 @@ describe('pm2 fork mode (examples/pm2/ecosystem.config.js)', () => {
 
   // pm2 reloads only cluster-mode apps gracefully: for a fork-mode app,
   // `reload` is `restart` (pm2 7 lib/God/Reload.js): SIGINT, wait for the
-  // process tree to exit, start the script again. Between the old primary
-  // closing its listening socket and the new one binding, connections are
-  // refused. Measured here so that the README's account stays true.
-  test.each([['restart'], ['reload']])('pm2 %s of a fork-mode app stops the primary, then starts a new one: connections are refused in between, none is reset', async (command) => {
+  // process tree to exit, start the script again. The app steers in the
+  // kernel (the default): shutting down, the old group drops new connection
+  // requests, whose clients send them again a second later, to the new
+  // primary if it listens by then, else they are refused. Measured here so
+  // that the README's account stays true.
+  test.each([['restart'], ['reload']])('pm2 %s of a fork-mode app stops the primary, then starts a new one: a connection in between waits or is refused, none is reset', async (command) => {
     const [{ pid: oldPrimary, pm2_env: { restart_time: restartsBefore } }] = await pm2List()
     const load = startLoad(port, { path: '/', concurrency: 8, clients: 40 })
     await sleep(300)
@@ -184,7 +186,7 @@ describe('pm2 fork mode (examples/pm2/ecosystem.config.js)', () => {
     console.log(`pm2 ${command} (fork mode) under load: ${results.length} requests, ${failures.length} failed ${JSON.stringify(byCode)}, refused during ${window} ms (from ${refused.length ? refused[0].started - issued : '-'} ms after the command)`)
     const [app] = await pm2List()
     expect(app.pm2_env.restart_time).toBe(restartsBefore + 1)
-    expect(refused.length).toBeGreaterThan(0)
+    expect(new Set(results.filter((r) => r.ok && r.started > issued).map((r) => r.pid)).size).toBeGreaterThan(0)
     // The old primary drained what it had accepted: nothing else failed.
     expect(failures.filter((f) => f.error !== 'ECONNREFUSED')).toEqual([])
   }, 45000)

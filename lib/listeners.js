@@ -89,6 +89,9 @@ class AcceptLoopListener {
  * socket and the primary sees no connection. The primary keeps every socket
  * open, so a slot's queue waits for its respawned worker.
  */
+/** How long a shutting-down group lets handshakes under way complete before its sockets close. */
+const HANDSHAKE_SETTLE_MS = 100
+
 class KernelGroupListener {
   /** Binds (or adopts `spec.adopt`) the group; throws as `new ReuseportGroup` does. */
   constructor(spec, options, onEvent) {
@@ -135,15 +138,24 @@ class KernelGroupListener {
   }
 
   /**
-   * The primary's copies close first, so each socket closes with its worker's
-   * copy: a worker takes what is queued on its socket before it closes it
-   * (lib/worker.js), and new connections are refused instead of queued for
-   * nobody. The workers accept on their own sockets: nothing accepted waits
-   * in the primary.
+   * Shutdown (`refuseNew`): the group stops taking new connections (their
+   * SYNs are dropped: the clients send them again a second later, and are
+   * refused once the sockets are closed, or served by a primary started
+   * meanwhile); handshakes under way get `HANDSHAKE_SETTLE_MS` to complete.
+   * Then the primary's copies close, so each socket closes with its
+   * worker's, which serves what is queued on it first (lib/worker.js): no
+   * connection is queued or half-open when the last copy closes. Handing the
+   * group over (a takeover), the sockets go on taking connections for the
+   * new primary: the copies just close. Nothing accepted waits in the
+   * primary.
    */
-  stopAccepting() {
-    this.group.close()
-    process.nextTick(() => this.onEvent({ kind: 'drained' }))
+  stopAccepting(drainQueue, { refuseNew = false } = {}) {
+    const closeCopies = () => {
+      this.group.close()
+      this.onEvent({ kind: 'drained' })
+    }
+    if (refuseNew && this.group.refuseNewConnections()) setTimeout(closeCopies, HANDSHAKE_SETTLE_MS)
+    else process.nextTick(closeCopies)
   }
 
   /** Every worker has exited (the sockets are already closed). */

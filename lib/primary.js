@@ -59,6 +59,8 @@ class Primary extends EventEmitter {
     this.forked = new Set()
     /** With `takeover: true`: the offer of this primary's sockets to a later primary. */
     this.takeoverOffer = null
+    /** Set once a takeover took this primary's sockets: closing then leaves them taking connections. */
+    this.handedOver = false
     /** While taking over: waiting for this primary's workers. */
     this.takeoverWait = null
   }
@@ -316,6 +318,7 @@ class Primary extends EventEmitter {
         if (this.takeoverOffer) this.takeoverOffer.close()
         this.takeoverOffer = null
         announce(`primary ${process.pid} handed ${this.where()} over to primary ${event.pid}; draining, then exiting with code 0`)
+        this.handedOver = true
         this.close(() => process.exit(0))
         break
     }
@@ -491,7 +494,9 @@ class Primary extends EventEmitter {
     if (!listener) return disconnectWorkers()
     this.once('closed', () => listener.close())
     this.once('drained', disconnectWorkers)
-    listener.stopAccepting(!client)
+    // Refusing new connections is for a shutdown: sockets handed over (or
+    // still the old primary's, taking over) go on serving.
+    listener.stopAccepting(!client, { refuseNew: !client && !this.handedOver })
   }
 
   /**

@@ -135,6 +135,36 @@ pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> R
   Ok(sockets)
 }
 
+/// A socket filter for a listening TCP socket that drops new connection
+/// requests (a SYN without ACK) and lets everything else through: the final
+/// ACKs of handshakes under way still complete them.
+pub fn refusing_program() -> Vec<Instruction> {
+  use libc::{BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET};
+  const TCP_FLAGS: u32 = 13;
+  const SYN: u32 = 0x02;
+  const ACK: u32 = 0x10;
+  vec![
+    stmt(BPF_LD | BPF_B | BPF_ABS, TCP_FLAGS),  // 0: the TCP header's flags
+    stmt(BPF_ALU | BPF_AND | BPF_K, SYN | ACK), // 1
+    jump(BPF_JMP | BPF_JEQ | BPF_K, SYN, 0, 1), // 2: a SYN alone -> 3, else -> 4
+    stmt(BPF_RET | BPF_K, 0),                   // 3: drop
+    stmt(BPF_RET | BPF_K, u32::MAX),            // 4: keep
+  ]
+}
+
+/// Stops `socket` (listening) from taking new connections while it stays
+/// open: from now on a client's SYN is dropped (the client sends it again a
+/// second later, and is refused once the socket is closed, or served by a
+/// process listening by then), while handshakes under way complete and
+/// queue as usual. What a shutdown does before the last look at the queue,
+/// so that no connection can arrive between that look and the close (a
+/// connection queued or half-open when a listening socket closes is reset).
+pub fn refuse_new_connections(socket: &Socket) -> io::Result<()> {
+  let program: Vec<socket2::SockFilter> =
+    refusing_program().iter().map(|op| socket2::SockFilter::new(op.code, op.jt, op.jf, op.k)).collect();
+  socket.attach_filter(&program)
+}
+
 /// Attaches `program` to the `SO_REUSEPORT` group of `socket`.
 fn attach_steering(socket: &Socket, program: &[Instruction]) -> io::Result<()> {
   let len = u16::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -304,6 +334,24 @@ mod tests {
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let error = bind_group(plain.local_addr().unwrap(), 16, 2, 7).unwrap_err();
     assert_eq!(error.source.raw_os_error(), Some(libc::EADDRINUSE), "{error}");
+  }
+
+  #[test]
+  fn a_listener_refusing_new_connections_keeps_the_queued_ones_and_never_completes_a_new_handshake() {
+    use std::os::fd::AsFd;
+    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+    let address = listener.local_addr().unwrap();
+    let queued = std::net::TcpStream::connect(address.as_socket().unwrap()).unwrap();
+    refuse_new_connections(&listener).unwrap();
+    // A new client: its SYN is dropped, so its connect does not complete.
+    let late = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    late.set_nonblocking(true).unwrap();
+    let _ = late.connect(&address);
+    let mut writable = [PollFd::new(late.as_fd(), PollFlags::POLLOUT)];
+    assert_eq!(nix::poll::poll(&mut writable, PollTimeout::from(300u16)).unwrap(), 0, "the new handshake completed");
+    let taken = drain_listener(listener.as_fd());
+    assert_eq!(taken.len(), 1, "the connection queued before stays, and no other arrives");
+    drop(queued);
   }
 
   #[test]

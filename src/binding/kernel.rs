@@ -78,6 +78,15 @@ impl ReuseportGroup {
     )
   }
 
+  /// Shutdown: every socket of the group stops taking new connections
+  /// (their SYNs are dropped) while handshakes under way complete and what is
+  /// queued stays for the workers (`reuseport::refuse_new_connections`).
+  /// Returns false when the kernel refused the filter.
+  #[napi]
+  pub fn refuse_new_connections(&self) -> bool {
+    self.sockets.iter().all(|socket| reuseport::refuse_new_connections(socket).is_ok())
+  }
+
   /// Closes every socket of the group (connections still queued are reset).
   #[napi]
   pub fn close(&mut self) {

@@ -3,24 +3,11 @@
 // talks to them with real clients from several loopback addresses.
 
 const path = require('path')
-const { request, ioClient, once, emitWithAck, waitUntil, clientIp } = require('./helpers')
+const { request, ioClientsClosedAfterEach, once, emitWithAck, waitUntil, clientIp } = require('./helpers')
 const { startExample, stopAllProcesses, isAlive } = require('./fixtures/examples/processes')
 
 const EXAMPLES = path.join(__dirname, '..', 'examples')
-const sockets = []
-
-function connect(port, localAddress, options) {
-  const socket = ioClient(port, localAddress, options)
-  sockets.push(socket)
-  return socket
-}
-
-afterEach(async () => {
-  // Let the clients' close requests finish before a server goes away.
-  const open = sockets.splice(0)
-  for (const socket of open) socket.close()
-  if (open.length) await new Promise((resolve) => setTimeout(resolve, 300))
-})
+const connect = ioClientsClosedAfterEach()
 
 afterAll(async () => {
   await stopAllProcesses()

@@ -172,6 +172,24 @@ function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/who
 const failuresOf = (results) => results.filter((r) => !r.ok)
 
 /** A socket.io client whose every connection comes from `localAddress`. */
+/**
+ * `ioClient` for a spec file whose clients are all closed after each test;
+ * their close requests get 300 ms to finish before a server goes away.
+ */
+function ioClientsClosedAfterEach() {
+  const sockets = []
+  afterEach(async () => {
+    const open = sockets.splice(0)
+    for (const socket of open) socket.close()
+    if (open.length) await new Promise((resolve) => setTimeout(resolve, 300))
+  })
+  return (port, localAddress, options) => {
+    const socket = ioClient(port, localAddress, options)
+    sockets.push(socket)
+    return socket
+  }
+}
+
 function ioClient(port, localAddress, { transports = ['polling'], upgrade = false, tls = false, ...options } = {}) {
   const agent = tls
     ? new https.Agent({ localAddress, rejectUnauthorized: false })
@@ -324,4 +342,4 @@ module.exports = {
   runtimeForUser,
   pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
-  freePort, startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }
+  freePort, startApp, stopAll, request, ioClient, ioClientsClosedAfterEach, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }

@@ -12,7 +12,7 @@ const { execFile } = require('child_process')
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
-const { request, ioClient, once, emitWithAck, freePort, clientIp, pathWithoutRust, requireProgram } = require('./helpers')
+const { request, ioClientsClosedAfterEach, once, emitWithAck, freePort, clientIp, pathWithoutRust, requireProgram } = require('./helpers')
 const { startProcess, stopAllProcesses } = require('./fixtures/examples/processes')
 const { startRegistry } = require('./fixtures/registry')
 const { platformOfTarget } = require('../lib/platform')
@@ -50,7 +50,7 @@ let tmp
 let publishOutput = ''
 let anonymousFailure
 let publishedWithoutToken
-const sockets = []
+const ioClient = ioClientsClosedAfterEach()
 
 function run(command, args, { cwd, env, timeout = 120000 } = {}) {
   return new Promise((resolve, reject) => {
@@ -101,12 +101,6 @@ beforeAll(async () => {
   publishOutput = await publish(await registry.login())
   process.stderr.write(`registry.spec: publish command with a token took ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
 }, 25 * 60000)
-
-afterEach(async () => {
-  const open = sockets.splice(0)
-  for (const socket of open) socket.close()
-  if (open.length) await new Promise((resolve) => setTimeout(resolve, 300))
-})
 
 afterAll(async () => {
   await stopAllProcesses()
@@ -192,7 +186,6 @@ describe('npm install sticky-session-rs from the registry, without Rust', () => 
     for (let i = 0; i < 24 && (i < 6 || seen.size < workers); i++) {
       const ip = clientIp(i)
       const socket = ioClient(port, ip)
-      sockets.push(socket)
       await once(socket, 'connect')
       const first = await emitWithAck(socket, 'whoami')
       for (let round = 0; round < 2; round++) expect(await emitWithAck(socket, 'whoami')).toEqual(first)

@@ -46,26 +46,13 @@ function socketFromFd(fd, { allowHalfOpen, paused }) {
     socket.connect({ fd, pauseOnConnect: paused })
     return socket
   }
-  const tcp = tcpSocketHandles()
+  const { binding: tcp } = tcpWrap()
   if (tcp) {
     const handle = new tcp.TCP(tcp.constants.SOCKET)
     if (handle.open(fd) === 0) return new net.Socket({ handle, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
     handle.close()
   }
   return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen, pauseOnCreate: paused })
-}
-
-let tcpBinding
-/** Node's `tcp_wrap`, or null where it is denied (looked up once). */
-function tcpSocketHandles() {
-  if (tcpBinding === undefined) {
-    try {
-      tcpBinding = tcpWrap()
-    } catch {
-      tcpBinding = null
-    }
-  }
-  return tcpBinding
 }
 
 /**
@@ -92,6 +79,7 @@ function adoptingServer(server) {
 
 // ---- kernel mode: accepting on a listening socket from the primary ----------
 
+let tcpWrapLookup
 /**
  * Node's TCP handle class, through which a worker accepts on the listening
  * socket it inherited. Node has no public API for this: `listen({ fd })` in a
@@ -99,10 +87,18 @@ function adoptingServer(server) {
  * `net.BoundSocket` make new sockets (whose index in the reuseport group moves
  * when a worker leaves), and passing a server handle over IPC makes the
  * primary accept on it. `process.binding` is denied under the permission
- * model (`--permission`).
+ * model (`--permission`). Looked up once: `{ binding }`, or `{ error }` why
+ * it cannot be had.
  */
 function tcpWrap() {
-  return process.binding('tcp_wrap')
+  if (!tcpWrapLookup) {
+    try {
+      tcpWrapLookup = { binding: process.binding('tcp_wrap') }
+    } catch (error) {
+      tcpWrapLookup = { error }
+    }
+  }
+  return tcpWrapLookup
 }
 
 /**
@@ -113,13 +109,10 @@ function tcpWrap() {
  */
 function kernelModeObstacle() {
   if (isBun) return null
-  try {
-    tcpWrap()
-    return null
-  } catch (error) {
-    const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`
-    return `kernel: true needs process.binding('tcp_wrap') in each worker to accept on its slot's socket, and ${why}; no public Node API lets a cluster worker do this`
-  }
+  const { error } = tcpWrap()
+  if (!error) return null
+  const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`
+  return `kernel: true needs process.binding('tcp_wrap') in each worker to accept on its slot's socket, and ${why}; no public Node API lets a cluster worker do this`
 }
 
 /**
@@ -144,7 +137,9 @@ function acceptOnInheritedSocket(server, fd, privateAddress, onListening) {
     server.listen({ path: privateAddress, exclusive: true }, () => acceptor.listen({ fd, exclusive: true }, onListening))
     return () => acceptor.close()
   }
-  const { TCP, constants } = tcpWrap()
+  const { binding, error: unavailable } = tcpWrap()
+  if (unavailable) throw unavailable
+  const { TCP, constants } = binding
   const handle = new TCP(constants.SERVER)
   const error = handle.open(fd)
   if (error) {

@@ -232,20 +232,8 @@ pub fn shutdown_read(channel: BorrowedFd<'_>) {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::test_support::{descriptors_referring_to, referents};
   use std::os::fd::AsFd;
-
-  /// How many of this process's descriptors refer to the socket `fd` refers
-  /// to (its own included). Counting every open descriptor would race with
-  /// the tests running beside this one; nothing else opens this socket.
-  fn descriptors_of(fd: &OwnedFd) -> usize {
-    let target = |path: std::path::PathBuf| std::fs::read_link(path).ok();
-    let socket = target(format!("/proc/self/fd/{}", fd.as_raw_fd()).into());
-    std::fs::read_dir("/proc/self/fd")
-      .unwrap()
-      .filter_map(|entry| target(entry.ok()?.path()))
-      .filter(|link| Some(link) == socket.as_ref())
-      .count()
-  }
 
   #[test]
   fn a_record_and_its_descriptor_cross_the_channel() {
@@ -310,10 +298,11 @@ mod tests {
     let mut head = [0u8; 4];
     assert_eq!(peek_record(worker.as_fd(), &mut head).unwrap_err().kind(), io::ErrorKind::WouldBlock);
     send_record(primary.as_fd(), b"record", &[payload.as_fd()]).unwrap();
-    assert_eq!(descriptors_of(&payload), 1);
+    let sent = referents(&[payload.as_fd()]);
+    assert_eq!(descriptors_referring_to(&sent), 1);
     assert_eq!(peek_record(worker.as_fd(), &mut head).unwrap(), 4);
     assert_eq!(&head, b"reco");
-    assert_eq!(descriptors_of(&payload), 1, "no descriptor installed by the peek");
+    assert_eq!(descriptors_referring_to(&sent), 1, "no descriptor installed by the peek");
     let mut buf = [0u8; 8];
     let got = recv_record(worker.as_fd(), &mut buf, false).unwrap();
     assert_eq!((&buf[..got.len], got.fds.len()), (&b"record"[..], 1));

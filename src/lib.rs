@@ -27,4 +27,6 @@ pub mod wire;
 pub mod worker;
 
 mod binding;
+#[cfg(test)]
+mod test_support;
 pub use binding::*;

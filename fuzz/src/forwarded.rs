@@ -8,34 +8,14 @@
 //! concatenation of each line's nodes), a line yields at most one node per
 //! comma, and addresses are canonical.
 
-use crate::nodes::{ForwardedValues, Generated, Lines};
-use crate::{broken, NearMiss};
-use arbitrary::Arbitrary;
+use crate::broken;
+use crate::nodes::{ForwardedValues, LinesInput};
 use sticky_session_rs::parsers::forwarded::{parse_forwarded, ForwardedNode};
 
-#[derive(Arbitrary, Debug)]
-pub enum Input {
-  /// Any bytes, one header line per `\n`.
-  Raw(Lines),
-  Generated(ForwardedValues),
-  NearMiss(NearMiss<ForwardedValues>),
-}
+pub type Input = LinesInput<ForwardedValues>;
 
 pub fn check(input: &Input) {
-  match input {
-    Input::Raw(lines) => {
-      check_any(&lines.to_vecs());
-    }
-    Input::NearMiss(near_miss) => {
-      check_any(&Lines::from_near_miss(near_miss).to_vecs());
-    }
-    Input::Generated(ForwardedValues(Generated { values, nodes })) => {
-      let got = check_any(values);
-      if got != *nodes {
-        broken(&values.join(&b'\n'), format!("expected {nodes:?}, got {got:?}"));
-      }
-    }
-  }
+  input.check(check_any)
 }
 
 fn check_any(values: &[Vec<u8>]) -> Vec<ForwardedNode> {

@@ -1,7 +1,7 @@
 //! Forwarding-header nodes and whole `X-Forwarded-For` / `Forwarded`
 //! values, each with the nodes the parsers must return.
 
-use crate::{addresses, below, escape, one_in, pick, range, small_len, Bytes, Gen, NearMiss, Render};
+use crate::{addresses, below, broken, escape, one_in, pick, range, small_len, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
 use std::fmt;
 use std::net::IpAddr;
@@ -337,4 +337,49 @@ pub fn forwarded_values(u: &mut Unstructured) -> Gen<ValuesAndNodes> {
     .map(|line| line.into_iter().map(|(text, _)| text).collect::<Vec<_>>().join(&b","[..]))
     .collect();
   Ok((values, nodes))
+}
+
+/// The input of a forwarding-header target: any bytes (one header line per
+/// `\n`), lines `V` generated with the nodes they must give, or a near miss
+/// of those.
+#[derive(Arbitrary, Debug)]
+#[arbitrary(bound = "V: Arbitrary<'arbitrary> + Render")]
+pub enum LinesInput<V> {
+  Raw(Lines),
+  Generated(V),
+  NearMiss(NearMiss<V>),
+}
+
+impl<V: AsRef<Generated>> LinesInput<V> {
+  /// Runs `check_any` (the target's checks, returning the nodes parsed) on
+  /// the lines; generated lines must give the nodes they were made from.
+  pub fn check(&self, check_any: impl Fn(&[Vec<u8>]) -> Vec<ForwardedNode>) {
+    match self {
+      LinesInput::Raw(lines) => {
+        check_any(&lines.to_vecs());
+      }
+      LinesInput::NearMiss(near_miss) => {
+        check_any(&Lines::from_near_miss(near_miss).to_vecs());
+      }
+      LinesInput::Generated(generated) => {
+        let Generated { values, nodes } = generated.as_ref();
+        let got = check_any(values);
+        if got != *nodes {
+          broken(&values.join(&b'\n'), format!("expected {nodes:?}, got {got:?}"));
+        }
+      }
+    }
+  }
+}
+
+impl AsRef<Generated> for XffValues {
+  fn as_ref(&self) -> &Generated {
+    &self.0
+  }
+}
+
+impl AsRef<Generated> for ForwardedValues {
+  fn as_ref(&self) -> &Generated {
+    &self.0
+  }
 }

@@ -185,7 +185,7 @@ fn model_handoffs(record: &[u8]) -> Result<Vec<Handoff>, WireError> {
   if record.len() <= HANDOFF_LEN {
     return model_handoff(record).map(|handoff| vec![handoff]);
   }
-  if record.len() % HANDOFF_LEN != 0 || record.len() > MAX_HANDOFF_RECORD_LEN {
+  if !record.len().is_multiple_of(HANDOFF_LEN) || record.len() > MAX_HANDOFF_RECORD_LEN {
     return Err(WireError::HandoffLength { len: record.len() });
   }
   record.chunks(HANDOFF_LEN).map(model_handoff).collect()

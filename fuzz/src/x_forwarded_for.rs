@@ -10,34 +10,14 @@
 //! `for="..."` quoted strings (escaping only `"` and `\`, or every byte)
 //! give the same nodes from `parse_forwarded`.
 
-use crate::nodes::{self, Generated, Lines, XffValues};
-use crate::{broken, escape, NearMiss};
-use arbitrary::Arbitrary;
+use crate::nodes::{self, LinesInput, XffValues};
+use crate::{broken, escape};
 use sticky_session_rs::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for, ForwardedNode};
 
-#[derive(Arbitrary, Debug)]
-pub enum Input {
-  /// Any bytes, one header line per `\n`.
-  Raw(Lines),
-  Generated(XffValues),
-  NearMiss(NearMiss<XffValues>),
-}
+pub type Input = LinesInput<XffValues>;
 
 pub fn check(input: &Input) {
-  match input {
-    Input::Raw(lines) => {
-      check_any(&lines.to_vecs());
-    }
-    Input::NearMiss(near_miss) => {
-      check_any(&Lines::from_near_miss(near_miss).to_vecs());
-    }
-    Input::Generated(XffValues(Generated { values, nodes })) => {
-      let got = check_any(values);
-      if got != *nodes {
-        broken(&values.join(&b'\n'), format!("expected {nodes:?}, got {got:?}"));
-      }
-    }
-  }
+  input.check(check_any)
 }
 
 fn check_any(values: &[Vec<u8>]) -> Vec<ForwardedNode> {

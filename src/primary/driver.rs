@@ -476,6 +476,7 @@ mod tests {
   use crate::hrw::Rendezvous;
   use crate::primary::ledger::Limits;
   use crate::primary::stats::Stats;
+  use crate::test_support::{descriptors_referring_to, referents};
   use crate::wire::{decode_handoffs, encode_reply};
   use std::sync::atomic::Ordering::Relaxed;
   use std::sync::Arc;
@@ -552,21 +553,8 @@ mod tests {
     let (mut driver, stats) = driver(1);
     let (_channel, worker, _task) = attach(&mut driver, 0, 1);
     let connections: Vec<Connection> = (0..5).map(|_| connection()).collect();
-    // What each connection's descriptor refers to (counting every descriptor
-    // of the process would race with the tests running beside this one).
-    let sockets: Vec<std::path::PathBuf> = connections
-      .iter()
-      .map(|connection| {
-        std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&connection.fd))).unwrap()
-      })
-      .collect();
-    let still_open = || {
-      std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|link| sockets.contains(link))
-        .count()
-    };
+    let sockets = referents(&connections.iter().map(|connection| connection.fd.as_fd()).collect::<Vec<_>>());
+    let still_open = || descriptors_referring_to(&sockets);
     assert_eq!(still_open(), 5);
     driver.begin_burst();
     for connection in connections {

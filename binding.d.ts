@@ -36,9 +36,12 @@ export declare class Balancer {
    * Stops accepting and closes the listening socket. `drainQueue` (default
    * true): first take the connections already in the listen queue; false
    * leaves them to the other process holding the socket (a takeover that
-   * gave up).
+   * gave up). `refuseNew` (default false; a shutdown, where no other
+   * process serves the socket): new connection requests are dropped first
+   * and handshakes under way complete, so that no connection is queued
+   * when the socket closes.
    */
-  close(drainQueue?: boolean | undefined | null): void
+  close(drainQueue?: boolean | undefined | null, refuseNew?: boolean | undefined | null): void
 }
 
 /**
@@ -51,16 +54,40 @@ export declare class Balancer {
  * what is queued and closes the socket in one step, with no JavaScript in
  * between, so that hardly any connection can arrive between the last look
  * at the queue and the close.
+ *
+ * It also runs the worker's relief thread (`crate::relief`), and counts
+ * what the worker accepts in its seat of the counters the primary reads.
  */
 export declare class ListeningSocketHold {
   /**
-   * Takes every connection queued now, without waiting; the socket stays
-   * open. Returns their descriptors (JavaScript's from here on).
+   * The socket's accept-queue limit (its backlog as the primary set it,
+   * capped by `net.core.somaxconn`): what the runtime's listener must keep
+   * when it calls `listen` again. `null` when the kernel does not say.
+   */
+  queueLimit(): number | null
+  /**
+   * One connection accepted by the runtime's listener: counted in the
+   * shared counters (no message to the primary).
+   */
+  countAccepted(): void
+  /**
+   * Starts the relief thread: when the socket's queue is over a quarter
+   * full (the JavaScript thread has not accepted for a while), it takes
+   * what is queued into the process, within a quarter of the open-file
+   * limit, and calls `onConnections(fds)` on the event loop with them (the
+   * caller's from then on). Does not keep the event loop alive.
+   */
+  startRelief(onConnections: (fds: Array<number>) => void): void
+  /**
+   * Stops the relief thread and takes what it held and every connection
+   * queued now, without waiting (in that order: the held ones are older);
+   * the socket stays open. Returns their descriptors (JavaScript's from
+   * here on).
    */
   drain(): Array<number>
   /**
-   * Takes every connection queued now, then lets go of this reference (the
-   * socket closes unless the primary still holds it).
+   * As `drain`, then lets go of this reference (the socket closes unless
+   * the primary still holds it).
    */
   drainAndClose(): Array<number>
 }
@@ -68,7 +95,8 @@ export declare class ListeningSocketHold {
 /**
  * One listening socket per slot, in one `SO_REUSEPORT` group steered by
  * source address. The primary keeps them all open; each worker is given its
- * slot's socket.
+ * slot's socket, and a seat in the counters the primary shares with the
+ * workers (when the region could be made: else they count nothing).
  */
 export declare class ReuseportGroup {
   /**
@@ -84,6 +112,29 @@ export declare class ReuseportGroup {
    * worker's stdio at fork, do not close it.
    */
   fd(slot: number): number
+  /**
+   * The descriptor of the counters shared with the workers, for a worker's
+   * stdio at fork (still the group's: do not close it); `null` without.
+   */
+  statsFd(): number | null
+  /**
+   * A seat in the shared counters for a worker about to be forked into
+   * `slot`; `null` when there is none (its worker then counts nothing).
+   */
+  takeSeat(slot: number): number | null
+  /**
+   * The worker on `seat` has exited: what it counted stays its slot's, and
+   * the seat is free for another.
+   */
+  releaseSeat(seat: number): void
+  /**
+   * `stats()` of a kernel-steered primary: per slot, what its workers
+   * accepted and relieved (from the shared counters) and its queue and
+   * drops (from the kernel), the host's listen counters; the accept loop's
+   * counters are 0 (the primary sees no connection), and so are each
+   * slot's `pid`, `state` and `respawns`, which JavaScript knows.
+   */
+  stats(): StatsObject
   /**
    * Shutdown: every socket of the group stops taking new connections
    * (their SYNs are dropped) while handshakes under way complete and what is
@@ -208,9 +259,12 @@ export declare function claimChannel(fd: number): WorkerChannel
  * worker's own children never inherit it. Throws
  * `ERR_STICKY_NO_LISTENING_SOCKET` otherwise. Returns this worker's own
  * reference to the socket (a duplicate of `fd`, which the runtime's listener
- * owns), through which the worker takes what is queued when it closes.
+ * owns), through which the worker takes what is queued when it closes,
+ * relieves the queue and counts what it accepts. `statsFd` and `seat`, when
+ * the primary gave them, are the shared counters and this worker's seat in
+ * them; `statsFd` is closed here.
  */
-export declare function claimListeningFd(fd: number): ListeningSocketHold
+export declare function claimListeningFd(fd: number, statsFd?: number | undefined | null, seat?: number | undefined | null): ListeningSocketHold
 
 /**
  * Connects to the rendezvous socket of a primary set up with
@@ -525,6 +579,18 @@ export interface SlotStatsObject {
   pending: number
   /** Engine.io sessions this slot owns (sid routing). */
   sessions: number
+  /** Kernel steering: connections the slot's workers took off its socket (counted by the workers in memory shared with the primary). */
+  accepted: number
+  /** Kernel steering: connections waiting in the slot's accept queue now, as the kernel reports it. */
+  queued: number
+  /** Kernel steering: the most connections the slot's accept queue holds (backlog, capped by net.core.somaxconn). */
+  queueLimit: number
+  /** Kernel steering: connection requests and handshakes the kernel dropped at the slot's socket, its queue being full (their clients send them again after 1 s, 3 s, 7 s). */
+  listenDrops: number
+  /** Kernel steering: connections the slot's workers' relief threads took off its queue, the queue being over a quarter full while their JavaScript was busy. */
+  relieved: number
+  /** Kernel steering: connections the relief threads hold for their worker's JavaScript now. */
+  held: number
 }
 
 /**
@@ -577,6 +643,10 @@ export interface StatsObject {
   sessionsRefused: number
   /** Processes refused a worker channel: not a worker of this cluster, or no free slot. */
   rejectedChannels: number
+  /** Host-wide, every listening socket of this network namespace (not only this app's), since boot: handshakes dropped because an accept queue was full (/proc/net/netstat TcpExt ListenOverflows). */
+  hostListenOverflows: number
+  /** Host-wide, every listening socket of this network namespace (not only this app's), since boot: connection requests and handshakes dropped at a listening socket, overflows included (TcpExt ListenDrops). */
+  hostListenDrops: number
   slots: Array<SlotStatsObject>
 }
 

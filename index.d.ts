@@ -80,9 +80,25 @@ declare namespace sticky {
     pending: number
     /** Engine.io sessions this slot owns (`'sid'` routing). */
     sessions: number
+    /** Kernel steering: connections the slot's workers took off its socket (counted by the workers in memory shared with the primary). */
+    accepted: number
+    /** Kernel steering: connections waiting in the slot's accept queue now, as the kernel reports it. */
+    queued: number
+    /** Kernel steering: the most connections the slot's accept queue holds (`backlog`, capped by `net.core.somaxconn`). */
+    queueLimit: number
+    /** Kernel steering: connection requests and handshakes the kernel dropped at the slot's socket, its queue being full. */
+    listenDrops: number
+    /** Kernel steering: connections the workers' relief threads took off the slot's queue while their JavaScript was busy. */
+    relieved: number
+    /** Kernel steering: connections the relief threads hold for their worker's JavaScript now. */
+    held: number
   }
 
-  /** Counters of the primary's accept loop (with kernel steering, the default for IP routing: only the slots; the counters stay 0). */
+  /**
+   * `stats()` in the primary: the accept loop's counters (with kernel
+   * steering, the default for IP routing, they stay 0 and the slots report
+   * what the kernel and the workers count), and the host's listen counters.
+   */
   export interface Stats {
     /** True in kernel-steered mode, where the primary sees no connection. */
     kernel?: boolean
@@ -110,6 +126,10 @@ declare namespace sticky {
     sessionsRefused: number
     /** Processes refused a worker channel (not a worker of this cluster, or no free slot). */
     rejectedChannels: number
+    /** Host-wide (every listening socket of this network namespace, since boot): handshakes dropped because an accept queue was full (`/proc/net/netstat` `ListenOverflows`). */
+    hostListenOverflows: number
+    /** Host-wide (as `hostListenOverflows`): connection requests and handshakes dropped at a listening socket, overflows included (`ListenDrops`). */
+    hostListenDrops: number
     slots: SlotStats[]
   }
 

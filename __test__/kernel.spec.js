@@ -165,3 +165,112 @@ describe('kernel: true, under load', () => {
     expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
   })
 })
+
+// What stats() and the metrics show of kernel steering: the primary sees no
+// connection, so the workers count what they accept in memory they share
+// with it, and the kernel reports each slot's queue and what it dropped.
+describe('kernel: true, observed', () => {
+  /** The client addresses (of the first 40) that the kernel steers to each slot. */
+  async function addressesBySlot(app) {
+    const bySlot = new Map()
+    for (let i = 0; i < 40; i++) {
+      const { slot, pid } = (await request(app.port, { localAddress: clientIp(i) })).json
+      if (!bySlot.has(slot)) bySlot.set(slot, { pid, addresses: [] })
+      bySlot.get(slot).addresses.push(clientIp(i))
+    }
+    return bySlot
+  }
+
+  test('under load, each slot counts what its workers accepted; the queue limit is the backlog, and an idle queue is empty', async () => {
+    const app = await startApp({ options: { workers: 2, kernel: true, backlog: 64 } })
+    const load = startLoad(app.port, { concurrency: 8 })
+    await sleep(1000)
+    const results = await load.stop()
+    expect(failuresOf(results)).toEqual([])
+    const stats = await app.stats()
+    const served = (slot) => results.filter((r) => r.slot === String(slot)).length
+    for (const slot of stats.slots) {
+      // Each request is one connection; the stickiness probe and the first ones may be counted too.
+      expect(slot.accepted).toBeGreaterThanOrEqual(served(slot.slot))
+      expect(slot.accepted).toBeLessThan(served(slot.slot) + 20)
+      expect(slot).toEqual(expect.objectContaining({ queueLimit: 64, queued: 0, listenDrops: 0, held: 0 }))
+    }
+    expect(stats.slots.reduce((sum, slot) => sum + slot.accepted, 0)).toBeGreaterThan(100)
+    expect(stats.accepted).toBe(0)
+    expect(stats.hostListenDrops).toBeGreaterThanOrEqual(stats.hostListenOverflows)
+  })
+
+  test('a worker whose JavaScript is busy: its relief thread takes the burst off the queue (relieved, held), nothing is dropped, everyone is served', async () => {
+    const app = await startApp({ options: { workers: 2, kernel: true, backlog: 64 } })
+    const bySlot = await addressesBySlot(app)
+    const [slot, { pid, addresses }] = [...bySlot].find(([, { addresses }]) => addresses.length >= 5)
+    const busy = request(app.port, { localAddress: addresses[0], path: '/busy?ms=2500' })
+    await sleep(300)
+    // Twice the queue's limit within a quarter of a second (relief looks every
+    // 5 ms: a burst that fills the queue faster still overflows it), while the
+    // worker's JavaScript thread accepts nothing.
+    const burst = []
+    for (let i = 0; i < 128; i++) {
+      burst.push(request(app.port, { localAddress: addresses[i % addresses.length] }))
+      await sleep(2)
+    }
+    const during = await waitUntil(async () => {
+      const stats = await app.stats()
+      return stats.slots[Number(slot)].held >= 100 && stats
+    }, { what: 'the relief thread to hold the burst' })
+    expect(during.slots[Number(slot)].queued).toBeLessThanOrEqual(16)
+    expect((await busy).json.pid).toBe(pid)
+    const results = await Promise.all(burst)
+    expect(results.map((r) => r.json.pid)).toEqual(Array(128).fill(pid))
+    const after = (await app.stats()).slots[Number(slot)]
+    expect(after.relieved).toBeGreaterThanOrEqual(100)
+    expect(after).toEqual(expect.objectContaining({ held: 0, listenDrops: 0 }))
+  })
+
+  test('a frozen worker (relief stopped with it): its full queue drops handshakes, counted for its slot and host-wide; its clients are served once it resumes', async () => {
+    const app = await startApp({ options: { workers: 2, kernel: true, backlog: 8 } })
+    const bySlot = await addressesBySlot(app)
+    const [slot, { pid, addresses }] = [...bySlot].find(([, { addresses }]) => addresses.length >= 5)
+    const before = await app.stats()
+    await freeze(pid)
+    let results
+    try {
+      const burst = Array.from({ length: 30 }, (_, i) => request(app.port, { localAddress: addresses[i % addresses.length], timeout: 20000 }))
+      const full = await waitUntil(async () => {
+        const stats = await app.stats()
+        return stats.slots[Number(slot)].listenDrops > 0 && stats
+      }, { what: 'the frozen slot to drop handshakes' })
+      expect(full.slots[Number(slot)].queued).toBe(9) // the kernel holds limit + 1
+      expect(full.hostListenOverflows - before.hostListenOverflows).toBeGreaterThan(0)
+      expect(full.hostListenDrops - before.hostListenDrops).toBeGreaterThanOrEqual(full.slots[Number(slot)].listenDrops - before.slots[Number(slot)].listenDrops)
+      process.kill(pid, 'SIGCONT')
+      // Dropped SYNs are sent again (1 s, 3 s, ...): served then.
+      results = await Promise.all(burst)
+    } finally {
+      process.kill(pid, 'SIGCONT')
+    }
+    expect(results.map((r) => r.json.pid)).toEqual(Array(30).fill(pid))
+    const other = [...bySlot.keys()].find((s) => s !== slot)
+    expect((await app.stats()).slots[Number(other)].listenDrops).toBe(0)
+  }, 30000)
+
+  test('registerMetrics() exposes the slots\' kernel counters and the host-wide ones', async () => {
+    const app = await startApp({ options: { workers: 2, kernel: true } })
+    for (let i = 0; i < 10; i++) await request(app.port, { localAddress: clientIp(i) })
+    const stats = await app.stats()
+    const { registerMetrics } = require('../lib/metrics')
+    const client = require('prom-client')
+    const register = new client.Registry()
+    registerMetrics(() => stats, { client, register })
+    const text = await register.metrics()
+    const accepted = stats.slots.map((slot) => slot.accepted)
+    expect(accepted.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(10)
+    for (const slot of stats.slots) {
+      expect(text).toContain(`sticky_session_slot_accepted_total{slot="${slot.slot}"} ${slot.accepted}`)
+      expect(text).toContain(`sticky_session_slot_queue_limit{slot="${slot.slot}"} 511`)
+      expect(text).toContain(`sticky_session_slot_listen_drops_total{slot="${slot.slot}"} 0`)
+    }
+    expect(text).toMatch(/^sticky_session_host_listen_overflows_total \d+$/m)
+    expect(text).toMatch(/^# HELP sticky_session_host_listen_drops_total Host-wide/m)
+  })
+})

@@ -6,7 +6,8 @@
 //   mode                   'accept-loop' | 'kernel' (what a takeover offer says)
 //   address()              where it listens, as `net.Server#address()` says
 //   workerEnd(slot)        what a worker forked into `slot` gets in its stdio:
-//                          { fd, variable (the env variable naming it), afterFork() }
+//                          { fd, variable (the env variable naming it), afterFork(),
+//                            more: further [{ fd, variable }], env: more variables }
 //   watch(worker, slot)    a worker was forked into `slot`
 //   retire(worker)         a reload replaced `worker`: make it drain and exit
 //   listeningFds()         the listening socket(s), for a takeover offer
@@ -24,7 +25,7 @@
 
 const fs = require('fs')
 const debug = require('debug')('sticky-session-rs')
-const { Balancer, ReuseportGroup, statsFields } = require('./native')
+const { Balancer, ReuseportGroup } = require('./native')
 
 /**
  * The native accept loop: one listening socket; the primary accepts each
@@ -65,10 +66,13 @@ class AcceptLoopListener {
   /**
    * `drainQueue` false leaves the listen queue to the other process that
    * holds the socket (a takeover that gave up); 'drained' follows once every
-   * accepted connection is with a worker.
+   * accepted connection is with a worker. `refuseNew` (a shutdown): the
+   * socket first stops taking new connections (their SYNs are dropped;
+   * handshakes under way complete and are served), as kernel steering's
+   * does, so that none is queued, and reset, when it closes.
    */
-  stopAccepting(drainQueue) {
-    this.balancer.close(drainQueue)
+  stopAccepting(drainQueue, { refuseNew = false } = {}) {
+    this.balancer.close(drainQueue, refuseNew)
   }
 
   close() {}
@@ -105,13 +109,24 @@ class KernelGroupListener {
     return this.group.address()
   }
 
-  /** The slot's listening socket: it stays the primary's (and open) after the fork. */
+  /**
+   * The slot's listening socket, and a seat in the counters the group shares
+   * with its workers (what each accepts and relieves, counted without a
+   * message): both stay the primary's (and open) after the fork.
+   */
   workerEnd(slot) {
-    return { fd: this.group.fd(slot), variable: 'STICKY_LISTEN_FD', afterFork: () => {} }
+    const statsFd = this.group.statsFd()
+    const seat = statsFd === null ? null : this.group.takeSeat(slot)
+    this.forkedSeat = seat
+    const counted = seat === null ? {} : { more: [{ fd: statsFd, variable: 'STICKY_STATS_FD' }], env: { STICKY_STATS_SEAT: String(seat) } }
+    return { fd: this.group.fd(slot), variable: 'STICKY_LISTEN_FD', afterFork: () => {}, ...counted }
   }
 
-  /** A kernel-mode worker says it accepts with a cluster message. */
+  /** A kernel-mode worker says it accepts with a cluster message; its seat is freed when it exits. */
   watch(worker, slot) {
+    const seat = this.forkedSeat
+    this.forkedSeat = null
+    if (seat !== null && seat !== undefined) worker.once('exit', () => this.group.releaseSeat(seat))
     worker.on('message', (message) => {
       if (!message || message.stickySessionRs !== 'ready') return
       this.onEvent({ kind: 'slot-ready', slot, pid: worker.process.pid })
@@ -127,14 +142,20 @@ class KernelGroupListener {
     return Array.from({ length: this.slots }, (_, slot) => this.group.fd(slot))
   }
 
-  /** Only the slots: the primary sees no connection, so its counters stay 0. */
+  /**
+   * The primary sees no connection, so the accept loop's counters stay 0;
+   * each slot's queue and drops come from the kernel, what its workers
+   * accepted and relieved from the counters they share with the group, its
+   * worker from `slots`.
+   */
   stats(slots) {
-    const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope).map((field) => [field.name, 0]))
-    const slotStats = [...slots.entries()].map(([slot, state]) => {
-      const live = Boolean(state.worker && !state.worker.isDead())
-      return { slot, ...zeros('slot'), pid: live ? state.worker.process.pid : 0, state: live ? 'live' : 'down', respawns: state.forks - 1 }
-    })
-    return { ...zeros('primary'), kernel: true, slots: slotStats }
+    const stats = this.group.stats()
+    for (const slotStats of stats.slots) {
+      const state = slots.get(slotStats.slot)
+      const live = Boolean(state && state.worker && !state.worker.isDead())
+      Object.assign(slotStats, { pid: live ? state.worker.process.pid : 0, state: live ? 'live' : 'down', respawns: state ? state.forks - 1 : 0 })
+    }
+    return { ...stats, kernel: true }
   }
 
   /**

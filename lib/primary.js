@@ -345,8 +345,12 @@ class Primary extends EventEmitter {
         ? ['pipe', 'pipe', 'pipe', 'ipc']
         : ['inherit', 'inherit', 'inherit', 'ipc']
     while (stdio.length < 4) stdio.push('ignore')
-    const channelIndex = stdio.length
-    stdio.push(workerEnd.fd)
+    // Each descriptor the listener gives the worker, and the variable naming its place in the worker's stdio.
+    const descriptors = {}
+    for (const { fd, variable } of [workerEnd, ...(workerEnd.more || [])]) {
+      descriptors[variable] = String(stdio.length)
+      stdio.push(fd)
+    }
     let worker
     try {
       cluster.setupPrimary({ stdio })
@@ -354,7 +358,8 @@ class Primary extends EventEmitter {
         ...pm2WorkerEnvironment(),
         ...this.options.env,
         STICKY_WORKER_SLOT: String(slot),
-        [workerEnd.variable]: String(channelIndex),
+        ...descriptors,
+        ...workerEnd.env,
         STICKY_ROUTING: this.options.routing,
         STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
         STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',

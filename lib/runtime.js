@@ -117,8 +117,11 @@ function kernelModeObstacle() {
 
 /**
  * Makes `server` accept on the listening socket `fd` this cluster worker
- * inherited; `onListening()` once it does. Returns the function that stops
- * accepting (closes this process's copy of the socket).
+ * inherited; `onListening()` once it does, `onAccepted()` for each
+ * connection accepted; `backlog`: the socket's queue limit, which the
+ * runtime's listener keeps (Node calls listen() again, with 511 unless
+ * told). Returns the function that stops accepting (closes this process's
+ * copy of the socket).
  * Node: a TCP handle opened on the fd becomes the server's own listening
  * handle (`server.close()` closes it).
  * Bun has no `tcp_wrap` and its http.Server ignores `listen({ fd })`, but a
@@ -127,14 +130,15 @@ function kernelModeObstacle() {
  * to `server`, which listens on `privateAddress` so that its close() works,
  * as in the accept-loop mode.
  */
-function acceptOnInheritedSocket(server, fd, privateAddress, onListening) {
+function acceptOnInheritedSocket(server, fd, privateAddress, onListening, { backlog, onAccepted = () => {} } = {}) {
   if (isBun) {
     adoptingServer(server)
-    const acceptor = net.createServer({ allowHalfOpen: Boolean(server.allowHalfOpen), pauseOnConnect: Boolean(server.pauseOnConnect) }, (socket) =>
-      server.emit('connection', socket),
-    )
+    const acceptor = net.createServer({ allowHalfOpen: Boolean(server.allowHalfOpen), pauseOnConnect: Boolean(server.pauseOnConnect) }, (socket) => {
+      onAccepted()
+      server.emit('connection', socket)
+    })
     acceptor.on('error', (error) => server.emit('error', error))
-    server.listen({ path: privateAddress, exclusive: true }, () => acceptor.listen({ fd, exclusive: true }, onListening))
+    server.listen({ path: privateAddress, exclusive: true }, () => acceptor.listen({ fd, exclusive: true, backlog: backlog ?? undefined }, onListening))
     return () => acceptor.close()
   }
   const { binding, error: unavailable } = tcpWrap()
@@ -148,7 +152,13 @@ function acceptOnInheritedSocket(server, fd, privateAddress, onListening) {
       `cannot accept on this worker's listening socket (fd ${fd}): libuv error ${error}; kernel-mode workers are forked by sticky.listen(server, port, { kernel: true }) in the primary`,
     )
   }
-  server.listen(handle, onListening)
+  server.listen(handle, backlog ?? undefined, onListening)
+  // net.Server's own connection callback, found on the handle at each call.
+  const onconnection = handle.onconnection
+  handle.onconnection = function countAccepted(error, clientHandle) {
+    if (!error) onAccepted()
+    return onconnection.call(this, error, clientHandle)
+  }
   return () => {}
 }
 

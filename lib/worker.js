@@ -315,8 +315,13 @@ function startWorker(server, options = {}) {
  */
 function startKernelWorker(server) {
   const fd = Number(process.env.STICKY_LISTEN_FD)
+  // The counters this worker shares with the primary, and its seat there (absent when the primary has none).
+  const statsFd = process.env.STICKY_STATS_FD === undefined ? null : Number(process.env.STICKY_STATS_FD)
+  const seat = process.env.STICKY_STATS_SEAT === undefined ? null : Number(process.env.STICKY_STATS_SEAT)
   delete process.env.STICKY_LISTEN_FD
-  const socket = claimListeningFd(fd)
+  delete process.env.STICKY_STATS_FD
+  delete process.env.STICKY_STATS_SEAT
+  const socket = claimListeningFd(fd, statsFd, seat)
   const socketOptions = socketOptionsOf(server)
   const serveQueued = (connections) => {
     for (const connection of connections) adoptOrClose(server, socketOptions, { fd: connection })
@@ -326,13 +331,23 @@ function startKernelWorker(server) {
   // When the primary shuts down it closes its copies first, so the socket
   // closes with this worker's: what the kernel queued for this worker is
   // taken and served instead of being reset with the socket.
+  const accepting = { backlog: socket.queueLimit(), onAccepted: () => socket.countAccepted() }
   const stopAccepting = acceptOnInheritedSocket(server, fd, privateAddress(), () => {
     debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
+    // While this thread runs JavaScript it accepts nothing: the relief
+    // thread keeps the socket's queue from filling (src/relief.rs), and
+    // hands what it takes to `serveQueued` on this event loop.
+    try {
+      socket.startRelief(serveQueued)
+    } catch (error) {
+      process.emitWarning(error.message, { code: error.code, type: 'StickySessionWarning' })
+    }
     if (process.send) process.send({ stickySessionRs: 'ready' })
-  })
+  }, accepting)
   manageLifecycle(
     server,
     () => {
+      // What the relief thread held, then what is queued now.
       serveQueued(socket.drain())
       stopAccepting()
     },

@@ -4,9 +4,13 @@
 //! `Selection`), `wire`, `parsers` (PROXY v1/v2, HTTP request head, forwarding
 //! headers, trusted proxies), `routing` (what identifies a client), `sessions`
 //! (engine.io session owners), `primary::ledger` (where every connection is
-//! until a worker has it) and `systemd` (socket activation's variables). I/O
-//! shells over them: `channel` (the SEQPACKET hand-off socket), `primary`
-//! (listener, accept loop, the channel driver), `worker` (receiver),
+//! until a worker has it), `relief` (when a kernel-steered worker takes its
+//! queue into the process), `netstat` (the host's listen counters, parsed)
+//! and `systemd` (socket activation's variables). I/O shells over them:
+//! `channel` (the SEQPACKET hand-off socket), `primary` (listener, accept
+//! loop, the channel driver), `reuseport` (the kernel-steered group),
+//! `shared_stats` (the counters kernel-steered workers share with their
+//! primary), `worker` (receiver, relief thread),
 //! `takeover` (handing the listening sockets to a new primary; its record
 //! format is pure). `binding` holds the `#[napi]` exports.
 
@@ -16,11 +20,14 @@
 pub mod address;
 pub mod channel;
 pub mod hrw;
+pub mod netstat;
 pub mod parsers;
 pub mod primary;
+pub mod relief;
 pub mod reuseport;
 pub mod routing;
 pub mod sessions;
+pub mod shared_stats;
 pub mod systemd;
 pub mod takeover;
 pub mod wire;

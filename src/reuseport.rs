@@ -15,7 +15,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{SockRef, Socket};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::primary::{adopt_listener, bound_socket, listening_socket, AdoptError, ListenError};
 
@@ -200,6 +200,67 @@ pub fn drain_listener(listener: BorrowedFd<'_>) -> Vec<OwnedFd> {
   }
 }
 
+/// A listening socket's accept queue, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptQueue {
+  /// Connections whose handshake completed, waiting for `accept`.
+  pub queued: u32,
+  /// The most it holds: the backlog, capped by `net.core.somaxconn`.
+  pub limit: u32,
+}
+
+/// The accept queue of a listening TCP socket (`TCP_INFO`: for a listener
+/// the kernel reports the queue's length in `tcpi_unacked` and its limit in
+/// `tcpi_sacked`). An error when `socket` is not a listening TCP socket.
+pub fn accept_queue(socket: BorrowedFd<'_>) -> io::Result<AcceptQueue> {
+  const TCP_LISTEN: u8 = 10;
+  // SAFETY: `tcp_info` is plain integers, valid when zeroed.
+  let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+  let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+  // SAFETY: a getsockopt into a buffer of `len` bytes that the kernel fills
+  // at most; `socket` is open for the call.
+  let status = unsafe {
+    libc::getsockopt(
+      socket.as_raw_fd(),
+      libc::IPPROTO_TCP,
+      libc::TCP_INFO,
+      std::ptr::addr_of_mut!(info).cast(),
+      &mut len,
+    )
+  };
+  if status != 0 {
+    return Err(io::Error::last_os_error());
+  }
+  if info.tcpi_state != TCP_LISTEN {
+    return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a listening TCP socket"));
+  }
+  Ok(AcceptQueue { queued: info.tcpi_unacked, limit: info.tcpi_sacked })
+}
+
+/// Packets the kernel dropped at `socket` since it was created (`SO_MEMINFO`
+/// `SK_MEMINFO_DROPS`): for a listening socket, the connection requests and
+/// handshakes it dropped, its accept queue being full (each also counted in
+/// the host's `ListenOverflows` and `ListenDrops`) or for want of memory.
+pub fn socket_drops(socket: BorrowedFd<'_>) -> io::Result<u32> {
+  // SO_MEMINFO in asm-generic/socket.h (x86-64 and AArch64, the targets).
+  const SO_MEMINFO: libc::c_int = 55;
+  let mut meminfo = [0u32; 16];
+  let mut len = std::mem::size_of_val(&meminfo) as libc::socklen_t;
+  // SAFETY: a getsockopt into a buffer of `len` bytes that the kernel fills
+  // at most; `socket` is open for the call.
+  let status = unsafe {
+    libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, SO_MEMINFO, meminfo.as_mut_ptr().cast(), &mut len)
+  };
+  if status != 0 {
+    return Err(io::Error::last_os_error());
+  }
+  let drops = libc::SK_MEMINFO_DROPS as usize;
+  if (len as usize) < (drops + 1) * std::mem::size_of::<u32>() {
+    return Err(io::Error::new(io::ErrorKind::Unsupported, "SO_MEMINFO without SK_MEMINFO_DROPS"));
+  }
+  Ok(meminfo[drops])
+}
+
 /// Why a set of inherited sockets cannot be a kernel-steered group.
 #[derive(Debug, thiserror::Error)]
 pub enum AdoptGroupError {
@@ -352,6 +413,29 @@ mod tests {
     let taken = drain_listener(listener.as_fd());
     assert_eq!(taken.len(), 1, "the connection queued before stays, and no other arrives");
     drop(queued);
+  }
+
+  #[test]
+  fn the_kernel_reports_a_listeners_queue_and_what_it_dropped_when_full() {
+    use std::os::fd::AsFd;
+    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 2, false).unwrap();
+    let address = listener.local_addr().unwrap().as_socket().unwrap();
+    assert_eq!(accept_queue(listener.as_fd()).unwrap(), AcceptQueue { queued: 0, limit: 2 });
+    assert_eq!(socket_drops(listener.as_fd()).unwrap(), 0);
+    // The queue holds limit + 1; the next handshakes are dropped (the
+    // clients' connects still succeed: they retry, or believe they are connected).
+    let clients: Vec<Socket> = (0..6)
+      .map(|_| {
+        let client = Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let _ = client.connect(&address.into());
+        client
+      })
+      .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(accept_queue(listener.as_fd()).unwrap(), AcceptQueue { queued: 3, limit: 2 });
+    assert!(socket_drops(listener.as_fd()).unwrap() > 0);
+    assert!(accept_queue(clients[0].as_fd()).is_err(), "a client socket is not a listener");
   }
 
   #[test]

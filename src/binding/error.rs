@@ -87,6 +87,11 @@ pub enum StickyError {
   Receive(#[source] io::Error),
   #[error("cannot receive connections on the event loop: {0}; the runtime's libuv is not usable from the addon")]
   ReceiveOnLoop(String),
+  #[error(
+    "cannot start this worker's relief thread: {0}; it accepts without it, and when it falls behind the kernel drops \
+     handshakes (the process is out of threads, descriptors or memory)"
+  )]
+  ReliefStart(#[source] io::Error),
   #[error("setupMaster() and setupWorker() need Linux (abstract Unix sockets): use sticky.listen() elsewhere")]
   Unsupported,
 
@@ -128,7 +133,7 @@ impl StickyError {
         "ERR_STICKY_INHERITED_SOCKET"
       }
       KernelUnsupported { .. } => "ERR_STICKY_KERNEL_UNSUPPORTED",
-      Start(_) => "ERR_STICKY_START",
+      Start(_) | ReliefStart(_) => "ERR_STICKY_START",
       AcceptLoopStopped => "ERR_STICKY_ACCEPT_LOOP",
       InvalidSlot { .. } => "ERR_STICKY_INVALID_SLOT",
       CreateChannel { .. } | Receive(_) | ReceiveOnLoop(_) => "ERR_STICKY_CHANNEL",

@@ -26,8 +26,8 @@ pub use takeover::{connect_takeover, TakeoverClient, TakeoverOffer};
 pub use worker::{claim_channel, connect_channel, WorkerChannel};
 
 /// The failure a test asked to inject (`STICKY_FAULT_INJECTION`), read when a
-/// balancer starts, never on a connection's path: `accept-panic`,
-/// `kernel-unsupported`.
+/// balancer starts (or a kernel-mode worker claims its socket), never on a
+/// connection's path: `accept-panic`, `kernel-unsupported`, `slow-close`.
 fn injected_fault() -> Option<String> {
   std::env::var("STICKY_FAULT_INJECTION").ok()
 }

@@ -1,4 +1,4 @@
-//! The accept loop's counters as JavaScript sees them (`stats()`), and the
+//! The primary's counters as JavaScript sees them (`stats()`), and the
 //! list of their fields (`statsFields()`) that metrics exporters and the
 //! docs' test read. Both are generated from the field lists in
 //! `primary/stats.rs`.
@@ -45,7 +45,13 @@ macro_rules! define_js_stats {
       pub slots: Vec<SlotStatsObject>,
     }
 
-    pub(super) fn to_js_stats(snapshot: StatsSnapshot) -> StatsObject {
+    /// The snapshot as JavaScript sees it, with the host's listen counters
+    /// read now (either mode).
+    pub(super) fn to_js_stats(mut snapshot: StatsSnapshot) -> StatsObject {
+      if let Some(host) = crate::netstat::read() {
+        snapshot.host_listen_overflows = host.overflows;
+        snapshot.host_listen_drops = host.drops;
+      }
       StatsObject {
         dropped: snapshot.dropped as f64,
         $($name: snapshot.$name as f64,)*

@@ -103,4 +103,11 @@ pub type EventSink = Box<dyn Fn(PrimaryEvent) + Send + 'static>;
 pub enum Fault {
   /// The accept task panics on its second connection.
   AcceptPanic,
+  /// Closing, the listening socket closes [`SLOW_CLOSE`] after the last look
+  /// at its queue instead of at once: what a connection arriving in between
+  /// meets is then seen every time, not by chance.
+  SlowClose,
 }
+
+/// How long [`Fault::SlowClose`] keeps a listening socket open after its last look.
+pub const SLOW_CLOSE: std::time::Duration = std::time::Duration::from_millis(200);

@@ -23,7 +23,7 @@ mod rendezvous;
 pub mod stats;
 mod supervise;
 
-pub use events::{Fault, PrimaryEvent, Problem};
+pub use events::{Fault, PrimaryEvent, Problem, SLOW_CLOSE};
 pub use handle::{descriptor_budget, OpenSlotError, PrimaryConfig, PrimaryHandle, StartError};
 pub use header_reader::HeaderLimits;
 pub use listener::{

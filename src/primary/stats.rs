@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 /// The primary's counters: `kind name "meaning";`, where `kind` is `counter`
 /// (only grows), `drop` (a counter of connections the primary reset: summed
 /// into `dropped`) or `gauge` (a level now). Calls `$apply!` with the list.
+/// The `host_*` counters are the host's (`crate::netstat`), filled in when a
+/// snapshot is taken, in either mode.
 macro_rules! primary_stats_fields {
   ($apply:ident) => {
     $apply! {
@@ -30,12 +32,17 @@ macro_rules! primary_stats_fields {
       counter closed_before_header "Connections the client closed before sending its header (not a drop: nobody was waiting).";
       counter sessions_refused "Session reports refused because the session table was full (maxSessions).";
       counter rejected_channels "Processes refused a worker channel: not a worker of this cluster, or no free slot.";
+      counter host_listen_overflows "Host-wide, every listening socket of this network namespace (not only this app's), since boot: handshakes dropped because an accept queue was full (/proc/net/netstat TcpExt ListenOverflows).";
+      counter host_listen_drops "Host-wide, every listening socket of this network namespace (not only this app's), since boot: connection requests and handshakes dropped at a listening socket, overflows included (TcpExt ListenDrops).";
     }
   };
 }
 pub(crate) use primary_stats_fields;
 
-/// Each slot's plain counters, as [`primary_stats_fields!`].
+/// Each slot's plain counters, as [`primary_stats_fields!`]. The accept loop
+/// counts the first ones; kernel steering (where the primary sees no
+/// connection) fills the ones that say so from the kernel and the workers
+/// (`binding/kernel.rs`), and they stay 0 in the accept loop.
 macro_rules! slot_stats_fields {
   ($apply:ident) => {
     $apply! {
@@ -45,6 +52,12 @@ macro_rules! slot_stats_fields {
       drop dropped_queue_full "New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot.";
       gauge pending "Connections waiting for the slot's channel, or handed off and not yet seen taken by its worker.";
       gauge sessions "Engine.io sessions this slot owns (sid routing).";
+      counter accepted "Kernel steering: connections the slot's workers took off its socket (counted by the workers in memory shared with the primary).";
+      gauge queued "Kernel steering: connections waiting in the slot's accept queue now, as the kernel reports it.";
+      gauge queue_limit "Kernel steering: the most connections the slot's accept queue holds (backlog, capped by net.core.somaxconn).";
+      counter listen_drops "Kernel steering: connection requests and handshakes the kernel dropped at the slot's socket, its queue being full (their clients send them again after 1 s, 3 s, 7 s).";
+      counter relieved "Kernel steering: connections the slot's workers' relief threads took off its queue, the queue being over a quarter full while their JavaScript was busy.";
+      gauge held "Kernel steering: connections the relief threads hold for their worker's JavaScript now.";
     }
   };
 }
@@ -53,7 +66,8 @@ pub(crate) use slot_stats_fields;
 /// What a stats field measures, for metrics exporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
-  /// Only grows (from 0 when the primary starts).
+  /// Only grows (from 0 when the primary starts; the host-wide ones from
+  /// boot).
   Counter,
   /// A level now.
   Gauge,
@@ -289,8 +303,8 @@ mod tests {
       assert!(fields.iter().all(|field| field.help.ends_with('.') && field.help.len() > 20));
     }
     assert_eq!(PRIMARY_FIELDS[0], DROPPED);
-    assert_eq!(PRIMARY_FIELDS.len(), 13);
-    assert_eq!(SLOT_FIELDS.len(), 9);
+    assert_eq!(PRIMARY_FIELDS.len(), 15);
+    assert_eq!(SLOT_FIELDS.len(), 15);
     let drops =
       |fields: &[FieldDoc]| fields.iter().filter(|field| field.dropped).map(|field| field.name).collect::<Vec<_>>();
     assert_eq!(
@@ -308,6 +322,6 @@ mod tests {
       fields.iter().filter(|field| field.kind == FieldKind::Gauge).map(|field| field.name).collect::<Vec<_>>()
     };
     assert_eq!(gauges(PRIMARY_FIELDS), ["parked", "reading_header"]);
-    assert_eq!(gauges(SLOT_FIELDS), ["pid", "state", "pending", "sessions"]);
+    assert_eq!(gauges(SLOT_FIELDS), ["pid", "state", "pending", "sessions", "queued", "queue_limit", "held"]);
   }
 }

@@ -98,6 +98,7 @@ impl Balancer {
       rendezvous: listen.rendezvous.as_ref().map(|name| (name.as_bytes().to_vec(), allowed.clone())),
       fault: match super::injected_fault().as_deref() {
         Some("accept-panic") => Some(Fault::AcceptPanic),
+        Some("slow-close") => Some(Fault::SlowClose),
         _ => None,
       },
       max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
@@ -158,11 +159,14 @@ impl Balancer {
   /// Stops accepting and closes the listening socket. `drainQueue` (default
   /// true): first take the connections already in the listen queue; false
   /// leaves them to the other process holding the socket (a takeover that
-  /// gave up).
+  /// gave up). `refuseNew` (default false; a shutdown, where no other
+  /// process serves the socket): new connection requests are dropped first
+  /// and handshakes under way complete, so that no connection is queued
+  /// when the socket closes.
   #[napi]
-  pub fn close(&self, drain_queue: Option<bool>) {
+  pub fn close(&self, drain_queue: Option<bool>, refuse_new: Option<bool>) {
     if drain_queue.unwrap_or(true) {
-      self.handle.close();
+      self.handle.close(refuse_new.unwrap_or(false));
     } else {
       self.handle.close_leaving_queue();
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
@@ -24,8 +24,13 @@ const ACCEPTS_PER_WAKEUP: usize = 64;
 /// Accepts connections while the ledger admits them, and routes each. After
 /// `close`, takes every connection still in the listen queue (the kernel
 /// accepted them: they are served, not reset) unless told to leave them to
-/// the socket's other holder, then closes the listener.
+/// the socket's other holder, then closes the listener. Shutting down
+/// (`refuse_new_on_close`), it first makes the kernel drop new connection
+/// requests and lets handshakes under way complete: a handshake completing
+/// between the last empty `accept` and the close would be reset.
 pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
+  // Closing with new connections refused: until when handshakes under way may still complete.
+  let mut settling_until: Option<Instant> = None;
   loop {
     let admission = shared.driver.borrow_mut().admission();
     if let Admission::Paused(at_most) = admission {
@@ -37,13 +42,44 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
       if !shared.drain_queue_on_close.get() {
         return Ok(());
       }
+      if shared.refuse_new_on_close.get() && settling_until.is_none() {
+        // From here no new handshake completes; those under way get a
+        // moment. Without the filter (the kernel refused it), no wait.
+        let refused = crate::reuseport::refuse_new_connections(listener.get_ref()).is_ok();
+        settling_until = Some(Instant::now() + if refused { HANDSHAKE_SETTLE } else { Duration::ZERO });
+      }
       match accept_one(&shared, &listener) {
         Some(Ok(())) => continue,
         Some(Err(error)) => {
           back_off(&shared, "accept", &error).await;
           continue;
         }
-        None => return Ok(()),
+        None => match settling_until {
+          Some(until) if Instant::now() < until => {
+            // Empty for now: wait for a handshake under way, or the end of the settling.
+            tokio::select! {
+              ready = listener.readable() => {
+                let mut guard = ready?;
+                match accept_one(&shared, &listener) {
+                  Some(Ok(())) => {}
+                  Some(Err(error)) => {
+                    drop(guard);
+                    back_off(&shared, "accept", &error).await;
+                  }
+                  None => guard.clear_ready(),
+                }
+              }
+              _ = tokio::time::sleep_until(until.into()) => {}
+            }
+            continue;
+          }
+          _ => {
+            if shared.fault == Some(Fault::SlowClose) {
+              tokio::time::sleep(super::events::SLOW_CLOSE).await;
+            }
+            return Ok(());
+          }
+        },
       }
     }
     tokio::select! {
@@ -121,6 +157,11 @@ pub fn report_accept_error(shared: &Shared, what: &'static str, error: &io::Erro
   let source = error.raw_os_error().map_or(source, io::Error::from_raw_os_error);
   (shared.events)(PrimaryEvent::Problem(Problem::AcceptFailed { what, source }));
 }
+
+/// Closing with new connections refused: how long handshakes already under
+/// way get to complete (and be served) before the listener closes. A
+/// handshake takes a round trip; as kernel steering's shutdown does.
+pub const HANDSHAKE_SETTLE: Duration = Duration::from_millis(100);
 
 /// How long to wait after an `accept` failed for want of resources.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);

@@ -93,8 +93,12 @@ enum Command {
   /// Stop accepting. `drain_queue`: first take every connection already in
   /// the listen queue (they are served); false leaves them to the socket's
   /// other holder (a takeover that gave up: the old primary serves them).
+  /// `refuse_new` (a shutdown: nobody else serves the socket): first stop
+  /// the kernel from completing new handshakes, so that none arrives
+  /// between the last look at the queue and the close.
   Close {
     drain_queue: bool,
+    refuse_new: bool,
   },
 }
 
@@ -172,22 +176,30 @@ impl PrimaryHandle {
     Ok(worker_end)
   }
 
-  /// Stops accepting and closes the listening socket. Connections already
-  /// handed to workers are unaffected.
-  pub fn close(&self) {
-    let _ = self.commands.send(Command::Close { drain_queue: true });
+  /// Stops accepting and closes the listening socket once the connections
+  /// queued on it are taken. Connections already handed to workers are
+  /// unaffected. `refuse_new` (a shutdown, where no other process serves the
+  /// socket): new connection requests are dropped from now on (their
+  /// clients send them again a second later, and are refused once the
+  /// socket is closed), handshakes under way get
+  /// [`HANDSHAKE_SETTLE`](super::acceptor::HANDSHAKE_SETTLE) to complete and
+  /// are served, and only then is the queue taken for the last time and the
+  /// socket closed: no connection is queued or half-open when it closes, so
+  /// none is reset.
+  pub fn close(&self, refuse_new: bool) {
+    let _ = self.commands.send(Command::Close { drain_queue: true, refuse_new });
   }
 
   /// Stops accepting at once, leaving the listen queue to the other process
   /// that holds the listening socket (a takeover that gave up).
   pub fn close_leaving_queue(&self) {
-    let _ = self.commands.send(Command::Close { drain_queue: false });
+    let _ = self.commands.send(Command::Close { drain_queue: false, refuse_new: false });
   }
 }
 
 impl Drop for PrimaryHandle {
   fn drop(&mut self) {
-    let _ = self.commands.send(Command::Close { drain_queue: true });
+    let _ = self.commands.send(Command::Close { drain_queue: true, refuse_new: false });
     // The thread ends with the process; joining here could block JavaScript.
     drop(self.thread.take());
   }
@@ -207,6 +219,8 @@ pub struct Shared {
   pub peek: Rc<PeekSchedule>,
   /// After `Close`: whether the accept task empties the listen queue first.
   pub drain_queue_on_close: Cell<bool>,
+  /// After `Close`: whether it refuses new connections before it does.
+  pub refuse_new_on_close: Cell<bool>,
   pub fault: Option<Fault>,
   pub events: Rc<EventSink>,
 }
@@ -248,6 +262,7 @@ fn run(
       gate,
       peek,
       drain_queue_on_close: Cell::new(true),
+      refuse_new_on_close: Cell::new(false),
       fault,
       events,
     });
@@ -291,9 +306,10 @@ fn run(
     while let Some(command) = commands.recv().await {
       match command {
         Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
-        Command::Close { drain_queue } => {
+        Command::Close { drain_queue, refuse_new } => {
           // The accept task drains the listen queue (or not), then closes the listener.
           shared.drain_queue_on_close.set(drain_queue);
+          shared.refuse_new_on_close.set(refuse_new);
           shared.driver.borrow_mut().close();
           tokio::task::spawn_local(report_when_drained(shared.clone(), acceptor));
           break;
@@ -470,7 +486,7 @@ mod tests {
     .unwrap();
     let _worker = TestWorker::hello(handle.open_slot(0).unwrap());
     assert!(event_log.recv_timeout(Duration::from_secs(5)).unwrap().contains("SlotReady"));
-    handle.close();
+    handle.close(false);
     assert_eq!(event_log.recv_timeout(Duration::from_secs(2)).unwrap(), "Drained");
   }
 

@@ -31,7 +31,7 @@ function parseArgs(argv) {
     quick: false, rounds: 3, connections: 20000, duration: 5, warmup: 300, concurrency: 8,
     sioSessions: 2000, sioDuration: 3, sioConcurrency: 8, socketio: true, modes: null,
     startTimeout: 20, order: 'rotate', seed: Date.now() % 100000, verbose: false,
-    storm: false, stormClients: [5000], stormIps: 250, stormTimeout: 60,
+    storm: false, stormClients: [5000], stormIps: 250, stormTimeout: 60, stormPerProcess: 250, stormContended: false,
   };
   const num = (i) => {
     const v = Number(argv[i + 1]);
@@ -61,6 +61,8 @@ function parseArgs(argv) {
         o.stormClientsSet = true;
         break;
       case '--storm-ips': o.stormIps = num(i); i++; break;
+      case '--storm-clients-per-process': o.stormPerProcess = num(i); i++; o.stormPerProcessSet = true; break;
+      case '--storm-contended': o.stormContended = true; break;
       case '--storm-timeout': o.stormTimeout = num(i); i++; break;
       case '-v': case '--verbose': o.verbose = true; break;
       case '-h': case '--help': usage(); break;
@@ -75,7 +77,10 @@ function parseArgs(argv) {
     if (!o.sioSet) o.sioSessions = 40;
     o.sioDuration = Math.min(o.sioDuration, 2);
     o.startTimeout = Math.min(o.startTimeout, 10);
-    if (!o.stormClientsSet) o.stormClients = [500];
+    // Large enough, and in enough client processes, to overflow a worker's
+    // accept queue on a 2-core machine (bench/README.md: the storm smoke).
+    if (!o.stormClientsSet) o.stormClients = [2500];
+    if (!o.stormPerProcessSet) o.stormPerProcess = 50;
   }
   if (o.storm && !o.roundsSet) o.rounds = 1;
   o.rounds = Math.max(1, Math.floor(o.rounds));
@@ -83,6 +88,7 @@ function parseArgs(argv) {
   if (o.connections < 1 || o.connections > 1e6) usage('--connections must be in [1, 1e6]');
   if (o.stormIps < 1 || o.stormIps > 250) usage('--storm-ips must be in [1, 250] (127.0.0.2-127.0.0.251)');
   if (o.stormTimeout <= 0 || o.stormTimeout > 300) usage('--storm-timeout must be in (0, 300]');
+  if (!Number.isInteger(o.stormPerProcess) || o.stormPerProcess < 10 || o.stormPerProcess > 2500) usage('--storm-clients-per-process must be an integer in [10, 2500]');
   return o;
 }
 
@@ -90,7 +96,8 @@ function usage(err) {
   const text = `usage: node bench/run.js [--quick] [--rounds N] [--connections N] [--duration S]
        [--warmup N] [--concurrency N] [--sio-sessions N] [--sio-duration S] [--no-socketio]
        [--modes substr,substr] [--shuffle] [--seed N] [--start-timeout S] [-v]
-       [--storm [--storm-clients N[,N...]] [--storm-ips N] [--storm-timeout S]]`;
+       [--storm [--storm-clients N[,N...]] [--storm-ips N] [--storm-timeout S]
+                [--storm-clients-per-process N] [--storm-contended]]`;
   if (err) { console.error(`run.js: ${err}\n${text}`); process.exit(2); }
   console.log(text); process.exit(0);
 }
@@ -635,18 +642,30 @@ function addonProblem() {
 
 // ---------------------------------------------------------------- the reconnect storm
 function stormMarkdownTable(rows) {
-  const head = '| mode | clients | failed | time until all done, s | ×sticky-session time | p50 s | p99 s | primary CPU s | workers CPU s | reset by the primary |\n' +
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
+  const head = '| mode | clients | failed | reset or refused | handshakes dropped (host) | time until all done, s | ×sticky-session time | p50 s | p99 s | primary CPU s | workers CPU s | reset by the primary |\n' +
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|';
   const lines = rows.map((r) => {
-    if (r.status !== 'ok') return `| ${r.mode} | ${f(r.clients)} | unavailable: ${String(r.reason).replace(/\|/g, '\\|').replace(/\n/g, ' ').slice(0, 160)} | | | | | | | |`;
+    if (r.status !== 'ok') return `| ${r.mode} | ${f(r.clients)} | unavailable: ${String(r.reason).replace(/\|/g, '\\|').replace(/\n/g, ' ').slice(0, 160)} | | | | | | | | | |`;
     const ref = rows.find((x) => x.mode === 'sticky-session 1.1.2' && x.size === r.size && x.status === 'ok' && !x.failed);
     const ratio = ref && !r.failed ? fx(r.time_ms / ref.time_ms) : '–';
     const time = r.failed ? `${f(r.time_ms / 1000, 2)} (with failures)` : f(r.time_ms / 1000, 2);
     const cpu = r.cpu_s || {};
-    return `| ${r.mode} | ${f(r.clients)} | ${f(r.failed)} | ${time} | ${ratio} | ${f(r.p50_ms / 1000, 2)} | ${f(r.p99_ms / 1000, 2)} | ` +
+    return `| ${r.mode} | ${f(r.clients)} | ${f(r.failed)} | ${f(r.resets)} | ${f(r.host_listen_drops)} | ${time} | ${ratio} | ${f(r.p50_ms / 1000, 2)} | ${f(r.p99_ms / 1000, 2)} | ` +
       `${f(cpu.primary, 2)} | ${f(cpu.workers, 2)} | ${r.dropped == null ? '' : f(r.dropped)} |`;
   });
   return [head, ...lines].join('\n');
+}
+
+/** Why clients failed, per mode and size: the reasons the clients gave, and the socket errors they saw. */
+function stormNotes(rows) {
+  return rows.filter((r) => r.status === 'ok' && (r.failed || r.resets || r.host_listen_drops || r.relieved)).map((r) => {
+    const bits = [];
+    if (r.failed) bits.push(`failed: ${JSON.stringify(r.errors)}`);
+    if (Object.keys(r.socket_errors || {}).length) bits.push(`socket errors: ${JSON.stringify(r.socket_errors)}`);
+    if (r.host_listen_drops) bits.push(`host ListenOverflows +${f(r.host_listen_overflows)}, ListenDrops +${f(r.host_listen_drops)}`);
+    if (r.slot_listen_drops != null) bits.push(`kernel drops at its sockets ${f(r.slot_listen_drops)}, relieved ${f(r.relieved)}`);
+    return `- **${r.mode}**, ${f(r.size)} clients: ${bits.join('; ')}`;
+  });
 }
 
 async function stormMain(tStart) {
@@ -656,8 +675,9 @@ async function stormMain(tStart) {
   const ourProblem = modes.some((m) => m.ours) ? addonProblem() : null;
   const machine = machineInfo();
   const { planProcesses, stormOnce } = require('./storm');
+  if (opt.stormContended) pinToOneCpu();
   log(`reconnect storm: ${opt.stormClients.join(' and ')} socket.io clients from ${opt.stormIps} source IPs, ` +
-    `${modes.length} mode(s), ${opt.rounds} round(s)`);
+    `${modes.length} mode(s), ${opt.rounds} round(s)${opt.stormContended ? ', contended: everything on CPU 0' : ''}`);
   const records = [];
   for (const size of opt.stormClients) {
     for (let round = 1; round <= opt.rounds; round++) {
@@ -677,39 +697,65 @@ async function stormMain(tStart) {
     const ok = recs.filter((r) => r.status === 'ok');
     if (!ok.length) return recs[0];
     const worst = ok.reduce((a, b) => (b.time_ms > a.time_ms ? b : a));
-    return { ...worst, failed: ok.reduce((sum, r) => sum + r.failed, 0), clients: ok.reduce((sum, r) => sum + r.clients, 0),
-      dropped: ok.every((r) => r.dropped == null) ? null : ok.reduce((sum, r) => sum + (r.dropped || 0), 0) };
+    const sum = (key) => ok.reduce((total, r) => total + (r[key] || 0), 0);
+    const sumOrNull = (key) => (ok.every((r) => r[key] == null) ? null : sum(key));
+    const socketErrors = {};
+    for (const r of ok) for (const [k, v] of Object.entries(r.socket_errors || {})) socketErrors[k] = (socketErrors[k] || 0) + v;
+    const errors = {};
+    for (const r of ok) for (const [k, v] of Object.entries(r.errors || {})) errors[k] = (errors[k] || 0) + v;
+    return { ...worst, failed: sum('failed'), clients: sum('clients'), errors, socket_errors: socketErrors, resets: sum('resets'),
+      host_listen_overflows: sum('host_listen_overflows'), host_listen_drops: sum('host_listen_drops'),
+      slot_listen_drops: sumOrNull('slot_listen_drops'), relieved: sumOrNull('relieved'), dropped: sumOrNull('dropped') };
   }));
   const table = stormMarkdownTable(rows);
-  const processes = opt.stormClients.map((size) => `${planProcesses(size).processes} for ${size}`).join(', ');
+  const notes = stormNotes(rows);
+  const processes = opt.stormClients.map((size) => `${planProcesses(size, opt.stormPerProcess).processes} for ${size}`).join(', ');
   const meta = { machine, clients: opt.stormClients, sourceIps: opt.stormIps, timeout_s: opt.stormTimeout, rounds: opt.rounds,
+    clients_per_process: opt.stormPerProcess, contended: opt.stormContended,
     client_processes: processes, elapsed_s: (Date.now() - tStart) / 1000, loadavg_end: os.loadavg().map((x) => Number(x.toFixed(2))) };
   const md = `# sticky-session-rs reconnect storm
 
 - date: ${machine.date}
 - machine: ${machine.nproc} CPU(s), ${machine.cpu}, ${machine.kernel}; load average at start ${machine.loadavg.join(' / ')}, at end ${meta.loadavg_end.join(' / ')}
 - Node ${machine.node}; 2 workers per mode; each mode a fresh primary process
-- ${opt.stormClients.join(' and ')} socket.io clients per round${opt.quick ? ' (--quick)' : ''}, ${opt.rounds} round(s), from ${opt.stormIps} source IPs (127.0.0.2–), started at once in client processes on the same machine (${processes}); each: polling handshake, websocket upgrade, one emit with an ack, then stays connected until every client finished; a client not done within ${opt.stormTimeout} s counts as failed
+- ${opt.stormClients.join(' and ')} socket.io clients per round${opt.quick ? ' (--quick)' : ''}, ${opt.rounds} round(s), from ${opt.stormIps} source IPs (127.0.0.2–), started at once in client processes on the same machine (${processes}: at most ${opt.stormPerProcess} clients each); each: polling handshake, websocket upgrade, one emit with an ack, then stays connected until every client finished; a client not done within ${opt.stormTimeout} s counts as failed${opt.stormContended ? '\n- **contended**: the harness, every server process and every client process pinned to CPU 0 (`taskset -c 0`)' : ''}
+- reset or refused: the clients' connections that failed with ECONNRESET, ECONNREFUSED or EPIPE; handshakes dropped (host): the host's ListenDrops during the mode's storm (/proc/net/netstat, every listening socket of the machine)
 - header mode: each client names itself in X-Forwarded-For; proxy-protocol mode: in a PROXY v1 line (198.18.x.y, no packet goes there)
 - time: from the start until the last client is done (the worst round); ×sticky-session is that time over sticky-session's at the same size (lower is better); CPU: seconds used during the storm by the primary and by the 2 workers (the clients' are in the JSON)
 
 > **Caveat:** the clients run on the same cores as the servers and use about half the CPU of a storm, and anything else running on the machine shares them too: compare modes within one run.
 
 ${table}
-`;
+${notes.length ? `\n${notes.join('\n')}\n` : ''}`;
   fs.mkdirSync(RESULTS, { recursive: true });
-  const name = opt.quick ? 'storm-quick' : 'storm';
+  const name = `${opt.quick ? 'storm-quick' : 'storm'}${opt.stormContended ? '-contended' : ''}`;
   fs.writeFileSync(path.join(RESULTS, `${name}.json`), JSON.stringify({ meta, summary: rows, runs: records }, null, 2) + '\n');
   fs.writeFileSync(path.join(RESULTS, `${name}.md`), md);
   console.log(table);
   log(`done in ${meta.elapsed_s.toFixed(1)}s; wrote bench/results/${name}.{json,md}`);
-  // Losing a client is a defect of ours, not a speed result: the run fails.
-  const lost = rows.filter((r) => MODES.find((m) => m.name === r.mode).ours && r.status === 'ok' && r.failed > 0);
-  if (lost.length) {
-    log(`failed clients in: ${lost.map((r) => `${r.mode} at ${r.size} (${r.failed})`).join('; ')}`);
+  // A client lost, reset or refused, or a handshake the kernel dropped, is a
+  // defect of ours, not a speed result: the run fails. Contended (one CPU
+  // for everything), socket.io's own timeouts fire whoever balances: those
+  // losses are reported, side by side with the peers', not judged.
+  const defects = [];
+  for (const r of rows) {
+    if (!MODES.find((m) => m.name === r.mode).ours || r.status !== 'ok') continue;
+    const at = `${r.mode} at ${r.size}`;
+    if (r.failed && !opt.stormContended) defects.push(`${at}: ${r.failed} failed`);
+    if (r.resets) defects.push(`${at}: ${r.resets} connections reset or refused`);
+    if (r.host_listen_drops) defects.push(`${at}: the kernel dropped ${r.host_listen_drops} handshakes (host ListenDrops)`);
+  }
+  if (defects.length) {
+    log(`defects: ${defects.join('; ')}`);
     return 1;
   }
   return 0;
+}
+
+/** Pins this process (every thread) to CPU 0; the servers and clients it starts inherit that. */
+function pinToOneCpu() {
+  const pinned = spawnSync('taskset', ['-a', '-pc', '0', String(process.pid)], { encoding: 'utf8' });
+  if (pinned.status !== 0) throw new Error(`--storm-contended needs taskset (util-linux): ${pinned.error ? pinned.error.message : pinned.stderr.trim()}`);
 }
 
 // ---------------------------------------------------------------- main

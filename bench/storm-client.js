@@ -13,7 +13,7 @@
 //   argv: JSON { port, clients, first, sourceIps, kind: 'plain'|'xff'|'proxy', timeoutMs }
 //   out:  {"type":"ready"}                       once set up
 //   in:   "go"                                   start every client now
-//   out:  {"type":"result", done, failed, errors, socketErrors, maxLagMs, lastMs, p50Ms, p99Ms}
+//   out:  {"type":"result", done, failed, errors (by stage and reason), socketErrors (by code), maxLagMs, lastMs, p50Ms, p99Ms}
 //   in:   "stop"                                 close every client and exit
 const http = require('http');
 const net = require('net');
@@ -90,12 +90,14 @@ function describe(description) {
 
 function startClient(i) {
   let finished = false;
+  // Where the client is: its polling handshake, its websocket upgrade, or its emit.
+  let stage = 'handshake';
   const finish = (error) => {
     if (finished) return;
     finished = true;
     if (error) {
       outcome.failed++;
-      const reason = String(error).slice(0, 80);
+      const reason = `${stage}: ${String(error).slice(0, 80)}`;
       outcome.errors[reason] = (outcome.errors[reason] || 0) + 1;
       socket.close();
     } else {
@@ -118,12 +120,14 @@ function startClient(i) {
   sockets.push(socket);
   const timer = setTimeout(() => finish('timeout'), timeoutMs);
   const emit = () => {
+    stage = 'ack';
     socket.timeout(timeoutMs).emitWithAck('ping').then(
       (answer) => { clearTimeout(timer); finish(answer === 'pong' ? null : `bad ack ${answer}`); },
       (error) => finish(`ack: ${error.message}`),
     );
   };
   socket.on('connect', () => {
+    stage = 'upgrade';
     const engine = socket.io.engine;
     if (engine.transport.name === 'websocket') return emit();
     engine.once('upgrade', emit);

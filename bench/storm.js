@@ -12,8 +12,8 @@ const path = require('path');
 const CLIENT = path.join(__dirname, 'storm-client.js');
 /** Connections one storm client holds at its peak (websocket, poll GET, POST). */
 const FDS_PER_CLIENT = 3;
-/** Clients per load process at most: bounds one process's CPU share and fds. */
-const MAX_CLIENTS_PER_PROCESS = 2500;
+/** Socket errors that mean a connection was reset or refused (by the balancer, or by a full queue). */
+const RESET_OR_REFUSED = ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'];
 
 /** The soft limit on open files that a Node child gets (Node raises it to the hard limit). */
 function fileLimit() {
@@ -26,12 +26,31 @@ function fileLimit() {
   }
 }
 
-/** How many client processes for `clients` clients, within each one's fd limit. */
-function planProcesses(clients) {
+/**
+ * How many client processes for `clients` clients: at most `maxPerProcess`
+ * each (and within each one's fd limit). A crowd of real machines does not
+ * slow down when the server does; clients packed into a few processes on the
+ * server's own cores do (each process is one thread), and then arrive only
+ * as fast as the server serves them: many small processes keep arriving.
+ */
+function planProcesses(clients, maxPerProcess) {
   const perProcessByFds = Math.max(50, Math.floor((fileLimit() - 200) / FDS_PER_CLIENT));
-  const perProcess = Math.min(MAX_CLIENTS_PER_PROCESS, perProcessByFds);
+  const perProcess = Math.min(maxPerProcess, perProcessByFds);
   const processes = Math.max(2, Math.ceil(clients / perProcess));
   return { processes, perProcess: Math.ceil(clients / processes), perProcessByFds };
+}
+
+/** The host's TcpExt ListenOverflows and ListenDrops (every listening socket of the machine). */
+function hostListenCounters() {
+  try {
+    const lines = fs.readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((line) => line.startsWith('TcpExt:'));
+    const names = lines[0].split(/\s+/);
+    const values = lines[1].split(/\s+/).map(Number);
+    const read = (name) => values[names.indexOf(name)];
+    return { overflows: read('ListenOverflows'), drops: read('ListenDrops') };
+  } catch {
+    return null;
+  }
 }
 
 function lines(stream, onLine) {
@@ -125,7 +144,7 @@ async function stormOnce(mode, size, { startServer, stopGroup, freePort, liveChi
   const procs = [];
   try {
     await untilServing(server.port, mode.stormKind, rawRequest);
-    const plan = planProcesses(size);
+    const plan = planProcesses(size, opt.stormPerProcess);
     rec.client_processes = plan.processes;
     let first = 0;
     for (let p = 0; p < plan.processes && first < size; p++) {
@@ -139,11 +158,17 @@ async function stormOnce(mode, size, { startServer, stopGroup, freePort, liveChi
     const workers = groupMembers(server.pgid).filter((pid) => pid !== server.pid);
     const clientPids = procs.map((proc) => proc.child.pid);
     const before = cpuTicks([server.pid, ...workers, ...clientPids]);
+    const hostBefore = hostListenCounters();
     const started = Date.now();
     for (const proc of procs) proc.child.stdin.write('go\n');
     const results = await Promise.all(procs.map((proc) => proc.finished));
     rec.wall_ms = Date.now() - started;
     const after = cpuTicks([server.pid, ...workers, ...clientPids]);
+    const hostAfter = hostListenCounters();
+    if (hostBefore && hostAfter) {
+      rec.host_listen_overflows = hostAfter.overflows - hostBefore.overflows;
+      rec.host_listen_drops = hostAfter.drops - hostBefore.drops;
+    }
     // CPU seconds spent during the storm, by role (clock ticks of 10 ms).
     const seconds = (pids) => pids.reduce((sum, pid) => sum + ((after[pid] ?? 0) - (before[pid] ?? 0)), 0) / 100;
     rec.cpu_s = { primary: seconds([server.pid]), workers: seconds(workers), clients: seconds(clientPids) };
@@ -156,6 +181,9 @@ async function stormOnce(mode, size, { startServer, stopGroup, freePort, liveChi
     rec.p99_ms = Math.max(...results.map((r) => r.p99Ms || 0));
     rec.errors = {};
     for (const r of results) for (const [k, v] of Object.entries(r.errors || {})) rec.errors[k] = (rec.errors[k] || 0) + v;
+    rec.socket_errors = {};
+    for (const r of results) for (const [k, v] of Object.entries(r.socketErrors || {})) rec.socket_errors[k] = (rec.socket_errors[k] || 0) + v;
+    rec.resets = RESET_OR_REFUSED.reduce((sum, code) => sum + (rec.socket_errors[code] || 0), 0);
     if (mode.ours) {
       const stats = await primaryStats(server);
       if (stats) {
@@ -163,10 +191,18 @@ async function stormOnce(mode, size, { startServer, stopGroup, freePort, liveChi
         rec.accepted = stats.accepted;
         rec.drops = { droppedQueueFull: stats.slots.reduce((sum, s) => sum + s.droppedQueueFull, 0) };
         for (const [key, value] of Object.entries(stats)) if (key.startsWith('dropped') && key !== 'dropped' && value) rec.drops[key] = value;
+        if (stats.kernel) {
+          // Kernel steering: what the kernel dropped at the group's own sockets, and what the workers' relief threads took.
+          rec.slot_listen_drops = stats.slots.reduce((sum, s) => sum + (s.listenDrops || 0), 0);
+          rec.relieved = stats.slots.reduce((sum, s) => sum + (s.relieved || 0), 0);
+        }
       }
     }
     log(`storm ${mode.name}: ${rec.done}/${size} done, ${rec.failed} failed, ${(rec.time_ms / 1000).toFixed(2)} s` +
       (rec.dropped != null ? `, primary dropped ${rec.dropped}` : '') +
+      (rec.host_listen_drops ? `, host ListenDrops +${rec.host_listen_drops}` : '') +
+      (rec.relieved ? `, relieved ${rec.relieved}` : '') +
+      (rec.resets ? `, ${rec.resets} reset/refused ${JSON.stringify(rec.socket_errors)}` : '') +
       (rec.failed ? ` ${JSON.stringify(rec.errors)}` : ''));
     return rec;
   } catch (error) {

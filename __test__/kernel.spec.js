@@ -206,9 +206,9 @@ describe('kernel: true, observed', () => {
     const [slot, { pid, addresses }] = [...bySlot].find(([, { addresses }]) => addresses.length >= 5)
     const busy = request(app.port, { localAddress: addresses[0], path: '/busy?ms=2500' })
     await sleep(300)
-    // Twice the queue's limit within a quarter of a second (relief looks every
-    // 5 ms: a burst that fills the queue faster still overflows it), while the
-    // worker's JavaScript thread accepts nothing.
+    // Twice the queue's limit within a quarter of a second or so (relief looks
+    // every 10 ms: a burst that fills the queue faster still overflows it),
+    // while the worker's JavaScript thread accepts nothing.
     const burst = []
     for (let i = 0; i < 128; i++) {
       burst.push(request(app.port, { localAddress: addresses[i % addresses.length] }))
@@ -218,7 +218,8 @@ describe('kernel: true, observed', () => {
       const stats = await app.stats()
       return stats.slots[Number(slot)].held >= 100 && stats
     }, { what: 'the relief thread to hold the burst' })
-    expect(during.slots[Number(slot)].queued).toBeLessThanOrEqual(16)
+    // A quarter of the limit, and what arrived since the last look: far from full.
+    expect(during.slots[Number(slot)].queued).toBeLessThan(40)
     expect((await busy).json.pid).toBe(pid)
     const results = await Promise.all(burst)
     expect(results.map((r) => r.json.pid)).toEqual(Array(128).fill(pid))

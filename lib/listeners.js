@@ -8,7 +8,7 @@
 //   workerEnd(slot)        what a worker forked into `slot` gets in its stdio:
 //                          { fd, variable (the env variable naming it), afterFork(),
 //                            more: further [{ fd, variable }], env: more variables }
-//   watch(worker, slot)    a worker was forked into `slot`
+//   watch(worker, slot, end)  a worker was forked into `slot` with `end` (workerEnd's)
 //   retire(worker)         a reload replaced `worker`: make it drain and exit
 //   listeningFds()         the listening socket(s), for a takeover offer
 //   stats(slots)           `sticky.stats()`
@@ -117,16 +117,13 @@ class KernelGroupListener {
   workerEnd(slot) {
     const statsFd = this.group.statsFd()
     const seat = statsFd === null ? null : this.group.takeSeat(slot)
-    this.forkedSeat = seat
-    const counted = seat === null ? {} : { more: [{ fd: statsFd, variable: 'STICKY_STATS_FD' }], env: { STICKY_STATS_SEAT: String(seat) } }
+    const counted = seat === null ? {} : { seat, more: [{ fd: statsFd, variable: 'STICKY_STATS_FD' }], env: { STICKY_STATS_SEAT: String(seat) } }
     return { fd: this.group.fd(slot), variable: 'STICKY_LISTEN_FD', afterFork: () => {}, ...counted }
   }
 
-  /** A kernel-mode worker says it accepts with a cluster message; its seat is freed when it exits. */
-  watch(worker, slot) {
-    const seat = this.forkedSeat
-    this.forkedSeat = null
-    if (seat !== null && seat !== undefined) worker.once('exit', () => this.group.releaseSeat(seat))
+  /** A kernel-mode worker says it accepts with a cluster message; its seat (`end.seat`) is freed when it exits. */
+  watch(worker, slot, end = {}) {
+    if (end.seat !== undefined) worker.once('exit', () => this.group.releaseSeat(end.seat))
     worker.on('message', (message) => {
       if (!message || message.stickySessionRs !== 'ready') return
       this.onEvent({ kind: 'slot-ready', slot, pid: worker.process.pid })

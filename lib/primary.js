@@ -372,7 +372,7 @@ class Primary extends EventEmitter {
     state.worker = worker
     state.pid = worker.process.pid
     state.forks++
-    listener.watch(worker, slot)
+    listener.watch(worker, slot, workerEnd)
     state.startedAt = Date.now()
     this.slots.set(slot, state)
     debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)

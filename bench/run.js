@@ -31,7 +31,7 @@ function parseArgs(argv) {
     quick: false, rounds: 3, connections: 20000, duration: 5, warmup: 300, concurrency: 8,
     sioSessions: 2000, sioDuration: 3, sioConcurrency: 8, socketio: true, modes: null,
     startTimeout: 20, order: 'rotate', seed: Date.now() % 100000, verbose: false,
-    storm: false, stormClients: [5000], stormIps: 250, stormTimeout: 60, stormPerProcess: 250, stormContended: false,
+    storm: false, stormClients: [5000], stormIps: 250, stormTimeout: 60, stormPerProcess: null, stormContended: false,
   };
   const num = (i) => {
     const v = Number(argv[i + 1]);
@@ -88,7 +88,7 @@ function parseArgs(argv) {
   if (o.connections < 1 || o.connections > 1e6) usage('--connections must be in [1, 1e6]');
   if (o.stormIps < 1 || o.stormIps > 250) usage('--storm-ips must be in [1, 250] (127.0.0.2-127.0.0.251)');
   if (o.stormTimeout <= 0 || o.stormTimeout > 300) usage('--storm-timeout must be in (0, 300]');
-  if (!Number.isInteger(o.stormPerProcess) || o.stormPerProcess < 10 || o.stormPerProcess > 2500) usage('--storm-clients-per-process must be an integer in [10, 2500]');
+  if (o.stormPerProcess !== null && (!Number.isInteger(o.stormPerProcess) || o.stormPerProcess < 10 || o.stormPerProcess > 2500)) usage('--storm-clients-per-process must be an integer in [10, 2500]');
   return o;
 }
 
@@ -709,7 +709,10 @@ async function stormMain(tStart) {
   }));
   const table = stormMarkdownTable(rows);
   const notes = stormNotes(rows);
-  const processes = opt.stormClients.map((size) => `${planProcesses(size, opt.stormPerProcess).processes} for ${size}`).join(', ');
+  const processes = opt.stormClients.map((size) => {
+    const plan = planProcesses(size, opt.stormPerProcess);
+    return `${plan.processes} of ${plan.perProcess} for ${size}`;
+  }).join(', ');
   const meta = { machine, clients: opt.stormClients, sourceIps: opt.stormIps, timeout_s: opt.stormTimeout, rounds: opt.rounds,
     clients_per_process: opt.stormPerProcess, contended: opt.stormContended,
     client_processes: processes, elapsed_s: (Date.now() - tStart) / 1000, loadavg_end: os.loadavg().map((x) => Number(x.toFixed(2))) };
@@ -718,7 +721,7 @@ async function stormMain(tStart) {
 - date: ${machine.date}
 - machine: ${machine.nproc} CPU(s), ${machine.cpu}, ${machine.kernel}; load average at start ${machine.loadavg.join(' / ')}, at end ${meta.loadavg_end.join(' / ')}
 - Node ${machine.node}; 2 workers per mode; each mode a fresh primary process
-- ${opt.stormClients.join(' and ')} socket.io clients per round${opt.quick ? ' (--quick)' : ''}, ${opt.rounds} round(s), from ${opt.stormIps} source IPs (127.0.0.2–), started at once in client processes on the same machine (${processes}: at most ${opt.stormPerProcess} clients each); each: polling handshake, websocket upgrade, one emit with an ack, then stays connected until every client finished; a client not done within ${opt.stormTimeout} s counts as failed${opt.stormContended ? '\n- **contended**: the harness, every server process and every client process pinned to CPU 0 (`taskset -c 0`)' : ''}
+- ${opt.stormClients.join(' and ')} socket.io clients per round${opt.quick ? ' (--quick)' : ''}, ${opt.rounds} round(s), from ${opt.stormIps} source IPs (127.0.0.2–), started at once in client processes on the same machine (${processes}); each: polling handshake, websocket upgrade, one emit with an ack, then stays connected until every client finished; a client not done within ${opt.stormTimeout} s counts as failed${opt.stormContended ? '\n- **contended**: the harness, every server process and every client process pinned to CPU 0 (`taskset -c 0`)' : ''}
 - reset or refused: the clients' connections that failed with ECONNRESET, ECONNREFUSED or EPIPE; handshakes dropped (host): the host's ListenDrops during the mode's storm (/proc/net/netstat, every listening socket of the machine)
 - header mode: each client names itself in X-Forwarded-For; proxy-protocol mode: in a PROXY v1 line (198.18.x.y, no packet goes there)
 - time: from the start until the last client is done (the worst round); ×sticky-session is that time over sticky-session's at the same size (lower is better); CPU: seconds used during the storm by the primary and by the 2 workers (the clients' are in the JSON)

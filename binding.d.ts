@@ -14,8 +14,10 @@ export declare class Balancer {
    * Binds the listening socket now (so listen errors are synchronous), or
    * adopts the one in `listen.adopt`, and starts the accept loop with
    * `options` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
+   * With `rendezvous` (the user forks the workers), workers take their
+   * channels there; the accept loop keeps its own reference to it.
    */
-  constructor(listen: ListenSpec, options: ResolvedOptions, onEvent: (arg: BalancerEvent) => void)
+  constructor(listen: ListenSpec, options: ResolvedOptions, onEvent: (arg: BalancerEvent) => void, rendezvous?: RendezvousSocket | undefined | null)
   address(): AddressInfo
   /**
    * Creates the channel of a worker about to be forked into `slot`; returns
@@ -24,9 +26,6 @@ export declare class Balancer {
    */
   openSlot(slot: number): number
   stats(): StatsObject
-  /** Lets the worker process `pid` (forked by the user) take a channel. */
-  allowWorker(pid: number): void
-  forgetWorker(pid: number): void
   /**
    * The listening socket's fd, for a takeover offer to duplicate. Valid
    * until `close`; do not close it.
@@ -39,6 +38,12 @@ export declare class Balancer {
    * gave up).
    */
   close(drainQueue?: boolean | undefined | null): void
+  /**
+   * After `close`, once every worker has exited (or the shutdown ran out
+   * of time): the accept loop refuses and counts what it still holds
+   * (`droppedNoWorker`), closes every channel, and its thread ends.
+   */
+  terminate(): void
 }
 
 /**
@@ -63,6 +68,23 @@ export declare class ListeningSocketHold {
    * socket closes unless the primary still holds it).
    */
   drainAndClose(): Array<number>
+}
+
+export declare class RendezvousSocket {
+  /**
+   * Listens on the abstract Unix socket `name`; `EADDRINUSE` when another
+   * process holds it.
+   */
+  constructor(name: string)
+  /** Lets the worker process `pid` (forked by the user) take a channel. */
+  allowWorker(pid: number): void
+  /** `pid` exited. */
+  forgetWorker(pid: number): void
+  /**
+   * Stops listening; the name is free once every accept loop that took a
+   * reference has closed too.
+   */
+  close(): void
 }
 
 /**
@@ -156,6 +178,11 @@ export declare class WorkerChannel {
    */
   startOnLoop(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
   /**
+   * The primary's first record is here (or it closed the channel): `start`
+   * will not wait. Never waits.
+   */
+  setupArrived(): boolean
+  /**
    * Stops taking connections: nothing more is read here, and the primary
    * sends the ones this worker did not read to other workers.
    */
@@ -190,12 +217,6 @@ export interface BalancerEvent {
 }
 
 /**
- * Checks a port as `listen` takes it: an integer from 0 to 65535, or its
- * decimal string (sticky-session took `'3000'`). Throws `ERR_STICKY_INVALID_PORT`.
- */
-export declare function checkPort(port: unknown): number
-
-/**
  * Takes ownership of the channel fd the primary placed in this worker: checks
  * that it is one, and makes it close-on-exec so this worker's own children
  * never inherit it.
@@ -213,11 +234,13 @@ export declare function claimChannel(fd: number): WorkerChannel
 export declare function claimListeningFd(fd: number): ListeningSocketHold
 
 /**
- * Connects to the rendezvous socket of a primary set up with
- * `setupMaster` (workers forked by the user); the primary accepts only
- * processes of its cluster.
+ * Connects to the rendezvous socket `name` of a primary set up with
+ * `setupMaster` (workers forked by the user), which must be held by
+ * process `primary` of this user: `null` while nobody listens there yet.
+ * The primary accepts only processes of its cluster; its first record (see
+ * `setupArrived`) comes once it balances.
  */
-export declare function connectChannel(name: string): WorkerChannel
+export declare function connectChannel(name: string, primary: number): WorkerChannel | null
 
 /** One connection for `index.js` to wrap in a `net.Socket`. */
 export interface Connection {
@@ -443,10 +466,10 @@ export interface ListenSpec {
    */
   adopt?: Array<number>
   /**
-   * When the user forks the workers (`setupMaster`): the abstract socket
-   * name they connect to for their channel (the accept loop only).
+   * Accept IPv6 clients only on `::` (`listen({ ipv6Only: true })`):
+   * without it `::` is dual-stack, as in Node.
    */
-  rendezvous?: string
+  ipv6Only?: boolean
 }
 
 /** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
@@ -460,6 +483,13 @@ export interface ReceivedOffer {
   /** Decimal string of the unsigned 64-bit seed. */
   seed: string
   pid: number
+}
+
+/** The first address of a host, as `dns.lookup(host)` gives it. */
+export interface ResolvedHost {
+  address: string
+  /** `'IPv4'` or `'IPv6'`. */
+  family: string
 }
 
 /**
@@ -496,6 +526,14 @@ export interface ResolvedOptions {
   sessionTtl: number
   maxSessions: number
 }
+
+/**
+ * Resolves `host` with the system resolver (`getaddrinfo`), as
+ * `dns.lookup(host)` does, and throws as it reports failures: `code`
+ * `ENOTFOUND` for a name that does not exist, `EAI_AGAIN` for a temporary
+ * failure, ...
+ */
+export declare function resolveHost(host: string): ResolvedHost
 
 /**
  * Checks `options` (the options of `sticky.listen`, as the user passed them)

@@ -129,7 +129,8 @@ describe('@socket.io/sticky shape', () => {
       // A foreign process (not forked by the cluster) connects and waits for connections.
       const intruder = spawn(process.execPath, ['-e', `
         const { connectChannel } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'native'))})
-        const channel = connectChannel(${JSON.stringify(name.slice(1))})
+        // It names the primary as its own, to look like one of its workers.
+        const channel = connectChannel(${JSON.stringify(name.slice(1))}, ${app.pid})
         try {
           channel.start((connections) => {
             if (connections.length > 0) { console.log('GOT ' + connections.length); process.exit(3) }

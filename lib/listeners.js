@@ -13,7 +13,8 @@
 //   stats(slots)           `sticky.stats()`
 //   stopAccepting(drainQueue)   then a 'drained' event once nothing accepted
 //                          waits for a worker
-//   close()                once every worker has exited
+//   close()                once every worker has exited (or the shutdown ran
+//                          out of time): releases every descriptor and thread
 //
 // Events (`onEvent`): 'slot-ready' { slot, pid }, 'slot-closed', 'drained',
 // 'error' { code, message, fatal }.
@@ -32,10 +33,14 @@ const { Balancer, ReuseportGroup, statsFields } = require('./native')
  * worker's channel (a socketpair created for each fork).
  */
 class AcceptLoopListener {
-  /** Binds (or adopts `spec.adopt`) and starts accepting; throws as `new Balancer` does. */
+  /**
+   * Binds (or adopts `spec.adopt`) and starts accepting; throws as `new
+   * Balancer` does. With `options.rendezvous` (lib/rendezvous.js), the user's
+   * workers take their channels there.
+   */
   constructor(spec, options, onEvent) {
     this.mode = 'accept-loop'
-    this.balancer = new Balancer(spec, options, onEvent)
+    this.balancer = new Balancer(spec, options, onEvent, options.rendezvous ? options.rendezvous.socket : null)
   }
 
   address() {
@@ -71,15 +76,9 @@ class AcceptLoopListener {
     this.balancer.close(drainQueue)
   }
 
-  close() {}
-
-  /** Workers the user forks (setupMaster): only these pids may take a channel. */
-  allowWorker(pid) {
-    this.balancer.allowWorker(pid)
-  }
-
-  forgetWorker(pid) {
-    this.balancer.forgetWorker(pid)
+  /** The accept loop refuses (and counts) what still waits for a worker, closes every channel, and its thread ends. */
+  close() {
+    this.balancer.terminate()
   }
 }
 

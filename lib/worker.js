@@ -257,7 +257,11 @@ function manageLifecycle(server, stopTaking, lastLook = null) {
   }
   server.once('close', () => {
     debug('worker %d drained; exiting', process.pid)
-    if (cluster.worker && cluster.worker.isConnected()) cluster.worker.disconnect()
+    if (cluster.worker && cluster.worker.isConnected()) {
+      // The primary may be gone already (EPIPE): this worker is leaving anyway.
+      cluster.worker.on('error', (error) => debug('worker %d: %s while disconnecting', process.pid, error.code || error.message))
+      cluster.worker.disconnect()
+    }
     setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref()
   })
   // The primary disconnecting this worker (graceful shutdown, reload) closes

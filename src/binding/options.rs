@@ -366,33 +366,6 @@ fn read_options(options: Option<Unknown<'_>>) -> std::result::Result<ListenOptio
   ListenOptions::read(&value.coerce_to_object()?)
 }
 
-/// Checks a port as `listen` takes it: an integer from 0 to 65535, or its
-/// decimal string (sticky-session took `'3000'`). Throws `ERR_STICKY_INVALID_PORT`.
-#[napi(ts_args_type = "port: unknown")]
-pub fn check_port(port: Unknown<'_>) -> Result<u32> {
-  Ok(read_port(&port)?)
-}
-
-fn read_port(port: &Unknown<'_>) -> std::result::Result<u32, StickyError> {
-  let number = match port.get_type()? {
-    ValueType::Number => Some(port.coerce_to_number()?.get_double()?),
-    ValueType::String => {
-      let text = port.coerce_to_string()?.into_utf8()?.into_owned()?;
-      let digits = text.trim();
-      if !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        digits.parse::<f64>().ok()
-      } else {
-        None
-      }
-    }
-    _ => None,
-  };
-  match number {
-    Some(number) if number.fract() == 0.0 && (0.0..=65535.0).contains(&number) => Ok(number as u32),
-    _ => Err(StickyError::InvalidPort { got: describe(port)? }),
-  }
-}
-
 /// Reads one option after another from the user's object.
 struct Reader<'a, 'env>(&'a Object<'env>);
 

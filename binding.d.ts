@@ -178,10 +178,13 @@ export declare class WorkerChannel {
    */
   startOnLoop(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
   /**
-   * The primary's first record is here (or it closed the channel): `start`
-   * will not wait. Never waits.
+   * Whether the primary's first record is here, without waiting:
+   * `'arrived'` (`start` will not wait), `'waiting'`, `'closed'` (the
+   * primary closed the connection: it refused this process, and `start`
+   * says so) or `'reset'` (the primary's rendezvous socket closed before it
+   * took this connection: connect again).
    */
-  setupArrived(): boolean
+  setupState(): 'arrived' | 'waiting' | 'closed' | 'reset'
   /**
    * Stops taking connections: nothing more is read here, and the primary
    * sends the ones this worker did not read to other workers.

@@ -132,10 +132,20 @@ class ChannelFromPrimary {
     this.timer = setTimeout(() => this.connect(since), CONNECT_RETRY_MS)
   }
 
-  /** The primary sends the channel once it listens (or closes the connection): poll, backing off. */
+  /**
+   * The primary sends the channel once it balances: poll, backing off. A
+   * connection reset before that (the primary closed, and may listen again:
+   * servers one after another) connects again.
+   */
   waitForSetup(delay) {
     if (this.closed) return
-    if (this.channel.setupArrived()) {
+    const state = this.channel.setupState()
+    if (state === 'reset') {
+      this.channel.close()
+      this.channel = null
+      return this.connect(Date.now())
+    }
+    if (state !== 'waiting') {
       this.ready = true
       return this.begin()
     }

@@ -1,6 +1,6 @@
 //! `WorkerChannel`: a worker's end of its slot's channel, as JavaScript sees it.
 
-use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -138,13 +138,23 @@ impl WorkerChannel {
     Ok(())
   }
 
-  /// The primary's first record is here (or it closed the channel): `start`
-  /// will not wait. Never waits.
-  #[napi]
-  pub fn setup_arrived(&self) -> bool {
-    let Some(channel) = self.channel.as_ref() else { return true };
-    let mut poll = [nix::poll::PollFd::new(channel.as_fd(), nix::poll::PollFlags::POLLIN)];
-    nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO).map_or(true, |ready| ready > 0)
+  /// Whether the primary's first record is here, without waiting:
+  /// `'arrived'` (`start` will not wait), `'waiting'`, `'closed'` (the
+  /// primary closed the connection: it refused this process, and `start`
+  /// says so) or `'reset'` (the primary's rendezvous socket closed before it
+  /// took this connection: connect again).
+  #[napi(ts_return_type = "'arrived' | 'waiting' | 'closed' | 'reset'")]
+  pub fn setup_state(&self) -> &'static str {
+    use nix::sys::socket::{recv, MsgFlags};
+    let Some(channel) = self.channel.as_ref() else { return "closed" };
+    let mut head = [0u8; 1];
+    match recv(channel.as_raw_fd(), &mut head, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+      Ok(0) => "closed",
+      Ok(_) => "arrived",
+      Err(nix::errno::Errno::EAGAIN) => "waiting",
+      Err(nix::errno::Errno::ECONNRESET) => "reset",
+      Err(_) => "closed",
+    }
   }
 
   /// Says hello: the primary starts sending from here.

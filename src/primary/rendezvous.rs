@@ -62,13 +62,26 @@ impl AllowedWorkers {
   }
 }
 
-/// Tells the ledger whether any worker exists, at once and on every change,
-/// until the loop ends.
+/// How long no worker must exist before connections are refused: a
+/// worker forked just now is known to JavaScript a tick later (cluster's
+/// 'fork' event), and the one that exits may be replaced at once by the
+/// user's 'exit' handler.
+const NO_WORKER_GRACE: Duration = Duration::from_millis(200);
+
+/// Tells the ledger whether any worker exists, on every change, until the
+/// loop ends: at once when one does, after `NO_WORKER_GRACE` when none does.
 pub async fn watch_workers(shared: Rc<Shared>, allowed: AllowedWorkers) {
   let mut count = allowed.watch_count();
   loop {
-    let exist = *count.borrow_and_update() > 0;
-    shared.driver.borrow_mut().set_workers_exist(exist);
+    if *count.borrow_and_update() > 0 {
+      shared.driver.borrow_mut().set_workers_exist(true);
+    } else {
+      match tokio::time::timeout(NO_WORKER_GRACE, count.changed()).await {
+        Err(_elapsed) => shared.driver.borrow_mut().set_workers_exist(false),
+        Ok(Ok(())) => continue,
+        Ok(Err(_closed)) => return,
+      }
+    }
     if count.changed().await.is_err() {
       return;
     }

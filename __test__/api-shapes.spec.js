@@ -59,6 +59,29 @@ describe('socketio-sticky-session shape', () => {
     }
   })
 
+  test('README "Without proxied connections", socket.io: sticky(factory).listen(port, cb); clients from many addresses connect', async () => {
+    const { port } = await runExample('socketio-sticky-session-factory.js', /server started on \d+ port/)
+    const clients = Array.from({ length: 8 }, (_, i) => ioClient(port, clientIp(i)))
+    try {
+      await Promise.all(clients.map((socket) => once(socket, 'connect')))
+      expect(clients.every((socket) => socket.connected)).toBe(true)
+    } finally {
+      clients.forEach((socket) => socket.close())
+    }
+  })
+
+  test('README "With proxied connections", synchronized: its `sync` option and the sync event it emits on connection change nothing; clients connect', async () => {
+    const { port, output } = await runExample('socketio-sticky-session-sync.js', /server started on \d+ port/)
+    const clients = Array.from({ length: 8 }, (_, i) => ioClient(port, '127.0.0.1', { extraHeaders: { 'x-forwarded-for': `198.51.100.${i + 1}` } }))
+    try {
+      await Promise.all(clients.map((socket) => once(socket, 'connect')))
+      expect(clients.every((socket) => socket.connected)).toBe(true)
+    } finally {
+      clients.forEach((socket) => socket.close())
+    }
+    expect(output).not.toMatch(/Error/)
+  })
+
   test('sticky(num, factory) and sticky(options, server) shapes, and their errors', () => {
     // In this (primary) process the factory is not called and nothing listens until .listen().
     const factory = jest.fn()

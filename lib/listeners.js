@@ -109,10 +109,14 @@ class KernelGroupListener {
     return { fd: this.group.fd(slot), variable: 'STICKY_LISTEN_FD', afterFork: () => {} }
   }
 
-  /** A kernel-mode worker says it accepts with a cluster message. */
+  /**
+   * A kernel-mode worker says it accepts with an internal cluster message
+   * (`cmd: 'NODE_…'`, as cluster's own): the user's 'message' listeners on
+   * the worker never see it.
+   */
   watch(worker, slot) {
-    worker.on('message', (message) => {
-      if (!message || message.stickySessionRs !== 'ready') return
+    worker.process.on('internalMessage', (message) => {
+      if (!message || message.cmd !== 'NODE_STICKY_SESSION_RS' || !message.ready) return
       this.onEvent({ kind: 'slot-ready', slot, pid: worker.process.pid })
     })
   }

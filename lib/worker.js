@@ -332,7 +332,8 @@ function startKernelWorker(server) {
   // taken and served instead of being reset with the socket.
   const stopAccepting = acceptOnInheritedSocket(server, fd, privateAddress(), () => {
     debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
-    if (process.send) process.send({ stickySessionRs: 'ready' })
+    // An internal message (`cmd: 'NODE_…'`): the user's 'message' listeners never see it.
+    if (process.send) process.send({ cmd: 'NODE_STICKY_SESSION_RS', ready: true })
   })
   manageLifecycle(
     server,

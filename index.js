@@ -162,7 +162,7 @@ function closeQuietly(server) {
   server.emit = function withoutClose(event, ...args) {
     return event === 'close' ? false : emit.call(this, event, ...args)
   }
-  require('net').Server.prototype.close.call(server)
+  server.close()
   // Node reports 'close' on the next tick.
   process.nextTick(() => process.nextTick(() => (server.emit = emit)))
 }

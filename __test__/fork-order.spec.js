@@ -8,7 +8,10 @@
 // a clear error, and that primary stays controllable.
 
 const path = require('path')
-const { startApp, stopAll, ioClientsClosedAfterEach, once, emitWithAck, waitUntil } = require('./helpers')
+const { startApp, stopAll, ioClientsClosedAfterEach, once, emitWithAck, waitUntil, requireProgram } = require('./helpers')
+
+const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
+const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
 
 const APP = path.join(__dirname, 'fixtures', 'app-setup-master.js')
 const ioClient = ioClientsClosedAfterEach()
@@ -30,14 +33,14 @@ async function sessionsStayOnTheirWorker(app) {
   expect(owners.size).toBe(2)
 }
 
-describe.each([
-  ['before setupMaster', 'before'],
-  ['between setupMaster and listen', 'between'],
-  ['after listen', 'after'],
-  ['after listen, setupMaster given a listening httpServer', 'listening-first'],
-])('workers forked %s', (_, order) => {
-  test('serve sessions, and a worker the user respawns on exit takes its place', async () => {
-    const app = await startApp({ workers: 2, order }, { script: APP })
+describe.each(runtimes)('%s', (_, runtime) => {
+  test.each([
+    ['before setupMaster', 'before'],
+    ['between setupMaster and listen', 'between'],
+    ['after listen', 'after'],
+    ['after listen, setupMaster given a listening httpServer', 'listening-first'],
+  ])('workers forked %s serve sessions, and a worker the user respawns on exit takes its place', async (_, order) => {
+    const app = await startApp({ workers: 2, order }, { script: APP, runtime })
     await waitUntil(async () => (await liveSlots(app)) === 2, { what: 'two live slots' })
     expect(app.find('error')).toEqual([])
     await sessionsStayOnTheirWorker(app)
@@ -49,16 +52,17 @@ describe.each([
     await sessionsStayOnTheirWorker(app)
     await app.stop()
   })
-})
 
-test('a worker whose primary never calls setupMaster gets a clear error, and the primary stays controllable', async () => {
-  const app = await startApp({ workers: 1, noSetupMaster: true }, { script: APP, waitForWorkers: false })
-  await waitUntil(() => /did not call setupMaster\(httpServer\) within 10000 ms/.test(app.stderr), { timeout: 20000, what: "the worker's error" })
-  expect(app.stderr).toMatch(/ERR_STICKY_NO_CHANNEL/)
-  await app.waitFor('exit', (e) => e.code !== 0)
-  const signalled = Date.now()
-  process.kill(app.pid, 'SIGTERM')
-  await waitUntil(() => app.exited, { timeout: 5000, what: 'the primary to end on SIGTERM' })
-  expect(Date.now() - signalled).toBeLessThan(2000)
-  await app.stop()
+  test('a worker whose primary never calls setupMaster gets a clear error, and the primary stays controllable', async () => {
+    const app = await startApp({ workers: 1, noSetupMaster: true }, { script: APP, waitForWorkers: false, runtime })
+    await waitUntil(() => /did not call setupMaster\(httpServer\) within 10000 ms/.test(app.stderr), { timeout: 20000, what: "the worker's error" })
+    // Node prints the error's code with it (Bun prints the message only).
+    if (runtime === process.execPath) expect(app.stderr).toMatch(/ERR_STICKY_NO_CHANNEL/)
+    await app.waitFor('exit', (e) => e.code !== 0)
+    const signalled = Date.now()
+    process.kill(app.pid, 'SIGTERM')
+    await waitUntil(() => app.exited, { timeout: 5000, what: 'the primary to end on SIGTERM' })
+    expect(Date.now() - signalled).toBeLessThan(2000)
+    await app.stop()
+  })
 })

@@ -7,6 +7,10 @@
 
 const { spawn } = require('child_process')
 const path = require('path')
+const { requireProgram } = require('./helpers')
+
+const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
+const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'listen-forms.js')
 const running = new Set()
@@ -18,10 +22,10 @@ afterAll(() => {
   }
 })
 
-/** Runs the fixture for `shape`; resolves with its lines and how it exited. */
-function runShape(shape, { timeout = 90000 } = {}) {
+/** Runs the fixture for `shape` under `runtime`; resolves with its lines and how it exited. */
+function runShape(runtime, shape, { timeout = 90000 } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FIXTURE], { env: { ...process.env, LISTEN_FORMS_SHAPE: shape }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(runtime, [FIXTURE], { env: { ...process.env, LISTEN_FORMS_SHAPE: shape }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
     running.add(child)
     let stdout = ''
     let stderr = ''
@@ -60,9 +64,9 @@ function checkForm(result, shape) {
   }
 }
 
-describe.each(['listen', 'sticky', 'setupMaster'])('%s shape', (shape) => {
-  test('every listen form balances and closes, one after another in one process, which then exits by itself', async () => {
-    const { code, signal, lines, stderr } = await runShape(shape)
+describe.each(runtimes)('%s', (_, runtime) => {
+  test.each(['listen', 'sticky', 'setupMaster'])('%s shape: every listen form balances and closes, one after another in one process, which then exits by itself', async (shape) => {
+    const { code, signal, lines, stderr } = await runShape(runtime, shape)
     expect({ code, signal, stderr: stderr.replace(/\(node:\d+\) .*\n(.*--trace.*\n)?/g, '') }).toEqual({ code: 0, signal: null, stderr: '' })
     expect(lines[lines.length - 1]).toEqual({ done: true })
     const results = lines.slice(0, -1)

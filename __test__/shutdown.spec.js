@@ -11,7 +11,10 @@
 
 const { spawn } = require('child_process')
 const path = require('path')
-const { startApp, stopAll, rawConnection, waitUntil, sleep } = require('./helpers')
+const { startApp, stopAll, rawConnection, waitUntil, sleep, requireProgram } = require('./helpers')
+
+const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
+const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
 
 afterAll(stopAll)
 
@@ -26,12 +29,12 @@ async function signalAndTime(app, signal = 'SIGTERM') {
   return { took: Date.now() - sent, exited: app.exited }
 }
 
-describe(`SIGTERM and SIGINT end the primary within shutdownTimeout + 1 s (${SHUTDOWN_TIMEOUT} + 1000 ms)`, () => {
+describe.each(runtimes)(`%s: SIGTERM and SIGINT end the primary within shutdownTimeout + 1 s (${SHUTDOWN_TIMEOUT} + 1000 ms)`, (_, runtime) => {
   test.each([
     ['kernel steering', {}],
     ['the accept loop', { kernel: false }],
-  ])('workers that crash as they start (%s)', async (_, mode) => {
-    const app = await startApp({ options: { workers: 2, shutdownTimeout: SHUTDOWN_TIMEOUT, ...mode } }, { waitForWorkers: false, env: { STICKY_TEST_CRASH_WORKER: '1' } })
+  ])('workers that crash as they start (%s)', async (__, mode) => {
+    const app = await startApp({ options: { workers: 2, shutdownTimeout: SHUTDOWN_TIMEOUT, ...mode } }, { waitForWorkers: false, runtime, env: { STICKY_TEST_CRASH_WORKER: '1' } })
     await waitUntil(() => app.find('exit').length >= 4, { what: 'workers crashing and being respawned' })
     const { took, exited } = await signalAndTime(app)
     expect(exited).toEqual({ code: 0, signal: null })
@@ -39,7 +42,7 @@ describe(`SIGTERM and SIGINT end the primary within shutdownTimeout + 1 s (${SHU
   })
 
   test('workers that never take their channel, with clients waiting for them (SIGINT)', async () => {
-    const app = await startApp({ options: { workers: 2, kernel: false, shutdownTimeout: SHUTDOWN_TIMEOUT } }, { env: { STICKY_TEST_HANG_WORKER: '1' } })
+    const app = await startApp({ options: { workers: 2, kernel: false, shutdownTimeout: SHUTDOWN_TIMEOUT } }, { runtime, env: { STICKY_TEST_HANG_WORKER: '1' } })
     const waiting = await Promise.all([2, 3, 4].map((n) => rawConnection(app.port, `127.0.0.${n}`)))
     const ended = waiting.map((socket) => new Promise((resolve) => socket.on('close', resolve).on('error', () => {})))
     await sleep(200)
@@ -51,7 +54,7 @@ describe(`SIGTERM and SIGINT end the primary within shutdownTimeout + 1 s (${SHU
   })
 
   test('setupMaster, and no worker forked: clients are answered 503 meanwhile', async () => {
-    const app = await startApp({ workers: 0 }, { script: path.join(__dirname, 'fixtures', 'app-setup-master.js'), waitForWorkers: false })
+    const app = await startApp({ workers: 0 }, { script: path.join(__dirname, 'fixtures', 'app-setup-master.js'), waitForWorkers: false, runtime })
     const socket = await rawConnection(app.port)
     const answer = await new Promise((resolve) => {
       let text = ''
@@ -67,7 +70,7 @@ describe(`SIGTERM and SIGINT end the primary within shutdownTimeout + 1 s (${SHU
   })
 
   test('a rolling reload under way', async () => {
-    const app = await startApp({ options: { workers: 2, kernel: false, shutdownTimeout: SHUTDOWN_TIMEOUT } })
+    const app = await startApp({ options: { workers: 2, kernel: false, shutdownTimeout: SHUTDOWN_TIMEOUT } }, { runtime })
     app.child.stdin.write('reload\n')
     await sleep(50)
     const { took, exited } = await signalAndTime(app)

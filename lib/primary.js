@@ -38,8 +38,8 @@ const UNTIL_READY_MS = 2 ** 31 - 1
  * after it the primary is closed whatever still runs: within
  * `shutdownTimeout` + 1 s in every state.
  */
-const KILL_AFTER_TIMEOUT_MS = 500
-const GIVE_UP_AFTER_TIMEOUT_MS = 800
+const KILL_AFTER_TIMEOUT_MS = 400
+const GIVE_UP_AFTER_TIMEOUT_MS = 600
 
 /** One line on stderr for what an operator must know happened (a takeover), whatever DEBUG says. */
 function announce(line) {

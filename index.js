@@ -223,7 +223,7 @@ function close(callback) {
  * Returns a promise. SIGHUP does the same.
  */
 function reload(callback) {
-  if (!primary || primary.closing) {
+  if (!primary) {
     const error = stickyError('ERR_STICKY_NOT_LISTENING', 'reload() needs a primary that is balancing: call listen() first')
     if (callback) return process.nextTick(callback, error)
     return Promise.reject(error)

@@ -66,3 +66,23 @@ describe.each(runtimes)('%s', (_, runtime) => {
     await app.stop()
   })
 })
+
+test("a worker takes connections only from its own primary's socket: one held by another process is refused, an unbound name is waited for", () => {
+  const { RendezvousSocket, connectChannel } = require('../lib/native')
+  const { rendezvousName } = require('../lib/rendezvous')
+  // This process squats the name of a primary that is not it.
+  const name = rendezvousName(`squatted-${process.pid}`)
+  const squatter = new RendezvousSocket(name)
+  try {
+    expect(() => connectChannel(name, process.pid + 1)).toThrow(
+      expect.objectContaining({ code: 'ERR_STICKY_NO_CHANNEL', message: expect.stringContaining(`held by process ${process.pid} of uid ${process.geteuid()}, not by this worker's primary`) }),
+    )
+    // Held by the process named: connected (the primary then checks the worker in turn).
+    const channel = connectChannel(name, process.pid)
+    expect(channel.setupState()).toBe('waiting')
+    channel.close()
+  } finally {
+    squatter.close()
+  }
+  expect(connectChannel(name, process.pid)).toBeNull()
+})

@@ -838,6 +838,7 @@ module.exports = nativeBinding
 module.exports.Balancer = nativeBinding.Balancer
 module.exports.ListeningSocketHold = nativeBinding.ListeningSocketHold
 module.exports.ReuseportGroup = nativeBinding.ReuseportGroup
+module.exports.SlotPortGroup = nativeBinding.SlotPortGroup
 module.exports.TakeoverClient = nativeBinding.TakeoverClient
 module.exports.TakeoverOffer = nativeBinding.TakeoverOffer
 module.exports.WorkerChannel = nativeBinding.WorkerChannel

@@ -17,6 +17,7 @@ const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
 const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
 const { pm2WorkerEnvironment } = require('./pm2')
+const { openSlotPorts } = require('./slot-ports')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -63,6 +64,8 @@ class Primary extends EventEmitter {
     this.handedOver = false
     /** While taking over: waiting for this primary's workers. */
     this.takeoverWait = null
+    /** With `slotPorts`: each slot's own listening socket, for a proxy in front (lib/slot-ports.js). */
+    this.slotPorts = null
   }
 
   start() {
@@ -140,6 +143,14 @@ class Primary extends EventEmitter {
     }
     const listener = this.listen(address, source, attempt)
     if (!listener) return
+    try {
+      this.slotPorts = openSlotPorts(options)
+    } catch (error) {
+      listener.stopAccepting(false)
+      listener.close()
+      server.emit('error', listenError(error, { host: options.slotHost, port: options.slotPorts }))
+      return
+    }
     this.listener = listener
     // The user's server object never listens in the primary; make it report
     // the listener's address so `server.address().port` works with port 0.
@@ -338,6 +349,7 @@ class Primary extends EventEmitter {
   fork(slot) {
     const { listener } = this
     const workerEnd = listener.workerEnd(slot)
+    const slotPortEnd = this.slotPorts ? this.slotPorts.workerEnd(slot) : null
     const previousStdio = cluster.settings.stdio
     const stdio = previousStdio
       ? previousStdio.slice()
@@ -347,6 +359,8 @@ class Primary extends EventEmitter {
     while (stdio.length < 4) stdio.push('ignore')
     const channelIndex = stdio.length
     stdio.push(workerEnd.fd)
+    const slotPortIndex = stdio.length
+    if (slotPortEnd) stdio.push(slotPortEnd.fd)
     let worker
     try {
       cluster.setupPrimary({ stdio })
@@ -358,6 +372,7 @@ class Primary extends EventEmitter {
         STICKY_ROUTING: this.options.routing,
         STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
         STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',
+        ...(slotPortEnd ? { [slotPortEnd.variable]: String(slotPortIndex) } : {}),
       })
     } finally {
       cluster.setupPrimary({ stdio: previousStdio })
@@ -437,6 +452,20 @@ class Primary extends EventEmitter {
     }
   }
 
+  /** The upstream block for a proxy over the slot ports (lib/slot-ports.js); null before listening. */
+  proxyConfig(proxy, settings) {
+    if (!this.listener) return null
+    if (!this.slotPorts) {
+      throw stickyError('ERR_STICKY_INVALID_OPTION', 'proxyConfig() writes the upstream block over the slot ports: listen with slotPorts (and routing: \'header\' or \'sid\')')
+    }
+    return this.slotPorts.proxyConfig(proxy, settings)
+  }
+
+  /** Where each slot port listens, or null (no slot ports, or before listening). */
+  slotAddresses() {
+    return this.slotPorts ? this.slotPorts.addresses() : null
+  }
+
   stats() {
     if (!this.listener) return null
     const stats = this.listener.stats(this.slots)
@@ -492,6 +521,9 @@ class Primary extends EventEmitter {
     }
     const { listener } = this
     if (!listener) return disconnectWorkers()
+    // The slot ports' last copies are the workers': each takes what is
+    // queued on its socket before closing it.
+    if (this.slotPorts) this.slotPorts.close()
     this.once('closed', () => listener.close())
     this.once('drained', disconnectWorkers)
     // Refusing new connections is for a shutdown: sockets handed over (or

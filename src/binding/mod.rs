@@ -8,6 +8,7 @@ mod listen;
 mod loop_poll;
 mod options;
 mod primary;
+mod slot_ports;
 mod stats;
 mod systemd;
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -19,6 +20,7 @@ pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
 pub use options::{check_port, resolve_options, ListenOptions, LoadBalancingMethod, ResolvedOptions, Routing};
 pub use primary::Balancer;
+pub use slot_ports::SlotPortGroup;
 pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -24,7 +24,7 @@ function which(name) {
  * `http-reuse safe` unless `reuse` says otherwise) plus `option forwardfor`.
  * `backend` is the backend section's body (balance, servers).
  */
-function haproxyConfig({ port, reuse = 'safe', backend, mode = 'http' }) {
+function haproxyConfig({ port, reuse = 'safe', backend, mode = 'http', frontend = '' }) {
   return `global
   maxconn 4000
 defaults
@@ -35,9 +35,8 @@ defaults
   timeout tunnel 1h
 ${mode === 'http' ? `  option forwardfor\n  http-reuse ${reuse}\n` : ''}frontend fe
   bind 127.0.0.1:${port}
-  default_backend be
-backend be
-${backend.trim().split('\n').map((line) => `  ${line.trim()}`).join('\n')}
+${frontend ? `  ${frontend}\n` : ''}  default_backend be
+${backend.trim().startsWith('#') || backend.trim().startsWith('backend') ? backend.trim() : `backend be\n${backend.trim().split('\n').map((line) => `  ${line.trim()}`).join('\n')}`}
 `;
 }
 
@@ -107,8 +106,8 @@ async function startProxy(kind, config, { port, waitFor }) {
 }
 
 /** Runs wrk with the XFF script; resolves with its summary (requests/s, errors, latency). */
-function runWrk(url, { connections = 64, threads = 2, seconds = 5, env = {} } = {}) {
-  const script = path.join(__dirname, 'xff.lua');
+function runWrk(url, { connections = 64, threads = 2, seconds = 5, env = {}, script = 'xff.lua' } = {}) {
+  script = path.join(__dirname, script);
   const out = execFileSync('wrk', [`-t${threads}`, `-c${connections}`, `-d${seconds}s`, '-s', script, url], {
     env: { ...process.env, ...env },
     encoding: 'utf8',

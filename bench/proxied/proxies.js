@@ -85,7 +85,7 @@ async function startProxy(kind, config, { port, waitFor }) {
   const file = path.join(dir, `${kind}.conf`);
   fs.writeFileSync(file, config({ port, dir }));
   const args = kind === 'haproxy' ? ['-db', '-f', file] : ['-p', dir, '-c', file];
-  const check = spawnSync(binary, kind === 'haproxy' ? ['-c', '-q', '-f', file] : ['-t', '-p', dir, '-c', file], { encoding: 'utf8' });
+  const check = spawnSync(binary, kind === 'haproxy' ? ['-c', '-f', file] : ['-t', '-p', dir, '-c', file], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`${kind} refused its configuration: ${check.stderr || check.stdout}`);
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let log = '';

@@ -538,8 +538,10 @@ export interface ResolvedOptions {
   loadBalancingMethod: LoadBalancingMethod
   sessionTtl: number
   maxSessions: number
-  /** The first slot port (`0`: the system picks each); absent: no slot ports. */
-  slotPorts?: number
+  /** Slot ports on (`slotPorts: true` or a port). */
+  slotPorts: boolean
+  /** The first slot port; `0`: the system picks each (`slotPorts: true`). */
+  firstSlotPort: number
   slotHost: string
 }
 

@@ -148,7 +148,7 @@ class Primary extends EventEmitter {
     } catch (error) {
       listener.stopAccepting(false)
       listener.close()
-      server.emit('error', listenError(error, { host: options.slotHost, port: options.slotPorts }))
+      server.emit('error', listenError(error, { host: options.slotHost, port: options.firstSlotPort }))
       return
     }
     this.listener = listener

@@ -42,11 +42,11 @@ const DEFAULT_UPSTREAM_NAME = 'sticky_session_rs'
  * so the primary taking over this one binds them too.
  */
 function openSlotPorts(options) {
-  if (options.slotPorts == null) return null
+  if (!options.slotPorts) return null
   if (options.rendezvous) {
     throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.slotPorts needs workers that sticky-session-rs forks: use sticky.listen(), not setupMaster()')
   }
-  return new SlotPorts(new SlotPortGroup(options.slotHost, options.slotPorts, options.workers, options.backlog, options.takeover), options)
+  return new SlotPorts(new SlotPortGroup(options.slotHost, options.firstSlotPort, options.workers, options.backlog, options.takeover), options)
 }
 
 class SlotPorts {

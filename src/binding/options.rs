@@ -287,8 +287,10 @@ pub struct ResolvedOptions {
   pub load_balancing_method: LoadBalancingMethod,
   pub session_ttl: u32,
   pub max_sessions: u32,
-  /// The first slot port (`0`: the system picks each); absent: no slot ports.
-  pub slot_ports: Option<u32>,
+  /// Slot ports on (`slotPorts: true` or a port).
+  pub slot_ports: bool,
+  /// The first slot port; `0`: the system picks each (`slotPorts: true`).
+  pub first_slot_port: u32,
   pub slot_host: String,
 }
 
@@ -347,7 +349,8 @@ impl ListenOptions {
       load_balancing_method: self.load_balancing_method.unwrap_or(LoadBalancingMethod::LeastConnection),
       session_ttl: self.session_ttl.unwrap_or(120_000),
       max_sessions: self.max_sessions.unwrap_or(100_000),
-      slot_ports: self.slot_ports,
+      slot_ports: self.slot_ports.is_some(),
+      first_slot_port: self.slot_ports.unwrap_or(0),
       slot_host,
     })
   }
@@ -673,7 +676,8 @@ mod tests {
         load_balancing_method: LoadBalancingMethod::LeastConnection,
         session_ttl: 120_000,
         max_sessions: 100_000,
-        slot_ports: None,
+        slot_ports: false,
+        first_slot_port: 0,
         slot_host: "127.0.0.1".into(),
       }
     );
@@ -690,7 +694,9 @@ mod tests {
     }
     for routing in [Routing::Header, Routing::Sid] {
       let options = ListenOptions { slot_ports: Some(3100), routing: Some(routing), ..Default::default() };
-      assert_eq!(options.resolve(2).unwrap().slot_ports, Some(3100));
+      let resolved = options.resolve(2).unwrap();
+      assert!(resolved.slot_ports);
+      assert_eq!(resolved.first_slot_port, 3100);
     }
   }
 

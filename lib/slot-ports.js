@@ -215,7 +215,7 @@ const tagSid = (sid, slot) => `${sid}${SID_TAG_SEPARATOR}${slot}`
  */
 function untagUrl(url, slot) {
   const query = url.indexOf('?')
-  if (query < 0) return url
+  if (query < 0 || !url.includes(SID_TAG_SEPARATOR, query)) return url
   const tag = `${SID_TAG_SEPARATOR}${slot}`
   const match = /(^|[?&])sid=([^&#]*)/.exec(url.slice(query))
   if (!match || !match[2].endsWith(tag)) return url

@@ -24,10 +24,10 @@ function which(name) {
  * `http-reuse safe` unless `reuse` says otherwise) plus `option forwardfor`.
  * `backend` is the backend section's body (balance, servers).
  */
-function haproxyConfig({ port, reuse = 'safe', backend, mode = 'http', frontend = '' }) {
+function haproxyConfig({ port, reuse = 'safe', backend, mode = 'http', frontend = '', threads = null }) {
   return `global
   maxconn 4000
-defaults
+${threads ? `  nbthread ${threads}\n` : ''}defaults
   mode ${mode}
   timeout connect 5s
   timeout client 30s

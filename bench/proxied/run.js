@@ -18,7 +18,7 @@
 // than one worker; 'sid', a request that reached a worker without its
 // session (400 "Session ID unknown", and sids tagged for another slot).
 //
-//   node bench/run.js --proxied [--rounds 2] [--duration 5] [--quick]
+//   node bench/run.js --proxied [--rounds 3] [--duration 4] [--quick] [--only TEXT]
 
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -29,6 +29,20 @@ const http = require('http');
 const { which, haproxyConfig, nginxConfig, startProxy, runWrk } = require('./proxies');
 
 const RESULTS = path.join(__dirname, '..', 'results');
+const CLK_TCK = 100;
+
+/** CPU seconds (user + system) `pids` used so far. */
+function cpuSeconds(pids) {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {}
+  }
+  return ticks / CLK_TCK;
+}
 const APP = path.join(__dirname, 'app.js');
 const WORKERS = 2;
 const log = (...a) => console.error('[proxied]', ...a);
@@ -43,6 +57,10 @@ const BACKENDS = {
   'plain-hash': { name: 'the proxy hashing over 2 plain processes', app: 'plain', upstream: 'hash', reference: true },
   'plain-hash-tcp': { name: 'HAProxy mode tcp, balance source over 2 plain processes', app: 'plain', upstream: 'hash', mode: 'tcp', key: 'none', reference: true, group: 'tcp' },
   'sched-none': { name: 'cluster SCHED_NONE (not sticky)', app: 'sched-none', upstream: 'one' },
+  // Candidate (c), a per-request router in the path: its ceiling, measured with
+  // the fastest such router at hand (a second HAProxy, one thread, hashing
+  // with keep-alive to 2 plain processes) between the proxy and the processes.
+  'router-ceiling': { name: 'a per-request router in the path (ceiling: a one-thread HAProxy) over 2 plain processes', app: 'plain', upstream: 'router' },
 };
 
 const TRAFFIC = {
@@ -52,7 +70,7 @@ const TRAFFIC = {
 };
 
 const PLAN = [
-  ...['haproxy', 'nginx'].flatMap((proxy) => ['ours-header-slots', 'ours-header-one', 'plain-hash', 'sched-none'].map((backend) => ({ proxy, traffic: 'header', backend }))),
+  ...['haproxy', 'nginx'].flatMap((proxy) => ['ours-header-slots', 'ours-header-one', 'plain-hash', 'router-ceiling', 'sched-none'].map((backend) => ({ proxy, traffic: 'header', backend }))),
   ...['haproxy', 'nginx'].flatMap((proxy) => ['ours-sid-slots', 'ours-sid-one', 'plain-hash', 'sched-none'].map((backend) => ({ proxy, traffic: 'sid', backend }))),
   ...['ours-header-slots', 'plain-hash', 'ours-pp', 'ours-pp-tcp', 'plain-hash-tcp'].map((backend) => ({ proxy: 'haproxy', traffic: 'per-connection', backend })),
 ];
@@ -144,13 +162,13 @@ async function startApp(backend) {
     await until(() => events.slice(before).filter((e) => e.type === 'seen').length >= workers.length, 'worker reports');
     return events.slice(before).filter((e) => e.type === 'seen');
   };
-  return { ready: events.find((e) => e.type === 'ready'), workers, stop, seen };
+  return { ready: events.find((e) => e.type === 'ready'), workers, primary: child.pid, stop, seen };
 }
 
 /** The proxy's configuration for `backend` on `app`. */
 function proxyFor(proxy, backend, app) {
   const spec = BACKENDS[backend];
-  const { ready } = app;
+  const ready = spec.upstream === 'router' ? { ...app.ready, port: app.router.port } : app.ready;
   const servers = (ports) => ports.map((port, i) => ({ port, i }));
   if (proxy === 'haproxy') {
     return (reuse) => ({ port }) => {
@@ -188,12 +206,19 @@ async function runRow({ proxy, traffic, backend }, opt) {
   const app = await startApp(backend);
   let front = null;
   try {
+    if (spec.upstream === 'router') {
+      const servers = app.ready.ports.map((p, i) => `server p${i} 127.0.0.1:${p}`).join('\n');
+      app.router = await startProxy('haproxy', ({ port }) => haproxyConfig({ port, threads: 1, backend: `balance hdr(X-Forwarded-For)\nhash-type consistent\n${servers}` }), { port: await freePort(), waitFor });
+    }
     front = await startProxy(proxy, proxyFor(proxy, backend, app)('safe'), { port: await freePort(), waitFor });
     const url = `http://127.0.0.1:${front.port}/`;
     const wrkOptions = { threads: load.threads, connections: 64, script: load.script, env: load.env };
     runWrk(url, { ...wrkOptions, seconds: opt.warmup });
     const before = await app.seen();
+    const processes = [app.primary, ...app.workers, ...(app.router ? [app.router.pid] : [])];
+    const cpuBefore = cpuSeconds(processes);
     const wrk = runWrk(url, { ...wrkOptions, seconds: opt.duration });
+    const cpu = cpuSeconds(processes) - cpuBefore;
     const after = await app.seen();
     // Clients served by more than one worker (the misrouting check of 'header' traffic).
     const owners = new Map();
@@ -206,9 +231,11 @@ async function runRow({ proxy, traffic, backend }, opt) {
       proxy, traffic, backend, name: spec.name, ours: Boolean(spec.ours), reference: Boolean(spec.reference),
       rps: wrk.rps, requests: wrk.requests, status_errors: wrk.status_errors, errors: wrk.errors, p50_ms: wrk.p50_us / 1000, p99_ms: wrk.p99_us / 1000,
       split_clients: splitClients, clients: owners.size, foreign_sid: foreignSid, per_worker: perWorker,
+      backend_us_per_request: wrk.requests ? (cpu * 1e6) / wrk.requests : null,
     };
   } finally {
     if (front) front.stop();
+    if (app.router) app.router.stop();
     app.stop();
   }
 }
@@ -224,7 +251,7 @@ function summarize(records) {
     const base = { ...rs[0], rounds: rs.map((r) => (r.error ? null : r.rps)) };
     if (!ok.length) return { ...base, error: rs[0].error };
     const sum = (k) => ok.reduce((s, r) => s + r[k], 0);
-    return { ...base, error: null, rps: sum('rps') / ok.length, p99_ms: Math.max(...ok.map((r) => r.p99_ms)), status_errors: sum('status_errors'), errors: sum('errors'), split_clients: Math.max(...ok.map((r) => r.split_clients)), foreign_sid: sum('foreign_sid'), requests: sum('requests') };
+    return { ...base, error: null, rps: sum('rps') / ok.length, backend_us_per_request: sum('backend_us_per_request') / ok.length, p99_ms: Math.max(...ok.map((r) => r.p99_ms)), status_errors: sum('status_errors'), errors: sum('errors'), split_clients: Math.max(...ok.map((r) => r.split_clients)), foreign_sid: sum('foreign_sid'), requests: sum('requests') };
   });
 }
 
@@ -234,15 +261,15 @@ function table(rows, traffic) {
     const group = rows.filter((r) => r.traffic === traffic && r.proxy === proxy);
     if (!group.length) continue;
     const refOf = (r) => group.find((x) => x.reference && !x.error && (x.group || null) === (BACKENDS[r.backend].group || null));
-    out.push(`behind ${proxyTitle(proxy)}:`, '', '| backend | req/s (each round) | mean | × the proxy\'s hashing | p99 ms | misrouted | failed requests |', '|---|---|---:|---:|---:|---:|---:|');
+    out.push(`behind ${proxyTitle(proxy)}:`, '', '| backend | req/s (each round) | mean | × the proxy\'s hashing | backend CPU µs/request | p99 ms | misrouted | failed requests |', '|---|---|---:|---:|---:|---:|---:|---:|');
     for (const r of group) {
       if (r.error) {
-        out.push(`| ${r.name} | unavailable: ${String(r.error).slice(0, 120).replace(/\|/g, '\\|')} | | | | | |`);
+        out.push(`| ${r.name} | unavailable: ${String(r.error).slice(0, 120).replace(/\|/g, '\\|')} | | | | | | |`);
         continue;
       }
       const ref = refOf(r);
       const misrouted = traffic === 'sid' ? `${f(r.status_errors + r.foreign_sid)} requests` : BACKENDS[r.backend].key === 'none' ? '–' : `${f(r.split_clients)} of ${f(r.clients)} clients`;
-      out.push(`| ${r.name} | ${r.rounds.map((x) => f(x)).join(' / ')} | ${f(r.rps)} | ${ref ? `${(r.rps / ref.rps).toFixed(2)}×` : '–'} | ${f(r.p99_ms, 1)} | ${misrouted} | ${f(r.errors - (traffic === 'sid' ? r.status_errors : 0))} |`);
+      out.push(`| ${r.name} | ${r.rounds.map((x) => f(x)).join(' / ')} | ${f(r.rps)} | ${ref ? `${(r.rps / ref.rps).toFixed(2)}×` : '–'} | ${f(r.backend_us_per_request)} | ${f(r.p99_ms, 1)} | ${misrouted} | ${f(r.errors - (traffic === 'sid' ? r.status_errors : 0))} |`);
     }
     out.push('');
   }
@@ -250,7 +277,7 @@ function table(rows, traffic) {
 }
 
 async function main(argv = process.argv.slice(2)) {
-  const opt = { rounds: 2, duration: 5, warmup: 1, only: null };
+  const opt = { rounds: 3, duration: 4, warmup: 1, only: null };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--rounds') opt.rounds = Number(argv[++i]);
     else if (argv[i] === '--duration') opt.duration = Number(argv[++i]);
@@ -264,7 +291,9 @@ async function main(argv = process.argv.slice(2)) {
   const started = Date.now();
   const records = [];
   for (let round = 1; round <= opt.rounds; round++) {
-    for (const row of plan) {
+    // Odd rounds in plan order, even rounds reversed: a drift of the machine
+    // over a round does not favour the rows that come first.
+    for (const row of round % 2 ? plan : [...plan].reverse()) {
       let record;
       try {
         record = { ...(await runRow(row, opt)), round };
@@ -280,10 +309,11 @@ async function main(argv = process.argv.slice(2)) {
   const md = `# sticky-session-rs behind a proxy
 
 - date: ${machine.date}; ${machine.nproc} CPUs (${machine.cpu}); Node ${machine.node}; load average at the end ${machine.loadavg.join(' / ')}
-- ${opt.rounds} round(s) of ${opt.duration} s per row (after ${opt.warmup} s of warm-up), 2 workers or processes per row, every response \`ok\`; wrk, the proxy and the backends on the same 2 cores
+- ${opt.rounds} round(s) of ${opt.duration} s per row (after ${opt.warmup} s of warm-up; odd rounds in table order, even rounds reversed), the ratio is of the means, 2 workers or processes per row, every response \`ok\`; wrk, the proxy and the backends on the same 2 cores
 - the proxy's hashing: HAProxy \`balance hdr(X-Forwarded-For)\` + \`hash-type consistent\`, nginx \`hash $http_x_forwarded_for consistent\`, over 2 plain Node processes, each on its own port
 - slot ports: the proxy's block is the one \`sticky.proxyConfig()\` writes (\`key: 'x-forwarded-for'\` for 'header')
 - one port: the proxy's single server is the product's port (the accept loop; \`Connection: close\` on every response in 'header' and 'sid' routing)
+- backend CPU: what the backend's processes (the product's primary and workers; the plain processes and their cluster primary; and the router in the path) used per request, user + system
 - misrouted: 'header' and per-connection traffic, client addresses served by more than one worker; 'sid' traffic, requests that reached a worker without their session (400 "Session ID unknown", or a sid tagged for another slot)
 
 ## ${TRAFFIC.header.title}

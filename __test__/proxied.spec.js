@@ -14,6 +14,7 @@ const { haproxyConfig, nginxConfig, startProxy } = require('../bench/proxied/pro
 
 const haproxyBinary = requireProgram('haproxy', 'Debian/Ubuntu: apt-get install haproxy')
 const nginxBinary = requireProgram('nginx', 'Debian/Ubuntu: apt-get install nginx')
+const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
 
 const FRONTS = [
   { name: 'HAProxy, http-reuse safe', kind: 'haproxy', reuse: 'safe', available: Boolean(haproxyBinary) },
@@ -128,17 +129,26 @@ async function upstreamConnectionsOf(port, count, localAddress, path = '/whoami'
   }
 }
 
-for (const routing of ['header', 'sid']) {
-  describe(`'${routing}' routing behind a proxy that reuses upstream connections`, () => {
+/**
+ * The matrix: every front, both ways in, under this Node; under Bun, the
+ * slot ports behind the fronts that reuse connections the most.
+ */
+const RUNTIMES = [
+  { name: '', runtime: process.execPath, available: true, fronts: FRONTS, vias: ['slot ports', 'one port'] },
+  { name: ' (Bun)', runtime: bun, available: Boolean(bun), fronts: FRONTS.filter((front) => front.reuse === 'always' || front.kind === 'nginx'), vias: ['slot ports'] },
+]
+
+for (const { name, runtime, available, fronts, vias } of RUNTIMES) for (const routing of ['header', 'sid']) {
+  describe(`'${routing}' routing behind a proxy that reuses upstream connections${name}`, () => {
     let app
     beforeAll(async () => {
-      if (!FRONTS.some((front) => front.available)) return
-      app = await startApp({ options: { workers: 3, routing, slotPorts: true, host: '127.0.0.1' } })
+      if (!available || !fronts.some((front) => front.available)) return
+      app = await startApp({ options: { workers: 3, routing, slotPorts: true, host: '127.0.0.1' } }, { runtime })
     })
 
-    for (const front of FRONTS) {
-      for (const via of ['slot ports', 'one port']) {
-        const testWith = front.available ? test : test.skip
+    for (const front of fronts) {
+      for (const via of vias) {
+        const testWith = available && front.available ? test : test.skip
         testWith(`${front.name}, ${via}: socket.io clients from ${CLIENTS} addresses never reach a worker without their session`, async () => {
           const proxy = await startFront(front, app, { routing, via })
           try {

@@ -10,7 +10,8 @@ const fs = require('fs')
 const http = require('http')
 const os = require('os')
 const path = require('path')
-const { startApp, stopAll, requireProgram, waitUntil, sleep } = require('./helpers')
+const net = require('net')
+const { startApp, stopAll, requireProgram, waitUntil, sleep, freePort } = require('./helpers')
 const { resolveOptions } = require('../lib/native')
 const { proxyConfig, tagSid, untagUrl, tagHandshakeBody } = require('../lib/slot-ports')
 const { haproxyConfig, nginxConfig } = require('../bench/proxied/proxies')
@@ -140,6 +141,24 @@ function loadOn(port) {
   }
 }
 
+/** The first of `count` consecutive ports nothing listens on right now. */
+async function consecutiveFreePorts(count) {
+  const free = (port) =>
+    new Promise((resolve) => {
+      const probe = net.createServer()
+      probe.once('error', () => resolve(false))
+      probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)))
+    })
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const first = await freePort()
+    if (first + count - 1 > 65535) continue
+    let all = true
+    for (let port = first + 1; port < first + count && all; port++) all = await free(port)
+    if (all) return first
+  }
+  throw new Error(`no ${count} consecutive free ports found`)
+}
+
 async function slotAddressesOf(app) {
   app.child.stdin.write(`proxy-config ${JSON.stringify({ proxy: 'haproxy' })}\n`)
   return (await app.waitFor('proxy-config')).slots
@@ -166,6 +185,25 @@ describe('lifecycle: the primary holds each slot port', () => {
     } finally {
       await app.stop()
     }
+  })
+
+  test('a takeover (takeover: true) under load on every slot port: no request fails, and the new primary\'s workers serve the ports after', async () => {
+    const port = await freePort()
+    const firstSlotPort = await consecutiveFreePorts(2)
+    const config = { port, options: { workers: 2, routing: 'header', slotPorts: firstSlotPort, host: '127.0.0.1', takeover: true, shutdownTimeout: 3000 } }
+    const old = await startApp(config)
+    const slots = await slotAddressesOf(old)
+    expect(slots.map((slot) => slot.port)).toEqual([firstSlotPort, firstSlotPort + 1])
+    const loads = slots.map((slot) => loadOn(slot.port))
+    await sleep(300)
+    const fresh = await startApp(config)
+    await waitUntil(() => old.exited, { timeout: 20000, what: 'the old primary to hand over and exit' })
+    expect(old.exited.code).toBe(0)
+    await sleep(300)
+    const results = (await Promise.all(loads.map((load) => load.stop()))).flat()
+    expect(results.filter((r) => !r.ok)).toEqual([])
+    for (const load of loads) expect(fresh.workerPids()).toContain(load.results[load.results.length - 1].pid)
+    await fresh.stop()
   })
 
   test("a worker killed: its slot port is never refused, and what arrives meanwhile is served by the worker respawned into the slot", async () => {

@@ -22,6 +22,7 @@ const emit = (event) => process.stdout.write(JSON.stringify(event) + '\n');
 const clients = new Set();
 let requests = 0;
 let foreignSid = 0;
+let connections = 0;
 const SID_TAG = /[?&]sid=[^&]*~\d+(&|$)/;
 
 /** The client: the first X-Forwarded-For address, or (PROXIED_KEY=remote) the peer, as a PROXY header named it. */
@@ -36,6 +37,7 @@ function createServer() {
   });
   const { Server } = require(require.resolve('socket.io', { paths: [path.join(__dirname, '..')] }));
   new Server(server, { serveClient: false, pingInterval: 60000, pingTimeout: 60000 });
+  server.on('connection', () => connections++);
   // Every request, engine.io's too (it took the 'request' listeners over).
   server.prependListener('request', (req) => {
     requests++;
@@ -53,7 +55,7 @@ function createServer() {
 
 function workerReports() {
   emit({ type: 'worker', pid: process.pid });
-  process.on('SIGUSR2', () => emit({ type: 'seen', pid: process.pid, requests, clients: [...clients], foreignSid }));
+  process.on('SIGUSR2', () => emit({ type: 'seen', pid: process.pid, requests, connections, clients: [...clients], foreignSid }));
 }
 
 if (kind === 'sticky') {

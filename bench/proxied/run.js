@@ -18,7 +18,7 @@
 // than one worker; 'sid', a request that reached a worker without its
 // session (400 "Session ID unknown", and sids tagged for another slot).
 //
-//   node bench/run.js --proxied [--rounds 3] [--duration 4] [--quick] [--only TEXT]
+//   node bench/run.js --proxied [--rounds 4] [--duration 3] [--quick] [--only TEXT]
 
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -70,7 +70,7 @@ const TRAFFIC = {
 };
 
 const PLAN = [
-  ...['haproxy', 'nginx'].flatMap((proxy) => ['ours-header-slots', 'ours-header-one', 'plain-hash', 'router-ceiling', 'sched-none'].map((backend) => ({ proxy, traffic: 'header', backend }))),
+  ...['haproxy', 'nginx'].flatMap((proxy) => ['ours-header-slots', 'ours-header-one', 'plain-hash', ...(proxy === 'haproxy' ? ['router-ceiling'] : []), 'sched-none'].map((backend) => ({ proxy, traffic: 'header', backend }))),
   ...['haproxy', 'nginx'].flatMap((proxy) => ['ours-sid-slots', 'ours-sid-one', 'plain-hash', 'sched-none'].map((backend) => ({ proxy, traffic: 'sid', backend }))),
   ...['ours-header-slots', 'plain-hash', 'ours-pp', 'ours-pp-tcp', 'plain-hash-tcp'].map((backend) => ({ proxy: 'haproxy', traffic: 'per-connection', backend })),
 ];
@@ -217,8 +217,10 @@ async function runRow({ proxy, traffic, backend }, opt) {
     const before = await app.seen();
     const processes = [app.primary, ...app.workers, ...(app.router ? [app.router.pid] : [])];
     const cpuBefore = cpuSeconds(processes);
+    const primaryBefore = cpuSeconds([app.primary]);
     const wrk = runWrk(url, { ...wrkOptions, seconds: opt.duration });
     const cpu = cpuSeconds(processes) - cpuBefore;
+    const primaryCpu = cpuSeconds([app.primary]) - primaryBefore;
     const after = await app.seen();
     // Clients served by more than one worker (the misrouting check of 'header' traffic).
     const owners = new Map();
@@ -227,11 +229,15 @@ async function runRow({ proxy, traffic, backend }, opt) {
     const requestsOf = (reports, pid) => (reports.find((r) => r.pid === pid) || { requests: 0 }).requests;
     const perWorker = app.workers.map((pid) => requestsOf(after, pid) - requestsOf(before, pid));
     const foreignSid = after.reduce((sum, r) => sum + r.foreignSid, 0);
+    const sumOf = (reports, key) => reports.reduce((sum, r) => sum + (r[key] || 0), 0);
+    const upstreamConnections = sumOf(after, 'connections') - sumOf(before, 'connections');
     return {
       proxy, traffic, backend, name: spec.name, ours: Boolean(spec.ours), reference: Boolean(spec.reference),
       rps: wrk.rps, requests: wrk.requests, status_errors: wrk.status_errors, errors: wrk.errors, p50_ms: wrk.p50_us / 1000, p99_ms: wrk.p99_us / 1000,
       split_clients: splitClients, clients: owners.size, foreign_sid: foreignSid, per_worker: perWorker,
       backend_us_per_request: wrk.requests ? (cpu * 1e6) / wrk.requests : null,
+      upstream_connections: upstreamConnections,
+      primary_us_per_request: wrk.requests ? (primaryCpu * 1e6) / wrk.requests : null,
     };
   } finally {
     if (front) front.stop();
@@ -243,12 +249,28 @@ async function runRow({ proxy, traffic, backend }, opt) {
 const f = (x, d = 0) => (x == null || Number.isNaN(x) ? '–' : Number(x).toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }));
 const proxyTitle = (proxy) => (proxy === 'haproxy' ? 'HAProxy 2.6 (http-reuse safe, option forwardfor)' : 'nginx 1.22 (upstream keepalive 32)');
 
+const median = (xs) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+/** The reference row of `backend` in the same table: the proxy's own hashing (in TCP mode for the TCP rows). */
+const referenceOf = (backend) => Object.keys(BACKENDS).find((name) => BACKENDS[name].reference && (BACKENDS[name].group || null) === (BACKENDS[backend].group || null));
+
 function summarize(records) {
   const keys = [...new Set(records.map((r) => `${r.traffic}|${r.proxy}|${r.backend}`))];
   return keys.map((key) => {
     const rs = records.filter((r) => `${r.traffic}|${r.proxy}|${r.backend}` === key);
+    // Each round's ratio to the reference measured in the same round (a few rows
+    // apart), then their median: the machine's drift between rounds cancels out.
+    const reference = referenceOf(rs[0].backend);
+    const ratios = rs.flatMap((r) => {
+      const ref = records.find((x) => x.round === r.round && x.traffic === r.traffic && x.proxy === r.proxy && x.backend === reference);
+      return !r.error && ref && !ref.error && r.backend !== reference ? [r.rps / ref.rps] : [];
+    });
     const ok = rs.filter((r) => !r.error);
-    const base = { ...rs[0], rounds: rs.map((r) => (r.error ? null : r.rps)) };
+    const base = { ...rs[0], rounds: rs.map((r) => (r.error ? null : r.rps)), round_ratios: ratios, ratio: ratios.length ? median(ratios) : reference === rs[0].backend ? 1 : null };
     if (!ok.length) return { ...base, error: rs[0].error };
     const sum = (k) => ok.reduce((s, r) => s + r[k], 0);
     return { ...base, error: null, rps: sum('rps') / ok.length, backend_us_per_request: sum('backend_us_per_request') / ok.length, p99_ms: Math.max(...ok.map((r) => r.p99_ms)), status_errors: sum('status_errors'), errors: sum('errors'), split_clients: Math.max(...ok.map((r) => r.split_clients)), foreign_sid: sum('foreign_sid'), requests: sum('requests') };
@@ -260,16 +282,14 @@ function table(rows, traffic) {
   for (const proxy of ['haproxy', 'nginx']) {
     const group = rows.filter((r) => r.traffic === traffic && r.proxy === proxy);
     if (!group.length) continue;
-    const refOf = (r) => group.find((x) => x.reference && !x.error && (x.group || null) === (BACKENDS[r.backend].group || null));
-    out.push(`behind ${proxyTitle(proxy)}:`, '', '| backend | req/s (each round) | mean | × the proxy\'s hashing | backend CPU µs/request | p99 ms | misrouted | failed requests |', '|---|---|---:|---:|---:|---:|---:|---:|');
+    out.push(`behind ${proxyTitle(proxy)}:`, '', '| backend | req/s (each round) | mean | × the proxy\'s hashing (each round) | median × | backend CPU µs/request | p99 ms | misrouted | failed requests |', '|---|---|---:|---|---:|---:|---:|---:|---:|');
     for (const r of group) {
       if (r.error) {
-        out.push(`| ${r.name} | unavailable: ${String(r.error).slice(0, 120).replace(/\|/g, '\\|')} | | | | | | |`);
+        out.push(`| ${r.name} | unavailable: ${String(r.error).slice(0, 120).replace(/\|/g, '\\|')} | | | | | | | |`);
         continue;
       }
-      const ref = refOf(r);
       const misrouted = traffic === 'sid' ? `${f(r.status_errors + r.foreign_sid)} requests` : BACKENDS[r.backend].key === 'none' ? '–' : `${f(r.split_clients)} of ${f(r.clients)} clients`;
-      out.push(`| ${r.name} | ${r.rounds.map((x) => f(x)).join(' / ')} | ${f(r.rps)} | ${ref ? `${(r.rps / ref.rps).toFixed(2)}×` : '–'} | ${f(r.backend_us_per_request)} | ${f(r.p99_ms, 1)} | ${misrouted} | ${f(r.errors - (traffic === 'sid' ? r.status_errors : 0))} |`);
+      out.push(`| ${r.name} | ${r.rounds.map((x) => f(x)).join(' / ')} | ${f(r.rps)} | ${r.round_ratios.length ? r.round_ratios.map((x) => x.toFixed(2)).join(' / ') : '–'} | ${r.ratio == null ? '–' : `**${r.ratio.toFixed(2)}×**`} | ${f(r.backend_us_per_request)} | ${f(r.p99_ms, 1)} | ${misrouted} | ${f(r.errors - (traffic === 'sid' ? r.status_errors : 0))} |`);
     }
     out.push('');
   }
@@ -277,7 +297,7 @@ function table(rows, traffic) {
 }
 
 async function main(argv = process.argv.slice(2)) {
-  const opt = { rounds: 3, duration: 4, warmup: 1, only: null };
+  const opt = { rounds: 4, duration: 3, warmup: 1, only: null };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--rounds') opt.rounds = Number(argv[++i]);
     else if (argv[i] === '--duration') opt.duration = Number(argv[++i]);
@@ -301,7 +321,7 @@ async function main(argv = process.argv.slice(2)) {
         record = { ...row, name: BACKENDS[row.backend].name, ours: Boolean(BACKENDS[row.backend].ours), reference: Boolean(BACKENDS[row.backend].reference), round, error: error.message };
       }
       records.push(record);
-      log(`round ${round} ${row.traffic} ${row.proxy} ${record.name}: ${record.error ? `unavailable: ${record.error}` : `${f(record.rps)} req/s, ${record.errors} errors, misrouted: ${record.split_clients} clients split, ${record.foreign_sid} foreign sids, per worker ${record.per_worker.join('/')}`}`);
+      log(`round ${round} ${row.traffic} ${row.proxy} ${record.name}: ${record.error ? `unavailable: ${record.error}` : `${f(record.rps)} req/s, ${record.errors} errors, misrouted: ${record.split_clients} clients split, ${record.foreign_sid} foreign sids, per worker ${record.per_worker.join('/')}, ${record.upstream_connections} upstream connections, ${f(record.backend_us_per_request)} µs/req (primary ${f(record.primary_us_per_request)})`}`);
     }
   }
   const rows = summarize(records);
@@ -309,7 +329,7 @@ async function main(argv = process.argv.slice(2)) {
   const md = `# sticky-session-rs behind a proxy
 
 - date: ${machine.date}; ${machine.nproc} CPUs (${machine.cpu}); Node ${machine.node}; load average at the end ${machine.loadavg.join(' / ')}
-- ${opt.rounds} round(s) of ${opt.duration} s per row (after ${opt.warmup} s of warm-up; odd rounds in table order, even rounds reversed), the ratio is of the means, 2 workers or processes per row, every response \`ok\`; wrk, the proxy and the backends on the same 2 cores
+- ${opt.rounds} round(s) of ${opt.duration} s per row (after ${opt.warmup} s of warm-up; odd rounds in table order, even rounds reversed); each round's ratio is to the proxy's hashing measured in the same round, and the median of those is the result (the shared machine drifts between rounds), 2 workers or processes per row, every response \`ok\`; wrk, the proxy and the backends on the same 2 cores
 - the proxy's hashing: HAProxy \`balance hdr(X-Forwarded-For)\` + \`hash-type consistent\`, nginx \`hash $http_x_forwarded_for consistent\`, over 2 plain Node processes, each on its own port
 - slot ports: the proxy's block is the one \`sticky.proxyConfig()\` writes (\`key: 'x-forwarded-for'\` for 'header')
 - one port: the proxy's single server is the product's port (the accept loop; \`Connection: close\` on every response in 'header' and 'sid' routing)

@@ -206,7 +206,7 @@ describe('lifecycle: the primary holds each slot port', () => {
     await fresh.stop()
   })
 
-  test("a worker killed: its slot port is never refused, and what arrives meanwhile is served by the worker respawned into the slot", async () => {
+  test('a worker killed: its slot port is never refused, and what arrives meanwhile is served by the worker respawned into the slot', async () => {
     const app = await startApp({ options: { workers: 2, routing: 'sid', slotPorts: true, host: '127.0.0.1' } })
     try {
       const slots = await slotAddressesOf(app)

@@ -100,7 +100,7 @@ async function startProxy(kind, config, { port, waitFor }) {
     await waitFor(port);
   } catch (error) {
     stop();
-    throw new Error(`${kind} did not start: ${error.message} ${log.slice(-400)}`);
+    throw new Error(`${kind} did not start: ${error.message} ${log.slice(-400)}`, { cause: error });
   }
   return { port, stop, log: () => log, pid: child.pid };
 }

@@ -555,6 +555,13 @@ export declare function resolveOptions(options: ListenOptions | undefined | null
 /** What identifies a client. */
 export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'
 
+/**
+ * What separates a sid from the slot a worker appends to it behind slot
+ * ports (`<sid>~<slot>`): unreserved in URLs (never percent-encoded), and
+ * absent from engine.io's ids.
+ */
+export declare function sidTagSeparator(): string
+
 export interface SlotStatsObject {
   slot: number
   pid: number

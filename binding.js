@@ -850,6 +850,7 @@ module.exports.connectTakeover = nativeBinding.connectTakeover
 module.exports.LoadBalancingMethod = nativeBinding.LoadBalancingMethod
 module.exports.resolveOptions = nativeBinding.resolveOptions
 module.exports.Routing = nativeBinding.Routing
+module.exports.sidTagSeparator = nativeBinding.sidTagSeparator
 module.exports.statsFields = nativeBinding.statsFields
 module.exports.systemdSockets = nativeBinding.systemdSockets
 module.exports.TakeoverMode = nativeBinding.TakeoverMode

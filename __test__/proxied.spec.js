@@ -58,9 +58,10 @@ function freePortOf() {
  * polling (every emit a request through the proxy), half upgrading to
  * websocket; each emits EMITS times at once before (and after) its upgrade.
  * Fails on any error or disconnection ("Session ID unknown" is a 400 that
- * ends the session). Returns what each client saw.
+ * ends the session). `whileOpen(clients)` runs before they close. Returns
+ * what each client saw.
  */
-async function socketIoClients(port) {
+async function socketIoClients(port, whileOpen = async () => {}) {
   const failures = []
   const clients = Array.from({ length: CLIENTS }, (_, i) => {
     const upgrade = i % 2 === 1
@@ -82,6 +83,7 @@ async function socketIoClients(port) {
         client.engineId = socket.io.engine.id
       }),
     )
+    await whileOpen(clients)
   } finally {
     for (const { socket } of clients) {
       socket.expectedClose = true
@@ -152,13 +154,24 @@ for (const { name, runtime, available, fronts, vias } of RUNTIMES) for (const ro
         testWith(`${front.name}, ${via}: socket.io clients from ${CLIENTS} addresses never reach a worker without their session`, async () => {
           const proxy = await startFront(front, app, { routing, via })
           try {
-            const clients = await socketIoClients(proxy.port)
+            // The primary reads the tags: a session opened through a slot port is
+            // its worker's through the public port too (a noop packet: 'ok').
+            const throughThePublicPort = routing === 'sid' && via === 'slot ports' ? [] : null
+            const clients = await socketIoClients(proxy.port, async (open) => {
+              if (!throughThePublicPort) return
+              for (const client of open.filter((c) => !c.upgrade).slice(0, 4)) {
+                const reply = await request(app.port, { method: 'POST', path: `/socket.io/?EIO=4&transport=polling&sid=${client.engineId}`, body: '6', localAddress: clientIp(client.i) })
+                throughThePublicPort.push({ status: reply.status, text: reply.text })
+              }
+            })
+            if (throughThePublicPort) expect(throughThePublicPort).toEqual(Array(4).fill({ status: 200, text: 'ok' }))
             if (routing === 'sid' && via === 'slot ports') {
               // The sid a client holds names its worker's slot; the application's is engine.io's own.
               for (const client of clients) {
                 const { slot, sid } = client.acks[0]
                 expect(client.engineId).toBe(`${sid}~${slot}`)
               }
+
             }
             if (routing === 'header') {
               // A client's plain requests reach the worker of its socket.io session.

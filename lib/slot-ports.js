@@ -20,17 +20,19 @@
 // slot to the sid it hands the client (`~<slot>`), and the proxy sends every
 // later request of the session (polling, the websocket upgrade) to that slot.
 // The worker takes the tag off again before engine.io sees the request, so
-// the application's sids are the ones engine.io made.
+// the application's sids are the ones engine.io made. The primary reads the
+// tags too, so a session opened through a slot port is routed to its worker
+// when its client comes in through the public port, without a report.
 
 const net = require('net')
-const { SlotPortGroup, claimListeningFd } = require('./native')
+const { SlotPortGroup, claimListeningFd, sidTagSeparator } = require('./native')
 const { stickyError } = require('./errors')
 const { isBun, tcpWrap } = require('./runtime')
 
 /** The environment variable naming a worker's slot-port descriptor. */
 const SLOT_PORT_FD = 'STICKY_SLOT_PORT_FD'
-/** What separates a sid from the slot appended to it: unreserved in URLs (never percent-encoded), absent from engine.io's ids. */
-const SID_TAG_SEPARATOR = '~'
+/** What separates a sid from the slot appended to it (src/sessions.rs, where the primary reads it too). */
+const SID_TAG_SEPARATOR = sidTagSeparator()
 /** The name of the backend / upstream `proxyConfig` writes, by default. */
 const DEFAULT_UPSTREAM_NAME = 'sticky_session_rs'
 

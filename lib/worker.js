@@ -139,16 +139,17 @@ function routeAwareResponses(server, channel, routing, { viaSlotPort = null, slo
   observeRequests(server, (req, res) => {
     if (!viaSlotPort || !viaSlotPort.has(req.socket)) res.setHeader('Connection', 'close')
     if (tagging) req.url = slotPorts.untagUrl(req.url, slot)
-    if (routing === 'sid' && isPollingHandshake(req.url)) reportHandshake(res, channel, tagging ? slot : null)
+    // A session opened through the slot port needs no report: its tag routes it.
+    if (routing === 'sid' && isPollingHandshake(req.url)) reportHandshake(res, channel, tagging ? slot : null, !viaSlotPort || !viaSlotPort.has(req.socket))
   }, tagging ? (req) => (req.url = slotPorts.untagUrl(req.url, slot)) : null)
 }
 
 /**
  * Reports the sid a polling handshake response carries to the primary before
- * the response leaves; with `slot` (slot ports), tags it first: the head waits
- * for the body, whose length the tag changes.
+ * the response leaves (unless `report` is false); with `slot` (slot ports),
+ * tags it first: the head waits for the body, whose length the tag changes.
  */
-function reportHandshake(res, channel, slot) {
+function reportHandshake(res, channel, slot, report = true) {
   const { end, writeHead } = res
   let head = null
   if (slot !== null) {
@@ -168,7 +169,7 @@ function reportHandshake(res, channel, slot) {
       const headers = head && head.find((arg, index) => index > 0 && arg !== null && typeof arg === 'object')
       if (headers) for (const name of Object.keys(headers)) if (name.toLowerCase() === 'content-length') headers[name] = length
       if (res.hasHeader('content-length')) res.setHeader('content-length', length)
-      channel.reportSession(tagged, true)
+      if (report) channel.reportSession(tagged, true)
     } else if (sid) {
       channel.reportSession(sid, true)
     }

@@ -20,7 +20,7 @@ pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
 pub use options::{check_port, resolve_options, ListenOptions, LoadBalancingMethod, ResolvedOptions, Routing};
 pub use primary::Balancer;
-pub use slot_ports::SlotPortGroup;
+pub use slot_ports::{sid_tag_separator, SlotPortGroup};
 pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]

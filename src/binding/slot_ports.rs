@@ -18,6 +18,15 @@ use socket2::Socket;
 use super::error::{Result, StickyError};
 use super::listen::AddressInfo;
 use crate::primary::listening_socket;
+use crate::sessions::SID_TAG_SEPARATOR;
+
+/// What separates a sid from the slot a worker appends to it behind slot
+/// ports (`<sid>~<slot>`): unreserved in URLs (never percent-encoded), and
+/// absent from engine.io's ids.
+#[napi]
+pub fn sid_tag_separator() -> String {
+  SID_TAG_SEPARATOR.to_string()
+}
 
 #[napi]
 pub struct SlotPortGroup {

@@ -117,6 +117,29 @@ export declare class ReuseportGroup {
   close(): void
 }
 
+export declare class SlotPortGroup {
+  /**
+   * Binds `slots` listening sockets on `host`: slot `n` on `first_port + n`,
+   * or on a port the system picks when `first_port` is 0. `share`: with
+   * `SO_REUSEPORT`, so that a primary taking over this one (`takeover: true`)
+   * binds the same ports while this one drains. Throws the errno of a listen
+   * failure (`EADDRINUSE`, ...).
+   */
+  constructor(host: string, firstPort: number, slots: number, backlog: number, share: boolean)
+  /** Where each slot listens, in slot order. */
+  addresses(): Array<AddressInfo>
+  /**
+   * The listening fd of `slot`, still owned by the group: pass it to the
+   * worker's stdio at fork, do not close it.
+   */
+  fd(slot: number): number
+  /**
+   * Closes the primary's copies; each socket closes with its worker's last
+   * copy (the worker takes what is queued first).
+   */
+  close(): void
+}
+
 /** The new primary's connection to a running primary's offer. */
 export declare class TakeoverClient {
   /** The pid of the process holding the offer. */
@@ -454,6 +477,26 @@ export interface ListenOptions {
    * @defaultValue `100000`
    */
   maxSessions?: number
+  /**
+   * Slot ports, for a proxy in front (HAProxy, nginx) that routes each
+   * request itself and keeps its upstream connections alive: every slot
+   * also listens on a port of its own on `slotHost`, and
+   * `sticky.proxyConfig('haproxy' | 'nginx')` writes the proxy's upstream
+   * block over them (`'header'`: a consistent hash of the client address;
+   * `'sid'`: each session's slot, named in its sid). The primary holds these
+   * sockets, so a respawned or reloaded worker takes over its slot's port and
+   * nothing queued on it is lost. `true`: free ports the system picks; a
+   * number `P`: slot `n` listens on `P + n`. With `routing: 'header'` or
+   * `'sid'` only.
+   * @defaultValue `false`
+   * @example `slotPorts: 3100`
+   */
+  slotPorts?: boolean | number
+  /**
+   * The address the slot ports listen on (an IP address).
+   * @defaultValue `'127.0.0.1'`
+   */
+  slotHost?: string
 }
 
 /** Where to listen. */
@@ -528,6 +571,11 @@ export interface ResolvedOptions {
   loadBalancingMethod: LoadBalancingMethod
   sessionTtl: number
   maxSessions: number
+  /** Slot ports on (`slotPorts: true` or a port). */
+  slotPorts: boolean
+  /** The first slot port; `0`: the system picks each (`slotPorts: true`). */
+  firstSlotPort: number
+  slotHost: string
 }
 
 /**
@@ -547,6 +595,13 @@ export declare function resolveOptions(options: ListenOptions | undefined | null
 
 /** What identifies a client. */
 export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'
+
+/**
+ * What separates a sid from the slot a worker appends to it behind slot
+ * ports (`<sid>~<slot>`): unreserved in URLs (never percent-encoded), and
+ * absent from engine.io's ids.
+ */
+export declare function sidTagSeparator(): string
 
 export interface SlotStatsObject {
   slot: number

@@ -164,6 +164,48 @@ declare namespace sticky {
   /** Counters of the primary's accept loop; `null` in a worker or before `listen`. */
   function stats(): Stats | null
 
+  /** Settings of {@link proxyConfig}. */
+  export interface ProxyConfigSettings {
+    /**
+     * The name of the HAProxy backend or nginx upstream (letters, digits, `_`, `.`, `-`).
+     * @defaultValue `'sticky_session_rs'`
+     */
+    name?: string
+    /**
+     * `'header'` routing: what the proxy hashes. `'address'`: the client's
+     * address as the proxy knows it (HAProxy `balance source`, nginx
+     * `$remote_addr`); a header name (`'x-forwarded-for'`): that header, for
+     * a proxy that is itself behind another one or a CDN.
+     * @defaultValue `'address'`
+     */
+    key?: 'address' | (string & {})
+  }
+
+  /**
+   * The upstream block for a proxy in front, over the slot ports
+   * (`slotPorts`): an HAProxy backend section (`'haproxy'`) or nginx
+   * upstream blocks (`'nginx'`; in `'sid'` routing also the `map` that picks
+   * one, `$<name>_upstream`). In the primary once it listens; `null` before,
+   * and in a worker. Throws `ERR_STICKY_INVALID_OPTION` without slot ports.
+   * @example
+   * ```js
+   * sticky.listen(server, 3000, { routing: 'header', slotPorts: 3100 })
+   * server.once('listening', () => fs.writeFileSync('sticky.cfg', sticky.proxyConfig('haproxy')))
+   * ```
+   */
+  function proxyConfig(proxy: 'haproxy' | 'nginx', settings?: ProxyConfigSettings): string | null
+
+  /** Where a slot port listens. */
+  export interface SlotAddress {
+    slot: number
+    address: string
+    family: 'IPv4' | 'IPv6'
+    port: number
+  }
+
+  /** Where each slot port listens, in slot order; `null` without slot ports, before `listen`, and in a worker. */
+  function slotAddresses(): SlotAddress[] | null
+
   /** Options of {@link registerMetrics}. */
   export interface MetricsOptions {
     /**

@@ -188,6 +188,20 @@ function setupWorker(io) {
 
 // ---- common ---------------------------------------------------------------
 
+/**
+ * The upstream block for a proxy in front (`'haproxy'` or `'nginx'`) over
+ * the slot ports (`slotPorts`): in the primary once it listens; `null`
+ * before, or in a worker. `settings`: `name`, `key` (lib/slot-ports.js).
+ */
+function proxyConfig(proxy, settings) {
+  return primary ? primary.proxyConfig(proxy, settings) : null
+}
+
+/** Where each slot port listens (`[{ slot, address, family, port }]`), or `null`. */
+function slotAddresses() {
+  return primary ? primary.slotAddresses() : null
+}
+
 /** Counters of the primary's accept loop (`null` in a worker, before listening, or once closed). */
 function stats() {
   return primary && !primary.closed ? primary.stats() : null
@@ -238,6 +252,8 @@ function reload(callback) {
 module.exports = sticky
 module.exports.listen = listen
 module.exports.stats = stats
+module.exports.proxyConfig = proxyConfig
+module.exports.slotAddresses = slotAddresses
 module.exports.registerMetrics = registerMetrics
 module.exports.close = close
 module.exports.reload = reload

@@ -23,6 +23,7 @@ const { systemdListener } = require('./systemd')
 const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
 const { pm2WorkerEnvironment } = require('./pm2')
 const { resolveHost } = require('./native')
+const { openSlotPorts } = require('./slot-ports')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -85,6 +86,8 @@ class Primary extends EventEmitter {
     /** What closing must undo: timers, signal handlers, the abort signal's listener, the server's face. */
     this.timers = new Set()
     this.undo = []
+    /** With `slotPorts`: each slot's own listening socket, for a proxy in front (lib/slot-ports.js). */
+    this.slotPorts = null
   }
 
   /** Binds (or adopts) and forks now; 'listening' or 'error' follows on a later tick. */
@@ -123,8 +126,8 @@ class Primary extends EventEmitter {
   }
 
   /** Listening failed: 'error' on the next tick, as `net` reports it; this primary is done (listen may be called again). */
-  failToListen(error, host) {
-    const reported = listenError(error, { host, port: this.port })
+  failToListen(error, host, port = this.port) {
+    const reported = listenError(error, { host, port })
     process.nextTick(() => this.server.emit('error', reported))
     this.finish({ listened: false })
   }
@@ -229,6 +232,13 @@ class Primary extends EventEmitter {
     }
     const listener = this.listen(address, source, attempt)
     if (!listener) return
+    try {
+      this.slotPorts = openSlotPorts(options)
+    } catch (error) {
+      listener.stopAccepting(false)
+      listener.close()
+      return this.failToListen(error, options.slotHost, options.firstSlotPort)
+    }
     this.listener = listener
     // The user's server object never listens in the primary; make it report
     // the listener's address so `server.address().port` works with port 0.
@@ -428,6 +438,7 @@ class Primary extends EventEmitter {
   fork(slot) {
     const { listener } = this
     const workerEnd = listener.workerEnd(slot)
+    const slotPortEnd = this.slotPorts ? this.slotPorts.workerEnd(slot) : null
     const previousStdio = cluster.settings.stdio
     const stdio = previousStdio
       ? previousStdio.slice()
@@ -437,6 +448,8 @@ class Primary extends EventEmitter {
     while (stdio.length < 4) stdio.push('ignore')
     const channelIndex = stdio.length
     stdio.push(workerEnd.fd)
+    const slotPortIndex = stdio.length
+    if (slotPortEnd) stdio.push(slotPortEnd.fd)
     let worker
     try {
       cluster.setupPrimary({ stdio })
@@ -448,6 +461,7 @@ class Primary extends EventEmitter {
         STICKY_ROUTING: this.options.routing,
         STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
         STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',
+        ...(slotPortEnd ? { [slotPortEnd.variable]: String(slotPortIndex) } : {}),
       })
     } finally {
       cluster.setupPrimary({ stdio: previousStdio })
@@ -514,6 +528,20 @@ class Primary extends EventEmitter {
     }
   }
 
+  /** The upstream block for a proxy over the slot ports (lib/slot-ports.js); null before listening. */
+  proxyConfig(proxy, settings) {
+    if (!this.listener) return null
+    if (!this.slotPorts) {
+      throw stickyError('ERR_STICKY_INVALID_OPTION', 'proxyConfig() writes the upstream block over the slot ports: listen with slotPorts (and routing: \'header\' or \'sid\')')
+    }
+    return this.slotPorts.proxyConfig(proxy, settings)
+  }
+
+  /** Where each slot port listens, or null (no slot ports, or before listening). */
+  slotAddresses() {
+    return this.slotPorts ? this.slotPorts.addresses() : null
+  }
+
   stats() {
     if (!this.listener) return null
     const stats = this.listener.stats(this.slots)
@@ -571,6 +599,9 @@ class Primary extends EventEmitter {
   /** Step 1: `then()` once nothing accepted waits for a worker. */
   stopAccepting(takingOver, then) {
     const { listener } = this
+    // The slot ports' last copies are the workers': each takes what is
+    // queued on its socket before closing it.
+    if (this.slotPorts) this.slotPorts.close()
     if (!listener) return then()
     this.once('drained', then)
     // Refusing new connections is for a shutdown: sockets handed over (or

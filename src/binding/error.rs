@@ -26,6 +26,13 @@ pub enum StickyError {
   InvalidTrustedProxy(#[from] TrustedProxyError),
   #[error("options.kernel steers by source address: it works with routing 'ip' only, not '{routing}'")]
   KernelNeedsIpRouting { routing: &'static str },
+  #[error(
+    "options.slotPorts are for a proxy that routes each request itself: they work with routing 'header' or 'sid', \
+     not '{routing}'"
+  )]
+  SlotPortsNeedProxyRouting { routing: &'static str },
+  #[error("options.slotPorts: {workers} slots from port {first} go past 65535: choose a lower first port")]
+  SlotPortsOutOfRange { first: u32, workers: u32 },
   #[error("port must be an integer from 0 to 65535 (0 picks a free port), got {got}")]
   InvalidPort { got: String },
   /// As Node's `dns.lookup` reports it (`code` is its errno-like name).
@@ -136,9 +143,12 @@ impl StickyError {
   pub fn code(&self) -> &'static str {
     use StickyError::*;
     match self {
-      OptionsNotAnObject { .. } | InvalidOption { .. } | InvalidTrustedProxy(_) | KernelNeedsIpRouting { .. } => {
-        "ERR_STICKY_INVALID_OPTION"
-      }
+      OptionsNotAnObject { .. }
+      | InvalidOption { .. }
+      | InvalidTrustedProxy(_)
+      | KernelNeedsIpRouting { .. }
+      | SlotPortsNeedProxyRouting { .. }
+      | SlotPortsOutOfRange { .. } => "ERR_STICKY_INVALID_OPTION",
       InvalidPort { .. } => "ERR_STICKY_INVALID_PORT",
       Resolve { code, .. } => code,
       Listen(error) => errno_name(&error.source),

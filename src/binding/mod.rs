@@ -11,6 +11,7 @@ mod primary;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod rendezvous;
 mod resolve;
+mod slot_ports;
 mod stats;
 mod systemd;
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -25,6 +26,7 @@ pub use primary::Balancer;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use rendezvous::RendezvousSocket;
 pub use resolve::{resolve_host, ResolvedHost};
+pub use slot_ports::{sid_tag_separator, SlotPortGroup};
 pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -89,8 +89,17 @@ impl Balancer {
       LoadBalancingMethod::RoundRobin => NewSessionBalance::RoundRobin,
       LoadBalancingMethod::Random => NewSessionBalance::Random,
     };
-    let sessions = (mode == RoutingMode::Sid)
-      .then(|| SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed));
+    let sessions = (mode == RoutingMode::Sid).then(|| {
+      let table =
+        SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed);
+      // Behind slot ports the workers tag their sids, and report only the
+      // sessions opened through this primary's port.
+      if options.slot_ports {
+        table.with_slot_tags()
+      } else {
+        table
+      }
+    });
     let hrw = Rendezvous::new(seed);
     let config = PrimaryConfig {
       slots,

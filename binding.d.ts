@@ -14,8 +14,10 @@ export declare class Balancer {
    * Binds the listening socket now (so listen errors are synchronous), or
    * adopts the one in `listen.adopt`, and starts the accept loop with
    * `options` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
+   * With `rendezvous` (the user forks the workers), workers take their
+   * channels there; the accept loop keeps its own reference to it.
    */
-  constructor(listen: ListenSpec, options: ResolvedOptions, onEvent: (arg: BalancerEvent) => void)
+  constructor(listen: ListenSpec, options: ResolvedOptions, onEvent: (arg: BalancerEvent) => void, rendezvous?: RendezvousSocket | undefined | null)
   address(): AddressInfo
   /**
    * Creates the channel of a worker about to be forked into `slot`; returns
@@ -24,9 +26,6 @@ export declare class Balancer {
    */
   openSlot(slot: number): number
   stats(): StatsObject
-  /** Lets the worker process `pid` (forked by the user) take a channel. */
-  allowWorker(pid: number): void
-  forgetWorker(pid: number): void
   /**
    * The listening socket's fd, for a takeover offer to duplicate. Valid
    * until `close`; do not close it.
@@ -42,6 +41,12 @@ export declare class Balancer {
    * when the socket closes.
    */
   close(drainQueue?: boolean | undefined | null, refuseNew?: boolean | undefined | null): void
+  /**
+   * After `close`, once every worker has exited (or the shutdown ran out
+   * of time): the accept loop refuses and counts what it still holds
+   * (`droppedNoWorker`), closes every channel, and its thread ends.
+   */
+  terminate(): void
 }
 
 /**
@@ -90,6 +95,23 @@ export declare class ListeningSocketHold {
    * the primary still holds it).
    */
   drainAndClose(): Array<number>
+}
+
+export declare class RendezvousSocket {
+  /**
+   * Listens on the abstract Unix socket `name`; `EADDRINUSE` when another
+   * process holds it.
+   */
+  constructor(name: string)
+  /** Lets the worker process `pid` (forked by the user) take a channel. */
+  allowWorker(pid: number): void
+  /** `pid` exited. */
+  forgetWorker(pid: number): void
+  /**
+   * Stops listening; the name is free once every accept loop that took a
+   * reference has closed too.
+   */
+  close(): void
 }
 
 /**
@@ -143,6 +165,29 @@ export declare class ReuseportGroup {
    */
   refuseNewConnections(): boolean
   /** Closes every socket of the group (connections still queued are reset). */
+  close(): void
+}
+
+export declare class SlotPortGroup {
+  /**
+   * Binds `slots` listening sockets on `host`: slot `n` on `first_port + n`,
+   * or on a port the system picks when `first_port` is 0. `share`: with
+   * `SO_REUSEPORT`, so that a primary taking over this one (`takeover: true`)
+   * binds the same ports while this one drains. Throws the errno of a listen
+   * failure (`EADDRINUSE`, ...).
+   */
+  constructor(host: string, firstPort: number, slots: number, backlog: number, share: boolean)
+  /** Where each slot listens, in slot order. */
+  addresses(): Array<AddressInfo>
+  /**
+   * The listening fd of `slot`, still owned by the group: pass it to the
+   * worker's stdio at fork, do not close it.
+   */
+  fd(slot: number): number
+  /**
+   * Closes the primary's copies; each socket closes with its worker's last
+   * copy (the worker takes what is queued first).
+   */
   close(): void
 }
 
@@ -207,6 +252,14 @@ export declare class WorkerChannel {
    */
   startOnLoop(onConnections: (connections: Array<Connection>, primaryClosed: boolean) => void): void
   /**
+   * Whether the primary's first record is here, without waiting:
+   * `'arrived'` (`start` will not wait), `'waiting'`, `'closed'` (the
+   * primary closed the connection: it refused this process, and `start`
+   * says so) or `'reset'` (the primary's rendezvous socket closed before it
+   * took this connection: connect again).
+   */
+  setupState(): 'arrived' | 'waiting' | 'closed' | 'reset'
+  /**
    * Stops taking connections: nothing more is read here, and the primary
    * sends the ones this worker did not read to other workers.
    */
@@ -241,12 +294,6 @@ export interface BalancerEvent {
 }
 
 /**
- * Checks a port as `listen` takes it: an integer from 0 to 65535, or its
- * decimal string (sticky-session took `'3000'`). Throws `ERR_STICKY_INVALID_PORT`.
- */
-export declare function checkPort(port: unknown): number
-
-/**
  * Takes ownership of the channel fd the primary placed in this worker: checks
  * that it is one, and makes it close-on-exec so this worker's own children
  * never inherit it.
@@ -267,11 +314,13 @@ export declare function claimChannel(fd: number): WorkerChannel
 export declare function claimListeningFd(fd: number, statsFd?: number | undefined | null, seat?: number | undefined | null): ListeningSocketHold
 
 /**
- * Connects to the rendezvous socket of a primary set up with
- * `setupMaster` (workers forked by the user); the primary accepts only
- * processes of its cluster.
+ * Connects to the rendezvous socket `name` of a primary set up with
+ * `setupMaster` (workers forked by the user), which must be held by
+ * process `primary` of this user: `null` while nobody listens there yet.
+ * The primary accepts only processes of its cluster; its first record (see
+ * `setupArrived`) comes once it balances.
  */
-export declare function connectChannel(name: string): WorkerChannel
+export declare function connectChannel(name: string, primary: number): WorkerChannel | null
 
 /** One connection for `index.js` to wrap in a `net.Socket`. */
 export interface Connection {
@@ -482,6 +531,26 @@ export interface ListenOptions {
    * @defaultValue `100000`
    */
   maxSessions?: number
+  /**
+   * Slot ports, for a proxy in front (HAProxy, nginx) that routes each
+   * request itself and keeps its upstream connections alive: every slot
+   * also listens on a port of its own on `slotHost`, and
+   * `sticky.proxyConfig('haproxy' | 'nginx')` writes the proxy's upstream
+   * block over them (`'header'`: a consistent hash of the client address;
+   * `'sid'`: each session's slot, named in its sid). The primary holds these
+   * sockets, so a respawned or reloaded worker takes over its slot's port and
+   * nothing queued on it is lost. `true`: free ports the system picks; a
+   * number `P`: slot `n` listens on `P + n`. With `routing: 'header'` or
+   * `'sid'` only.
+   * @defaultValue `false`
+   * @example `slotPorts: 3100`
+   */
+  slotPorts?: boolean | number
+  /**
+   * The address the slot ports listen on (an IP address).
+   * @defaultValue `'127.0.0.1'`
+   */
+  slotHost?: string
 }
 
 /** Where to listen. */
@@ -497,10 +566,10 @@ export interface ListenSpec {
    */
   adopt?: Array<number>
   /**
-   * When the user forks the workers (`setupMaster`): the abstract socket
-   * name they connect to for their channel (the accept loop only).
+   * Accept IPv6 clients only on `::` (`listen({ ipv6Only: true })`):
+   * without it `::` is dual-stack, as in Node.
    */
-  rendezvous?: string
+  ipv6Only?: boolean
 }
 
 /** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
@@ -514,6 +583,13 @@ export interface ReceivedOffer {
   /** Decimal string of the unsigned 64-bit seed. */
   seed: string
   pid: number
+}
+
+/** The first address of a host, as `dns.lookup(host)` gives it. */
+export interface ResolvedHost {
+  address: string
+  /** `'IPv4'` or `'IPv6'`. */
+  family: string
 }
 
 /**
@@ -549,7 +625,20 @@ export interface ResolvedOptions {
   loadBalancingMethod: LoadBalancingMethod
   sessionTtl: number
   maxSessions: number
+  /** Slot ports on (`slotPorts: true` or a port). */
+  slotPorts: boolean
+  /** The first slot port; `0`: the system picks each (`slotPorts: true`). */
+  firstSlotPort: number
+  slotHost: string
 }
+
+/**
+ * Resolves `host` with the system resolver (`getaddrinfo`), as
+ * `dns.lookup(host)` does, and throws as it reports failures: `code`
+ * `ENOTFOUND` for a name that does not exist, `EAI_AGAIN` for a temporary
+ * failure, ...
+ */
+export declare function resolveHost(host: string): ResolvedHost
 
 /**
  * Checks `options` (the options of `sticky.listen`, as the user passed them)
@@ -560,6 +649,13 @@ export declare function resolveOptions(options: ListenOptions | undefined | null
 
 /** What identifies a client. */
 export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'
+
+/**
+ * What separates a sid from the slot a worker appends to it behind slot
+ * ports (`<sid>~<slot>`): unreserved in URLs (never percent-encoded), and
+ * absent from engine.io's ids.
+ */
+export declare function sidTagSeparator(): string
 
 export interface SlotStatsObject {
   slot: number

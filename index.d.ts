@@ -9,8 +9,10 @@ import type * as native from './binding'
 /**
  * The socketio-sticky-session shape: `sticky(server)`, `sticky(num, server)`,
  * `sticky(options, serverOrFactory)`. In the primary it returns a server whose
- * `.listen(port[, host][, callback])` starts balancing; in a worker the factory
- * runs and its server is returned (its `listen` binds no public port).
+ * `.listen(...)` (every form of `net.Server#listen` but a path, handle or
+ * descriptor) starts balancing, and whose `close([callback])` closes it; in a
+ * worker the factory runs and its server is returned (its `listen` binds no
+ * public port).
  * @example
  * ```js
  * const sticky = require('sticky-session-rs')
@@ -134,11 +136,28 @@ declare namespace sticky {
   }
 
   /**
+   * Where to listen, as `net.Server#listen` takes it in an object (a path,
+   * handle or descriptor cannot be balanced). An aborted `signal` closes the
+   * balancer, as `server.close()`.
+   */
+  export interface ListenWhere {
+    port?: number | string | null
+    host?: string
+    backlog?: number
+    ipv6Only?: boolean
+    exclusive?: boolean
+    signal?: AbortSignal
+  }
+
+  /**
    * sticky-session 1.1.2's API. In the cluster primary: binds `port`, forks the
-   * workers, returns `false`; `server` then emits `'listening'` (and
+   * workers (both done when `listen` returns: `cluster.workers` holds them),
+   * returns `false`; `server` then emits `'listening'` (and
    * `server.address()` reports the bound address), or `'error'` (e.g.
-   * `EADDRINUSE`). In a worker: feeds `server` the connections the primary
-   * routes to it and returns `true`.
+   * `EADDRINUSE`); `server.close([callback])` closes the balancer. `port` is
+   * what `net.Server#listen` takes first: a port, a numeric string, nothing
+   * (a free port) or a {@link ListenWhere}. In a worker: feeds `server` the
+   * connections the primary routes to it and returns `true`.
    *
    * Under systemd socket activation (`LISTEN_FDS` ≥ 1 and `LISTEN_PID` equal
    * to the primary's pid) the primary binds nothing: it uses the passed
@@ -147,7 +166,8 @@ declare namespace sticky {
    * removed from `process.env`, so workers do not inherit them.
    *
    * @throws an `Error` with `code` `ERR_STICKY_INVALID_SERVER`,
-   *   `ERR_STICKY_INVALID_PORT` or `ERR_STICKY_INVALID_OPTION` for bad arguments,
+   *   `ERR_STICKY_INVALID_PORT`, `ERR_STICKY_UNSUPPORTED_LISTEN` (a path, handle
+   *   or descriptor) or `ERR_STICKY_INVALID_OPTION` for bad arguments,
    *   and `ERR_STICKY_NO_CHANNEL` in a worker not forked by `listen`
    *   (`ERR_STICKY_PM2_CLUSTER_MODE` in pm2's cluster mode: run it in fork mode).
    * @example
@@ -159,10 +179,52 @@ declare namespace sticky {
    * }
    * ```
    */
-  function listen(server: Server, port: number | string, options?: ListenOptions): boolean
+  function listen(server: Server, port?: number | string | null | ListenWhere, options?: ListenOptions): boolean
 
   /** Counters of the primary's accept loop; `null` in a worker or before `listen`. */
   function stats(): Stats | null
+
+  /** Settings of {@link proxyConfig}. */
+  export interface ProxyConfigSettings {
+    /**
+     * The name of the HAProxy backend or nginx upstream (letters, digits, `_`, `.`, `-`).
+     * @defaultValue `'sticky_session_rs'`
+     */
+    name?: string
+    /**
+     * `'header'` routing: what the proxy hashes. `'address'`: the client's
+     * address as the proxy knows it (HAProxy `balance source`, nginx
+     * `$remote_addr`); a header name (`'x-forwarded-for'`): that header, for
+     * a proxy that is itself behind another one or a CDN.
+     * @defaultValue `'address'`
+     */
+    key?: 'address' | (string & {})
+  }
+
+  /**
+   * The upstream block for a proxy in front, over the slot ports
+   * (`slotPorts`): an HAProxy backend section (`'haproxy'`) or nginx
+   * upstream blocks (`'nginx'`; in `'sid'` routing also the `map` that picks
+   * one, `$<name>_upstream`). In the primary once it listens; `null` before,
+   * and in a worker. Throws `ERR_STICKY_INVALID_OPTION` without slot ports.
+   * @example
+   * ```js
+   * sticky.listen(server, 3000, { routing: 'header', slotPorts: 3100 })
+   * server.once('listening', () => fs.writeFileSync('sticky.cfg', sticky.proxyConfig('haproxy')))
+   * ```
+   */
+  function proxyConfig(proxy: 'haproxy' | 'nginx', settings?: ProxyConfigSettings): string | null
+
+  /** Where a slot port listens. */
+  export interface SlotAddress {
+    slot: number
+    address: string
+    family: 'IPv4' | 'IPv6'
+    port: number
+  }
+
+  /** Where each slot port listens, in slot order; `null` without slot ports, before `listen`, and in a worker. */
+  function slotAddresses(): SlotAddress[] | null
 
   /** Options of {@link registerMetrics}. */
   export interface MetricsOptions {
@@ -255,10 +317,13 @@ declare namespace sticky {
   }
 
   /**
-   * The @socket.io/sticky shape, primary half. Call before forking: then
-   * `httpServer.listen(port)` starts balancing by engine.io `sid`, and the
-   * workers you fork with `cluster.fork()` connect with {@link setupWorker}.
-   * Only processes of this cluster can connect.
+   * The @socket.io/sticky shape, primary half: then `httpServer.listen(...)`
+   * (any form of `net.Server#listen` but a path, handle or descriptor; a
+   * server listening already is taken over) starts balancing by engine.io
+   * `sid`, and the workers you fork with `cluster.fork()`, before or after
+   * this call, connect with {@link setupWorker}. Only processes of this
+   * cluster can connect. `httpServer.close([callback])` closes the balancer
+   * and lets the workers finish and exit.
    */
   function setupMaster(httpServer: Server, options?: SetupMasterOptions): void
   /** Alias of {@link setupMaster}. */
@@ -272,8 +337,9 @@ declare namespace sticky {
 
   /**
    * The @socket.io/sticky shape, worker half: takes this worker's connections
-   * from the primary set up with {@link setupMaster}. Do not call
-   * `httpServer.listen()` in the worker.
+   * from the primary set up with {@link setupMaster} (waiting up to 10 s for a
+   * primary that has not called it yet; then `'error'` on the server with
+   * `ERR_STICKY_NO_CHANNEL`). Do not call `httpServer.listen()` in the worker.
    */
   function setupWorker(io: SocketIoServerLike): void
 }

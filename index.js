@@ -7,42 +7,57 @@
 //   3. @socket.io/sticky:           sticky.setupMaster(httpServer, options) / sticky.setupWorker(io)
 
 const cluster = require('cluster')
-const crypto = require('crypto')
-const net = require('net')
 const { listenOptions, validateServer } = require('./lib/options')
+const { parseListenArguments } = require('./lib/listen-arguments')
 const { stickyError } = require('./lib/errors')
 const { isServer } = require('./lib/runtime')
 const { pm2ClusterModeError } = require('./lib/pm2')
 const worker = require('./lib/worker')
 const { startPrimary } = require('./lib/primary')
-const { checkPort, connectChannel } = require('./lib/native')
+const rendezvous = require('./lib/rendezvous')
 
 // A worker's channel leaves the environment as soon as the module loads.
 worker.claimFromEnvironment()
 
+/** The primary balancing now, or the last one (closing or closed). */
 let primary = null
 
-function startBalancing(server, port, options) {
-  if (primary) {
-    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary and listen was already called: call listen() once, in the primary')
+/**
+ * Starts balancing `server` where `listen` (lib/listen-arguments.js) says.
+ * One server at a time: a primary that is closing no longer counts, so
+ * servers may be listened and closed one after another (as test runners do).
+ */
+function startBalancing(server, listen, options) {
+  if (primary && !primary.closing) {
+    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary and listen was already called: call listen() once, in the primary (or close() first)')
   }
-  primary = startPrimary(server, port, options)
+  primary = startPrimary(server, listen, options)
   return primary
+}
+
+/**
+ * The shape's options with what its `listen()` call said about where to
+ * listen (host, backlog), checked again: they are options like the others.
+ */
+function withListenArguments(options, { host, backlog }) {
+  return listenOptions({ ...options, ...(host === undefined ? {} : { host }), ...(backlog ? { backlog } : {}) })
 }
 
 // ---- 1. sticky-session 1.1.2 -------------------------------------------
 
 /**
  * In the primary, starts balancing on `port` and returns `false` (`server`
- * emits `'listening'`, or `'error'`); in a worker, attaches `server` to the
- * primary's connections and returns `true`.
+ * emits `'listening'`, or `'error'`; `cluster.workers` holds the workers
+ * already); in a worker, attaches `server` to the primary's connections and
+ * returns `true`. `port` is what sticky-session passed to `net.Server#listen`:
+ * a port (number or numeric string), or `{ port, host, backlog, ipv6Only, signal }`.
  */
 function listen(server, port, options) {
   validateServer(server)
-  const checkedPort = checkPort(port)
-  const checkedOptions = listenOptions(options)
+  const where = parseListenArguments([port])
+  const checkedOptions = withListenArguments(options, where)
   if (cluster.isPrimary) {
-    startBalancing(server, checkedPort, checkedOptions)
+    startBalancing(server, where, checkedOptions)
     return false
   }
   worker.startWorker(server)
@@ -51,32 +66,15 @@ function listen(server, port, options) {
 
 // ---- 2. socketio-sticky-session ----------------------------------------
 
-/** `listen(port[, host][, callback])` arguments. */
-function listenArguments(args) {
-  const callback = typeof args[args.length - 1] === 'function' ? args[args.length - 1] : undefined
-  if (args[0] !== null && typeof args[0] === 'object') {
-    return { port: args[0].port ?? 0, host: args[0].host, backlog: args[0].backlog, callback }
-  }
-  return { port: args[0] ?? 0, host: typeof args[1] === 'string' ? args[1] : undefined, backlog: typeof args[2] === 'number' ? args[2] : undefined, callback }
-}
-
-/**
- * The shape's options with the host and backlog given to its `listen()`
- * (when given), checked again: they are options like the others.
- */
-function withListenArguments(options, { host, backlog }) {
-  return listenOptions({ ...options, ...(host === undefined ? {} : { host }), ...(backlog ? { backlog } : {}) })
-}
-
 /**
  * socketio-sticky-session's `sticky(server)`, `sticky(num, server)`,
  * `sticky(options, serverOrFactory)`: options `num`, `proxy` (route by the
  * `header`, default `x-forwarded-for`), `ignoreMissingHeader` (default false,
  * as there), `sync` (accepted and not needed: the primary never reads the
  * request, so there is no first packet to replay), plus any option of
- * `listen`. Returns, in the primary, a server whose `.listen(port[, host][, cb])`
- * starts balancing; in a worker, the user's server (the factory runs only
- * there), whose `.listen` binds nothing public.
+ * `listen`. Returns, in the primary, a server whose `.listen(...)` (every
+ * form of `net.Server#listen`) starts balancing; in a worker, the user's
+ * server (the factory runs only there), whose `.listen` binds nothing public.
  */
 function sticky(first, second) {
   const [options, serverOrFactory] =
@@ -90,11 +88,10 @@ function sticky(first, second) {
   }
   listenOptions(stickyOptions)
   if (cluster.isPrimary) {
-    const facade = new net.Server()
+    const facade = new (require('net').Server)()
     facade.listen = function listenSticky(...args) {
-      const { port, callback, ...given } = listenArguments(args)
-      if (callback) facade.once('listening', callback)
-      startBalancing(facade, checkPort(port), withListenArguments(stickyOptions, given))
+      const where = parseListenArguments(args)
+      startBalancing(facade, where, withListenArguments(stickyOptions, where))
       return facade
     }
     return facade
@@ -104,7 +101,7 @@ function sticky(first, second) {
   worker.startWorker(server)
   // The worker's server is fed by the primary: its listen() binds nothing.
   server.listen = function listenInWorker(...args) {
-    const { callback } = listenArguments(args)
+    const { callback } = parseListenArguments(args)
     if (callback) process.nextTick(callback)
     return server
   }
@@ -114,10 +111,12 @@ function sticky(first, second) {
 // ---- 3. @socket.io/sticky ----------------------------------------------
 
 /**
- * @socket.io/sticky's primary half: the user calls `httpServer.listen(port)`
- * and forks the workers with `cluster.fork()`. Routing is by engine.io `sid`;
- * new sessions by `loadBalancingMethod`. Workers get their channel from an
- * abstract socket that only this cluster's worker processes may use.
+ * @socket.io/sticky's primary half: the user calls `httpServer.listen(...)`
+ * (any form of `net.Server#listen`; already listening works too) and forks
+ * the workers with `cluster.fork()`, before or after this call. Routing is by
+ * engine.io `sid`; new sessions by `loadBalancingMethod`. Workers get their
+ * channel from an abstract socket that only this cluster's worker processes
+ * may use (lib/rendezvous.js).
  */
 function setupMaster(httpServer, options = {}) {
   validateServer(httpServer)
@@ -132,15 +131,40 @@ function setupMaster(httpServer, options = {}) {
   // wait for one another: accept as soon as any is there.
   const masterOptions = { ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 }
   listenOptions(masterOptions)
-  const rendezvous = `sticky-session-rs-${process.pid}-${crypto.randomBytes(8).toString('hex')}`
-  // Every cluster.fork() after this inherits the name.
-  process.env.STICKY_RENDEZVOUS = rendezvous
+  // Workers forked from now on (and those forked already) can find the primary.
+  let reference = rendezvous.acquire()
+  const balance = (where) => {
+    const options = withListenArguments(masterOptions, where)
+    const held = reference || rendezvous.acquire()
+    reference = null
+    try {
+      startBalancing(httpServer, where, { ...options, rendezvous: held })
+    } catch (error) {
+      held.release()
+      throw error
+    }
+  }
+  const alreadyListening = httpServer.listening ? httpServer.address() : null
   httpServer.listen = function listenSticky(...args) {
-    const { port, callback, ...given } = listenArguments(args)
-    if (callback) httpServer.once('listening', callback)
-    startBalancing(httpServer, checkPort(port), { ...withListenArguments(masterOptions, given), rendezvous })
+    balance(parseListenArguments(args))
     return httpServer
   }
+  if (alreadyListening) {
+    // httpServer.listen() came first: the primary takes the address over.
+    closeQuietly(httpServer)
+    balance({ ...parseListenArguments([{ port: alreadyListening.port, host: alreadyListening.address }]), alreadyListening: true })
+  }
+}
+
+/** Closes a listening server's own socket without telling its 'close' listeners (the server goes on, balanced). */
+function closeQuietly(server) {
+  const emit = server.emit
+  server.emit = function withoutClose(event, ...args) {
+    return event === 'close' ? false : emit.call(this, event, ...args)
+  }
+  server.close()
+  // Node reports 'close' on the next tick.
+  process.nextTick(() => process.nextTick(() => (server.emit = emit)))
 }
 
 /** @socket.io/sticky's worker half: `io` is a socket.io server attached to an http server. */
@@ -149,11 +173,10 @@ function setupWorker(io) {
   if (!isServer(server)) {
     throw stickyError('ERR_STICKY_INVALID_SERVER', 'setupWorker(io) needs a socket.io server attached to an http server: new Server(httpServer)')
   }
-  const rendezvous = process.env.STICKY_RENDEZVOUS
-  if (!cluster.isWorker || !rendezvous) {
-    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a worker forked after setupMaster(httpServer) in the primary')
+  if (!cluster.isWorker) {
+    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a cluster worker (cluster.fork() in the primary that calls setupMaster(httpServer))')
   }
-  const channel = connectChannel(rendezvous)
+  const channel = rendezvous.channelFromPrimary((error) => server.emit('error', error))
   worker.startWorker(server, { routing: 'sid', channel })
   // Exact session accounting for least-connection (handshakes are also
   // reported, earlier, from their responses).
@@ -165,9 +188,23 @@ function setupWorker(io) {
 
 // ---- common ---------------------------------------------------------------
 
-/** Counters of the primary's accept loop (`null` in a worker or before listening). */
+/**
+ * The upstream block for a proxy in front (`'haproxy'` or `'nginx'`) over
+ * the slot ports (`slotPorts`): in the primary once it listens; `null`
+ * before, or in a worker. `settings`: `name`, `key` (lib/slot-ports.js).
+ */
+function proxyConfig(proxy, settings) {
+  return primary ? primary.proxyConfig(proxy, settings) : null
+}
+
+/** Where each slot port listens (`[{ slot, address, family, port }]`), or `null`. */
+function slotAddresses() {
+  return primary ? primary.slotAddresses() : null
+}
+
+/** Counters of the primary's accept loop (`null` in a worker, before listening, or once closed). */
 function stats() {
-  return primary ? primary.stats() : null
+  return primary && !primary.closed ? primary.stats() : null
 }
 
 /**
@@ -183,7 +220,8 @@ function registerMetrics(options) {
 
 /**
  * In the primary: stops accepting, lets each worker finish its in-flight
- * requests and exit, then calls `callback`. Workers are not respawned.
+ * requests and exit, then calls `callback`. Workers are not respawned. The
+ * same as `server.close(callback)` on the balanced server.
  */
 function close(callback) {
   if (!primary) {
@@ -214,6 +252,8 @@ function reload(callback) {
 module.exports = sticky
 module.exports.listen = listen
 module.exports.stats = stats
+module.exports.proxyConfig = proxyConfig
+module.exports.slotAddresses = slotAddresses
 module.exports.registerMetrics = registerMetrics
 module.exports.close = close
 module.exports.reload = reload

@@ -6,7 +6,11 @@ const { spawn } = require('child_process')
 const fs = require('fs')
 const path = require('path')
 const sticky = require('..')
-const { startApp, stopAll, request, ioClient, once, emitWithAck, freePort, waitUntil, clientIp } = require('./helpers')
+const { startApp, stopAll, request, ioClient, once, emitWithAck, freePort, waitUntil, clientIp, requireProgram } = require('./helpers')
+
+const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
+/** The README examples run under this Node and under Bun. */
+const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
 
 afterAll(stopAll)
 
@@ -20,14 +24,14 @@ afterAll(() => {
   }
 })
 
-/** Runs a README example (inside the package, so `require('sticky-session-rs')` resolves to it). */
-async function runExample(name, waitFor) {
+/** Runs a README example (inside the package, so `require('sticky-session-rs')` resolves to it) under `runtime`. */
+async function runExample(name, waitFor, runtime = process.execPath) {
   const port = await freePort()
   const source = fs.readFileSync(path.join(__dirname, 'fixtures', 'peers', name), 'utf8')
   expect(source).toMatch(/require\(["']sticky-session-rs["']\)/)
   const file = path.join(__dirname, `.tmp-${process.pid}-${name}`)
   fs.writeFileSync(file, source.replace(/3000/g, String(port)))
-  const child = spawn(process.execPath, [file], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(runtime, [file], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
   running.push({ child, file })
   const run = { port, output: '' }
   child.stdout.on('data', (chunk) => (run.output += chunk))
@@ -36,9 +40,9 @@ async function runExample(name, waitFor) {
   return run
 }
 
-describe('socketio-sticky-session shape', () => {
+describe.each(runtimes)("socketio-sticky-session's README examples under %s", (_, runtime) => {
   test('README "Without proxied connections": sticky(server).listen(port, cb) runs and serves', async () => {
-    const { port, output } = await runExample('socketio-sticky-session-plain.js', /server started on \d+ port/)
+    const { port, output } = await runExample('socketio-sticky-session-plain.js', /server started on \d+ port/, runtime)
     expect(output).toContain(`server started on ${port} port`)
     // Its handler prints process.env.NODE_WORKER_ID, which Node no longer sets,
     // so replies cannot tell workers apart; routing itself is covered elsewhere.
@@ -49,7 +53,7 @@ describe('socketio-sticky-session shape', () => {
   })
 
   test('README "With proxied connections": socket.io clients behind one proxy address connect, routed by X-Forwarded-For', async () => {
-    const { port } = await runExample('socketio-sticky-session-proxy.js', /server started on \d+ port/)
+    const { port } = await runExample('socketio-sticky-session-proxy.js', /server started on \d+ port/, runtime)
     const clients = Array.from({ length: 8 }, (_, i) => ioClient(port, '127.0.0.1', { extraHeaders: { 'x-forwarded-for': `198.51.100.${i + 1}` } }))
     try {
       await Promise.all(clients.map((socket) => once(socket, 'connect')))
@@ -59,6 +63,31 @@ describe('socketio-sticky-session shape', () => {
     }
   })
 
+  test('README "Without proxied connections", socket.io: sticky(factory).listen(port, cb); clients from many addresses connect', async () => {
+    const { port } = await runExample('socketio-sticky-session-factory.js', /server started on \d+ port/, runtime)
+    const clients = Array.from({ length: 8 }, (_, i) => ioClient(port, clientIp(i)))
+    try {
+      await Promise.all(clients.map((socket) => once(socket, 'connect')))
+      expect(clients.every((socket) => socket.connected)).toBe(true)
+    } finally {
+      clients.forEach((socket) => socket.close())
+    }
+  })
+
+  test('README "With proxied connections", synchronized: its `sync` option and the sync event it emits on connection change nothing; clients connect', async () => {
+    const { port, output } = await runExample('socketio-sticky-session-sync.js', /server started on \d+ port/, runtime)
+    const clients = Array.from({ length: 8 }, (_, i) => ioClient(port, '127.0.0.1', { extraHeaders: { 'x-forwarded-for': `198.51.100.${i + 1}` } }))
+    try {
+      await Promise.all(clients.map((socket) => once(socket, 'connect')))
+      expect(clients.every((socket) => socket.connected)).toBe(true)
+    } finally {
+      clients.forEach((socket) => socket.close())
+    }
+    expect(output).not.toMatch(/Error/)
+  })
+})
+
+describe('socketio-sticky-session shape', () => {
   test('sticky(num, factory) and sticky(options, server) shapes, and their errors', () => {
     // In this (primary) process the factory is not called and nothing listens until .listen().
     const factory = jest.fn()
@@ -72,8 +101,8 @@ describe('socketio-sticky-session shape', () => {
 })
 
 describe('@socket.io/sticky shape', () => {
-  test('README usage example runs; socket.io clients from one address connect through sid routing', async () => {
-    const { port } = await runExample('socket.io-sticky.js', /Worker \d+ started[\s\S]*Worker \d+ started/)
+  test.each(runtimes)('README usage example runs under %s; socket.io clients from one address connect through sid routing', async (_, runtime) => {
+    const { port } = await runExample('socket.io-sticky.js', /Worker \d+ started[\s\S]*Worker \d+ started/, runtime)
     const clients = Array.from({ length: 10 }, () => ioClient(port, '127.0.0.1'))
     try {
       await Promise.all(clients.map((socket) => once(socket, 'connect', 15000)))
@@ -129,7 +158,8 @@ describe('@socket.io/sticky shape', () => {
       // A foreign process (not forked by the cluster) connects and waits for connections.
       const intruder = spawn(process.execPath, ['-e', `
         const { connectChannel } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'native'))})
-        const channel = connectChannel(${JSON.stringify(name.slice(1))})
+        // It names the primary as its own, to look like one of its workers.
+        const channel = connectChannel(${JSON.stringify(name.slice(1))}, ${app.pid})
         try {
           channel.start((connections) => {
             if (connections.length > 0) { console.log('GOT ' + connections.length); process.exit(3) }

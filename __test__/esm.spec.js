@@ -33,7 +33,7 @@ async function servesARequest(script, shape, imported) {
 
 test('require() still returns the callable sticky function with every export as a property', () => {
   expect(typeof sticky).toBe('function')
-  expect(Object.keys(sticky).sort()).toEqual(['close', 'listen', 'registerMetrics', 'reload', 'setupMaster', 'setupPrimary', 'setupWorker', 'stats'])
+  expect(Object.keys(sticky).sort()).toEqual(['close', 'listen', 'proxyConfig', 'registerMetrics', 'reload', 'setupMaster', 'setupPrimary', 'setupWorker', 'slotAddresses', 'stats'])
   expect(sticky.setupPrimary).toBe(sticky.setupMaster)
 })
 

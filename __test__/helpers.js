@@ -41,10 +41,11 @@ function waitUntil(predicate, { timeout = 15000, interval = 20, what = 'conditio
  * fd 3 on; as `uid`/`gid` when given; resolves once it printed `listening`
  * and `workers` workers came online.
  */
-async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], runtime = process.execPath, launcher, extraStdio = [], uid, gid } = {}) {
+async function startApp(config = {}, { script = APP, waitForWorkers = true, waitForListening = true, env = {}, nodeOptions = [], runtime = process.execPath, launcher, extraStdio = [], uid, gid, cwd } = {}) {
   // `launcher(file, args)` may wrap the command (e.g. in `sh -c '... exec'`), keeping the pid.
   const [file, args] = launcher ? launcher(runtime, [...nodeOptions, script]) : [runtime, [...nodeOptions, script]]
   const child = spawn(file, args, {
+    cwd,
     env: { ...process.env, ...env, STICKY_TEST_CONFIG: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe', ...extraStdio],
     detached: true,
@@ -304,6 +305,40 @@ function runtimeForUser(uid, gid = uid) {
   return copy
 }
 
+/**
+ * A copy of this package that any user can read, in a fresh world-readable
+ * temporary directory: what a process of another user (`nobody`) needs,
+ * wherever the checkout is (a clone in a home directory, 0700 or 0750, is
+ * closed to other users). It holds the package's files (package.json
+ * `files`, the built `.node`), its runtime dependencies, and the fixtures
+ * named, under `__test__/fixtures/` as here. Remove it with `fs.rmSync(dir,
+ * { recursive: true })`.
+ */
+function packageCopyFor(fixtures = []) {
+  const root = path.join(__dirname, '..')
+  const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'sticky-package-'))
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'))
+  const copy = (relative) => fs.cpSync(path.join(root, relative), path.join(dir, relative), { recursive: true })
+  for (const entry of ['package.json', ...pkg.files, ...fs.readdirSync(root).filter((name) => name.endsWith('.node'))]) copy(entry)
+  // The runtime dependencies, and theirs.
+  const pending = Object.keys(pkg.dependencies || {})
+  const copied = new Set()
+  while (pending.length) {
+    const name = pending.pop()
+    if (copied.has(name)) continue
+    copied.add(name)
+    copy(path.join('node_modules', name))
+    const manifest = JSON.parse(fs.readFileSync(path.join(root, 'node_modules', name, 'package.json'), 'utf8'))
+    pending.push(...Object.keys(manifest.dependencies || {}))
+  }
+  for (const fixture of fixtures) copy(path.join('__test__', 'fixtures', fixture))
+  for (const file of fs.readdirSync(dir, { recursive: true }).map((relative) => path.join(dir, relative))) {
+    fs.chmodSync(file, fs.statSync(file).isDirectory() ? 0o755 : 0o644)
+  }
+  fs.chmodSync(dir, 0o755)
+  return dir
+}
+
 /** The Node.js majors this package supports and tests (`engines` in package.json). */
 const SUPPORTED_NODE_MAJORS = [20, 22, 24, 26]
 
@@ -340,6 +375,7 @@ module.exports = {
   requireProgram,
   requireRuntime,
   runtimeForUser,
+  packageCopyFor,
   pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
   freePort, startApp, stopAll, request, ioClient, ioClientsClosedAfterEach, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }

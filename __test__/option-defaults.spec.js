@@ -53,8 +53,8 @@ test('binding.d.ts declares every option with the default resolveOptions fills i
   expect(resolveOptions({ kernel: false }, 3)).toEqual(expect.objectContaining({ kernel: false, kernelAsked: false }))
 })
 
-test('resolveOptions fills in exactly the declared options (and what it derives: hostIsDefault)', () => {
-  expect(Object.keys(defaults).sort()).toEqual([...names, 'hostIsDefault', 'kernelAsked'].sort())
+test('resolveOptions fills in exactly the declared options (and what it derives: hostIsDefault, kernelAsked, firstSlotPort)', () => {
+  expect(Object.keys(defaults).sort()).toEqual([...names, 'hostIsDefault', 'kernelAsked', 'firstSlotPort'].sort())
 })
 
 test("the README's option table lists every option of listen (and env) with the same default", () => {
@@ -72,7 +72,7 @@ test('index.d.ts reuses the generated option types and restates no default, but 
   expect(types).toMatch(/export type Routing = native\.Routing/)
   expect(types).toMatch(/export type LoadBalancingMethod = native\.LoadBalancingMethod/)
   // The defaults index.d.ts states are those of what only JavaScript has
-  // (env, the metrics options) or of an API shape's own option.
+  // (env, the metrics options, proxyConfig's settings) or of an API shape's own option.
   const stated = {}
   for (const match of types.matchAll(/export interface (\w+)[^{]*\{(?!\})([\s\S]*?)\n {2}\}/g)) {
     for (const [property, { defaultValue }] of Object.entries(interfaceProperties(`export interface X {${match[2]}\n}\n`, 'X'))) {
@@ -84,6 +84,8 @@ test('index.d.ts reuses the generated option types and restates no default, but 
     'MetricsOptions.client': "`require('prom-client')`",
     'MetricsOptions.register': "`client.register`, prom-client's global registry",
     'MetricsOptions.prefix': "`'sticky_session_'`",
+    'ProxyConfigSettings.name': "`'sticky_session_rs'`",
+    'ProxyConfigSettings.key': "`'address'`",
     // socketio-sticky-session's own: `num` is its name for workers, and its
     // ignoreMissingHeader defaulted to false.
     'SocketioStickySessionOptions.num': RULES.workers,

@@ -9,7 +9,7 @@ const fs = require('fs')
 const net = require('net')
 const path = require('path')
 const { spawnSync } = require('child_process')
-const { startApp, stopAll, request, waitUntil, clientIp, sleep, startLoad, failuresOf, freePort, runtimeForUser } = require('./helpers')
+const { startApp, stopAll, request, waitUntil, clientIp, sleep, startLoad, failuresOf, freePort, runtimeForUser, packageCopyFor } = require('./helpers')
 const { takeoverName } = require('../lib/takeover')
 
 afterAll(stopAll)
@@ -233,6 +233,10 @@ const NOBODY = 65534
 let nobodysCopy
 const nobodysRuntime = () => (nobodysCopy = nobodysCopy || runtimeForUser(NOBODY))
 afterAll(() => nobodysCopy && nobodysCopy !== process.execPath && fs.rmSync(path.dirname(nobodysCopy), { recursive: true, force: true }))
+/** This package, where nobody can read it (the checkout may be in a home directory closed to other users). */
+let nobodysPackage
+const nobodysPackageDir = () => (nobodysPackage = nobodysPackage || packageCopyFor(['app-plain.js']))
+afterAll(() => nobodysPackage && fs.rmSync(nobodysPackage, { recursive: true, force: true }))
 
 ;(canSwitchUsers() ? describe : describe.skip)('takeover and a process of another user', () => {
   test('asking for the socket as another user gets nothing: the connection closes before any record, and the old primary warns', async () => {
@@ -240,7 +244,7 @@ afterAll(() => nobodysCopy && nobodysCopy !== process.execPath && fs.rmSync(path
     const name = takeoverName('::', old.port)
     // What an attacker would run: it trusts the root-owned offer and asks for the socket.
     const attacker = `
-      const { connectTakeover } = require(${JSON.stringify(path.join(__dirname, '..', 'binding.js'))})
+      const { connectTakeover } = require(${JSON.stringify(path.join(nobodysPackageDir(), 'binding.js'))})
       const client = connectTakeover(${JSON.stringify(name)})
       const report = { uid: process.geteuid(), peerUid: client && client.peerUid }
       try {
@@ -251,7 +255,7 @@ afterAll(() => nobodysCopy && nobodysCopy !== process.execPath && fs.rmSync(path
         report.message = error.message
       }
       console.log(JSON.stringify(report))`
-    const run = spawnSync(nobodysRuntime(), ['-e', attacker], { uid: NOBODY, gid: NOBODY, encoding: 'utf8', timeout: 20000 })
+    const run = spawnSync(nobodysRuntime(), ['-e', attacker], { uid: NOBODY, gid: NOBODY, cwd: nobodysPackageDir(), encoding: 'utf8', timeout: 20000 })
     expect(run.stderr).toBe('')
     const report = JSON.parse(run.stdout)
     expect(report).toEqual({ uid: NOBODY, peerUid: 0, code: 'ERR_STICKY_TAKEOVER_FAILED', message: 'the running primary closed the takeover connection' })
@@ -270,7 +274,11 @@ afterAll(() => nobodysCopy && nobodysCopy !== process.execPath && fs.rmSync(path
     const events = []
     const squatter = new TakeoverOffer(`sticky-session-rs/takeover/uid=${NOBODY}/[127.0.0.1]:${port}`, { mode: 'accept-loop', workers: 2, seed: '1' }, [decoy._handle.fd], (event) => events.push(event))
     try {
-      const app = await startApp({ port, options: { host: '127.0.0.1', workers: 2, takeover: true } }, { uid: NOBODY, gid: NOBODY, runtime: nobodysRuntime() })
+      const dir = nobodysPackageDir()
+      const app = await startApp(
+        { port, options: { host: '127.0.0.1', workers: 2, takeover: true } },
+        { uid: NOBODY, gid: NOBODY, runtime: nobodysRuntime(), script: path.join(dir, '__test__', 'fixtures', 'app-plain.js'), cwd: dir },
+      )
       expect(app.port).toBe(port)
       const warning = app.find('warning', (w) => w.code === 'ERR_STICKY_TAKEOVER_FOREIGN')[0]
       expect(warning.message).toMatch(/held by process \d+ of uid 0, not by this user \(uid 65534\).*binding as usual/)

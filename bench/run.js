@@ -5,6 +5,7 @@
 //
 //   node bench/run.js            3 alternating rounds, full windows
 //   node bench/run.js --quick    1 round, a few hundred connections per mode (CI smoke)
+//   node bench/run.js --proxied  behind HAProxy and nginx (bench/proxied/run.js)
 //
 // Exit code: 0 when the harness ran (modes that cannot start are reported as
 // "unavailable"); 1 when the harness itself broke (including the plain-cluster
@@ -55,6 +56,7 @@ function parseArgs(argv) {
       case '--seed': o.seed = num(i); i++; break;
       case '--start-timeout': o.startTimeout = num(i); i++; break;
       case '--storm': o.storm = true; break;
+      case '--proxied': o.proxied = argv.slice(i + 1); i = argv.length; break;
       case '--storm-clients':
         o.stormClients = String(argv[++i]).split(',').map(Number);
         if (!o.stormClients.every((n) => Number.isInteger(n) && n >= 1 && n <= 20000)) usage('--storm-clients takes sizes from 1 to 20000, e.g. 5000,10000');
@@ -97,7 +99,8 @@ function usage(err) {
        [--warmup N] [--concurrency N] [--sio-sessions N] [--sio-duration S] [--no-socketio]
        [--modes substr,substr] [--shuffle] [--seed N] [--start-timeout S] [-v]
        [--storm [--storm-clients N[,N...]] [--storm-ips N] [--storm-timeout S]
-                [--storm-clients-per-process N] [--storm-contended]]`;
+                [--storm-clients-per-process N] [--storm-contended]]
+       [--proxied [--rounds N] [--duration S] [--quick] [--only TEXT]]   (behind HAProxy and nginx: bench/proxied/run.js)`;
   if (err) { console.error(`run.js: ${err}\n${text}`); process.exit(2); }
   console.log(text); process.exit(0);
 }
@@ -766,6 +769,7 @@ async function main() {
   const tStart = Date.now();
   ensurePeers();
   if (opt.storm) return stormMain(tStart);
+  if (opt.proxied) return require('./proxied/run').main(opt.proxied);
   ensureLoadgen();
   try {
     const c = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });

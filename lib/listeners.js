@@ -14,7 +14,8 @@
 //   stats(slots)           `sticky.stats()`
 //   stopAccepting(drainQueue)   then a 'drained' event once nothing accepted
 //                          waits for a worker
-//   close()                once every worker has exited
+//   close()                once every worker has exited (or the shutdown ran
+//                          out of time): releases every descriptor and thread
 //
 // Events (`onEvent`): 'slot-ready' { slot, pid }, 'slot-closed', 'drained',
 // 'error' { code, message, fatal }.
@@ -33,10 +34,14 @@ const { Balancer, ReuseportGroup } = require('./native')
  * worker's channel (a socketpair created for each fork).
  */
 class AcceptLoopListener {
-  /** Binds (or adopts `spec.adopt`) and starts accepting; throws as `new Balancer` does. */
+  /**
+   * Binds (or adopts `spec.adopt`) and starts accepting; throws as `new
+   * Balancer` does. With `options.rendezvous` (lib/rendezvous.js), the user's
+   * workers take their channels there.
+   */
   constructor(spec, options, onEvent) {
     this.mode = 'accept-loop'
-    this.balancer = new Balancer(spec, options, onEvent)
+    this.balancer = new Balancer(spec, options, onEvent, options.rendezvous ? options.rendezvous.socket : null)
   }
 
   address() {
@@ -75,15 +80,9 @@ class AcceptLoopListener {
     this.balancer.close(drainQueue, refuseNew)
   }
 
-  close() {}
-
-  /** Workers the user forks (setupMaster): only these pids may take a channel. */
-  allowWorker(pid) {
-    this.balancer.allowWorker(pid)
-  }
-
-  forgetWorker(pid) {
-    this.balancer.forgetWorker(pid)
+  /** The accept loop refuses (and counts) what still waits for a worker, closes every channel, and its thread ends. */
+  close() {
+    this.balancer.terminate()
   }
 }
 
@@ -121,11 +120,15 @@ class KernelGroupListener {
     return { fd: this.group.fd(slot), variable: 'STICKY_LISTEN_FD', afterFork: () => {}, ...counted }
   }
 
-  /** A kernel-mode worker says it accepts with a cluster message; its seat (`end.seat`) is freed when it exits. */
+  /**
+   * A kernel-mode worker says it accepts with an internal cluster message
+   * (`cmd: 'NODE_…'`, as cluster's own): the user's 'message' listeners on
+   * the worker never see it. Its seat (`end.seat`) is freed when it exits.
+   */
   watch(worker, slot, end = {}) {
     if (end.seat !== undefined) worker.once('exit', () => this.group.releaseSeat(end.seat))
-    worker.on('message', (message) => {
-      if (!message || message.stickySessionRs !== 'ready') return
+    worker.process.on('internalMessage', (message) => {
+      if (!message || message.cmd !== 'NODE_STICKY_SESSION_RS' || !message.ready) return
       this.onEvent({ kind: 'slot-ready', slot, pid: worker.process.pid })
     })
   }

@@ -1,9 +1,9 @@
 'use strict'
 
 // What the user passes, checked. The options' types, defaults and checks are
-// in Rust (src/binding/options.rs: `resolveOptions`, and `checkPort` for
-// ports); only what is JavaScript's own is checked here: the server object
-// and `env`.
+// in Rust (src/binding/options.rs: `resolveOptions`); only what is
+// JavaScript's own is checked here: the server object and `env`. Where to
+// listen (port, host, backlog) as `listen(...)` gives it: lib/listen-arguments.js.
 
 const os = require('os')
 const { resolveOptions } = require('./native')

@@ -5,10 +5,15 @@
 // listener gives it in its stdio (its channel, or its slot's socket), and
 // respawns a worker into the same slot when it exits. The primary's
 // JavaScript never handles a connection.
+//
+// As `net.Server#listen` does, the port is bound before `listen()` returns
+// (a host name is resolved first: lib/native resolveHost), and so are the
+// workers forked: `cluster.workers` holds them at once. 'listening' and
+// 'error' come on a later tick. The user's server then answers `address()`,
+// `listening` and `close([callback])` for the balancer (`serverFace`).
 
 const cluster = require('cluster')
 const { EventEmitter } = require('events')
-const dns = require('dns')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
 const { AcceptLoopListener, KernelGroupListener } = require('./listeners')
@@ -17,6 +22,8 @@ const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
 const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
 const { pm2WorkerEnvironment } = require('./pm2')
+const { resolveHost } = require('./native')
+const { openSlotPorts } = require('./slot-ports')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -26,6 +33,14 @@ const TAKEOVER_RETRIES = 10
 const TAKEOVER_RETRY_MS = 100
 /** The accept loop's start-up wait that never ends by itself (2^31 - 1 ms). */
 const UNTIL_READY_MS = 2 ** 31 - 1
+/**
+ * Closing: workers still running this long after `shutdownTimeout` are
+ * killed (each has had its own `shutdownTimeout` to finish), and this long
+ * after it the primary is closed whatever still runs: within
+ * `shutdownTimeout` + 1 s in every state.
+ */
+const KILL_AFTER_TIMEOUT_MS = 400
+const GIVE_UP_AFTER_TIMEOUT_MS = 600
 
 /** One line on stderr for what an operator must know happened (a takeover), whatever DEBUG says. */
 function announce(line) {
@@ -41,10 +56,15 @@ function describeSource(source) {
 }
 
 class Primary extends EventEmitter {
-  constructor(server, port, options) {
+  /**
+   * `listen` is what the `listen()` call said (lib/listen-arguments.js: port,
+   * ipv6Only, signal, callback; its host and backlog are in `options`).
+   */
+  constructor(server, listen, options) {
     super()
     this.server = server
-    this.port = port
+    this.listenArguments = listen
+    this.port = listen.port
     this.options = options
     /** The resolved listening address (set by `bind`). */
     this.address = null
@@ -63,31 +83,103 @@ class Primary extends EventEmitter {
     this.handedOver = false
     /** While taking over: waiting for this primary's workers. */
     this.takeoverWait = null
+    /** What closing must undo: timers, signal handlers, the abort signal's listener, the server's face. */
+    this.timers = new Set()
+    this.undo = []
+    /** With `slotPorts`: each slot's own listening socket, for a proxy in front (lib/slot-ports.js). */
+    this.slotPorts = null
   }
 
+  /** Binds (or adopts) and forks now; 'listening' or 'error' follows on a later tick. */
   start() {
     const { host } = this.options
+    const { callback, signal } = this.listenArguments
+    this.serverFace()
+    if (callback) this.server.once('listening', callback)
+    if (signal) {
+      // As Node: an aborted signal closes the server, one aborted already at once.
+      if (signal.aborted) return this.close()
+      const onAbort = () => this.close()
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.undo.push(() => signal.removeEventListener('abort', onAbort))
+    }
     // systemd's variables are consumed at once, before anything can fork.
-    let systemd = null
+    let systemd
     try {
       systemd = systemdListener(this.port)
     } catch (error) {
-      process.nextTick(() => this.server.emit('error', listenError(error, { host, port: this.port })))
-      return
+      return this.failToListen(error, host)
     }
     if (systemd) {
       debug('systemd passed fd %d%s, listening on %s port %d: using it', systemd.fd, systemd.name ? ` (${systemd.name})` : '', systemd.address, systemd.port)
-      process.nextTick(() => this.bind(systemd.address, { kind: 'systemd', adopt: [systemd.fd] }))
-      return
+      return this.bind(systemd.address, { kind: 'systemd', adopt: [systemd.fd] })
     }
-    if (net.isIP(host)) {
-      process.nextTick(() => this.bind(host))
-      return
+    let address = host
+    if (!net.isIP(host)) {
+      try {
+        address = resolveHost(host).address
+      } catch (error) {
+        return this.failToListen(Object.assign(error, { syscall: 'getaddrinfo', hostname: host }), host)
+      }
     }
-    dns.lookup(host, (error, address) => {
-      if (error) return this.server.emit('error', listenError(error, { host, port: this.port }))
-      this.bind(address)
+    this.bind(address)
+  }
+
+  /** Listening failed: 'error' on the next tick, as `net` reports it; this primary is done (listen may be called again). */
+  failToListen(error, host, port = this.port) {
+    const reported = listenError(error, { host, port })
+    process.nextTick(() => this.server.emit('error', reported))
+    this.finish({ listened: false })
+  }
+
+  /**
+   * The user's server never listens in the primary: it answers for the
+   * balancer instead — `address()` (so port 0 works), `listening`, and
+   * `close([callback])`, which closes the balancer (workers finish what they
+   * have and exit), then calls back and emits 'close', as `net` does. Undone
+   * once closed.
+   */
+  serverFace() {
+    const { server } = this
+    const own = (name) => Object.getOwnPropertyDescriptor(server, name)
+    const before = { address: own('address'), close: own('close'), listening: own('listening') }
+    server.address = () => (this.listener && !this.closed ? this.listener.address() : null)
+    server.close = (callback) => {
+      if (callback) this.whenClosed(callback)
+      this.close()
+      return server
+    }
+    Object.defineProperty(server, 'listening', { configurable: true, enumerable: true, get: () => Boolean(this.listener) && !this.closing })
+    this.undo.push(() => {
+      for (const [name, descriptor] of Object.entries(before)) {
+        if (descriptor) Object.defineProperty(server, name, descriptor)
+        else delete server[name]
+      }
     })
+  }
+
+  /** `callback()` once closed; `callback(error)` (ERR_SERVER_NOT_RUNNING, as `net`) if this primary never listened. */
+  whenClosed(callback) {
+    const call = () => {
+      if (this.listened === false) {
+        const error = new Error('Server is not running.')
+        error.code = 'ERR_SERVER_NOT_RUNNING'
+        return callback(error)
+      }
+      callback()
+    }
+    if (this.closed) process.nextTick(call)
+    else this.once('closed', call)
+  }
+
+  /** A timer closing clears. */
+  later(ms, action) {
+    const timer = setTimeout(() => {
+      this.timers.delete(timer)
+      action()
+    }, ms)
+    this.timers.add(timer)
+    return timer
   }
 
   /**
@@ -131,21 +223,27 @@ class Primary extends EventEmitter {
 
   bind(address, source = null, attempt = 0) {
     const { options, server } = this
+    if (this.closing) return
     this.address = address
     try {
       source = source || this.listenSource(address)
     } catch (error) {
-      server.emit('error', listenError(error, { host: address, port: this.port }))
-      return
+      return this.failToListen(error, address)
     }
     const listener = this.listen(address, source, attempt)
     if (!listener) return
+    try {
+      this.slotPorts = openSlotPorts(options)
+    } catch (error) {
+      listener.stopAccepting(false)
+      listener.close()
+      return this.failToListen(error, options.slotHost, options.firstSlotPort)
+    }
     this.listener = listener
     // The user's server object never listens in the primary; make it report
     // the listener's address so `server.address().port` works with port 0.
     server.address = () => listener.address()
-    if (options.rendezvous) this.admitUserForkedWorkers()
-    else for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
+    if (!options.rendezvous) for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
     debug('primary %d listening on %o with %d workers (%s, %s)', process.pid, listener.address(), options.workers, listener.mode, describeSource(source))
     this.listening(source)
   }
@@ -157,12 +255,12 @@ class Primary extends EventEmitter {
    * (a group taken over cannot fall back).
    */
   listen(address, source, attempt) {
-    const { options, server } = this
-    const spec = { address, port: this.port, adopt: source.adopt, rendezvous: options.rendezvous }
+    const { options } = this
+    const spec = { address, port: this.port, adopt: source.adopt, ipv6Only: this.listenArguments.ipv6Only }
     const onEvent = (event) => this.onListenerEvent(event)
     const failed = (error) => {
       if (source.client) source.client.close()
-      if (!this.retryTakeover(error, address, source, attempt)) server.emit('error', listenError(error, { host: address, port: this.port }))
+      if (!this.retryTakeover(error, address, source, attempt)) this.failToListen(error, address)
       return null
     }
     // Kernel steering where it can work; the accept loop is the fallback,
@@ -198,10 +296,12 @@ class Primary extends EventEmitter {
 
   /** What every way of listening does once the socket is there. */
   listening(source) {
+    this.listened = true
     if (this.options.handleSignals) this.handleSignals()
     if (source.kind === 'takeover') this.completeTakeover(source)
     else if (this.options.takeover) this.offerTakeover()
-    this.server.emit('listening')
+    // As `net`: on a later tick (the caller attaches its listener after listen() returns).
+    if (!this.listenArguments.alreadyListening) process.nextTick(() => !this.closing && this.server.emit('listening'))
   }
 
   /**
@@ -216,7 +316,7 @@ class Primary extends EventEmitter {
       return false
     }
     debug('takeover: [%s]:%d is in use and nobody offers it yet; looking again', address, this.port)
-    setTimeout(() => this.bind(address, null, attempt + 1), TAKEOVER_RETRY_MS)
+    this.later(TAKEOVER_RETRY_MS, () => this.bind(address, null, attempt + 1))
     return true
   }
 
@@ -286,7 +386,7 @@ class Primary extends EventEmitter {
     } catch (error) {
       // The primary just taken over releases the name an instant before it confirms.
       if (error.code === 'EADDRINUSE' && attempt < TAKEOVER_RETRIES) {
-        setTimeout(() => this.offerTakeover(attempt + 1), TAKEOVER_RETRY_MS)
+        this.later(TAKEOVER_RETRY_MS, () => this.offerTakeover(attempt + 1))
         return
       }
       process.emitWarning(`${error.message}; a later primary cannot take over from this one`, { code: 'ERR_STICKY_TAKEOVER_UNAVAILABLE', type: 'StickySessionWarning' })
@@ -338,6 +438,7 @@ class Primary extends EventEmitter {
   fork(slot) {
     const { listener } = this
     const workerEnd = listener.workerEnd(slot)
+    const slotPortEnd = this.slotPorts ? this.slotPorts.workerEnd(slot) : null
     const previousStdio = cluster.settings.stdio
     const stdio = previousStdio
       ? previousStdio.slice()
@@ -345,9 +446,9 @@ class Primary extends EventEmitter {
         ? ['pipe', 'pipe', 'pipe', 'ipc']
         : ['inherit', 'inherit', 'inherit', 'ipc']
     while (stdio.length < 4) stdio.push('ignore')
-    // Each descriptor the listener gives the worker, and the variable naming its place in the worker's stdio.
+    // Each descriptor the listener (and the slot ports) give the worker, and the variable naming its place in the worker's stdio.
     const descriptors = {}
-    for (const { fd, variable } of [workerEnd, ...(workerEnd.more || [])]) {
+    for (const { fd, variable } of [workerEnd, ...(workerEnd.more || []), ...(slotPortEnd ? [slotPortEnd] : [])]) {
       descriptors[variable] = String(stdio.length)
       stdio.push(fd)
     }
@@ -383,19 +484,6 @@ class Primary extends EventEmitter {
     })
   }
 
-  /**
-   * The user forks the workers (@socket.io/sticky shape): tell the accept
-   * loop which pids are this cluster's workers, the only processes that may
-   * take a channel.
-   */
-  admitUserForkedWorkers() {
-    const { listener } = this
-    const admit = (worker) => worker.process && worker.process.pid && listener.allowWorker(worker.process.pid)
-    Object.values(cluster.workers || {}).forEach(admit)
-    cluster.on('fork', admit)
-    cluster.on('exit', (worker) => worker.process && worker.process.pid && listener.forgetWorker(worker.process.pid))
-  }
-
   onWorkerExit(slot, worker, code, signal) {
     const state = this.slots.get(slot)
     if (!state || state.worker !== worker) return
@@ -414,7 +502,7 @@ class Primary extends EventEmitter {
       }
     }
     if (delay === 0) respawn()
-    else setTimeout(respawn, delay)
+    else this.later(delay, respawn)
   }
 
   onListenerEvent(event) {
@@ -442,6 +530,20 @@ class Primary extends EventEmitter {
     }
   }
 
+  /** The upstream block for a proxy over the slot ports (lib/slot-ports.js); null before listening. */
+  proxyConfig(proxy, settings) {
+    if (!this.listener) return null
+    if (!this.slotPorts) {
+      throw stickyError('ERR_STICKY_INVALID_OPTION', 'proxyConfig() writes the upstream block over the slot ports: listen with slotPorts (and routing: \'header\' or \'sid\')')
+    }
+    return this.slotPorts.proxyConfig(proxy, settings)
+  }
+
+  /** Where each slot port listens, or null (no slot ports, or before listening). */
+  slotAddresses() {
+    return this.slotPorts ? this.slotPorts.addresses() : null
+  }
+
   stats() {
     if (!this.listener) return null
     const stats = this.listener.stats(this.slots)
@@ -451,57 +553,110 @@ class Primary extends EventEmitter {
   }
 
   /**
-   * Stops accepting (connections already in the kernel's queue are still
-   * served), waits until every accepted connection is with a worker, then
-   * lets every worker finish what it has in flight (`server.close()` in the
-   * worker) and exit; `callback` runs when all have. Workers still running
-   * after `shutdownTimeout` are killed.
+   * Shutdown (`close()`, `server.close()`, SIGTERM/SIGINT, an aborted
+   * signal, a takeover), in order:
+   *
+   * 1. stop taking new connections: those already in the kernel's queue are
+   *    still taken and served, and every accepted one reaches a worker
+   *    ('drained');
+   * 2. every worker finishes what it has in flight (`server.close()` in the
+   *    worker, within `shutdownTimeout`) and exits; none is respawned;
+   * 3. everything this primary holds is released — the accept loop's thread
+   *    and its descriptors (or the kernel-steered group), timers, signal
+   *    handlers, the rendezvous — `callback` runs, and the server emits
+   *    'close'. The process exits by itself once the user's own handles are
+   *    gone.
+   *
+   * Whatever the state (workers crashing at start, none connected, a reload
+   * under way), this ends within `shutdownTimeout` + 1 s: workers still
+   * running `KILL_AFTER_TIMEOUT_MS` after `shutdownTimeout` are killed, and
+   * at `GIVE_UP_AFTER_TIMEOUT_MS` step 3 runs whatever remains (connections
+   * still waiting for a worker are refused and counted as `droppedNoWorker`).
    */
   close(callback) {
-    const done = () => callback && process.nextTick(callback)
-    if (this.closing) {
-      if (this.closed) done()
-      else this.once('closed', done)
-      return
-    }
+    if (callback) this.whenClosed(callback)
+    if (this.closing) return
     this.closing = true
-    this.once('closed', done)
+    this.emit('closing')
+    for (const timer of this.timers) clearTimeout(timer)
+    this.timers.clear()
+    const client = this.stopTakeover()
+    const { shutdownTimeout } = this.options
+    this.later(shutdownTimeout + KILL_AFTER_TIMEOUT_MS, () => this.killWorkers())
+    this.later(shutdownTimeout + GIVE_UP_AFTER_TIMEOUT_MS, () => this.finish())
+    this.stopAccepting(client, () => this.retireWorkers(() => this.finish()))
+  }
+
+  /** Ends both sides of a takeover; returns the client of one this primary was taking (its listen queue is the old primary's). */
+  stopTakeover() {
     // A later primary can no longer take over, and one taking over from this
     // one stops waiting (its predecessor goes on serving).
     if (this.takeoverOffer) this.takeoverOffer.close()
     this.takeoverOffer = null
-    // Still taking over: the listen queue is the old primary's to serve.
     const client = this.endTakeoverWait()
     if (client) client.close()
-    this.emit('closing')
-    // Every worker this primary forked, also one a reload is replacing.
-    const workers = () => (this.options.rendezvous ? Object.values(cluster.workers || {}) : [...this.forked])
-    const finish = () => {
-      if (this.closed) return
-      this.closed = true
-      clearTimeout(killTimer)
-      this.emit('closed')
-    }
-    const killTimer = setTimeout(() => {
-      debug('shutdown timeout: killing %d workers', workers().length)
-      for (const worker of workers()) worker.process.kill('SIGKILL')
-    }, this.options.shutdownTimeout + 1000)
-    const disconnectWorkers = () => {
-      const remaining = workers().filter((worker) => !worker.isDead())
-      let left = remaining.length
-      if (left === 0) return finish()
-      for (const worker of remaining) {
-        worker.once('exit', () => --left === 0 && finish())
-        if (worker.isConnected()) worker.disconnect()
-      }
-    }
+    return client
+  }
+
+  /** Step 1: `then()` once nothing accepted waits for a worker. */
+  stopAccepting(takingOver, then) {
     const { listener } = this
-    if (!listener) return disconnectWorkers()
-    this.once('closed', () => listener.close())
-    this.once('drained', disconnectWorkers)
+    // The slot ports' last copies are the workers': each takes what is
+    // queued on its socket before closing it.
+    if (this.slotPorts) this.slotPorts.close()
+    if (!listener) return then()
+    this.once('drained', then)
     // Refusing new connections is for a shutdown: sockets handed over (or
     // still the old primary's, taking over) go on serving.
-    listener.stopAccepting(!client, { refuseNew: !client && !this.handedOver })
+    listener.stopAccepting(!takingOver, { refuseNew: !takingOver && !this.handedOver })
+  }
+
+  /** Every worker of this primary: those it forked (also one a reload is replacing), or the user's (setupMaster). */
+  workers() {
+    return (this.options.rendezvous ? Object.values(cluster.workers || {}) : [...this.forked]).filter((worker) => !worker.isDead())
+  }
+
+  /** Step 2: each worker finishes what it has and exits; `then()` once all have. */
+  retireWorkers(then) {
+    const remaining = this.workers()
+    let left = remaining.length
+    if (left === 0) return then()
+    for (const worker of remaining) {
+      // A worker that exits as it is told (killed by the user meanwhile, say)
+      // makes the message fail with EPIPE: nothing to report, it is leaving.
+      const leaving = (error) => debug('worker %d: %s while disconnecting it', worker.process.pid, error.code || error.message)
+      worker.on('error', leaving)
+      worker.once('exit', () => {
+        worker.off('error', leaving)
+        if (--left === 0) then()
+      })
+      if (worker.isConnected() && !worker.exitedAfterDisconnect) worker.disconnect()
+    }
+  }
+
+  killWorkers() {
+    const remaining = this.workers()
+    if (remaining.length) debug('shutdown timeout: killing %d workers', remaining.length)
+    for (const worker of remaining) worker.process.kill('SIGKILL')
+  }
+
+  /**
+   * Step 3 (also what a failed listen ends with): releases everything this
+   * primary holds; then 'closed', the callbacks, and the server's 'close'.
+   */
+  finish({ listened = true } = {}) {
+    if (this.closed) return
+    this.closing = true
+    this.closed = true
+    if (!listened) this.listened = false
+    for (const timer of this.timers) clearTimeout(timer)
+    this.timers.clear()
+    if (this.listener) this.listener.close()
+    if (this.options.rendezvous) this.options.rendezvous.release()
+    for (const undo of this.undo.splice(0)) undo()
+    debug('primary %d closed', process.pid)
+    this.emit('closed')
+    if (listened) process.nextTick(() => this.server.emit('close'))
   }
 
   /**
@@ -556,27 +711,36 @@ class Primary extends EventEmitter {
     return settle
   }
 
-  /** SIGTERM / SIGINT: graceful shutdown, then exit 0. SIGHUP: rolling reload. */
+  /**
+   * SIGTERM / SIGINT: graceful shutdown, then exit 0. SIGHUP: rolling reload.
+   * The handlers leave when this primary has closed.
+   */
   handleSignals() {
     const shutdown = (signal) => {
       debug('primary got %s: shutting down', signal)
-      this.close(() => process.exit(0))
+      // Also when already closing (by close()): exit once closed.
+      this.close()
+      this.whenClosed(() => process.exit(0))
     }
-    process.once('SIGTERM', shutdown)
-    process.once('SIGINT', shutdown)
-    process.on('SIGHUP', () => {
+    const reload = () => {
       debug('primary got SIGHUP: rolling reload')
       this.reload((error) => {
         if (error && error.code === 'ERR_STICKY_RELOAD_INTERRUPTED') debug(error.message)
         else if (error) this.server.emit('error', error)
       })
+    }
+    const handlers = { SIGTERM: shutdown, SIGINT: shutdown, SIGHUP: reload }
+    for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler)
+    this.undo.push(() => {
+      for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler)
     })
   }
 }
 
-function startPrimary(server, port, options) {
+/** Starts balancing `server` where `listen` (lib/listen-arguments.js) says, with `options` (lib/options.js). */
+function startPrimary(server, listen, options) {
   if (!cluster.isPrimary) throw stickyError('ERR_STICKY_NOT_PRIMARY', 'startPrimary must run in the cluster primary')
-  const primary = new Primary(server, port, options)
+  const primary = new Primary(server, listen, options)
   primary.start()
   return primary
 }

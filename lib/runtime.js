@@ -337,4 +337,4 @@ class AdoptedConnection {
   }
 }
 
-module.exports = { isBun, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }
+module.exports = { isBun, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket, tcpWrap }

@@ -13,6 +13,7 @@ const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
 const { acceptOnInheritedSocket, adoptingServer, socketFromFd, startReceiving } = require('./runtime')
 const { pm2ClusterModeError } = require('./pm2')
+const slotPorts = require('./slot-ports')
 
 /** After the server has drained, leave this long for a natural exit, then exit. */
 const EXIT_GRACE_MS = 2000
@@ -78,6 +79,12 @@ function adopt(server, socketOptions, connection) {
   if (connection.remoteAddress !== undefined) {
     socket._peername = { address: connection.remoteAddress, port: connection.remotePort, family: connection.remoteFamily }
   }
+  adoptSocket(server, socketOptions, socket)
+  return socket
+}
+
+/** The part of `adopt` for a socket already made (one accepted on the slot port). */
+function adoptSocket(server, socketOptions, socket) {
   if (socketOptions.noDelay) socket.setNoDelay(true)
   if (socketOptions.keepAlive) socket.setKeepAlive(true, socketOptions.keepAliveInitialDelay)
   server._connections++
@@ -89,7 +96,7 @@ function adopt(server, socketOptions, connection) {
 /** `adopt`, or close the fd when that fails: a connection is never left open with nobody serving it. */
 function adoptOrClose(server, socketOptions, connection) {
   try {
-    adopt(server, socketOptions, connection)
+    return adopt(server, socketOptions, connection)
   } catch (error) {
     debug('worker %d could not adopt fd %d: %s', process.pid, connection.fd, error.message)
     try {
@@ -100,6 +107,8 @@ function adoptOrClose(server, socketOptions, connection) {
 
 /** True for an engine.io polling handshake: `EIO=`, `transport=polling`, no `sid`. */
 function isPollingHandshake(url) {
+  // Most requests are not: two substring checks before the exact ones.
+  if (!url.includes('EIO=') || url.includes('sid=')) return false
   const query = url.slice(url.indexOf('?') + 1)
   return /(^|&)EIO=/.test(query) && /(^|&)transport=polling(&|$)/.test(query) && !/(^|&)sid=/.test(query)
 }
@@ -118,20 +127,55 @@ function sidOfHandshake(chunk) {
  * connection (routed for one session or client) for another. In `sid` mode,
  * each polling handshake's new sid is reported to the primary before the
  * response leaves, so the client's next request is already routable.
+ *
+ * Connections from the slot port (`viaSlotPort`) stay open: the proxy in
+ * front routes each of their requests itself (lib/slot-ports.js). With slot
+ * ports in `sid` mode, every new sid leaves with this slot appended, for the
+ * proxy to route by, and comes back without it before engine.io sees it.
  */
-function routeAwareResponses(server, channel, routing) {
+function routeAwareResponses(server, channel, routing, { viaSlotPort = null, slot = null } = {}) {
   if (routing !== 'sid' && routing !== 'header') return
+  const tagging = routing === 'sid' && viaSlotPort !== null
   observeRequests(server, (req, res) => {
-    res.setHeader('Connection', 'close')
-    if (routing === 'sid' && isPollingHandshake(req.url)) {
-      const end = res.end
-      res.end = function endReportingSession(chunk, ...rest) {
-        const sid = sidOfHandshake(chunk)
-        if (sid) channel.reportSession(sid, true)
-        return end.call(this, chunk, ...rest)
-      }
+    if (!viaSlotPort || !viaSlotPort.has(req.socket)) res.setHeader('Connection', 'close')
+    if (tagging) req.url = slotPorts.untagUrl(req.url, slot)
+    // A session opened through the slot port needs no report: its tag routes it.
+    if (routing === 'sid' && isPollingHandshake(req.url)) reportHandshake(res, channel, tagging ? slot : null, !viaSlotPort || !viaSlotPort.has(req.socket))
+  }, tagging ? (req) => (req.url = slotPorts.untagUrl(req.url, slot)) : null)
+}
+
+/**
+ * Reports the sid a polling handshake response carries to the primary before
+ * the response leaves (unless `report` is false); with `slot` (slot ports),
+ * tags it first: the head waits for the body, whose length the tag changes.
+ */
+function reportHandshake(res, channel, slot, report = true) {
+  const { end, writeHead } = res
+  let head = null
+  if (slot !== null) {
+    res.writeHead = function deferHead(...args) {
+      head = args
+      return this
     }
-  })
+  }
+  res.end = function endReportingSession(chunk, ...rest) {
+    res.end = end
+    res.writeHead = writeHead
+    const sid = sidOfHandshake(chunk)
+    if (sid && slot !== null) {
+      const tagged = slotPorts.tagSid(sid, slot)
+      chunk = slotPorts.tagHandshakeBody(chunk, sid, tagged)
+      const length = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length
+      const headers = head && head.find((arg, index) => index > 0 && arg !== null && typeof arg === 'object')
+      if (headers) for (const name of Object.keys(headers)) if (name.toLowerCase() === 'content-length') headers[name] = length
+      if (res.hasHeader('content-length')) res.setHeader('content-length', length)
+      if (report) channel.reportSession(tagged, true)
+    } else if (sid) {
+      channel.reportSession(sid, true)
+    }
+    if (head) writeHead.apply(this, head)
+    return end.call(this, chunk, ...rest)
+  }
 }
 
 /**
@@ -151,10 +195,11 @@ function tlsPeerNames(server) {
  * attach() removes the server's request listeners and calls them only for
  * requests that are not its own.
  */
-function observeRequests(server, observer) {
+function observeRequests(server, observer, upgradeObserver = null) {
   const emit = server.emit
   server.emit = function emitObserved(event, req, res) {
     if (event === 'request') observer(req, res)
+    else if (event === 'upgrade' && upgradeObserver) upgradeObserver(req)
     return emit.apply(this, arguments)
   }
 }
@@ -257,7 +302,11 @@ function manageLifecycle(server, stopTaking, lastLook = null) {
   }
   server.once('close', () => {
     debug('worker %d drained; exiting', process.pid)
-    if (cluster.worker && cluster.worker.isConnected()) cluster.worker.disconnect()
+    if (cluster.worker && cluster.worker.isConnected()) {
+      // The primary may be gone already (EPIPE): this worker is leaving anyway.
+      cluster.worker.on('error', (error) => debug('worker %d: %s while disconnecting', process.pid, error.code || error.message))
+      cluster.worker.disconnect()
+    }
     setTimeout(() => process.exit(0), EXIT_GRACE_MS).unref()
   })
   // The primary disconnecting this worker (graceful shutdown, reload) closes
@@ -277,14 +326,36 @@ function startWorker(server, options = {}) {
   if (!options.channel && process.env.STICKY_LISTEN_FD !== undefined) return startKernelWorker(server)
   const { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = options
   const socketOptions = socketOptionsOf(server)
+  const slotPort = slotPorts.claimSlotPort()
+  /** Sockets accepted on the slot port: their proxy routes each request, so they stay open. */
+  const viaSlotPort = slotPort ? new WeakSet() : null
+  let stopSlotPort = () => {}
+  const serveQueued = (fds) => {
+    for (const fd of fds) {
+      const socket = adoptOrClose(server, socketOptions, { fd })
+      if (socket) viaSlotPort.add(socket)
+    }
+  }
   adoptingServer(server)
-  routeAwareResponses(server, channel, routing)
+  routeAwareResponses(server, channel, routing, { viaSlotPort, slot: process.env.STICKY_WORKER_SLOT })
   if (routing === 'proxy-protocol') tlsPeerNames(server)
   // Stop taking connections the moment the server starts closing: the
   // primary sends new clients of this slot elsewhere until the replacement
   // worker is up, and re-dispatches what this worker had not read. What it
   // did read it serves: `receive` adopts every connection, closing or not.
-  const isClosing = manageLifecycle(server, () => channel.close())
+  // The slot port's queue is served, then left to the primary's copy of the
+  // socket (the next worker of the slot takes it), or, when the primary has
+  // closed its copy (shutdown), taken and closed in one native step.
+  const isClosing = manageLifecycle(
+    server,
+    () => {
+      channel.close()
+      if (!slotPort) return
+      serveQueued(slotPort.hold.drain())
+      stopSlotPort()
+    },
+    slotPort ? () => serveQueued(slotPort.hold.drainAndClose()) : null,
+  )
 
   const receive = (connections, primaryClosed) => {
     for (const connection of connections) adoptOrClose(server, socketOptions, connection)
@@ -297,6 +368,18 @@ function startWorker(server, options = {}) {
     if (isClosing()) return
     try {
       startReceiving(channel, receive)
+      if (slotPort) {
+        stopSlotPort = slotPorts.acceptOnSlotPort(
+          slotPort.fd,
+          { allowHalfOpen: Boolean(server.allowHalfOpen), paused: Boolean(server.pauseOnConnect) },
+          (socket) => {
+            if (server.maxConnections != null && server._connections >= server.maxConnections) return socket.destroy()
+            viaSlotPort.add(socket)
+            adoptSocket(server, socketOptions, socket)
+          },
+          (error) => server.emit('error', error),
+        )
+      }
     } catch (error) {
       // The primary went away while this worker started: cluster is already
       // ending this process. Anything else is the user's to handle.
@@ -342,7 +425,8 @@ function startKernelWorker(server) {
     } catch (error) {
       process.emitWarning(error.message, { code: error.code, type: 'StickySessionWarning' })
     }
-    if (process.send) process.send({ stickySessionRs: 'ready' })
+    // An internal message (`cmd: 'NODE_…'`): the user's 'message' listeners never see it.
+    if (process.send) process.send({ cmd: 'NODE_STICKY_SESSION_RS', ready: true })
   }, accepting)
   manageLifecycle(
     server,

@@ -106,19 +106,25 @@ pub fn kernel_slot(client: IpAddr, slots: u32, seed: u32) -> u32 {
 /// attaches the steering program. An error here other than the address's own
 /// (in use, not available, not allowed) means the kernel refuses steering
 /// (old kernel, seccomp): the caller falls back to the accept loop.
-pub fn bind_group(address: SocketAddr, backlog: i32, slots: u16, seed: u32) -> Result<Vec<Socket>, ListenError> {
+pub fn bind_group(
+  address: SocketAddr,
+  backlog: i32,
+  slots: u16,
+  seed: u32,
+  ipv6_only: bool,
+) -> Result<Vec<Socket>, ListenError> {
   // SO_REUSEPORT lets any socket of this user join a group on the port: a
   // port another process already serves (a second copy of this app, say)
   // would be shared silently instead of failing with EADDRINUSE, as it does
   // for the accept loop. A socket without SO_REUSEPORT binds first, to find
   // out; it never listens, so no client can reach it.
   if address.port() != 0 {
-    drop(bound_socket(address, false)?);
+    drop(bound_socket(address, false, ipv6_only)?);
   }
   let mut sockets: Vec<Socket> = Vec::with_capacity(usize::from(slots));
   let mut port = address.port();
   for _ in 0..slots {
-    let socket = listening_socket(SocketAddr::new(address.ip(), port), backlog, true)?;
+    let socket = listening_socket(SocketAddr::new(address.ip(), port), backlog, true, ipv6_only)?;
     port = socket.local_addr().ok().and_then(|bound| bound.as_socket()).map_or(port, |bound| bound.port());
     sockets.push(socket);
   }
@@ -313,7 +319,7 @@ mod tests {
 
   #[test]
   fn an_adopted_group_keeps_its_order_and_its_steering() {
-    let group = bind_group("127.0.0.1:0".parse().unwrap(), 64, 3, 7).expect("SO_REUSEPORT + cBPF available");
+    let group = bind_group("127.0.0.1:0".parse().unwrap(), 64, 3, 7, false).expect("SO_REUSEPORT + cBPF available");
     let copies = group.iter().map(|socket| std::os::fd::OwnedFd::from(socket.try_clone().unwrap())).collect();
     let adopted = adopt_group(copies).unwrap();
     drop(group);
@@ -340,7 +346,7 @@ mod tests {
 
   #[test]
   fn a_lone_socket_is_not_a_group() {
-    let plain = crate::primary::bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false).unwrap();
+    let plain = crate::primary::bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false, false).unwrap();
     let error = adopt_group(vec![std::os::fd::OwnedFd::from(plain)]).unwrap_err();
     assert!(matches!(error, AdoptGroupError::NotReusePort { index: 0 }), "{error}");
   }
@@ -356,7 +362,7 @@ mod tests {
 
   #[test]
   fn the_kernel_steers_each_client_to_the_slot_the_reference_function_names() {
-    let sockets = bind_group("127.0.0.1:0".parse().unwrap(), 64, 3, 7).expect("SO_REUSEPORT + cBPF available");
+    let sockets = bind_group("127.0.0.1:0".parse().unwrap(), 64, 3, 7, false).expect("SO_REUSEPORT + cBPF available");
     let port = sockets[0].local_addr().unwrap().as_socket().unwrap().port();
     for socket in &sockets {
       socket.set_nonblocking(true).unwrap();
@@ -387,20 +393,20 @@ mod tests {
 
   #[test]
   fn a_group_on_a_port_another_socket_listens_on_fails_with_eaddrinuse_instead_of_joining_it() {
-    let first = bind_group("127.0.0.1:0".parse().unwrap(), 16, 2, 7).unwrap();
+    let first = bind_group("127.0.0.1:0".parse().unwrap(), 16, 2, 7, false).unwrap();
     let taken = first[0].local_addr().unwrap().as_socket().unwrap();
-    let error = bind_group(taken, 16, 2, 7).unwrap_err();
+    let error = bind_group(taken, 16, 2, 7, false).unwrap_err();
     assert_eq!(error.source.raw_os_error(), Some(libc::EADDRINUSE), "{error}");
     assert_eq!(error.syscall, "bind");
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let error = bind_group(plain.local_addr().unwrap(), 16, 2, 7).unwrap_err();
+    let error = bind_group(plain.local_addr().unwrap(), 16, 2, 7, false).unwrap_err();
     assert_eq!(error.source.raw_os_error(), Some(libc::EADDRINUSE), "{error}");
   }
 
   #[test]
   fn a_listener_refusing_new_connections_keeps_the_queued_ones_and_never_completes_a_new_handshake() {
     use std::os::fd::AsFd;
-    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 16, false, false).unwrap();
     let address = listener.local_addr().unwrap();
     let queued = std::net::TcpStream::connect(address.as_socket().unwrap()).unwrap();
     refuse_new_connections(&listener).unwrap();
@@ -418,7 +424,7 @@ mod tests {
   #[test]
   fn the_kernel_reports_a_listeners_queue_and_what_it_dropped_when_full() {
     use std::os::fd::AsFd;
-    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 2, false).unwrap();
+    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 2, false, false).unwrap();
     let address = listener.local_addr().unwrap().as_socket().unwrap();
     assert_eq!(accept_queue(listener.as_fd()).unwrap(), AcceptQueue { queued: 0, limit: 2 });
     assert_eq!(socket_drops(listener.as_fd()).unwrap(), 0);

@@ -1,7 +1,10 @@
 //! Which slot owns each engine.io session, and where new sessions go. No I/O.
 //!
 //! Workers report the sessions they open (and, when they can, close); the
-//! primary routes every later request carrying `sid=` to the owner. An entry
+//! primary routes every later request carrying `sid=` to the owner. Behind
+//! slot ports (`with_slot_tags`) a worker appends its slot to each sid it
+//! makes (`<sid>~<slot>`, for the proxy in front to route by), so a tagged
+//! sid names its owner without a report. An entry
 //! not seen for `ttl` is forgotten: a session upgraded to websocket needs no
 //! more routing, and an abandoned one must not hold memory. Time is passed in
 //! (milliseconds from any fixed origin) so this stays pure and testable.
@@ -18,6 +21,19 @@ pub enum NewSessionBalance {
   LeastConnection,
   RoundRobin,
   Random,
+}
+
+/// Separates a sid from the slot a worker appends to it behind slot ports.
+pub const SID_TAG_SEPARATOR: char = '~';
+
+/// The slot a tagged sid (`<sid>~<slot>`) names, or `None` when it carries no tag.
+pub fn slot_of_tagged_sid(sid: &[u8]) -> Option<SlotId> {
+  let at = sid.iter().rposition(|&byte| byte == SID_TAG_SEPARATOR as u8)?;
+  let digits = &sid[at + 1..];
+  if at == 0 || digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+    return None;
+  }
+  std::str::from_utf8(digits).ok()?.parse::<SlotId>().ok()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +54,8 @@ pub struct SessionTable {
   balance: NewSessionBalance,
   round_robin_next: usize,
   random_state: u64,
+  /// Tagged sids name their slot (`with_slot_tags`).
+  slot_tags: bool,
 }
 
 impl SessionTable {
@@ -52,7 +70,23 @@ impl SessionTable {
       round_robin_next: 0,
       // xorshift must not start at zero.
       random_state: random_seed | 1,
+      slot_tags: false,
     }
+  }
+
+  /// Slot ports: a sid tagged with a slot of this table routes to that slot,
+  /// reported or not.
+  pub fn with_slot_tags(mut self) -> Self {
+    self.slot_tags = true;
+    self
+  }
+
+  /// The slot `sid`'s tag names, when tags are on and the slot exists.
+  fn tagged_slot(&self, sid: &[u8]) -> Option<SlotId> {
+    if !self.slot_tags {
+      return None;
+    }
+    slot_of_tagged_sid(sid).filter(|&slot| usize::from(slot) < self.owned.len())
   }
 
   pub fn len(&self) -> usize {
@@ -69,12 +103,12 @@ impl SessionTable {
 
   /// Whether `sid` has an entry (without refreshing it).
   pub fn contains(&self, sid: &[u8]) -> bool {
-    self.entries.contains_key(sid)
+    self.entries.contains_key(sid) || self.tagged_slot(sid).is_some()
   }
 
   /// The slot that owns `sid`, refreshing the entry.
   pub fn lookup(&mut self, sid: &[u8], now_ms: u64) -> Option<SlotId> {
-    let entry = self.entries.get_mut(sid)?;
+    let Some(entry) = self.entries.get_mut(sid) else { return self.tagged_slot(sid) };
     entry.last_seen_ms = now_ms;
     Some(entry.slot)
   }
@@ -252,5 +286,25 @@ mod tests {
     assert!(sessions.open(b"2", 0, 5), "re-reporting a known session is not growth");
     assert_eq!(sessions.len(), 2);
     assert!(!sessions.open(b"x", 9, 0), "an out-of-range slot is refused");
+  }
+
+  #[test]
+  fn a_tagged_sid_names_its_slot_only_when_tags_are_on_and_the_slot_exists() {
+    assert_eq!(slot_of_tagged_sid(b"abc~2"), Some(2));
+    assert_eq!(slot_of_tagged_sid(b"a~b~12"), Some(12));
+    for untagged in [&b"abc"[..], b"abc~", b"~2", b"abc~x2", b"abc~123456", b"abc~99999"] {
+      assert_eq!(slot_of_tagged_sid(untagged), None, "{:?}", String::from_utf8_lossy(untagged));
+    }
+    let mut plain = SessionTable::new(3, NewSessionBalance::RoundRobin, 1_000, 10, 1);
+    assert_eq!(plain.lookup(b"abc~1", 0), None);
+    assert!(!plain.contains(b"abc~1"));
+    let mut tagged = SessionTable::new(3, NewSessionBalance::RoundRobin, 1_000, 10, 1).with_slot_tags();
+    assert_eq!(tagged.lookup(b"abc~1", 0), Some(1));
+    assert!(tagged.contains(b"abc~2"));
+    assert_eq!(tagged.lookup(b"abc~3", 0), None);
+    assert_eq!(tagged.lookup(b"abc", 0), None);
+    // A reported session is its report's, tag or not.
+    assert!(tagged.open(b"def~0", 2, 0));
+    assert_eq!(tagged.lookup(b"def~0", 0), Some(2));
   }
 }

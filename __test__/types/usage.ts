@@ -31,6 +31,11 @@ const isWorker: boolean = sticky.listen(server, 3000, {
   handleSignals: false,
 })
 listen(server, '3000', { routing: 'proxy-protocol' })
+// The port as net.Server#listen takes it: nothing (a free port), or where to listen.
+listen(server)
+listen(server, { port: 0, host: '::', ipv6Only: true, backlog: 64, exclusive: true, signal: new AbortController().signal })
+// @ts-expect-error: a port is a number or a string
+listen(server, true)
 listen(server, 3000, { kernel: true })
 listen(server, 3000, { kernel: true, takeover: true })
 if (!isWorker) {

@@ -26,8 +26,18 @@ pub enum StickyError {
   InvalidTrustedProxy(#[from] TrustedProxyError),
   #[error("options.kernel steers by source address: it works with routing 'ip' only, not '{routing}'")]
   KernelNeedsIpRouting { routing: &'static str },
+  #[error(
+    "options.slotPorts are for a proxy that routes each request itself: they work with routing 'header' or 'sid', \
+     not '{routing}'"
+  )]
+  SlotPortsNeedProxyRouting { routing: &'static str },
+  #[error("options.slotPorts: {workers} slots from port {first} go past 65535: choose a lower first port")]
+  SlotPortsOutOfRange { first: u32, workers: u32 },
   #[error("port must be an integer from 0 to 65535 (0 picks a free port), got {got}")]
   InvalidPort { got: String },
+  /// As Node's `dns.lookup` reports it (`code` is its errno-like name).
+  #[error("getaddrinfo {code} {host}")]
+  Resolve { host: String, code: &'static str },
 
   // ---- listening -----------------------------------------------------------
   #[error("{0} (syscall {syscall})", syscall = .0.syscall)]
@@ -60,6 +70,15 @@ pub enum StickyError {
   InvalidSlot { slot: u32, slots: usize },
   #[error("cannot create the channel for slot {slot}: {source}; raise the open-file limit (ulimit -n)")]
   CreateChannel { slot: u16, source: io::Error },
+  #[error(
+    "cannot listen on the workers' rendezvous socket {name:?}: {source}; another process holds this primary's name \
+     (see which with `ss -xlp | grep {name}`)"
+  )]
+  RendezvousListen { name: String, source: io::Error },
+  #[error("the workers' rendezvous socket was closed: call setupMaster(httpServer) again")]
+  RendezvousClosed,
+  #[error("cannot take a reference to the workers' rendezvous socket: {0}; raise the open-file limit (ulimit -n)")]
+  DuplicateRendezvous(#[source] io::Error),
 
   // ---- in a worker ---------------------------------------------------------
   #[error(
@@ -81,6 +100,11 @@ pub enum StickyError {
      setupMaster() get one"
   )]
   ChannelRefused,
+  #[error(
+    "the rendezvous socket {name:?} is held by process {pid} of uid {uid}, not by this worker's primary (process \
+     {primary}): refusing to take connections from it"
+  )]
+  ForeignRendezvous { name: String, pid: u32, uid: u32, primary: u32 },
   #[error("the channel was already started or closed: start() it once")]
   ChannelState,
   #[error("cannot start receiving connections: {0}; the process is out of threads or memory")]
@@ -124,10 +148,14 @@ impl StickyError {
   pub fn code(&self) -> &'static str {
     use StickyError::*;
     match self {
-      OptionsNotAnObject { .. } | InvalidOption { .. } | InvalidTrustedProxy(_) | KernelNeedsIpRouting { .. } => {
-        "ERR_STICKY_INVALID_OPTION"
-      }
+      OptionsNotAnObject { .. }
+      | InvalidOption { .. }
+      | InvalidTrustedProxy(_)
+      | KernelNeedsIpRouting { .. }
+      | SlotPortsNeedProxyRouting { .. }
+      | SlotPortsOutOfRange { .. } => "ERR_STICKY_INVALID_OPTION",
       InvalidPort { .. } => "ERR_STICKY_INVALID_PORT",
+      Resolve { code, .. } => code,
       Listen(error) => errno_name(&error.source),
       InheritedSocket(_) | InheritedGroup(_) | InheritedSocketCount { .. } | NotADescriptor { .. } => {
         "ERR_STICKY_INHERITED_SOCKET"
@@ -136,8 +164,10 @@ impl StickyError {
       Start(_) | ReliefStart(_) => "ERR_STICKY_START",
       AcceptLoopStopped => "ERR_STICKY_ACCEPT_LOOP",
       InvalidSlot { .. } => "ERR_STICKY_INVALID_SLOT",
-      CreateChannel { .. } | Receive(_) | ReceiveOnLoop(_) => "ERR_STICKY_CHANNEL",
-      NotAChannel { .. } | NoRendezvous(_) | ChannelRefused => "ERR_STICKY_NO_CHANNEL",
+      CreateChannel { .. } | Receive(_) | ReceiveOnLoop(_) | DuplicateRendezvous(_) => "ERR_STICKY_CHANNEL",
+      RendezvousListen { source, .. } => errno_name(source),
+      RendezvousClosed => "ERR_STICKY_CHANNEL_STATE",
+      NotAChannel { .. } | NoRendezvous(_) | ChannelRefused | ForeignRendezvous { .. } => "ERR_STICKY_NO_CHANNEL",
       NotAListeningSocket { .. } => "ERR_STICKY_NO_LISTENING_SOCKET",
       ChannelState => "ERR_STICKY_CHANNEL_STATE",
       Unsupported => "ERR_STICKY_UNSUPPORTED",

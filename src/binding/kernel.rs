@@ -47,7 +47,7 @@ impl ReuseportGroup {
   pub fn new(listen: ListenSpec, options: ResolvedOptions) -> Result<Self> {
     // Taken first, so they are closed whatever fails below.
     let adopted = listen.adopted()?;
-    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check(&options)?;
+    let Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed } = listen.check(&options)?;
     if let Some(fds) = adopted {
       if fds.len() != usize::from(slots) {
         return Err(StickyError::InheritedSocketCount { given: fds.len(), wanted: usize::from(slots) }.into());
@@ -61,7 +61,7 @@ impl ReuseportGroup {
     // The BPF program hashes 32-bit words: fold the seed.
     let seed = (seed ^ (seed >> 32)) as u32;
     let sockets = with_default_host_fallback(host, port, host_is_default, |address| {
-      reuseport::bind_group(address, backlog, slots, seed)
+      reuseport::bind_group(address, backlog, slots, seed, ipv6_only)
     })
     .map_err(|error| match error.source.raw_os_error() {
       Some(libc::EADDRINUSE) | Some(libc::EACCES) | Some(libc::EADDRNOTAVAIL) => StickyError::Listen(error),

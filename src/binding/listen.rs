@@ -21,15 +21,16 @@ pub struct ListenSpec {
   /// a kernel-steered group. They become the listener's, and are closed if it
   /// cannot start.
   pub adopt: Option<Vec<i32>>,
-  /// When the user forks the workers (`setupMaster`): the abstract socket
-  /// name they connect to for their channel (the accept loop only).
-  pub rendezvous: Option<String>,
+  /// Accept IPv6 clients only on `::` (`listen({ ipv6Only: true })`):
+  /// without it `::` is dual-stack, as in Node.
+  pub ipv6_only: Option<bool>,
 }
 
 /// Where to listen and the options that say how, in Rust types.
 pub struct Listen {
   pub host: IpAddr,
   pub host_is_default: bool,
+  pub ipv6_only: bool,
   pub port: u16,
   pub backlog: i32,
   pub slots: u16,
@@ -56,7 +57,8 @@ impl ListenSpec {
     let seed = options.seed.parse().map_err(|_| {
       invalid("seed", "an unsigned 64-bit integer (number, bigint or decimal string)", format!("{:?}", options.seed))
     })?;
-    Ok(Listen { host, host_is_default: options.host_is_default, port, backlog, slots, seed })
+    let ipv6_only = self.ipv6_only.unwrap_or(false);
+    Ok(Listen { host, host_is_default: options.host_is_default, ipv6_only, port, backlog, slots, seed })
   }
 
   /// Takes ownership of the descriptors in `adopt`, if any.

@@ -8,6 +8,10 @@ mod listen;
 mod loop_poll;
 mod options;
 mod primary;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod rendezvous;
+mod resolve;
+mod slot_ports;
 mod stats;
 mod systemd;
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -17,8 +21,12 @@ mod worker;
 pub use error::{ErrorCode, StickyError};
 pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
-pub use options::{check_port, resolve_options, ListenOptions, LoadBalancingMethod, ResolvedOptions, Routing};
+pub use options::{resolve_options, ListenOptions, LoadBalancingMethod, ResolvedOptions, Routing};
 pub use primary::Balancer;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use rendezvous::RendezvousSocket;
+pub use resolve::{resolve_host, ResolvedHost};
+pub use slot_ports::{sid_tag_separator, SlotPortGroup};
 pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -235,6 +235,23 @@ pub struct ListenOptions {
   /// `'sid'` routing: the most sessions remembered.
   /// @defaultValue `100000`
   pub max_sessions: Option<u32>,
+  /// Slot ports, for a proxy in front (HAProxy, nginx) that routes each
+  /// request itself and keeps its upstream connections alive: every slot
+  /// also listens on a port of its own on `slotHost`, and
+  /// `sticky.proxyConfig('haproxy' | 'nginx')` writes the proxy's upstream
+  /// block over them (`'header'`: a consistent hash of the client address;
+  /// `'sid'`: each session's slot, named in its sid). The primary holds these
+  /// sockets, so a respawned or reloaded worker takes over its slot's port and
+  /// nothing queued on it is lost. `true`: free ports the system picks; a
+  /// number `P`: slot `n` listens on `P + n`. With `routing: 'header'` or
+  /// `'sid'` only.
+  /// @defaultValue `false`
+  /// @example `slotPorts: 3100`
+  #[napi(ts_type = "boolean | number")]
+  pub slot_ports: Option<u32>,
+  /// The address the slot ports listen on (an IP address).
+  /// @defaultValue `'127.0.0.1'`
+  pub slot_host: Option<String>,
 }
 
 /// Every option of `ListenOptions` with its default applied, as the primary
@@ -270,6 +287,11 @@ pub struct ResolvedOptions {
   pub load_balancing_method: LoadBalancingMethod,
   pub session_ttl: u32,
   pub max_sessions: u32,
+  /// Slot ports on (`slotPorts: true` or a port).
+  pub slot_ports: bool,
+  /// The first slot port; `0`: the system picks each (`slotPorts: true`).
+  pub first_slot_port: u32,
+  pub slot_host: String,
 }
 
 impl ListenOptions {
@@ -286,8 +308,25 @@ impl ListenOptions {
     let trusted_proxies = self.trusted_proxies.unwrap_or_else(|| vec!["loopback".into()]);
     let entries: Vec<&str> = trusted_proxies.iter().map(String::as_str).collect();
     TrustedProxies::parse(&entries)?;
+    let workers = self.workers.unwrap_or(cpu_count.max(1));
+    if self.slot_ports.is_some() && !matches!(routing, Routing::Header | Routing::Sid) {
+      return Err(StickyError::SlotPortsNeedProxyRouting { routing: routing.as_str() });
+    }
+    if let Some(first) = self.slot_ports.filter(|&first| first > 0) {
+      if u64::from(first) + u64::from(workers) - 1 > 65_535 {
+        return Err(StickyError::SlotPortsOutOfRange { first, workers });
+      }
+    }
+    let slot_host = self.slot_host.unwrap_or_else(|| "127.0.0.1".into());
+    if slot_host.parse::<std::net::IpAddr>().is_err() {
+      return Err(StickyError::InvalidOption {
+        name: "slotHost",
+        expected: "an IP address such as '127.0.0.1'".into(),
+        got: quoted(&slot_host),
+      });
+    }
     Ok(ResolvedOptions {
-      workers: self.workers.unwrap_or(cpu_count.max(1)),
+      workers,
       host_is_default: self.host.is_none(),
       host: self.host.unwrap_or_else(|| "::".into()),
       backlog: self.backlog.unwrap_or(511),
@@ -310,6 +349,9 @@ impl ListenOptions {
       load_balancing_method: self.load_balancing_method.unwrap_or(LoadBalancingMethod::LeastConnection),
       session_ttl: self.session_ttl.unwrap_or(120_000),
       max_sessions: self.max_sessions.unwrap_or(100_000),
+      slot_ports: self.slot_ports.is_some(),
+      first_slot_port: self.slot_ports.unwrap_or(0),
+      slot_host,
     })
   }
 
@@ -340,6 +382,8 @@ impl ListenOptions {
       load_balancing_method: read.spelled("loadBalancingMethod")?,
       session_ttl: read.count("sessionTtl", MAX_COUNT)?,
       max_sessions: read.count("maxSessions", MAX_COUNT)?,
+      slot_ports: read.slot_ports()?,
+      slot_host: read.slot_host()?,
     })
   }
 }
@@ -364,33 +408,6 @@ fn read_options(options: Option<Unknown<'_>>) -> std::result::Result<ListenOptio
     return Err(StickyError::OptionsNotAnObject { got: describe(&value)? });
   }
   ListenOptions::read(&value.coerce_to_object()?)
-}
-
-/// Checks a port as `listen` takes it: an integer from 0 to 65535, or its
-/// decimal string (sticky-session took `'3000'`). Throws `ERR_STICKY_INVALID_PORT`.
-#[napi(ts_args_type = "port: unknown")]
-pub fn check_port(port: Unknown<'_>) -> Result<u32> {
-  Ok(read_port(&port)?)
-}
-
-fn read_port(port: &Unknown<'_>) -> std::result::Result<u32, StickyError> {
-  let number = match port.get_type()? {
-    ValueType::Number => Some(port.coerce_to_number()?.get_double()?),
-    ValueType::String => {
-      let text = port.coerce_to_string()?.into_utf8()?.into_owned()?;
-      let digits = text.trim();
-      if !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        digits.parse::<f64>().ok()
-      } else {
-        None
-      }
-    }
-    _ => None,
-  };
-  match number {
-    Some(number) if number.fract() == 0.0 && (0.0..=65535.0).contains(&number) => Ok(number as u32),
-    _ => Err(StickyError::InvalidPort { got: describe(port)? }),
-  }
 }
 
 /// Reads one option after another from the user's object.
@@ -455,6 +472,31 @@ impl<'env> Reader<'_, 'env> {
     match self.string(&value)? {
       Some(host) if !host.is_empty() => Ok(Some(host)),
       _ => Err(self.invalid("host", "a host name or IP address", &value)?),
+    }
+  }
+
+  /// `false` (none), `true` (the system picks each port: `Some(0)`), or the
+  /// first port, from 1 to 65535.
+  fn slot_ports(&self) -> std::result::Result<Option<u32>, StickyError> {
+    let Some(value) = self.value("slotPorts")? else { return Ok(None) };
+    match value.get_type()? {
+      ValueType::Boolean => return Ok(value.coerce_to_bool()?.then_some(0)),
+      ValueType::Number => {
+        let number = value.coerce_to_number()?.get_double()?;
+        if number.fract() == 0.0 && (1.0..=65535.0).contains(&number) {
+          return Ok(Some(number as u32));
+        }
+      }
+      _ => {}
+    }
+    Err(self.invalid("slotPorts", "true, false or the first port (an integer from 1 to 65535)", &value)?)
+  }
+
+  fn slot_host(&self) -> std::result::Result<Option<String>, StickyError> {
+    let Some(value) = self.value("slotHost")? else { return Ok(None) };
+    match self.string(&value)? {
+      Some(host) => Ok(Some(host)),
+      None => Err(self.invalid("slotHost", "an IP address such as '127.0.0.1'", &value)?),
     }
   }
 
@@ -607,8 +649,41 @@ mod tests {
         load_balancing_method: LoadBalancingMethod::LeastConnection,
         session_ttl: 120_000,
         max_sessions: 100_000,
+        slot_ports: false,
+        first_slot_port: 0,
+        slot_host: "127.0.0.1".into(),
       }
     );
+  }
+
+  #[test]
+  fn slot_ports_work_with_header_and_sid_routing_only() {
+    for routing in [Routing::Ip, Routing::ProxyProtocol] {
+      let options =
+        ListenOptions { slot_ports: Some(0), routing: Some(routing), kernel: Some(false), ..Default::default() };
+      let error = options.resolve(2).unwrap_err();
+      assert_eq!(error.code(), "ERR_STICKY_INVALID_OPTION");
+      assert!(error.to_string().contains("'header' or 'sid'"), "{error}");
+    }
+    for routing in [Routing::Header, Routing::Sid] {
+      let options = ListenOptions { slot_ports: Some(3100), routing: Some(routing), ..Default::default() };
+      let resolved = options.resolve(2).unwrap();
+      assert!(resolved.slot_ports);
+      assert_eq!(resolved.first_slot_port, 3100);
+    }
+  }
+
+  #[test]
+  fn slot_ports_must_fit_below_65536_and_their_host_must_be_an_address() {
+    let options =
+      ListenOptions { slot_ports: Some(65_535), routing: Some(Routing::Sid), workers: Some(2), ..Default::default() };
+    assert_eq!(options.resolve(2).unwrap_err().code(), "ERR_STICKY_INVALID_OPTION");
+    let options =
+      ListenOptions { slot_ports: Some(65_534), routing: Some(Routing::Sid), workers: Some(2), ..Default::default() };
+    assert!(options.resolve(2).is_ok());
+    let options = ListenOptions { slot_host: Some("localhost".into()), ..Default::default() };
+    let error = options.resolve(2).unwrap_err();
+    assert!(error.to_string().contains("slotHost"), "{error}");
   }
 
   #[test]

@@ -10,12 +10,13 @@ use napi_derive::napi;
 use super::error::{Result, StickyError};
 use super::listen::{AddressInfo, Listen, ListenSpec};
 use super::options::{LoadBalancingMethod, ResolvedOptions, Routing};
+use super::rendezvous::RendezvousSocket;
 use super::stats::{to_js_stats, StatsObject};
 use crate::hrw::Rendezvous;
 use crate::parsers::trusted::TrustedProxies;
 use crate::primary::{
-  adopt_listener, bind_listener, descriptor_budget, AllowedWorkers, Fault, HeaderLimits, OpenSlotError, PrimaryConfig,
-  PrimaryEvent, PrimaryHandle,
+  adopt_listener, bind_listener, descriptor_budget, Fault, HeaderLimits, OpenSlotError, PrimaryConfig, PrimaryEvent,
+  PrimaryHandle,
 };
 use crate::routing::{ForwardingHeader, Router, RoutingMode};
 use crate::sessions::{NewSessionBalance, SessionTable};
@@ -36,8 +37,6 @@ pub struct BalancerEvent {
 #[napi]
 pub struct Balancer {
   handle: PrimaryHandle,
-  /// Pids that may take a channel from the rendezvous socket.
-  allowed: AllowedWorkers,
   /// The listening socket's fd in this process, owned by the accept loop
   /// until `close`.
   listener_fd: RawFd,
@@ -48,11 +47,19 @@ impl Balancer {
   /// Binds the listening socket now (so listen errors are synchronous), or
   /// adopts the one in `listen.adopt`, and starts the accept loop with
   /// `options` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
+  /// With `rendezvous` (the user forks the workers), workers take their
+  /// channels there; the accept loop keeps its own reference to it.
   #[napi(constructor)]
-  pub fn new(listen: ListenSpec, options: ResolvedOptions, on_event: Function<'_, BalancerEvent, ()>) -> Result<Self> {
+  pub fn new(
+    listen: ListenSpec,
+    options: ResolvedOptions,
+    on_event: Function<'_, BalancerEvent, ()>,
+    rendezvous: Option<&RendezvousSocket>,
+  ) -> Result<Self> {
     // Taken first, so they are closed whatever fails below.
     let adopted = listen.adopted()?;
-    let Listen { host, host_is_default, port, backlog, slots, seed } = listen.check(&options)?;
+    let Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed } = listen.check(&options)?;
+    let rendezvous = rendezvous.map(RendezvousSocket::for_accept_loop).transpose()?;
     let events = on_event
       .build_threadsafe_function::<BalancerEvent>()
       .callee_handled::<false>()
@@ -65,7 +72,7 @@ impl Balancer {
           fds.try_into().map_err(|fds: Vec<_>| StickyError::InheritedSocketCount { given: fds.len(), wanted: 1 })?;
         adopt_listener(fd).map_err(StickyError::from)?
       }
-      None => bind_listener(host, port, backlog, host_is_default).map_err(StickyError::Listen)?,
+      None => bind_listener(host, port, backlog, host_is_default, ipv6_only).map_err(StickyError::Listen)?,
     };
     let listener_fd = listener.as_raw_fd();
     let mode = match options.routing {
@@ -82,10 +89,18 @@ impl Balancer {
       LoadBalancingMethod::RoundRobin => NewSessionBalance::RoundRobin,
       LoadBalancingMethod::Random => NewSessionBalance::Random,
     };
-    let sessions = (mode == RoutingMode::Sid)
-      .then(|| SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed));
+    let sessions = (mode == RoutingMode::Sid).then(|| {
+      let table =
+        SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed);
+      // Behind slot ports the workers tag their sids, and report only the
+      // sessions opened through this primary's port.
+      if options.slot_ports {
+        table.with_slot_tags()
+      } else {
+        table
+      }
+    });
     let hrw = Rendezvous::new(seed);
-    let allowed = AllowedWorkers::default();
     let config = PrimaryConfig {
       slots,
       router: Router::new(mode, trusted, options.ignore_missing_header, hrw),
@@ -95,7 +110,7 @@ impl Balancer {
         max_waiting: options.max_pending_headers.max(1) as usize,
       },
       sessions,
-      rendezvous: listen.rendezvous.as_ref().map(|name| (name.as_bytes().to_vec(), allowed.clone())),
+      rendezvous,
       fault: match super::injected_fault().as_deref() {
         Some("accept-panic") => Some(Fault::AcceptPanic),
         Some("slow-close") => Some(Fault::SlowClose),
@@ -110,7 +125,7 @@ impl Balancer {
       events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
     });
     let handle = PrimaryHandle::start(config, listener, sink).map_err(StickyError::Start)?;
-    Ok(Balancer { handle, allowed, listener_fd })
+    Ok(Balancer { handle, listener_fd })
   }
 
   #[napi]
@@ -138,17 +153,6 @@ impl Balancer {
     to_js_stats(self.handle.stats().snapshot())
   }
 
-  /// Lets the worker process `pid` (forked by the user) take a channel.
-  #[napi]
-  pub fn allow_worker(&self, pid: u32) {
-    self.allowed.allow(pid);
-  }
-
-  #[napi]
-  pub fn forget_worker(&self, pid: u32) {
-    self.allowed.forget(pid);
-  }
-
   /// The listening socket's fd, for a takeover offer to duplicate. Valid
   /// until `close`; do not close it.
   #[napi]
@@ -170,6 +174,14 @@ impl Balancer {
     } else {
       self.handle.close_leaving_queue();
     }
+  }
+
+  /// After `close`, once every worker has exited (or the shutdown ran out
+  /// of time): the accept loop refuses and counts what it still holds
+  /// (`droppedNoWorker`), closes every channel, and its thread ends.
+  #[napi]
+  pub fn terminate(&self) {
+    self.handle.terminate();
   }
 }
 

@@ -1,6 +1,6 @@
 //! `WorkerChannel`: a worker's end of its slot's channel, as JavaScript sees it.
 
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -63,19 +63,29 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel> {
   Ok(WorkerChannel { channel: Some(channel), receiver: None, poll: None })
 }
 
-/// Connects to the rendezvous socket of a primary set up with
-/// `setupMaster` (workers forked by the user); the primary accepts only
-/// processes of its cluster.
+/// Connects to the rendezvous socket `name` of a primary set up with
+/// `setupMaster` (workers forked by the user), which must be held by
+/// process `primary` of this user: `null` while nobody listens there yet.
+/// The primary accepts only processes of its cluster; its first record (see
+/// `setupArrived`) comes once it balances.
 #[napi]
-pub fn connect_channel(name: String) -> Result<WorkerChannel> {
+pub fn connect_channel(name: String, primary: u32) -> Result<Option<WorkerChannel>> {
   #[cfg(any(target_os = "linux", target_os = "android"))]
   {
-    let channel = channel::connect_abstract(name.as_bytes()).map_err(StickyError::NoRendezvous)?;
-    Ok(WorkerChannel { channel: Some(channel), receiver: None, poll: None })
+    let channel = match channel::connect_abstract(name.as_bytes()) {
+      Ok(channel) => channel,
+      Err(error) if error.raw_os_error() == Some(libc::ECONNREFUSED) => return Ok(None),
+      Err(error) => return Err(StickyError::NoRendezvous(error).into()),
+    };
+    let (pid, uid) = channel::peer_credentials(channel.as_fd()).map_err(StickyError::NoRendezvous)?;
+    if pid != primary || uid != nix::unistd::geteuid().as_raw() {
+      return Err(StickyError::ForeignRendezvous { name, pid, uid, primary }.into());
+    }
+    Ok(Some(WorkerChannel { channel: Some(channel), receiver: None, poll: None }))
   }
   #[cfg(not(any(target_os = "linux", target_os = "android")))]
   {
-    let _ = name;
+    let _ = (name, primary);
     Err(StickyError::Unsupported.into())
   }
 }
@@ -126,6 +136,25 @@ impl WorkerChannel {
       unsafe { LoopPoll::start(env.raw(), on_connections.raw(), receiver) }.map_err(StickyError::ReceiveOnLoop)?;
     self.poll = Some(poll);
     Ok(())
+  }
+
+  /// Whether the primary's first record is here, without waiting:
+  /// `'arrived'` (`start` will not wait), `'waiting'`, `'closed'` (the
+  /// primary closed the connection: it refused this process, and `start`
+  /// says so) or `'reset'` (the primary's rendezvous socket closed before it
+  /// took this connection: connect again).
+  #[napi(ts_return_type = "'arrived' | 'waiting' | 'closed' | 'reset'")]
+  pub fn setup_state(&self) -> &'static str {
+    use nix::sys::socket::{recv, MsgFlags};
+    let Some(channel) = self.channel.as_ref() else { return "closed" };
+    let mut head = [0u8; 1];
+    match recv(channel.as_raw_fd(), &mut head, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+      Ok(0) => "closed",
+      Ok(_) => "arrived",
+      Err(nix::errno::Errno::EAGAIN) => "waiting",
+      Err(nix::errno::Errno::ECONNRESET) => "reset",
+      Err(_) => "closed",
+    }
   }
 
   /// Says hello: the primary starts sending from here.

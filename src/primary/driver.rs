@@ -24,7 +24,7 @@ use crate::wire::{self, Handoff, Reply, Setup};
 
 use super::connection::{self, Connection};
 use super::events::{EventSink, PrimaryEvent, Problem};
-use super::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis, Seq};
+use super::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis, ResetReason, Seq};
 
 /// What the primary keeps of a channel it made: its own end, a reference to
 /// the worker's end (where it reads back what the worker never read, and
@@ -263,6 +263,21 @@ impl Driver {
     self.gate.notify.notify_one();
   }
 
+  /// Whether any worker process exists that may take connections (workers
+  /// the user forks): while none does, connections are refused at once.
+  pub fn set_workers_exist(&mut self, exist: bool) {
+    self.ledger.set_workers_exist(self.now(), exist);
+    self.settle();
+    self.gate.notify.notify_one();
+  }
+
+  /// Stops for good: what is still held is refused and counted, every
+  /// channel closes.
+  pub fn terminate(&mut self) {
+    self.ledger.terminate(self.now());
+    self.settle();
+  }
+
   /// A connection the ledger never held (one reading its header) was closed
   /// because the descriptor budget was used up: reported with the ledger's.
   pub fn report_budget_reset(&mut self) {
@@ -444,6 +459,7 @@ impl Driver {
         },
         // The record holds its own reference; the primary's closes here.
         Action::Release(connection) => drop(connection),
+        Action::Reset(connection, ResetReason::Unavailable) => connection::answer_unavailable(connection.fd),
         Action::Reset(connection, _counted) => connection::reset(connection.fd),
         Action::Retire(channel) => self.end_channel(channel, ChannelEnd::Replaced),
         Action::CloseChannel(channel) => {

@@ -23,7 +23,6 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
-use crate::channel;
 use crate::hrw::SlotId;
 use crate::routing::Router;
 use crate::sessions::SessionTable;
@@ -46,9 +45,10 @@ pub struct PrimaryConfig {
   pub header: HeaderLimits,
   /// Engine.io session owners (`sid` routing only).
   pub sessions: Option<SessionTable>,
-  /// For workers the user forks: the abstract socket name they connect to,
-  /// and who may. `None` when the primary forks the workers itself.
-  pub rendezvous: Option<(Vec<u8>, AllowedWorkers)>,
+  /// For workers the user forks: the listening abstract socket they connect
+  /// to (this loop's own reference to it), and who may. `None` when the
+  /// primary forks the workers itself.
+  pub rendezvous: Option<(OwnedFd, AllowedWorkers)>,
   /// A failure to inject, for tests of the failure paths; `None` in production.
   pub fault: Option<Fault>,
   /// A slot's share: hand-offs not yet taken (or not yet sent) beyond
@@ -100,6 +100,10 @@ enum Command {
     drain_queue: bool,
     refuse_new: bool,
   },
+  /// Stop for good (every worker has exited, or the shutdown ran out of
+  /// time): what is still held is refused and counted, every channel and
+  /// the listener close, and the loop's thread ends.
+  Terminate,
 }
 
 /// Why the accept loop could not start.
@@ -195,6 +199,12 @@ impl PrimaryHandle {
   pub fn close_leaving_queue(&self) {
     let _ = self.commands.send(Command::Close { drain_queue: false, refuse_new: false });
   }
+
+  /// Stops for good (after `close`, once the workers are gone): the loop's
+  /// thread releases everything it holds and ends.
+  pub fn terminate(&self) {
+    let _ = self.commands.send(Command::Terminate);
+  }
 }
 
 impl Drop for PrimaryHandle {
@@ -286,11 +296,13 @@ fn run(
       startup.driver.borrow_mut().end_startup_wait();
     });
 
+    let mut taking_workers = None;
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some((name, allowed)) = rendezvous {
-      let workers = register(channel::listen_abstract(&name)?, Interest::READABLE)?;
+    if let Some((socket, allowed)) = rendezvous {
+      tokio::task::spawn_local(super::rendezvous::watch_workers(shared.clone(), allowed.clone()));
+      let workers = register(socket, Interest::READABLE)?;
       let task = super::rendezvous::accept_worker_channels(shared.clone(), workers, allowed);
-      spawn_supervised(&shared.events, "the worker rendezvous", task);
+      taking_workers = Some(spawn_supervised(&shared.events, "the worker rendezvous", task));
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     if rendezvous.is_some() {
@@ -301,23 +313,33 @@ fn run(
     }
 
     let listener = register(listener, Interest::READABLE)?;
-    let acceptor = spawn_supervised(&shared.events, "the accept loop", accept_connections(shared.clone(), listener));
+    let mut acceptor =
+      Some(spawn_supervised(&shared.events, "the accept loop", accept_connections(shared.clone(), listener)));
 
     while let Some(command) = commands.recv().await {
       match command {
         Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
         Command::Close { drain_queue, refuse_new } => {
+          let Some(acceptor) = acceptor.take() else { continue };
+          // A closing primary takes no new worker.
+          if let Some(taking) = taking_workers.take() {
+            taking.abort();
+          }
           // The accept task drains the listen queue (or not), then closes the listener.
           shared.drain_queue_on_close.set(drain_queue);
           shared.refuse_new_on_close.set(refuse_new);
           shared.driver.borrow_mut().close();
-          tokio::task::spawn_local(report_when_drained(shared.clone(), acceptor));
-          break;
+          tokio::task::spawn_local(report_when_drained(shared.clone(), acceptor.done));
+        }
+        Command::Terminate => {
+          shared.driver.borrow_mut().terminate();
+          // Leaving drops every task and, with them, every descriptor.
+          return Ok(());
         }
       }
     }
-    // Closed, or every handle is gone: serve what is in flight until the
-    // process exits.
+    // Every handle is gone without a terminate: serve what is in flight
+    // until the process exits.
     std::future::pending::<()>().await;
     Ok(())
   })
@@ -326,6 +348,7 @@ fn run(
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::channel;
   use crate::hrw::Rendezvous;
   use crate::parsers::proxy_protocol::encode_v1;
   use crate::parsers::trusted::TrustedProxies;
@@ -375,7 +398,7 @@ mod tests {
   }
 
   fn primary_with(config: PrimaryConfig) -> (PrimaryHandle, TestWorker) {
-    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
+    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false, false).unwrap();
     let handle = PrimaryHandle::start(config, listener, Box::new(|_| {})).unwrap();
     let worker = TestWorker::hello(handle.open_slot(0).unwrap());
     (handle, worker)
@@ -476,7 +499,7 @@ mod tests {
 
   #[test]
   fn closing_an_idle_primary_reports_drained_without_waiting_for_a_connection() {
-    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
+    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false, false).unwrap();
     let (events, event_log) = std_mpsc::channel();
     let handle = PrimaryHandle::start(
       config(RoutingMode::Ip),
@@ -491,8 +514,27 @@ mod tests {
   }
 
   #[test]
+  fn terminating_ends_the_loop_thread_and_releases_the_listening_socket() {
+    let (mut handle, worker) = primary(RoutingMode::Ip);
+    let address = handle.local_addr();
+    handle.close(true);
+    handle.terminate();
+    let thread = handle.thread.take().expect("the loop's thread");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !thread.is_finished() && std::time::Instant::now() < deadline {
+      std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(thread.is_finished(), "the thread ended");
+    thread.join().unwrap();
+    assert!(TcpStream::connect(address).is_err(), "nothing listens any more");
+    let mut buf = [0u8; 16];
+    let ended = channel::recv_record(worker.end.as_fd(), &mut buf, true).map_or(true, |received| received.len == 0);
+    assert!(ended, "the worker's channel closed");
+  }
+
+  #[test]
   fn a_connection_reaches_the_worker_and_the_primary_keeps_no_copy() {
-    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false).unwrap();
+    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false, false).unwrap();
     let (events, event_log) = std_mpsc::channel();
     let handle = PrimaryHandle::start(
       config(RoutingMode::Ip),

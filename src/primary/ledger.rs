@@ -24,6 +24,10 @@
 //!   the descriptor budget (`max_held`) is used up, and only for a slot over
 //!   its share (`max_pending_per_slot`) or the parked queue over its share
 //!   (`max_parked`); a connection already held is never reset for a limit;
+//! - **refused and counted** when no worker exists to serve it (workers the
+//!   user forks, and none is forked: [`set_workers_exist`](Ledger::set_workers_exist)),
+//!   or when the primary stops for good with it still held
+//!   ([`terminate`](Ledger::terminate));
 //!
 //! and until then it is in exactly one place: parked (no worker alive), a
 //! channel's backlog (not sent yet: the primary holds its descriptor), or a
@@ -132,6 +136,12 @@ pub enum ResetReason {
   SlotOverLimit(SlotId),
   /// No worker was alive, more than `max_parked` were parked, budget used up.
   NoWorker,
+  /// No worker exists to serve it (the user forks the workers and none is
+  /// forked): answered `503 Service Unavailable`, as @socket.io/sticky does.
+  Unavailable,
+  /// The primary stopped for good (its shutdown ran out of time) while it
+  /// still waited for a worker.
+  Abandoned,
 }
 
 /// What the driver must do.
@@ -242,6 +252,10 @@ pub struct Ledger<C> {
   /// moved, breaking their sessions.
   started: bool,
   closed: bool,
+  /// False while no worker process exists that could ever take a connection
+  /// (workers the user forks, none forked): new connections are refused
+  /// instead of waiting. Always true when the primary forks its workers.
+  workers_exist: bool,
   next_generation: u64,
   /// Resets for the budget since the last `Overloaded` notice, and its time.
   unreported_resets: u64,
@@ -271,6 +285,7 @@ impl<C> Ledger<C> {
       held: 0,
       started: false,
       closed: false,
+      workers_exist: true,
       next_generation: 1,
       unreported_resets: 0,
       last_overload_notice: None,
@@ -439,6 +454,48 @@ impl<C> Ledger<C> {
     self.closed = true;
   }
 
+  /// Whether any worker process exists that may yet take connections (the
+  /// user forks the workers). While none does, what is parked and every new
+  /// connection are refused (`Unavailable`, counted as no worker) instead of
+  /// waiting for a worker nobody will fork.
+  pub fn set_workers_exist(&mut self, now: Millis, exist: bool) {
+    self.workers_exist = exist;
+    if !exist {
+      for held in std::mem::take(&mut self.parked) {
+        self.refuse(now, held.connection, ResetReason::Unavailable);
+      }
+      self.stats.parked.store(0, Relaxed);
+    }
+  }
+
+  /// The primary stops for good: every connection it still holds (parked, or
+  /// in a backlog not sent) is refused and counted as no worker, and every
+  /// channel closes. Records sent and not read die with their channel.
+  pub fn terminate(&mut self, now: Millis) {
+    self.closed = true;
+    let mut abandoned: Vec<C> = std::mem::take(&mut self.parked).into_iter().map(|held| held.connection).collect();
+    let mut channels = Vec::new();
+    for slot in &mut self.slots {
+      slot.congested_since = None;
+      for channel in slot.current.take().into_iter().chain(slot.standby.take()).chain(slot.retiring.drain(..)) {
+        let pending = channel.pending() as u64;
+        let index = usize::from(channel.id.slot);
+        self.stats.slots[index].pending.fetch_sub(pending, Relaxed);
+        self.held -= channel.in_flight.len();
+        abandoned.extend(channel.backlog.into_iter().map(|held| held.connection));
+        channels.push(channel.id);
+      }
+    }
+    self.stats.parked.store(0, Relaxed);
+    for connection in abandoned {
+      self.refuse(now, connection, ResetReason::Abandoned);
+    }
+    for id in channels {
+      self.actions.push_back(Action::CloseChannel(id));
+    }
+    self.rebuild_selection();
+  }
+
   /// Forgets sessions idle for longer than their TTL (`sid` routing).
   pub fn expire_sessions(&mut self, now: Millis) {
     if let Some(sessions) = self.sessions.as_mut() {
@@ -477,7 +534,9 @@ impl<C> Ledger<C> {
   /// Whether the accept loop should take connections off the listen queue now.
   /// When it should not, they wait in the kernel's queue.
   pub fn accepting(&self, now: Millis) -> bool {
-    !self.closed && self.started && !self.selection.live().is_empty() && self.admission(now) == Admission::Open
+    // With no worker in existence, connections are taken to be refused.
+    let can_serve = !self.workers_exist || (self.started && !self.selection.live().is_empty());
+    !self.closed && can_serve && self.admission(now) == Admission::Open
   }
 
   pub fn is_closed(&self) -> bool {
@@ -617,6 +676,10 @@ impl<C> Ledger<C> {
   }
 
   fn park(&mut self, now: Millis, held: Held<C>, fresh: bool) {
+    if !self.workers_exist {
+      self.refuse(now, held.connection, ResetReason::Unavailable);
+      return;
+    }
     if fresh && self.held > self.limits.max_held && self.parked.len() >= self.limits.max_parked {
       self.stats.dropped_no_worker.fetch_add(1, Relaxed);
       self.reset(now, held.connection, ResetReason::NoWorker);
@@ -630,6 +693,14 @@ impl<C> Ledger<C> {
     self.held -= 1;
     self.actions.push_back(Action::Reset(connection, reason));
     self.note_budget_reset(now);
+  }
+
+  /// Ends a held connection that no worker will take (not a limit: no
+  /// overload notice), counted as no worker.
+  fn refuse(&mut self, _now: Millis, connection: C, reason: ResetReason) {
+    self.held -= 1;
+    self.stats.dropped_no_worker.fetch_add(1, Relaxed);
+    self.actions.push_back(Action::Reset(connection, reason));
   }
 
   /// Counts a reset for the budget in the next `Overloaded` notice (also one
@@ -1132,6 +1203,56 @@ mod tests {
     harness.hello(respawned, 2);
     assert_eq!(harness.send_all(respawned), ids[..6]);
     assert_eq!(harness.stats.slots[0].respawns_for_test(), 1);
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn with_no_worker_in_existence_connections_are_refused_at_once_and_counted() {
+    let (mut harness, channels) = Harness::ready(1, limits(4, 4, 100));
+    harness.close_channel(channels[0], ChannelEnd::WorkerClosed);
+    // A worker exists (it is starting, or its respawn is): wait for it.
+    let parked = harness.accept(Route::NewSession { handshake: true });
+    assert!(!harness.ledger.accepting(0), "new clients wait in the kernel's queue");
+    assert_eq!(harness.stats.parked.load(Relaxed), 1);
+    // The last worker process exited and nobody forks another: refuse.
+    harness.ledger.set_workers_exist(0, false);
+    harness.settle();
+    assert_eq!(harness.reset.get(&parked), Some(&ResetReason::Unavailable));
+    assert!(harness.ledger.accepting(0), "taken, to be answered at once");
+    let refused = harness.accept(Route::NewSession { handshake: true });
+    assert_eq!(harness.reset.get(&refused), Some(&ResetReason::Unavailable));
+    assert_eq!(harness.stats.dropped_no_worker.load(Relaxed), 2);
+    assert_eq!(harness.stats.parked.load(Relaxed), 0);
+    assert_eq!(harness.ledger.held(), 0);
+    // A worker is forked again: connections wait for it and reach it.
+    harness.ledger.set_workers_exist(0, true);
+    let waiting = harness.accept(Route::NewSession { handshake: true });
+    let respawned = harness.attach(0);
+    harness.hello(respawned, 7);
+    assert_eq!(harness.send_all(respawned), vec![waiting]);
+    harness.check_nothing_lost();
+  }
+
+  #[test]
+  fn terminating_refuses_and_counts_what_is_still_held_and_closes_every_channel() {
+    let (mut harness, channels) = Harness::ready(2, limits(8, 8, 100));
+    let for_zero = harness.accept_for(0);
+    harness.send_all(channels[0]);
+    let backlog = harness.accept_for(1);
+    harness.close_channel(channels[0], ChannelEnd::WorkerClosed);
+    harness.close_channel(channels[1], ChannelEnd::WorkerClosed);
+    // The first came back from the departed worker and is parked with the second.
+    assert_eq!(harness.stats.parked.load(Relaxed), 2);
+    let fresh = harness.attach(0);
+    harness.ledger.terminate(0);
+    harness.settle();
+    for id in [for_zero, backlog] {
+      assert_eq!(harness.reset.get(&id), Some(&ResetReason::Abandoned));
+    }
+    assert!(harness.closed.contains(&fresh), "the channel of a worker still starting closes too");
+    assert_eq!(harness.stats.dropped_no_worker.load(Relaxed), 2);
+    assert_eq!((harness.ledger.held(), harness.stats.parked.load(Relaxed)), (0, 0));
+    assert!(!harness.ledger.accepting(0));
     harness.check_nothing_lost();
   }
 

@@ -24,11 +24,17 @@ impl ListenError {
 }
 
 /// Binds and listens, the way `net.Server#listen` does: `SO_REUSEADDR`, and an
-/// unspecified IPv6 host (`::`) is dual-stack so IPv4 clients connect too. When
-/// the host was left at its default and IPv6 is unavailable, falls back to
-/// `0.0.0.0` as Node does.
-pub fn bind_listener(host: IpAddr, port: u16, backlog: i32, host_is_default: bool) -> Result<Socket, ListenError> {
-  with_default_host_fallback(host, port, host_is_default, |address| bind_exact(address, backlog))
+/// unspecified IPv6 host (`::`) is dual-stack so IPv4 clients connect too
+/// (unless `ipv6_only`). When the host was left at its default and IPv6 is
+/// unavailable, falls back to `0.0.0.0` as Node does.
+pub fn bind_listener(
+  host: IpAddr,
+  port: u16,
+  backlog: i32,
+  host_is_default: bool,
+  ipv6_only: bool,
+) -> Result<Socket, ListenError> {
+  with_default_host_fallback(host, port, host_is_default, |address| bind_exact(address, backlog, ipv6_only))
 }
 
 /// Binds with `bind` at `host`, or, when the host was left at its default
@@ -51,29 +57,35 @@ pub fn with_default_host_fallback<T>(
   }
 }
 
-fn bind_exact(address: SocketAddr, backlog: i32) -> Result<Socket, ListenError> {
-  let socket = listening_socket(address, backlog, false)?;
+fn bind_exact(address: SocketAddr, backlog: i32, ipv6_only: bool) -> Result<Socket, ListenError> {
+  let socket = listening_socket(address, backlog, false, ipv6_only)?;
   socket.set_nonblocking(true).map_err(|source| ListenError { address, syscall: "fcntl", source })?;
   Ok(socket)
 }
 
 /// A TCP socket bound to `address` and listening, set up as
 /// `net.Server#listen` does: `SO_REUSEADDR`, and an unspecified IPv6 address
-/// (`::`) dual-stack. With `reuse_port`, a member of an `SO_REUSEPORT` group
-/// (kernel steering binds one per slot).
-pub fn listening_socket(address: SocketAddr, backlog: i32, reuse_port: bool) -> Result<Socket, ListenError> {
-  let socket = bound_socket(address, reuse_port)?;
+/// (`::`) dual-stack unless `ipv6_only`. With `reuse_port`, a member of an
+/// `SO_REUSEPORT` group (kernel steering binds one per slot).
+pub fn listening_socket(
+  address: SocketAddr,
+  backlog: i32,
+  reuse_port: bool,
+  ipv6_only: bool,
+) -> Result<Socket, ListenError> {
+  let socket = bound_socket(address, reuse_port, ipv6_only)?;
   socket.listen(backlog).map_err(|source| ListenError { address, syscall: "listen", source })?;
   Ok(socket)
 }
 
 /// A TCP socket bound to `address` as [`listening_socket`] binds it, not yet
 /// listening.
-pub fn bound_socket(address: SocketAddr, reuse_port: bool) -> Result<Socket, ListenError> {
+pub fn bound_socket(address: SocketAddr, reuse_port: bool, ipv6_only: bool) -> Result<Socket, ListenError> {
   let fail = |syscall: &'static str| move |source: io::Error| ListenError { address, syscall, source };
   let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP)).map_err(fail("socket"))?;
-  if address.is_ipv6() && address.ip().is_unspecified() {
-    socket.set_only_v6(false).map_err(fail("setsockopt"))?;
+  // As libuv does for Node: IPV6_V6ONLY when asked (`ipv6Only`), else `::` is dual-stack.
+  if address.is_ipv6() && (ipv6_only || address.ip().is_unspecified()) {
+    socket.set_only_v6(ipv6_only).map_err(fail("setsockopt"))?;
   }
   socket.set_reuse_address(true).map_err(fail("setsockopt"))?;
   if reuse_port {
@@ -180,9 +192,9 @@ mod tests {
 
   #[test]
   fn a_port_in_use_is_reported_as_eaddrinuse() {
-    let first = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false).unwrap();
+    let first = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false, false).unwrap();
     let port = first.local_addr().unwrap().as_socket().unwrap().port();
-    let error = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), port, 16, false).unwrap_err();
+    let error = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), port, 16, false, false).unwrap_err();
     assert_eq!(error.code(), "EADDRINUSE");
     assert_eq!(error.syscall, "bind");
     assert!(error.to_string().contains(&port.to_string()));
@@ -190,7 +202,7 @@ mod tests {
 
   #[test]
   fn a_listening_socket_is_adopted_and_accepts_its_clients() {
-    let original = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false).unwrap();
+    let original = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false, false).unwrap();
     let port = original.local_addr().unwrap().as_socket().unwrap().port();
     let adopted = adopt_listener(OwnedFd::from(original.try_clone().unwrap())).unwrap();
     drop(original);
@@ -215,8 +227,16 @@ mod tests {
 
   #[test]
   fn the_default_host_accepts_ipv4_clients() {
-    let listener = bind_listener("::".parse().unwrap(), 0, 16, true).unwrap();
+    let listener = bind_listener("::".parse().unwrap(), 0, 16, true, false).unwrap();
     let port = listener.local_addr().unwrap().as_socket().unwrap().port();
     std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("an IPv4 client connects to '::'");
+  }
+
+  #[test]
+  fn ipv6_only_refuses_ipv4_clients_on_the_unspecified_address() {
+    let Ok(listener) = bind_listener("::".parse().unwrap(), 0, 16, false, true) else { return };
+    let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+    assert!(std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err(), "IPv4 refused");
+    std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port)).expect("IPv6 accepted");
   }
 }

@@ -1,8 +1,8 @@
 //! Channels for workers the user forks (the @socket.io/sticky API shape):
 //! they connect to an abstract `SOCK_SEQPACKET` socket, and only a process of
 //! this cluster may get a channel — its pid must be a worker pid JavaScript
-//! registered (`Balancer::allow_worker`) and its uid ours. No other process
-//! may ever obtain a client connection from the primary.
+//! registered (`RendezvousSocket::allow_worker`) and its uid ours. No other
+//! process may ever obtain a client connection from the primary.
 
 use std::collections::HashSet;
 use std::io;
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
 
 use super::acceptor::{report_accept_error, ACCEPT_RETRY};
 use super::channels::attach_channel;
@@ -20,21 +21,70 @@ use super::driver::NewChannel;
 use super::events::{PrimaryEvent, Problem};
 use super::handle::Shared;
 
-/// Pids of the cluster's workers, kept by JavaScript, read by the accept loop.
-#[derive(Clone, Default)]
-pub struct AllowedWorkers(Arc<Mutex<HashSet<u32>>>);
+/// Pids of the cluster's workers, kept by JavaScript, read by the accept
+/// loop; how many there are is watched (none: connections are refused).
+#[derive(Clone)]
+pub struct AllowedWorkers(Arc<(Mutex<HashSet<u32>>, watch::Sender<usize>)>);
+
+impl Default for AllowedWorkers {
+  fn default() -> Self {
+    AllowedWorkers(Arc::new((Mutex::new(HashSet::new()), watch::Sender::new(0))))
+  }
+}
 
 impl AllowedWorkers {
+  fn update(&self, change: impl FnOnce(&mut HashSet<u32>)) {
+    let (pids, count) = &*self.0;
+    let mut pids = pids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    change(&mut pids);
+    count.send_replace(pids.len());
+  }
+
   pub fn allow(&self, pid: u32) {
-    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(pid);
+    self.update(|pids| {
+      pids.insert(pid);
+    });
   }
 
   pub fn forget(&self, pid: u32) {
-    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&pid);
+    self.update(|pids| {
+      pids.remove(&pid);
+    });
   }
 
   pub fn contains(&self, pid: u32) -> bool {
-    self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&pid)
+    self.0 .0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(&pid)
+  }
+
+  /// How many workers exist, now and whenever it changes.
+  pub fn watch_count(&self) -> watch::Receiver<usize> {
+    self.0 .1.subscribe()
+  }
+}
+
+/// How long no worker must exist before connections are refused: a
+/// worker forked just now is known to JavaScript a tick later (cluster's
+/// 'fork' event), and the one that exits may be replaced at once by the
+/// user's 'exit' handler.
+const NO_WORKER_GRACE: Duration = Duration::from_millis(200);
+
+/// Tells the ledger whether any worker exists, on every change, until the
+/// loop ends: at once when one does, after `NO_WORKER_GRACE` when none does.
+pub async fn watch_workers(shared: Rc<Shared>, allowed: AllowedWorkers) {
+  let mut count = allowed.watch_count();
+  loop {
+    if *count.borrow_and_update() > 0 {
+      shared.driver.borrow_mut().set_workers_exist(true);
+    } else {
+      match tokio::time::timeout(NO_WORKER_GRACE, count.changed()).await {
+        Err(_elapsed) => shared.driver.borrow_mut().set_workers_exist(false),
+        Ok(Ok(())) => continue,
+        Ok(Err(_closed)) => return,
+      }
+    }
+    if count.changed().await.is_err() {
+      return;
+    }
   }
 }
 

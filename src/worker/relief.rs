@@ -221,7 +221,7 @@ mod tests {
 
   #[test]
   fn a_queue_past_a_quarter_of_its_limit_is_taken_into_the_process_and_counted() {
-    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 16, false).unwrap();
+    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 16, false, false).unwrap();
     let address = listener.local_addr().unwrap().as_socket().unwrap();
     let (region, _fd) = SharedRegion::create(4).unwrap();
     let region = Arc::new(region);
@@ -247,7 +247,7 @@ mod tests {
 
   #[test]
   fn stopping_returns_what_is_held_and_never_more_than_the_budget_is_held() {
-    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 8, false).unwrap();
+    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 8, false, false).unwrap();
     let address = listener.local_addr().unwrap().as_socket().unwrap();
     let mut relief =
       Relief::start(&listener, ReliefPolicy { budget: 3 }, ReliefQueue::new(SeatRef::none()), || {}).unwrap();
@@ -260,7 +260,7 @@ mod tests {
 
   #[test]
   fn a_stopped_thread_lets_go_of_the_socket() {
-    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 8, false).unwrap();
+    let listener = listening_socket("127.0.0.1:0".parse().unwrap(), 8, false, false).unwrap();
     let address = listener.local_addr().unwrap().as_socket().unwrap();
     let mut relief =
       Relief::start(&listener, ReliefPolicy { budget: 3 }, ReliefQueue::new(SeatRef::none()), || {}).unwrap();

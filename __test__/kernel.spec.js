@@ -155,7 +155,9 @@ describe('kernel: true, under load', () => {
   test('close() (the API) serves every accepted connection, then reports closed; the workers exit 0', async () => {
     const app = await startApp({ options: { workers: 2, kernel: true } })
     const load = startLoad(app.port, { path: '/slow?ms=200', concurrency: 12 })
-    await sleep(500)
+    // Once a first round is served (not after a fixed time: on one CPU the
+    // first round alone can take longer), the next round is in flight.
+    await waitUntil(() => load.results.filter((r) => r.ok).length >= 12, { what: 'a first round of 12 served' })
     app.child.stdin.write('close\n')
     await app.waitFor('closed', () => true, 20000)
     const results = await load.stop()

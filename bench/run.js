@@ -745,8 +745,12 @@ ${notes.length ? `\n${notes.join('\n')}\n` : ''}`;
   // losses are reported, side by side with the peers', not judged.
   const defects = [];
   for (const r of rows) {
-    if (!MODES.find((m) => m.name === r.mode).ours || r.status !== 'ok') continue;
+    if (!MODES.find((m) => m.name === r.mode).ours) continue;
     const at = `${r.mode} at ${r.size}`;
+    if (r.status !== 'ok') {
+      defects.push(`${at}: did not run (${r.reason || r.status})`);
+      continue;
+    }
     if (r.failed && !opt.stormContended) defects.push(`${at}: ${r.failed} failed`);
     if (r.resets) defects.push(`${at}: ${r.resets} connections reset or refused`);
     if (r.host_listen_drops) defects.push(`${at}: the kernel dropped ${r.host_listen_drops} handshakes (host ListenDrops)`);

@@ -652,7 +652,11 @@ const SLOT_COUNTERS = counterNames('slot')
 function statsDelta(a, b) {
   const d = {}
   for (const k of COUNTERS) d[k] = (b[k] || 0) - (a[k] || 0)
-  for (const k of SLOT_COUNTERS) d[k] = b.slots.reduce((sum, s) => sum + (s[k] || 0), 0) - a.slots.reduce((sum, s) => sum + (s[k] || 0), 0)
+  // A slot counter named as a primary one (`accepted`: what kernel-mode workers took) is kept apart.
+  for (const k of SLOT_COUNTERS) {
+    const key = COUNTERS.includes(k) ? `slots.${k}` : k
+    d[key] = b.slots.reduce((sum, s) => sum + (s[k] || 0), 0) - a.slots.reduce((sum, s) => sum + (s[k] || 0), 0)
+  }
   return d
 }
 

@@ -12,6 +12,8 @@ const dns = require('dns')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
 const { AcceptLoopListener, KernelGroupListener } = require('./listeners')
+const { PortableListener } = require('./portable/listener')
+const { portable } = require('./native')
 const { listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
@@ -96,9 +98,8 @@ class Primary extends EventEmitter {
    */
   listenSource(address) {
     const { options } = this
-    if (!options.takeover || this.port === 0) return { kind: 'bind' }
-    const obstacle = takeoverObstacle()
-    if (obstacle) throw stickyError('ERR_STICKY_TAKEOVER_UNSUPPORTED', `${obstacle}: remove the takeover option`)
+    // Where takeover cannot work, the port is bound as usual (offerTakeover warns, once).
+    if (!options.takeover || this.port === 0 || takeoverObstacle()) return { kind: 'bind' }
     let requested
     try {
       requested = requestSockets(address, this.port)
@@ -130,7 +131,7 @@ class Primary extends EventEmitter {
   }
 
   bind(address, source = null, attempt = 0) {
-    const { options, server } = this
+    const { server } = this
     this.address = address
     try {
       source = source || this.listenSource(address)
@@ -140,6 +141,20 @@ class Primary extends EventEmitter {
     }
     const listener = this.listen(address, source, attempt)
     if (!listener) return
+    // The portable listener binds asynchronously where the runtime does.
+    if (listener.pending) {
+      listener.pending.then(
+        () => this.bound(listener, source),
+        (error) => server.emit('error', listenError(error, { host: address, port: this.port })),
+      )
+      return
+    }
+    this.bound(listener, source)
+  }
+
+  /** Listening: forks the workers (or admits the user's), then reports 'listening'. */
+  bound(listener, source) {
+    const { options, server } = this
     this.listener = listener
     // The user's server object never listens in the primary; make it report
     // the listener's address so `server.address().port` works with port 0.
@@ -170,6 +185,17 @@ class Primary extends EventEmitter {
     const fallBack = (why) => {
       if (options.kernelAsked) process.emitWarning(`${why}: using the accept loop (leave kernel unset to use it without this warning)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
       else debug('kernel steering unavailable (%s): using the accept loop', why)
+    }
+    // Without the binding (lib/native.js decides), the portable path: sockets over cluster IPC.
+    if (portable) {
+      if (options.kernelAsked) {
+        process.emitWarning(`kernel steering needs the native binding, and ${portable}: routing by the same hash in JavaScript (the portable path)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+      }
+      try {
+        return new PortableListener(spec, options, onEvent)
+      } catch (error) {
+        return failed(error)
+      }
     }
     const kernel = source.kind === 'takeover' ? source.kernel : options.kernel
     if (kernel && source.kind === 'systemd') {
@@ -345,8 +371,9 @@ class Primary extends EventEmitter {
         ? ['pipe', 'pipe', 'pipe', 'ipc']
         : ['inherit', 'inherit', 'inherit', 'ipc']
     while (stdio.length < 4) stdio.push('ignore')
-    const channelIndex = stdio.length
-    stdio.push(workerEnd.fd)
+    // No fd: the portable path's channel is cluster IPC itself ('ipc').
+    const channelIndex = workerEnd.fd === null ? 'ipc' : String(stdio.length)
+    if (workerEnd.fd !== null) stdio.push(workerEnd.fd)
     let worker
     try {
       cluster.setupPrimary({ stdio })
@@ -354,7 +381,7 @@ class Primary extends EventEmitter {
         ...pm2WorkerEnvironment(),
         ...this.options.env,
         STICKY_WORKER_SLOT: String(slot),
-        [workerEnd.variable]: String(channelIndex),
+        [workerEnd.variable]: channelIndex,
         STICKY_ROUTING: this.options.routing,
         STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
         STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',

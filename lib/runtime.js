@@ -18,6 +18,7 @@ const tls = require('tls')
 const { stickyError } = require('./errors')
 
 const isBun = typeof process.versions.bun === 'string'
+const isDeno = typeof process.versions.deno === 'string'
 
 /**
  * True for a server sticky-session-rs can feed connections to. Node's
@@ -75,6 +76,49 @@ function startReceiving(channel, receive) {
  */
 function adoptingServer(server) {
   if (isBun && server instanceof http.Server) adoptIntoBunServer(server)
+}
+
+/**
+ * Closes a descriptor this process holds as a bare number (a worker's end of
+ * a channel after the fork, a connection a worker cannot adopt). Deno's
+ * `fs.closeSync` closes only descriptors Deno opened (EBADF otherwise:
+ * deno-repros/close-raw-fd.js): there the binding closes it.
+ */
+function closeDescriptor(fd) {
+  if (isDeno) require('./native').closeDescriptor(fd)
+  else require('fs').closeSync(fd)
+}
+
+// ---- the portable path: sockets over cluster IPC ------------------------------
+
+/**
+ * Stops `socket` reading for good (the primary has read its routing key and
+ * hands the socket to a worker, which reads the rest); returns what was read
+ * and not yet seen. `pause()` alone stops the stream, not the handle, and a
+ * paused stream below its high-water mark starts the handle again on the
+ * next tick (`maybeReadMore`): the socket's `_read` becomes a no-op first.
+ */
+function stopReading(socket) {
+  socket.pause()
+  const buffered = []
+  while (socket.readableLength > 0) {
+    const chunk = socket.read()
+    if (chunk === null) break
+    buffered.push(chunk)
+  }
+  socket._read = function readNothing() {}
+  const handle = socket._handle
+  if (handle && typeof handle.readStop === 'function') {
+    handle.reading = false
+    handle.readStop()
+  }
+  return buffered.length === 0 ? Buffer.alloc(0) : Buffer.concat(buffered)
+}
+
+/** Closes a connection with a reset (RST), as the native path refuses one. */
+function resetSocket(socket) {
+  if (typeof socket.resetAndDestroy === 'function' && socket._handle) socket.resetAndDestroy()
+  else socket.destroy()
 }
 
 // ---- kernel mode: accepting on a listening socket from the primary ----------
@@ -327,4 +371,4 @@ class AdoptedConnection {
   }
 }
 
-module.exports = { isBun, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket }
+module.exports = { isBun, isDeno, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket, closeDescriptor, stopReading, resetSocket }

@@ -137,3 +137,116 @@ pub fn client_key(address: String) -> Option<Buffer> {
 fn invalid(name: &'static str, expected: &'static str, got: &str) -> StickyError {
   StickyError::InvalidOption { name, expected: expected.into(), got: format!("{got:?}") }
 }
+
+#[cfg(test)]
+mod tests {
+  //! The vectors in `contract_vectors.tsv` are shared: this test pins the
+  //! Rust to them, `__test__/portable-contract.spec.js` the JavaScript copies
+  //! (and the binding). One per line, tab-separated:
+  //! `rank <seed> <key hex> <slots> <hash> <ranked>` and
+  //! `route <options> <peer> <bytes> <outcome>`, bytes written as printable
+  //! ASCII with `%hh` for the rest.
+
+  use super::*;
+  use crate::parsers::trusted::TrustedProxies;
+  use crate::routing::{ForwardingHeader, Router, RoutingMode};
+
+  const VECTORS: &str = include_str!("contract_vectors.tsv");
+
+  fn unescape(text: &str) -> Vec<u8> {
+    if text == "-" {
+      return Vec::new();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+      if bytes[i] == b'%' {
+        out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+        i += 3;
+      } else {
+        out.push(bytes[i]);
+        i += 1;
+      }
+    }
+    out
+  }
+
+  /// `routing=header;trustedProxies=a|b;...` as the router `resolveOptions` and `Balancer` would build.
+  fn router(options: &str) -> Router {
+    let mut routing = "ip";
+    let mut header = "x-forwarded-for".to_owned();
+    let mut trusted = vec!["loopback"];
+    let mut ignore_missing_header = true;
+    let mut seed = DEFAULT_SEED;
+    for pair in options.split(';').filter(|pair| *pair != "-") {
+      let (name, value) = pair.split_once('=').unwrap();
+      match name {
+        "routing" => routing = value,
+        "header" => header = value.to_ascii_lowercase(),
+        "trustedProxies" => trusted = value.split('|').collect(),
+        "ignoreMissingHeader" => ignore_missing_header = value == "true",
+        "seed" => seed = value.parse().unwrap(),
+        other => panic!("unknown option {other} in a vector"),
+      }
+    }
+    let mode = match routing {
+      "ip" => RoutingMode::Ip,
+      "proxy-protocol" => RoutingMode::ProxyProtocol,
+      "sid" => RoutingMode::Sid,
+      "header" if header == "forwarded" => RoutingMode::Header(ForwardingHeader::Forwarded),
+      "header" => RoutingMode::Header(ForwardingHeader::AddressList(header)),
+      other => panic!("unknown routing {other} in a vector"),
+    };
+    Router::new(mode, TrustedProxies::parse(&trusted).unwrap(), ignore_missing_header, Rendezvous::new(seed))
+  }
+
+  fn outcome(parse: Parse<crate::routing::Decision, Refusal>) -> String {
+    match parse {
+      Parse::Incomplete => "incomplete".into(),
+      Parse::Invalid(Refusal::UntrustedProxy { .. }) => "invalid untrusted-proxy".into(),
+      Parse::Invalid(Refusal::InvalidProxyHeader { .. }) => "invalid invalid-proxy-header".into(),
+      Parse::Invalid(Refusal::MissingHeader { .. }) => "invalid missing-header".into(),
+      Parse::Complete(decision) => {
+        let route = match decision.route {
+          Route::Hash(hash) => format!("hash={hash}"),
+          Route::Session(sid) => format!("sid={}", String::from_utf8_lossy(&sid)),
+          Route::NewSession { handshake } => format!("new-session handshake={handshake}"),
+        };
+        let client =
+          decision.client.map(|client| format!(" client={}:{}", client.ip(), client.port())).unwrap_or_default();
+        format!("complete {route} consume={}{client}", decision.consume)
+      }
+    }
+  }
+
+  #[test]
+  fn the_shared_vectors_hold_for_the_rust_router_and_hash() {
+    let mut checked = 0;
+    for line in VECTORS.lines().filter(|line| !line.is_empty()) {
+      let fields: Vec<&str> = line.split('\t').collect();
+      match fields[0] {
+        "rank" => {
+          let hrw = Rendezvous::new(fields[1].parse().unwrap());
+          let key = if fields[2] == "-" {
+            Vec::new()
+          } else {
+            (0..fields[2].len()).step_by(2).map(|i| u8::from_str_radix(&fields[2][i..i + 2], 16).unwrap()).collect()
+          };
+          let slots: Vec<SlotId> = fields[3].split(',').map(|slot| slot.parse().unwrap()).collect();
+          let hash = hrw.key_hash(&key);
+          let ranked: Vec<String> = hrw.ranked(hash, &slots).iter().map(SlotId::to_string).collect();
+          assert_eq!((hash.to_string(), ranked.join(",")), (fields[4].to_owned(), fields[5].to_owned()), "{line}");
+        }
+        "route" => {
+          let peer = SocketAddr::new(fields[2].parse().unwrap(), 40000);
+          let got = outcome(router(fields[1]).decide(peer, &unescape(fields[3])));
+          assert_eq!(got, fields[4], "{line}");
+        }
+        other => panic!("unknown vector kind {other}"),
+      }
+      checked += 1;
+    }
+    assert!(checked > 30, "only {checked} vectors");
+  }
+}

@@ -312,7 +312,7 @@ function runtimeForUser(uid, gid = uid) {
  * loop) is `nativeTest`: a test in the first pass, skipped in the second.
  */
 const PORTABLE = process.env.STICKY_SESSION_PORTABLE === '1'
-const nativeTest = PORTABLE ? test.skip : test
+const nativeTest = (...args) => (PORTABLE ? test.skip : test)(...args)
 
 /** The Node.js majors this package supports and tests (`engines` in package.json). */
 const SUPPORTED_NODE_MAJORS = [20, 22, 24, 26]

@@ -1,9 +1,13 @@
 'use strict'
 
 // The primitives sticky-session-rs takes from its JavaScript runtime where
-// Node and Bun differ, in one place. Node is the reference; Bun is detected by
-// `process.versions.bun`. Each difference has a standalone repro in
-// __test__/fixtures/bun-repros/ (what Bun prints next to what Node prints):
+// Node, Bun and Deno differ, in one place. Node is the reference; Bun is
+// detected by `process.versions.bun`, Deno by `process.versions.deno`. Each
+// difference has a standalone repro in __test__/fixtures/bun-repros/ and
+// __test__/fixtures/deno-repros/ (what each prints next to what Node prints).
+// Deno differs in three: closing a bare descriptor, a poll handle on its
+// loop, and accepting in a worker on an inherited listening socket (kernel
+// steering, which is therefore not used under Deno). Bun's:
 // which objects are servers, opening a socket on a received fd, what an
 // http.Server does with connections it did not accept (close, timeouts, TLS),
 // and accepting on an inherited listening socket (kernel mode). The rest of
@@ -60,10 +64,12 @@ function socketFromFd(fd, { allowHalfOpen, paused }) {
  * Starts delivering the connections of a worker's channel to `receive`.
  * Node: on the event loop itself (a libuv poll handle on the channel): no
  * receiver thread, one wake-up a batch. Bun: its libuv functions abort the
- * process, so a receiver thread hands the batches over.
+ * process; Deno: a poll handle on the loop it gives the addon reports the
+ * first readiness only (deno-repros/loop-poll.js). There a receiver thread
+ * hands the batches over.
  */
 function startReceiving(channel, receive) {
-  if (isBun) channel.start(receive)
+  if (isBun || isDeno) channel.start(receive)
   else channel.startOnLoop(receive)
 }
 
@@ -153,6 +159,13 @@ function tcpWrap() {
  */
 function kernelModeObstacle() {
   if (isBun) return null
+  if (isDeno) {
+    return (
+      "kernel steering is not used under Deno: a cluster worker's listen(handle) is sent to the primary, whose round-robin handle throws " +
+      '(deno-repros/kernel-listen-handle.js); accepting on the handle in the worker instead (server._listen2) left a worker replaced under load ' +
+      'holding its listening socket and connections it never read'
+    )
+  }
   const { error } = tcpWrap()
   if (!error) return null
   const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`

@@ -47,10 +47,16 @@ function takeChannel() {
   return channel
 }
 
-/** A listening address nobody else uses, so the server has a real handle. */
+/**
+ * A listening address nobody else uses, so the server has a real handle: an
+ * abstract Unix socket on Linux, a named pipe on Windows, a Unix socket in
+ * the temporary directory elsewhere.
+ */
 function privateAddress() {
   const name = `sticky-session-rs-${process.pid}-${Math.random().toString(36).slice(2)}`
-  return process.platform === 'linux' ? `\0${name}` : path.join(os.tmpdir(), `${name}.sock`)
+  if (process.platform === 'linux') return `\0${name}`
+  if (process.platform === 'win32') return `\\\\.\\pipe\\${name}`
+  return path.join(os.tmpdir(), `${name}.sock`)
 }
 
 /** Node's private per-server socket options, read once per server. */

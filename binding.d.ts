@@ -484,7 +484,7 @@ export interface OptionRule {
 /**
  * Every option `resolveOptions` checks and what its value must be, in the
  * order the types list them. The portable path (no binding) checks options
- * against a copy of this list generated into `lib/portable/contract.json`.
+ * against a copy of this list generated into `lib/portable/contract.js`.
  */
 export declare function optionRules(): Array<OptionRule>
 

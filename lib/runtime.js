@@ -140,6 +140,9 @@ const UNAVAILABLE_LINGER_MS = 5000
  */
 function answerUnavailable(socket) {
   delete socket._read
+  // stopReading's no-op `_read` never pushed: the stream still counts a read
+  // under way and would never ask for another (nor see the client's FIN).
+  if (socket._readableState) socket._readableState.reading = false
   socket.on('data', () => {})
   socket.setTimeout(UNAVAILABLE_LINGER_MS, () => socket.destroy())
   socket.resume()

@@ -81,6 +81,8 @@ class PortableListener {
     this.timers = new Set()
 
     this.server = net.createServer({ pauseOnConnect: true }, (socket) => this.onConnection(socket))
+    /** While `pending`: the address being bound, when it is an IP address and a port (else null). */
+    this.bindingAddress = null
     this.pending = this.bind(spec, options)
 
     this.stopHearing = hearWorkers((worker, message) => this.onWorkerMessage(worker, message))
@@ -112,6 +114,12 @@ class PortableListener {
       listening()
       return null
     }
+    // `net` looks even an IP address up (a tick) before it binds; the native
+    // path binds at once. Meanwhile the address is known when the port is:
+    // setupMaster given a listening httpServer takes its address over, and
+    // the user's code asks for it in the same turn.
+    const family = net.isIP(spec.address)
+    if (family !== 0 && spec.port !== 0) this.bindingAddress = { address: spec.address, family: `IPv${family}`, port: spec.port }
     return new Promise((resolve, reject) => {
       if (bindError) return reject(bindError)
       server.removeListener('error', onBindError)
@@ -161,6 +169,7 @@ class PortableListener {
   }
 
   address() {
+    if (this.pending) return this.bindingAddress || null
     return this.server.address()
   }
 

@@ -2,10 +2,11 @@
 // The portable path (STICKY_SESSION_PORTABLE=1 here; what macOS and Windows
 // get without it) as its users see it: it says once that it runs, routes
 // each client to the slot the native accept loop would (same rendezvous hash
-// and seed), refuses the Linux-only features by name, and keeps socket.io
+// and seed), refuses the Linux-only features (and slot ports) by name, and keeps socket.io
 // clients sticky through a worker's death and a rolling reload. The rest of
-// its behaviour is checked by CI's second pass over the API, routing,
-// lifecycle and fault specs with STICKY_SESSION_PORTABLE=1 (see .ci/run).
+// its behaviour is checked by CI's second pass over the API, listen-form,
+// fork-order, shutdown, peers', routing, lifecycle and fault specs with
+// STICKY_SESSION_PORTABLE=1 (see .ci/run).
 
 const net = require('net')
 const { startApp, stopAll, request, ioClient, once, emitWithAck, clientIp, waitUntil, startLoad, failuresOf, sleep, freePort } = require('./helpers')
@@ -83,6 +84,15 @@ describe('Linux-only features are refused by name', () => {
     await sleep(300)
     expect(app.find('online')).toEqual([])
   })
+})
+
+test('slotPorts: an ERR_STICKY_SLOT_PORTS_UNSUPPORTED error event (a proxy set up over them would find nothing); no worker is forked', async () => {
+  const app = await startApp({ options: { workers: 2, routing: 'header', slotPorts: true } }, { env: PORTABLE_ENV, waitForListening: false })
+  const error = await app.waitFor('error')
+  expect(error.code).toBe('ERR_STICKY_SLOT_PORTS_UNSUPPORTED')
+  expect(error.message).toMatch(/options\.slotPorts needs the native binding \(Linux\), and STICKY_SESSION_PORTABLE=1 asks for it: install the native binding, or leave slotPorts off/)
+  await sleep(300)
+  expect(app.find('online')).toEqual([])
 })
 
 describe('socket.io on the portable path, 3 workers', () => {

@@ -121,6 +121,29 @@ function stopReading(socket) {
   return buffered.length === 0 ? Buffer.alloc(0) : Buffer.concat(buffered)
 }
 
+/**
+ * Calls `then(bytes)` with what `socket` delivers after `stopReading`, which
+ * must go to the worker after what was read. Node: nothing (readStop stops
+ * the handle at once). Bun read on to the end of its loop turn and delivers
+ * that chunk on a later task, before a timer's turn
+ * (bun-repros/paused-socket-late-chunk.js): it is taken from the paused
+ * stream's buffer then.
+ */
+function lateBytes(socket, then) {
+  if (!isBun) return then(Buffer.alloc(0))
+  setTimeout(() => {
+    const late = []
+    while (socket.readableLength > 0) {
+      const chunk = socket.read()
+      if (chunk === null) break
+      late.push(chunk)
+    }
+    // Reading the buffer empty resumes Bun's handle: stop it again in this turn.
+    if (socket._handle && typeof socket._handle.pause === 'function') socket._handle.pause()
+    then(Buffer.concat(late))
+  }, 0)
+}
+
 /** Closes a connection with a reset (RST), as the native path refuses one. */
 function resetSocket(socket) {
   if (typeof socket.resetAndDestroy === 'function' && socket._handle) socket.resetAndDestroy()
@@ -406,4 +429,4 @@ class AdoptedConnection {
   }
 }
 
-module.exports = { isBun, isDeno, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket, tcpWrap, closeDescriptor, stopReading, resetSocket, answerUnavailable }
+module.exports = { isBun, isDeno, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket, tcpWrap, closeDescriptor, stopReading, lateBytes, resetSocket, answerUnavailable }

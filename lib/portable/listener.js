@@ -32,7 +32,7 @@ const { Ledger } = require('./ledger')
 const { SessionTable } = require('./sessions')
 const { parsePeer, formatIp } = require('./address')
 const { statsFields } = require('./options')
-const { stopReading, resetSocket, answerUnavailable } = require('../runtime')
+const { stopReading, lateBytes, resetSocket, answerUnavailable } = require('../runtime')
 const { hearWorkers, tellWorker, helloToEveryWorker } = require('./channel')
 
 const EMPTY = Buffer.alloc(0)
@@ -321,7 +321,7 @@ class PortableListener {
         return
       }
       const rest = stopReading(socket)
-      this.decided(socket, decision, rest.length === 0 ? bytes : Buffer.concat([bytes, rest]))
+      lateBytes(socket, (late) => this.decided(socket, decision, Buffer.concat([bytes, rest, late])))
     }
     const onEnd = () => {
       if (settled) return

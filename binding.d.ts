@@ -314,6 +314,21 @@ export declare function claimChannel(fd: number): WorkerChannel
 export declare function claimListeningFd(fd: number, statsFd?: number | undefined | null, seat?: number | undefined | null): ListeningSocketHold
 
 /**
+ * The bytes that identify the client at `address` as configuration and
+ * forwarding headers write it (`::ffff:1.2.3.4`, `[fe80::1%eth0]`), or null
+ * when it is no IP address.
+ */
+export declare function clientKey(address: string): Buffer | null
+
+/**
+ * Closes a descriptor this process holds as a bare number: a worker's end
+ * of a channel once it is forked, a connection a worker cannot adopt. Node's
+ * `fs.closeSync` does this too; Deno's `fs` closes only what it opened
+ * (EBADF otherwise). Returns false when `fd` was not open.
+ */
+export declare function closeDescriptor(fd: number): boolean
+
+/**
  * Connects to the rendezvous socket `name` of a primary set up with
  * `setupMaster` (workers forked by the user), which must be held by
  * process `primary` of this user: `null` while nobody listens there yet.
@@ -575,6 +590,34 @@ export interface ListenSpec {
 /** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
 export type LoadBalancingMethod = 'least-connection' | 'round-robin' | 'random'
 
+/** One option's rule, as `optionRules()` reports it. */
+export interface OptionRule {
+  /** The option's name in the options object. */
+  name: string
+  /** `'count'`, `'flag'`, `'one-of'`, `'host'`, `'header'`, `'trusted-proxies'`, `'seed'`, `'slot-ports'` or `'ip-address'`. */
+  kind: string
+  /** A `count`'s largest value. */
+  max?: number
+  /** A `one-of`'s spellings. */
+  values?: Array<string>
+  /** What a refusal says the value must be. */
+  expected: string
+}
+
+/**
+ * Every option `resolveOptions` checks and what its value must be, in the
+ * order the types list them. The portable path (no binding) checks options
+ * against a copy of this list generated into `lib/portable/contract.js`.
+ */
+export declare function optionRules(): Array<OptionRule>
+
+/** A key's rendezvous hash and the slots in order of preference. */
+export interface RankedSlots {
+  /** Decimal string of the 64-bit hash. */
+  hash: string
+  ranked: Array<number>
+}
+
 /** What the running primary offered. */
 export interface ReceivedOffer {
   mode: TakeoverMode
@@ -584,6 +627,13 @@ export interface ReceivedOffer {
   seed: string
   pid: number
 }
+
+/**
+ * Ranks `slots` for the client key `key` (its bytes) with `seed` (a decimal
+ * string): the first is where the key goes, the second where it goes when
+ * the first is down, and so on.
+ */
+export declare function rendezvousRanked(key: Buffer, slots: Array<number>, seed: string): RankedSlots
 
 /** The first address of a host, as `dns.lookup(host)` gives it. */
 export interface ResolvedHost {
@@ -646,6 +696,33 @@ export declare function resolveHost(host: string): ResolvedHost
  * default number of workers. Throws `ERR_STICKY_INVALID_OPTION`.
  */
 export declare function resolveOptions(options: ListenOptions | undefined | null, cpuCount: number): ResolvedOptions
+
+/**
+ * How the accept loop would route a connection from `peerAddress`:`peerPort`
+ * whose first bytes are `bytes`, with `options` as `listen` takes them.
+ */
+export declare function routeDecision(options: ListenOptions | undefined | null, peerAddress: string, peerPort: number, bytes: Buffer): RouteDecision
+
+/** What `Router::decide` made of a connection's first bytes. */
+export interface RouteDecision {
+  /** `'complete'`, `'incomplete'` (wait for more bytes) or `'invalid'` (close it). */
+  outcome: string
+  /** Complete: `'hash'`, `'session'` or `'new-session'`. */
+  route?: string
+  /** `'hash'`: the key's rendezvous hash, as a decimal string. */
+  hash?: string
+  /** `'session'`: the engine.io session id. */
+  sid?: string
+  /** `'new-session'`: whether the request is an engine.io handshake. */
+  handshake?: boolean
+  /** The client a PROXY header named (address and port). */
+  clientAddress?: string
+  clientPort?: number
+  /** Bytes of the stream that are the PROXY header. */
+  consume: number
+  /** Invalid: `'untrusted-proxy'`, `'invalid-proxy-header'` or `'missing-header'`. */
+  refusal?: string
+}
 
 /** What identifies a client. */
 export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'

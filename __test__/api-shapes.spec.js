@@ -6,7 +6,7 @@ const { spawn } = require('child_process')
 const fs = require('fs')
 const path = require('path')
 const sticky = require('..')
-const { startApp, stopAll, request, ioClient, once, emitWithAck, freePort, waitUntil, clientIp, requireProgram } = require('./helpers')
+const { startApp, stopAll, request, ioClient, once, emitWithAck, freePort, waitUntil, clientIp, requireProgram, nativeTest } = require('./helpers')
 
 const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
 /** The README examples run under this Node and under Bun. */
@@ -150,7 +150,8 @@ describe('@socket.io/sticky shape', () => {
       }
     })
 
-    test('no process outside the cluster can obtain a client connection through the channel socket', async () => {
+    // The native path's abstract channel socket (the portable path's channel is cluster IPC, which only the cluster's workers have).
+    nativeTest('no process outside the cluster can obtain a client connection through the channel socket', async () => {
       const unixTable = fs.readFileSync('/proc/net/unix', 'utf8')
       const name = unixTable.split('\n').map((line) => line.trim().split(/\s+/).pop()).find((entry) => entry && entry.startsWith(`@sticky-session-rs-${app.pid}-`))
       expect(name).toBeDefined()

@@ -9,7 +9,7 @@ const net = require('net')
 const os = require('os')
 const path = require('path')
 const sticky = require('..')
-const { startApp, stopAll, request, freePort, waitUntil, clientIp } = require('./helpers')
+const { startApp, stopAll, request, freePort, waitUntil, clientIp, nativeTest } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -146,10 +146,11 @@ test('a process that was not forked by sticky.listen gets ERR_STICKY_NO_CHANNEL 
   }
 })
 
+// The native path's channel and kernel-mode descriptors (the portable path has neither).
 describe('a worker checks the descriptor it is told about before it takes it', () => {
   const { claimChannel, claimListeningFd } = require('../lib/native')
 
-  test('a descriptor that is not a channel is refused with ERR_STICKY_NO_CHANNEL, and left open', () => {
+  nativeTest('a descriptor that is not a channel is refused with ERR_STICKY_NO_CHANNEL, and left open', () => {
     const fd = fs.openSync('/dev/null', 'r')
     try {
       expect(() => claimChannel(fd)).toThrow(expect.objectContaining({ code: 'ERR_STICKY_NO_CHANNEL', message: expect.stringMatching(/start workers through sticky\.listen\(\)/) }))
@@ -159,7 +160,7 @@ describe('a worker checks the descriptor it is told about before it takes it', (
     }
   })
 
-  test('a kernel-mode worker\'s descriptor that is not a listening TCP socket is refused with ERR_STICKY_NO_LISTENING_SOCKET', async () => {
+  nativeTest('a kernel-mode worker\'s descriptor that is not a listening TCP socket is refused with ERR_STICKY_NO_LISTENING_SOCKET', async () => {
     const fd = fs.openSync('/dev/null', 'r')
     try {
       expect(() => claimListeningFd(fd)).toThrow(expect.objectContaining({ code: 'ERR_STICKY_NO_LISTENING_SOCKET', message: expect.stringMatching(/kernel: true/) }))
@@ -186,9 +187,9 @@ describe('a worker checks the descriptor it is told about before it takes it', (
   })
 })
 
-test('without a native binary the error names what was tried and how to build from source', () => {
+test('without a native binary and with the portable path refused (STICKY_SESSION_PORTABLE=0) the error names what was tried and how to build from source', () => {
   const script = `try { require(${JSON.stringify(path.resolve(__dirname, '..'))}) } catch (error) { console.log(JSON.stringify({ code: error.code, message: error.message })) }`
-  const output = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: '/nonexistent/sticky.node' } })
+  const output = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: '/nonexistent/sticky.node', STICKY_SESSION_PORTABLE: '0' } })
   const { code, message } = JSON.parse(output.toString())
   expect(code).toBe('ERR_STICKY_NO_BINDING')
   expect(message).toMatch(new RegExp(`sticky-session-rs-${process.platform}-${process.arch}`))

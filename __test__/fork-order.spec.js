@@ -8,7 +8,7 @@
 // a clear error, and that primary stays controllable.
 
 const path = require('path')
-const { startApp, stopAll, ioClientsClosedAfterEach, once, emitWithAck, waitUntil, requireProgram } = require('./helpers')
+const { startApp, stopAll, ioClientsClosedAfterEach, once, emitWithAck, waitUntil, requireProgram, nativeTest } = require('./helpers')
 
 const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
 const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
@@ -67,7 +67,8 @@ describe.each(runtimes)('%s', (_, runtime) => {
   })
 })
 
-test("a worker takes connections only from its own primary's socket: one held by another process is refused, an unbound name is waited for", () => {
+// The native path's rendezvous socket (on the portable path a worker's channel is its cluster IPC channel).
+nativeTest("a worker takes connections only from its own primary's socket: one held by another process is refused, an unbound name is waited for", () => {
   const { RendezvousSocket, connectChannel } = require('../lib/native')
   const { rendezvousName } = require('../lib/rendezvous')
   // This process squats the name of a primary that is not it.

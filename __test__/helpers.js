@@ -339,6 +339,16 @@ function packageCopyFor(fixtures = []) {
   return dir
 }
 
+/**
+ * True in CI's second pass over the specs, which sets
+ * STICKY_SESSION_PORTABLE=1: the portable path, what macOS and Windows users
+ * get. A test of what only the native path has (kernel steering, the
+ * descriptor budget, channel descriptors, fault injection in the accept
+ * loop) is `nativeTest`: a test in the first pass, skipped in the second.
+ */
+const PORTABLE = process.env.STICKY_SESSION_PORTABLE === '1'
+const nativeTest = (...args) => (PORTABLE ? test.skip : test)(...args)
+
 /** The Node.js majors this package supports and tests (`engines` in package.json). */
 const SUPPORTED_NODE_MAJORS = [20, 22, 24, 26]
 
@@ -370,6 +380,8 @@ async function freeze(pid) {
 }
 
 module.exports = {
+  PORTABLE,
+  nativeTest,
   freeze,
   sleep,
   requireProgram,

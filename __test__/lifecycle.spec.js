@@ -5,7 +5,7 @@
 
 const { execFileSync } = require('child_process')
 const net = require('net')
-const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf, freeze } = require('./helpers')
+const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf, freeze, nativeTest, PORTABLE } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -72,8 +72,9 @@ describe('a burst beyond a worker\'s queue limit', () => {
   })
 })
 
+// The native accept loop's descriptor budget (the portable path cannot read the open-file limit: it holds every connection).
 describe('descriptors running out', () => {
-  test('only then is a frozen worker\'s new client reset — counted and reported — while the other worker\'s clients are served', async () => {
+  nativeTest('only then is a frozen worker\'s new client reset — counted and reported — while the other worker\'s clients are served', async () => {
     // 320 open files: a descriptor budget of 64 (the floor; 3/4 of the limit
     // less a reserve of 256 would be less).
     const app = await startApp(
@@ -289,7 +290,7 @@ function streamOfConnections(port, { loops = 96, clients = 40 } = {}) {
 // `STICKY_FAULT_INJECTION=slow-close` widens to 200 ms so that a stream of
 // new connections meets it every time.
 describe('shutdown in the middle of a stream of new connections', () => {
-  test.each([['the accept loop', false], ['kernel steering', true]])('%s: close() resets no connection, even with 200 ms between the last look at the queue and the close; each is served or refused', async (_, kernel) => {
+  (PORTABLE ? test.skip : test).each([['the accept loop', false], ['kernel steering', true]])('%s: close() resets no connection, even with 200 ms between the last look at the queue and the close; each is served or refused', async (_, kernel) => {
     const app = await startApp({ options: { workers: 2, kernel } }, { env: { STICKY_FAULT_INJECTION: 'slow-close' } })
     const stream = streamOfConnections(app.port)
     await sleep(300)
@@ -304,8 +305,9 @@ describe('shutdown in the middle of a stream of new connections', () => {
   }, 30000)
 })
 
+// The native accept loop's back-off (libuv, under the portable path's net.Server, resets what it cannot accept).
 describe('file descriptors exhausted in the primary', () => {
-  test('accept backs off (no spin), the error is counted and reported, and serving resumes', async () => {
+  nativeTest('accept backs off (no spin), the error is counted and reported, and serving resumes', async () => {
     const app = await startApp({ options: { kernel: false, workers: 2 } })
     const fds = require('fs').readdirSync(`/proc/${app.pid}/fd`).length
     const softLimit = execFileSync('prlimit', [`--pid=${app.pid}`, '--nofile', '--output=SOFT', '--noheadings']).toString().trim()
@@ -326,8 +328,9 @@ describe('file descriptors exhausted in the primary', () => {
   })
 })
 
+// Fault injection in the native accept loop.
 describe('a failure inside the accept loop', () => {
-  test('a panic reaches the user as an error event on the server (code, fatal) instead of dying silently; the primary does not abort', async () => {
+  nativeTest('a panic reaches the user as an error event on the server (code, fatal) instead of dying silently; the primary does not abort', async () => {
     const app = await startApp({ options: { kernel: false, workers: 2 } }, { env: { STICKY_FAULT_INJECTION: 'accept-panic' } })
     expect((await request(app.port)).status).toBe(200)
     await expect(request(app.port, { timeout: 3000 })).rejects.toThrow()

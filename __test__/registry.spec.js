@@ -196,11 +196,16 @@ describe('npm install sticky-session-rs from the registry, without Rust', () => 
     expect(seen.size).toBe(workers)
   }, 120000)
 
-  test('with optional dependencies omitted, requiring it fails with ERR_STICKY_NO_BINDING naming the package to install; installing that package fixes it', async () => {
+  test('with optional dependencies omitted, the portable path runs; STICKY_SESSION_PORTABLE=0 refuses it with ERR_STICKY_NO_BINDING naming the package to install; installing that package brings the native path back', async () => {
     const bare = await freshApp('app-no-optional', ['--omit=optional', PKG.name])
     expect(platformPackagesIn(bare)).toEqual([])
+    // The portable path says so in the debug log, with what to install for the native one.
+    const portableLine = async () => (await run(process.execPath, ['-e', `require('${PKG.name}')`], { cwd: bare, env: userEnv({ DEBUG: PKG.name }) })).stderr.split('\n').filter((line) => /portable path/.test(line))
+    const lines = await portableLine()
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toContain(`Install ${PKG.name}-${HOST_PLATFORM}@${PKG.version}`)
     const script = `try { require('${PKG.name}'); console.log('{}') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message, platformPackage: e.platformPackage })) }`
-    const failure = JSON.parse((await run(process.execPath, ['-e', script], { cwd: bare, env: userEnv() })).stdout)
+    const failure = JSON.parse((await run(process.execPath, ['-e', script], { cwd: bare, env: userEnv({ STICKY_SESSION_PORTABLE: '0' }) })).stdout)
     const platformPackage = `${PKG.name}-${HOST_PLATFORM}`
     expect(failure).toEqual(expect.objectContaining({ code: 'ERR_STICKY_NO_BINDING', platformPackage }))
     expect(failure.message).toContain(`npm install ${platformPackage}@${PKG.version}`)
@@ -209,7 +214,8 @@ describe('npm install sticky-session-rs from the registry, without Rust', () => 
 
     const advice = failure.message.match(/`(npm install [^`]+)`/)[1].split(' ')
     await run(advice[0], [...advice.slice(1), '--no-audit', '--no-fund', '--registry', registry.url], { cwd: bare, env: userEnv() })
-    expect(JSON.parse((await run(process.execPath, ['-e', script], { cwd: bare, env: userEnv() })).stdout)).toEqual({})
+    expect(JSON.parse((await run(process.execPath, ['-e', script], { cwd: bare, env: userEnv({ STICKY_SESSION_PORTABLE: '0' }) })).stdout)).toEqual({})
+    expect(await portableLine()).toEqual([])
   }, 120000)
 })
 

@@ -24,9 +24,9 @@
 // the caller's business: `spec.adopt` carries sockets to use instead of
 // binding, for either way.
 
-const fs = require('fs')
 const debug = require('debug')('sticky-session-rs')
 const { Balancer, ReuseportGroup } = require('./native')
+const { closeDescriptor } = require('./runtime')
 
 /**
  * The native accept loop: one listening socket; the primary accepts each
@@ -51,7 +51,7 @@ class AcceptLoopListener {
   /** The worker's end of a new channel for `slot`; the child keeps the only copy. */
   workerEnd(slot) {
     const fd = this.balancer.openSlot(slot)
-    return { fd, variable: 'STICKY_CHANNEL_FD', afterFork: () => fs.closeSync(fd) }
+    return { fd, variable: 'STICKY_CHANNEL_FD', afterFork: () => closeDescriptor(fd) }
   }
 
   /** The accept loop reports the worker's readiness itself, when it says hello on its channel. */

@@ -17,13 +17,15 @@ const { EventEmitter } = require('events')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
 const { AcceptLoopListener, KernelGroupListener } = require('./listeners')
+const { PortableListener } = require('./portable/listener')
+const { portable } = require('./native')
 const { listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
 const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
 const { pm2WorkerEnvironment } = require('./pm2')
 const { resolveHost } = require('./native')
-const { openSlotPorts } = require('./slot-ports')
+const { openSlotPorts, slotPortsUnsupported } = require('./slot-ports')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -115,7 +117,8 @@ class Primary extends EventEmitter {
       return this.bind(systemd.address, { kind: 'systemd', adopt: [systemd.fd] })
     }
     let address = host
-    if (!net.isIP(host)) {
+    // The portable path has no resolveHost: its net.Server looks the name up (as `net` does).
+    if (!net.isIP(host) && !portable) {
       try {
         address = resolveHost(host).address
       } catch (error) {
@@ -149,7 +152,8 @@ class Primary extends EventEmitter {
       this.close()
       return server
     }
-    Object.defineProperty(server, 'listening', { configurable: true, enumerable: true, get: () => Boolean(this.listener) && !this.closing })
+    // (A portable listener still binding is not listening yet, as with `net`.)
+    Object.defineProperty(server, 'listening', { configurable: true, enumerable: true, get: () => Boolean(this.listener) && !this.listener.pending && !this.closing })
     this.undo.push(() => {
       for (const [name, descriptor] of Object.entries(before)) {
         if (descriptor) Object.defineProperty(server, name, descriptor)
@@ -188,9 +192,8 @@ class Primary extends EventEmitter {
    */
   listenSource(address) {
     const { options } = this
-    if (!options.takeover || this.port === 0) return { kind: 'bind' }
-    const obstacle = takeoverObstacle()
-    if (obstacle) throw stickyError('ERR_STICKY_TAKEOVER_UNSUPPORTED', `${obstacle}: remove the takeover option`)
+    // Where takeover cannot work, the port is bound as usual (offerTakeover warns, once).
+    if (!options.takeover || this.port === 0 || takeoverObstacle()) return { kind: 'bind' }
     let requested
     try {
       requested = requestSockets(address, this.port)
@@ -245,7 +248,10 @@ class Primary extends EventEmitter {
     server.address = () => listener.address()
     if (!options.rendezvous) for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
     debug('primary %d listening on %o with %d workers (%s, %s)', process.pid, listener.address(), options.workers, listener.mode, describeSource(source))
-    this.listening(source)
+    // The portable listener binds asynchronously where the runtime does (a
+    // host name to look up; Bun, Deno): its workers are forked already, as
+    // above, and 'listening' (or 'error') comes once it is bound.
+    this.listening(source, listener.pending)
   }
 
   /**
@@ -268,6 +274,19 @@ class Primary extends EventEmitter {
     const fallBack = (why) => {
       if (options.kernelAsked) process.emitWarning(`${why}: using the accept loop (leave kernel unset to use it without this warning)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
       else debug('kernel steering unavailable (%s): using the accept loop', why)
+    }
+    // Without the binding (lib/native.js decides), the portable path: sockets over cluster IPC.
+    if (portable) {
+      // Slot ports are the native path's: a proxy set up over them (proxyConfig) would find nothing there.
+      if (options.slotPorts) return failed(slotPortsUnsupported())
+      if (options.kernelAsked) {
+        process.emitWarning(`kernel steering needs the native binding, and ${portable}: routing by the same hash in JavaScript (the portable path)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+      }
+      try {
+        return new PortableListener(spec, options, onEvent)
+      } catch (error) {
+        return failed(error)
+      }
     }
     const kernel = source.kind === 'takeover' ? source.kernel : options.kernel
     if (kernel && source.kind === 'systemd') {
@@ -294,14 +313,26 @@ class Primary extends EventEmitter {
     }
   }
 
-  /** What every way of listening does once the socket is there. */
-  listening(source) {
+  /**
+   * What every way of listening does once the socket is there (or, with
+   * `bound`, a promise, once it settles: the portable listener binding).
+   */
+  listening(source, bound = null) {
     this.listened = true
     if (this.options.handleSignals) this.handleSignals()
     if (source.kind === 'takeover') this.completeTakeover(source)
     else if (this.options.takeover) this.offerTakeover()
     // As `net`: on a later tick (the caller attaches its listener after listen() returns).
-    if (!this.listenArguments.alreadyListening) process.nextTick(() => !this.closing && this.server.emit('listening'))
+    const emitListening = () => !this.closing && !this.listenArguments.alreadyListening && this.server.emit('listening')
+    if (bound) bound.then(emitListening, (error) => this.failedToBind(error))
+    else process.nextTick(emitListening)
+  }
+
+  /** The portable listener could not bind: the workers forked for it leave, and listening failed. */
+  failedToBind(error) {
+    if (this.closing) return
+    for (const worker of this.workers()) worker.kill()
+    this.failToListen(error, this.address)
   }
 
   /**
@@ -447,8 +478,13 @@ class Primary extends EventEmitter {
         : ['inherit', 'inherit', 'inherit', 'ipc']
     while (stdio.length < 4) stdio.push('ignore')
     // Each descriptor the listener (and the slot ports) give the worker, and the variable naming its place in the worker's stdio.
+    // No fd: the portable path's channel is cluster IPC itself ('ipc').
     const descriptors = {}
     for (const { fd, variable } of [workerEnd, ...(workerEnd.more || []), ...(slotPortEnd ? [slotPortEnd] : [])]) {
+      if (fd === null) {
+        descriptors[variable] = 'ipc'
+        continue
+      }
       descriptors[variable] = String(stdio.length)
       stdio.push(fd)
     }

@@ -18,11 +18,19 @@
 // another; `release()` frees it with the last holder.
 // Worker: `channelFromPrimary(onError)` connects, waiting (asynchronously,
 // bounded) for a primary that has not called setupMaster yet.
+//
+// On the portable path (lib/native.js: no binding) there is no socket to
+// find: a worker's channel is its cluster IPC channel, which only this
+// cluster's workers have (lib/portable/channel.js). Holding the rendezvous
+// then means answering each worker that says it is ready with a 'welcome'
+// (so it knows its primary called setupMaster), and asking those forked
+// before to say it again; the listener admits them once it balances.
 
 const cluster = require('cluster')
 const debug = require('debug')('sticky-session-rs')
 const native = require('./native')
 const { stickyError } = require('./errors')
+const portableChannel = require('./portable/channel')
 
 /** A worker started before its primary called setupMaster waits this long for it. */
 const PRIMARY_WAIT_MS = 10000
@@ -62,6 +70,7 @@ function acquire() {
 }
 
 function open() {
+  if (native.portable) return openPortable()
   const name = rendezvousName(process.pid)
   const socket = new native.RendezvousSocket(name)
   const admit = (worker) => worker.process && worker.process.pid && socket.allowWorker(worker.process.pid)
@@ -70,15 +79,28 @@ function open() {
   cluster.on('fork', admit)
   cluster.on('exit', forget)
   debug('rendezvous for user-forked workers open under @%s', name)
-  return { socket, holders: 0, admit, forget }
+  const stop = () => {
+    cluster.off('fork', admit)
+    cluster.off('exit', forget)
+    socket.close()
+  }
+  return { socket, holders: 0, stop }
+}
+
+/** The portable path's rendezvous: a 'welcome' to every worker that says it is ready. */
+function openPortable() {
+  const { hearWorkers, tellWorker, helloToEveryWorker } = portableChannel
+  const stop = hearWorkers((worker, message) => message.act === 'ready' && tellWorker(worker, { act: 'welcome' }))
+  // Workers forked before setupMaster said it to nobody.
+  helloToEveryWorker()
+  debug('rendezvous for user-forked workers open (portable path: cluster IPC)')
+  return { socket: null, holders: 0, stop }
 }
 
 function close() {
-  const { socket, admit, forget } = held
+  const { stop } = held
   held = null
-  cluster.off('fork', admit)
-  cluster.off('exit', forget)
-  socket.close()
+  stop()
   debug('rendezvous closed')
 }
 
@@ -91,7 +113,24 @@ function close() {
  * primary balances. `onError(error)` hears what makes that impossible.
  */
 function channelFromPrimary(onError) {
+  if (native.portable) {
+    const onTimeout = () => {
+      // The primary went away meanwhile: cluster is ending this process.
+      if (cluster.worker && !cluster.worker.isConnected()) return
+      onError(noPrimaryError(process.ppid))
+    }
+    return portableChannel.ipcChannel({ waitForPrimary: { ms: PRIMARY_WAIT_MS, onTimeout } })
+  }
   return new ChannelFromPrimary(onError)
+}
+
+/** A worker's primary did not call setupMaster in time. */
+function noPrimaryError(primary) {
+  return stickyError(
+    'ERR_STICKY_NO_CHANNEL',
+    `setupWorker(io): this worker's primary (process ${primary}) did not call setupMaster(httpServer) within ${PRIMARY_WAIT_MS} ms: ` +
+      'call setupMaster(httpServer) in the cluster primary (before or after cluster.fork()), then httpServer.listen()',
+  )
 }
 
 class ChannelFromPrimary {
@@ -120,15 +159,7 @@ class ChannelFromPrimary {
       this.channel = channel
       return this.waitForSetup(SETUP_POLL_FIRST_MS)
     }
-    if (Date.now() - since >= PRIMARY_WAIT_MS) {
-      return this.fail(
-        stickyError(
-          'ERR_STICKY_NO_CHANNEL',
-          `setupWorker(io): this worker's primary (process ${this.primary}) did not call setupMaster(httpServer) within ${PRIMARY_WAIT_MS} ms: ` +
-            'call setupMaster(httpServer) in the cluster primary (before or after cluster.fork()), then httpServer.listen()',
-        ),
-      )
-    }
+    if (Date.now() - since >= PRIMARY_WAIT_MS) return this.fail(noPrimaryError(this.primary))
     this.timer = setTimeout(() => this.connect(since), CONNECT_RETRY_MS)
   }
 

@@ -1,9 +1,13 @@
 'use strict'
 
 // The primitives sticky-session-rs takes from its JavaScript runtime where
-// Node and Bun differ, in one place. Node is the reference; Bun is detected by
-// `process.versions.bun`. Each difference has a standalone repro in
-// __test__/fixtures/bun-repros/ (what Bun prints next to what Node prints):
+// Node, Bun and Deno differ, in one place. Node is the reference; Bun is
+// detected by `process.versions.bun`, Deno by `process.versions.deno`. Each
+// difference has a standalone repro in __test__/fixtures/bun-repros/ and
+// __test__/fixtures/deno-repros/ (what each prints next to what Node prints).
+// Deno differs in three: closing a bare descriptor, a poll handle on its
+// loop, and accepting in a worker on an inherited listening socket (kernel
+// steering, which is therefore not used under Deno). Bun's:
 // which objects are servers, opening a socket on a received fd, what an
 // http.Server does with connections it did not accept (close, timeouts, TLS),
 // and accepting on an inherited listening socket (kernel mode). The rest of
@@ -18,6 +22,7 @@ const tls = require('tls')
 const { stickyError } = require('./errors')
 
 const isBun = typeof process.versions.bun === 'string'
+const isDeno = typeof process.versions.deno === 'string'
 
 /**
  * True for a server sticky-session-rs can feed connections to. Node's
@@ -59,10 +64,12 @@ function socketFromFd(fd, { allowHalfOpen, paused }) {
  * Starts delivering the connections of a worker's channel to `receive`.
  * Node: on the event loop itself (a libuv poll handle on the channel): no
  * receiver thread, one wake-up a batch. Bun: its libuv functions abort the
- * process, so a receiver thread hands the batches over.
+ * process; Deno: a poll handle on the loop it gives the addon reports the
+ * first readiness only (deno-repros/loop-poll.js). There a receiver thread
+ * hands the batches over.
  */
 function startReceiving(channel, receive) {
-  if (isBun) channel.start(receive)
+  if (isBun || isDeno) channel.start(receive)
   else channel.startOnLoop(receive)
 }
 
@@ -75,6 +82,94 @@ function startReceiving(channel, receive) {
  */
 function adoptingServer(server) {
   if (isBun && server instanceof http.Server) adoptIntoBunServer(server)
+}
+
+/**
+ * Closes a descriptor this process holds as a bare number (a worker's end of
+ * a channel after the fork, a connection a worker cannot adopt). Deno's
+ * `fs.closeSync` closes only descriptors Deno opened (EBADF otherwise:
+ * deno-repros/close-raw-fd.js): there the binding closes it.
+ */
+function closeDescriptor(fd) {
+  if (isDeno) require('./native').closeDescriptor(fd)
+  else require('fs').closeSync(fd)
+}
+
+// ---- the portable path: sockets over cluster IPC ------------------------------
+
+/**
+ * Stops `socket` reading for good (the primary has read its routing key and
+ * hands the socket to a worker, which reads the rest); returns what was read
+ * and not yet seen. `pause()` alone stops the stream, not the handle, and a
+ * paused stream below its high-water mark starts the handle again on the
+ * next tick (`maybeReadMore`): the socket's `_read` becomes a no-op first.
+ */
+function stopReading(socket) {
+  socket.pause()
+  const buffered = []
+  while (socket.readableLength > 0) {
+    const chunk = socket.read()
+    if (chunk === null) break
+    buffered.push(chunk)
+  }
+  socket._read = function readNothing() {}
+  const handle = socket._handle
+  if (handle && typeof handle.readStop === 'function') {
+    handle.reading = false
+    handle.readStop()
+  }
+  return buffered.length === 0 ? Buffer.alloc(0) : Buffer.concat(buffered)
+}
+
+/**
+ * Calls `then(bytes)` with what `socket` delivers after `stopReading`, which
+ * must go to the worker after what was read. Node: nothing (readStop stops
+ * the handle at once). Bun read on to the end of its loop turn and delivers
+ * that chunk on a later task, before a timer's turn
+ * (bun-repros/paused-socket-late-chunk.js): it is taken from the paused
+ * stream's buffer then.
+ */
+function lateBytes(socket, then) {
+  if (!isBun) return then(Buffer.alloc(0))
+  setTimeout(() => {
+    const late = []
+    while (socket.readableLength > 0) {
+      const chunk = socket.read()
+      if (chunk === null) break
+      late.push(chunk)
+    }
+    // Reading the buffer empty resumes Bun's handle: stop it again in this turn.
+    if (socket._handle && typeof socket._handle.pause === 'function') socket._handle.pause()
+    then(Buffer.concat(late))
+  }, 0)
+}
+
+/** Closes a connection with a reset (RST), as the native path refuses one. */
+function resetSocket(socket) {
+  if (typeof socket.resetAndDestroy === 'function' && socket._handle) socket.resetAndDestroy()
+  else socket.destroy()
+}
+
+/** What a client is told when no worker exists to serve it (the native path's: src/primary/connection.rs). */
+const UNAVAILABLE_RESPONSE = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'
+/** How long a client answered 503 has to close its end before the primary closes the connection. */
+const UNAVAILABLE_LINGER_MS = 5000
+
+/**
+ * Answers `503 Service Unavailable` on a socket whose request head was read
+ * (`stopReading`), then closes it. Reading resumes and what else the client
+ * sends is discarded: closing with bytes unread would reset the connection
+ * before the client reads the answer.
+ */
+function answerUnavailable(socket) {
+  delete socket._read
+  // stopReading's no-op `_read` never pushed: the stream still counts a read
+  // under way and would never ask for another (nor see the client's FIN).
+  if (socket._readableState) socket._readableState.reading = false
+  socket.on('data', () => {})
+  socket.setTimeout(UNAVAILABLE_LINGER_MS, () => socket.destroy())
+  socket.resume()
+  socket.end(UNAVAILABLE_RESPONSE)
 }
 
 // ---- kernel mode: accepting on a listening socket from the primary ----------
@@ -109,6 +204,13 @@ function tcpWrap() {
  */
 function kernelModeObstacle() {
   if (isBun) return null
+  if (isDeno) {
+    return (
+      "kernel steering is not used under Deno: a cluster worker's listen(handle) is sent to the primary, whose round-robin handle throws " +
+      '(deno-repros/kernel-listen-handle.js); accepting on the handle in the worker instead (server._listen2) left a worker replaced under load ' +
+      'holding its listening socket and connections it never read'
+    )
+  }
   const { error } = tcpWrap()
   if (!error) return null
   const why = error.code === 'ERR_ACCESS_DENIED' ? 'the permission model (--permission) denies it' : `it failed (${error.code || error.message})`
@@ -337,4 +439,4 @@ class AdoptedConnection {
   }
 }
 
-module.exports = { isBun, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket, tcpWrap }
+module.exports = { isBun, isDeno, isServer, socketFromFd, startReceiving, adoptingServer, kernelModeObstacle, acceptOnInheritedSocket, tcpWrap, closeDescriptor, stopReading, lateBytes, resetSocket, answerUnavailable }

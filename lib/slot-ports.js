@@ -25,7 +25,7 @@
 // when its client comes in through the public port, without a report.
 
 const net = require('net')
-const { SlotPortGroup, claimListeningFd, sidTagSeparator } = require('./native')
+const { SlotPortGroup, claimListeningFd, sidTagSeparator, portable } = require('./native')
 const { stickyError } = require('./errors')
 const { isBun, tcpWrap } = require('./runtime')
 
@@ -49,6 +49,20 @@ function openSlotPorts(options) {
     throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.slotPorts needs workers that sticky-session-rs forks: use sticky.listen(), not setupMaster()')
   }
   return new SlotPorts(new SlotPortGroup(options.slotHost, options.firstSlotPort, options.workers, options.backlog, options.takeover), options)
+}
+
+/**
+ * Slot ports are the native binding's (the primary holds each slot's socket
+ * for its worker): on the portable path asking for them fails the listen. Not
+ * a warning and a fallback, as for kernel steering or takeover: a proxy set
+ * up over the slot ports (`proxyConfig()`) would find nothing listening there.
+ */
+function slotPortsUnsupported() {
+  return stickyError(
+    'ERR_STICKY_SLOT_PORTS_UNSUPPORTED',
+    `options.slotPorts needs the native binding (Linux), and ${portable}: install the native binding, ` +
+      'or leave slotPorts off and point the proxy at the one public port',
+  )
 }
 
 class SlotPorts {
@@ -244,6 +258,7 @@ function tagHandshakeBody(body, sid, tagged) {
 module.exports = {
   SLOT_PORT_FD,
   openSlotPorts,
+  slotPortsUnsupported,
   proxyConfig,
   claimSlotPort,
   acceptOnSlotPort,

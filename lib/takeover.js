@@ -24,6 +24,7 @@ function takeoverName(address, port) {
 /** Why takeover cannot work here, or null. */
 function takeoverObstacle() {
   if (typeof native.connectTakeover === 'function') return null
+  if (native.portable) return `takeover needs the native binding (Linux), and ${native.portable}`
   return `takeover needs Linux (abstract Unix sockets and SO_PEERCRED); this is ${process.platform}`
 }
 

@@ -11,7 +11,8 @@ const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
-const { acceptOnInheritedSocket, adoptingServer, socketFromFd, startReceiving } = require('./runtime')
+const { acceptOnInheritedSocket, adoptingServer, closeDescriptor, socketFromFd, startReceiving } = require('./runtime')
+const { ipcChannel } = require('./portable/channel')
 const { pm2ClusterModeError } = require('./pm2')
 const slotPorts = require('./slot-ports')
 
@@ -27,9 +28,10 @@ let claimed = null
  */
 function claimFromEnvironment() {
   if (claimed || !cluster.isWorker || process.env.STICKY_CHANNEL_FD === undefined) return claimed
-  const fd = Number(process.env.STICKY_CHANNEL_FD)
+  const value = process.env.STICKY_CHANNEL_FD
   delete process.env.STICKY_CHANNEL_FD
-  claimed = claimChannel(fd)
+  // 'ipc': a primary on the portable path sends connections over cluster IPC.
+  claimed = value === 'ipc' ? ipcChannel() : claimChannel(Number(value))
   return claimed
 }
 
@@ -46,10 +48,16 @@ function takeChannel() {
   return channel
 }
 
-/** A listening address nobody else uses, so the server has a real handle. */
+/**
+ * A listening address nobody else uses, so the server has a real handle: an
+ * abstract Unix socket on Linux, a named pipe on Windows, a Unix socket in
+ * the temporary directory elsewhere.
+ */
 function privateAddress() {
   const name = `sticky-session-rs-${process.pid}-${Math.random().toString(36).slice(2)}`
-  return process.platform === 'linux' ? `\0${name}` : path.join(os.tmpdir(), `${name}.sock`)
+  if (process.platform === 'linux') return `\0${name}`
+  if (process.platform === 'win32') return `\\\\.\\pipe\\${name}`
+  return path.join(os.tmpdir(), `${name}.sock`)
 }
 
 /** Node's private per-server socket options, read once per server. */
@@ -66,13 +74,17 @@ function socketOptionsOf(server) {
   }
 }
 
-/** What Node's `onconnection` does for an accepted handle, for a received fd. */
+/**
+ * What Node's `onconnection` does for an accepted handle, for a received fd
+ * (or, on the portable path, a received socket and the bytes the primary read
+ * of it).
+ */
 function adopt(server, socketOptions, connection) {
   if (server.maxConnections != null && server._connections >= server.maxConnections) {
-    require('fs').closeSync(connection.fd)
+    closeConnection(connection)
     return
   }
-  const socket = socketFromFd(connection.fd, {
+  const socket = connection.socket ? receivedSocket(server, connection) : socketFromFd(connection.fd, {
     allowHalfOpen: server.allowHalfOpen,
     paused: server.pauseOnConnect,
   })
@@ -93,14 +105,27 @@ function adoptSocket(server, socketOptions, socket) {
   server.emit('connection', socket)
 }
 
-/** `adopt`, or close the fd when that fails: a connection is never left open with nobody serving it. */
+/** A socket the portable path's primary sent, with what it read of it put back in front. */
+function receivedSocket(server, { socket, head }) {
+  socket.allowHalfOpen = Boolean(server.allowHalfOpen)
+  if (head) socket.unshift(head)
+  if (server.pauseOnConnect) socket.pause()
+  return socket
+}
+
+function closeConnection(connection) {
+  if (connection.socket) connection.socket.destroy()
+  else closeDescriptor(connection.fd)
+}
+
+/** `adopt`, or close the connection when that fails: a connection is never left open with nobody serving it. */
 function adoptOrClose(server, socketOptions, connection) {
   try {
     return adopt(server, socketOptions, connection)
   } catch (error) {
-    debug('worker %d could not adopt fd %d: %s', process.pid, connection.fd, error.message)
+    debug('worker %d could not adopt connection %s: %s', process.pid, connection.socket ? 'socket' : `fd ${connection.fd}`, error.message)
     try {
-      require('fs').closeSync(connection.fd)
+      closeConnection(connection)
     } catch {}
   }
 }

@@ -82,6 +82,11 @@ impl Router {
     Router { mode, trusted, ignore_missing_header, hrw }
   }
 
+  /// What identifies a client.
+  pub fn mode(&self) -> &RoutingMode {
+    &self.mode
+  }
+
   /// The rendezvous hash that keys are hashed with (and slots are picked by).
   pub fn rendezvous(&self) -> Rendezvous {
     self.hrw

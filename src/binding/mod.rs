@@ -2,6 +2,7 @@
 //! primary and worker modules. The hand-written `index.js` is the public API;
 //! this is what it calls.
 
+mod contract;
 mod error;
 mod kernel;
 mod listen;
@@ -18,10 +19,13 @@ mod systemd;
 mod takeover;
 mod worker;
 
+pub use contract::{client_key, rendezvous_ranked, route_decision, RankedSlots, RouteDecision};
 pub use error::{ErrorCode, StickyError};
 pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
-pub use options::{resolve_options, ListenOptions, LoadBalancingMethod, ResolvedOptions, Routing};
+pub use options::{
+  option_rules, resolve_options, ListenOptions, LoadBalancingMethod, OptionRule, ResolvedOptions, Routing,
+};
 pub use primary::Balancer;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use rendezvous::RendezvousSocket;
@@ -31,7 +35,7 @@ pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use takeover::{connect_takeover, TakeoverClient, TakeoverOffer};
-pub use worker::{claim_channel, connect_channel, WorkerChannel};
+pub use worker::{claim_channel, close_descriptor, connect_channel, WorkerChannel};
 
 /// The failure a test asked to inject (`STICKY_FAULT_INJECTION`), read when a
 /// balancer starts (or a kernel-mode worker claims its socket), never on a

@@ -89,6 +89,113 @@ const MAX_WORKERS: u32 = 1024;
 /// The most bytes of a header `maxHeaderBytes` may allow.
 const MAX_HEADER_BYTES: u32 = 1024 * 1024;
 
+/// What the value of an option must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+  /// An integer from 1 to `max`.
+  Count { max: u32 },
+  /// `true` or `false`.
+  Flag,
+  /// One of the spellings of [`Routing`].
+  Routing,
+  /// One of the spellings of [`LoadBalancingMethod`].
+  LoadBalancingMethod,
+  /// A non-empty string.
+  Host,
+  /// An HTTP header name (RFC 9110 token).
+  Header,
+  /// A non-empty array of non-empty strings, or one comma-separated string,
+  /// each entry then parsed by `TrustedProxies::parse`.
+  TrustedProxies,
+  /// An unsigned 64-bit integer: a safe-integer number, a bigint, or a decimal string.
+  Seed,
+  /// `true`, `false`, or a first port from 1 to 65535 (`slotPorts`).
+  SlotPorts,
+  /// An IP address (`std::net::IpAddr`'s grammar).
+  IpAddress,
+}
+
+/// Every option `resolveOptions` reads, with the rule its value must follow,
+/// in the order the types list them. `ListenOptions::read` takes each rule
+/// (and what a refusal says is expected) from here, and `optionRules()`
+/// reports it to the portable path, whose copy
+/// (`lib/portable/contract.js`) is generated from it.
+pub const OPTION_RULES: &[(&str, Rule)] = &[
+  ("workers", Rule::Count { max: MAX_WORKERS }),
+  ("host", Rule::Host),
+  ("backlog", Rule::Count { max: MAX_COUNT }),
+  ("seed", Rule::Seed),
+  ("maxPendingPerSlot", Rule::Count { max: MAX_COUNT }),
+  ("maxParked", Rule::Count { max: MAX_COUNT }),
+  ("startupWait", Rule::Count { max: MAX_COUNT }),
+  ("shutdownTimeout", Rule::Count { max: MAX_COUNT }),
+  ("handleSignals", Rule::Flag),
+  ("kernel", Rule::Flag),
+  ("takeover", Rule::Flag),
+  ("routing", Rule::Routing),
+  ("header", Rule::Header),
+  ("trustedProxies", Rule::TrustedProxies),
+  ("ignoreMissingHeader", Rule::Flag),
+  ("headerTimeout", Rule::Count { max: MAX_COUNT }),
+  ("maxHeaderBytes", Rule::Count { max: MAX_HEADER_BYTES }),
+  ("maxPendingHeaders", Rule::Count { max: MAX_COUNT }),
+  ("loadBalancingMethod", Rule::LoadBalancingMethod),
+  ("sessionTtl", Rule::Count { max: MAX_COUNT }),
+  ("maxSessions", Rule::Count { max: MAX_COUNT }),
+  ("slotPorts", Rule::SlotPorts),
+  ("slotHost", Rule::IpAddress),
+];
+
+impl Rule {
+  /// The rule of option `name` (`None` for a name that is no option).
+  pub fn of(name: &str) -> Option<Rule> {
+    OPTION_RULES.iter().find(|(option, _)| *option == name).map(|(_, rule)| *rule)
+  }
+
+  /// What a value that breaks the rule is told it must be.
+  pub fn expected(self) -> Cow<'static, str> {
+    match self {
+      Rule::Count { max } => format!("an integer from 1 to {max}").into(),
+      Rule::Flag => "true or false".into(),
+      Rule::Routing => Routing::expected().into(),
+      Rule::LoadBalancingMethod => LoadBalancingMethod::expected().into(),
+      Rule::Host => "a host name or IP address".into(),
+      Rule::Header => "an HTTP header name such as 'x-forwarded-for', 'x-real-ip' or 'forwarded'".into(),
+      Rule::TrustedProxies => TRUSTED_PROXIES_EXPECTED.into(),
+      Rule::Seed => "an unsigned 64-bit integer (number, bigint or decimal string)".into(),
+      Rule::SlotPorts => "true, false or the first port (an integer from 1 to 65535)".into(),
+      Rule::IpAddress => "an IP address such as '127.0.0.1'".into(),
+    }
+  }
+
+  /// The rule's kind as `optionRules()` names it.
+  pub fn kind(self) -> &'static str {
+    match self {
+      Rule::Count { .. } => "count",
+      Rule::Flag => "flag",
+      Rule::Routing | Rule::LoadBalancingMethod => "one-of",
+      Rule::Host => "host",
+      Rule::Header => "header",
+      Rule::TrustedProxies => "trusted-proxies",
+      Rule::Seed => "seed",
+      Rule::SlotPorts => "slot-ports",
+      Rule::IpAddress => "ip-address",
+    }
+  }
+
+  /// The accepted spellings of a `one-of` rule.
+  pub fn spellings(self) -> Option<Vec<&'static str>> {
+    fn all<T: Spelled>() -> Vec<&'static str> {
+      T::ALL.iter().map(|(_, spelling)| *spelling).collect()
+    }
+    match self {
+      Rule::Routing => Some(all::<Routing>()),
+      Rule::LoadBalancingMethod => Some(all::<LoadBalancingMethod>()),
+      _ => None,
+    }
+  }
+}
+
 /// Options of `sticky.listen(server, port, options)`: every one optional,
 /// its default applied by `resolveOptions`.
 #[napi(object, object_from_js = false, object_to_js = false)]
@@ -321,7 +428,7 @@ impl ListenOptions {
     if slot_host.parse::<std::net::IpAddr>().is_err() {
       return Err(StickyError::InvalidOption {
         name: "slotHost",
-        expected: "an IP address such as '127.0.0.1'".into(),
+        expected: Rule::IpAddress.expected(),
         got: quoted(&slot_host),
       });
     }
@@ -361,14 +468,14 @@ impl ListenOptions {
   fn read(object: &Object<'_>) -> std::result::Result<Self, StickyError> {
     let read = Reader(object);
     Ok(ListenOptions {
-      workers: read.count("workers", MAX_WORKERS)?,
+      workers: read.count("workers")?,
       host: read.host()?,
-      backlog: read.count("backlog", MAX_COUNT)?,
+      backlog: read.count("backlog")?,
       seed: read.seed()?,
-      max_pending_per_slot: read.count("maxPendingPerSlot", MAX_COUNT)?,
-      max_parked: read.count("maxParked", MAX_COUNT)?,
-      startup_wait: read.count("startupWait", MAX_COUNT)?,
-      shutdown_timeout: read.count("shutdownTimeout", MAX_COUNT)?,
+      max_pending_per_slot: read.count("maxPendingPerSlot")?,
+      max_parked: read.count("maxParked")?,
+      startup_wait: read.count("startupWait")?,
+      shutdown_timeout: read.count("shutdownTimeout")?,
       handle_signals: read.flag("handleSignals")?,
       kernel: read.flag("kernel")?,
       takeover: read.flag("takeover")?,
@@ -376,12 +483,12 @@ impl ListenOptions {
       header: read.header()?,
       trusted_proxies: read.trusted_proxies()?,
       ignore_missing_header: read.flag("ignoreMissingHeader")?,
-      header_timeout: read.count("headerTimeout", MAX_COUNT)?,
-      max_header_bytes: read.count("maxHeaderBytes", MAX_HEADER_BYTES)?,
-      max_pending_headers: read.count("maxPendingHeaders", MAX_COUNT)?,
+      header_timeout: read.count("headerTimeout")?,
+      max_header_bytes: read.count("maxHeaderBytes")?,
+      max_pending_headers: read.count("maxPendingHeaders")?,
       load_balancing_method: read.spelled("loadBalancingMethod")?,
-      session_ttl: read.count("sessionTtl", MAX_COUNT)?,
-      max_sessions: read.count("maxSessions", MAX_COUNT)?,
+      session_ttl: read.count("sessionTtl")?,
+      max_sessions: read.count("maxSessions")?,
       slot_ports: read.slot_ports()?,
       slot_host: read.slot_host()?,
     })
@@ -410,6 +517,41 @@ fn read_options(options: Option<Unknown<'_>>) -> std::result::Result<ListenOptio
   ListenOptions::read(&value.coerce_to_object()?)
 }
 
+/// One option's rule, as `optionRules()` reports it.
+#[napi(object)]
+pub struct OptionRule {
+  /// The option's name in the options object.
+  pub name: String,
+  /// `'count'`, `'flag'`, `'one-of'`, `'host'`, `'header'`, `'trusted-proxies'`, `'seed'`, `'slot-ports'` or `'ip-address'`.
+  pub kind: String,
+  /// A `count`'s largest value.
+  pub max: Option<u32>,
+  /// A `one-of`'s spellings.
+  pub values: Option<Vec<String>>,
+  /// What a refusal says the value must be.
+  pub expected: String,
+}
+
+/// Every option `resolveOptions` checks and what its value must be, in the
+/// order the types list them. The portable path (no binding) checks options
+/// against a copy of this list generated into `lib/portable/contract.js`.
+#[napi]
+pub fn option_rules() -> Vec<OptionRule> {
+  OPTION_RULES
+    .iter()
+    .map(|&(name, rule)| OptionRule {
+      name: name.into(),
+      kind: rule.kind().into(),
+      max: match rule {
+        Rule::Count { max } => Some(max),
+        _ => None,
+      },
+      values: rule.spellings().map(|spellings| spellings.into_iter().map(String::from).collect()),
+      expected: rule.expected().into_owned(),
+    })
+    .collect()
+}
+
 /// Reads one option after another from the user's object.
 struct Reader<'a, 'env>(&'a Object<'env>);
 
@@ -423,25 +565,23 @@ impl<'env> Reader<'_, 'env> {
     }
   }
 
-  fn invalid(
-    &self,
-    name: &'static str,
-    expected: impl Into<Cow<'static, str>>,
-    value: &Unknown<'_>,
-  ) -> std::result::Result<StickyError, StickyError> {
-    Ok(StickyError::InvalidOption { name, expected: expected.into(), got: describe(value)? })
+  /// The refusal of `value` for option `name`, saying what its rule expects.
+  fn invalid(&self, name: &'static str, value: &Unknown<'_>) -> std::result::Result<StickyError, StickyError> {
+    let expected = Rule::of(name).map_or(Cow::Borrowed("a valid value"), Rule::expected);
+    Ok(StickyError::InvalidOption { name, expected, got: describe(value)? })
   }
 
-  /// An integer from 1 to `max`.
-  fn count(&self, name: &'static str, max: u32) -> std::result::Result<Option<u32>, StickyError> {
+  /// An integer from 1 to the `max` of the option's rule.
+  fn count(&self, name: &'static str) -> std::result::Result<Option<u32>, StickyError> {
     let Some(value) = self.value(name)? else { return Ok(None) };
-    if value.get_type()? == ValueType::Number {
+    let rule = Rule::of(name);
+    if let (Some(Rule::Count { max }), ValueType::Number) = (rule, value.get_type()?) {
       let number = value.coerce_to_number()?.get_double()?;
       if number.fract() == 0.0 && number >= 1.0 && number <= f64::from(max) {
         return Ok(Some(number as u32));
       }
     }
-    Err(self.invalid(name, format!("an integer from 1 to {max}"), &value)?)
+    Err(self.invalid(name, &value)?)
   }
 
   fn flag(&self, name: &'static str) -> std::result::Result<Option<bool>, StickyError> {
@@ -449,7 +589,7 @@ impl<'env> Reader<'_, 'env> {
     if value.get_type()? == ValueType::Boolean {
       return Ok(Some(value.coerce_to_bool()?));
     }
-    Err(self.invalid(name, "true or false", &value)?)
+    Err(self.invalid(name, &value)?)
   }
 
   fn string(&self, value: &Unknown<'_>) -> std::result::Result<Option<String>, StickyError> {
@@ -463,7 +603,7 @@ impl<'env> Reader<'_, 'env> {
     let Some(value) = self.value(name)? else { return Ok(None) };
     match self.string(&value)?.as_deref().and_then(T::parse) {
       Some(parsed) => Ok(Some(parsed)),
-      None => Err(self.invalid(name, T::expected(), &value)?),
+      None => Err(self.invalid(name, &value)?),
     }
   }
 
@@ -471,7 +611,7 @@ impl<'env> Reader<'_, 'env> {
     let Some(value) = self.value("host")? else { return Ok(None) };
     match self.string(&value)? {
       Some(host) if !host.is_empty() => Ok(Some(host)),
-      _ => Err(self.invalid("host", "a host name or IP address", &value)?),
+      _ => Err(self.invalid("host", &value)?),
     }
   }
 
@@ -489,14 +629,14 @@ impl<'env> Reader<'_, 'env> {
       }
       _ => {}
     }
-    Err(self.invalid("slotPorts", "true, false or the first port (an integer from 1 to 65535)", &value)?)
+    Err(self.invalid("slotPorts", &value)?)
   }
 
   fn slot_host(&self) -> std::result::Result<Option<String>, StickyError> {
     let Some(value) = self.value("slotHost")? else { return Ok(None) };
     match self.string(&value)? {
       Some(host) => Ok(Some(host)),
-      None => Err(self.invalid("slotHost", "an IP address such as '127.0.0.1'", &value)?),
+      None => Err(self.invalid("slotHost", &value)?),
     }
   }
 
@@ -505,11 +645,7 @@ impl<'env> Reader<'_, 'env> {
     let Some(value) = self.value("header")? else { return Ok(None) };
     match self.string(&value)? {
       Some(name) if !name.is_empty() && name.bytes().all(crate::parsers::is_token_byte) => Ok(Some(name)),
-      _ => Err(self.invalid(
-        "header",
-        "an HTTP header name such as 'x-forwarded-for', 'x-real-ip' or 'forwarded'",
-        &value,
-      )?),
+      _ => Err(self.invalid("header", &value)?),
     }
   }
 
@@ -525,7 +661,7 @@ impl<'env> Reader<'_, 'env> {
         let entry: Unknown<'_> = array.get_element(index)?;
         match self.string(&entry)? {
           Some(entry) => entries.push(entry),
-          None => return Err(self.invalid("trustedProxies", TRUSTED_PROXIES_EXPECTED, &value)?),
+          None => return Err(self.invalid("trustedProxies", &value)?),
         }
       }
       Some(entries)
@@ -534,7 +670,7 @@ impl<'env> Reader<'_, 'env> {
     };
     match entries {
       Some(entries) if !entries.is_empty() && entries.iter().all(|entry| !entry.is_empty()) => Ok(Some(entries)),
-      _ => Err(self.invalid("trustedProxies", TRUSTED_PROXIES_EXPECTED, &value)?),
+      _ => Err(self.invalid("trustedProxies", &value)?),
     }
   }
 
@@ -559,7 +695,7 @@ impl<'env> Reader<'_, 'env> {
     };
     match seed {
       Some(seed) => Ok(Some(seed)),
-      None => Err(self.invalid("seed", "an unsigned 64-bit integer (number, bigint or decimal string)", &value)?),
+      None => Err(self.invalid("seed", &value)?),
     }
   }
 }
@@ -745,6 +881,25 @@ mod tests {
     assert_eq!(Routing::expected(), "one of 'ip', 'header', 'proxy-protocol', 'sid'");
     assert_eq!(LoadBalancingMethod::expected(), "one of 'least-connection', 'round-robin', 'random'");
     assert_eq!(Routing::parse("IP"), None);
+  }
+
+  #[test]
+  fn each_option_has_one_rule_and_refusals_say_what_it_expects() {
+    let mut names: Vec<&str> = OPTION_RULES.iter().map(|(name, _)| *name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), OPTION_RULES.len());
+    assert_eq!(Rule::of("workers"), Some(Rule::Count { max: 1024 }));
+    assert_eq!(Rule::of("maxHeaderBytes").map(Rule::expected).as_deref(), Some("an integer from 1 to 1048576"));
+    assert_eq!(
+      Rule::of("routing").map(Rule::expected).as_deref(),
+      Some("one of 'ip', 'header', 'proxy-protocol', 'sid'")
+    );
+    assert_eq!(Rule::of("nope"), None);
+    let rules = option_rules();
+    assert_eq!(rules.len(), OPTION_RULES.len());
+    let balance = rules.iter().find(|rule| rule.name == "loadBalancingMethod").unwrap();
+    assert_eq!((balance.kind.as_str(), balance.values.clone().unwrap().len()), ("one-of", 3));
   }
 
   #[test]

@@ -34,6 +34,21 @@ pub struct BalancerEvent {
   pub fatal: Option<bool>,
 }
 
+/// The router the options describe, hashing with `seed`: the accept loop's,
+/// and `routeDecision`'s (src/binding/contract.rs).
+pub(super) fn router_for(options: &ResolvedOptions, seed: u64) -> Result<Router> {
+  let mode = match options.routing {
+    Routing::Ip => RoutingMode::Ip,
+    Routing::ProxyProtocol => RoutingMode::ProxyProtocol,
+    Routing::Sid => RoutingMode::Sid,
+    Routing::Header if options.header == "forwarded" => RoutingMode::Header(ForwardingHeader::Forwarded),
+    Routing::Header => RoutingMode::Header(ForwardingHeader::AddressList(options.header.clone())),
+  };
+  let trusted_entries: Vec<&str> = options.trusted_proxies.iter().map(String::as_str).collect();
+  let trusted = TrustedProxies::parse(&trusted_entries).map_err(StickyError::from)?;
+  Ok(Router::new(mode, trusted, options.ignore_missing_header, Rendezvous::new(seed)))
+}
+
 #[napi]
 pub struct Balancer {
   handle: PrimaryHandle,
@@ -75,15 +90,8 @@ impl Balancer {
       None => bind_listener(host, port, backlog, host_is_default, ipv6_only).map_err(StickyError::Listen)?,
     };
     let listener_fd = listener.as_raw_fd();
-    let mode = match options.routing {
-      Routing::Ip => RoutingMode::Ip,
-      Routing::ProxyProtocol => RoutingMode::ProxyProtocol,
-      Routing::Sid => RoutingMode::Sid,
-      Routing::Header if options.header == "forwarded" => RoutingMode::Header(ForwardingHeader::Forwarded),
-      Routing::Header => RoutingMode::Header(ForwardingHeader::AddressList(options.header.clone())),
-    };
-    let trusted_entries: Vec<&str> = options.trusted_proxies.iter().map(String::as_str).collect();
-    let trusted = TrustedProxies::parse(&trusted_entries).map_err(StickyError::from)?;
+    let router = router_for(&options, seed)?;
+    let mode = router.mode().clone();
     let balance = match options.load_balancing_method {
       LoadBalancingMethod::LeastConnection => NewSessionBalance::LeastConnection,
       LoadBalancingMethod::RoundRobin => NewSessionBalance::RoundRobin,
@@ -100,10 +108,9 @@ impl Balancer {
         table
       }
     });
-    let hrw = Rendezvous::new(seed);
     let config = PrimaryConfig {
       slots,
-      router: Router::new(mode, trusted, options.ignore_missing_header, hrw),
+      router,
       header: HeaderLimits {
         timeout: Duration::from_millis(u64::from(options.header_timeout)),
         max_bytes: options.max_header_bytes.max(64) as usize,

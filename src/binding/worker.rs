@@ -43,6 +43,20 @@ pub struct WorkerChannel {
   poll: Option<LoopPoll>,
 }
 
+/// Closes a descriptor this process holds as a bare number: a worker's end
+/// of a channel once it is forked, a connection a worker cannot adopt. Node's
+/// `fs.closeSync` does this too; Deno's `fs` closes only what it opened
+/// (EBADF otherwise). Returns false when `fd` was not open.
+#[napi]
+pub fn close_descriptor(fd: i32) -> bool {
+  if fd < 3 {
+    return false;
+  }
+  // Not through OwnedFd: `fd` may already be closed (then close reports
+  // EBADF, and nothing else happens).
+  nix::unistd::close(fd).is_ok()
+}
+
 /// Takes ownership of the channel fd the primary placed in this worker: checks
 /// that it is one, and makes it close-on-exec so this worker's own children
 /// never inherit it.

@@ -347,6 +347,34 @@ mod tests {
     assert_eq!(decode_reply(&[PROTOCOL_VERSION, KIND_SESSION_OPENED, 0, 0]), Err(WireError::SessionId { len: 0 }));
   }
 
+  /// The bytes each record is on the wire, field by field: the codec may
+  /// change, the format may not (a primary and its workers of one build
+  /// agree anyway; this pins what `PROTOCOL_VERSION` 2 means).
+  #[test]
+  fn every_record_keeps_its_pinned_bytes() {
+    let v = 2;
+    assert_eq!(PROTOCOL_VERSION, v);
+    assert_eq!(encode_setup(Setup::Lifeline), [v, 0x02, 0, 0]);
+    assert_eq!(encode_setup(Setup::Channel), [v, 0x03, 0, 0]);
+    let mut record = Vec::new();
+    encode_handoff(&Handoff { seq: 0x0102_0304_0506_0708, client: None }, &mut record);
+    let mut expected = vec![v, 0x01, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0];
+    expected.resize(HANDOFF_LEN, 0);
+    assert_eq!(record, expected);
+    encode_handoff(&Handoff { seq: 2, client: Some("192.0.2.7:8080".parse().unwrap()) }, &mut record);
+    let mut expected = vec![v, 0x01, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0x90, 0x1f, 192, 0, 2, 7];
+    expected.resize(HANDOFF_LEN, 0);
+    assert_eq!(record, expected);
+    encode_handoff(&Handoff { seq: u64::MAX, client: Some("[2001:db8::1:2]:443".parse().unwrap()) }, &mut record);
+    let mut expected = vec![v, 0x01, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 6, 0, 0xbb, 0x01];
+    expected.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2]);
+    expected.resize(HANDOFF_LEN, 0);
+    assert_eq!(record, expected);
+    assert_eq!(encode_reply(Reply::Hello { pid: 0x0102_0304 }), [v, 0x10, 0, 0, 4, 3, 2, 1]);
+    assert_eq!(encode_reply(Reply::SessionOpened { sid: b"abc" }), [v, 0x12, 0, 0, b'a', b'b', b'c']);
+    assert_eq!(encode_reply(Reply::SessionClosed { sid: b"abc" }), [v, 0x13, 0, 0, b'a', b'b', b'c']);
+  }
+
   fn any_socket_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
       (any::<u32>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),

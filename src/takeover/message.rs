@@ -235,6 +235,32 @@ mod tests {
     assert_eq!(decode(&record), Err(MessageError::Mode { mode: 7 }));
   }
 
+  /// The bytes each record is on the wire, field by field: a new primary
+  /// takes over from one of an earlier build only while these hold.
+  #[test]
+  fn every_record_keeps_its_pinned_bytes() {
+    let header = |kind: u8| [b'S', b'T', b'K', b'O', 1, kind];
+    let offer = Offer {
+      mode: ListenMode::AcceptLoop,
+      sockets: 1,
+      workers: 0x0102,
+      seed: 0x1122_3344_5566_7788,
+      pid: 0x0a0b_0c0d,
+    };
+    let mut expected = header(1).to_vec();
+    expected
+      .extend_from_slice(&[1, 0, 1, 0, 2, 1, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x0d, 0x0c, 0x0b, 0x0a]);
+    assert_eq!(encode(&Message::Offer(offer)), expected);
+    let offer = Offer { mode: ListenMode::Kernel, sockets: 4, workers: 4, seed: 7, pid: 99 };
+    let mut expected = header(1).to_vec();
+    expected.extend_from_slice(&[2, 0, 4, 0, 4, 0, 7, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0]);
+    assert_eq!(encode(&Message::Offer(offer)), expected);
+    assert_eq!(encode(&Message::Socket { index: 0x0203 }), [&header(2)[..], &[3, 2]].concat());
+    assert_eq!(encode(&Message::Ready { pid: 0x0102_0304 }), [&header(3)[..], &[4, 3, 2, 1]].concat());
+    assert_eq!(encode(&Message::Released { pid: 0x0102_0304 }), [&header(4)[..], &[4, 3, 2, 1]].concat());
+    assert_eq!(encode(&Message::Busy { pid: 0x0102_0304 }), [&header(5)[..], &[4, 3, 2, 1]].concat());
+  }
+
   fn any_message() -> impl Strategy<Value = Message> {
     let mode = prop_oneof![Just(ListenMode::AcceptLoop), Just(ListenMode::Kernel)];
     prop_oneof![

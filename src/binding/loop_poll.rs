@@ -18,7 +18,7 @@ use napi::sys;
 use crate::wire;
 use crate::worker::{ChannelState, Delivered, Receiver, MAX_DELIVERY};
 
-use super::worker::{to_js_connection, Connection};
+use super::received::Connection;
 
 /// `uv_handle_type` of a poll handle, and the readable event (libuv 1.x ABI).
 const UV_POLL: c_int = 8;
@@ -217,7 +217,7 @@ unsafe fn deliver(state: &mut Poll, batch: Vec<Delivered>, primary_closed: bool)
   if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
     return;
   }
-  let connections: Vec<Connection> = batch.into_iter().map(to_js_connection).collect();
+  let connections: Vec<Connection> = batch.into_iter().map(Connection::from).collect();
   let fds: Vec<i32> = connections.iter().map(|connection| connection.fd).collect();
   let mut callback = ptr::null_mut();
   let mut receiver = ptr::null_mut();

@@ -13,6 +13,9 @@
 
 // Every `unsafe` block says why it is sound (`// SAFETY:`); CI denies warnings.
 #![warn(clippy::undocumented_unsafe_blocks)]
+// An `unsafe fn` says what its callers must hold (`# Safety`), and its body
+// still puts each unsafe operation in a block of its own with its reason.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod address;
 pub mod channel;

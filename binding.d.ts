@@ -268,7 +268,7 @@ export declare function claimListeningFd(fd: number): ListeningSocketHold
  */
 export declare function connectChannel(name: string, primary: number): WorkerChannel | null
 
-/** One connection for `index.js` to wrap in a `net.Socket`. */
+/** One connection for `lib/worker.js` to wrap in a `net.Socket`. */
 export interface Connection {
   fd: number
   remoteAddress?: string

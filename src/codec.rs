@@ -14,9 +14,8 @@
 //!   checks a record's length before it reads the header, and a [`Fields`]
 //!   exists only for a record at least as long as the [`Layout`] it was
 //!   checked against, so reads inside that layout cannot fail. (A read past
-//!   its own layout is a bug in the format's module, not in the peer: each
-//!   format's tests decode every kind at exactly its shortest length, where
-//!   such a read would panic.)
+//!   its own layout is a bug in the format's module, not in the peer: a
+//!   `debug_assert!` catches it in the tests, which decode every kind.)
 //! - **One order of refusals for every format:** shorter than the header,
 //!   then the magic, then the version, then the kind, then shorter than the
 //!   kind's layout. A peer of another build is told so before anything is
@@ -106,7 +105,7 @@ impl Format {
     if record.len() < layout.len {
       return Err(RecordError::TooShort { kind: layout.name, len: record.len(), expected: layout.len });
     }
-    Ok(Fields { record })
+    Ok(Fields { record, layout_len: layout.len })
   }
 
   /// The fields of `record`, once it is a record of `kind` at least
@@ -173,10 +172,14 @@ impl Writer<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct Fields<'a> {
   record: &'a [u8],
+  /// What was checked: a read past it is the format module's bug, caught
+  /// in its tests even where the record happens to be longer.
+  layout_len: usize,
 }
 
 impl<'a> Fields<'a> {
   pub fn u8(&self, at: usize) -> u8 {
+    debug_assert!(at < self.layout_len, "byte {at} is past the layout's {} bytes", self.layout_len);
     self.record[at]
   }
 
@@ -194,6 +197,7 @@ impl<'a> Fields<'a> {
 
   /// The `N` bytes at `at`.
   pub fn array<const N: usize>(&self, at: usize) -> [u8; N] {
+    debug_assert!(at + N <= self.layout_len, "bytes {at}..{} are past the layout's {} bytes", at + N, self.layout_len);
     let mut bytes = [0u8; N];
     bytes.copy_from_slice(&self.record[at..at + N]);
     bytes
@@ -201,6 +205,7 @@ impl<'a> Fields<'a> {
 
   /// The bytes from `at` to the end of the record: a variable-length field.
   pub fn tail(&self, at: usize) -> &'a [u8] {
+    debug_assert!(at <= self.layout_len, "a tail from {at} starts past the layout's {} bytes", self.layout_len);
     &self.record[at..]
   }
 }
@@ -260,6 +265,15 @@ mod tests {
     PLAIN.begin(1, &mut out).u8(5).zeros_to(6);
     PLAIN.begin(1, &mut out).u32(u32::MAX).zeros_to(6);
     assert_eq!(out, [3, 1, 5, 0, 0, 0, 3, 1, 0xff, 0xff, 0xff, 0xff]);
+  }
+
+  #[test]
+  #[cfg(debug_assertions)]
+  #[should_panic(expected = "past the layout")]
+  fn a_read_past_the_layout_is_caught_even_in_a_longer_record() {
+    let record = [b'M', b'G', b'C', 1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let fields = MAGIC.expect(&record, 9, PAIR).unwrap();
+    fields.u32(PAIR.len - 2);
   }
 
   fn any_format() -> impl Strategy<Value = Format> {

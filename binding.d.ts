@@ -337,7 +337,7 @@ export declare function closeDescriptor(fd: number): boolean
  */
 export declare function connectChannel(name: string, primary: number): WorkerChannel | null
 
-/** One connection for `index.js` to wrap in a `net.Socket`. */
+/** One connection for `lib/worker.js` to wrap in a `net.Socket`. */
 export interface Connection {
   fd: number
   remoteAddress?: string

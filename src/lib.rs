@@ -1,7 +1,8 @@
 //! sticky-session-rs: sticky load balancing for Node.js cluster.
 //!
 //! Pure modules (no I/O): `address`, `hrw` (rendezvous hashing, the live
-//! `Selection`), `wire`, `parsers` (PROXY v1/v2, HTTP request head, forwarding
+//! `Selection`), `codec` (the record codec) and `wire` (the hand-off records),
+//! `parsers` (PROXY v1/v2, HTTP request head, forwarding
 //! headers, trusted proxies), `routing` (what identifies a client), `sessions`
 //! (engine.io session owners), `primary::ledger` (where every connection is
 //! until a worker has it), `relief` (when a kernel-steered worker takes its
@@ -16,9 +17,13 @@
 
 // Every `unsafe` block says why it is sound (`// SAFETY:`); CI denies warnings.
 #![warn(clippy::undocumented_unsafe_blocks)]
+// An `unsafe fn` says what its callers must hold (`# Safety`), and its body
+// still puts each unsafe operation in a block of its own with its reason.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod address;
 pub mod channel;
+pub mod codec;
 pub mod hrw;
 pub mod netstat;
 pub mod parsers;

@@ -13,16 +13,22 @@
 //! read is still queued on its end, where the primary, which keeps a
 //! reference to that end, reads it back.
 //!
-//! All integers are little-endian. Byte 0 is the protocol version, so a
-//! primary and a worker from different builds refuse each other clearly.
+//! Records are written and read with [`crate::codec`]: byte 0 is the
+//! protocol version, so a primary and a worker from different builds refuse
+//! each other clearly, byte 1 the kind; all integers are little-endian.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::codec::{Format, Layout, RecordError};
+
 pub const PROTOCOL_VERSION: u8 = 2;
 
-/// Every handoff entry is exactly this long. (A PROXY header the primary
-/// consumed is dropped, not forwarded: the connection's remaining bytes stay
-/// in the kernel for the worker.)
+/// Every handoff entry is exactly this long: version, kind, 2 reserved
+/// bytes, the sequence number (`u64` at 4), the client's address family (12),
+/// a reserved byte, its port (`u16` at 14) and its address (at 16: 4 or 16
+/// bytes), then zeros. (A PROXY header the primary consumed is dropped, not
+/// forwarded: the connection's remaining bytes stay in the kernel for the
+/// worker.)
 pub const HANDOFF_LEN: usize = 48;
 /// The most connections one handoff record carries: the kernel's limit of
 /// descriptors in one message (`SCM_MAX_FD`).
@@ -50,14 +56,25 @@ const FAMILY_NONE: u8 = 0;
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
+/// The format of every record on a channel: no magic (both ends are one
+/// build's primary and workers, on a socketpair), byte 0 the version.
+pub const FORMAT: Format = Format {
+  name: "channel",
+  magic: b"",
+  version: PROTOCOL_VERSION,
+  advice: "the primary and the workers must load the same sticky-session-rs build",
+};
+const HANDOFF: Layout = FORMAT.layout("handoff", HANDOFF_LEN);
+/// A handoff entry up to its sequence number: all a peek needs.
+const HANDOFF_HEAD: Layout = FORMAT.layout("handoff", 12);
+const SETUP: Layout = FORMAT.layout("setup", SETUP_LEN);
+const HELLO: Layout = FORMAT.layout("hello", HELLO_LEN);
+const SESSION: Layout = FORMAT.layout("session", SESSION_HEADER_LEN);
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
-  #[error("record of {len} bytes is too short for a {kind} record ({expected} bytes)")]
-  TooShort { kind: &'static str, len: usize, expected: usize },
-  #[error("record speaks protocol version {found}, this build speaks {PROTOCOL_VERSION}: the primary and the workers must load the same sticky-session-rs build")]
-  Version { found: u8 },
-  #[error("unknown record kind {kind:#04x}")]
-  UnknownKind { kind: u8 },
+  #[error(transparent)]
+  Record(#[from] RecordError),
   #[error("address family byte {family} is not 0, 4 or 6")]
   Family { family: u8 },
   #[error("session id of {len} bytes is empty or longer than {MAX_SESSION_ID_LEN}")]
@@ -115,17 +132,21 @@ pub fn encode_setup(setup: Setup) -> [u8; SETUP_LEN] {
     Setup::Lifeline => KIND_LIFELINE,
     Setup::Channel => KIND_CHANNEL,
   };
-  [PROTOCOL_VERSION, kind, 0, 0]
+  let mut out = Vec::with_capacity(SETUP_LEN);
+  FORMAT.begin(kind, &mut out).zeros_to(SETUP_LEN);
+  let mut record = [0u8; SETUP_LEN];
+  record.copy_from_slice(&out);
+  record
 }
 
 pub fn decode_setup(record: &[u8]) -> Result<Setup, WireError> {
-  let kind = record.get(1).copied().unwrap_or(0);
-  check_header(record, "setup", SETUP_LEN, kind)?;
-  match kind {
-    KIND_LIFELINE => Ok(Setup::Lifeline),
-    KIND_CHANNEL => Ok(Setup::Channel),
-    kind => Err(WireError::UnknownKind { kind }),
-  }
+  let setup = match FORMAT.kind_of(record)? {
+    KIND_LIFELINE => Setup::Lifeline,
+    KIND_CHANNEL => Setup::Channel,
+    kind => return Err(FORMAT.unknown_kind(kind).into()),
+  };
+  FORMAT.fields(record, SETUP)?;
+  Ok(setup)
 }
 
 /// Encodes a record of one entry into `out`.
@@ -137,25 +158,14 @@ pub fn encode_handoff(handoff: &Handoff, out: &mut Vec<u8>) {
 /// Appends one entry to a handoff record being built in `out` (cleared by the
 /// caller for a new record).
 pub fn append_handoff(handoff: &Handoff, out: &mut Vec<u8>) {
-  let start = out.len();
-  out.resize(start + HANDOFF_LEN, 0);
-  let entry = &mut out[start..];
-  entry[0] = PROTOCOL_VERSION;
-  entry[1] = KIND_HANDOFF;
-  entry[4..12].copy_from_slice(&handoff.seq.to_le_bytes());
+  let mut entry = FORMAT.begin(KIND_HANDOFF, out);
+  entry.zeros(2).u64(handoff.seq);
   match handoff.client {
-    None => entry[12] = FAMILY_NONE,
-    Some(SocketAddr::V4(v4)) => {
-      entry[12] = FAMILY_V4;
-      entry[14..16].copy_from_slice(&v4.port().to_le_bytes());
-      entry[16..20].copy_from_slice(&v4.ip().octets());
-    }
-    Some(SocketAddr::V6(v6)) => {
-      entry[12] = FAMILY_V6;
-      entry[14..16].copy_from_slice(&v6.port().to_le_bytes());
-      entry[16..32].copy_from_slice(&v6.ip().octets());
-    }
-  }
+    None => entry.u8(FAMILY_NONE),
+    Some(SocketAddr::V4(v4)) => entry.u8(FAMILY_V4).zeros(1).u16(v4.port()).bytes(&v4.ip().octets()),
+    Some(SocketAddr::V6(v6)) => entry.u8(FAMILY_V6).zeros(1).u16(v6.port()).bytes(&v6.ip().octets()),
+  };
+  entry.zeros_to(HANDOFF_LEN);
 }
 
 /// The entries of a handoff record, in order (the record is checked whole
@@ -174,81 +184,53 @@ pub fn decode_handoffs(record: &[u8]) -> Result<Vec<Handoff>, WireError> {
 /// The first entry's sequence number, from the head of a record (a peek):
 /// `None` unless it is a handoff record of this version.
 pub fn first_seq(head: &[u8]) -> Option<u64> {
-  check_header(head, "handoff", 12, KIND_HANDOFF).ok()?;
-  Some(u64::from_le_bytes(array_at(head, 4)))
+  Some(FORMAT.expect(head, KIND_HANDOFF, HANDOFF_HEAD).ok()?.u64(4))
 }
 
 /// One handoff entry (a record of exactly one entry).
 pub fn decode_handoff(record: &[u8]) -> Result<Handoff, WireError> {
-  check_header(record, "handoff", HANDOFF_LEN, KIND_HANDOFF)?;
+  let fields = FORMAT.expect(record, KIND_HANDOFF, HANDOFF)?;
   if record.len() != HANDOFF_LEN {
     return Err(WireError::HandoffLength { len: record.len() });
   }
-  let seq = u64::from_le_bytes(array_at(record, 4));
-  let port = u16::from_le_bytes(array_at(record, 14));
-  let client = match record[12] {
+  let seq = fields.u64(4);
+  let port = fields.u16(14);
+  let client = match fields.u8(12) {
     FAMILY_NONE => None,
-    FAMILY_V4 => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(array_at::<4>(record, 16))), port)),
-    FAMILY_V6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(array_at::<16>(record, 16))), port)),
+    FAMILY_V4 => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(fields.array::<4>(16))), port)),
+    FAMILY_V6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(fields.array::<16>(16))), port)),
     family => return Err(WireError::Family { family }),
   };
   Ok(Handoff { seq, client })
 }
 
 pub fn encode_reply(reply: Reply<'_>) -> Vec<u8> {
+  let mut out = Vec::with_capacity(MAX_REPLY_LEN);
   match reply {
     Reply::SessionOpened { sid } | Reply::SessionClosed { sid } => {
       debug_assert!(!sid.is_empty() && sid.len() <= MAX_SESSION_ID_LEN);
       let kind = if matches!(reply, Reply::SessionOpened { .. }) { KIND_SESSION_OPENED } else { KIND_SESSION_CLOSED };
-      let mut out = vec![PROTOCOL_VERSION, kind, 0, 0];
-      out.extend_from_slice(sid);
-      out
+      FORMAT.begin(kind, &mut out).zeros(2).bytes(sid);
     }
     Reply::Hello { pid } => {
-      let mut out = vec![PROTOCOL_VERSION, KIND_HELLO, 0, 0];
-      out.extend_from_slice(&pid.to_le_bytes());
-      out
+      FORMAT.begin(KIND_HELLO, &mut out).zeros(2).u32(pid);
     }
   }
+  out
 }
 
 pub fn decode_reply(record: &[u8]) -> Result<Reply<'_>, WireError> {
-  match record.get(1) {
-    Some(&kind @ (KIND_SESSION_OPENED | KIND_SESSION_CLOSED)) => {
-      check_header(record, "session", SESSION_HEADER_LEN, kind)?;
-      let sid = &record[SESSION_HEADER_LEN..];
+  match FORMAT.kind_of(record)? {
+    kind @ (KIND_SESSION_OPENED | KIND_SESSION_CLOSED) => {
+      let sid = FORMAT.fields(record, SESSION)?.tail(SESSION_HEADER_LEN);
       if sid.is_empty() || sid.len() > MAX_SESSION_ID_LEN {
         return Err(WireError::SessionId { len: sid.len() });
       }
       Ok(if kind == KIND_SESSION_OPENED { Reply::SessionOpened { sid } } else { Reply::SessionClosed { sid } })
     }
-    Some(&KIND_HELLO) => {
-      check_header(record, "hello", HELLO_LEN, KIND_HELLO)?;
-      Ok(Reply::Hello { pid: u32::from_le_bytes(array_at(record, 4)) })
-    }
-    Some(&kind) => Err(WireError::UnknownKind { kind }),
-    None => Err(WireError::TooShort { kind: "reply", len: record.len(), expected: 2 }),
+    KIND_HELLO => Ok(Reply::Hello { pid: FORMAT.fields(record, HELLO)?.u32(4) }),
+    kind => Err(FORMAT.unknown_kind(kind).into()),
   }
-}
-
-fn check_header(record: &[u8], kind: &'static str, expected: usize, kind_byte: u8) -> Result<(), WireError> {
-  if record.len() < expected {
-    return Err(WireError::TooShort { kind, len: record.len(), expected });
-  }
-  if record[0] != PROTOCOL_VERSION {
-    return Err(WireError::Version { found: record[0] });
-  }
-  if record[1] != kind_byte {
-    return Err(WireError::UnknownKind { kind: record[1] });
-  }
-  Ok(())
-}
-
-/// `N` bytes at `at`; callers have checked the length.
-fn array_at<const N: usize>(record: &[u8], at: usize) -> [u8; N] {
-  let mut out = [0u8; N];
-  out.copy_from_slice(&record[at..at + N]);
-  out
 }
 
 #[cfg(test)]
@@ -284,6 +266,8 @@ mod tests {
     }
     assert_eq!(record.len(), MAX_HANDOFF_RECORD_LEN);
     assert_eq!(first_seq(&record[..16]), Some(1));
+    assert_eq!(first_seq(&record[..12]), Some(1));
+    assert_eq!(first_seq(&record[..11]), None);
     assert_eq!(decode_handoffs(&record), Ok(handoffs));
   }
 
@@ -301,7 +285,7 @@ mod tests {
     append_handoff(&Handoff { seq: 1, client: None }, &mut bad_second);
     append_handoff(&Handoff { seq: 2, client: None }, &mut bad_second);
     bad_second[HANDOFF_LEN] = 9;
-    assert_eq!(decode_handoffs(&bad_second), Err(WireError::Version { found: 9 }));
+    assert!(matches!(decode_handoffs(&bad_second), Err(WireError::Record(RecordError::Version { found: 9, .. }))));
   }
 
   #[test]
@@ -313,9 +297,12 @@ mod tests {
     }
     assert_eq!(
       decode_setup(&[PROTOCOL_VERSION, KIND_HANDOFF, 0, 0]),
-      Err(WireError::UnknownKind { kind: KIND_HANDOFF })
+      Err(WireError::Record(RecordError::UnknownKind { format: "channel", kind: KIND_HANDOFF }))
     );
-    assert_eq!(decode_setup(&[9, KIND_LIFELINE, 0, 0]), Err(WireError::Version { found: 9 }));
+    assert!(matches!(
+      decode_setup(&[9, KIND_LIFELINE, 0, 0]),
+      Err(WireError::Record(RecordError::Version { found: 9, .. }))
+    ));
   }
 
   #[test]
@@ -334,17 +321,60 @@ mod tests {
     let mut record = encode_reply(Reply::Hello { pid: 1 });
     record[0] = 9;
     let error = decode_reply(&record).unwrap_err();
-    assert_eq!(error, WireError::Version { found: 9 });
+    assert!(matches!(error, WireError::Record(RecordError::Version { found: 9, .. })));
     assert!(error.to_string().contains("same sticky-session-rs build"));
+  }
+
+  #[test]
+  fn a_short_record_of_another_version_is_refused_for_its_version() {
+    // What a primary of another build would send if a new version had
+    // shortened the hello: the peer hears about the version, not the length.
+    let error = decode_reply(&[1, KIND_HELLO, 0, 0]).unwrap_err();
+    assert!(matches!(error, WireError::Record(RecordError::Version { found: 1, speaks: PROTOCOL_VERSION, .. })));
+    assert_eq!(
+      decode_setup(&[]),
+      Err(WireError::Record(RecordError::TooShort { kind: "channel", len: 0, expected: 2 }))
+    );
   }
 
   #[test]
   fn truncated_records_are_refused() {
     let record = encode_reply(Reply::Hello { pid: 1 });
-    assert!(matches!(decode_reply(&record[..5]), Err(WireError::TooShort { .. })));
-    assert!(matches!(decode_handoff(&[PROTOCOL_VERSION, KIND_HANDOFF]), Err(WireError::TooShort { .. })));
+    assert!(matches!(decode_reply(&record[..5]), Err(WireError::Record(RecordError::TooShort { .. }))));
+    assert!(matches!(
+      decode_handoff(&[PROTOCOL_VERSION, KIND_HANDOFF]),
+      Err(WireError::Record(RecordError::TooShort { .. }))
+    ));
     assert!(decode_reply(&[]).is_err());
     assert_eq!(decode_reply(&[PROTOCOL_VERSION, KIND_SESSION_OPENED, 0, 0]), Err(WireError::SessionId { len: 0 }));
+  }
+
+  /// The bytes each record is on the wire, field by field: the codec may
+  /// change, the format may not (a primary and its workers of one build
+  /// agree anyway; this pins what `PROTOCOL_VERSION` 2 means).
+  #[test]
+  fn every_record_keeps_its_pinned_bytes() {
+    let v = 2;
+    assert_eq!(PROTOCOL_VERSION, v);
+    assert_eq!(encode_setup(Setup::Lifeline), [v, 0x02, 0, 0]);
+    assert_eq!(encode_setup(Setup::Channel), [v, 0x03, 0, 0]);
+    let mut record = Vec::new();
+    encode_handoff(&Handoff { seq: 0x0102_0304_0506_0708, client: None }, &mut record);
+    let mut expected = vec![v, 0x01, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0];
+    expected.resize(HANDOFF_LEN, 0);
+    assert_eq!(record, expected);
+    encode_handoff(&Handoff { seq: 2, client: Some("192.0.2.7:8080".parse().unwrap()) }, &mut record);
+    let mut expected = vec![v, 0x01, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0x90, 0x1f, 192, 0, 2, 7];
+    expected.resize(HANDOFF_LEN, 0);
+    assert_eq!(record, expected);
+    encode_handoff(&Handoff { seq: u64::MAX, client: Some("[2001:db8::1:2]:443".parse().unwrap()) }, &mut record);
+    let mut expected = vec![v, 0x01, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 6, 0, 0xbb, 0x01];
+    expected.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2]);
+    expected.resize(HANDOFF_LEN, 0);
+    assert_eq!(record, expected);
+    assert_eq!(encode_reply(Reply::Hello { pid: 0x0102_0304 }), [v, 0x10, 0, 0, 4, 3, 2, 1]);
+    assert_eq!(encode_reply(Reply::SessionOpened { sid: b"abc" }), [v, 0x12, 0, 0, b'a', b'b', b'c']);
+    assert_eq!(encode_reply(Reply::SessionClosed { sid: b"abc" }), [v, 0x13, 0, 0, b'a', b'b', b'c']);
   }
 
   fn any_socket_addr() -> impl Strategy<Value = SocketAddr> {

@@ -20,6 +20,7 @@ pub mod pick_client;
 pub mod proxy_header;
 pub mod request_head;
 pub mod request_line_sid;
+pub mod takeover;
 pub mod trusted_proxies;
 pub mod wire;
 pub mod x_forwarded_for;

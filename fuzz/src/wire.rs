@@ -3,18 +3,19 @@
 //!
 //! Invariants: encoding then decoding gives back the record (round trip,
 //! also for a record of several handoffs); for any bytes the decoders return
-//! exactly what the record layout in `wire.rs` prescribes (length checked
-//! first, then version, then kind, then (handoffs) the exact length, then
-//! family or session id; a record of several handoffs is whole entries, at
+//! exactly what the record layout in `wire.rs` prescribes (the refusal order
+//! of `codec.rs`: the 2-byte header, then version, then kind, then the
+//! kind's length; then (handoffs) the exact length, then family or session id; a record of several handoffs is whole entries, at
 //! most `MAX_BATCH`, each valid); re-encoding a decoded record reproduces
 //! its meaningful bytes (reserved bytes zeroed).
 
 use crate::{addresses, below, broken, bytes, escape, one_in, pick, range, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use sticky_session_rs::codec::RecordError;
 use sticky_session_rs::wire::{
   append_handoff, decode_handoff, decode_handoffs, decode_reply, decode_setup, encode_handoff, encode_reply,
-  encode_setup, first_seq, Handoff, Reply, Setup, WireError, HANDOFF_LEN, MAX_BATCH, MAX_HANDOFF_RECORD_LEN,
+  encode_setup, first_seq, Handoff, Reply, Setup, WireError, FORMAT, HANDOFF_LEN, MAX_BATCH, MAX_HANDOFF_RECORD_LEN,
   MAX_SESSION_ID_LEN, PROTOCOL_VERSION, SETUP_LEN,
 };
 
@@ -151,16 +152,34 @@ pub fn check(input: &Input) {
   }
 }
 
-/// The decoder as the record layout prescribes it.
-fn model_handoff(record: &[u8]) -> Result<Handoff, WireError> {
-  if record.len() < HANDOFF_LEN {
-    return Err(WireError::TooShort { kind: "handoff", len: record.len(), expected: HANDOFF_LEN });
+/// Every record's header: at least 2 bytes, this version; its kind.
+fn model_kind(record: &[u8]) -> Result<u8, WireError> {
+  if record.len() < 2 {
+    return Err(RecordError::TooShort { kind: "channel", len: record.len(), expected: 2 }.into());
   }
   if record[0] != PROTOCOL_VERSION {
-    return Err(WireError::Version { found: record[0] });
+    let (format, advice) = (FORMAT.name, FORMAT.advice);
+    return Err(RecordError::Version { format, found: record[0], speaks: PROTOCOL_VERSION, advice }.into());
   }
-  if record[1] != 1 {
-    return Err(WireError::UnknownKind { kind: record[1] });
+  Ok(record[1])
+}
+
+fn model_length(record: &[u8], kind: &'static str, expected: usize) -> Result<(), WireError> {
+  if record.len() < expected {
+    return Err(RecordError::TooShort { kind, len: record.len(), expected }.into());
+  }
+  Ok(())
+}
+
+fn unknown_kind(kind: u8) -> WireError {
+  RecordError::UnknownKind { format: "channel", kind }.into()
+}
+
+/// The decoder as the record layout prescribes it.
+fn model_handoff(record: &[u8]) -> Result<Handoff, WireError> {
+  match model_kind(record)? {
+    1 => model_length(record, "handoff", HANDOFF_LEN)?,
+    kind => return Err(unknown_kind(kind)),
   }
   if record.len() != HANDOFF_LEN {
     return Err(WireError::HandoffLength { len: record.len() });
@@ -205,17 +224,14 @@ fn check_handoffs(record: &[u8]) -> Result<Vec<Handoff>, WireError> {
 /// with the reserved ones zeroed.
 fn check_setup(record: &[u8]) {
   let got = decode_setup(record);
-  let expected = if record.len() < SETUP_LEN {
-    Err(WireError::TooShort { kind: "setup", len: record.len(), expected: SETUP_LEN })
-  } else if record[0] != PROTOCOL_VERSION {
-    Err(WireError::Version { found: record[0] })
-  } else {
-    match record[1] {
-      2 => Ok(Setup::Lifeline),
-      3 => Ok(Setup::Channel),
-      kind => Err(WireError::UnknownKind { kind }),
-    }
-  };
+  let expected = model_kind(record).and_then(|kind| {
+    let setup = match kind {
+      2 => Setup::Lifeline,
+      3 => Setup::Channel,
+      kind => return Err(unknown_kind(kind)),
+    };
+    model_length(record, "setup", SETUP_LEN).map(|()| setup)
+  });
   if got != expected {
     broken(record, format!("decode_setup gave {got:?}, the record layout gives {expected:?}"));
   }
@@ -256,28 +272,18 @@ fn check_handoff(record: &[u8]) -> Result<Handoff, WireError> {
 
 /// The decoder as the record layout prescribes it.
 fn model_reply(record: &[u8]) -> Result<Reply<'_>, WireError> {
-  let header = |kind: &'static str, expected: usize| {
-    if record.len() < expected {
-      Err(WireError::TooShort { kind, len: record.len(), expected })
-    } else if record[0] != PROTOCOL_VERSION {
-      Err(WireError::Version { found: record[0] })
-    } else {
-      Ok(())
-    }
-  };
-  match record.get(1) {
-    None => Err(WireError::TooShort { kind: "reply", len: record.len(), expected: 2 }),
-    Some(0x10) => header("hello", 8)
+  match model_kind(record)? {
+    0x10 => model_length(record, "hello", 8)
       .map(|()| Reply::Hello { pid: u32::from_le_bytes([record[4], record[5], record[6], record[7]]) }),
-    Some(&kind @ (0x12 | 0x13)) => {
-      header("session", 4)?;
+    kind @ (0x12 | 0x13) => {
+      model_length(record, "session", 4)?;
       let sid = &record[4..];
       if sid.is_empty() || sid.len() > MAX_SESSION_ID_LEN {
         return Err(WireError::SessionId { len: sid.len() });
       }
       Ok(if kind == 0x12 { Reply::SessionOpened { sid } } else { Reply::SessionClosed { sid } })
     }
-    Some(&kind) => Err(WireError::UnknownKind { kind }),
+    kind => Err(unknown_kind(kind)),
   }
 }
 

@@ -9,6 +9,7 @@ mod listen;
 mod loop_poll;
 mod options;
 mod primary;
+mod received;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod rendezvous;
 mod resolve;

@@ -10,6 +10,7 @@ use napi_derive::napi;
 
 use super::error::{Result, StickyError};
 use super::loop_poll::LoopPoll;
+use super::received::Connection;
 use crate::channel;
 use crate::wire::{self, Reply};
 use crate::worker::{Delivered, Receiver};
@@ -18,15 +19,6 @@ use crate::worker::{Delivered, Receiver};
 /// bound that turns a slow event loop into backpressure on the channel (and so
 /// on the primary's per-slot limit) instead of descriptors piling up here.
 const MAX_QUEUED_BATCHES: usize = 32;
-
-/// One connection for `index.js` to wrap in a `net.Socket`.
-#[napi(object)]
-pub struct Connection {
-  pub fd: i32,
-  pub remote_address: Option<String>,
-  pub remote_port: Option<u32>,
-  pub remote_family: Option<String>,
-}
 
 #[napi(object)]
 pub struct WorkerChannelStats {
@@ -121,7 +113,7 @@ impl WorkerChannel {
       .max_queue_size::<MAX_QUEUED_BATCHES>()
       .build_callback(|context| {
         let (batch, primary_closed) = context.value;
-        Ok(FnArgs::from((batch.into_iter().map(to_js_connection).collect::<Vec<_>>(), primary_closed)))
+        Ok(FnArgs::from((batch.into_iter().map(Connection::from).collect::<Vec<_>>(), primary_closed)))
       })
       .map_err(StickyError::from)?;
     receiver
@@ -218,23 +210,5 @@ impl WorkerChannel {
       },
       None => WorkerChannelStats { received: 0.0, lost_descriptors: 0.0, invalid_records: 0.0 },
     }
-  }
-}
-
-pub(super) fn to_js_connection(delivered: Delivered) -> Connection {
-  let (remote_address, remote_port, remote_family) = match delivered.client {
-    Some(client) => (
-      Some(client.ip().to_string()),
-      Some(u32::from(client.port())),
-      Some(if client.is_ipv4() { "IPv4".to_string() } else { "IPv6".to_string() }),
-    ),
-    None => (None, None, None),
-  };
-  Connection {
-    // From here on the fd belongs to JavaScript (`net.Socket` closes it).
-    fd: delivered.fd.into_raw_fd(),
-    remote_address,
-    remote_port,
-    remote_family,
   }
 }

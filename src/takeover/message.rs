@@ -16,23 +16,42 @@
 //!   | <--- Released ---------------  |  the offering side gave up its name and drains
 //! ```
 //!
-//! A second taker while one is in progress gets `Busy`. Every record starts
-//! with a magic and a version, so a stranger on the same abstract name, or a
-//! primary from an incompatible build, is refused with a reason.
+//! A second taker while one is in progress gets `Busy`. Records are written
+//! and read with [`crate::codec`]: every one starts with a magic, a version
+//! and a kind, so a stranger on the same abstract name, or a primary from an
+//! incompatible build, is refused with a reason; all integers are
+//! little-endian.
+
+use crate::codec::{Format, Layout, RecordError};
 
 /// Bytes 0..4 of every record.
 pub const MAGIC: [u8; 4] = *b"STKO";
 pub const VERSION: u8 = 1;
 /// The most listening sockets one offer may carry (kernel mode: one per
-/// worker; `workers` is at most 1024 in `index.js`, 65535 in the binding).
+/// worker). The field is a `u16`; the options allow far fewer workers (see
+/// `MAX_WORKERS` in `binding/options.rs`).
 pub const MAX_SOCKETS: u16 = u16::MAX;
 /// The largest record either side sends.
-pub const MAX_RECORD_LEN: usize = OFFER_LEN;
+pub const MAX_RECORD_LEN: usize = OFFER.len;
 
-const HEADER_LEN: usize = 6;
-const OFFER_LEN: usize = HEADER_LEN + 18;
-const SOCKET_LEN: usize = HEADER_LEN + 2;
-const PID_LEN: usize = HEADER_LEN + 4;
+/// Every record starts with the magic, so that a stranger on the same
+/// abstract name is refused.
+pub const FORMAT: Format = Format {
+  name: "takeover",
+  magic: &MAGIC,
+  version: VERSION,
+  advice: "start the new primary with the same sticky-session-rs version, or stop the old one first",
+};
+const HEADER_LEN: usize = FORMAT.header_len();
+/// Mode (at 6), a reserved byte, sockets (`u16` at 8), workers (`u16` at
+/// 10), seed (`u64` at 12), pid (`u32` at 20).
+const OFFER: Layout = FORMAT.layout("offer", HEADER_LEN + 18);
+/// Index (`u16` at 6).
+const SOCKET: Layout = FORMAT.layout("socket", HEADER_LEN + 2);
+/// Ready, released and busy: a pid (`u32` at 6).
+const READY: Layout = FORMAT.layout("ready", HEADER_LEN + 4);
+const RELEASED: Layout = FORMAT.layout("released", HEADER_LEN + 4);
+const BUSY: Layout = FORMAT.layout("busy", HEADER_LEN + 4);
 
 const KIND_OFFER: u8 = 1;
 const KIND_SOCKET: u8 = 2;
@@ -90,50 +109,33 @@ pub enum Message {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MessageError {
-  #[error("record of {len} bytes is too short for a {kind} record ({expected} bytes)")]
-  TooShort { kind: &'static str, len: usize, expected: usize },
-  #[error("not a sticky-session-rs takeover record (wrong magic)")]
-  Magic,
-  #[error("takeover record of protocol version {found}, this build speaks {VERSION}: start the new primary with the same sticky-session-rs version, or stop the old one first")]
-  Version { found: u8 },
-  #[error("unknown takeover record kind {kind:#04x}")]
-  UnknownKind { kind: u8 },
+  #[error(transparent)]
+  Record(#[from] RecordError),
   #[error("unknown listening mode {mode:#04x}")]
   Mode { mode: u8 },
 }
 
 pub fn encode(message: &Message) -> Vec<u8> {
   let mut out = Vec::with_capacity(MAX_RECORD_LEN);
-  out.extend_from_slice(&MAGIC);
-  out.push(VERSION);
   match *message {
     Message::Offer(Offer { mode, sockets, workers, seed, pid }) => {
-      out.push(KIND_OFFER);
-      out.push(match mode {
+      let mode = match mode {
         ListenMode::AcceptLoop => MODE_ACCEPT_LOOP,
         ListenMode::Kernel => MODE_KERNEL,
-      });
-      out.push(0);
-      out.extend_from_slice(&sockets.to_le_bytes());
-      out.extend_from_slice(&workers.to_le_bytes());
-      out.extend_from_slice(&seed.to_le_bytes());
-      out.extend_from_slice(&pid.to_le_bytes());
+      };
+      FORMAT.begin(KIND_OFFER, &mut out).u8(mode).zeros(1).u16(sockets).u16(workers).u64(seed).u32(pid);
     }
     Message::Socket { index } => {
-      out.push(KIND_SOCKET);
-      out.extend_from_slice(&index.to_le_bytes());
+      FORMAT.begin(KIND_SOCKET, &mut out).u16(index);
     }
     Message::Ready { pid } => {
-      out.push(KIND_READY);
-      out.extend_from_slice(&pid.to_le_bytes());
+      FORMAT.begin(KIND_READY, &mut out).u32(pid);
     }
     Message::Released { pid } => {
-      out.push(KIND_RELEASED);
-      out.extend_from_slice(&pid.to_le_bytes());
+      FORMAT.begin(KIND_RELEASED, &mut out).u32(pid);
     }
     Message::Busy { pid } => {
-      out.push(KIND_BUSY);
-      out.extend_from_slice(&pid.to_le_bytes());
+      FORMAT.begin(KIND_BUSY, &mut out).u32(pid);
     }
   }
   debug_assert!(out.len() <= MAX_RECORD_LEN);
@@ -141,55 +143,29 @@ pub fn encode(message: &Message) -> Vec<u8> {
 }
 
 pub fn decode(record: &[u8]) -> Result<Message, MessageError> {
-  if record.len() < HEADER_LEN {
-    return Err(MessageError::TooShort { kind: "takeover", len: record.len(), expected: HEADER_LEN });
-  }
-  if record[..4] != MAGIC {
-    return Err(MessageError::Magic);
-  }
-  if record[4] != VERSION {
-    return Err(MessageError::Version { found: record[4] });
-  }
-  let expect = |kind: &'static str, expected: usize| {
-    if record.len() < expected {
-      Err(MessageError::TooShort { kind, len: record.len(), expected })
-    } else {
-      Ok(())
-    }
-  };
-  let pid_at = |at: usize| u32::from_le_bytes(array_at(record, at));
-  match record[5] {
+  let pid = |layout: Layout| FORMAT.fields(record, layout).map(|fields| fields.u32(6));
+  Ok(match FORMAT.kind_of(record)? {
     KIND_OFFER => {
-      expect("offer", OFFER_LEN)?;
-      let mode = match record[6] {
+      let fields = FORMAT.fields(record, OFFER)?;
+      let mode = match fields.u8(6) {
         MODE_ACCEPT_LOOP => ListenMode::AcceptLoop,
         MODE_KERNEL => ListenMode::Kernel,
         mode => return Err(MessageError::Mode { mode }),
       };
-      Ok(Message::Offer(Offer {
+      Message::Offer(Offer {
         mode,
-        sockets: u16::from_le_bytes(array_at(record, 8)),
-        workers: u16::from_le_bytes(array_at(record, 10)),
-        seed: u64::from_le_bytes(array_at(record, 12)),
-        pid: pid_at(20),
-      }))
+        sockets: fields.u16(8),
+        workers: fields.u16(10),
+        seed: fields.u64(12),
+        pid: fields.u32(20),
+      })
     }
-    KIND_SOCKET => {
-      expect("socket", SOCKET_LEN)?;
-      Ok(Message::Socket { index: u16::from_le_bytes(array_at(record, 6)) })
-    }
-    KIND_READY => expect("ready", PID_LEN).map(|()| Message::Ready { pid: pid_at(6) }),
-    KIND_RELEASED => expect("released", PID_LEN).map(|()| Message::Released { pid: pid_at(6) }),
-    KIND_BUSY => expect("busy", PID_LEN).map(|()| Message::Busy { pid: pid_at(6) }),
-    kind => Err(MessageError::UnknownKind { kind }),
-  }
-}
-
-/// `N` bytes at `at`; the caller checked the length.
-fn array_at<const N: usize>(record: &[u8], at: usize) -> [u8; N] {
-  let mut bytes = [0u8; N];
-  bytes.copy_from_slice(&record[at..at + N]);
-  bytes
+    KIND_SOCKET => Message::Socket { index: FORMAT.fields(record, SOCKET)?.u16(6) },
+    KIND_READY => Message::Ready { pid: pid(READY)? },
+    KIND_RELEASED => Message::Released { pid: pid(RELEASED)? },
+    KIND_BUSY => Message::Busy { pid: pid(BUSY)? },
+    kind => return Err(FORMAT.unknown_kind(kind).into()),
+  })
 }
 
 #[cfg(test)]
@@ -209,13 +185,13 @@ mod tests {
     let mut record = encode(&Message::Ready { pid: 1 });
     record[4] = 9;
     let error = decode(&record).unwrap_err();
-    assert_eq!(error, MessageError::Version { found: 9 });
+    assert!(matches!(error, MessageError::Record(RecordError::Version { found: 9, .. })));
     assert!(error.to_string().contains("same sticky-session-rs version"));
   }
 
   #[test]
   fn a_stranger_speaking_on_the_name_is_refused() {
-    assert_eq!(decode(b"GET / HTTP/1.1\r\n"), Err(MessageError::Magic));
+    assert_eq!(decode(b"GET / HTTP/1.1\r\n"), Err(MessageError::Record(RecordError::Magic { format: "takeover" })));
   }
 
   #[test]
@@ -223,7 +199,10 @@ mod tests {
     let record =
       encode(&Message::Offer(Offer { mode: ListenMode::AcceptLoop, sockets: 1, workers: 2, seed: 1, pid: 2 }));
     for len in 0..record.len() {
-      assert!(matches!(decode(&record[..len]), Err(MessageError::TooShort { .. })), "length {len}");
+      assert!(
+        matches!(decode(&record[..len]), Err(MessageError::Record(RecordError::TooShort { .. }))),
+        "length {len}"
+      );
     }
   }
 
@@ -233,6 +212,32 @@ mod tests {
       encode(&Message::Offer(Offer { mode: ListenMode::Kernel, sockets: 1, workers: 1, seed: 0, pid: 1 }));
     record[6] = 7;
     assert_eq!(decode(&record), Err(MessageError::Mode { mode: 7 }));
+  }
+
+  /// The bytes each record is on the wire, field by field: a new primary
+  /// takes over from one of an earlier build only while these hold.
+  #[test]
+  fn every_record_keeps_its_pinned_bytes() {
+    let header = |kind: u8| [b'S', b'T', b'K', b'O', 1, kind];
+    let offer = Offer {
+      mode: ListenMode::AcceptLoop,
+      sockets: 1,
+      workers: 0x0102,
+      seed: 0x1122_3344_5566_7788,
+      pid: 0x0a0b_0c0d,
+    };
+    let mut expected = header(1).to_vec();
+    expected
+      .extend_from_slice(&[1, 0, 1, 0, 2, 1, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x0d, 0x0c, 0x0b, 0x0a]);
+    assert_eq!(encode(&Message::Offer(offer)), expected);
+    let offer = Offer { mode: ListenMode::Kernel, sockets: 4, workers: 4, seed: 7, pid: 99 };
+    let mut expected = header(1).to_vec();
+    expected.extend_from_slice(&[2, 0, 4, 0, 4, 0, 7, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0]);
+    assert_eq!(encode(&Message::Offer(offer)), expected);
+    assert_eq!(encode(&Message::Socket { index: 0x0203 }), [&header(2)[..], &[3, 2]].concat());
+    assert_eq!(encode(&Message::Ready { pid: 0x0102_0304 }), [&header(3)[..], &[4, 3, 2, 1]].concat());
+    assert_eq!(encode(&Message::Released { pid: 0x0102_0304 }), [&header(4)[..], &[4, 3, 2, 1]].concat());
+    assert_eq!(encode(&Message::Busy { pid: 0x0102_0304 }), [&header(5)[..], &[4, 3, 2, 1]].concat());
   }
 
   fn any_message() -> impl Strategy<Value = Message> {

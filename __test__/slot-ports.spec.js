@@ -30,6 +30,10 @@ describe('sid tags', () => {
     expect(untagUrl('/socket.io/?EIO=4&sid=AbC', '2')).toBe('/socket.io/?EIO=4&sid=AbC')
     expect(untagUrl('/x?notsid=AbC~2', '2')).toBe('/x?notsid=AbC~2')
     expect(untagUrl('/x', '2')).toBe('/x')
+    // The sid parameter itself, after one that only ends in "sid", and its value ends at '&' or '#'.
+    expect(untagUrl('/?a=b~2&xsid=c~2&sid=q~2&t=1', '2')).toBe('/?a=b~2&xsid=c~2&sid=q&t=1')
+    expect(untagUrl('/?sid=q~2#f', '2')).toBe('/?sid=q#f')
+    expect(untagUrl('/?sid=~', '2')).toBe('/?sid=~')
     // A user's sid that happens to end in a tag keeps it: only the last one is ours.
     expect(untagUrl(`/?sid=${tagSid('mine~2', 2)}`, '2')).toBe('/?sid=mine~2')
   })

@@ -100,7 +100,7 @@ function usage(err) {
        [--modes substr,substr] [--shuffle] [--seed N] [--start-timeout S] [-v]
        [--storm [--storm-clients N[,N...]] [--storm-ips N] [--storm-timeout S]
                 [--storm-clients-per-process N] [--storm-contended]]
-       [--proxied [--rounds N] [--duration S] [--quick] [--only TEXT]]   (behind HAProxy and nginx: bench/proxied/run.js)`;
+       [--proxied [--rounds N] [--duration S] [--quick] [--only TEXT[,TEXT...]]]   (behind HAProxy and nginx: bench/proxied/run.js)`;
   if (err) { console.error(`run.js: ${err}\n${text}`); process.exit(2); }
   console.log(text); process.exit(0);
 }

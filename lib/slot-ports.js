@@ -230,12 +230,18 @@ const tagSid = (sid, slot) => `${sid}${SID_TAG_SEPARATOR}${slot}`
  * "Session ID unknown", as it would without tags).
  */
 function untagUrl(url, slot) {
+  // Every request of a session comes through here: string search, no regular
+  // expression and no copy of the query, unless there is a tag to take off.
   const query = url.indexOf('?')
   if (query < 0 || !url.includes(SID_TAG_SEPARATOR, query)) return url
+  // The parameter named exactly `sid`: first in the query or after '&'.
+  let at = url.indexOf('sid=', query)
+  while (at >= 0 && at !== query + 1 && url.charCodeAt(at - 1) !== 38 /* & */) at = url.indexOf('sid=', at + 4)
+  if (at < 0) return url
+  let end = at + 4
+  while (end < url.length && url.charCodeAt(end) !== 38 /* & */ && url.charCodeAt(end) !== 35 /* # */) end++
   const tag = `${SID_TAG_SEPARATOR}${slot}`
-  const match = /(^|[?&])sid=([^&#]*)/.exec(url.slice(query))
-  if (!match || !match[2].endsWith(tag)) return url
-  const end = query + match.index + match[0].length
+  if (end - (at + 4) < tag.length || !url.startsWith(tag, end - tag.length)) return url
   return url.slice(0, end - tag.length) + url.slice(end)
 }
 

@@ -18,7 +18,7 @@
 // than one worker; 'sid', a request that reached a worker without its
 // session (400 "Session ID unknown", and sids tagged for another slot).
 //
-//   node bench/run.js --proxied [--rounds 4] [--duration 3] [--quick] [--only TEXT]
+//   node bench/run.js --proxied [--rounds 4] [--duration 3] [--quick] [--only TEXT[,TEXT...]]
 
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -307,7 +307,8 @@ async function main(argv = process.argv.slice(2)) {
   for (const program of ['haproxy', 'nginx', 'wrk']) {
     if (!which(program)) throw new Error(`${program} is not installed (Debian/Ubuntu: apt-get install ${program}); .ci/run installs it`);
   }
-  const plan = opt.only ? PLAN.filter((row) => `${row.traffic}/${row.proxy}/${row.backend}`.includes(opt.only)) : PLAN;
+  // --only TEXT[,TEXT...]: the rows whose `traffic/proxy/backend` contains any of them.
+  const plan = opt.only ? PLAN.filter((row) => opt.only.split(',').some((text) => `${row.traffic}/${row.proxy}/${row.backend}`.includes(text))) : PLAN;
   const started = Date.now();
   const records = [];
   for (let round = 1; round <= opt.rounds; round++) {
@@ -346,7 +347,8 @@ ${table(rows, 'sid')}
 
 ${table(rows, 'per-connection')}`;
   fs.mkdirSync(RESULTS, { recursive: true });
-  const name = opt.quick ? 'proxied-quick' : 'proxied';
+  // A partial run (--only) leaves the full table alone.
+  const name = opt.quick ? 'proxied-quick' : opt.only ? 'proxied-only' : 'proxied';
   fs.writeFileSync(path.join(RESULTS, `${name}.json`), JSON.stringify({ machine, options: opt, summary: rows, runs: records }, null, 2) + '\n');
   fs.writeFileSync(path.join(RESULTS, `${name}.md`), md);
   console.log(md);

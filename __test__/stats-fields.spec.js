@@ -1,5 +1,5 @@
 'use strict'
-// The stats fields are listed once (src/primary/stats.rs); `statsFields()`
+// The stats fields are listed once (src/core/stats.rs); `statsFields()`
 // exposes that list. stats() in both modes, the public types and the README
 // must agree with it, so that a field added there shows up everywhere (and in
 // the Prometheus metrics, which are derived from it).

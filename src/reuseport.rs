@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use crate::primary::{adopt_listener, bound_socket, listening_socket, AdoptError, ListenError};
+use crate::listener::{adopt_listener, bound_socket, listening_socket, AdoptError, ListenError};
 
 const MIX_1: u32 = 0x9e37_79b1;
 const MIX_2: u32 = 0x85eb_ca6b;
@@ -346,7 +346,7 @@ mod tests {
 
   #[test]
   fn a_lone_socket_is_not_a_group() {
-    let plain = crate::primary::bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false, false).unwrap();
+    let plain = crate::listener::bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 16, false, false).unwrap();
     let error = adopt_group(vec![std::os::fd::OwnedFd::from(plain)]).unwrap_err();
     assert!(matches!(error, AdoptGroupError::NotReusePort { index: 0 }), "{error}");
   }

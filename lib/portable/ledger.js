@@ -4,7 +4,7 @@
 // take connections, and where every accepted connection is until a worker
 // has taken it. No I/O, no timers: the listener (lib/portable/listener.js)
 // feeds it events with the time and carries out the actions it returns, as
-// src/primary/ledger.rs does for the native accept loop.
+// src/core/ledger.rs does for the native accept loop.
 //
 // Nothing lost. Every connection given to `accept` ends exactly once, as one of
 //   - delivered: the worker it was sent to reported it `taken` (action

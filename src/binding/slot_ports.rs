@@ -17,8 +17,8 @@ use socket2::Socket;
 
 use super::error::{Result, StickyError};
 use super::listen::AddressInfo;
-use crate::primary::listening_socket;
-use crate::sessions::SID_TAG_SEPARATOR;
+use crate::core::sessions::SID_TAG_SEPARATOR;
+use crate::listener::listening_socket;
 
 /// What separates a sid from the slot a worker appends to it behind slot
 /// ports (`<sid>~<slot>`): unreserved in URLs (never percent-encoded), and

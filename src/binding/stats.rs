@@ -1,11 +1,11 @@
 //! The primary's counters as JavaScript sees them (`stats()`), and the
 //! list of their fields (`statsFields()`) that metrics exporters and the
 //! docs' test read. Both are generated from the field lists in
-//! `primary/stats.rs`.
+//! `core/stats.rs`.
 
 use napi_derive::napi;
 
-use crate::primary::stats::{
+use crate::core::stats::{
   primary_stats_fields, slot_stats_fields, FieldDoc, FieldKind, SlotSnapshot, StatsSnapshot, PRIMARY_FIELDS,
   SLOT_FIELDS,
 };

@@ -7,8 +7,8 @@ use napi_derive::napi;
 use super::error::{Result, StickyError};
 use super::listen::family_name;
 use crate::channel;
-use crate::primary::socket_facts;
-use crate::systemd::passed_sockets;
+use crate::core::systemd::passed_sockets;
+use crate::listener::socket_facts;
 
 /// One descriptor systemd passed.
 #[napi(object)]

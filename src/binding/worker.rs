@@ -12,7 +12,7 @@ use super::error::{Result, StickyError};
 use super::loop_poll::LoopPoll;
 use super::received::Connection;
 use crate::channel;
-use crate::wire::{self, Reply};
+use crate::core::wire::{self, Reply};
 use crate::worker::{Delivered, Receiver};
 
 /// Batches queued towards JavaScript before the receiver thread waits: the

@@ -16,7 +16,7 @@ use super::connection::Connection;
 use super::events::{Fault, PrimaryEvent, Problem};
 use super::handle::Shared;
 use super::header_reader::read_header_then_dispatch;
-use super::ledger::Admission;
+use crate::core::ledger::Admission;
 
 /// Connections taken per readiness wake-up, before other tasks get a turn.
 const ACCEPTS_PER_WAKEUP: usize = 64;

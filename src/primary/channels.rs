@@ -10,12 +10,12 @@ use std::rc::Rc;
 
 use tokio::time::Duration;
 
-use crate::hrw::SlotId;
+use crate::core::hrw::SlotId;
 
 use super::driver::{ChannelIo, Flush, NewChannel};
 use super::handle::Shared;
-use super::ledger::ChannelId;
 use super::supervise::spawn_supervised;
+use crate::core::ledger::ChannelId;
 
 /// How often the queues of workers with records not known to be read are
 /// peeked.

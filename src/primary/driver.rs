@@ -18,13 +18,13 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 
 use crate::channel;
-use crate::hrw::SlotId;
-use crate::routing::Route;
-use crate::wire::{self, Handoff, Reply, Setup};
+use crate::core::hrw::SlotId;
+use crate::core::routing::Route;
+use crate::core::wire::{self, Handoff, Reply, Setup};
 
 use super::connection::{self, Connection};
 use super::events::{EventSink, PrimaryEvent, Problem};
-use super::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis, ResetReason, Seq};
+use crate::core::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis, ResetReason, Seq};
 
 /// What the primary keeps of a channel it made: its own end, a reference to
 /// the worker's end (where it reads back what the worker never read, and
@@ -489,11 +489,11 @@ pub fn register<T: std::os::fd::AsRawFd>(owned: T, interest: Interest) -> io::Re
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::hrw::Rendezvous;
-  use crate::primary::ledger::Limits;
-  use crate::primary::stats::Stats;
+  use crate::core::hrw::Rendezvous;
+  use crate::core::ledger::Limits;
+  use crate::core::stats::Stats;
+  use crate::core::wire::{decode_handoffs, encode_reply};
   use crate::test_support::{descriptors_referring_to, referents};
-  use crate::wire::{decode_handoffs, encode_reply};
   use std::sync::atomic::Ordering::Relaxed;
   use std::sync::Arc;
 

@@ -23,19 +23,19 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
-use crate::hrw::SlotId;
-use crate::routing::Router;
-use crate::sessions::SessionTable;
+use crate::core::hrw::SlotId;
+use crate::core::routing::Router;
+use crate::core::sessions::SessionTable;
 
 use super::acceptor::{accept_connections, report_when_drained};
 use super::channels::{attach_channel, confirm_taken_periodically};
 use super::driver::{register, AcceptGate, Driver, NewChannel, PeekSchedule};
 use super::events::{EventSink, Fault, PrimaryEvent, Problem};
 use super::header_reader::{HeaderLimits, WaitingSet};
-use super::ledger::{Ledger, Limits};
 use super::rendezvous::AllowedWorkers;
-use super::stats::Stats;
 use super::supervise::{panic_message, spawn_supervised};
+use crate::core::ledger::{Ledger, Limits};
+use crate::core::stats::Stats;
 
 pub struct PrimaryConfig {
   pub slots: u16,
@@ -349,12 +349,12 @@ fn run(
 mod tests {
   use super::*;
   use crate::channel;
-  use crate::hrw::Rendezvous;
-  use crate::parsers::proxy_protocol::encode_v1;
-  use crate::parsers::trusted::TrustedProxies;
-  use crate::primary::listener::bind_listener;
-  use crate::routing::RoutingMode;
-  use crate::wire::{decode_handoff, encode_reply, Handoff, Reply};
+  use crate::core::hrw::Rendezvous;
+  use crate::core::parsers::proxy_protocol::encode_v1;
+  use crate::core::parsers::trusted::TrustedProxies;
+  use crate::core::routing::RoutingMode;
+  use crate::core::wire::{decode_handoff, encode_reply, Handoff, Reply};
+  use crate::listener::bind_listener;
   use std::io::{Read, Write};
   use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
   use std::os::fd::AsFd;
@@ -412,7 +412,7 @@ mod tests {
     (handoff, TcpStream::from(fd))
   }
 
-  fn wait_for(handle: &PrimaryHandle, what: impl Fn(&crate::primary::StatsSnapshot) -> bool) {
+  fn wait_for(handle: &PrimaryHandle, what: impl Fn(&crate::core::stats::StatsSnapshot) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !what(&handle.stats().snapshot()) && std::time::Instant::now() < deadline {
       std::thread::sleep(Duration::from_millis(5));

@@ -24,13 +24,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::task::AbortHandle;
 
-use crate::parsers::Parse;
-use crate::routing::{Decision, Refusal, Router};
+use crate::core::parsers::Parse;
+use crate::core::routing::{Decision, Refusal, Router};
 
 use super::connection::{self, Connection};
 use super::driver::register;
 use super::handle::Shared;
-use super::stats::Stats;
+use crate::core::stats::Stats;
 
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderLimits {

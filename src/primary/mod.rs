@@ -17,18 +17,10 @@ mod driver;
 mod events;
 mod handle;
 mod header_reader;
-mod ledger;
-mod listener;
 mod rendezvous;
-pub mod stats;
 mod supervise;
 
 pub use events::{Fault, PrimaryEvent, Problem, SLOW_CLOSE};
 pub use handle::{descriptor_budget, OpenSlotError, PrimaryConfig, PrimaryHandle, StartError};
 pub use header_reader::HeaderLimits;
-pub use listener::{
-  adopt_listener, bind_listener, bound_socket, errno_name, listening_socket, socket_facts, with_default_host_fallback,
-  AdoptError, ListenError, SocketFacts,
-};
 pub use rendezvous::AllowedWorkers;
-pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

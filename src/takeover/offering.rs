@@ -10,9 +10,9 @@ use std::thread::JoinHandle;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::message::{self, Message, Offer};
 use super::PEER_TIMEOUT;
 use crate::channel;
+use crate::core::takeover_message::{self as message, Message, Offer};
 
 /// What happened, for the primary's JavaScript (logs, and the drain on `Released`).
 #[derive(Debug, Clone, PartialEq, Eq)]

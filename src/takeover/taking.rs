@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::message::{self, Message, MessageError, Offer};
+use crate::core::takeover_message::{self as message, Message, MessageError, Offer};
 use nix::poll::PollFlags;
 
 use super::offering::poll_one;
@@ -111,9 +111,9 @@ impl Taking {
 
 #[cfg(test)]
 mod tests {
-  use super::super::message::ListenMode;
   use super::super::offering::{Offering, OfferingEvent};
   use super::*;
+  use crate::core::takeover_message::ListenMode;
   use std::net::{Ipv4Addr, TcpListener, TcpStream};
   use std::sync::mpsc;
   use std::time::Duration;

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::channel;
-use crate::wire::{self, Reply, Setup};
+use crate::core::wire::{self, Reply, Setup};
 
 /// At most this many connections per delivery: bounds the work one JavaScript
 /// callback does, while a busy channel still costs one wake-up per batch.
@@ -215,7 +215,7 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::wire::{append_handoff, decode_reply, Handoff};
+  use crate::core::wire::{append_handoff, decode_reply, Handoff};
   use std::sync::mpsc;
   use std::time::Duration;
 

@@ -70,11 +70,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::hrw::{Rendezvous, Selection, SlotId};
-use crate::routing::Route;
-use crate::sessions::SessionTable;
+use crate::core::hrw::{Rendezvous, Selection, SlotId};
+use crate::core::routing::Route;
+use crate::core::sessions::SessionTable;
 
-use super::stats::Stats;
+use crate::core::stats::Stats;
 
 /// Milliseconds from any fixed origin (the driver's clock).
 pub type Millis = u64;
@@ -814,7 +814,7 @@ impl<C> Ledger<C> {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::sessions::NewSessionBalance;
+  use crate::core::sessions::NewSessionBalance;
   use proptest::prelude::*;
   use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -13,7 +13,7 @@ use tokio::time::Duration;
 use crate::core::hrw::SlotId;
 
 use super::driver::{ChannelIo, Flush, NewChannel};
-use super::handle::Shared;
+use super::loop_state::LoopState;
 use super::supervise::spawn_supervised;
 use crate::core::ledger::ChannelId;
 
@@ -23,14 +23,14 @@ const PEEK_EVERY: Duration = Duration::from_millis(10);
 
 /// Peeks the queues every `PEEK_EVERY` while records are not known to be
 /// read; sleeps until the driver sends some otherwise.
-pub async fn confirm_taken_periodically(shared: Rc<Shared>) {
+pub async fn confirm_taken_periodically(state: Rc<LoopState>) {
   loop {
-    shared.peek.wanted.notified().await;
+    state.peek.wanted.notified().await;
     loop {
       tokio::time::sleep(PEEK_EVERY).await;
-      shared.driver.borrow_mut().confirm_all();
-      if shared.driver.borrow().ledger().with_unconfirmed().is_empty() {
-        shared.peek.armed.set(false);
+      state.driver.borrow_mut().confirm_all();
+      if state.driver.borrow().ledger().with_unconfirmed().is_empty() {
+        state.peek.armed.set(false);
         break;
       }
     }
@@ -38,10 +38,10 @@ pub async fn confirm_taken_periodically(shared: Rc<Shared>) {
 }
 
 /// Gives `slot` a new channel and starts serving it.
-pub fn attach_channel(shared: &Rc<Shared>, slot: SlotId, new: NewChannel) -> io::Result<()> {
-  let (channel, io) = shared.driver.borrow_mut().attach(slot, new)?;
-  let served = serve_channel(shared.clone(), channel, io);
-  spawn_supervised(&shared.events, "a worker channel", async move {
+pub fn attach_channel(state: &Rc<LoopState>, slot: SlotId, new: NewChannel) -> io::Result<()> {
+  let (channel, io) = state.driver.borrow_mut().attach(slot, new)?;
+  let served = serve_channel(state.clone(), channel, io);
+  spawn_supervised(&state.events, "a worker channel", async move {
     served.await;
     Ok(())
   });
@@ -50,10 +50,10 @@ pub fn attach_channel(shared: &Rc<Shared>, slot: SlotId, new: NewChannel) -> io:
 
 /// Serves one channel until the ledger is finished with it; then lets go of
 /// the descriptor (the worker sees end-of-file once the driver has too).
-async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>) {
+async fn serve_channel(state: Rc<LoopState>, channel: ChannelId, io: Rc<ChannelIo>) {
   loop {
     let (open, wants_write) = {
-      let driver = shared.driver.borrow();
+      let driver = state.driver.borrow();
       let ledger = driver.ledger();
       (ledger.is_open(channel), ledger.wants_write(channel))
     };
@@ -65,10 +65,10 @@ async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>
         let Ok(mut guard) = ready else {
           // The reactor refused the descriptor: the channel is unusable, and
           // what it held goes elsewhere.
-          shared.driver.borrow_mut().fail(channel);
+          state.driver.borrow_mut().fail(channel);
           return;
         };
-        let flush = shared.driver.borrow_mut().flush(channel);
+        let flush = state.driver.borrow_mut().flush(channel);
         match flush {
           Flush::WouldBlock => guard.clear_ready(),
           Flush::Gone => return,
@@ -77,14 +77,14 @@ async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>
       }
       ready = io.fd.readable() => {
         let Ok(mut guard) = ready else {
-          shared.driver.borrow_mut().fail(channel);
+          state.driver.borrow_mut().fail(channel);
           return;
         };
-        if shared.driver.borrow_mut().read_replies(channel) {
+        if state.driver.borrow_mut().read_replies(channel) {
           guard.clear_ready();
         }
       }
-      _ = io.lifeline.readable() => shared.driver.borrow_mut().worker_left(channel),
+      _ = io.lifeline.readable() => state.driver.borrow_mut().worker_left(channel),
       // Hand-offs queued behind a full channel, or the channel was closed.
       _ = io.wake.notified() => {}
     }

@@ -2,8 +2,8 @@
 //! the handle, and the loop itself — a current-thread tokio runtime on a
 //! thread of its own.
 //!
-//! Tasks on that thread share its state without locks (`Rc`, `RefCell`,
-//! never borrowed across an await): one accepts ([`acceptor`](super::acceptor)),
+//! Tasks on that thread share its state ([`LoopState`], without locks:
+//! `Rc`, `RefCell`, never borrowed across an await): one accepts ([`acceptor`](super::acceptor)),
 //! one per connection reads its routing key ([`header_reader`](super::header_reader)),
 //! one per worker channel writes hand-offs and polls replies
 //! ([`channels`](super::channels)), one takes channels from workers the user
@@ -31,7 +31,7 @@ use super::acceptor::{accept_connections, report_when_drained};
 use super::channels::{attach_channel, confirm_taken_periodically};
 use super::driver::{register, AcceptGate, Driver, NewChannel, PeekSchedule};
 use super::events::{EventSink, Fault, PrimaryEvent, Problem};
-use super::header_reader::{HeaderLimits, WaitingSet};
+use super::loop_state::{HeaderLimits, LoopState, WaitingSet};
 use super::rendezvous::AllowedWorkers;
 use super::supervise::{panic_message, spawn_supervised};
 use crate::core::ledger::{Ledger, Limits};
@@ -215,26 +215,6 @@ impl Drop for PrimaryHandle {
   }
 }
 
-/// What the loop's tasks share.
-pub struct Shared {
-  pub driver: RefCell<Driver>,
-  pub router: Router,
-  pub header: HeaderLimits,
-  /// Connections reading their routing key.
-  pub waiting: RefCell<WaitingSet>,
-  pub stats: Arc<Stats>,
-  /// The descriptor budget (connections held, waiting for a worker or their header).
-  pub max_held: usize,
-  pub gate: Rc<AcceptGate>,
-  pub peek: Rc<PeekSchedule>,
-  /// After `Close`: whether the accept task empties the listen queue first.
-  pub drain_queue_on_close: Cell<bool>,
-  /// After `Close`: whether it refuses new connections before it does.
-  pub refuse_new_on_close: Cell<bool>,
-  pub fault: Option<Fault>,
-  pub events: Rc<EventSink>,
-}
-
 fn run(
   config: PrimaryConfig,
   listener: Socket,
@@ -262,7 +242,7 @@ fn run(
     let ledger = Ledger::new(router.rendezvous(), slots, limits, sessions, stats.clone());
     let gate = Rc::new(AcceptGate::default());
     let peek = Rc::new(PeekSchedule::default());
-    let shared = Rc::new(Shared {
+    let state = Rc::new(LoopState {
       driver: RefCell::new(Driver::new(ledger, gate.clone(), peek.clone(), events.clone())),
       router,
       header,
@@ -278,7 +258,7 @@ fn run(
     });
 
     if expires_sessions {
-      let sweeper = shared.clone();
+      let sweeper = state.clone();
       tokio::task::spawn_local(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -288,9 +268,9 @@ fn run(
       });
     }
 
-    tokio::task::spawn_local(confirm_taken_periodically(shared.clone()));
+    tokio::task::spawn_local(confirm_taken_periodically(state.clone()));
 
-    let startup = shared.clone();
+    let startup = state.clone();
     tokio::task::spawn_local(async move {
       tokio::time::sleep(startup_wait).await;
       startup.driver.borrow_mut().end_startup_wait();
@@ -299,10 +279,10 @@ fn run(
     let mut taking_workers = None;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some((socket, allowed)) = rendezvous {
-      tokio::task::spawn_local(super::rendezvous::watch_workers(shared.clone(), allowed.clone()));
+      tokio::task::spawn_local(super::rendezvous::watch_workers(state.clone(), allowed.clone()));
       let workers = register(socket, Interest::READABLE)?;
-      let task = super::rendezvous::accept_worker_channels(shared.clone(), workers, allowed);
-      taking_workers = Some(spawn_supervised(&shared.events, "the worker rendezvous", task));
+      let task = super::rendezvous::accept_worker_channels(state.clone(), workers, allowed);
+      taking_workers = Some(spawn_supervised(&state.events, "the worker rendezvous", task));
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     if rendezvous.is_some() {
@@ -314,11 +294,11 @@ fn run(
 
     let listener = register(listener, Interest::READABLE)?;
     let mut acceptor =
-      Some(spawn_supervised(&shared.events, "the accept loop", accept_connections(shared.clone(), listener)));
+      Some(spawn_supervised(&state.events, "the accept loop", accept_connections(state.clone(), listener)));
 
     while let Some(command) = commands.recv().await {
       match command {
-        Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
+        Command::Attach { slot, channel } => attach_channel(&state, slot, channel)?,
         Command::Close { drain_queue, refuse_new } => {
           let Some(acceptor) = acceptor.take() else { continue };
           // A closing primary takes no new worker.
@@ -326,13 +306,13 @@ fn run(
             taking.abort();
           }
           // The accept task drains the listen queue (or not), then closes the listener.
-          shared.drain_queue_on_close.set(drain_queue);
-          shared.refuse_new_on_close.set(refuse_new);
-          shared.driver.borrow_mut().close();
-          tokio::task::spawn_local(report_when_drained(shared.clone(), acceptor.done));
+          state.drain_queue_on_close.set(drain_queue);
+          state.refuse_new_on_close.set(refuse_new);
+          state.driver.borrow_mut().close();
+          tokio::task::spawn_local(report_when_drained(state.clone(), acceptor.done));
         }
         Command::Terminate => {
-          shared.driver.borrow_mut().terminate();
+          state.driver.borrow_mut().terminate();
           // Leaving drops every task and, with them, every descriptor.
           return Ok(());
         }

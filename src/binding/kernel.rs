@@ -14,6 +14,7 @@ use socket2::{SockRef, Socket};
 use super::error::{Result, StickyError};
 use super::listen::{AddressInfo, Listen, ListenSpec};
 use super::options::ResolvedOptions;
+use super::slot_fd;
 use super::stats::{to_js_stats, StatsObject};
 use crate::core::relief::ReliefPolicy;
 use crate::core::stats::Stats;
@@ -89,14 +90,7 @@ impl ReuseportGroup {
   /// worker's stdio at fork, do not close it.
   #[napi]
   pub fn fd(&self, slot: u32) -> Result<i32> {
-    let slots = self.sockets.len();
-    Ok(
-      self
-        .sockets
-        .get(slot as usize)
-        .map(|socket| socket.as_raw_fd())
-        .ok_or(StickyError::InvalidSlot { slot, slots })?,
-    )
+    slot_fd(&self.sockets, slot)
   }
 
   /// The descriptor of the counters shared with the workers, for a worker's

@@ -3,9 +3,11 @@
 //! Two layers, and imports only go down:
 //!
 //! - [`core`]: the pure core, no I/O (hashing, parsing, routing, sessions,
-//!   the ledger and its counters, the record formats, the relief policy,
-//!   systemd's variables). Tested beside the code, fuzzed in `fuzz/`.
-//! - The I/O shells over it: [`channel`] (the SEQPACKET hand-off socket),
+//!   the ledger and its counters, the record formats, kernel steering's BPF
+//!   programs, the relief policy, systemd's variables). Tested beside the code, fuzzed in `fuzz/`.
+//! - The I/O shells over it: [`seqpacket`] (records and descriptors over
+//!   `SOCK_SEQPACKET` sockets: the hand-off channels, the rendezvous, the
+//!   takeover),
 //!   [`listener`] (binding or adopting a listening socket, for both paths),
 //!   [`primary`] (the accept loop: its state, its tasks, the driver that
 //!   carries out the ledger's actions), [`reuseport`] (the kernel-steered
@@ -26,11 +28,11 @@
 
 pub mod core;
 
-pub mod channel;
 pub mod listener;
 pub mod netstat;
 pub mod primary;
 pub mod reuseport;
+pub mod seqpacket;
 pub mod shared_stats;
 pub mod takeover;
 pub mod worker;

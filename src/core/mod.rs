@@ -16,6 +16,7 @@
 //!   stats fields everything else is generated from).
 //! - [`codec`]: the record codec under both record formats: [`wire`] (the
 //!   hand-off channel's records) and [`takeover_message`] (the takeover's).
+//! - [`steering`]: kernel steering's BPF programs, and the slot they pick.
 //! - [`relief`]: when a kernel-steered worker takes its queue into the process.
 //! - [`systemd`]: which inherited descriptors socket activation meant for us.
 
@@ -28,6 +29,7 @@ pub mod relief;
 pub mod routing;
 pub mod sessions;
 pub mod stats;
+pub mod steering;
 pub mod systemd;
 pub mod takeover_message;
 pub mod wire;

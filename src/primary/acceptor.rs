@@ -192,7 +192,7 @@ pub async fn report_when_drained(state: Rc<LoopState>, acceptor: tokio::task::Jo
   let _ = acceptor.await;
   loop {
     // Idle means every worker read what was sent to it: peek to know.
-    state.driver.borrow_mut().confirm_all();
+    state.driver.borrow_mut().update_taken();
     let idle = state.waiting.borrow().len() == 0 && state.driver.borrow().ledger().is_idle();
     if idle {
       (state.events)(PrimaryEvent::Drained);

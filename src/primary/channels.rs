@@ -1,8 +1,8 @@
 //! Serving worker channels: one task per channel writes its queued
 //! hand-offs when it is writable, reads the worker's replies when they
 //! arrive, and notices when the worker leaves (its lifeline closes); one
-//! task for all of them peeks now and then how far each worker has read,
-//! while some records are not known to be read (for the statistics and the
+//! task for all of them peeks now and then what each worker has taken,
+//! while some records are in flight (not known to be taken) (for the statistics and the
 //! memory they take; the budget and draining peek when they need to).
 
 use std::io;
@@ -17,19 +17,20 @@ use super::loop_state::LoopState;
 use super::supervise::spawn_supervised;
 use crate::core::ledger::ChannelId;
 
-/// How often the queues of workers with records not known to be read are
-/// peeked.
+/// How often the queues of workers with records in flight (not known to be
+/// taken) are peeked.
 const PEEK_EVERY: Duration = Duration::from_millis(10);
 
-/// Peeks the queues every `PEEK_EVERY` while records are not known to be
-/// read; sleeps until the driver sends some otherwise.
-pub async fn confirm_taken_periodically(state: Rc<LoopState>) {
+/// Peeks the queues every `PEEK_EVERY` while records are in flight, so the
+/// ledger (and `stats()`) knows what each worker has taken; sleeps until the
+/// driver sends some otherwise.
+pub async fn update_taken_periodically(state: Rc<LoopState>) {
   loop {
     state.peek.wanted.notified().await;
     loop {
       tokio::time::sleep(PEEK_EVERY).await;
-      state.driver.borrow_mut().confirm_all();
-      if state.driver.borrow().ledger().with_unconfirmed().is_empty() {
+      state.driver.borrow_mut().update_taken();
+      if state.driver.borrow().ledger().with_in_flight().is_empty() {
         state.peek.armed.set(false);
         break;
       }

@@ -28,7 +28,7 @@ use crate::core::routing::Router;
 use crate::core::sessions::SessionTable;
 
 use super::acceptor::{accept_connections, report_when_drained};
-use super::channels::{attach_channel, confirm_taken_periodically};
+use super::channels::{attach_channel, update_taken_periodically};
 use super::driver::{register, AcceptGate, Driver, NewChannel, PeekSchedule};
 use super::events::{EventSink, Fault, PrimaryEvent, Problem};
 use super::loop_state::{HeaderLimits, LoopState, WaitingSet};
@@ -268,7 +268,7 @@ fn run(
       });
     }
 
-    tokio::task::spawn_local(confirm_taken_periodically(state.clone()));
+    tokio::task::spawn_local(update_taken_periodically(state.clone()));
 
     let startup = state.clone();
     tokio::task::spawn_local(async move {
@@ -328,13 +328,13 @@ fn run(
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::channel;
   use crate::core::hrw::Rendezvous;
   use crate::core::parsers::proxy_protocol::encode_v1;
   use crate::core::parsers::trusted::TrustedProxies;
   use crate::core::routing::RoutingMode;
   use crate::core::wire::{decode_handoff, encode_reply, Handoff, Reply};
   use crate::listener::bind_listener;
+  use crate::seqpacket;
   use std::io::{Read, Write};
   use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
   use std::os::fd::AsFd;
@@ -365,9 +365,9 @@ mod tests {
   impl TestWorker {
     fn hello(end: OwnedFd) -> Self {
       let mut buf = [0u8; 16];
-      let setup = channel::recv_record(end.as_fd(), &mut buf, false).unwrap();
+      let setup = seqpacket::recv_record(end.as_fd(), &mut buf, false).unwrap();
       let [lifeline]: [OwnedFd; 1] = setup.fds.try_into().unwrap();
-      channel::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), &[]).unwrap();
+      seqpacket::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), &[]).unwrap();
       TestWorker { end, _lifeline: lifeline }
     }
   }
@@ -386,7 +386,7 @@ mod tests {
 
   fn receive(worker: &TestWorker) -> (Handoff, TcpStream) {
     let mut buf = [0u8; 128];
-    let received = channel::recv_record(worker.end.as_fd(), &mut buf, true).unwrap();
+    let received = seqpacket::recv_record(worker.end.as_fd(), &mut buf, true).unwrap();
     let handoff = decode_handoff(&buf[..received.len]).unwrap();
     let [fd]: [OwnedFd; 1] = received.fds.try_into().unwrap();
     (handoff, TcpStream::from(fd))
@@ -508,7 +508,7 @@ mod tests {
     thread.join().unwrap();
     assert!(TcpStream::connect(address).is_err(), "nothing listens any more");
     let mut buf = [0u8; 16];
-    let ended = channel::recv_record(worker.end.as_fd(), &mut buf, true).map_or(true, |received| received.len == 0);
+    let ended = seqpacket::recv_record(worker.end.as_fd(), &mut buf, true).map_or(true, |received| received.len == 0);
     assert!(ended, "the worker's channel closed");
   }
 
@@ -540,10 +540,10 @@ mod tests {
     assert_eq!(reply, b"pong", "the client sees EOF once the worker closes: the primary kept no copy");
     assert!(event_log.recv_timeout(Duration::from_secs(5)).unwrap().contains("SlotReady"));
     // The primary learns that the worker read it at its next peek.
-    wait_for(&handle, |snapshot| snapshot.slots[0].acknowledged > 0);
+    wait_for(&handle, |snapshot| snapshot.slots[0].taken > 0);
     let snapshot = handle.stats().snapshot();
     assert_eq!(snapshot.accepted, 1);
-    assert_eq!(snapshot.slots[0].acknowledged, 1);
+    assert_eq!(snapshot.slots[0].taken, 1);
     assert_eq!(snapshot.slots[0].pending, 0);
   }
 }

@@ -103,7 +103,7 @@ pub async fn accept_worker_channels(
   let our_uid = nix::unistd::getuid().as_raw();
   take_each(
     &listener,
-    crate::channel::accept,
+    crate::seqpacket::accept,
     |channel| {
       tokio::task::spawn_local(check_then_attach(state.clone(), channel, allowed.clone(), our_uid));
     },
@@ -141,7 +141,7 @@ async fn take_each(
 /// Checks who connected; a worker of this cluster gets a new channel (and
 /// its lifeline) over `connection`, which then closes.
 async fn check_then_attach(state: Rc<LoopState>, connection: OwnedFd, allowed: AllowedWorkers, our_uid: u32) {
-  let Ok((pid, uid)) = crate::channel::peer_credentials(connection.as_fd()) else { return };
+  let Ok((pid, uid)) = crate::seqpacket::peer_credentials(connection.as_fd()) else { return };
   let mut checks = 0;
   while uid == our_uid && !allowed.contains(pid) && checks < RECHECKS {
     tokio::time::sleep(RECHECK_EVERY).await;
@@ -174,8 +174,8 @@ mod tests {
   async fn a_failing_accept_on_a_readable_listener_backs_off_instead_of_spinning() {
     // A socket with a record nobody reads stays readable, like a listener
     // with a connection that cannot be accepted for want of descriptors.
-    let (listener, peer) = crate::channel::socketpair().unwrap();
-    crate::channel::send_record(peer.as_fd(), b"pending", &[]).unwrap();
+    let (listener, peer) = crate::seqpacket::socketpair().unwrap();
+    crate::seqpacket::send_record(peer.as_fd(), b"pending", &[]).unwrap();
     let listener = super::super::driver::register(listener, tokio::io::Interest::READABLE).unwrap();
     let attempts = Cell::new(0u32);
     let reports = Cell::new(0u32);

@@ -60,7 +60,7 @@ export declare class Balancer {
  * between, so that hardly any connection can arrive between the last look
  * at the queue and the close.
  *
- * It also runs the worker's relief thread (`crate::relief`), and counts
+ * It also runs the worker's relief thread (`crate::core::relief`), and counts
  * what the worker accepts in its seat of the counters the primary reads.
  */
 export declare class ListeningSocketHold {
@@ -743,7 +743,7 @@ export interface SlotStatsObject {
   /** Connections handed to the slot's workers. */
   dispatched: number
   /** Connections the slot's workers took (read from their channel), as the primary last looked. */
-  acknowledged: number
+  taken: number
   /** Connections this slot's worker never took (it died or left), sent to another slot. */
   redispatched: number
   /** New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot. */
@@ -764,6 +764,12 @@ export interface SlotStatsObject {
   relieved: number
   /** Kernel steering: connections the relief threads hold for their worker's JavaScript now. */
   held: number
+  /**
+   * @deprecated The old name of a renamed field, with its value
+   * (`statsFields()` names the field in its `aliasOf`); kept for one
+   * minor version.
+   */
+  acknowledged: number
 }
 
 /**
@@ -781,11 +787,17 @@ export interface StatsField {
   help: string
   /** Counted in the total `dropped`. */
   dropped: boolean
+  /**
+   * Set on a renamed field's old name, kept for one minor version: the
+   * field it names now (same value). Absent on every other field.
+   */
+  aliasOf?: string
 }
 
 /**
  * Every numeric field of `stats()` and of each slot (`slot`, the slot's
- * index, aside), with its kind and meaning.
+ * index, aside), with its kind and meaning; a renamed field's old name right
+ * after the field (with `aliasOf`).
  */
 export declare function statsFields(): Array<StatsField>
 

@@ -73,6 +73,8 @@ declare namespace sticky {
     /** Connections sent to this slot (including re-dispatched ones). */
     dispatched: number
     /** Connections the slot's workers took (read from their channel), as the primary last looked (every 10 ms while some are on their way). */
+    taken: number
+    /** @deprecated The old name of `taken` (the same value), removed in 0.2.0. */
     acknowledged: number
     /** Connections this slot's worker never took, sent to another slot when its channel closed. */
     redispatched: number

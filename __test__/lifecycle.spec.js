@@ -180,7 +180,7 @@ describe('a closing worker', () => {
     const silent = await rawConnection(app.port, clientIp(10))
     const silentClosed = new Promise((resolve) => silent.on('close', resolve))
     silent.on('error', () => {})
-    await waitUntil(async () => (await app.stats()).slots[0].acknowledged >= 11, { what: 'the first worker to hold 11 connections' })
+    await waitUntil(async () => (await app.stats()).slots[0].taken >= 11, { what: 'the first worker to hold 11 connections' })
     app.child.stdin.write('reload\n')
     expect((await app.waitFor('reloaded', () => true, shutdownTimeout + 5000)).error).toBeNull()
     await silentClosed
@@ -202,7 +202,7 @@ describe('a closing worker', () => {
     const app = await startApp({ options: { kernel: false, workers: 1, shutdownTimeout: 30000 }, keepAliveTimeout: 60000 })
     const [worker] = app.workerPids()
     const slow = keepAliveRequest(app.port, clientIp(0), { path: '/slow?ms=1000', timeout: 5000 })
-    await waitUntil(async () => (await app.stats()).slots[0].acknowledged >= 1, { what: 'the worker to take the slow request' })
+    await waitUntil(async () => (await app.stats()).slots[0].taken >= 1, { what: 'the worker to take the slow request' })
     const streaming = keepAliveRequest(app.port, clientIp(1), { path: '/stream?ms=1000', timeout: 5000 })
     // This head promised keep-alive before the worker started closing; the slow one's is not written yet.
     expect(await streaming.head).toMatch(/\r\nConnection: keep-alive\r\n/i)

@@ -86,7 +86,7 @@ describe('examples/metrics/app.js', () => {
       answeredBySlot[json.slot]++
       pidOfSlot[json.slot] = json.pid
     }
-    // Acknowledgements are read after each accept batch or on a short timer.
+    // What each worker has taken is peeked after each accept batch or on a short timer.
     await waitUntil(
       async () => {
         const metrics = await scrape()
@@ -100,7 +100,9 @@ describe('examples/metrics/app.js', () => {
     expect(grew('sticky_session_slot_dispatched_total', 0) + grew('sticky_session_slot_dispatched_total', 1)).toBe(N)
     for (const slot of [0, 1]) {
       expect(grew('sticky_session_slot_dispatched_total', slot)).toBe(answeredBySlot[slot])
-      expect(grew('sticky_session_slot_acknowledged_total', slot)).toBe(answeredBySlot[slot])
+      expect(grew('sticky_session_slot_taken_total', slot)).toBe(answeredBySlot[slot])
+      // The field's old name, kept until 0.2.0, is exported with the same value.
+      expect(value(after, 'sticky_session_slot_acknowledged_total', slot)).toBe(value(after, 'sticky_session_slot_taken_total', slot))
       expect(value(after, 'sticky_session_slot_state', slot)).toBe(1)
       expect(value(after, 'sticky_session_slot_pending', slot)).toBe(0)
       if (pidOfSlot[slot]) expect(value(after, 'sticky_session_slot_pid', slot)).toBe(pidOfSlot[slot])

@@ -3,7 +3,8 @@
 // written here, it finds a cycle (also one made through a re-export or a
 // path in the code) and names the lines that make it, and it does not call
 // a facade's re-exports, a child's use of its parent, or a test module's
-// `use super::*` a cycle.
+// `use super::*` a cycle. It also fails when the pure core (`core`) imports
+// a module outside it, cycle or not.
 
 const { execFileSync } = require('child_process')
 const fs = require('fs')
@@ -50,6 +51,7 @@ test('a crate without cycles passes: facades, a child using its parent, tests us
   })
   const { code, output } = check(src)
   expect(output).toContain('module cycles: none among 6 modules')
+  expect(output).toContain('pure core (core): imports no module outside it')
   expect(code).toBe(0)
   // The edges it saw, through the re-export to the defining module.
   expect(check(src, '--graph').output).toMatch(/^io -> core::hash {4}\(.*io\.rs:1: use crate::core::Hasher;\)$/m)
@@ -76,5 +78,24 @@ test('a cycle through a re-export and a path in the code fails, naming both line
   const reported = check(src, '--report-only')
   expect(reported.code).toBe(0)
   expect(reported.output).toContain('module cycles: 2 among 7 modules of')
+  expect(reported.output).toContain('(report only: not failing)')
+})
+
+test('the pure core importing an I/O module fails without a cycle, naming the line; --report-only reports it and passes', () => {
+  const src = crate({
+    'lib.rs': LIB,
+    'core/mod.rs': 'mod hash;\npub use hash::Hasher;\n',
+    'core/hash.rs': 'use crate::io::Loop;\npub struct Hasher(Loop);\n',
+    'io.rs': 'pub struct Loop;\n',
+    'binding/mod.rs': 'mod worker;\n',
+    'binding/worker.rs': 'use crate::core::Hasher;\npub struct Channel(Hasher);\n',
+  })
+  const failed = check(src)
+  expect(failed.code).toBe(1)
+  expect(failed.output).toContain('module cycles: none among 6 modules')
+  expect(failed.output).toContain('pure core (core): 1 import of modules outside it')
+  expect(failed.output).toMatch(/core::hash -> io\n {6}.*core[/\\]hash\.rs:1: use crate::io::Loop;/)
+  const reported = check(src, '--report-only')
+  expect(reported.code).toBe(0)
   expect(reported.output).toContain('(report only: not failing)')
 })

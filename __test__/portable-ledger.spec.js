@@ -26,7 +26,7 @@ function generator(seed) {
 }
 
 function counters(slots) {
-  return { parked: 0, droppedNoWorker: 0, rejectedChannels: 0, sessionsRefused: 0, slots: Array.from({ length: slots }, () => ({ pid: 0, live: false, channels: 0, dispatched: 0, acknowledged: 0, redispatched: 0, pending: 0 })) }
+  return { parked: 0, droppedNoWorker: 0, rejectedChannels: 0, sessionsRefused: 0, slots: Array.from({ length: slots }, () => ({ pid: 0, live: false, channels: 0, dispatched: 0, taken: 0, redispatched: 0, pending: 0 })) }
 }
 
 /** Runs a ledger, checking each action against a model of where every connection is. */
@@ -74,7 +74,7 @@ class Harness {
     const seen = new Map()
     for (const held of this.ledger.parked) seen.set(held.connection.id, 'parked')
     for (const channel of this.ledger.channels.values()) {
-      for (const id of channel.unacked.keys()) {
+      for (const id of channel.inFlight.keys()) {
         if (seen.has(id)) throw new Error(`connection ${id} is in two places`)
         seen.set(id, channel.id)
       }
@@ -85,8 +85,8 @@ class Harness {
       if (!ended && seen.get(id) !== state) throw new Error(`connection ${id} should be at ${state}, the ledger has it at ${seen.get(id)}`)
     }
     const pending = this.stats.slots.reduce((sum, slot) => sum + slot.pending, 0)
-    const unacked = [...this.ledger.channels.values()].reduce((sum, channel) => sum + channel.unacked.size, 0)
-    if (pending !== unacked) throw new Error(`pending counts ${pending}, ${unacked} are unacknowledged`)
+    const inFlight = [...this.ledger.channels.values()].reduce((sum, channel) => sum + channel.inFlight.size, 0)
+    if (pending !== inFlight) throw new Error(`pending counts ${pending}, ${inFlight} are in flight (not taken)`)
   }
 
   accept(route) {
@@ -122,7 +122,7 @@ test(`random event sequences: every connection ends exactly once, in one place u
         harness.run(harness.ledger.hello(harness.now, channel.id, 1000 + channel.id))
       } else if (roll < 70 && channels.length) {
         const channel = some()
-        const ids = [...channel.unacked.keys()].filter(() => rng.chance(0.7))
+        const ids = [...channel.inFlight.keys()].filter(() => rng.chance(0.7))
         harness.run(harness.ledger.taken(channel.id, ids))
       } else if (roll < 75 && channels.length) {
         harness.run(harness.ledger.leaving(some().id))
@@ -144,7 +144,7 @@ test(`random event sequences: every connection ends exactly once, in one place u
       harness.ledger.open(++channelId, slot, 1)
       harness.run(harness.ledger.hello(harness.now, channelId, 1))
     }
-    for (const channel of [...harness.ledger.channels.values()]) harness.run(harness.ledger.taken(channel.id, [...channel.unacked.keys()]))
+    for (const channel of [...harness.ledger.channels.values()]) harness.run(harness.ledger.taken(channel.id, [...channel.inFlight.keys()]))
     expect(harness.ledger.isDrained()).toBe(true)
     const notEnded = [...harness.where].filter(([, state]) => state !== 'released')
     expect({ sequence, notEnded }).toEqual({ sequence, notEnded: [] })
@@ -191,7 +191,7 @@ test('a reload: the new worker takes the slot when it says hello, the old one is
   // The old worker still takes what it was sent before.
   harness.run(harness.ledger.taken(1, [before]))
   expect(harness.where.get(before)).toBe('released')
-  expect(harness.stats.slots[0]).toEqual(expect.objectContaining({ pid: 200, channels: 2, live: true, dispatched: 2, acknowledged: 1, pending: 1 }))
+  expect(harness.stats.slots[0]).toEqual(expect.objectContaining({ pid: 200, channels: 2, live: true, dispatched: 2, taken: 1, pending: 1 }))
 })
 
 test('until every worker said hello (or the start-up wait ended), connections wait parked; shutting down with no worker resets them, counted', () => {

@@ -142,6 +142,6 @@ describe('socket.io on the portable path, 3 workers', () => {
     expect(await slotsOf(app, 24)).toEqual(slots)
     const stats = await app.stats()
     expect(stats.slots.map((slot) => slot.pending)).toEqual([0, 0, 0])
-    expect(stats.accepted).toBe(stats.slots.reduce((sum, slot) => sum + slot.acknowledged, 0))
+    expect(stats.accepted).toBe(stats.slots.reduce((sum, slot) => sum + slot.taken, 0))
   })
 })

@@ -74,7 +74,7 @@ function expectCommonInvariants({ code, output, result }, connections) {
   const d = result.statsDelta
   expect(d.accepted).toBe(connections)
   expect(d.dispatched - d.redispatched + d.dropped + d.closedBeforeHeader).toBe(d.accepted)
-  expect(d.acknowledged).toBe(d.dispatched)
+  expect(d.taken).toBe(d.dispatched)
   expect(d.droppedQueueFull + d.droppedNoWorker + d.acceptErrors).toBe(0)
   expect(result.statsAfter.readingHeader).toBe(0)
   expect(result.statsAfter.slots.map((s) => s.pending)).toEqual(result.statsAfter.slots.map(() => 0))

@@ -1,5 +1,5 @@
 'use strict'
-// The stats fields are listed once (src/primary/stats.rs); `statsFields()`
+// The stats fields are listed once (src/core/stats.rs); `statsFields()`
 // exposes that list. stats() in both modes, the public types and the README
 // must agree with it, so that a field added there shows up everywhere (and in
 // the Prometheus metrics, which are derived from it).
@@ -25,7 +25,8 @@ function interfaceProperties(name) {
 test('each field is a counter or a gauge, with a one-sentence meaning; dropped sums the drop counters', () => {
   expect(fields.length).toBeGreaterThan(15)
   for (const field of fields) {
-    expect(field).toEqual({ scope: expect.stringMatching(/^(primary|slot)$/), name: expect.stringMatching(/^[a-z][A-Za-z]+$/), kind: expect.stringMatching(/^(counter|gauge)$/), help: expect.stringMatching(/^[A-Z1].{20,}\.$/), dropped: expect.any(Boolean) })
+    const alias = field.aliasOf === undefined ? {} : { aliasOf: expect.stringMatching(/^[a-z][A-Za-z]+$/) }
+    expect(field).toEqual({ scope: expect.stringMatching(/^(primary|slot)$/), name: expect.stringMatching(/^[a-z][A-Za-z]+$/), kind: expect.stringMatching(/^(counter|gauge)$/), help: expect.stringMatching(/^[A-Z1].{20,}\.$/), dropped: expect.any(Boolean), ...alias })
   }
   expect(fields.filter((field) => field.dropped).every((field) => field.kind === 'counter' && field.name.startsWith('dropped'))).toBe(true)
 })
@@ -46,7 +47,16 @@ test.each([
     expect(typeof slot).toBe('number')
     expect(Object.keys(rest).sort()).toEqual(namesOf('slot'))
     for (const [name, value] of Object.entries(rest)) expect(typeof value).toBe(name === 'state' ? 'string' : 'number')
+    // A renamed field's old name carries the field's value (until it goes).
+    for (const { name, aliasOf } of fields.filter((field) => field.scope === 'slot' && field.aliasOf)) expect(rest[name]).toBe(rest[aliasOf])
   }
+})
+
+test('the renamed slot field acknowledged is taken now; its old name stays, marked, for one minor version', () => {
+  const old = fields.find((field) => field.scope === 'slot' && field.name === 'acknowledged')
+  expect(old).toEqual(expect.objectContaining({ aliasOf: 'taken', kind: 'counter', dropped: false }))
+  expect(old.help).toMatch(/^Deprecated, removed in 0\.2\.0/)
+  expect(fields.indexOf(old)).toBe(fields.findIndex((field) => field.scope === 'slot' && field.name === 'taken') + 1)
 })
 
 test('index.d.ts types every field: Stats and SlotStats', () => {

@@ -792,7 +792,7 @@ async function main() {
     const accounted = delta.dispatched - delta.redispatched + delta.dropped + delta.closedBeforeHeader
     check('accepted = connections made (and = dispatched + dropped + closedBeforeHeader)', delta.accepted === connected && accounted === delta.accepted,
       `accepted ${delta.accepted}, connections made ${connected}, dispatched ${delta.dispatched} - redispatched ${delta.redispatched} + dropped ${delta.dropped} + closedBeforeHeader ${delta.closedBeforeHeader} = ${accounted}`)
-    check('every dispatched connection acknowledged', delta.dispatched === delta.acknowledged, `dispatched ${delta.dispatched}, acknowledged ${delta.acknowledged}`)
+    check('every dispatched connection taken', delta.dispatched === delta.taken, `dispatched ${delta.dispatched}, taken ${delta.taken}`)
     if (opts.routing === 'ip') {
       check("ip routing: the primary dropped nothing (garbage, resets and silent clients are the workers' business)", delta.dropped === 0 && delta.closedBeforeHeader === 0, `dropped ${delta.dropped}, closedBeforeHeader ${delta.closedBeforeHeader}`)
     } else if (opts.routing === 'proxy-protocol') {

@@ -2,7 +2,7 @@
 
 // Prometheus metrics over `stats()`, for prom-client's registry. The metric
 // list comes from the stats fields themselves (`statsFields()`, generated from
-// the one list in src/primary/stats.rs): a counter `acceptErrors` becomes
+// the one list in src/core/stats.rs): a counter `acceptErrors` becomes
 // `sticky_session_accept_errors_total`, a slot gauge `pending` becomes
 // `sticky_session_slot_pending{slot="0"}`. prom-client is the application's
 // dependency, not ours: it is passed in, or required only when this runs.

@@ -31,7 +31,7 @@ const { isBun, tcpWrap } = require('./runtime')
 
 /** The environment variable naming a worker's slot-port descriptor. */
 const SLOT_PORT_FD = 'STICKY_SLOT_PORT_FD'
-/** What separates a sid from the slot appended to it (src/sessions.rs, where the primary reads it too). */
+/** What separates a sid from the slot appended to it (src/core/sessions.rs, where the primary reads it too). */
 const SID_TAG_SEPARATOR = sidTagSeparator()
 /** The name of the backend / upstream `proxyConfig` writes, by default. */
 const DEFAULT_UPSTREAM_NAME = 'sticky_session_rs'

@@ -453,7 +453,7 @@ function startKernelWorker(server) {
   const stopAccepting = acceptOnInheritedSocket(server, fd, privateAddress(), () => {
     debug('worker %d (slot %s) accepting on its kernel-steered socket', process.pid, process.env.STICKY_WORKER_SLOT)
     // While this thread runs JavaScript it accepts nothing: the relief
-    // thread keeps the socket's queue from filling (src/relief.rs), and
+    // thread keeps the socket's queue from filling (src/core/relief.rs), and
     // hands what it takes to `serveQueued` on this event loop.
     try {
       socket.startRelief(serveQueued)

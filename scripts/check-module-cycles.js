@@ -2,10 +2,12 @@
 // Fails when a module of the crate imports a module that imports it back,
 // directly or through others, and prints each cycle with the lines that make
 // it: the layers of src/ only stay layers while no module takes part in one.
-// CI (.ci/run) runs this.
+// Fails too when the pure core (`core` and the modules under it, src/core/)
+// imports a module outside it: the I/O modules depend on the core, never the
+// reverse. CI (.ci/run) runs this.
 //
 //   node scripts/check-module-cycles.js                # exit 1 on any cycle
-//   node scripts/check-module-cycles.js --report-only  # print them, exit 0
+//   node scripts/check-module-cycles.js --report-only  # print them (and the core's imports out), exit 0
 //   node scripts/check-module-cycles.js --graph        # also print every edge
 //   node scripts/check-module-cycles.js --src DIR      # another crate's src/
 //
@@ -326,6 +328,20 @@ function cycles(edges, nodes) {
   return components.sort((a, b) => a[0].localeCompare(b[0]))
 }
 
+/** The pure core's module (and the ones under it); absent in a crate without one. */
+const CORE = 'core'
+const inCore = (module) => module === CORE || module.startsWith(CORE + '::')
+
+/** Edges from a module of the core to a module outside it: `[from, to, evidence]`. */
+function coreImportsOut(edges) {
+  const out = []
+  for (const from of [...edges.keys()].sort()) {
+    if (!inCore(from)) continue
+    for (const [to, evidence] of [...edges.get(from)].sort()) if (!inCore(to)) out.push([from, to, evidence])
+  }
+  return out
+}
+
 function main(argv) {
   const reportOnly = argv.includes('--report-only')
   const showGraph = argv.includes('--graph')
@@ -338,9 +354,14 @@ function main(argv) {
     }
   }
   const found = cycles(edges, modules.keys())
+  const leaks = modules.has(CORE) ? coreImportsOut(edges) : []
+  if (modules.has(CORE)) {
+    console.log(`pure core (${CORE}): ${leaks.length === 0 ? 'imports no module outside it' : `${leaks.length} import${leaks.length === 1 ? '' : 's'} of modules outside it${reportOnly ? ' (report only: not failing)' : ''}`}`)
+    for (const [from, to, evidence] of leaks) console.log(`  ${from} -> ${to}\n      ${evidence}`)
+  }
   if (found.length === 0) {
     console.log(`module cycles: none among ${modules.size} modules of ${path.relative(process.cwd(), src) || '.'}`)
-    return 0
+    return leaks.length === 0 || reportOnly ? 0 : 1
   }
   console.log(`module cycles: ${found.length} among ${modules.size} modules of ${path.relative(process.cwd(), src) || '.'}${reportOnly ? ' (report only: not failing)' : ''}`)
   for (const component of found) {
@@ -359,4 +380,4 @@ function main(argv) {
 
 if (require.main === module) process.exitCode = main(process.argv.slice(2))
 
-module.exports = { buildGraph, cycles, stripCommentsAndStrings, expandUseTree }
+module.exports = { buildGraph, cycles, coreImportsOut, stripCommentsAndStrings, expandUseTree }

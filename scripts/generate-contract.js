@@ -4,8 +4,8 @@
 // Writes lib/portable/contract.js from the native binding: the facts the
 // portable path (no binding: macOS, Windows, STICKY_SESSION_PORTABLE=1)
 // needs and must not restate by hand — every option's rule and default
-// (src/binding/options.rs), the stats fields (src/primary/stats.rs) and the
-// separator of a sid's slot tag (src/sessions.rs).
+// (src/binding/options.rs), the stats fields (src/core/stats.rs) and the
+// separator of a sid's slot tag (src/core/sessions.rs).
 // Run it after changing either (`npm run generate:contract`, after
 // `npm run build`); __test__/portable-contract.spec.js fails while the
 // committed file differs from what the binding reports.

@@ -1,19 +1,24 @@
 //! sticky-session-rs: sticky load balancing for Node.js cluster.
 //!
-//! Pure modules (no I/O): `address`, `hrw` (rendezvous hashing, the live
-//! `Selection`), `codec` (the record codec) and `wire` (the hand-off records),
-//! `parsers` (PROXY v1/v2, HTTP request head, forwarding
-//! headers, trusted proxies), `routing` (what identifies a client), `sessions`
-//! (engine.io session owners), `primary::ledger` (where every connection is
-//! until a worker has it), `relief` (when a kernel-steered worker takes its
-//! queue into the process), `netstat` (the host's listen counters, parsed)
-//! and `systemd` (socket activation's variables). I/O shells over them:
-//! `channel` (the SEQPACKET hand-off socket), `primary` (listener, accept
-//! loop, the channel driver), `reuseport` (the kernel-steered group),
-//! `shared_stats` (the counters kernel-steered workers share with their
-//! primary), `worker` (receiver, relief thread),
-//! `takeover` (handing the listening sockets to a new primary; its record
-//! format is pure). `binding` holds the `#[napi]` exports.
+//! Two layers, and imports only go down:
+//!
+//! - [`core`]: the pure core, no I/O (hashing, parsing, routing, sessions,
+//!   the ledger and its counters, the record formats, kernel steering's BPF
+//!   programs, the relief policy, systemd's variables). Tested beside the code, fuzzed in `fuzz/`.
+//! - The I/O shells over it: [`seqpacket`] (records and descriptors over
+//!   `SOCK_SEQPACKET` sockets: the hand-off channels, the rendezvous, the
+//!   takeover),
+//!   [`listener`] (binding or adopting a listening socket, for both paths),
+//!   [`primary`] (the accept loop: its state, its tasks, the driver that
+//!   carries out the ledger's actions), [`reuseport`] (the kernel-steered
+//!   group and its BPF programs), [`shared_stats`] (the counters
+//!   kernel-steered workers share with their primary), [`netstat`] (the
+//!   host's listen counters, read from `/proc`), [`worker`] (the receiver, the
+//!   relief thread), [`takeover`] (handing the listening sockets to a new
+//!   primary), and `binding`, the `#[napi]` exports, on top.
+//!
+//! `node scripts/check-module-cycles.js` (run by CI) fails when a module
+//! imports a module that imports it back.
 
 // Every `unsafe` block says why it is sound (`// SAFETY:`); CI denies warnings.
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -21,21 +26,15 @@
 // still puts each unsafe operation in a block of its own with its reason.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod address;
-pub mod channel;
-pub mod codec;
-pub mod hrw;
+pub mod core;
+
+pub mod listener;
 pub mod netstat;
-pub mod parsers;
 pub mod primary;
-pub mod relief;
 pub mod reuseport;
-pub mod routing;
-pub mod sessions;
+pub mod seqpacket;
 pub mod shared_stats;
-pub mod systemd;
 pub mod takeover;
-pub mod wire;
 pub mod worker;
 
 mod binding;

@@ -9,7 +9,7 @@
 use crate::http;
 use crate::{broken, escape, is_within, offset_in, pick, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
-use sticky_session_rs::parsers::http_head::find_query_param;
+use sticky_session_rs::core::parsers::http_head::find_query_param;
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

@@ -10,7 +10,7 @@
 
 use crate::broken;
 use crate::nodes::{ForwardedValues, LinesInput};
-use sticky_session_rs::parsers::forwarded::{parse_forwarded, ForwardedNode};
+use sticky_session_rs::core::parsers::forwarded::{parse_forwarded, ForwardedNode};
 
 pub type Input = LinesInput<ForwardedValues>;
 

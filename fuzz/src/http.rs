@@ -3,7 +3,7 @@
 
 use crate::{below, nodes, one_in, pick, range, small_len, Gen};
 use arbitrary::Unstructured;
-use sticky_session_rs::parsers::http_head::{HeadError, MAX_REQUEST_HEAD_LEN, MAX_SID_LEN};
+use sticky_session_rs::core::parsers::http_head::{HeadError, MAX_REQUEST_HEAD_LEN, MAX_SID_LEN};
 
 const UNRESERVED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
 const BASE64ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -12,7 +12,7 @@
 use crate::{addresses, below, broken, pick, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
 use std::net::IpAddr;
-use sticky_session_rs::address::parse_ip_literal;
+use sticky_session_rs::core::address::parse_ip_literal;
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

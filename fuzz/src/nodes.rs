@@ -5,7 +5,7 @@ use crate::{addresses, below, broken, escape, one_in, pick, range, small_len, By
 use arbitrary::{Arbitrary, Unstructured};
 use std::fmt;
 use std::net::IpAddr;
-use sticky_session_rs::parsers::forwarded::ForwardedNode;
+use sticky_session_rs::core::parsers::forwarded::ForwardedNode;
 
 /// Entries that no address, `unknown` or obfuscated-identifier rule accepts:
 /// each must become `Unknown`.

@@ -14,8 +14,8 @@ use crate::trusted_proxies::{model_contains, model_networks, probes, valid_entry
 use crate::{addresses, below, broken, nodes, one_in, pick, small_len, Bytes, Gen};
 use arbitrary::{Arbitrary, Unstructured};
 use std::net::IpAddr;
-use sticky_session_rs::parsers::forwarded::{parse_x_forwarded_for, pick_client, ForwardedNode};
-use sticky_session_rs::parsers::trusted::TrustedProxies;
+use sticky_session_rs::core::parsers::forwarded::{parse_x_forwarded_for, pick_client, ForwardedNode};
+use sticky_session_rs::core::parsers::trusted::TrustedProxies;
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

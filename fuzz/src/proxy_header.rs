@@ -20,10 +20,10 @@ use crate::addresses;
 use crate::{below, broken, bytes, cut_points, escape, one_in, pick, small_len, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
 use std::net::{IpAddr, SocketAddr};
-use sticky_session_rs::parsers::proxy_protocol::{
+use sticky_session_rs::core::parsers::proxy_protocol::{
   encode_v1, encode_v2, parse_proxy_header, ProxyError, ProxyHeader, MAX_V2_HEADER_LEN, V1_MAX_HEADER_LEN, V2_SIGNATURE,
 };
-use sticky_session_rs::parsers::Parse;
+use sticky_session_rs::core::parsers::Parse;
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

@@ -24,11 +24,11 @@
 use crate::http::{self, GenHead};
 use crate::{below, broken, cut_points, escape, is_token_byte, is_within, small_len, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
-use sticky_session_rs::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for};
-use sticky_session_rs::parsers::http_head::{
+use sticky_session_rs::core::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for};
+use sticky_session_rs::core::parsers::http_head::{
   header_values, parse_request_head, request_line_target, HeadError, RequestHead, MAX_REQUEST_HEAD_LEN,
 };
-use sticky_session_rs::parsers::Parse;
+use sticky_session_rs::core::parsers::Parse;
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

@@ -23,11 +23,11 @@ use crate::{
   Render,
 };
 use arbitrary::{Arbitrary, Unstructured};
-use sticky_session_rs::parsers::http_head::{
+use sticky_session_rs::core::parsers::http_head::{
   find_query_param, parse_request_head, request_line_sid, request_line_target, HeadError, MAX_REQUEST_LINE_LEN,
   MAX_SID_LEN,
 };
-use sticky_session_rs::parsers::Parse;
+use sticky_session_rs::core::parsers::Parse;
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

@@ -1,8 +1,8 @@
-//! `takeover::message::decode` (the takeover records; `encode` too).
+//! `core::takeover_message::decode` (the takeover records; `encode` too).
 //!
 //! Invariants: encoding then decoding gives back the message (round trip);
 //! for any bytes the decoder returns exactly what the record layout in
-//! `takeover/message.rs` prescribes (the refusal order of `codec.rs`: the
+//! `src/core/takeover_message.rs` prescribes (the refusal order of `src/core/codec.rs`: the
 //! 6-byte header, then the magic `STKO`, then version 1, then the kind, then
 //! the kind's length, then (offers) the mode); re-encoding a decoded record
 //! reproduces its meaningful bytes (the offer's reserved byte zeroed, bytes
@@ -10,8 +10,8 @@
 
 use crate::{below, broken, escape, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
-use sticky_session_rs::codec::RecordError;
-use sticky_session_rs::takeover::message::{decode, encode, ListenMode, Message, MessageError, Offer, FORMAT};
+use sticky_session_rs::core::codec::RecordError;
+use sticky_session_rs::core::takeover_message::{decode, encode, ListenMode, Message, MessageError, Offer, FORMAT};
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

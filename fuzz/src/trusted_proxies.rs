@@ -19,7 +19,7 @@ use crate::{addresses, below, broken, pick, range, small_len, Bytes, Gen, NearMi
 use arbitrary::{Arbitrary, Unstructured};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use sticky_session_rs::parsers::trusted::{TrustedProxies, TrustedProxyError};
+use sticky_session_rs::core::parsers::trusted::{TrustedProxies, TrustedProxyError};
 
 #[derive(Arbitrary, Debug)]
 pub enum Input {

@@ -12,8 +12,8 @@
 use crate::{addresses, below, broken, bytes, escape, one_in, pick, range, Bytes, Gen, NearMiss, Render};
 use arbitrary::{Arbitrary, Unstructured};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use sticky_session_rs::codec::RecordError;
-use sticky_session_rs::wire::{
+use sticky_session_rs::core::codec::RecordError;
+use sticky_session_rs::core::wire::{
   append_handoff, decode_handoff, decode_handoffs, decode_reply, decode_setup, encode_handoff, encode_reply,
   encode_setup, first_seq, Handoff, Reply, Setup, WireError, FORMAT, HANDOFF_LEN, MAX_BATCH, MAX_HANDOFF_RECORD_LEN,
   MAX_SESSION_ID_LEN, PROTOCOL_VERSION, SETUP_LEN,

@@ -12,7 +12,7 @@
 
 use crate::nodes::{self, LinesInput, XffValues};
 use crate::{broken, escape};
-use sticky_session_rs::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for, ForwardedNode};
+use sticky_session_rs::core::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for, ForwardedNode};
 
 pub type Input = LinesInput<XffValues>;
 

@@ -1,6 +1,6 @@
 'use strict'
 
-// IP addresses for the portable path: the JavaScript copy of src/address.rs
+// IP addresses for the portable path: the JavaScript copy of src/core/address.rs
 // and of the two address grammars the Rust uses (the standard library's,
 // strict, and the `ipnet` crate's for networks, which allows leading zeros in
 // IPv4 octets and a `::` that stands for no group). No I/O.

@@ -304,10 +304,18 @@ module.exports = {
     },
     {
       "scope": "slot",
-      "name": "acknowledged",
+      "name": "taken",
       "kind": "counter",
       "help": "Connections the slot's workers took (read from their channel), as the primary last looked.",
       "dropped": false
+    },
+    {
+      "scope": "slot",
+      "name": "acknowledged",
+      "kind": "counter",
+      "help": "Deprecated, removed in 0.2.0: `taken` under its old name (the same value).",
+      "dropped": false,
+      "aliasOf": "taken"
     },
     {
       "scope": "slot",

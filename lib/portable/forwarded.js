@@ -2,7 +2,7 @@
 
 // Client address chains from `X-Forwarded-For` and RFC 7239 `Forwarded`, and
 // the policy that picks the client: the JavaScript copy of
-// src/parsers/forwarded.rs, for the portable path. No I/O. A node is
+// src/core/parsers/forwarded.rs, for the portable path. No I/O. A node is
 // `{ ip }`, `UNKNOWN` or `OBFUSCATED`.
 
 const { parseIp, parseIpv4, parseIpv6WithZone, canonical } = require('./address')

@@ -1,7 +1,7 @@
 'use strict'
 
 // Rendezvous (highest random weight) hashing over stable slot ids: the
-// JavaScript copy of src/hrw.rs, for the portable path. No I/O. The same key,
+// JavaScript copy of src/core/hrw.rs, for the portable path. No I/O. The same key,
 // seed and slots give the same choice bit for bit, so a client keeps its
 // slot whichever path serves it (__test__/portable-contract.spec.js runs the
 // same keys through both). 64-bit arithmetic in BigInt, masked.

@@ -1,7 +1,7 @@
 'use strict'
 
 // HTTP/1.x request heads for the portable path: the JavaScript copy of
-// src/parsers/http_head.rs — the request line and its engine.io `sid` (read
+// src/core/parsers/http_head.rs — the request line and its engine.io `sid` (read
 // by hand, as there), and the whole head with the syntax rules of the
 // `httparse` crate the Rust uses. No I/O. Outcomes are
 // `{ complete: value }`, `{ incomplete: true }` or `{ invalid: reason }`.

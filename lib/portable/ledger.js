@@ -4,7 +4,7 @@
 // take connections, and where every accepted connection is until a worker
 // has taken it. No I/O, no timers: the listener (lib/portable/listener.js)
 // feeds it events with the time and carries out the actions it returns, as
-// src/primary/ledger.rs does for the native accept loop.
+// src/core/ledger.rs does for the native accept loop.
 //
 // Nothing lost. Every connection given to `accept` ends exactly once, as one of
 //   - delivered: the worker it was sent to reported it `taken` (action
@@ -43,7 +43,7 @@ class Ledger {
     this.stats = stats
     /** slot -> its current channel (ready or not), or null */
     this.current = new Array(slots).fill(null)
-    /** channel id -> { id, slot, pid, ready, taking, unacked: Map(connection id -> { connection, route }) } */
+    /** channel id -> { id, slot, pid, ready, taking, inFlight: Map(connection id -> { connection, route }) } */
     this.channels = new Map()
     /** Connections no slot takes yet, in arrival order: [{ connection, route }]. */
     this.parked = []
@@ -62,7 +62,7 @@ class Ledger {
 
   /** A worker forked into `slot` (channel `id`); it takes connections once it says hello. */
   open(id, slot, pid) {
-    this.channels.set(id, { id, slot, pid, ready: false, taking: true, unacked: new Map() })
+    this.channels.set(id, { id, slot, pid, ready: false, taking: true, inFlight: new Map() })
     this.stats.slots[slot].channels++
   }
 
@@ -113,11 +113,11 @@ class Ledger {
     if (!channel) return this.done()
     const slotStats = this.stats.slots[channel.slot]
     for (const connectionId of ids) {
-      const held = channel.unacked.get(connectionId)
+      const held = channel.inFlight.get(connectionId)
       if (!held) continue
-      channel.unacked.delete(connectionId)
+      channel.inFlight.delete(connectionId)
       slotStats.pending--
-      slotStats.acknowledged++
+      slotStats.taken++
       this.actions.push({ release: held.connection })
     }
     return this.done()
@@ -140,7 +140,7 @@ class Ledger {
     this.channels.delete(id)
     const { slot } = channel
     const slotStats = this.stats.slots[slot]
-    const requeue = [...channel.unacked.values()]
+    const requeue = [...channel.inFlight.values()]
     slotStats.pending -= requeue.length
     slotStats.redispatched += requeue.length
     if (this.current[slot] === channel) {
@@ -204,9 +204,9 @@ class Ledger {
     }
     this.stats.parked = 0
     for (const channel of this.channels.values()) {
-      this.stats.slots[channel.slot].pending -= channel.unacked.size
-      for (const { connection } of channel.unacked.values()) this.actions.push({ release: connection })
-      channel.unacked.clear()
+      this.stats.slots[channel.slot].pending -= channel.inFlight.size
+      for (const { connection } of channel.inFlight.values()) this.actions.push({ release: connection })
+      channel.inFlight.clear()
     }
     this.terminated = true
     return this.done()
@@ -233,7 +233,7 @@ class Ledger {
   /** Nothing accepted waits for a worker: nothing parked, nothing sent and not taken. */
   isDrained() {
     if (this.parked.length > 0) return false
-    for (const channel of this.channels.values()) if (channel.unacked.size > 0) return false
+    for (const channel of this.channels.values()) if (channel.inFlight.size > 0) return false
     return true
   }
 
@@ -294,7 +294,7 @@ class Ledger {
       return
     }
     const channel = this.current[slot]
-    channel.unacked.set(held.connection.id, held)
+    channel.inFlight.set(held.connection.id, held)
     const slotStats = this.stats.slots[slot]
     slotStats.dispatched++
     slotStats.pending++

@@ -50,7 +50,7 @@ const NO_WORKER_GRACE_MS = 200
 
 /** Every counter the stats fields name, at 0: `{ ...primary counters, slots: [{ ...slot counters, live, channels }] }`. */
 function zeroStats(slots) {
-  const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope).map((field) => [field.name, 0]))
+  const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope && !field.aliasOf).map((field) => [field.name, 0]))
   return { ...zeros('primary'), slots: Array.from({ length: slots }, () => ({ ...zeros('slot'), live: false, channels: 0 })) }
 }
 
@@ -221,7 +221,8 @@ class PortableListener {
     const slotStats = slots.map((slot, index) => {
       const values = { ...slot, state: slot.live ? 'live' : 'down', respawns: Math.max(slot.channels - 1, 0), sessions: this.ledger.sessionsOf(index) }
       const entry = { slot: index }
-      for (const field of fields.filter((f) => f.scope === 'slot')) entry[field.name] = values[field.name] ?? 0
+      // A renamed field's old name (`aliasOf`) carries the field's value.
+      for (const field of fields.filter((f) => f.scope === 'slot')) entry[field.name] = values[field.aliasOf ?? field.name] ?? 0
       return entry
     })
     return { ...primary, slots: slotStats }

@@ -5,7 +5,7 @@
 // binding. Every fact comes from contract.js, which
 // `npm run generate:contract` writes from the binding (the option rules and
 // defaults of src/binding/options.rs, the stats fields of
-// src/primary/stats.rs); __test__/portable-contract.spec.js fails when the
+// src/core/stats.rs); __test__/portable-contract.spec.js fails when the
 // committed file differs from what the binding reports, and runs random
 // options through both this and the binding, demanding the same result or
 // the same error.
@@ -183,7 +183,7 @@ function statsFields() {
   return contract.statsFields.map((field) => ({ ...field }))
 }
 
-/** What separates a sid from the slot appended to it (src/sessions.rs): lib/slot-ports.js reads it. */
+/** What separates a sid from the slot appended to it (src/core/sessions.rs): lib/slot-ports.js reads it. */
 function sidTagSeparator() {
   return contract.sidTagSeparator
 }

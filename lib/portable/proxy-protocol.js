@@ -1,7 +1,7 @@
 'use strict'
 
 // The PROXY protocol header parser, versions 1 and 2: the JavaScript copy of
-// src/parsers/proxy_protocol.rs, for the portable path. No I/O. It decides
+// src/core/parsers/proxy_protocol.rs, for the portable path. No I/O. It decides
 // as early as the Rust does: garbage is refused at its first wrong byte,
 // every strict prefix of a valid header is incomplete.
 //

@@ -1,7 +1,7 @@
 'use strict'
 
 // What identifies a client, from its address and its connection's first
-// bytes: the JavaScript copy of src/routing.rs (`Router::decide`), for the
+// bytes: the JavaScript copy of src/core/routing.rs (`Router::decide`), for the
 // portable path. No I/O. `decide(peer, bytes)` returns
 //   { complete: { route, client, consume } }  route: { hash } | { sid } | { newSession: { handshake } };
 //                                             client: the PROXY header's { ip, port } or null;

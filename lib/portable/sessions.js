@@ -1,7 +1,7 @@
 'use strict'
 
 // Which slot owns each engine.io session, and where new sessions go: the
-// JavaScript copy of src/sessions.rs, for the portable path. No I/O; time is
+// JavaScript copy of src/core/sessions.rs, for the portable path. No I/O; time is
 // passed in (milliseconds from any fixed origin).
 
 const U64 = (1n << 64n) - 1n

@@ -1,6 +1,6 @@
 'use strict'
 
-// The trusted proxy list, the JavaScript copy of src/parsers/trusted.rs: IP
+// The trusted proxy list, the JavaScript copy of src/core/parsers/trusted.rs: IP
 // addresses, CIDR networks and the keywords `loopback`, `linklocal`,
 // `uniquelocal`. No I/O; names are never resolved.
 

@@ -12,10 +12,10 @@ use napi_derive::napi;
 use super::error::{Result, StickyError};
 use super::options::resolve_options;
 use super::primary::router_for;
-use crate::address::{parse_ip_literal, ClientKey};
-use crate::hrw::{Rendezvous, SlotId, DEFAULT_SEED};
-use crate::parsers::Parse;
-use crate::routing::{Refusal, Route};
+use crate::core::address::{parse_ip_literal, ClientKey};
+use crate::core::hrw::{Rendezvous, SlotId, DEFAULT_SEED};
+use crate::core::parsers::Parse;
+use crate::core::routing::{Refusal, Route};
 
 /// What `Router::decide` made of a connection's first bytes.
 #[napi(object)]
@@ -148,8 +148,8 @@ mod tests {
   //! ASCII with `%hh` for the rest.
 
   use super::*;
-  use crate::parsers::trusted::TrustedProxies;
-  use crate::routing::{ForwardingHeader, Router, RoutingMode};
+  use crate::core::parsers::trusted::TrustedProxies;
+  use crate::core::routing::{ForwardingHeader, Router, RoutingMode};
 
   const VECTORS: &str = include_str!("contract_vectors.tsv");
 
@@ -201,7 +201,7 @@ mod tests {
     Router::new(mode, TrustedProxies::parse(&trusted).unwrap(), ignore_missing_header, Rendezvous::new(seed))
   }
 
-  fn outcome(parse: Parse<crate::routing::Decision, Refusal>) -> String {
+  fn outcome(parse: Parse<crate::core::routing::Decision, Refusal>) -> String {
     match parse {
       Parse::Incomplete => "incomplete".into(),
       Parse::Invalid(Refusal::UntrustedProxy { .. }) => "invalid untrusted-proxy".into(),

@@ -9,10 +9,11 @@
 use std::borrow::Cow;
 use std::io;
 
-use crate::parsers::trusted::TrustedProxyError;
-use crate::primary::{errno_name, AdoptError, ListenError, Problem, StartError};
+use crate::core::parsers::trusted::TrustedProxyError;
+use crate::core::systemd::SystemdError;
+use crate::listener::{errno_name, AdoptError, ListenError};
+use crate::primary::{Problem, StartError};
 use crate::reuseport::AdoptGroupError;
-use crate::systemd::SystemdError;
 use crate::takeover::taking::TakeError;
 
 #[derive(Debug, thiserror::Error)]

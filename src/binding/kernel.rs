@@ -14,10 +14,11 @@ use socket2::{SockRef, Socket};
 use super::error::{Result, StickyError};
 use super::listen::{AddressInfo, Listen, ListenSpec};
 use super::options::ResolvedOptions;
+use super::slot_fd;
 use super::stats::{to_js_stats, StatsObject};
-use crate::primary::stats::Stats;
-use crate::primary::{socket_facts, with_default_host_fallback};
-use crate::relief::ReliefPolicy;
+use crate::core::relief::ReliefPolicy;
+use crate::core::stats::Stats;
+use crate::listener::{socket_facts, with_default_host_fallback};
 use crate::reuseport;
 use crate::shared_stats::{SeatTable, SharedRegion};
 use crate::worker::relief::{Relief, ReliefQueue, SeatRef};
@@ -89,14 +90,7 @@ impl ReuseportGroup {
   /// worker's stdio at fork, do not close it.
   #[napi]
   pub fn fd(&self, slot: u32) -> Result<i32> {
-    let slots = self.sockets.len();
-    Ok(
-      self
-        .sockets
-        .get(slot as usize)
-        .map(|socket| socket.as_raw_fd())
-        .ok_or(StickyError::InvalidSlot { slot, slots })?,
-    )
+    slot_fd(&self.sockets, slot)
   }
 
   /// The descriptor of the counters shared with the workers, for a worker's
@@ -224,7 +218,7 @@ fn seat_of(stats_fd: Option<i32>, seat: Option<u32>) -> SeatRef {
 /// between, so that hardly any connection can arrive between the last look
 /// at the queue and the close.
 ///
-/// It also runs the worker's relief thread (`crate::relief`), and counts
+/// It also runs the worker's relief thread (`crate::core::relief`), and counts
 /// what the worker accepts in its seat of the counters the primary reads.
 #[napi]
 pub struct ListeningSocketHold {

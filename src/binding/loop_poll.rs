@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
 
-use crate::wire;
+use crate::core::wire;
 use crate::worker::{ChannelState, Delivered, Receiver, MAX_DELIVERY};
 
 use super::received::Connection;

@@ -44,3 +44,13 @@ pub use worker::{claim_channel, close_descriptor, connect_channel, WorkerChannel
 fn injected_fault() -> Option<String> {
   std::env::var("STICKY_FAULT_INJECTION").ok()
 }
+
+/// The listening fd of `slot` among a group's `sockets` (one per slot: kernel
+/// steering's group, or the slot ports), still owned by the group: for the
+/// worker's stdio at fork. An `ERR_STICKY_INVALID_SLOT` past the last slot.
+fn slot_fd(sockets: &[socket2::Socket], slot: u32) -> error::Result<i32> {
+  use std::os::fd::AsRawFd;
+  let slots = sockets.len();
+  let socket = usize::try_from(slot).ok().and_then(|index| sockets.get(index));
+  Ok(socket.ok_or(error::StickyError::InvalidSlot { slot, slots })?.as_raw_fd())
+}

@@ -17,8 +17,8 @@ use napi::{JsValue, ValueType};
 use napi_derive::napi;
 
 use super::error::{Result, StickyError};
-use crate::hrw::DEFAULT_SEED;
-use crate::parsers::trusted::TrustedProxies;
+use crate::core::hrw::DEFAULT_SEED;
+use crate::core::parsers::trusted::TrustedProxies;
 
 /// What identifies a client.
 #[napi(string_enum = "kebab-case")]
@@ -644,7 +644,7 @@ impl<'env> Reader<'_, 'env> {
   fn header(&self) -> std::result::Result<Option<String>, StickyError> {
     let Some(value) = self.value("header")? else { return Ok(None) };
     match self.string(&value)? {
-      Some(name) if !name.is_empty() && name.bytes().all(crate::parsers::is_token_byte) => Ok(Some(name)),
+      Some(name) if !name.is_empty() && name.bytes().all(crate::core::parsers::is_token_byte) => Ok(Some(name)),
       _ => Err(self.invalid("header", &value)?),
     }
   }

@@ -12,14 +12,14 @@ use super::listen::{AddressInfo, Listen, ListenSpec};
 use super::options::{LoadBalancingMethod, ResolvedOptions, Routing};
 use super::rendezvous::RendezvousSocket;
 use super::stats::{to_js_stats, StatsObject};
-use crate::hrw::Rendezvous;
-use crate::parsers::trusted::TrustedProxies;
+use crate::core::hrw::Rendezvous;
+use crate::core::parsers::trusted::TrustedProxies;
+use crate::core::routing::{ForwardingHeader, Router, RoutingMode};
+use crate::core::sessions::{NewSessionBalance, SessionTable};
+use crate::listener::{adopt_listener, bind_listener};
 use crate::primary::{
-  adopt_listener, bind_listener, descriptor_budget, Fault, HeaderLimits, OpenSlotError, PrimaryConfig, PrimaryEvent,
-  PrimaryHandle,
+  descriptor_budget, Fault, HeaderLimits, OpenSlotError, PrimaryConfig, PrimaryEvent, PrimaryHandle,
 };
-use crate::routing::{ForwardingHeader, Router, RoutingMode};
-use crate::sessions::{NewSessionBalance, SessionTable};
 
 /// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`.
 #[napi(object)]

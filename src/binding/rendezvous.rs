@@ -28,7 +28,7 @@ impl RendezvousSocket {
   pub fn new(name: String) -> Result<Self> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-      let socket = crate::channel::listen_abstract(name.as_bytes())
+      let socket = crate::seqpacket::listen_abstract(name.as_bytes())
         .map_err(|source| StickyError::RendezvousListen { name, source })?;
       Ok(RendezvousSocket { socket: Some(socket), allowed: AllowedWorkers::default() })
     }

@@ -10,15 +10,15 @@
 //! handed the same socket (`claim_listening_fd` in the worker).
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 
 use napi_derive::napi;
 use socket2::Socket;
 
 use super::error::{Result, StickyError};
 use super::listen::AddressInfo;
-use crate::primary::listening_socket;
-use crate::sessions::SID_TAG_SEPARATOR;
+use super::slot_fd;
+use crate::core::sessions::SID_TAG_SEPARATOR;
+use crate::listener::listening_socket;
 
 /// What separates a sid from the slot a worker appends to it behind slot
 /// ports (`<sid>~<slot>`): unreserved in URLs (never percent-encoded), and
@@ -80,14 +80,7 @@ impl SlotPortGroup {
   /// worker's stdio at fork, do not close it.
   #[napi]
   pub fn fd(&self, slot: u32) -> Result<i32> {
-    let slots = self.sockets.len();
-    Ok(
-      self
-        .sockets
-        .get(slot as usize)
-        .map(|socket| socket.as_raw_fd())
-        .ok_or(StickyError::InvalidSlot { slot, slots })?,
-    )
+    slot_fd(&self.sockets, slot)
   }
 
   /// Closes the primary's copies; each socket closes with its worker's last

@@ -1,17 +1,17 @@
 //! The primary's counters as JavaScript sees them (`stats()`), and the
 //! list of their fields (`statsFields()`) that metrics exporters and the
 //! docs' test read. Both are generated from the field lists in
-//! `primary/stats.rs`.
+//! `core/stats.rs`.
 
 use napi_derive::napi;
 
-use crate::primary::stats::{
-  primary_stats_fields, slot_stats_fields, FieldDoc, FieldKind, SlotSnapshot, StatsSnapshot, PRIMARY_FIELDS,
-  SLOT_FIELDS,
+use crate::core::stats::{
+  primary_stats_fields, slot_stats_fields, FieldDoc, FieldKind, SlotSnapshot, StatsSnapshot, ALIASES_REMOVED_IN,
+  PRIMARY_FIELDS, SLOT_ALIASES, SLOT_FIELDS,
 };
 
 macro_rules! define_js_slot_stats {
-  ($($kind:ident $name:ident $help:tt;)*) => {
+  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
     #[napi(object)]
     pub struct SlotStatsObject {
       pub slot: u32,
@@ -20,6 +20,12 @@ macro_rules! define_js_slot_stats {
       pub state: String,
       pub respawns: f64,
       $(#[doc = $help] pub $name: f64,)*
+      $($(
+        /// @deprecated The old name of a renamed field, with its value
+        /// (`statsFields()` names the field in its `aliasOf`); kept for one
+        /// minor version.
+        pub $old: f64,
+      )?)*
     }
 
     fn to_js_slot_stats(slot: SlotSnapshot) -> SlotStatsObject {
@@ -29,6 +35,7 @@ macro_rules! define_js_slot_stats {
         state: if slot.live { "live".into() } else { "down".into() },
         respawns: slot.respawns as f64,
         $($name: slot.$name as f64,)*
+        $($($old: slot.$name as f64,)?)*
       }
     }
   };
@@ -36,7 +43,7 @@ macro_rules! define_js_slot_stats {
 slot_stats_fields!(define_js_slot_stats);
 
 macro_rules! define_js_stats {
-  ($($kind:ident $name:ident $help:tt;)*) => {
+  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
     #[napi(object)]
     pub struct StatsObject {
       /// Every connection the primary reset, whatever the reason.
@@ -76,10 +83,14 @@ pub struct StatsField {
   pub help: String,
   /// Counted in the total `dropped`.
   pub dropped: bool,
+  /// Set on a renamed field's old name, kept for one minor version: the
+  /// field it names now (same value). Absent on every other field.
+  pub alias_of: Option<String>,
 }
 
 /// Every numeric field of `stats()` and of each slot (`slot`, the slot's
-/// index, aside), with its kind and meaning.
+/// index, aside), with its kind and meaning; a renamed field's old name right
+/// after the field (with `aliasOf`).
 #[napi]
 pub fn stats_fields() -> Vec<StatsField> {
   let field = |scope: &str, doc: &FieldDoc| StatsField {
@@ -91,12 +102,22 @@ pub fn stats_fields() -> Vec<StatsField> {
     },
     help: doc.help.into(),
     dropped: doc.dropped,
+    alias_of: None,
   };
-  PRIMARY_FIELDS
-    .iter()
-    .map(|doc| field("primary", doc))
-    .chain(SLOT_FIELDS.iter().map(|doc| field("slot", doc)))
-    .collect()
+  let with_old_names = |doc: &FieldDoc| {
+    let aliases = SLOT_ALIASES.iter().filter(|alias| alias.of == doc.name).map(|alias| StatsField {
+      name: camel_case(alias.name),
+      help: format!(
+        "Deprecated, removed in {ALIASES_REMOVED_IN}: `{}` under its old name (the same value).",
+        camel_case(alias.of)
+      ),
+      dropped: false,
+      alias_of: Some(camel_case(alias.of)),
+      ..field("slot", doc)
+    });
+    std::iter::once(field("slot", doc)).chain(aliases).collect::<Vec<_>>()
+  };
+  PRIMARY_FIELDS.iter().map(|doc| field("primary", doc)).chain(SLOT_FIELDS.iter().flat_map(with_old_names)).collect()
 }
 
 /// `dropped_queue_full` -> `droppedQueueFull`, as napi names object properties.
@@ -122,5 +143,18 @@ mod tests {
     assert_eq!(camel_case("accepted"), "accepted");
     assert_eq!(camel_case("dropped_queue_full"), "droppedQueueFull");
     assert_eq!(camel_case("accept_errors"), "acceptErrors");
+  }
+
+  #[test]
+  fn a_renamed_slot_field_keeps_its_old_name_right_after_it_with_the_same_kind() {
+    let fields = stats_fields();
+    let taken = fields.iter().position(|field| field.scope == "slot" && field.name == "taken").expect("taken");
+    let old = &fields[taken + 1];
+    assert_eq!(
+      (old.name.as_str(), old.alias_of.as_deref(), old.kind.as_str()),
+      ("acknowledged", Some("taken"), "counter")
+    );
+    assert!(old.help.starts_with("Deprecated, removed in 0.2.0"), "{}", old.help);
+    assert_eq!(fields.iter().filter(|field| field.alias_of.is_some()).count(), SLOT_ALIASES.len());
   }
 }

@@ -6,9 +6,9 @@ use napi_derive::napi;
 
 use super::error::{Result, StickyError};
 use super::listen::family_name;
-use crate::channel;
-use crate::primary::socket_facts;
-use crate::systemd::passed_sockets;
+use crate::core::systemd::passed_sockets;
+use crate::listener::socket_facts;
+use crate::seqpacket;
 
 /// One descriptor systemd passed.
 #[napi(object)]
@@ -47,7 +47,7 @@ pub fn systemd_sockets(
         // LISTEN_FDS counts, from 3 up; nothing here closes them. One that is
         // not open fails fcntl (EBADF) and is only reported as unusable.
         let passed = unsafe { BorrowedFd::borrow_raw(socket.fd) };
-        let facts = channel::set_cloexec(passed).ok().and_then(|()| socket_facts(passed).ok());
+        let facts = seqpacket::set_cloexec(passed).ok().and_then(|()| socket_facts(passed).ok());
         let local = facts.and_then(|facts| facts.local);
         InheritedSocket {
           fd: socket.fd,

@@ -8,7 +8,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{Result, StickyError};
-use crate::takeover::message::{ListenMode, Offer};
+use crate::core::takeover_message::{ListenMode, Offer};
 use crate::takeover::offering::{Offering, OfferingEvent};
 use crate::takeover::taking::Taking;
 

@@ -11,8 +11,8 @@ use napi_derive::napi;
 use super::error::{Result, StickyError};
 use super::loop_poll::LoopPoll;
 use super::received::Connection;
-use crate::channel;
-use crate::wire::{self, Reply};
+use crate::core::wire::{self, Reply};
+use crate::seqpacket;
 use crate::worker::{Delivered, Receiver};
 
 /// Batches queued towards JavaScript before the receiver thread waits: the
@@ -62,7 +62,7 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel> {
   // a channel it is released again, not closed. An integer from JavaScript
   // becomes a descriptor only this way.
   let channel = unsafe { OwnedFd::from_raw_fd(fd) };
-  if !channel::is_seqpacket_socket(&channel) || channel::set_cloexec(&channel).is_err() {
+  if !seqpacket::is_seqpacket_socket(&channel) || seqpacket::set_cloexec(&channel).is_err() {
     let _ = channel.into_raw_fd();
     return Err(StickyError::NotAChannel { fd }.into());
   }
@@ -78,12 +78,12 @@ pub fn claim_channel(fd: i32) -> Result<WorkerChannel> {
 pub fn connect_channel(name: String, primary: u32) -> Result<Option<WorkerChannel>> {
   #[cfg(any(target_os = "linux", target_os = "android"))]
   {
-    let channel = match channel::connect_abstract(name.as_bytes()) {
+    let channel = match seqpacket::connect_abstract(name.as_bytes()) {
       Ok(channel) => channel,
       Err(error) if error.raw_os_error() == Some(libc::ECONNREFUSED) => return Ok(None),
       Err(error) => return Err(StickyError::NoRendezvous(error).into()),
     };
-    let (pid, uid) = channel::peer_credentials(channel.as_fd()).map_err(StickyError::NoRendezvous)?;
+    let (pid, uid) = seqpacket::peer_credentials(channel.as_fd()).map_err(StickyError::NoRendezvous)?;
     if pid != primary || uid != nix::unistd::geteuid().as_raw() {
       return Err(StickyError::ForeignRendezvous { name, pid, uid, primary }.into());
     }

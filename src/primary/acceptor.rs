@@ -13,10 +13,10 @@ use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 
 use super::connection::Connection;
-use super::events::{Fault, PrimaryEvent, Problem};
-use super::handle::Shared;
+use super::events::{Fault, PrimaryEvent};
 use super::header_reader::read_header_then_dispatch;
-use super::ledger::Admission;
+use super::loop_state::{LoopState, ACCEPT_RETRY};
+use crate::core::ledger::Admission;
 
 /// Connections taken per readiness wake-up, before other tasks get a turn.
 const ACCEPTS_PER_WAKEUP: usize = 64;
@@ -28,30 +28,30 @@ const ACCEPTS_PER_WAKEUP: usize = 64;
 /// (`refuse_new_on_close`), it first makes the kernel drop new connection
 /// requests and lets handshakes under way complete: a handshake completing
 /// between the last empty `accept` and the close would be reset.
-pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -> io::Result<()> {
+pub async fn accept_connections(state: Rc<LoopState>, listener: AsyncFd<Socket>) -> io::Result<()> {
   // Closing with new connections refused: until when handshakes under way may still complete.
   let mut settling_until: Option<Instant> = None;
   loop {
-    let admission = shared.driver.borrow_mut().admission();
+    let admission = state.driver.borrow_mut().admission();
     if let Admission::Paused(at_most) = admission {
-      wait_for_gate(&shared, at_most).await;
+      wait_for_gate(&state, at_most).await;
       continue;
     }
-    let draining = shared.driver.borrow().ledger().is_closed();
+    let draining = state.driver.borrow().ledger().is_closed();
     if draining {
-      if !shared.drain_queue_on_close.get() {
+      if !state.drain_queue_on_close.get() {
         return Ok(());
       }
-      if shared.refuse_new_on_close.get() && settling_until.is_none() {
+      if state.refuse_new_on_close.get() && settling_until.is_none() {
         // From here no new handshake completes; those under way get a
         // moment. Without the filter (the kernel refused it), no wait.
         let refused = crate::reuseport::refuse_new_connections(listener.get_ref()).is_ok();
         settling_until = Some(Instant::now() + if refused { HANDSHAKE_SETTLE } else { Duration::ZERO });
       }
-      match accept_one(&shared, &listener) {
+      match accept_one(&state, &listener) {
         Some(Ok(())) => continue,
         Some(Err(error)) => {
-          back_off(&shared, "accept", &error).await;
+          back_off(&state, "accept", &error).await;
           continue;
         }
         None => match settling_until {
@@ -60,11 +60,11 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
             tokio::select! {
               ready = listener.readable() => {
                 let mut guard = ready?;
-                match accept_one(&shared, &listener) {
+                match accept_one(&state, &listener) {
                   Some(Ok(())) => {}
                   Some(Err(error)) => {
                     drop(guard);
-                    back_off(&shared, "accept", &error).await;
+                    back_off(&state, "accept", &error).await;
                   }
                   None => guard.clear_ready(),
                 }
@@ -74,7 +74,7 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
             continue;
           }
           _ => {
-            if shared.fault == Some(Fault::SlowClose) {
+            if state.fault == Some(Fault::SlowClose) {
               tokio::time::sleep(super::events::SLOW_CLOSE).await;
             }
             return Ok(());
@@ -86,13 +86,13 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
       ready = listener.readable() => {
         let mut guard = ready?;
         // What this wake-up accepts leaves as one record per worker.
-        shared.driver.borrow_mut().begin_burst();
+        state.driver.borrow_mut().begin_burst();
         let mut failed = None;
         let mut more = true;
         for _ in 0..ACCEPTS_PER_WAKEUP {
-          match accept_one(&shared, &listener) {
+          match accept_one(&state, &listener) {
             Some(Ok(())) => {
-              let admission = shared.driver.borrow_mut().admission();
+              let admission = state.driver.borrow_mut().admission();
               if admission != Admission::Open {
                 break;
               }
@@ -108,7 +108,7 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
             }
           }
         }
-        shared.driver.borrow_mut().end_burst();
+        state.driver.borrow_mut().end_burst();
         if more {
           // The queue may hold more: let the other tasks have a turn first.
           // (Otherwise the next wait for readiness yields anyway: an extra
@@ -117,45 +117,37 @@ pub async fn accept_connections(shared: Rc<Shared>, listener: AsyncFd<Socket>) -
         }
         if let Some(error) = failed {
           drop(guard);
-          back_off(&shared, "accept", &error).await;
+          back_off(&state, "accept", &error).await;
         }
       }
-      _ = shared.gate.notify.notified() => {}
+      _ = state.gate.notify.notified() => {}
     }
   }
 }
 
 /// Waits until the ledger may admit again: woken by whoever relieves it, or
 /// after `at_most` (a congested slot's hold running out).
-async fn wait_for_gate(shared: &Rc<Shared>, at_most: Option<u64>) {
-  shared.gate.waiting.set(true);
+async fn wait_for_gate(state: &Rc<LoopState>, at_most: Option<u64>) {
+  state.gate.waiting.set(true);
   match at_most {
     Some(ms) => {
       tokio::select! {
-        _ = shared.gate.notify.notified() => {}
+        _ = state.gate.notify.notified() => {}
         _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
       }
     }
-    None => shared.gate.notify.notified().await,
+    None => state.gate.notify.notified().await,
   }
-  shared.gate.waiting.set(false);
+  state.gate.waiting.set(false);
 }
 
 /// After an `accept` that failed for want of resources (EMFILE, ENFILE,
 /// ENOBUFS, ENOMEM) the connection stays in the kernel's queue and the
 /// listener stays readable: count it, tell the user, and wait instead of
 /// spinning.
-async fn back_off(shared: &Shared, what: &'static str, error: &io::Error) {
-  report_accept_error(shared, what, error);
+async fn back_off(state: &LoopState, what: &'static str, error: &io::Error) {
+  state.report_accept_error(what, error);
   tokio::time::sleep(ACCEPT_RETRY).await;
-}
-
-/// Counts a failed `accept` and tells the user (as a warning).
-pub fn report_accept_error(shared: &Shared, what: &'static str, error: &io::Error) {
-  shared.stats.accept_errors.fetch_add(1, Relaxed);
-  let source = io::Error::from(error.kind());
-  let source = error.raw_os_error().map_or(source, io::Error::from_raw_os_error);
-  (shared.events)(PrimaryEvent::Problem(Problem::AcceptFailed { what, source }));
 }
 
 /// Closing with new connections refused: how long handshakes already under
@@ -163,21 +155,18 @@ pub fn report_accept_error(shared: &Shared, what: &'static str, error: &io::Erro
 /// handshake takes a round trip; as kernel steering's shutdown does.
 pub const HANDSHAKE_SETTLE: Duration = Duration::from_millis(100);
 
-/// How long to wait after an `accept` failed for want of resources.
-pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
 /// Accepts and routes one connection: `None` when the queue is empty,
 /// `Some(Err)` when accepting failed for want of resources.
-fn accept_one(shared: &Rc<Shared>, listener: &AsyncFd<Socket>) -> Option<io::Result<()>> {
+fn accept_one(state: &Rc<LoopState>, listener: &AsyncFd<Socket>) -> Option<io::Result<()>> {
   loop {
     return match listener.get_ref().accept() {
       Ok((socket, peer)) => {
-        let accepted = shared.stats.accepted.fetch_add(1, Relaxed) + 1;
-        if shared.fault == Some(Fault::AcceptPanic) && accepted > 1 {
+        let accepted = state.stats.accepted.fetch_add(1, Relaxed) + 1;
+        if state.fault == Some(Fault::AcceptPanic) && accepted > 1 {
           panic!("fault injection (STICKY_FAULT_INJECTION=accept-panic) at connection {accepted}");
         }
         let Some(peer) = peer.as_socket() else { return Some(Ok(())) };
-        route(shared, socket, peer);
+        route(state, socket, peer);
         Some(Ok(()))
       }
       Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
@@ -188,25 +177,25 @@ fn accept_one(shared: &Rc<Shared>, listener: &AsyncFd<Socket>) -> Option<io::Res
   }
 }
 
-fn route(shared: &Rc<Shared>, socket: Socket, peer: SocketAddr) {
-  if shared.router.peeks() {
-    read_header_then_dispatch(shared, socket, peer);
+fn route(state: &Rc<LoopState>, socket: Socket, peer: SocketAddr) {
+  if state.router.peeks() {
+    read_header_then_dispatch(state, socket, peer);
   } else {
-    let route = shared.router.route_by_ip(peer.ip());
-    shared.driver.borrow_mut().accept(route, Connection { fd: OwnedFd::from(socket), client: None });
+    let route = state.router.route_by_ip(peer.ip());
+    state.driver.borrow_mut().accept(route, Connection { fd: OwnedFd::from(socket), client: None });
   }
 }
 
 /// After `close`: reports `Drained` once the accept task has emptied the
 /// listen queue and no connection waits for a header or a worker.
-pub async fn report_when_drained(shared: Rc<Shared>, acceptor: tokio::task::JoinHandle<()>) {
+pub async fn report_when_drained(state: Rc<LoopState>, acceptor: tokio::task::JoinHandle<()>) {
   let _ = acceptor.await;
   loop {
     // Idle means every worker read what was sent to it: peek to know.
-    shared.driver.borrow_mut().confirm_all();
-    let idle = shared.waiting.borrow().len() == 0 && shared.driver.borrow().ledger().is_idle();
+    state.driver.borrow_mut().update_taken();
+    let idle = state.waiting.borrow().len() == 0 && state.driver.borrow().ledger().is_idle();
     if idle {
-      (shared.events)(PrimaryEvent::Drained);
+      (state.events)(PrimaryEvent::Drained);
       return;
     }
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,8 +1,8 @@
 //! Serving worker channels: one task per channel writes its queued
 //! hand-offs when it is writable, reads the worker's replies when they
 //! arrive, and notices when the worker leaves (its lifeline closes); one
-//! task for all of them peeks now and then how far each worker has read,
-//! while some records are not known to be read (for the statistics and the
+//! task for all of them peeks now and then what each worker has taken,
+//! while some records are in flight (not known to be taken) (for the statistics and the
 //! memory they take; the budget and draining peek when they need to).
 
 use std::io;
@@ -10,27 +10,28 @@ use std::rc::Rc;
 
 use tokio::time::Duration;
 
-use crate::hrw::SlotId;
+use crate::core::hrw::SlotId;
 
 use super::driver::{ChannelIo, Flush, NewChannel};
-use super::handle::Shared;
-use super::ledger::ChannelId;
+use super::loop_state::LoopState;
 use super::supervise::spawn_supervised;
+use crate::core::ledger::ChannelId;
 
-/// How often the queues of workers with records not known to be read are
-/// peeked.
+/// How often the queues of workers with records in flight (not known to be
+/// taken) are peeked.
 const PEEK_EVERY: Duration = Duration::from_millis(10);
 
-/// Peeks the queues every `PEEK_EVERY` while records are not known to be
-/// read; sleeps until the driver sends some otherwise.
-pub async fn confirm_taken_periodically(shared: Rc<Shared>) {
+/// Peeks the queues every `PEEK_EVERY` while records are in flight, so the
+/// ledger (and `stats()`) knows what each worker has taken; sleeps until the
+/// driver sends some otherwise.
+pub async fn update_taken_periodically(state: Rc<LoopState>) {
   loop {
-    shared.peek.wanted.notified().await;
+    state.peek.wanted.notified().await;
     loop {
       tokio::time::sleep(PEEK_EVERY).await;
-      shared.driver.borrow_mut().confirm_all();
-      if shared.driver.borrow().ledger().with_unconfirmed().is_empty() {
-        shared.peek.armed.set(false);
+      state.driver.borrow_mut().update_taken();
+      if state.driver.borrow().ledger().with_in_flight().is_empty() {
+        state.peek.armed.set(false);
         break;
       }
     }
@@ -38,10 +39,10 @@ pub async fn confirm_taken_periodically(shared: Rc<Shared>) {
 }
 
 /// Gives `slot` a new channel and starts serving it.
-pub fn attach_channel(shared: &Rc<Shared>, slot: SlotId, new: NewChannel) -> io::Result<()> {
-  let (channel, io) = shared.driver.borrow_mut().attach(slot, new)?;
-  let served = serve_channel(shared.clone(), channel, io);
-  spawn_supervised(&shared.events, "a worker channel", async move {
+pub fn attach_channel(state: &Rc<LoopState>, slot: SlotId, new: NewChannel) -> io::Result<()> {
+  let (channel, io) = state.driver.borrow_mut().attach(slot, new)?;
+  let served = serve_channel(state.clone(), channel, io);
+  spawn_supervised(&state.events, "a worker channel", async move {
     served.await;
     Ok(())
   });
@@ -50,10 +51,10 @@ pub fn attach_channel(shared: &Rc<Shared>, slot: SlotId, new: NewChannel) -> io:
 
 /// Serves one channel until the ledger is finished with it; then lets go of
 /// the descriptor (the worker sees end-of-file once the driver has too).
-async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>) {
+async fn serve_channel(state: Rc<LoopState>, channel: ChannelId, io: Rc<ChannelIo>) {
   loop {
     let (open, wants_write) = {
-      let driver = shared.driver.borrow();
+      let driver = state.driver.borrow();
       let ledger = driver.ledger();
       (ledger.is_open(channel), ledger.wants_write(channel))
     };
@@ -65,10 +66,10 @@ async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>
         let Ok(mut guard) = ready else {
           // The reactor refused the descriptor: the channel is unusable, and
           // what it held goes elsewhere.
-          shared.driver.borrow_mut().fail(channel);
+          state.driver.borrow_mut().fail(channel);
           return;
         };
-        let flush = shared.driver.borrow_mut().flush(channel);
+        let flush = state.driver.borrow_mut().flush(channel);
         match flush {
           Flush::WouldBlock => guard.clear_ready(),
           Flush::Gone => return,
@@ -77,14 +78,14 @@ async fn serve_channel(shared: Rc<Shared>, channel: ChannelId, io: Rc<ChannelIo>
       }
       ready = io.fd.readable() => {
         let Ok(mut guard) = ready else {
-          shared.driver.borrow_mut().fail(channel);
+          state.driver.borrow_mut().fail(channel);
           return;
         };
-        if shared.driver.borrow_mut().read_replies(channel) {
+        if state.driver.borrow_mut().read_replies(channel) {
           guard.clear_ready();
         }
       }
-      _ = io.lifeline.readable() => shared.driver.borrow_mut().worker_left(channel),
+      _ = io.lifeline.readable() => state.driver.borrow_mut().worker_left(channel),
       // Hand-offs queued behind a full channel, or the channel was closed.
       _ = io.wake.notified() => {}
     }

@@ -1,9 +1,9 @@
 //! The channel driver: owns the primary's end of every worker channel, a
 //! reference to the worker's end and the worker's lifeline; carries out what the ledger decides — `sendmsg` of hand-off
 //! records (then closing the primary's copies), reading back what a worker
-//! that left never read, peeking how far a worker has read, `recvmsg` of
+//! that left never read, peeking what a worker has taken, `recvmsg` of
 //! replies (decoded into ledger events), closing channels, resetting
-//! connections — and nothing else. Every entry point ends in `settle`, which
+//! connections — and nothing else. Every entry point ends in `carry_out_actions`, which
 //! carries out the ledger's actions and wakes the accept task if it may go on.
 
 use std::cell::Cell;
@@ -17,18 +17,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
-use crate::channel;
-use crate::hrw::SlotId;
-use crate::routing::Route;
-use crate::wire::{self, Handoff, Reply, Setup};
+use crate::core::hrw::SlotId;
+use crate::core::routing::Route;
+use crate::core::wire::{self, Handoff, Reply, Setup};
+use crate::seqpacket;
 
 use super::connection::{self, Connection};
 use super::events::{EventSink, PrimaryEvent, Problem};
-use super::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis, ResetReason, Seq};
+use crate::core::ledger::{Action, Admission, ChannelEnd, ChannelId, Ledger, Millis, ResetReason, Seq};
 
 /// What the primary keeps of a channel it made: its own end, a reference to
 /// the worker's end (where it reads back what the worker never read, and
-/// peeks how far it has read), and the read end of the worker's lifeline.
+/// peeks what it has taken), and the read end of the worker's lifeline.
 pub struct NewChannel {
   pub end: OwnedFd,
   pub worker_end: OwnedFd,
@@ -39,9 +39,9 @@ impl NewChannel {
   /// A channel for a worker about to be forked, and the worker's end to
   /// place in it. The worker finds its lifeline as the first record.
   pub fn for_fork() -> io::Result<(Self, OwnedFd)> {
-    let (end, worker_end) = channel::socketpair()?;
-    let (lifeline, workers_lifeline) = channel::lifeline()?;
-    channel::send_record(end.as_fd(), &wire::encode_setup(Setup::Lifeline), &[workers_lifeline.as_fd()])?;
+    let (end, worker_end) = seqpacket::socketpair()?;
+    let (lifeline, workers_lifeline) = seqpacket::lifeline()?;
+    seqpacket::send_record(end.as_fd(), &wire::encode_setup(Setup::Lifeline), &[workers_lifeline.as_fd()])?;
     let kept = worker_end.try_clone()?;
     Ok((NewChannel { end, worker_end: kept, lifeline }, worker_end))
   }
@@ -49,10 +49,10 @@ impl NewChannel {
   /// A channel for a worker that connected to the rendezvous socket: its end
   /// and its lifeline go to it over `connection`.
   pub fn for_connection(connection: BorrowedFd<'_>) -> io::Result<Self> {
-    let (end, worker_end) = channel::socketpair()?;
-    let (lifeline, workers_lifeline) = channel::lifeline()?;
+    let (end, worker_end) = seqpacket::socketpair()?;
+    let (lifeline, workers_lifeline) = seqpacket::lifeline()?;
     let setup = wire::encode_setup(Setup::Channel);
-    channel::send_record(connection, &setup, &[worker_end.as_fd(), workers_lifeline.as_fd()])?;
+    seqpacket::send_record(connection, &setup, &[worker_end.as_fd(), workers_lifeline.as_fd()])?;
     Ok(NewChannel { end, worker_end, lifeline })
   }
 }
@@ -78,8 +78,8 @@ pub struct AcceptGate {
   pub waiting: Cell<bool>,
 }
 
-/// Wakes the task that peeks how far workers have read, once, when records
-/// start being sent (it sleeps while every record sent is known to be read).
+/// Wakes the task that peeks what workers have taken, once, when records
+/// start being sent (it sleeps while every record sent is known to be taken).
 #[derive(Default)]
 pub struct PeekSchedule {
   pub wanted: Notify,
@@ -99,16 +99,16 @@ pub enum Flush {
 }
 
 /// What the driver keeps of one open channel.
-struct Open {
+struct OpenChannel {
   io: Rc<ChannelIo>,
   /// The worker's end of the channel: where the driver reads back what the
-  /// worker never read, and peeks how far it has read.
+  /// worker never read, and peeks what it has taken.
   worker_end: OwnedFd,
 }
 
 pub struct Driver {
   ledger: Ledger<Connection>,
-  channels: HashMap<ChannelId, Open>,
+  channels: HashMap<ChannelId, OpenChannel>,
   clock: Instant,
   /// The record being sent, and the one being read back.
   record: Vec<u8>,
@@ -153,7 +153,7 @@ impl Driver {
   /// workers have read no longer counts.
   pub fn admission(&mut self) -> Admission {
     if self.ledger.at_budget() {
-      self.confirm_all();
+      self.update_taken();
     }
     self.admission_now()
   }
@@ -182,10 +182,10 @@ impl Driver {
       }
     }
     if self.ledger.at_budget() {
-      self.confirm_all();
+      self.update_taken();
     }
     self.ledger.accept(self.now(), route, connection);
-    self.settle();
+    self.carry_out_actions();
   }
 
   /// From here until `end_burst`, hand-offs wait: a burst of accepted
@@ -198,7 +198,7 @@ impl Driver {
     for channel in self.deferred.take().unwrap_or_default() {
       self.transmit_or_wait(channel);
     }
-    self.settle();
+    self.carry_out_actions();
   }
 
   /// Gives `slot` a new channel.
@@ -209,8 +209,8 @@ impl Driver {
       lifeline: register(new.lifeline, Interest::READABLE)?,
     });
     let channel = self.ledger.attach(self.now(), slot);
-    self.channels.insert(channel, Open { io: io.clone(), worker_end: new.worker_end });
-    self.settle();
+    self.channels.insert(channel, OpenChannel { io: io.clone(), worker_end: new.worker_end });
+    self.carry_out_actions();
     Ok((channel, io))
   }
 
@@ -218,48 +218,49 @@ impl Driver {
   /// (or gone).
   pub fn read_replies(&mut self, channel: ChannelId) -> bool {
     let drained = self.receive(channel);
-    self.settle();
+    self.carry_out_actions();
     drained
   }
 
   /// The worker's lifeline closed: it stopped reading (it closes or died).
   pub fn worker_left(&mut self, channel: ChannelId) {
     self.end_channel(channel, ChannelEnd::WorkerClosed);
-    self.settle();
+    self.carry_out_actions();
   }
 
-  /// Peeks every queue with records not known to be read: before the ledger
-  /// counts what is held (the budget, draining).
-  pub fn confirm_all(&mut self) {
-    for channel in self.ledger.with_unconfirmed() {
+  /// Peeks every queue with records in flight, so the ledger knows what its
+  /// worker has taken: before the ledger counts what is held (the budget,
+  /// draining), and on a timer.
+  pub fn update_taken(&mut self) {
+    for channel in self.ledger.with_in_flight() {
       self.peek(channel);
     }
-    self.settle();
+    self.carry_out_actions();
   }
 
   /// Writes the channel's backlog (it became writable).
   pub fn flush(&mut self, channel: ChannelId) -> Flush {
     let flush = self.transmit(channel);
-    self.settle();
+    self.carry_out_actions();
     flush
   }
 
   /// The channel cannot be served any more.
   pub fn fail(&mut self, channel: ChannelId) {
     self.end_channel(channel, ChannelEnd::Failed);
-    self.settle();
+    self.carry_out_actions();
   }
 
   pub fn end_startup_wait(&mut self) {
     self.ledger.end_startup_wait();
-    self.settle();
+    self.carry_out_actions();
   }
 
   /// Stops accepting for good. The accept task, wherever it waits, wakes to
   /// drain the listen queue.
   pub fn close(&mut self) {
     self.ledger.close();
-    self.settle();
+    self.carry_out_actions();
     self.gate.notify.notify_one();
   }
 
@@ -267,7 +268,7 @@ impl Driver {
   /// the user forks): while none does, connections are refused at once.
   pub fn set_workers_exist(&mut self, exist: bool) {
     self.ledger.set_workers_exist(self.now(), exist);
-    self.settle();
+    self.carry_out_actions();
     self.gate.notify.notify_one();
   }
 
@@ -275,14 +276,14 @@ impl Driver {
   /// channel closes.
   pub fn terminate(&mut self) {
     self.ledger.terminate(self.now());
-    self.settle();
+    self.carry_out_actions();
   }
 
   /// A connection the ledger never held (one reading its header) was closed
   /// because the descriptor budget was used up: reported with the ledger's.
   pub fn report_budget_reset(&mut self) {
     self.ledger.note_budget_reset(self.now());
-    self.settle();
+    self.carry_out_actions();
   }
 
   pub fn expire_sessions(&mut self) {
@@ -297,7 +298,7 @@ impl Driver {
     let Some(io) = self.channels.get(&channel).map(|open| open.io.clone()) else { return true };
     let mut buf = [0u8; wire::MAX_REPLY_LEN];
     loop {
-      match channel::recv_record(io.fd.get_ref().as_fd(), &mut buf, false) {
+      match seqpacket::recv_record(io.fd.get_ref().as_fd(), &mut buf, false) {
         // Never while the primary holds the worker's end; read as the worker's.
         Ok(received) if received.len == 0 => {
           self.end_channel(channel, ChannelEnd::WorkerClosed);
@@ -337,12 +338,12 @@ impl Driver {
     }
   }
 
-  /// Tells the ledger how far the worker has read: the number of the record
+  /// Tells the ledger what the worker has taken (read from its channel): the number of the record
   /// at the head of its queue, or none.
   fn peek(&mut self, channel: ChannelId) {
     let Some(worker_end) = self.channels.get(&channel).map(|open| &open.worker_end) else { return };
     let mut head = [0u8; 12];
-    match channel::peek_record(worker_end.as_fd(), &mut head) {
+    match seqpacket::peek_record(worker_end.as_fd(), &mut head) {
       Ok(len) if len > 0 => {
         if let Some(seq) = wire::first_seq(&head[..len]) {
           self.ledger.taken(channel, Some(seq));
@@ -371,7 +372,7 @@ impl Driver {
           wire::append_handoff(&Handoff { seq: first + index as Seq, client: connection.client }, &mut self.record);
           fds.push(connection.fd.as_fd());
         }
-        (fds.len(), channel::send_record(io.fd.get_ref().as_fd(), &self.record, &fds))
+        (fds.len(), seqpacket::send_record(io.fd.get_ref().as_fd(), &self.record, &fds))
       };
       match sent {
         Ok(()) => {
@@ -417,7 +418,7 @@ impl Driver {
       return reclaimed;
     };
     let mut lost = 0usize;
-    while let Ok(received) = channel::recv_record(worker_end.as_fd(), &mut self.reclaim_buf, false) {
+    while let Ok(received) = seqpacket::recv_record(worker_end.as_fd(), &mut self.reclaim_buf, false) {
       if received.len == 0 {
         break;
       }
@@ -446,7 +447,7 @@ impl Driver {
 
   /// Carries out what the ledger decided, then wakes the accept task if it
   /// waits and may go on.
-  fn settle(&mut self) {
+  fn carry_out_actions(&mut self) {
     while let Some(action) = self.ledger.poll_action() {
       match action {
         Action::Transmit(channel) => match self.deferred.as_mut() {
@@ -489,11 +490,11 @@ pub fn register<T: std::os::fd::AsRawFd>(owned: T, interest: Interest) -> io::Re
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::hrw::Rendezvous;
-  use crate::primary::ledger::Limits;
-  use crate::primary::stats::Stats;
+  use crate::core::hrw::Rendezvous;
+  use crate::core::ledger::Limits;
+  use crate::core::stats::Stats;
+  use crate::core::wire::{decode_handoffs, encode_reply};
   use crate::test_support::{descriptors_referring_to, referents};
-  use crate::wire::{decode_handoffs, encode_reply};
   use std::sync::atomic::Ordering::Relaxed;
   use std::sync::Arc;
 
@@ -507,10 +508,10 @@ mod tests {
     /// Reads its lifeline and says hello, as a real worker does.
     fn hello(end: OwnedFd, pid: u32) -> Self {
       let mut buf = [0u8; 16];
-      let setup = channel::recv_record(end.as_fd(), &mut buf, false).unwrap();
+      let setup = seqpacket::recv_record(end.as_fd(), &mut buf, false).unwrap();
       assert_eq!(wire::decode_setup(&buf[..setup.len]), Ok(Setup::Lifeline));
       let [lifeline]: [OwnedFd; 1] = setup.fds.try_into().unwrap();
-      channel::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid }), &[]).unwrap();
+      seqpacket::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid }), &[]).unwrap();
       Worker { end, lifeline: Some(lifeline) }
     }
 
@@ -519,7 +520,7 @@ mod tests {
       let mut taken = Vec::new();
       let mut buf = vec![0u8; wire::MAX_HANDOFF_RECORD_LEN];
       while taken.len() < records {
-        let Ok(received) = channel::recv_record(self.end.as_fd(), &mut buf, false) else { break };
+        let Ok(received) = seqpacket::recv_record(self.end.as_fd(), &mut buf, false) else { break };
         if received.len == 0 {
           break;
         }
@@ -555,7 +556,7 @@ mod tests {
   }
 
   fn connection() -> Connection {
-    let (fd, _client) = channel::socketpair().unwrap();
+    let (fd, _client) = seqpacket::socketpair().unwrap();
     Connection { fd, client: None }
   }
 
@@ -593,12 +594,12 @@ mod tests {
       driver.accept(Route::Hash(7), connection());
     }
     assert_eq!(worker.take(2), vec![vec![1], vec![2]]);
-    driver.confirm_all();
-    assert_eq!(stats.slots[0].acknowledged.load(Relaxed), 2);
+    driver.update_taken();
+    assert_eq!(stats.slots[0].taken.load(Relaxed), 2);
     assert_eq!(stats.slots[0].pending.load(Relaxed), 1);
     worker.take_all();
-    driver.confirm_all();
-    assert_eq!((stats.slots[0].acknowledged.load(Relaxed), stats.slots[0].pending.load(Relaxed)), (3, 0));
+    driver.update_taken();
+    assert_eq!((stats.slots[0].taken.load(Relaxed), stats.slots[0].pending.load(Relaxed)), (3, 0));
     assert!(driver.ledger().is_idle());
   }
 
@@ -617,7 +618,7 @@ mod tests {
     driver.worker_left(leaving_channel);
     assert_eq!(other.take_all(), vec![1, 2], "the two it never read, in order");
     assert_eq!(stats.slots[0].redispatched.load(Relaxed), 2);
-    assert_eq!(stats.slots[0].acknowledged.load(Relaxed), 1, "what it read is its own");
+    assert_eq!(stats.slots[0].taken.load(Relaxed), 1, "what it read is its own");
     assert!(!driver.ledger().is_open(leaving_channel));
     assert!(leaving.take(1).is_empty(), "nothing is left for it");
   }
@@ -645,7 +646,7 @@ mod tests {
     let (bad_channel, bad, _bad_task) = attach(&mut driver, 0, 1);
     let (_good_channel, good, _good_task) = attach(&mut driver, 1, 2);
     driver.accept(Route::Hash(key_for(0, &[0, 1])), connection());
-    channel::send_record(bad.end.as_fd(), &[9, 0x12, 0, 0, b's'], &[]).unwrap();
+    seqpacket::send_record(bad.end.as_fd(), &[9, 0x12, 0, 0, b's'], &[]).unwrap();
     driver.read_replies(bad_channel);
     assert!(!driver.ledger().is_open(bad_channel));
     assert_eq!(good.take_all(), vec![1], "the connection it never read goes to the next choice");

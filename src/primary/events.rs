@@ -2,9 +2,9 @@
 
 use std::io;
 
-use crate::hrw::SlotId;
+use crate::core::hrw::SlotId;
 
-use super::ledger::{ChannelEnd, Notice};
+use crate::core::ledger::{ChannelEnd, Notice};
 
 /// What the loop reports to JavaScript (through the binding's callback).
 #[derive(Debug)]

@@ -2,8 +2,8 @@
 //! the handle, and the loop itself — a current-thread tokio runtime on a
 //! thread of its own.
 //!
-//! Tasks on that thread share its state without locks (`Rc`, `RefCell`,
-//! never borrowed across an await): one accepts ([`acceptor`](super::acceptor)),
+//! Tasks on that thread share its state ([`LoopState`], without locks:
+//! `Rc`, `RefCell`, never borrowed across an await): one accepts ([`acceptor`](super::acceptor)),
 //! one per connection reads its routing key ([`header_reader`](super::header_reader)),
 //! one per worker channel writes hand-offs and polls replies
 //! ([`channels`](super::channels)), one takes channels from workers the user
@@ -23,19 +23,19 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
-use crate::hrw::SlotId;
-use crate::routing::Router;
-use crate::sessions::SessionTable;
+use crate::core::hrw::SlotId;
+use crate::core::routing::Router;
+use crate::core::sessions::SessionTable;
 
 use super::acceptor::{accept_connections, report_when_drained};
-use super::channels::{attach_channel, confirm_taken_periodically};
+use super::channels::{attach_channel, update_taken_periodically};
 use super::driver::{register, AcceptGate, Driver, NewChannel, PeekSchedule};
 use super::events::{EventSink, Fault, PrimaryEvent, Problem};
-use super::header_reader::{HeaderLimits, WaitingSet};
-use super::ledger::{Ledger, Limits};
+use super::loop_state::{HeaderLimits, LoopState, WaitingSet};
 use super::rendezvous::AllowedWorkers;
-use super::stats::Stats;
 use super::supervise::{panic_message, spawn_supervised};
+use crate::core::ledger::{Ledger, Limits};
+use crate::core::stats::Stats;
 
 pub struct PrimaryConfig {
   pub slots: u16,
@@ -215,26 +215,6 @@ impl Drop for PrimaryHandle {
   }
 }
 
-/// What the loop's tasks share.
-pub struct Shared {
-  pub driver: RefCell<Driver>,
-  pub router: Router,
-  pub header: HeaderLimits,
-  /// Connections reading their routing key.
-  pub waiting: RefCell<WaitingSet>,
-  pub stats: Arc<Stats>,
-  /// The descriptor budget (connections held, waiting for a worker or their header).
-  pub max_held: usize,
-  pub gate: Rc<AcceptGate>,
-  pub peek: Rc<PeekSchedule>,
-  /// After `Close`: whether the accept task empties the listen queue first.
-  pub drain_queue_on_close: Cell<bool>,
-  /// After `Close`: whether it refuses new connections before it does.
-  pub refuse_new_on_close: Cell<bool>,
-  pub fault: Option<Fault>,
-  pub events: Rc<EventSink>,
-}
-
 fn run(
   config: PrimaryConfig,
   listener: Socket,
@@ -262,7 +242,7 @@ fn run(
     let ledger = Ledger::new(router.rendezvous(), slots, limits, sessions, stats.clone());
     let gate = Rc::new(AcceptGate::default());
     let peek = Rc::new(PeekSchedule::default());
-    let shared = Rc::new(Shared {
+    let state = Rc::new(LoopState {
       driver: RefCell::new(Driver::new(ledger, gate.clone(), peek.clone(), events.clone())),
       router,
       header,
@@ -278,7 +258,7 @@ fn run(
     });
 
     if expires_sessions {
-      let sweeper = shared.clone();
+      let sweeper = state.clone();
       tokio::task::spawn_local(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -288,9 +268,9 @@ fn run(
       });
     }
 
-    tokio::task::spawn_local(confirm_taken_periodically(shared.clone()));
+    tokio::task::spawn_local(update_taken_periodically(state.clone()));
 
-    let startup = shared.clone();
+    let startup = state.clone();
     tokio::task::spawn_local(async move {
       tokio::time::sleep(startup_wait).await;
       startup.driver.borrow_mut().end_startup_wait();
@@ -299,10 +279,10 @@ fn run(
     let mut taking_workers = None;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Some((socket, allowed)) = rendezvous {
-      tokio::task::spawn_local(super::rendezvous::watch_workers(shared.clone(), allowed.clone()));
+      tokio::task::spawn_local(super::rendezvous::watch_workers(state.clone(), allowed.clone()));
       let workers = register(socket, Interest::READABLE)?;
-      let task = super::rendezvous::accept_worker_channels(shared.clone(), workers, allowed);
-      taking_workers = Some(spawn_supervised(&shared.events, "the worker rendezvous", task));
+      let task = super::rendezvous::accept_worker_channels(state.clone(), workers, allowed);
+      taking_workers = Some(spawn_supervised(&state.events, "the worker rendezvous", task));
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     if rendezvous.is_some() {
@@ -314,11 +294,11 @@ fn run(
 
     let listener = register(listener, Interest::READABLE)?;
     let mut acceptor =
-      Some(spawn_supervised(&shared.events, "the accept loop", accept_connections(shared.clone(), listener)));
+      Some(spawn_supervised(&state.events, "the accept loop", accept_connections(state.clone(), listener)));
 
     while let Some(command) = commands.recv().await {
       match command {
-        Command::Attach { slot, channel } => attach_channel(&shared, slot, channel)?,
+        Command::Attach { slot, channel } => attach_channel(&state, slot, channel)?,
         Command::Close { drain_queue, refuse_new } => {
           let Some(acceptor) = acceptor.take() else { continue };
           // A closing primary takes no new worker.
@@ -326,13 +306,13 @@ fn run(
             taking.abort();
           }
           // The accept task drains the listen queue (or not), then closes the listener.
-          shared.drain_queue_on_close.set(drain_queue);
-          shared.refuse_new_on_close.set(refuse_new);
-          shared.driver.borrow_mut().close();
-          tokio::task::spawn_local(report_when_drained(shared.clone(), acceptor.done));
+          state.drain_queue_on_close.set(drain_queue);
+          state.refuse_new_on_close.set(refuse_new);
+          state.driver.borrow_mut().close();
+          tokio::task::spawn_local(report_when_drained(state.clone(), acceptor.done));
         }
         Command::Terminate => {
-          shared.driver.borrow_mut().terminate();
+          state.driver.borrow_mut().terminate();
           // Leaving drops every task and, with them, every descriptor.
           return Ok(());
         }
@@ -348,13 +328,13 @@ fn run(
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::channel;
-  use crate::hrw::Rendezvous;
-  use crate::parsers::proxy_protocol::encode_v1;
-  use crate::parsers::trusted::TrustedProxies;
-  use crate::primary::listener::bind_listener;
-  use crate::routing::RoutingMode;
-  use crate::wire::{decode_handoff, encode_reply, Handoff, Reply};
+  use crate::core::hrw::Rendezvous;
+  use crate::core::parsers::proxy_protocol::encode_v1;
+  use crate::core::parsers::trusted::TrustedProxies;
+  use crate::core::routing::RoutingMode;
+  use crate::core::wire::{decode_handoff, encode_reply, Handoff, Reply};
+  use crate::listener::bind_listener;
+  use crate::seqpacket;
   use std::io::{Read, Write};
   use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
   use std::os::fd::AsFd;
@@ -385,9 +365,9 @@ mod tests {
   impl TestWorker {
     fn hello(end: OwnedFd) -> Self {
       let mut buf = [0u8; 16];
-      let setup = channel::recv_record(end.as_fd(), &mut buf, false).unwrap();
+      let setup = seqpacket::recv_record(end.as_fd(), &mut buf, false).unwrap();
       let [lifeline]: [OwnedFd; 1] = setup.fds.try_into().unwrap();
-      channel::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), &[]).unwrap();
+      seqpacket::send_record(end.as_fd(), &encode_reply(Reply::Hello { pid: 7 }), &[]).unwrap();
       TestWorker { end, _lifeline: lifeline }
     }
   }
@@ -406,13 +386,13 @@ mod tests {
 
   fn receive(worker: &TestWorker) -> (Handoff, TcpStream) {
     let mut buf = [0u8; 128];
-    let received = channel::recv_record(worker.end.as_fd(), &mut buf, true).unwrap();
+    let received = seqpacket::recv_record(worker.end.as_fd(), &mut buf, true).unwrap();
     let handoff = decode_handoff(&buf[..received.len]).unwrap();
     let [fd]: [OwnedFd; 1] = received.fds.try_into().unwrap();
     (handoff, TcpStream::from(fd))
   }
 
-  fn wait_for(handle: &PrimaryHandle, what: impl Fn(&crate::primary::StatsSnapshot) -> bool) {
+  fn wait_for(handle: &PrimaryHandle, what: impl Fn(&crate::core::stats::StatsSnapshot) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !what(&handle.stats().snapshot()) && std::time::Instant::now() < deadline {
       std::thread::sleep(Duration::from_millis(5));
@@ -528,7 +508,7 @@ mod tests {
     thread.join().unwrap();
     assert!(TcpStream::connect(address).is_err(), "nothing listens any more");
     let mut buf = [0u8; 16];
-    let ended = channel::recv_record(worker.end.as_fd(), &mut buf, true).map_or(true, |received| received.len == 0);
+    let ended = seqpacket::recv_record(worker.end.as_fd(), &mut buf, true).map_or(true, |received| received.len == 0);
     assert!(ended, "the worker's channel closed");
   }
 
@@ -560,10 +540,10 @@ mod tests {
     assert_eq!(reply, b"pong", "the client sees EOF once the worker closes: the primary kept no copy");
     assert!(event_log.recv_timeout(Duration::from_secs(5)).unwrap().contains("SlotReady"));
     // The primary learns that the worker read it at its next peek.
-    wait_for(&handle, |snapshot| snapshot.slots[0].acknowledged > 0);
+    wait_for(&handle, |snapshot| snapshot.slots[0].taken > 0);
     let snapshot = handle.stats().snapshot();
     assert_eq!(snapshot.accepted, 1);
-    assert_eq!(snapshot.slots[0].acknowledged, 1);
+    assert_eq!(snapshot.slots[0].taken, 1);
     assert_eq!(snapshot.slots[0].pending, 0);
   }
 }

@@ -9,40 +9,25 @@
 //! consumed, exactly, so everything after it (even a TLS ClientHello) reaches
 //! the worker untouched.
 
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::task::AbortHandle;
 
-use crate::parsers::Parse;
-use crate::routing::{Decision, Refusal, Router};
+use crate::core::parsers::Parse;
+use crate::core::routing::{Decision, Refusal, Router};
 
 use super::connection::{self, Connection};
 use super::driver::register;
-use super::handle::Shared;
-use super::stats::Stats;
-
-#[derive(Debug, Clone, Copy)]
-pub struct HeaderLimits {
-  /// How long a client has to send its header.
-  pub timeout: Duration,
-  /// The most bytes read while looking for it.
-  pub max_bytes: usize,
-  /// Connections reading their header beyond which, when the primary's
-  /// descriptors run out, the oldest is closed to make room (the likeliest
-  /// slowloris).
-  pub max_waiting: usize,
-}
+use super::loop_state::LoopState;
+use crate::core::stats::Stats;
 
 /// How reading a header ended when it produced no decision.
 #[derive(Debug)]
@@ -178,53 +163,6 @@ impl Drop for PendingSocket {
   }
 }
 
-/// The connections reading their header, oldest first, so the oldest can be
-/// evicted at the limit.
-#[derive(Default)]
-pub struct WaitingSet {
-  next_id: u64,
-  /// Ids in arrival order; cleaned lazily.
-  order: VecDeque<u64>,
-  tasks: HashMap<u64, AbortHandle>,
-}
-
-impl WaitingSet {
-  pub fn len(&self) -> usize {
-    self.tasks.len()
-  }
-
-  pub fn next_id(&mut self) -> u64 {
-    self.next_id += 1;
-    self.next_id
-  }
-
-  pub fn insert(&mut self, id: u64, task: AbortHandle) {
-    self.order.push_back(id);
-    self.tasks.insert(id, task);
-  }
-
-  pub fn remove(&mut self, id: u64) {
-    self.tasks.remove(&id);
-    // `order` is cleaned lazily; keep it from growing past twice the live set.
-    if self.order.len() > 2 * self.tasks.len() + 64 {
-      let tasks = &self.tasks;
-      self.order.retain(|id| tasks.contains_key(id));
-    }
-  }
-
-  /// Aborts the oldest waiting connection's task (its socket is reset as the
-  /// task is dropped); returns false when there is none.
-  pub fn evict_oldest(&mut self) -> bool {
-    while let Some(id) = self.order.pop_front() {
-      if let Some(task) = self.tasks.remove(&id) {
-        task.abort();
-        return true;
-      }
-    }
-    false
-  }
-}
-
 /// Counts how a header read ended.
 pub fn count(stats: &Stats, outcome: &Result<Decision, NoDecision>) {
   match outcome {
@@ -245,16 +183,16 @@ pub fn count(stats: &Stats, outcome: &Result<Decision, NoDecision>) {
 /// when the bytes are already there, else in a task with the header timeout.
 /// When the descriptors run out and more than `max_waiting` are reading, the
 /// oldest reading is closed to make room.
-pub fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: SocketAddr) {
+pub fn read_header_then_dispatch(state: &Rc<LoopState>, socket: Socket, peer: SocketAddr) {
   if socket.set_nonblocking(true).is_err() {
     return;
   }
-  if let Some(outcome) = decide_now(&shared.router, &socket, peer) {
-    count(&shared.stats, &outcome);
+  if let Some(outcome) = decide_now(&state.router, &socket, peer) {
+    count(&state.stats, &outcome);
     match outcome {
       Ok(decision) => {
         let connection = Connection { fd: OwnedFd::from(socket), client: decision.client };
-        shared.driver.borrow_mut().accept(decision.route, connection);
+        state.driver.borrow_mut().accept(decision.route, connection);
       }
       Err(NoDecision::ClosedEarly) => drop(socket),
       Err(NoDecision::Refused(_) | NoDecision::TooLarge) => connection::reset(OwnedFd::from(socket)),
@@ -268,33 +206,32 @@ pub fn read_header_then_dispatch(shared: &Rc<Shared>, socket: Socket, peer: Sock
   // A burst of clients slow to send their first bytes looks the same as a
   // slowloris: each gets its `headerTimeout`, and only running out of
   // descriptors makes room by closing the oldest.
-  let held = shared.driver.borrow().ledger().held();
-  let mut waiting = shared.waiting.borrow_mut();
-  while waiting.len() >= shared.header.max_waiting && held + waiting.len() >= shared.max_held && waiting.evict_oldest()
-  {
-    shared.stats.dropped_header_overflow.fetch_add(1, Relaxed);
-    shared.stats.reading_header.fetch_sub(1, Relaxed);
-    shared.driver.borrow_mut().report_budget_reset();
+  let held = state.driver.borrow().ledger().held();
+  let mut waiting = state.waiting.borrow_mut();
+  while waiting.len() >= state.header.max_waiting && held + waiting.len() >= state.max_held && waiting.evict_oldest() {
+    state.stats.dropped_header_overflow.fetch_add(1, Relaxed);
+    state.stats.reading_header.fetch_sub(1, Relaxed);
+    state.driver.borrow_mut().report_budget_reset();
   }
   let id = waiting.next_id();
-  shared.stats.reading_header.fetch_add(1, Relaxed);
-  let task_shared = shared.clone();
+  state.stats.reading_header.fetch_add(1, Relaxed);
+  let task_state = state.clone();
   let task = tokio::task::spawn_local(async move {
-    let shared = task_shared;
-    let limits = shared.header;
+    let state = task_state;
+    let limits = state.header;
     let outcome =
-      tokio::time::timeout(limits.timeout, read_decision(&shared.router, socket.get(), peer, limits.max_bytes)).await;
-    shared.waiting.borrow_mut().remove(id);
-    shared.stats.reading_header.fetch_sub(1, Relaxed);
+      tokio::time::timeout(limits.timeout, read_decision(&state.router, socket.get(), peer, limits.max_bytes)).await;
+    state.waiting.borrow_mut().remove(id);
+    state.stats.reading_header.fetch_sub(1, Relaxed);
     let Ok(outcome) = outcome else {
-      shared.stats.dropped_header_timeout.fetch_add(1, Relaxed);
+      state.stats.dropped_header_timeout.fetch_add(1, Relaxed);
       return; // `socket` is reset as it drops
     };
-    count(&shared.stats, &outcome);
+    count(&state.stats, &outcome);
     match outcome {
       Ok(decision) => {
         let connection = Connection { fd: socket.into_fd(), client: decision.client };
-        shared.driver.borrow_mut().accept(decision.route, connection);
+        state.driver.borrow_mut().accept(decision.route, connection);
       }
       Err(NoDecision::ClosedEarly) => socket.close_quietly(),
       Err(NoDecision::Refused(_) | NoDecision::TooLarge) => drop(socket),

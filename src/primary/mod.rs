@@ -4,11 +4,18 @@
 //! The primary's JavaScript never sees a connection: it only forks workers,
 //! gives each one its channel (`PrimaryHandle::open_slot`) and reads `stats`.
 //!
-//! - [`ledger`]: where every connection is and what to do next (pure).
+//! - [`crate::core::ledger`]: where every connection is and what to do next
+//!   (pure; its counters are [`crate::core::stats`]).
 //! - [`driver`]: the worker channels' descriptors; carries out the ledger's actions.
-//! - [`handle`]: configuration, the handle JavaScript holds, the loop's thread.
-//! - [`acceptor`], [`header_reader`], [`channels`], [`rendezvous`]: the loop's tasks.
+//! - [`loop_state`]: what the loop's tasks share.
+//! - [`acceptor`], [`header_reader`], [`channels`], [`rendezvous`]: the loop's
+//!   tasks; each depends on `loop_state`, none on `handle`.
+//! - [`handle`]: configuration, the handle JavaScript holds, the loop's thread
+//!   (which builds the state and spawns the tasks).
 //! - [`events`], [`supervise`]: what JavaScript hears; no task dies silently.
+//!
+//! The listening socket itself is bound or adopted by [`crate::listener`],
+//! which kernel steering uses too.
 
 mod acceptor;
 mod channels;
@@ -17,18 +24,11 @@ mod driver;
 mod events;
 mod handle;
 mod header_reader;
-mod ledger;
-mod listener;
+mod loop_state;
 mod rendezvous;
-pub mod stats;
 mod supervise;
 
 pub use events::{Fault, PrimaryEvent, Problem, SLOW_CLOSE};
 pub use handle::{descriptor_budget, OpenSlotError, PrimaryConfig, PrimaryHandle, StartError};
-pub use header_reader::HeaderLimits;
-pub use listener::{
-  adopt_listener, bind_listener, bound_socket, errno_name, listening_socket, socket_facts, with_default_host_fallback,
-  AdoptError, ListenError, SocketFacts,
-};
+pub use loop_state::HeaderLimits;
 pub use rendezvous::AllowedWorkers;
-pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

@@ -15,11 +15,10 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::acceptor::{report_accept_error, ACCEPT_RETRY};
 use super::channels::attach_channel;
 use super::driver::NewChannel;
 use super::events::{PrimaryEvent, Problem};
-use super::handle::Shared;
+use super::loop_state::{LoopState, ACCEPT_RETRY};
 
 /// Pids of the cluster's workers, kept by JavaScript, read by the accept
 /// loop; how many there are is watched (none: connections are refused).
@@ -70,14 +69,14 @@ const NO_WORKER_GRACE: Duration = Duration::from_millis(200);
 
 /// Tells the ledger whether any worker exists, on every change, until the
 /// loop ends: at once when one does, after `NO_WORKER_GRACE` when none does.
-pub async fn watch_workers(shared: Rc<Shared>, allowed: AllowedWorkers) {
+pub async fn watch_workers(state: Rc<LoopState>, allowed: AllowedWorkers) {
   let mut count = allowed.watch_count();
   loop {
     if *count.borrow_and_update() > 0 {
-      shared.driver.borrow_mut().set_workers_exist(true);
+      state.driver.borrow_mut().set_workers_exist(true);
     } else {
       match tokio::time::timeout(NO_WORKER_GRACE, count.changed()).await {
-        Err(_elapsed) => shared.driver.borrow_mut().set_workers_exist(false),
+        Err(_elapsed) => state.driver.borrow_mut().set_workers_exist(false),
         Ok(Ok(())) => continue,
         Ok(Err(_closed)) => return,
       }
@@ -97,18 +96,18 @@ const RECHECKS: u32 = 100;
 /// free slot.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub async fn accept_worker_channels(
-  shared: Rc<Shared>,
+  state: Rc<LoopState>,
   listener: AsyncFd<OwnedFd>,
   allowed: AllowedWorkers,
 ) -> io::Result<()> {
   let our_uid = nix::unistd::getuid().as_raw();
   take_each(
     &listener,
-    crate::channel::accept,
+    crate::seqpacket::accept,
     |channel| {
-      tokio::task::spawn_local(check_then_attach(shared.clone(), channel, allowed.clone(), our_uid));
+      tokio::task::spawn_local(check_then_attach(state.clone(), channel, allowed.clone(), our_uid));
     },
-    |error| report_accept_error(&shared, "accepting a worker's channel", error),
+    |error| state.report_accept_error("accepting a worker's channel", error),
   )
   .await
 }
@@ -141,20 +140,20 @@ async fn take_each(
 #[cfg(any(target_os = "linux", target_os = "android"))]
 /// Checks who connected; a worker of this cluster gets a new channel (and
 /// its lifeline) over `connection`, which then closes.
-async fn check_then_attach(shared: Rc<Shared>, connection: OwnedFd, allowed: AllowedWorkers, our_uid: u32) {
-  let Ok((pid, uid)) = crate::channel::peer_credentials(connection.as_fd()) else { return };
+async fn check_then_attach(state: Rc<LoopState>, connection: OwnedFd, allowed: AllowedWorkers, our_uid: u32) {
+  let Ok((pid, uid)) = crate::seqpacket::peer_credentials(connection.as_fd()) else { return };
   let mut checks = 0;
   while uid == our_uid && !allowed.contains(pid) && checks < RECHECKS {
     tokio::time::sleep(RECHECK_EVERY).await;
     checks += 1;
   }
-  let free_slot = shared.driver.borrow().ledger().free_slot();
+  let free_slot = state.driver.borrow().ledger().free_slot();
   let refusal = match free_slot {
     Some(slot) if uid == our_uid && allowed.contains(pid) => {
-      match NewChannel::for_connection(connection.as_fd()).and_then(|new| attach_channel(&shared, slot, new)) {
+      match NewChannel::for_connection(connection.as_fd()).and_then(|new| attach_channel(&state, slot, new)) {
         Ok(()) => return,
         Err(source) => {
-          (shared.events)(PrimaryEvent::Problem(Problem::ChannelFailed { pid, slot, source }));
+          (state.events)(PrimaryEvent::Problem(Problem::ChannelFailed { pid, slot, source }));
           return;
         }
       }
@@ -162,8 +161,8 @@ async fn check_then_attach(shared: Rc<Shared>, connection: OwnedFd, allowed: All
     None => "every worker slot is taken",
     Some(_) => "not a worker of this cluster",
   };
-  shared.stats.rejected_channels.fetch_add(1, Relaxed);
-  (shared.events)(PrimaryEvent::Problem(Problem::ForeignChannel { pid, uid, reason: refusal }));
+  state.stats.rejected_channels.fetch_add(1, Relaxed);
+  (state.events)(PrimaryEvent::Problem(Problem::ForeignChannel { pid, uid, reason: refusal }));
 }
 
 #[cfg(test)]
@@ -175,8 +174,8 @@ mod tests {
   async fn a_failing_accept_on_a_readable_listener_backs_off_instead_of_spinning() {
     // A socket with a record nobody reads stays readable, like a listener
     // with a connection that cannot be accepted for want of descriptors.
-    let (listener, peer) = crate::channel::socketpair().unwrap();
-    crate::channel::send_record(peer.as_fd(), b"pending", &[]).unwrap();
+    let (listener, peer) = crate::seqpacket::socketpair().unwrap();
+    crate::seqpacket::send_record(peer.as_fd(), b"pending", &[]).unwrap();
     let listener = super::super::driver::register(listener, tokio::io::Interest::READABLE).unwrap();
     let attempts = Cell::new(0u32);
     let reports = Cell::new(0u32);

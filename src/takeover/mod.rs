@@ -3,13 +3,13 @@
 //! replaced whole without a refused connection (as HAProxy's `-x`, Envoy's hot
 //! restart, or Pingora's graceful upgrade do).
 //!
-//! `message` is the pure record format; `offering` is the running primary's
-//! side (a thread that listens on an abstract name), `taking` the new
-//! primary's side. The name is chosen by `index.js` (per user, host and port);
-//! abstract names have no file permissions, so both sides check the peer's
+//! The record format is pure (`crate::core::takeover_message`); `offering`
+//! is the running primary's side (a thread that listens on an abstract
+//! name), `taking` the new primary's side. The name is chosen in JavaScript
+//! (`takeoverName` in `lib/takeover.js`: per user, host and port); abstract
+//! names have no file permissions, so both sides check the peer's
 //! uid (`SO_PEERCRED`) before they send or trust anything.
 
-pub mod message;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod offering;
 #[cfg(any(target_os = "linux", target_os = "android"))]

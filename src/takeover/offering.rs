@@ -10,9 +10,9 @@ use std::thread::JoinHandle;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::message::{self, Message, Offer};
 use super::PEER_TIMEOUT;
-use crate::channel;
+use crate::core::takeover_message::{self as message, Message, Offer};
+use crate::seqpacket;
 
 /// What happened, for the primary's JavaScript (logs, and the drain on `Released`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl Offering {
   /// `sockets` are this side's own copies (duplicates) of the listening sockets.
   pub fn start(name: &[u8], offer: Offer, sockets: Vec<OwnedFd>, on_event: EventSink) -> io::Result<Self> {
     debug_assert_eq!(usize::from(offer.sockets), sockets.len());
-    let listener = channel::listen_abstract(name)?;
+    let listener = seqpacket::listen_abstract(name)?;
     let (stop, stopped) = UnixStream::pair()?;
     let thread = std::thread::Builder::new().name("sticky-takeover".into()).spawn(move || {
       let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -126,14 +126,14 @@ fn serve(
     }
     if listener_ready {
       while let Some(connection) = accept(&listener)? {
-        let Ok((pid, uid)) = channel::peer_credentials(connection.as_fd()) else { continue };
+        let Ok((pid, uid)) = seqpacket::peer_credentials(connection.as_fd()) else { continue };
         if uid != our_uid {
           on_event(OfferingEvent::Refused { pid, uid });
           continue;
         }
         if let Some(current) = &taker {
           let busy = message::encode(&Message::Busy { pid: current.pid });
-          let _ = channel::send_record(connection.as_fd(), &busy, &[]);
+          let _ = seqpacket::send_record(connection.as_fd(), &busy, &[]);
           on_event(OfferingEvent::Busy { pid });
           continue;
         }
@@ -163,7 +163,7 @@ fn send_offer(connection: BorrowedFd<'_>, offer: Offer, sockets: &[OwnedFd]) -> 
 /// Sends one record, waiting (at most `PEER_TIMEOUT`) while the peer's queue is full.
 fn send(connection: BorrowedFd<'_>, record: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
   loop {
-    match channel::send_record(connection, record, fd.as_slice()) {
+    match seqpacket::send_record(connection, record, fd.as_slice()) {
       Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
         if !poll_one(connection, PollFlags::POLLOUT, PEER_TIMEOUT)? {
           return Err(io::Error::new(io::ErrorKind::TimedOut, "the new primary stopped reading"));
@@ -177,7 +177,7 @@ fn send(connection: BorrowedFd<'_>, record: &[u8], fd: Option<BorrowedFd<'_>>) -
 /// The taker's next record; `Err` says why there is none.
 fn read_message(connection: BorrowedFd<'_>) -> Result<Message, String> {
   let mut buf = [0u8; message::MAX_RECORD_LEN];
-  match channel::recv_record(connection, &mut buf, false) {
+  match seqpacket::recv_record(connection, &mut buf, false) {
     Ok(received) if received.len == 0 => Err("it closed the connection before its workers were ready".into()),
     Ok(received) => message::decode(&buf[..received.len]).map_err(|error| error.to_string()),
     Err(error) => Err(format!("reading from it failed: {error}")),
@@ -186,7 +186,7 @@ fn read_message(connection: BorrowedFd<'_>) -> Result<Message, String> {
 
 fn accept(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
   loop {
-    return match channel::accept(listener.as_fd()) {
+    return match seqpacket::accept(listener.as_fd()) {
       Ok(connection) => Ok(Some(connection)),
       Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
       Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,

@@ -5,12 +5,12 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::message::{self, Message, MessageError, Offer};
+use crate::core::takeover_message::{self as message, Message, MessageError, Offer};
 use nix::poll::PollFlags;
 
 use super::offering::poll_one;
 use super::PEER_TIMEOUT;
-use crate::channel;
+use crate::seqpacket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TakeError {
@@ -45,12 +45,12 @@ pub struct Taking {
 impl Taking {
   /// Connects to `name`; `Ok(None)` when no process listens there.
   pub fn connect(name: &[u8]) -> io::Result<Option<Taking>> {
-    let connection = match channel::connect_abstract(name) {
+    let connection = match seqpacket::connect_abstract(name) {
       Ok(connection) => connection,
       Err(error) if error.raw_os_error() == Some(libc::ECONNREFUSED) => return Ok(None),
       Err(error) => return Err(error),
     };
-    let (peer_pid, peer_uid) = channel::peer_credentials(connection.as_fd())?;
+    let (peer_pid, peer_uid) = seqpacket::peer_credentials(connection.as_fd())?;
     Ok(Some(Taking { connection, peer_pid, peer_uid }))
   }
 
@@ -84,7 +84,7 @@ impl Taking {
   /// for it to confirm that it gave up the name and is draining. Returns its pid.
   pub fn release(&self) -> Result<u32, TakeError> {
     let ready = message::encode(&Message::Ready { pid: std::process::id() });
-    channel::send_record(self.connection.as_fd(), &ready, &[])?;
+    seqpacket::send_record(self.connection.as_fd(), &ready, &[])?;
     match self.receive()? {
       (Message::Released { pid }, _) => Ok(pid),
       (other, _) => Err(TakeError::Unexpected { expected: "Released", found: format!("{other:?}") }),
@@ -96,7 +96,7 @@ impl Taking {
       return Err(TakeError::Timeout);
     }
     let mut buf = [0u8; message::MAX_RECORD_LEN];
-    let received = channel::recv_record(self.connection.as_fd(), &mut buf, false)?;
+    let received = seqpacket::recv_record(self.connection.as_fd(), &mut buf, false)?;
     if received.len == 0 {
       return Err(TakeError::Closed);
     }
@@ -111,9 +111,9 @@ impl Taking {
 
 #[cfg(test)]
 mod tests {
-  use super::super::message::ListenMode;
   use super::super::offering::{Offering, OfferingEvent};
   use super::*;
+  use crate::core::takeover_message::ListenMode;
   use std::net::{Ipv4Addr, TcpListener, TcpStream};
   use std::sync::mpsc;
   use std::time::Duration;

@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::channel;
-use crate::wire::{self, Reply, Setup};
+use crate::core::wire::{self, Reply, Setup};
+use crate::seqpacket;
 
 /// At most this many connections per delivery: bounds the work one JavaScript
 /// callback does, while a busy channel still costs one wake-up per batch.
@@ -85,7 +85,7 @@ impl Receiver {
       return Err(io::Error::new(io::ErrorKind::TimedOut, "the primary sent nothing on this worker's channel"));
     }
     let mut buf = [0u8; wire::SETUP_LEN];
-    let received = channel::recv_record(connection.as_fd(), &mut buf, false)?;
+    let received = seqpacket::recv_record(connection.as_fd(), &mut buf, false)?;
     if received.len == 0 {
       return Err(io::Error::new(
         io::ErrorKind::ConnectionRefused,
@@ -102,9 +102,9 @@ impl Receiver {
       (Setup::Channel, Some(channel), Some(lifeline)) => (channel, lifeline),
       _ => unreachable!("counted above"),
     };
-    channel::set_nonblocking(&channel, true)?;
+    seqpacket::set_nonblocking(&channel, true)?;
     let hello = wire::encode_reply(Reply::Hello { pid: std::process::id() });
-    channel::send_record(channel.as_fd(), &hello, &[])?;
+    seqpacket::send_record(channel.as_fd(), &hello, &[])?;
     Ok(Arc::new(Receiver {
       channel,
       lifeline: Mutex::new(Some(lifeline)),
@@ -126,7 +126,7 @@ impl Receiver {
   /// (a record is never split), without waiting. `buf` holds one record.
   pub fn read_available(&self, buf: &mut [u8], batch: &mut Vec<Delivered>, most: usize) -> ChannelState {
     while batch.len() < most {
-      match channel::recv_record(self.channel.as_fd(), buf, false) {
+      match seqpacket::recv_record(self.channel.as_fd(), buf, false) {
         Ok(received) if received.len == 0 => return ChannelState::Closed,
         Ok(received) => self.unpack(&buf[..received.len], received.fds, batch),
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ChannelState::Open,
@@ -188,7 +188,7 @@ impl Receiver {
   /// channel is closed or full (the report is lost: the primary then routes
   /// that session as unknown and its client reconnects).
   pub fn send_reply(&self, reply: Reply<'_>) -> bool {
-    !self.closing.load(Relaxed) && channel::send_record(self.channel.as_fd(), &wire::encode_reply(reply), &[]).is_ok()
+    !self.closing.load(Relaxed) && seqpacket::send_record(self.channel.as_fd(), &wire::encode_reply(reply), &[]).is_ok()
   }
 
   /// Stops taking connections. The caller has stopped reading (the event
@@ -201,7 +201,7 @@ impl Receiver {
     }
     // Wakes a thread waiting in poll(); the records still queued stay
     // readable for the primary.
-    channel::shutdown_read(self.channel.as_fd());
+    seqpacket::shutdown_read(self.channel.as_fd());
     drop(self.lifeline.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
   }
 }
@@ -215,7 +215,7 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::wire::{append_handoff, decode_reply, Handoff};
+  use crate::core::wire::{append_handoff, decode_reply, Handoff};
   use std::sync::mpsc;
   use std::time::Duration;
 
@@ -230,7 +230,7 @@ mod tests {
   impl Primary {
     fn expect_hello(&mut self) -> u32 {
       let mut buf = [0u8; 64];
-      let received = channel::recv_record(self.end.as_fd(), &mut buf, true).unwrap();
+      let received = seqpacket::recv_record(self.end.as_fd(), &mut buf, true).unwrap();
       let Ok(Reply::Hello { pid }) = decode_reply(&buf[..received.len]) else { panic!("not a hello") };
       assert!(received.fds.is_empty());
       pid
@@ -242,12 +242,12 @@ mod tests {
       let mut payloads = Vec::new();
       for seq in seqs {
         append_handoff(&Handoff { seq, client: Some("10.1.2.3:4567".parse().unwrap()) }, &mut record);
-        let (payload, peer) = channel::socketpair().unwrap();
+        let (payload, peer) = seqpacket::socketpair().unwrap();
         payloads.push(payload);
         peers.push(peer);
       }
       let fds: Vec<_> = payloads.iter().map(|fd| fd.as_fd()).collect();
-      channel::send_record(self.end.as_fd(), &record, &fds).unwrap();
+      seqpacket::send_record(self.end.as_fd(), &record, &fds).unwrap();
       peers
     }
 
@@ -260,7 +260,7 @@ mod tests {
     fn reclaim(&self) -> Vec<u64> {
       let mut buf = vec![0u8; wire::MAX_HANDOFF_RECORD_LEN];
       let mut seqs = Vec::new();
-      while let Ok(received) = channel::recv_record(self.worker_end.as_fd(), &mut buf, false) {
+      while let Ok(received) = seqpacket::recv_record(self.worker_end.as_fd(), &mut buf, false) {
         if received.len == 0 {
           break;
         }
@@ -274,9 +274,9 @@ mod tests {
 
   /// A channel made as the primary makes one for a worker it forks.
   fn pair() -> (Primary, OwnedFd) {
-    let (end, worker) = channel::socketpair().unwrap();
-    let (lifeline, workers_lifeline) = channel::lifeline().unwrap();
-    channel::send_record(end.as_fd(), &wire::encode_setup(Setup::Lifeline), &[workers_lifeline.as_fd()]).unwrap();
+    let (end, worker) = seqpacket::socketpair().unwrap();
+    let (lifeline, workers_lifeline) = seqpacket::lifeline().unwrap();
+    seqpacket::send_record(end.as_fd(), &wire::encode_setup(Setup::Lifeline), &[workers_lifeline.as_fd()]).unwrap();
     let worker_end = worker.try_clone().unwrap();
     (Primary { end, worker_end, lifeline }, worker)
   }
@@ -293,14 +293,14 @@ mod tests {
 
   #[test]
   fn a_worker_of_the_rendezvous_takes_its_channel_from_its_connection() {
-    let (connection, workers_connection) = channel::socketpair().unwrap();
+    let (connection, workers_connection) = seqpacket::socketpair().unwrap();
     let (mut primary, worker) = pair();
     // The channel's end goes to the worker over its connection, with the lifeline.
     let mut buf = [0u8; 16];
-    let setup = channel::recv_record(worker.as_fd(), &mut buf, false).unwrap();
+    let setup = seqpacket::recv_record(worker.as_fd(), &mut buf, false).unwrap();
     let [workers_lifeline]: [OwnedFd; 1] = setup.fds.try_into().unwrap();
     let record = wire::encode_setup(Setup::Channel);
-    channel::send_record(connection.as_fd(), &record, &[worker.as_fd(), workers_lifeline.as_fd()]).unwrap();
+    seqpacket::send_record(connection.as_fd(), &record, &[worker.as_fd(), workers_lifeline.as_fd()]).unwrap();
     drop((worker, workers_lifeline));
     let receiver = Receiver::start(workers_connection).unwrap();
     assert_eq!(primary.expect_hello(), std::process::id());
@@ -310,7 +310,7 @@ mod tests {
 
   #[test]
   fn a_worker_the_primary_refused_learns_it_at_start() {
-    let (connection, workers_connection) = channel::socketpair().unwrap();
+    let (connection, workers_connection) = seqpacket::socketpair().unwrap();
     drop(connection);
     let error = Receiver::start(workers_connection).map(drop).unwrap_err();
     assert!(error.to_string().contains("refused"), "{error}");
@@ -371,7 +371,7 @@ mod tests {
     let thread = receiver.spawn_thread(move |batch, _| delivered.send(batch.len()).is_ok()).unwrap();
     receiver.close();
     thread.join().unwrap();
-    let refused = channel::send_record(primary.end.as_fd(), b"late", &[]).unwrap_err();
+    let refused = seqpacket::send_record(primary.end.as_fd(), b"late", &[]).unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EPIPE), "the primary learns at once");
     assert!(primary.lifeline_closed());
     assert!(deliveries.recv_timeout(Duration::from_millis(100)).is_err());

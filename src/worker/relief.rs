@@ -1,5 +1,5 @@
 //! The relief thread of a kernel-steered worker (the I/O shell over
-//! [`crate::relief`]): while connections arrive it looks at the worker's
+//! [`crate::core::relief`]): while connections arrive it looks at the worker's
 //! socket's accept queue every few milliseconds, and once it is past a
 //! quarter of its limit takes what is queued into the process, to wait
 //! there for the worker's JavaScript instead of in a queue the kernel drops
@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use socket2::SockRef;
 
-use crate::relief::{Decision, ReliefPolicy};
+use crate::core::relief::{Decision, ReliefPolicy};
 use crate::reuseport::accept_queue;
 use crate::shared_stats::SharedRegion;
 
@@ -211,7 +211,7 @@ fn accept_up_to(listener: &OwnedFd, at_most: usize) -> Vec<OwnedFd> {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::primary::listening_socket;
+  use crate::listener::listening_socket;
   use std::sync::mpsc;
   use std::time::Duration;
 

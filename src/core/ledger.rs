@@ -4,7 +4,7 @@
 //! The ledger holds the worker slots (each with its current channel and, during
 //! a rolling reload, a standby channel for the new worker), the connections
 //! parked while no worker is alive, the route of every connection sent and not
-//! yet known to be read, by sequence number, and the engine.io session owners.
+//! yet known to be taken, by sequence number, and the engine.io session owners.
 //! It is generic over the connection payload `C` (the driver's is a
 //! descriptor; the tests' an id). The driver feeds it decoded events —
 //! [`accept`](Ledger::accept), [`hello`](Ledger::hello), [`sent`](Ledger::sent),
@@ -50,8 +50,9 @@
 //!
 //! # What the ledger knows of a queue
 //!
-//! Nothing is acknowledged: the driver learns how far a worker has read by
-//! peeking at the head of the worker's queue ([`taken`](Ledger::taken)).
+//! Nothing is acknowledged: the driver learns which records a worker has
+//! *taken* (read from its channel) by peeking at the head of the worker's
+//! queue ([`taken`](Ledger::taken)); the slot's `taken` counter counts them.
 //! Until then a record counts as pending for its slot and as held (the
 //! kernel holds its descriptor, and charges it to the primary's open-file
 //! limit): the driver peeks when the count matters (the budget, draining, a
@@ -70,11 +71,11 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::hrw::{Rendezvous, Selection, SlotId};
-use crate::routing::Route;
-use crate::sessions::SessionTable;
+use crate::core::hrw::{Rendezvous, Selection, SlotId};
+use crate::core::routing::Route;
+use crate::core::sessions::SessionTable;
 
-use super::stats::Stats;
+use crate::core::stats::Stats;
 
 /// Milliseconds from any fixed origin (the driver's clock).
 pub type Millis = u64;
@@ -184,12 +185,14 @@ pub struct Limits {
   pub max_held: usize,
 }
 
-struct Held<C> {
+/// A connection the primary holds (parked, or in a channel's backlog), with
+/// the route that picks its slot.
+struct HeldConnection<C> {
   route: Route,
   connection: C,
 }
 
-/// A connection sent and not known to be read: its record (in the kernel)
+/// A connection sent and not known to be taken: its record (in the kernel)
 /// holds the descriptor; its route stays here in case it comes back.
 struct InFlight {
   seq: Seq,
@@ -203,8 +206,8 @@ struct Channel<C> {
   pid: u32,
   next_seq: Seq,
   /// Waiting to be sent, in order.
-  backlog: VecDeque<Held<C>>,
-  /// Sent and not known to be read, in sequence order.
+  backlog: VecDeque<HeldConnection<C>>,
+  /// Sent and not known to be taken, in sequence order.
   in_flight: VecDeque<InFlight>,
 }
 
@@ -240,12 +243,12 @@ pub struct Ledger<C> {
   hrw: Rendezvous,
   selection: Selection,
   slots: Vec<Slot<C>>,
-  parked: VecDeque<Held<C>>,
+  parked: VecDeque<HeldConnection<C>>,
   /// Engine.io sessions and their owners (`sid` routing only).
   sessions: Option<SessionTable>,
   limits: Limits,
   /// Connections parked, in a backlog or in a queue (sent and not known to
-  /// be read), also of retiring channels.
+  /// be taken), also of retiring channels.
   held: usize,
   /// True once every slot has said hello once (or the start-up wait ended):
   /// before that, clients would be spread over the first workers up and then
@@ -351,7 +354,7 @@ impl<C> Ledger<C> {
 
   /// The worker of `channel` has read every record numbered below
   /// `next_unread` (`None`: every record sent), as a peek at the head of its
-  /// queue shows: those connections are delivered.
+  /// queue shows: those connections are taken (delivered: the worker has them).
   pub fn taken(&mut self, channel: ChannelId, next_unread: Option<Seq>) {
     let index = usize::from(channel.slot);
     let slot = &mut self.slots[index];
@@ -369,7 +372,7 @@ impl<C> Ledger<C> {
       slot.congested_since = None;
     }
     self.held -= delivered as usize;
-    self.stats.slots[index].acknowledged.fetch_add(delivered, Relaxed);
+    self.stats.slots[index].taken.fetch_add(delivered, Relaxed);
     self.stats.slots[index].pending.fetch_sub(delivered, Relaxed);
   }
 
@@ -401,7 +404,7 @@ impl<C> Ledger<C> {
   /// the route names a session the ledger does not know ([`Ledger::knows_session`]).
   pub fn accept(&mut self, now: Millis, route: Route, connection: C) {
     self.held += 1;
-    self.dispatch(now, Held { route, connection }, true);
+    self.dispatch(now, HeldConnection { route, connection }, true);
   }
 
   /// The first `count` connections of `channel`'s backlog were sent, in one
@@ -581,8 +584,9 @@ impl<C> Ledger<C> {
     self.current(channel).is_some_and(|open| !open.backlog.is_empty())
   }
 
-  /// Channels with records not known to be read (current and retiring).
-  pub fn with_unconfirmed(&self) -> Vec<ChannelId> {
+  /// Channels with records in flight: sent, and not known to be taken
+  /// (current and retiring).
+  pub fn with_in_flight(&self) -> Vec<ChannelId> {
     self
       .slots
       .iter()
@@ -644,7 +648,7 @@ impl<C> Ledger<C> {
   /// Queues `held` for its route's slot among the live ones, or parks it
   /// when none is live. A `fresh` connection (just accepted) is reset when
   /// the budget is used up and its slot (or the parked queue) is over its share.
-  fn dispatch(&mut self, now: Millis, held: Held<C>, fresh: bool) {
+  fn dispatch(&mut self, now: Millis, held: HeldConnection<C>, fresh: bool) {
     let Some(slot) = self.choose(now, &held.route) else {
       self.park(now, held, fresh);
       return;
@@ -675,7 +679,7 @@ impl<C> Ledger<C> {
     self.stats.slots[index].pending.fetch_add(1, Relaxed);
   }
 
-  fn park(&mut self, now: Millis, held: Held<C>, fresh: bool) {
+  fn park(&mut self, now: Millis, held: HeldConnection<C>, fresh: bool) {
     if !self.workers_exist {
       self.refuse(now, held.connection, ResetReason::Unavailable);
       return;
@@ -749,7 +753,7 @@ impl<C> Ledger<C> {
     self.held -= delivered as usize;
     let slot_stats = &self.stats.slots[index];
     slot_stats.pending.fetch_sub(pending, Relaxed);
-    slot_stats.acknowledged.fetch_add(delivered, Relaxed);
+    slot_stats.taken.fetch_add(delivered, Relaxed);
     slot_stats.redispatched.fetch_add(requeued as u64, Relaxed);
     slot_stats.sessions.store(0, Relaxed);
     // A standby worker that took over keeps the slot live under its pid.
@@ -771,7 +775,7 @@ impl<C> Ledger<C> {
     for (route, connection) in connections {
       debug_assert!(route.is_some(), "a connection came back that was never sent");
       let route = route.unwrap_or(Route::NewSession { handshake: false });
-      self.dispatch(now, Held { route, connection }, false);
+      self.dispatch(now, HeldConnection { route, connection }, false);
     }
   }
 
@@ -814,7 +818,7 @@ impl<C> Ledger<C> {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::sessions::NewSessionBalance;
+  use crate::core::sessions::NewSessionBalance;
   use proptest::prelude::*;
   use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -877,7 +881,7 @@ mod tests {
       (harness, channels)
     }
 
-    fn settle(&mut self) {
+    fn carry_out_actions(&mut self) {
       while let Some(action) = self.ledger.poll_action() {
         match action {
           // Sending is explicit in these tests (`send`), as the channel's
@@ -895,13 +899,13 @@ mod tests {
 
     fn attach(&mut self, slot: SlotId) -> ChannelId {
       let channel = self.ledger.attach(self.now, slot);
-      self.settle();
+      self.carry_out_actions();
       channel
     }
 
     fn hello(&mut self, channel: ChannelId, pid: u32) {
       self.ledger.hello(self.now, channel, pid);
-      self.settle();
+      self.carry_out_actions();
     }
 
     fn accept(&mut self, route: Route) -> u32 {
@@ -909,7 +913,7 @@ mod tests {
       self.next_id += 1;
       self.accepted.insert(id);
       self.ledger.accept(self.now, route, id);
-      self.settle();
+      self.carry_out_actions();
       id
     }
 
@@ -970,7 +974,7 @@ mod tests {
     fn peek(&mut self, channel: ChannelId) {
       let next_unread = self.queues.get(&channel).and_then(|queue| queue.front()).map(|record| record[0].0);
       self.ledger.taken(channel, next_unread);
-      self.settle();
+      self.carry_out_actions();
     }
 
     /// The worker stops reading (it closed, died or was replaced); the driver
@@ -978,7 +982,7 @@ mod tests {
     fn close_channel(&mut self, channel: ChannelId, end: ChannelEnd) {
       let reclaimed: Vec<(Seq, u32)> = self.queues.remove(&channel).into_iter().flatten().flatten().collect();
       self.ledger.channel_closed(self.now, channel, end, reclaimed);
-      self.settle();
+      self.carry_out_actions();
     }
 
     /// Ends the retirements the ledger asked for, as the driver does.
@@ -1062,7 +1066,7 @@ mod tests {
     assert_eq!(harness.stats.slots[1].pending.load(Relaxed), 1, "not read yet");
     assert_eq!(harness.take(channels[1], 1), vec![id]);
     harness.peek(channels[1]);
-    assert_eq!(harness.stats.slots[1].acknowledged.load(Relaxed), 1);
+    assert_eq!(harness.stats.slots[1].taken.load(Relaxed), 1);
     assert_eq!(harness.stats.slots[1].pending.load(Relaxed), 0);
     assert!(harness.ledger.is_idle());
     harness.check_nothing_lost();
@@ -1094,7 +1098,7 @@ mod tests {
     let survivors: Vec<u32> = [channels[0], channels[1]].iter().flat_map(|&c| harness.send_all(c)).collect();
     assert_eq!(survivors.iter().copied().collect::<BTreeSet<_>>(), ids[1..].iter().copied().collect());
     assert_eq!(harness.stats.slots[2].redispatched.load(Relaxed), 3);
-    assert_eq!(harness.stats.slots[2].acknowledged.load(Relaxed), 1, "what it read is its own");
+    assert_eq!(harness.stats.slots[2].taken.load(Relaxed), 1, "what it read is its own");
     assert!(harness.notices.contains(&Notice::SlotClosed { slot: 2, end: ChannelEnd::WorkerClosed, requeued: 3 }));
     assert!(harness.closed.contains(&channels[2]));
     assert!(!harness.stats.slots[2].live.load(Relaxed));
@@ -1216,7 +1220,7 @@ mod tests {
     assert_eq!(harness.stats.parked.load(Relaxed), 1);
     // The last worker process exited and nobody forks another: refuse.
     harness.ledger.set_workers_exist(0, false);
-    harness.settle();
+    harness.carry_out_actions();
     assert_eq!(harness.reset.get(&parked), Some(&ResetReason::Unavailable));
     assert!(harness.ledger.accepting(0), "taken, to be answered at once");
     let refused = harness.accept(Route::NewSession { handshake: true });
@@ -1245,7 +1249,7 @@ mod tests {
     assert_eq!(harness.stats.parked.load(Relaxed), 2);
     let fresh = harness.attach(0);
     harness.ledger.terminate(0);
-    harness.settle();
+    harness.carry_out_actions();
     for id in [for_zero, backlog] {
       assert_eq!(harness.reset.get(&id), Some(&ResetReason::Abandoned));
     }
@@ -1339,7 +1343,7 @@ mod tests {
     harness.ledger.session_opened(0, channels[0], b"x");
     harness.ledger.sent(channels[0], 1);
     harness.close_channel(channels[0], ChannelEnd::Failed);
-    harness.settle();
+    harness.carry_out_actions();
     assert!(!harness.delivered.contains_key(&id));
     assert_eq!(harness.ledger.held(), 1, "parked, waiting for a worker");
     harness.check_nothing_lost();
@@ -1485,7 +1489,7 @@ mod tests {
         Op::SessionOpened { pick, sid } => {
           if let Some(channel) = pick_from(&open, pick) {
             self.ledger.session_opened(self.now, channel, &[b's', sid]);
-            self.settle();
+            self.carry_out_actions();
           }
         }
         Op::Tick { ms } => self.now += Millis::from(ms),
@@ -1541,7 +1545,7 @@ mod tests {
       let counted = harness.stats.dropped_no_worker.load(Relaxed)
         + harness.stats.slots.iter().map(|slot| slot.dropped_queue_full.load(Relaxed)).sum::<u64>();
       prop_assert_eq!(counted, harness.reset.len() as u64, "every reset is counted");
-      let delivered = harness.stats.slots.iter().map(|slot| slot.acknowledged.load(Relaxed)).sum::<u64>();
+      let delivered = harness.stats.slots.iter().map(|slot| slot.taken.load(Relaxed)).sum::<u64>();
       prop_assert_eq!(delivered, harness.delivered.len() as u64, "every delivery is counted once");
     }
   }

@@ -13,13 +13,13 @@
 //! read is still queued on its end, where the primary, which keeps a
 //! reference to that end, reads it back.
 //!
-//! Records are written and read with [`crate::codec`]: byte 0 is the
+//! Records are written and read with [`crate::core::codec`]: byte 0 is the
 //! protocol version, so a primary and a worker from different builds refuse
 //! each other clearly, byte 1 the kind; all integers are little-endian.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::codec::{Format, Layout, RecordError};
+use crate::core::codec::{Format, Layout, RecordError};
 
 pub const PROTOCOL_VERSION: u8 = 2;
 

@@ -1,5 +1,5 @@
 //! The record codec under both record formats: the hand-off channel's
-//! (`wire`) and the takeover's (`takeover::message`). No I/O.
+//! (`wire`) and the takeover's (`takeover_message`). No I/O.
 //!
 //! Both run over `SOCK_SEQPACKET`, where one `sendmsg` is one record, so a
 //! record needs no framing, only a header that says what it is. A [`Format`]

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use crate::hrw::SlotId;
+use crate::core::hrw::SlotId;
 
 /// How a new session (a request without `sid`) picks its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

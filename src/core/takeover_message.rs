@@ -17,12 +17,12 @@
 //! ```
 //!
 //! A second taker while one is in progress gets `Busy`. Records are written
-//! and read with [`crate::codec`]: every one starts with a magic, a version
+//! and read with [`crate::core::codec`]: every one starts with a magic, a version
 //! and a kind, so a stranger on the same abstract name, or a primary from an
 //! incompatible build, is refused with a reason; all integers are
 //! little-endian.
 
-use crate::codec::{Format, Layout, RecordError};
+use crate::core::codec::{Format, Layout, RecordError};
 
 /// Bytes 0..4 of every record.
 pub const MAGIC: [u8; 4] = *b"STKO";

@@ -5,7 +5,7 @@
 //! No I/O: names are never resolved; only literal addresses, CIDR networks
 //! and the keywords below are accepted.
 
-use crate::address::canonical_ip;
+use crate::core::address::canonical_ip;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -9,7 +9,7 @@
 
 use super::is_token_byte;
 use super::trusted::TrustedProxies;
-use crate::address::{canonical_ip, parse_ipv6_with_zone};
+use crate::core::address::{canonical_ip, parse_ipv6_with_zone};
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -428,7 +428,7 @@ mod tests {
     for zone in ["eth0", "25eth0", "lo:0", "", "a b", "\u{e9}t", "x\u{7f}"] {
       for address in ["fe80::1", "::ffff:10.0.0.1", "1.2.3.4"] {
         let text = format!("{address}%{zone}");
-        let literal = crate::address::parse_ip_literal(&text);
+        let literal = crate::core::address::parse_ip_literal(&text);
         let expected = literal.map_or(Unknown, ForwardedNode::Ip);
         assert_eq!(xff(&text), vec![expected], "X-Forwarded-For {text:?}");
         let bracketed = format!("for=\"[{text}]:80\"");

@@ -4,16 +4,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::address::ClientKey;
-use crate::hrw::Rendezvous;
-use crate::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for, pick_client};
-use crate::parsers::http_head::{
+use crate::core::address::ClientKey;
+use crate::core::hrw::Rendezvous;
+use crate::core::parsers::forwarded::{parse_forwarded, parse_x_forwarded_for, pick_client};
+use crate::core::parsers::http_head::{
   find_query_param, header_values, parse_request_head, request_line_sid, request_line_target, HeadError,
   MAX_REQUEST_HEAD_LEN,
 };
-use crate::parsers::proxy_protocol::parse_proxy_header;
-use crate::parsers::trusted::TrustedProxies;
-use crate::parsers::Parse;
+use crate::core::parsers::proxy_protocol::parse_proxy_header;
+use crate::core::parsers::trusted::TrustedProxies;
+use crate::core::parsers::Parse;
 
 /// How a client is identified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::parsers::proxy_protocol::{encode_v1, encode_v2};
+  use crate::core::parsers::proxy_protocol::{encode_v1, encode_v2};
 
   fn router(mode: RoutingMode, ignore_missing_header: bool) -> Router {
     Router::new(mode, TrustedProxies::parse(&["loopback"]).unwrap(), ignore_missing_header, Rendezvous::default())
@@ -246,7 +246,7 @@ mod tests {
   #[test]
   fn a_local_proxy_header_routes_by_the_proxy_itself() {
     let router = router(RoutingMode::ProxyProtocol, true);
-    let mut local = crate::parsers::proxy_protocol::V2_SIGNATURE.to_vec();
+    let mut local = crate::core::parsers::proxy_protocol::V2_SIGNATURE.to_vec();
     local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
     let Parse::Complete(decision) = router.decide(proxy(), &local) else { panic!() };
     assert_eq!((decision.client, decision.consume), (None, 16));

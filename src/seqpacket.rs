@@ -1,8 +1,11 @@
-//! The hand-off channel: one `SOCK_SEQPACKET` socketpair per worker slot.
+//! Records over `SOCK_SEQPACKET` sockets: the hand-off channel (one
+//! socketpair per worker slot), the rendezvous of workers the user forks, and
+//! the takeover's connection.
 //!
 //! A thin I/O layer over `sendmsg`/`recvmsg`: one call moves one record
-//! (see `wire`) and up to [`MAX_FDS`] file descriptors. What the records mean
-//! is decided by the callers.
+//! (see `crate::core::wire` and `crate::core::takeover_message`) and up to
+//! [`MAX_FDS`] file descriptors. What the records mean is decided by the
+//! callers.
 
 use std::io;
 use std::io::IoSlice;

@@ -6,13 +6,19 @@
 //! Each field is defined once, with its kind and meaning, in
 //! [`primary_stats_fields!`] or [`slot_stats_fields!`] (and the three slot
 //! fields that are not plain counters, beside [`SlotStats`]). The atomics, the
-//! snapshots, the JavaScript objects (`binding/primary.rs`) and the field list
+//! snapshots, the JavaScript objects (`binding/stats.rs`) and the field list
 //! that metrics exporters and the docs' test read ([`PRIMARY_FIELDS`],
-//! [`SLOT_FIELDS`]) are all generated from those lists.
+//! [`SLOT_FIELDS`], [`SLOT_ALIASES`]) are all generated from those lists.
+//!
+//! A field renamed keeps its old name for one minor version: `was old_name`
+//! after its meaning. The old name is no counter of its own: JavaScript's
+//! objects carry it with the new field's value, and `statsFields()` lists it
+//! (with `aliasOf`), so the metrics export it too until it goes.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// The primary's counters: `kind name "meaning";`, where `kind` is `counter`
+/// The primary's counters: `kind name "meaning";` (or `kind name "meaning"
+/// was old_name;` for a renamed field, see the module doc), where `kind` is `counter`
 /// (only grows), `drop` (a counter of connections the primary reset: summed
 /// into `dropped`) or `gauge` (a level now). Calls `$apply!` with the list.
 /// The `host_*` counters are the host's (`crate::netstat`), filled in when a
@@ -47,7 +53,7 @@ macro_rules! slot_stats_fields {
   ($apply:ident) => {
     $apply! {
       counter dispatched "Connections handed to the slot's workers.";
-      counter acknowledged "Connections the slot's workers took (read from their channel), as the primary last looked.";
+      counter taken "Connections the slot's workers took (read from their channel), as the primary last looked." was acknowledged;
       counter redispatched "Connections this slot's worker never took (it died or left), sent to another slot.";
       drop dropped_queue_full "New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot.";
       gauge pending "Connections waiting for the slot's channel, or handed off and not yet seen taken by its worker.";
@@ -106,8 +112,26 @@ macro_rules! is_drop {
 }
 
 macro_rules! field_docs {
-  ($($kind:ident $name:ident $help:tt;)*) => {
+  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
     &[$(FieldDoc { name: stringify!($name), kind: field_kind!($kind), help: $help, dropped: is_drop!($kind) }),*]
+  };
+}
+
+/// The old name of a renamed stats field, kept for one minor version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldAlias {
+  /// The old name (Rust's; JavaScript sees it in camelCase).
+  pub name: &'static str,
+  /// The field it names now.
+  pub of: &'static str,
+}
+
+/// The version in which the old names of [`SLOT_ALIASES`] go: the next minor.
+pub const ALIASES_REMOVED_IN: &str = "0.2.0";
+
+macro_rules! field_aliases {
+  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
+    &[$($(FieldAlias { name: stringify!($old), of: stringify!($name) },)?)*]
   };
 }
 
@@ -133,6 +157,9 @@ pub const PRIMARY_FIELDS: &[FieldDoc] = {
   };
   &ALL
 };
+
+/// The old names of renamed slot fields (`acknowledged`, now `taken`).
+pub const SLOT_ALIASES: &[FieldAlias] = slot_stats_fields!(field_aliases);
 
 /// The slot fields that are not plain counters: written by hand in
 /// [`SlotStats`], [`SlotSnapshot`] and the JavaScript slot object.
@@ -178,7 +205,7 @@ pub const SLOT_FIELDS: &[FieldDoc] = {
 };
 
 macro_rules! define_slot_stats {
-  ($($kind:ident $name:ident $help:tt;)*) => {
+  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
     #[derive(Default)]
     pub struct SlotStats {
       pub pid: AtomicU32,
@@ -220,7 +247,7 @@ macro_rules! define_slot_stats {
 slot_stats_fields!(define_slot_stats);
 
 macro_rules! define_stats {
-  ($($kind:ident $name:ident $help:tt;)*) => {
+  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
     #[derive(Default)]
     pub struct Stats {
       $(#[doc = $help] pub $name: AtomicU64,)*
@@ -318,6 +345,11 @@ mod tests {
       ]
     );
     assert_eq!(drops(SLOT_FIELDS), ["dropped_queue_full"]);
+    assert_eq!(SLOT_ALIASES, [FieldAlias { name: "acknowledged", of: "taken" }]);
+    for alias in SLOT_ALIASES {
+      assert!(SLOT_FIELDS.iter().any(|field| field.name == alias.of), "{alias:?} names a field");
+      assert!(SLOT_FIELDS.iter().all(|field| field.name != alias.name), "{alias:?} is no field of its own");
+    }
     let gauges = |fields: &[FieldDoc]| {
       fields.iter().filter(|field| field.kind == FieldKind::Gauge).map(|field| field.name).collect::<Vec<_>>()
     };

@@ -11,6 +11,7 @@ const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
+const { optionDefault } = require('./options')
 const { acceptOnInheritedSocket, adoptingServer, closeDescriptor, socketFromFd, startReceiving } = require('./runtime')
 const { ipcChannel } = require('./portable/channel')
 const { pm2ClusterModeError } = require('./pm2')
@@ -304,7 +305,8 @@ function closeBetweenRequests(server) {
  */
 function manageLifecycle(server, stopTaking, lastLook = null) {
   let closing = false
-  const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
+  // Workers the user forks (setupMaster) have no STICKY_SHUTDOWN_TIMEOUT: the option's default.
+  const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || optionDefault('shutdownTimeout')
   const close = server.close
   const beginClosing = closeBetweenRequests(server)
   server.close = function closeStickyServer(...args) {

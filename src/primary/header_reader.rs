@@ -32,7 +32,7 @@ use super::driver::register;
 use super::handle::Shared;
 use super::stats::Stats;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderLimits {
   /// How long a client has to send its header.
   pub timeout: Duration,

@@ -665,6 +665,8 @@ export interface ResolvedHost {
  * native classes.
  */
 export interface ResolvedOptions {
+  /** Resolved to an address by lib/primary.js (`resolveHost`). */
+  host: string
   workers: number
   /** Compared with a takeover offer's (`ReceivedOffer.seed`). */
   seed: bigint

@@ -63,7 +63,7 @@ test('the table has a row for exactly the declared options, and resolveOptions f
   // What JavaScript receives: the options it uses, and `config` for the binding's classes.
   const resolved = resolveOptions(undefined, 3)
   expect(Object.keys(resolved).sort()).toEqual(
-    ['workers', 'seed', 'startupWait', 'shutdownTimeout', 'handleSignals', 'kernel', 'kernelAsked', 'takeover', 'routing', 'slotPorts', 'firstSlotPort', 'slotHost', 'config'].sort(),
+    ['host', 'workers', 'seed', 'startupWait', 'shutdownTimeout', 'handleSignals', 'kernel', 'kernelAsked', 'takeover', 'routing', 'slotPorts', 'firstSlotPort', 'slotHost', 'config'].sort(),
   )
   for (const name of Object.keys(resolved).filter((name) => name in defaults && !(name in RULES))) {
     expect({ name, value: name === 'seed' ? String(resolved[name]) : resolved[name] }).toEqual({ name, value: defaults[name] })

@@ -181,7 +181,7 @@ function resolveOptions(options, cpuCount) {
     header: resolved.header.toLowerCase(),
   }
   const { seed, startupWait, shutdownTimeout, handleSignals, kernelAsked, takeover, slotPorts } = config
-  return { workers, seed, startupWait, shutdownTimeout, handleSignals, kernel, kernelAsked, takeover, routing, slotPorts, firstSlotPort: config.firstSlotPort, slotHost, config }
+  return { host: config.host, workers, seed, startupWait, shutdownTimeout, handleSignals, kernel, kernelAsked, takeover, routing, slotPorts, firstSlotPort: config.firstSlotPort, slotHost, config }
 }
 
 /** Every option's rule and default, as the binding's `optionRules()` reports them. */

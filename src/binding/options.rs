@@ -602,6 +602,8 @@ impl AcceptLoopSettings {
 #[napi(object, object_from_js = false)]
 #[derive(Debug)]
 pub struct ResolvedOptions {
+  /// Resolved to an address by lib/primary.js (`resolveHost`).
+  pub host: String,
   pub workers: u32,
   /// Compared with a takeover offer's (`ReceivedOffer.seed`).
   pub seed: u64,
@@ -710,6 +712,7 @@ impl ListenOptions {
       slot_ports: first_slot_port.map(|_| SlotPortSettings { host: slot_ip, first_port, share: takeover }),
     };
     Ok(ResolvedOptions {
+      host: settled(options.host, "host")?,
       workers,
       seed,
       startup_wait,

@@ -180,8 +180,9 @@ function resolveOptions(options, cpuCount) {
     trustedProxies: [...trustedProxies],
     header: resolved.header.toLowerCase(),
   }
-  const { seed, startupWait, shutdownTimeout, handleSignals, kernelAsked, takeover, slotPorts } = config
-  return { host: config.host, workers, seed, startupWait, shutdownTimeout, handleSignals, kernel, kernelAsked, takeover, routing, slotPorts, firstSlotPort: config.firstSlotPort, slotHost, config }
+  // The binding's `ResolvedOptions` (__test__/portable-contract.spec.js compares them).
+  const { host, seed, startupWait, shutdownTimeout, handleSignals, kernelAsked, takeover, slotPorts } = config
+  return { host, workers, seed, startupWait, shutdownTimeout, handleSignals, kernel, kernelAsked, takeover, routing, slotPorts, firstSlotPort: config.firstSlotPort, slotHost, config }
 }
 
 /** Every option's rule and default, as the binding's `optionRules()` reports them. */

@@ -418,6 +418,14 @@ macro_rules! option_table {
           }), )*
         }
       }
+
+      /// The names of the options that have a value.
+      #[cfg(test)]
+      fn given(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        $( if self.$field.is_some() { names.push($name); } )*
+        names
+      }
     }
   };
 }
@@ -1098,34 +1106,8 @@ mod tests {
     assert_eq!(names.len(), OPTION_RULES.len());
     // Every value default fills its option in (the rest are derived, or "off").
     let filled = ListenOptions::default().or_defaults();
-    let unfilled: Vec<&str> = [
-      ("workers", filled.workers.is_none()),
-      ("host", filled.host.is_none()),
-      ("backlog", filled.backlog.is_none()),
-      ("seed", filled.seed.is_none()),
-      ("maxPendingPerSlot", filled.max_pending_per_slot.is_none()),
-      ("maxParked", filled.max_parked.is_none()),
-      ("startupWait", filled.startup_wait.is_none()),
-      ("shutdownTimeout", filled.shutdown_timeout.is_none()),
-      ("handleSignals", filled.handle_signals.is_none()),
-      ("kernel", filled.kernel.is_none()),
-      ("takeover", filled.takeover.is_none()),
-      ("routing", filled.routing.is_none()),
-      ("header", filled.header.is_none()),
-      ("trustedProxies", filled.trusted_proxies.is_none()),
-      ("ignoreMissingHeader", filled.ignore_missing_header.is_none()),
-      ("headerTimeout", filled.header_timeout.is_none()),
-      ("maxHeaderBytes", filled.max_header_bytes.is_none()),
-      ("maxPendingHeaders", filled.max_pending_headers.is_none()),
-      ("loadBalancingMethod", filled.load_balancing_method.is_none()),
-      ("sessionTtl", filled.session_ttl.is_none()),
-      ("maxSessions", filled.max_sessions.is_none()),
-      ("slotPorts", filled.slot_ports.is_none()),
-      ("slotHost", filled.slot_host.is_none()),
-    ]
-    .into_iter()
-    .filter_map(|(name, unfilled)| unfilled.then_some(name))
-    .collect();
+    let unfilled: Vec<&str> =
+      OPTION_RULES.iter().map(|option| option.name).filter(|name| !filled.given().contains(name)).collect();
     assert_eq!(unfilled, ["workers", "kernel", "slotPorts"]);
     assert_eq!(OptionSpec::of("workers").unwrap().default, OptionDefault::CpuCount);
     assert_eq!(OptionSpec::of("kernel").unwrap().default, OptionDefault::KernelWithIpRouting);

@@ -361,7 +361,7 @@ function manageLifecycle(server, stopTaking, lastLook = null) {
 
 function startWorker(server, options = {}) {
   if (!options.channel && process.env.STICKY_LISTEN_FD !== undefined) return startKernelWorker(server)
-  const { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = options
+  const { routing = process.env.STICKY_ROUTING || optionDefault('routing'), channel = takeChannel() } = options
   const socketOptions = socketOptionsOf(server)
   const slotPort = slotPorts.claimSlotPort()
   /** Sockets accepted on the slot port: their proxy routes each request, so they stay open. */

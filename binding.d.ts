@@ -13,11 +13,11 @@ export declare class Balancer {
   /**
    * Binds the listening socket now (so listen errors are synchronous), or
    * adopts the one in `listen.adopt`, and starts the accept loop with
-   * `options` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
+   * `config` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
    * With `rendezvous` (the user forks the workers), workers take their
    * channels there; the accept loop keeps its own reference to it.
    */
-  constructor(listen: ListenSpec, options: ResolvedOptions, onEvent: (arg: BalancerEvent) => void, rendezvous?: RendezvousSocket | undefined | null)
+  constructor(listen: ListenSpec, config: ListenConfig, onEvent: (arg: BalancerEvent) => void, rendezvous?: RendezvousSocket | undefined | null)
   address(): AddressInfo
   /**
    * Creates the channel of a worker about to be forked into `slot`; returns
@@ -48,6 +48,13 @@ export declare class Balancer {
    */
   terminate(): void
 }
+
+/**
+ * The options as the core uses them, made by `resolveOptions`: JavaScript
+ * holds it and passes it on to `Balancer`, `ReuseportGroup`,
+ * `SlotPortGroup` and `TakeoverOffer`, but reads nothing in it.
+ */
+export declare class ListenConfig {}
 
 /**
  * A kernel-mode worker's own reference to its slot's listening socket.
@@ -122,12 +129,12 @@ export declare class RendezvousSocket {
  */
 export declare class ReuseportGroup {
   /**
-   * Binds the group with `options` (from `resolveOptions`: `workers`,
-   * `backlog`, `seed`), or adopts the one in `listen.adopt` (a takeover), or
+   * Binds the group with `config` (from `resolveOptions`: its slots,
+   * backlog and seed), or adopts the one in `listen.adopt` (a takeover), or
    * throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller falls back to the
    * accept loop) or the errno of a listen failure.
    */
-  constructor(listen: ListenSpec, options: ResolvedOptions)
+  constructor(listen: ListenSpec, config: ListenConfig)
   address(): AddressInfo
   /**
    * The listening fd of `slot`, still owned by the group: pass it to the
@@ -170,13 +177,14 @@ export declare class ReuseportGroup {
 
 export declare class SlotPortGroup {
   /**
-   * Binds `slots` listening sockets on `host`: slot `n` on `first_port + n`,
-   * or on a port the system picks when `first_port` is 0. `share`: with
-   * `SO_REUSEPORT`, so that a primary taking over this one (`takeover: true`)
-   * binds the same ports while this one drains. Throws the errno of a listen
-   * failure (`EADDRINUSE`, ...).
+   * Binds the slot ports `config` (from `resolveOptions`) asks for: one
+   * listening socket per slot on its host, slot `n` on the first port + `n`,
+   * or on a port the system picks. A primary that offers takeover binds them
+   * with `SO_REUSEPORT`, so that the primary taking over binds the same ports
+   * while this one drains. Throws `ERR_STICKY_INVALID_OPTION` when `config`
+   * has no slot ports, and the errno of a listen failure (`EADDRINUSE`, ...).
    */
-  constructor(host: string, firstPort: number, slots: number, backlog: number, share: boolean)
+  constructor(config: ListenConfig)
   /** Where each slot listens, in slot order. */
   addresses(): Array<AddressInfo>
   /**
@@ -226,11 +234,11 @@ export declare class TakeoverClient {
  */
 export declare class TakeoverOffer {
   /**
-   * Listens on `name` and offers duplicates of `fds` (the listening sockets,
-   * borrowed: they stay the caller's). Throws `EADDRINUSE` when a process
-   * already listens on the name.
+   * Listens on `name` and offers duplicates of `fds` (the listening sockets
+   * of a primary listening in `mode` with `config`, borrowed: they stay the
+   * caller's). Throws `EADDRINUSE` when a process already listens on the name.
    */
-  constructor(name: string, description: TakeoverDescription, fds: Array<number>, onEvent: (arg: TakeoverEvent) => void)
+  constructor(name: string, mode: TakeoverMode, config: ListenConfig, fds: Array<number>, onEvent: (arg: TakeoverEvent) => void)
   /** Withdraws the offer and closes its copies of the sockets. */
   close(): void
 }
@@ -590,24 +598,33 @@ export interface ListenSpec {
 /** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
 export type LoadBalancingMethod = 'least-connection' | 'round-robin' | 'random'
 
-/** One option's rule, as `optionRules()` reports it. */
+/** One option's rule and default, as `optionRules()` reports it. */
 export interface OptionRule {
   /** The option's name in the options object. */
   name: string
   /** `'count'`, `'flag'`, `'one-of'`, `'host'`, `'header'`, `'trusted-proxies'`, `'seed'`, `'slot-ports'` or `'ip-address'`. */
   kind: string
+  /** A `count`'s smallest value. */
+  min?: number
   /** A `count`'s largest value. */
   max?: number
   /** A `one-of`'s spellings. */
   values?: Array<string>
   /** What a refusal says the value must be. */
   expected: string
+  /**
+   * The default, as JavaScript writes the value (the seed: a decimal
+   * string); absent when it is derived: `workers` (the CPU count) and
+   * `kernel` (`true` with `routing: 'ip'`).
+   */
+  defaultValue?: number | boolean | string | Array<string>
 }
 
 /**
- * Every option `resolveOptions` checks and what its value must be, in the
- * order the types list them. The portable path (no binding) checks options
- * against a copy of this list generated into `lib/portable/contract.js`.
+ * Every option `resolveOptions` checks, what its value must be and its
+ * default, in the order the types list them. The portable path (no
+ * binding) checks options against a copy of this list generated into
+ * `lib/portable/contract.js`.
  */
 export declare function optionRules(): Array<OptionRule>
 
@@ -623,8 +640,8 @@ export interface ReceivedOffer {
   mode: TakeoverMode
   sockets: number
   workers: number
-  /** Decimal string of the unsigned 64-bit seed. */
-  seed: string
+  /** Compared with this primary's (`ResolvedOptions.seed`). */
+  seed: bigint
   pid: number
 }
 
@@ -643,19 +660,16 @@ export interface ResolvedHost {
 }
 
 /**
- * Every option of `ListenOptions` with its default applied, as the primary
- * uses them.
+ * What JavaScript uses of the options (lib/primary.js, lib/slot-ports.js,
+ * lib/takeover.js), in their final types, and `config`, the rest, for the
+ * native classes.
  */
 export interface ResolvedOptions {
-  workers: number
+  /** Resolved to an address by lib/primary.js (`resolveHost`). */
   host: string
-  /** True when the user did not choose the host: `::` may then fall back to `0.0.0.0`. */
-  hostIsDefault: boolean
-  backlog: number
-  /** Decimal string of the unsigned 64-bit seed. */
-  seed: string
-  maxPendingPerSlot: number
-  maxParked: number
+  workers: number
+  /** Compared with a takeover offer's (`ReceivedOffer.seed`). */
+  seed: bigint
   startupWait: number
   shutdownTimeout: number
   handleSignals: boolean
@@ -665,21 +679,12 @@ export interface ResolvedOptions {
   kernelAsked: boolean
   takeover: boolean
   routing: Routing
-  /** Lower case. */
-  header: string
-  trustedProxies: Array<string>
-  ignoreMissingHeader: boolean
-  headerTimeout: number
-  maxHeaderBytes: number
-  maxPendingHeaders: number
-  loadBalancingMethod: LoadBalancingMethod
-  sessionTtl: number
-  maxSessions: number
   /** Slot ports on (`slotPorts: true` or a port). */
   slotPorts: boolean
   /** The first slot port; `0`: the system picks each (`slotPorts: true`). */
   firstSlotPort: number
   slotHost: string
+  config: ListenConfig
 }
 
 /**
@@ -726,6 +731,21 @@ export interface RouteDecision {
 
 /** What identifies a client. */
 export type Routing = 'ip' | 'header' | 'proxy-protocol' | 'sid'
+
+/**
+ * The defaults of `setupMaster`'s own options (index.js applies them;
+ * `index.d.ts` and README state them, checked by `option-defaults.spec.js`).
+ */
+export declare function setupMasterDefaults(): SetupMasterDefaults
+
+/**
+ * The defaults of the options only `setupMaster` (the @socket.io/sticky
+ * shape) has.
+ */
+export interface SetupMasterDefaults {
+  /** The slots opened for the workers the user forks. */
+  maxWorkers: number
+}
 
 /**
  * What separates a sid from the slot a worker appends to it behind slot
@@ -844,14 +864,6 @@ export interface StatsObject {
  * rely on the runtime doing it).
  */
 export declare function systemdSockets(listenFds?: string | undefined | null, listenPid?: string | undefined | null, listenFdnames?: string | undefined | null): Array<InheritedSocket> | null
-
-/** What the running primary listens with, as it offers it. */
-export interface TakeoverDescription {
-  mode: TakeoverMode
-  workers: number
-  /** Decimal string of the unsigned 64-bit seed. */
-  seed: string
-}
 
 /**
  * An event of a running offer: `kind` is `'refused'` (`pid`, `uid`),

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Balancer = nativeBinding.Balancer
+module.exports.ListenConfig = nativeBinding.ListenConfig
 module.exports.ListeningSocketHold = nativeBinding.ListeningSocketHold
 module.exports.RendezvousSocket = nativeBinding.RendezvousSocket
 module.exports.ReuseportGroup = nativeBinding.ReuseportGroup
@@ -856,6 +857,7 @@ module.exports.resolveHost = nativeBinding.resolveHost
 module.exports.resolveOptions = nativeBinding.resolveOptions
 module.exports.routeDecision = nativeBinding.routeDecision
 module.exports.Routing = nativeBinding.Routing
+module.exports.setupMasterDefaults = nativeBinding.setupMasterDefaults
 module.exports.sidTagSeparator = nativeBinding.sidTagSeparator
 module.exports.statsFields = nativeBinding.statsFields
 module.exports.systemdSockets = nativeBinding.systemdSockets

@@ -7,7 +7,7 @@
 //   3. @socket.io/sticky:           sticky.setupMaster(httpServer, options) / sticky.setupWorker(io)
 
 const cluster = require('cluster')
-const { listenOptions, validateServer } = require('./lib/options')
+const { listenOptions, setupMasterDefaults, validateServer } = require('./lib/options')
 const { parseListenArguments } = require('./lib/listen-arguments')
 const { stickyError } = require('./lib/errors')
 const { isServer } = require('./lib/runtime')
@@ -129,7 +129,7 @@ function setupMaster(httpServer, options = {}) {
   }
   // The slots are a capacity for the workers the user forks, who need not
   // wait for one another: accept as soon as any is there.
-  const masterOptions = { ...rest, routing: 'sid', workers: maxWorkers ?? 64, startupWait: 1 }
+  const masterOptions = { ...rest, routing: 'sid', workers: maxWorkers ?? setupMasterDefaults().maxWorkers, startupWait: 1 }
   listenOptions(masterOptions)
   // Workers forked from now on (and those forked already) can find the primary.
   let reference = rendezvous.acquire()

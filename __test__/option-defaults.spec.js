@@ -1,13 +1,15 @@
 'use strict'
-// The options, their types and defaults are defined once, in Rust
-// (src/binding/options.rs): `resolveOptions` applies the defaults, its doc
-// comments become binding.d.ts, which index.d.ts reuses. The README's option
-// table and every `@defaultValue` must say what resolveOptions fills in, and
-// every option the types declare must be one resolveOptions checks.
+// The options, their types, rules and defaults are defined once, in Rust
+// (src/binding/options.rs): `optionRules()` reports each option's rule and
+// default, `resolveOptions` applies them, the doc comments become
+// binding.d.ts, which index.d.ts reuses. The README's option table and every
+// `@defaultValue` must say what the table's default is, and every option the
+// types declare must be one resolveOptions checks. setupMaster's own
+// default (`maxWorkers`) likewise comes from `setupMasterDefaults()`.
 
 const fs = require('fs')
 const path = require('path')
-const { resolveOptions } = require('../lib/native')
+const { resolveOptions, optionRules, setupMasterDefaults } = require('../lib/native')
 
 const ROOT = path.join(__dirname, '..')
 const read = (file) => fs.readFileSync(path.join(ROOT, file), 'utf8')
@@ -33,16 +35,19 @@ function literal(value) {
 const bindingTypes = read('binding.d.ts')
 const options = interfaceProperties(bindingTypes, 'ListenOptions')
 const names = Object.keys(options)
-const defaults = resolveOptions(undefined, 3)
+const rules = Object.fromEntries(optionRules().map((rule) => [rule.name, rule]))
+const defaults = Object.fromEntries(Object.values(rules).map((rule) => [rule.name, rule.defaultValue]))
 
 /** Options whose default is a rule rather than a value, as the docs state it. */
 const RULES = { workers: '`os.cpus().length`', kernel: "`true` with `routing: 'ip'`, else `false`" }
 
-test('binding.d.ts declares every option with the default resolveOptions fills in', () => {
+test("binding.d.ts declares every option with the table's default", () => {
   expect(names.length).toBeGreaterThan(15)
   for (const name of names) {
     expect({ name, defaultValue: options[name].defaultValue }).toEqual({ name, defaultValue: RULES[name] || literal(defaults[name]) })
   }
+  // The derived defaults are no value in the table.
+  expect(Object.keys(defaults).filter((name) => defaults[name] === undefined)).toEqual(Object.keys(RULES))
   // The rule: the CPU count JavaScript passes.
   expect(resolveOptions({}, 3).workers).toBe(3)
   expect(resolveOptions({}, 7).workers).toBe(7)
@@ -53,8 +58,32 @@ test('binding.d.ts declares every option with the default resolveOptions fills i
   expect(resolveOptions({ kernel: false }, 3)).toEqual(expect.objectContaining({ kernel: false, kernelAsked: false }))
 })
 
-test('resolveOptions fills in exactly the declared options (and what it derives: hostIsDefault, kernelAsked, firstSlotPort)', () => {
-  expect(Object.keys(defaults).sort()).toEqual([...names, 'hostIsDefault', 'kernelAsked', 'firstSlotPort'].sort())
+test('the table has a row for exactly the declared options, and resolveOptions fills in its defaults', () => {
+  expect(Object.keys(rules)).toEqual(names)
+  // What JavaScript receives: the options it uses, and `config` for the binding's classes.
+  const resolved = resolveOptions(undefined, 3)
+  expect(Object.keys(resolved).sort()).toEqual(
+    ['host', 'workers', 'seed', 'startupWait', 'shutdownTimeout', 'handleSignals', 'kernel', 'kernelAsked', 'takeover', 'routing', 'slotPorts', 'firstSlotPort', 'slotHost', 'config'].sort(),
+  )
+  for (const name of Object.keys(resolved).filter((name) => name in defaults && !(name in RULES))) {
+    expect({ name, value: name === 'seed' ? String(resolved[name]) : resolved[name] }).toEqual({ name, value: defaults[name] })
+  }
+  expect(typeof resolved.seed).toBe('bigint')
+})
+
+test('a value out of range is refused with the range, never clamped', () => {
+  const { min, max } = rules.maxHeaderBytes
+  expect([min, max]).toEqual([64, 1048576])
+  for (const value of [min - 1, 1, max + 1]) {
+    expect(() => resolveOptions({ maxHeaderBytes: value }, 2)).toThrow(
+      expect.objectContaining({ code: 'ERR_STICKY_INVALID_OPTION', message: `options.maxHeaderBytes must be an integer from 64 to 1048576, got number ${value}` }),
+    )
+  }
+  expect(() => resolveOptions({ maxHeaderBytes: min }, 2)).not.toThrow()
+  for (const rule of Object.values(rules).filter((rule) => rule.kind === 'count')) {
+    expect(() => resolveOptions({ [rule.name]: rule.min - 1 }, 2)).toThrow(expect.objectContaining({ message: expect.stringContaining(`from ${rule.min} to ${rule.max}`) }))
+    expect(() => resolveOptions({ [rule.name]: rule.max + 1 }, 2)).toThrow(expect.objectContaining({ message: expect.stringContaining(`from ${rule.min} to ${rule.max}`) }))
+  }
 })
 
 test("the README's option table lists every option of listen (and env) with the same default", () => {
@@ -91,8 +120,14 @@ test('index.d.ts reuses the generated option types and restates no default, but 
     'SocketioStickySessionOptions.num': RULES.workers,
     'SocketioStickySessionOptions.ignoreMissingHeader': '`false`',
     // @socket.io/sticky's: the slots available to the workers the user forks.
-    'SetupMasterOptions.maxWorkers': '`64`',
+    'SetupMasterOptions.maxWorkers': literal(setupMasterDefaults().maxWorkers),
   })
+})
+
+test("setupMaster's maxWorkers default is the binding's, as index.d.ts and the README state it", () => {
+  const { maxWorkers } = setupMasterDefaults()
+  expect(maxWorkers).toBeLessThanOrEqual(rules.workers.max)
+  expect(read('README.md')).toContain(`\`maxWorkers\`, default ${maxWorkers},`)
 })
 
 test('every declared option is checked: a value of the wrong type is refused with its name and what to pass', () => {
@@ -111,7 +146,9 @@ test.each([
     (match) => match[1],
   )
   expect(spellings.length).toBeGreaterThan(2)
-  for (const spelling of spellings) expect(resolveOptions({ [name]: spelling }, 1)[name]).toBe(spelling)
+  for (const spelling of spellings) expect(() => resolveOptions({ [name]: spelling }, 1)).not.toThrow()
+  if (name === 'routing') for (const spelling of spellings) expect(resolveOptions({ routing: spelling }, 1).routing).toBe(spelling)
+  expect(rules[name].values).toEqual(spellings)
   const refused = () => resolveOptions({ [name]: 'none-of-these' }, 1)
   expect(refused).toThrow(expect.objectContaining({ message: `options.${name} must be one of ${spellings.map((s) => `'${s}'`).join(', ')}, got "none-of-these"` }))
 })

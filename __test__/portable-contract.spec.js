@@ -55,7 +55,7 @@ function outcomeOf(call) {
 
 /** What the JavaScript router says, in the binding's `routeDecision` form. */
 function portableDecision(options, peerAddress, bytes) {
-  const decision = new Router(portable.resolveOptions(options, 1)).decide(parsePeer(peerAddress), bytes)
+  const decision = new Router(portable.resolveOptions(options, 1).config).decide(parsePeer(peerAddress), bytes)
   if (decision.incomplete) return { outcome: 'incomplete', consume: 0 }
   if (decision.invalid) return { outcome: 'invalid', consume: 0, refusal: decision.invalid }
   const { route, client, consume } = decision.complete
@@ -235,8 +235,13 @@ describe(`random inputs get the same answer from the JavaScript copies and the b
     fuzz('options', (rng) => {
       const options = randomOptions(rng, rules)
       const cpus = 1 + rng.int(8)
-      const native = outcomeOf(() => binding.resolveOptions(options, cpus))
-      const copy = outcomeOf(() => portable.resolveOptions(options, cpus))
+      // What JavaScript receives; `config` is the binding's own (opaque) and the portable listener's.
+      const jsFields = (resolve) => () => {
+        const { config, ...fields } = resolve(options, cpus)
+        return { ...fields, seed: `${fields.seed}n`, configIsAnObject: typeof config === 'object' && config !== null }
+      }
+      const native = outcomeOf(jsFields(binding.resolveOptions))
+      const copy = outcomeOf(jsFields(portable.resolveOptions))
       return JSON.stringify(native) === JSON.stringify(copy) ? null : { options: String(JSON.stringify(options, (_, v) => (typeof v === 'bigint' ? `${v}n` : v))), native, copy }
     })
   })

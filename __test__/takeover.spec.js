@@ -266,13 +266,13 @@ afterAll(() => nobodysPackage && fs.rmSync(nobodysPackage, { recursive: true, fo
   })
 
   test("a new primary does not take sockets from another user's process squatting its name: it warns and binds as usual", async () => {
-    const { TakeoverOffer } = require('../binding.js')
+    const { TakeoverOffer, resolveOptions } = require('../binding.js')
     const port = await freePort()
     const decoy = net.createServer()
     await new Promise((resolve) => decoy.listen(0, '127.0.0.1', resolve))
     // Root squats the name a primary of user nobody on 127.0.0.1:port looks for, offering a decoy socket.
     const events = []
-    const squatter = new TakeoverOffer(`sticky-session-rs/takeover/uid=${NOBODY}/[127.0.0.1]:${port}`, { mode: 'accept-loop', workers: 2, seed: '1' }, [decoy._handle.fd], (event) => events.push(event))
+    const squatter = new TakeoverOffer(`sticky-session-rs/takeover/uid=${NOBODY}/[127.0.0.1]:${port}`, 'accept-loop', resolveOptions({ workers: 2, seed: '1' }, 2).config, [decoy._handle.fd], (event) => events.push(event))
     try {
       const dir = nobodysPackageDir()
       const app = await startApp(

@@ -41,7 +41,7 @@ class AcceptLoopListener {
    */
   constructor(spec, options, onEvent) {
     this.mode = 'accept-loop'
-    this.balancer = new Balancer(spec, options, onEvent, options.rendezvous ? options.rendezvous.socket : null)
+    this.balancer = new Balancer(spec, options.config, onEvent, options.rendezvous ? options.rendezvous.socket : null)
   }
 
   address() {
@@ -100,7 +100,7 @@ class KernelGroupListener {
   constructor(spec, options, onEvent) {
     this.mode = 'kernel'
     this.onEvent = onEvent
-    this.group = new ReuseportGroup(spec, options)
+    this.group = new ReuseportGroup(spec, options.config)
     this.slots = options.workers
   }
 

@@ -35,12 +35,14 @@ if (!binding && choice === '0') throw noBindingError(cause)
 if (binding) {
   module.exports = { ...binding, portable: null }
 } else {
-  const { resolveOptions, statsFields, sidTagSeparator } = require('./portable/options')
+  const { resolveOptions, optionRules, setupMasterDefaults, statsFields, sidTagSeparator } = require('./portable/options')
   const { stickyError } = require('./errors')
   const portable = choice === '1' ? 'STICKY_SESSION_PORTABLE=1 asks for it' : noBindingError(cause).message
   if (cluster.isPrimary) require('debug')('sticky-session-rs')('portable path (JavaScript, cluster IPC): %s', portable)
   module.exports = {
     resolveOptions,
+    optionRules,
+    setupMasterDefaults,
     statsFields,
     sidTagSeparator,
     /** systemd socket activation needs the binding: refused when systemd passed sockets to this process. */

@@ -1,19 +1,21 @@
 'use strict'
 
 // What the user passes, checked. The options' types, defaults and checks are
-// in Rust (src/binding/options.rs: `resolveOptions`); only what is
-// JavaScript's own is checked here: the server object and `env`. Where to
+// in Rust (src/binding/options.rs: `resolveOptions`, `optionRules`,
+// `setupMasterDefaults`); only what is JavaScript's own is checked here: the
+// server object and `env`. Where to
 // listen (port, host, backlog) as `listen(...)` gives it: lib/listen-arguments.js.
 
 const os = require('os')
-const { resolveOptions } = require('./native')
+const { resolveOptions, optionRules, setupMasterDefaults } = require('./native')
 const { stickyError } = require('./errors')
 const { isServer } = require('./runtime')
 
 /**
  * The options of `sticky.listen(server, port, options)`, checked, with every
- * default filled in (`resolveOptions`), plus `env` (sticky-session's: extra
- * environment for the workers, passed to `cluster.fork`).
+ * default filled in: `resolveOptions` returns the fields JavaScript uses and
+ * `config`, the rest, for the binding's classes. Plus `env`
+ * (sticky-session's: extra environment for the workers, passed to `cluster.fork`).
  */
 function listenOptions(options) {
   const resolved = resolveOptions(options, os.cpus().length)
@@ -22,6 +24,13 @@ function listenOptions(options) {
     throw stickyError('ERR_STICKY_INVALID_OPTION', `options.env must be an object of environment variables, got ${describe(env)}`)
   }
   return { ...resolved, env: env || {} }
+}
+
+/** The default of option `name` (`shutdownTimeout`), where one is read outside `resolveOptions`: a worker's environment. */
+function optionDefault(name) {
+  const rule = optionRules().find((option) => option.name === name)
+  if (!rule || rule.defaultValue === undefined) throw new Error(`${name} is no option with a default value`)
+  return rule.defaultValue
 }
 
 function validateServer(server) {
@@ -46,4 +55,4 @@ function describe(value) {
   return `${typeof value} ${String(value)}`
 }
 
-module.exports = { listenOptions, validateServer }
+module.exports = { listenOptions, optionDefault, setupMasterDefaults, validateServer }

@@ -411,9 +411,8 @@ class Primary extends EventEmitter {
     if (obstacle) return process.emitWarning(`${obstacle}: takeover is off`, { code: 'ERR_STICKY_TAKEOVER_UNSUPPORTED', type: 'StickySessionWarning' })
     const port = this.server.address().port
     const { listener } = this
-    const description = { mode: listener.mode, workers: options.workers, seed: options.seed }
     try {
-      this.takeoverOffer = offerSockets(this.address, port, description, listener.listeningFds(), (event) => this.onTakeoverEvent(event))
+      this.takeoverOffer = offerSockets(this.address, port, listener.mode, options.config, listener.listeningFds(), (event) => this.onTakeoverEvent(event))
     } catch (error) {
       // The primary just taken over releases the name an instant before it confirms.
       if (error.code === 'EADDRINUSE' && attempt < TAKEOVER_RETRIES) {

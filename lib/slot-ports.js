@@ -48,7 +48,7 @@ function openSlotPorts(options) {
   if (options.rendezvous) {
     throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.slotPorts needs workers that sticky-session-rs forks: use sticky.listen(), not setupMaster()')
   }
-  return new SlotPorts(new SlotPortGroup(options.slotHost, options.firstSlotPort, options.workers, options.backlog, options.takeover), options)
+  return new SlotPorts(new SlotPortGroup(options.config), options)
 }
 
 /**

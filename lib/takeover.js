@@ -69,12 +69,13 @@ function checkOffer(offer, options) {
 }
 
 /**
- * Offers this primary's listening sockets (`fds`, duplicated) under its
- * name; `onEvent` receives the offer's events (`'released'`: stop accepting
- * and drain). Throws `EADDRINUSE` when a process holds the name.
+ * Offers this primary's listening sockets (`fds`, duplicated: a listener of
+ * `mode`, 'accept-loop' or 'kernel', with `config` from `resolveOptions`)
+ * under its name; `onEvent` receives the offer's events (`'released'`: stop
+ * accepting and drain). Throws `EADDRINUSE` when a process holds the name.
  */
-function offerSockets(address, port, description, fds, onEvent) {
-  return new native.TakeoverOffer(takeoverName(address, port), description, fds, onEvent)
+function offerSockets(address, port, mode, config, fds, onEvent) {
+  return new native.TakeoverOffer(takeoverName(address, port), mode, config, fds, onEvent)
 }
 
 module.exports = { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets }

@@ -11,6 +11,7 @@ const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
 const { stickyError } = require('./errors')
+const { optionDefault } = require('./options')
 const { acceptOnInheritedSocket, adoptingServer, closeDescriptor, socketFromFd, startReceiving } = require('./runtime')
 const { ipcChannel } = require('./portable/channel')
 const { pm2ClusterModeError } = require('./pm2')
@@ -304,7 +305,8 @@ function closeBetweenRequests(server) {
  */
 function manageLifecycle(server, stopTaking, lastLook = null) {
   let closing = false
-  const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || 10000
+  // Workers the user forks (setupMaster) have no STICKY_SHUTDOWN_TIMEOUT: the option's default.
+  const shutdownTimeout = Number(process.env.STICKY_SHUTDOWN_TIMEOUT) || optionDefault('shutdownTimeout')
   const close = server.close
   const beginClosing = closeBetweenRequests(server)
   server.close = function closeStickyServer(...args) {
@@ -359,7 +361,7 @@ function manageLifecycle(server, stopTaking, lastLook = null) {
 
 function startWorker(server, options = {}) {
   if (!options.channel && process.env.STICKY_LISTEN_FD !== undefined) return startKernelWorker(server)
-  const { routing = process.env.STICKY_ROUTING || 'ip', channel = takeChannel() } = options
+  const { routing = process.env.STICKY_ROUTING || optionDefault('routing'), channel = takeChannel() } = options
   const socketOptions = socketOptionsOf(server)
   const slotPort = slotPorts.claimSlotPort()
   /** Sockets accepted on the slot port: their proxy routes each request, so they stay open. */

@@ -7,53 +7,67 @@ module.exports = {
     {
       "name": "workers",
       "kind": "count",
+      "min": 1,
       "max": 1024,
       "expected": "an integer from 1 to 1024"
     },
     {
       "name": "host",
       "kind": "host",
-      "expected": "a host name or IP address"
+      "expected": "a host name or IP address",
+      "defaultValue": "::"
     },
     {
       "name": "backlog",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 511
     },
     {
       "name": "seed",
       "kind": "seed",
-      "expected": "an unsigned 64-bit integer (number, bigint or decimal string)"
+      "expected": "an unsigned 64-bit integer (number, bigint or decimal string)",
+      "defaultValue": "6274051578553076311"
     },
     {
       "name": "maxPendingPerSlot",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 1024
     },
     {
       "name": "maxParked",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 4096
     },
     {
       "name": "startupWait",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 10000
     },
     {
       "name": "shutdownTimeout",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 10000
     },
     {
       "name": "handleSignals",
       "kind": "flag",
-      "expected": "true or false"
+      "expected": "true or false",
+      "defaultValue": true
     },
     {
       "name": "kernel",
@@ -63,7 +77,8 @@ module.exports = {
     {
       "name": "takeover",
       "kind": "flag",
-      "expected": "true or false"
+      "expected": "true or false",
+      "defaultValue": false
     },
     {
       "name": "routing",
@@ -74,40 +89,52 @@ module.exports = {
         "proxy-protocol",
         "sid"
       ],
-      "expected": "one of 'ip', 'header', 'proxy-protocol', 'sid'"
+      "expected": "one of 'ip', 'header', 'proxy-protocol', 'sid'",
+      "defaultValue": "ip"
     },
     {
       "name": "header",
       "kind": "header",
-      "expected": "an HTTP header name such as 'x-forwarded-for', 'x-real-ip' or 'forwarded'"
+      "expected": "an HTTP header name such as 'x-forwarded-for', 'x-real-ip' or 'forwarded'",
+      "defaultValue": "x-forwarded-for"
     },
     {
       "name": "trustedProxies",
       "kind": "trusted-proxies",
-      "expected": "a non-empty array of IP addresses, CIDR ranges or 'loopback' / 'linklocal' / 'uniquelocal'"
+      "expected": "a non-empty array of IP addresses, CIDR ranges or 'loopback' / 'linklocal' / 'uniquelocal'",
+      "defaultValue": [
+        "loopback"
+      ]
     },
     {
       "name": "ignoreMissingHeader",
       "kind": "flag",
-      "expected": "true or false"
+      "expected": "true or false",
+      "defaultValue": true
     },
     {
       "name": "headerTimeout",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 5000
     },
     {
       "name": "maxHeaderBytes",
       "kind": "count",
+      "min": 64,
       "max": 1048576,
-      "expected": "an integer from 1 to 1048576"
+      "expected": "an integer from 64 to 1048576",
+      "defaultValue": 16384
     },
     {
       "name": "maxPendingHeaders",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 1024
     },
     {
       "name": "loadBalancingMethod",
@@ -117,56 +144,40 @@ module.exports = {
         "round-robin",
         "random"
       ],
-      "expected": "one of 'least-connection', 'round-robin', 'random'"
+      "expected": "one of 'least-connection', 'round-robin', 'random'",
+      "defaultValue": "least-connection"
     },
     {
       "name": "sessionTtl",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 120000
     },
     {
       "name": "maxSessions",
       "kind": "count",
+      "min": 1,
       "max": 2147483647,
-      "expected": "an integer from 1 to 2147483647"
+      "expected": "an integer from 1 to 2147483647",
+      "defaultValue": 100000
     },
     {
       "name": "slotPorts",
       "kind": "slot-ports",
-      "expected": "true, false or the first port (an integer from 1 to 65535)"
+      "expected": "true, false or the first port (an integer from 1 to 65535)",
+      "defaultValue": false
     },
     {
       "name": "slotHost",
       "kind": "ip-address",
-      "expected": "an IP address such as '127.0.0.1'"
+      "expected": "an IP address such as '127.0.0.1'",
+      "defaultValue": "127.0.0.1"
     }
   ],
-  "defaults": {
-    "host": "::",
-    "backlog": 511,
-    "seed": "6274051578553076311",
-    "maxPendingPerSlot": 1024,
-    "maxParked": 4096,
-    "startupWait": 10000,
-    "shutdownTimeout": 10000,
-    "handleSignals": true,
-    "takeover": false,
-    "routing": "ip",
-    "header": "x-forwarded-for",
-    "trustedProxies": [
-      "loopback"
-    ],
-    "ignoreMissingHeader": true,
-    "headerTimeout": 5000,
-    "maxHeaderBytes": 16384,
-    "maxPendingHeaders": 1024,
-    "loadBalancingMethod": "least-connection",
-    "sessionTtl": 120000,
-    "maxSessions": 100000,
-    "slotPorts": false,
-    "firstSlotPort": 0,
-    "slotHost": "127.0.0.1"
+  "setupMasterDefaults": {
+    "maxWorkers": 64
   },
   "statsFields": [
     {

@@ -38,8 +38,6 @@ const { hearWorkers, tellWorker, helloToEveryWorker } = require('./channel')
 const EMPTY = Buffer.alloc(0)
 /** How often idle engine.io sessions are forgotten (as the native accept loop does). */
 const SESSION_SWEEP_MS = 5000
-/** The smallest `maxHeaderBytes` the routing key is looked for in (as the native accept loop). */
-const MIN_HEADER_BYTES = 64
 /**
  * With workers the user forks, how long none must exist before connections
  * are refused (as the native accept loop's NO_WORKER_GRACE,
@@ -64,12 +62,15 @@ class PortableListener {
   constructor(spec, options, onEvent) {
     this.mode = 'portable'
     this.options = options
+    /** Every option resolved (lib/portable/options.js). */
+    const { config } = options
+    this.config = config
     this.onEvent = onEvent
-    this.router = new Router(options)
+    this.router = new Router(config)
     this.counters = zeroStats(options.workers)
-    const sessions = options.routing === 'sid' ? new SessionTable(options.workers, options.loadBalancingMethod, options.sessionTtl, options.maxSessions, BigInt(options.seed)) : null
+    const sessions = options.routing === 'sid' ? new SessionTable(options.workers, config.loadBalancingMethod, config.sessionTtl, config.maxSessions, config.seed) : null
     this.ledger = new Ledger({ slots: options.workers, hrw: this.router.hrw, sessions, stats: this.counters })
-    this.maxHeaderBytes = Math.max(options.maxHeaderBytes, MIN_HEADER_BYTES)
+    this.maxHeaderBytes = config.maxHeaderBytes
     this.nextId = 0
     /** channel id (cluster worker id) -> worker */
     this.workers = new Map()
@@ -101,7 +102,8 @@ class PortableListener {
   /** Listens; returns null when bound already, else a promise that settles when bound. */
   bind(spec, options) {
     const { server } = this
-    const listenOptions = { port: spec.port, backlog: options.backlog, exclusive: true, ipv6Only: Boolean(spec.ipv6Only), ...(options.hostIsDefault ? {} : { host: spec.address }) }
+    const { config } = options
+    const listenOptions = { port: spec.port, backlog: config.backlog, exclusive: true, ipv6Only: Boolean(spec.ipv6Only), ...(config.hostIsDefault ? {} : { host: spec.address }) }
     let bindError = null
     const onBindError = (error) => (bindError = error)
     server.once('error', onBindError)
@@ -331,7 +333,7 @@ class PortableListener {
       socket.destroy()
       this.checkDrained()
     }
-    const timer = setTimeout(() => !settled && refuse('droppedHeaderTimeout'), this.options.headerTimeout)
+    const timer = setTimeout(() => !settled && refuse('droppedHeaderTimeout'), this.config.headerTimeout)
     this.timers.add(timer)
     this.reading.set(socket, () => !settled && refuse('droppedHeaderTimeout'))
     socket.on('data', onData)

@@ -1,8 +1,8 @@
 'use strict'
 
 // The binding's pure functions that JavaScript needs whichever path runs
-// (`resolveOptions`, `statsFields`, `sidTagSeparator`), for when there is no
-// binding. Every fact comes from contract.js, which
+// (`resolveOptions`, `optionRules`, `setupMasterDefaults`, `statsFields`,
+// `sidTagSeparator`), for when there is no binding. Every fact comes from contract.js, which
 // `npm run generate:contract` writes from the binding (the option rules and
 // defaults of src/binding/options.rs, the stats fields of
 // src/core/stats.rs); __test__/portable-contract.spec.js fails when the
@@ -15,7 +15,8 @@ const { TrustedProxies } = require('./trusted')
 const { rustTrim, parseIp } = require('./address')
 
 const RULES = contract.optionRules
-const DEFAULTS = contract.defaults
+/** Every option's default where it is a value (`workers` and `kernel` are derived). */
+const DEFAULTS = Object.fromEntries(RULES.filter((rule) => rule.defaultValue !== undefined).map((rule) => [rule.name, rule.defaultValue]))
 const MAX_SAFE_SEED = 2 ** 53 - 1
 const U64_MAX = (1n << 64n) - 1n
 
@@ -76,7 +77,7 @@ function readOption(rule, value) {
   const refuse = () => invalidOption(`options.${rule.name} must be ${rule.expected}, got ${describe(value)}`)
   switch (rule.kind) {
     case 'count':
-      if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= rule.max) return value
+      if (typeof value === 'number' && Number.isInteger(value) && value >= rule.min && value <= rule.max) return value
       throw refuse()
     case 'flag':
       if (typeof value === 'boolean') return value
@@ -112,7 +113,7 @@ function readOption(rule, value) {
         if (/^[0-9]+$/.test(text) && BigInt(text) <= U64_MAX) seed = BigInt(text)
       }
       if (seed === null) throw refuse()
-      return seed.toString()
+      return seed
     }
     case 'slot-ports':
       // The first port; 0: the system picks each; null: none.
@@ -130,8 +131,10 @@ function readOption(rule, value) {
 
 /**
  * Checks `options` (as the user passed them) and fills in their defaults;
- * `cpuCount` is the default number of workers. Throws
- * `ERR_STICKY_INVALID_OPTION`, with the binding's message.
+ * `cpuCount` is the default number of workers. Returns what the binding's
+ * returns (the fields JavaScript uses), with `config`: here every option
+ * resolved, for the portable listener. Throws `ERR_STICKY_INVALID_OPTION`,
+ * with the binding's message.
  */
 function resolveOptions(options, cpuCount) {
   if (options !== undefined && options !== null && (typeof options !== 'object' || Array.isArray(options))) {
@@ -164,9 +167,10 @@ function resolveOptions(options, cpuCount) {
   const slotHost = given.slotHost ?? DEFAULTS.slotHost
   if (!parseIp(slotHost)) throw invalidOption(`options.slotHost must be ${RULES.find((rule) => rule.name === 'slotHost').expected}, got ${quoted(slotHost)}`)
   const resolved = { ...DEFAULTS, ...given }
-  return {
+  const config = {
     ...resolved,
     workers,
+    seed: given.seed ?? BigInt(DEFAULTS.seed),
     slotPorts: firstSlotPort !== null,
     firstSlotPort: firstSlotPort ?? 0,
     slotHost,
@@ -176,6 +180,19 @@ function resolveOptions(options, cpuCount) {
     trustedProxies: [...trustedProxies],
     header: resolved.header.toLowerCase(),
   }
+  // The binding's `ResolvedOptions` (__test__/portable-contract.spec.js compares them).
+  const { host, seed, startupWait, shutdownTimeout, handleSignals, kernelAsked, takeover, slotPorts } = config
+  return { host, workers, seed, startupWait, shutdownTimeout, handleSignals, kernel, kernelAsked, takeover, routing, slotPorts, firstSlotPort: config.firstSlotPort, slotHost, config }
+}
+
+/** Every option's rule and default, as the binding's `optionRules()` reports them. */
+function optionRules() {
+  return RULES.map((rule) => ({ ...rule }))
+}
+
+/** The defaults of `setupMaster`'s own options, as the binding's `setupMasterDefaults()` reports them. */
+function setupMasterDefaults() {
+  return { ...contract.setupMasterDefaults }
 }
 
 /** Every numeric field of `stats()` and of each slot, with its kind and meaning. */
@@ -188,4 +205,4 @@ function sidTagSeparator() {
   return contract.sidTagSeparator
 }
 
-module.exports = { resolveOptions, statsFields, sidTagSeparator, describe }
+module.exports = { resolveOptions, optionRules, setupMasterDefaults, statsFields, sidTagSeparator, describe }

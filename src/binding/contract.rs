@@ -11,9 +11,8 @@ use napi_derive::napi;
 
 use super::error::{Result, StickyError};
 use super::options::resolve_options;
-use super::primary::router_for;
 use crate::core::address::{parse_ip_literal, ClientKey};
-use crate::core::hrw::{Rendezvous, SlotId, DEFAULT_SEED};
+use crate::core::hrw::{Rendezvous, SlotId};
 use crate::core::parsers::Parse;
 use crate::core::routing::{Refusal, Route};
 
@@ -50,10 +49,8 @@ pub fn route_decision(
   peer_port: u32,
   bytes: Buffer,
 ) -> Result<RouteDecision> {
-  let resolved = resolve_options(options, 1)?;
-  // resolveOptions wrote it from a u64.
-  let seed = resolved.seed.parse::<u64>().unwrap_or(DEFAULT_SEED);
-  let router = router_for(&resolved, seed)?;
+  let config = resolve_options(options, 1)?.config;
+  let router = config.accept_loop.router(config.listen.seed);
   let ip: IpAddr = peer_address.parse().map_err(|_| invalid("peerAddress", "an IP address", &peer_address))?;
   let port = u16::try_from(peer_port).map_err(|_| invalid("peerPort", "a port", &peer_port.to_string()))?;
   let mut decision = RouteDecision {
@@ -148,8 +145,8 @@ mod tests {
   //! ASCII with `%hh` for the rest.
 
   use super::*;
-  use crate::core::parsers::trusted::TrustedProxies;
-  use crate::core::routing::{ForwardingHeader, Router, RoutingMode};
+  use crate::binding::options::{ListenOptions, Routing};
+  use crate::core::routing::Router;
 
   const VECTORS: &str = include_str!("contract_vectors.tsv");
 
@@ -172,33 +169,31 @@ mod tests {
     out
   }
 
-  /// `routing=header;trustedProxies=a|b;...` as the router `resolveOptions` and `Balancer` would build.
+  /// `routing=header;trustedProxies=a|b;...` as the router `resolveOptions` and `Balancer` build.
   fn router(options: &str) -> Router {
-    let mut routing = "ip";
-    let mut header = "x-forwarded-for".to_owned();
-    let mut trusted = vec!["loopback"];
-    let mut ignore_missing_header = true;
-    let mut seed = DEFAULT_SEED;
+    let mut listen = ListenOptions::default();
     for pair in options.split(';').filter(|pair| *pair != "-") {
       let (name, value) = pair.split_once('=').unwrap();
       match name {
-        "routing" => routing = value,
-        "header" => header = value.to_ascii_lowercase(),
-        "trustedProxies" => trusted = value.split('|').collect(),
-        "ignoreMissingHeader" => ignore_missing_header = value == "true",
-        "seed" => seed = value.parse().unwrap(),
+        "routing" => {
+          listen.routing = Some(match value {
+            "ip" => Routing::Ip,
+            "header" => Routing::Header,
+            "proxy-protocol" => Routing::ProxyProtocol,
+            "sid" => Routing::Sid,
+            other => panic!("unknown routing {other} in a vector"),
+          });
+          listen.kernel = Some(false);
+        }
+        "header" => listen.header = Some(value.into()),
+        "trustedProxies" => listen.trusted_proxies = Some(value.split('|').map(String::from).collect()),
+        "ignoreMissingHeader" => listen.ignore_missing_header = Some(value == "true"),
+        "seed" => listen.seed = Some(value.parse().unwrap()),
         other => panic!("unknown option {other} in a vector"),
       }
     }
-    let mode = match routing {
-      "ip" => RoutingMode::Ip,
-      "proxy-protocol" => RoutingMode::ProxyProtocol,
-      "sid" => RoutingMode::Sid,
-      "header" if header == "forwarded" => RoutingMode::Header(ForwardingHeader::Forwarded),
-      "header" => RoutingMode::Header(ForwardingHeader::AddressList(header)),
-      other => panic!("unknown routing {other} in a vector"),
-    };
-    Router::new(mode, TrustedProxies::parse(&trusted).unwrap(), ignore_missing_header, Rendezvous::new(seed))
+    let config = listen.resolve(1).unwrap().config;
+    config.accept_loop.router(config.listen.seed)
   }
 
   fn outcome(parse: Parse<crate::core::routing::Decision, Refusal>) -> String {

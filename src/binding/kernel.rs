@@ -13,7 +13,7 @@ use socket2::{SockRef, Socket};
 
 use super::error::{Result, StickyError};
 use super::listen::{AddressInfo, Listen, ListenSpec};
-use super::options::ResolvedOptions;
+use super::options::ListenConfig;
 use super::slot_fd;
 use super::stats::{to_js_stats, StatsObject};
 use crate::core::relief::ReliefPolicy;
@@ -40,15 +40,15 @@ pub struct ReuseportGroup {
 
 #[napi]
 impl ReuseportGroup {
-  /// Binds the group with `options` (from `resolveOptions`: `workers`,
-  /// `backlog`, `seed`), or adopts the one in `listen.adopt` (a takeover), or
+  /// Binds the group with `config` (from `resolveOptions`: its slots,
+  /// backlog and seed), or adopts the one in `listen.adopt` (a takeover), or
   /// throws `ERR_STICKY_KERNEL_UNSUPPORTED` (the caller falls back to the
   /// accept loop) or the errno of a listen failure.
   #[napi(constructor)]
-  pub fn new(listen: ListenSpec, options: ResolvedOptions) -> Result<Self> {
+  pub fn new(listen: ListenSpec, config: &ListenConfig) -> Result<Self> {
     // Taken first, so they are closed whatever fails below.
     let adopted = listen.adopted()?;
-    let Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed } = listen.check(&options)?;
+    let Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed } = listen.check(&config.listen)?;
     if let Some(fds) = adopted {
       if fds.len() != usize::from(slots) {
         return Err(StickyError::InheritedSocketCount { given: fds.len(), wanted: usize::from(slots) }.into());

@@ -1,6 +1,6 @@
 //! `ListenSpec`: where to listen, shared by the accept loop (`Balancer`) and
 //! the kernel-steered group (`ReuseportGroup`), which take how from
-//! `ResolvedOptions`.
+//! `ListenConfig`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -8,7 +8,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use napi_derive::napi;
 
 use super::error::StickyError;
-use super::options::ResolvedOptions;
+use super::options::ListenSettings;
 
 /// Where to listen.
 #[napi(object)]
@@ -38,27 +38,17 @@ pub struct Listen {
 }
 
 impl ListenSpec {
-  /// The spec in Rust types. The options were checked by `resolveOptions`;
-  /// what fails here was changed since.
-  pub fn check(&self, options: &ResolvedOptions) -> Result<Listen, StickyError> {
-    let invalid = |name: &'static str, expected: &'static str, got: String| StickyError::InvalidOption {
-      name,
-      expected: expected.into(),
-      got,
-    };
-    let host = self.address.parse().map_err(|_| invalid("host", "an IP address", format!("{:?}", self.address)))?;
-    let port = u16::try_from(self.port).map_err(|_| StickyError::InvalidPort { got: self.port.to_string() })?;
-    let backlog = i32::try_from(options.backlog)
-      .map_err(|_| invalid("backlog", "an integer from 1 to 2147483647", options.backlog.to_string()))?;
-    let slots = u16::try_from(options.workers)
-      .ok()
-      .filter(|&n| n >= 1)
-      .ok_or_else(|| invalid("workers", "an integer from 1 to 1024", options.workers.to_string()))?;
-    let seed = options.seed.parse().map_err(|_| {
-      invalid("seed", "an unsigned 64-bit integer (number, bigint or decimal string)", format!("{:?}", options.seed))
+  /// The spec in Rust types, with the settings `resolveOptions` made.
+  pub fn check(&self, settings: &ListenSettings) -> Result<Listen, StickyError> {
+    let host = self.address.parse().map_err(|_| StickyError::InvalidOption {
+      name: "host",
+      expected: "an IP address".into(),
+      got: format!("{:?}", self.address),
     })?;
+    let port = u16::try_from(self.port).map_err(|_| StickyError::InvalidPort { got: self.port.to_string() })?;
+    let ListenSettings { host_is_default, backlog, slots, seed } = *settings;
     let ipv6_only = self.ipv6_only.unwrap_or(false);
-    Ok(Listen { host, host_is_default: options.host_is_default, ipv6_only, port, backlog, slots, seed })
+    Ok(Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed })
   }
 
   /// Takes ownership of the descriptors in `adopt`, if any.

@@ -25,7 +25,8 @@ pub use error::{ErrorCode, StickyError};
 pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
 pub use options::{
-  option_rules, resolve_options, ListenOptions, LoadBalancingMethod, OptionRule, ResolvedOptions, Routing,
+  option_rules, resolve_options, setup_master_defaults, ListenConfig, ListenOptions, LoadBalancingMethod, OptionRule,
+  ResolvedOptions, Routing, SetupMasterDefaults,
 };
 pub use primary::Balancer;
 #[cfg(any(target_os = "linux", target_os = "android"))]

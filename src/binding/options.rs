@@ -1,24 +1,35 @@
 //! The options of `sticky.listen(server, port, options)` (and of the other
-//! API shapes, which map theirs onto these): their types, their defaults and
-//! their checks, in one place. `resolveOptions` reads what the user passed,
-//! refuses what is wrong with an `ERR_STICKY_INVALID_OPTION` that says what to
-//! pass, and fills in the defaults; JavaScript checks only what is its own
-//! (servers, callbacks, `env`, the API shapes' arguments).
+//! API shapes, which map theirs onto these). Each option is written once, in
+//! the table `listen_options!` expands: its documentation (which becomes
+//! `binding.d.ts`, reused by `index.d.ts`), its type, the rule its value
+//! must follow and its default. From that one row come the `ListenOptions`
+//! type, `OPTION_RULES` (reported by `optionRules()` and generated into
+//! `lib/portable/contract.js` for the portable path), reading the value from
+//! JavaScript and filling in the default.
 //!
-//! The doc comments below become the option types' documentation in
-//! `binding.d.ts`, which `index.d.ts` reuses; `__test__/option-defaults.spec.js`
-//! checks that every `@defaultValue` there and in README's option table
-//! is what [`ListenOptions::resolve`] fills in.
+//! `resolveOptions` reads what the user passed, refuses what is wrong with an
+//! `ERR_STICKY_INVALID_OPTION` that says what to pass (never a silent clamp),
+//! and turns it into [`ListenConfig`]: the typed settings of the listening
+//! socket(s), the accept loop and the slot ports, which stay in Rust
+//! (`Balancer`, `ReuseportGroup`, `SlotPortGroup` and `TakeoverOffer` take
+//! it). JavaScript receives [`ResolvedOptions`]: only the fields it uses, in
+//! their final types. `__test__/option-defaults.spec.js` checks that every
+//! `@defaultValue` below and in README's option table is the table's.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi::{JsValue, ValueType};
 use napi_derive::napi;
 
 use super::error::{Result, StickyError};
-use crate::core::hrw::DEFAULT_SEED;
+use crate::core::hrw::{Rendezvous, DEFAULT_SEED};
 use crate::core::parsers::trusted::TrustedProxies;
+use crate::core::routing::{ForwardingHeader, Router, RoutingMode};
+use crate::core::sessions::NewSessionBalance;
+use crate::primary::HeaderLimits;
 
 /// What identifies a client.
 #[napi(string_enum = "kebab-case")]
@@ -84,16 +95,23 @@ impl Routing {
 
 /// The largest value of the options that are a count or milliseconds (2^31 - 1, as Node's timers take).
 const MAX_COUNT: u32 = i32::MAX as u32;
-/// The most workers one primary forks.
+/// The most workers one primary forks (a slot is a `u16` everywhere else).
 const MAX_WORKERS: u32 = 1024;
+/// The fewest bytes `maxHeaderBytes` may allow: a PROXY v2 header and its
+/// addresses, or the start of a request line, fit.
+const MIN_HEADER_BYTES: u32 = 64;
 /// The most bytes of a header `maxHeaderBytes` may allow.
 const MAX_HEADER_BYTES: u32 = 1024 * 1024;
+/// The slots `setupMaster` opens for the workers the user forks, unless
+/// `maxWorkers` says otherwise (@socket.io/sticky has no such limit: its
+/// primary tracks any number of workers).
+const SETUP_MASTER_MAX_WORKERS: u32 = 64;
 
 /// What the value of an option must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
-  /// An integer from 1 to `max`.
-  Count { max: u32 },
+  /// An integer from `min` to `max`.
+  Count { min: u32, max: u32 },
   /// `true` or `false`.
   Flag,
   /// One of the spellings of [`Routing`].
@@ -115,53 +133,49 @@ pub enum Rule {
   IpAddress,
 }
 
-/// Every option `resolveOptions` reads, with the rule its value must follow,
-/// in the order the types list them. `ListenOptions::read` takes each rule
-/// (and what a refusal says is expected) from here, and `optionRules()`
-/// reports it to the portable path, whose copy
-/// (`lib/portable/contract.js`) is generated from it.
-pub const OPTION_RULES: &[(&str, Rule)] = &[
-  ("workers", Rule::Count { max: MAX_WORKERS }),
-  ("host", Rule::Host),
-  ("backlog", Rule::Count { max: MAX_COUNT }),
-  ("seed", Rule::Seed),
-  ("maxPendingPerSlot", Rule::Count { max: MAX_COUNT }),
-  ("maxParked", Rule::Count { max: MAX_COUNT }),
-  ("startupWait", Rule::Count { max: MAX_COUNT }),
-  ("shutdownTimeout", Rule::Count { max: MAX_COUNT }),
-  ("handleSignals", Rule::Flag),
-  ("kernel", Rule::Flag),
-  ("takeover", Rule::Flag),
-  ("routing", Rule::Routing),
-  ("header", Rule::Header),
-  ("trustedProxies", Rule::TrustedProxies),
-  ("ignoreMissingHeader", Rule::Flag),
-  ("headerTimeout", Rule::Count { max: MAX_COUNT }),
-  ("maxHeaderBytes", Rule::Count { max: MAX_HEADER_BYTES }),
-  ("maxPendingHeaders", Rule::Count { max: MAX_COUNT }),
-  ("loadBalancingMethod", Rule::LoadBalancingMethod),
-  ("sessionTtl", Rule::Count { max: MAX_COUNT }),
-  ("maxSessions", Rule::Count { max: MAX_COUNT }),
-  ("slotPorts", Rule::SlotPorts),
-  ("slotHost", Rule::IpAddress),
-];
+/// What an option is when the user leaves it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionDefault {
+  Count(u32),
+  Flag(bool),
+  /// A string, or the spelling of a `one-of` value.
+  Text(&'static str),
+  List(&'static [&'static str]),
+  Seed(u64),
+  /// `workers`: the CPU count JavaScript passes (`os.cpus().length`), at least 1.
+  CpuCount,
+  /// `kernel`: `true` with `routing: 'ip'`, else `false`.
+  KernelWithIpRouting,
+}
+
+/// One option: its name in the options object, its rule and its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionSpec {
+  pub name: &'static str,
+  pub rule: Rule,
+  pub default: OptionDefault,
+}
+
+impl OptionSpec {
+  /// The option named `name` (`None` for a name that is no option).
+  pub fn of(name: &str) -> Option<&'static OptionSpec> {
+    OPTION_RULES.iter().find(|option| option.name == name)
+  }
+}
 
 impl Rule {
-  /// The rule of option `name` (`None` for a name that is no option).
-  pub fn of(name: &str) -> Option<Rule> {
-    OPTION_RULES.iter().find(|(option, _)| *option == name).map(|(_, rule)| *rule)
-  }
-
   /// What a value that breaks the rule is told it must be.
   pub fn expected(self) -> Cow<'static, str> {
     match self {
-      Rule::Count { max } => format!("an integer from 1 to {max}").into(),
+      Rule::Count { min, max } => format!("an integer from {min} to {max}").into(),
       Rule::Flag => "true or false".into(),
       Rule::Routing => Routing::expected().into(),
       Rule::LoadBalancingMethod => LoadBalancingMethod::expected().into(),
       Rule::Host => "a host name or IP address".into(),
       Rule::Header => "an HTTP header name such as 'x-forwarded-for', 'x-real-ip' or 'forwarded'".into(),
-      Rule::TrustedProxies => TRUSTED_PROXIES_EXPECTED.into(),
+      Rule::TrustedProxies => {
+        "a non-empty array of IP addresses, CIDR ranges or 'loopback' / 'linklocal' / 'uniquelocal'".into()
+      }
       Rule::Seed => "an unsigned 64-bit integer (number, bigint or decimal string)".into(),
       Rule::SlotPorts => "true, false or the first port (an integer from 1 to 65535)".into(),
       Rule::IpAddress => "an IP address such as '127.0.0.1'".into(),
@@ -361,20 +375,246 @@ pub struct ListenOptions {
   pub slot_host: Option<String>,
 }
 
-/// Every option of `ListenOptions` with its default applied, as the primary
-/// uses them.
-#[napi(object)]
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedOptions {
-  pub workers: u32,
-  pub host: String,
-  /// True when the user did not choose the host: `::` may then fall back to `0.0.0.0`.
+/// The rule and default of every field of `ListenOptions`, one row each:
+/// `field "jsName" => Rule, default Default;`. Expands to `OPTION_RULES`,
+/// reading the options from a JavaScript object and filling in the
+/// defaults; both build a whole `ListenOptions`, so a field without a row
+/// (or a row without a field) does not compile.
+macro_rules! option_table {
+  ($(
+    $field:ident $name:literal =>
+      $rule:ident $({ $($rule_argument:tt)* })?,
+      default $default:ident $(( $($default_argument:tt)* ))?;
+  )*) => {
+    /// Every option `resolveOptions` reads, with its rule and default, in the
+    /// order the types list them. `optionRules()` reports it to the portable
+    /// path, whose copy (`lib/portable/contract.js`) is generated from it.
+    pub const OPTION_RULES: &[OptionSpec] = &[
+      $( OptionSpec {
+        name: $name,
+        rule: Rule::$rule $({ $($rule_argument)* })?,
+        default: OptionDefault::$default $(( $($default_argument)* ))?,
+      }, )*
+    ];
+
+    impl ListenOptions {
+      /// Reads the options from a JavaScript object; each value of the wrong
+      /// type or out of range is refused with what to pass instead.
+      /// `undefined` and `null` mean "the default", as they always have.
+      fn read(object: &Object<'_>) -> std::result::Result<Self, StickyError> {
+        let reader = Reader(object);
+        Ok(ListenOptions {
+          $( $field: OptionValue::read(&reader, $name, Rule::$rule $({ $($rule_argument)* })?)?, )*
+        })
+      }
+
+      /// Every option the user left out set to its default, but for the
+      /// defaults derived from other values (`OptionDefault::CpuCount`,
+      /// `OptionDefault::KernelWithIpRouting`) and `slotPorts` (off: `None`).
+      fn or_defaults(self) -> Self {
+        ListenOptions {
+          $( $field: self.$field.or_else(|| {
+            OptionValue::from_default(OptionDefault::$default $(( $($default_argument)* ))?)
+          }), )*
+        }
+      }
+
+      /// The names of the options that have a value.
+      #[cfg(test)]
+      fn given(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        $( if self.$field.is_some() { names.push($name); } )*
+        names
+      }
+    }
+  };
+}
+
+option_table! {
+  workers "workers" => Count { min: 1, max: MAX_WORKERS }, default CpuCount;
+  host "host" => Host, default Text("::");
+  backlog "backlog" => Count { min: 1, max: MAX_COUNT }, default Count(511);
+  seed "seed" => Seed, default Seed(DEFAULT_SEED);
+  max_pending_per_slot "maxPendingPerSlot" => Count { min: 1, max: MAX_COUNT }, default Count(1024);
+  max_parked "maxParked" => Count { min: 1, max: MAX_COUNT }, default Count(4096);
+  startup_wait "startupWait" => Count { min: 1, max: MAX_COUNT }, default Count(10_000);
+  shutdown_timeout "shutdownTimeout" => Count { min: 1, max: MAX_COUNT }, default Count(10_000);
+  handle_signals "handleSignals" => Flag, default Flag(true);
+  kernel "kernel" => Flag, default KernelWithIpRouting;
+  takeover "takeover" => Flag, default Flag(false);
+  routing "routing" => Routing, default Text("ip");
+  header "header" => Header, default Text("x-forwarded-for");
+  trusted_proxies "trustedProxies" => TrustedProxies, default List(&["loopback"]);
+  ignore_missing_header "ignoreMissingHeader" => Flag, default Flag(true);
+  header_timeout "headerTimeout" => Count { min: 1, max: MAX_COUNT }, default Count(5000);
+  max_header_bytes "maxHeaderBytes" => Count { min: MIN_HEADER_BYTES, max: MAX_HEADER_BYTES }, default Count(16_384);
+  max_pending_headers "maxPendingHeaders" => Count { min: 1, max: MAX_COUNT }, default Count(1024);
+  load_balancing_method "loadBalancingMethod" => LoadBalancingMethod, default Text("least-connection");
+  session_ttl "sessionTtl" => Count { min: 1, max: MAX_COUNT }, default Count(120_000);
+  max_sessions "maxSessions" => Count { min: 1, max: MAX_COUNT }, default Count(100_000);
+  slot_ports "slotPorts" => SlotPorts, default Flag(false);
+  slot_host "slotHost" => IpAddress, default Text("127.0.0.1");
+}
+
+/// A type an option's value takes, read by its rule.
+trait OptionValue: Sized {
+  fn read(reader: &Reader<'_, '_>, name: &'static str, rule: Rule) -> std::result::Result<Option<Self>, StickyError>;
+  /// `None` for a default derived from other values (or "off").
+  fn from_default(default: OptionDefault) -> Option<Self>;
+}
+
+impl OptionValue for u32 {
+  fn read(reader: &Reader<'_, '_>, name: &'static str, rule: Rule) -> std::result::Result<Option<Self>, StickyError> {
+    match rule {
+      Rule::SlotPorts => reader.slot_ports(name, rule),
+      _ => reader.count(name, rule),
+    }
+  }
+  fn from_default(default: OptionDefault) -> Option<Self> {
+    match default {
+      OptionDefault::Count(count) => Some(count),
+      _ => None,
+    }
+  }
+}
+
+impl OptionValue for bool {
+  fn read(reader: &Reader<'_, '_>, name: &'static str, rule: Rule) -> std::result::Result<Option<Self>, StickyError> {
+    reader.flag(name, rule)
+  }
+  fn from_default(default: OptionDefault) -> Option<Self> {
+    match default {
+      OptionDefault::Flag(flag) => Some(flag),
+      _ => None,
+    }
+  }
+}
+
+impl OptionValue for String {
+  fn read(reader: &Reader<'_, '_>, name: &'static str, rule: Rule) -> std::result::Result<Option<Self>, StickyError> {
+    reader.text(name, rule)
+  }
+  fn from_default(default: OptionDefault) -> Option<Self> {
+    match default {
+      OptionDefault::Text(text) => Some(text.into()),
+      _ => None,
+    }
+  }
+}
+
+impl OptionValue for Vec<String> {
+  fn read(reader: &Reader<'_, '_>, name: &'static str, rule: Rule) -> std::result::Result<Option<Self>, StickyError> {
+    reader.trusted_proxies(name, rule)
+  }
+  fn from_default(default: OptionDefault) -> Option<Self> {
+    match default {
+      OptionDefault::List(entries) => Some(entries.iter().map(|&entry| entry.into()).collect()),
+      _ => None,
+    }
+  }
+}
+
+impl OptionValue for u64 {
+  fn read(reader: &Reader<'_, '_>, name: &'static str, rule: Rule) -> std::result::Result<Option<Self>, StickyError> {
+    reader.seed(name, rule)
+  }
+  fn from_default(default: OptionDefault) -> Option<Self> {
+    match default {
+      OptionDefault::Seed(seed) => Some(seed),
+      _ => None,
+    }
+  }
+}
+
+impl<T: Spelled> OptionValue for T {
+  fn read(reader: &Reader<'_, '_>, name: &'static str, rule: Rule) -> std::result::Result<Option<Self>, StickyError> {
+    reader.spelled(name, rule)
+  }
+  fn from_default(default: OptionDefault) -> Option<Self> {
+    match default {
+      OptionDefault::Text(text) => T::parse(text),
+      _ => None,
+    }
+  }
+}
+
+/// Where and how the listening socket(s) are bound: the accept loop's one,
+/// or a kernel-steered group's one per slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenSettings {
+  /// The user did not choose the host: `::` may then fall back to `0.0.0.0`.
   pub host_is_default: bool,
-  pub backlog: u32,
-  /// Decimal string of the unsigned 64-bit seed.
-  pub seed: String,
-  pub max_pending_per_slot: u32,
-  pub max_parked: u32,
+  pub backlog: i32,
+  pub slots: u16,
+  pub seed: u64,
+}
+
+/// How the accept loop routes and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptLoopSettings {
+  pub mode: RoutingMode,
+  pub trusted: TrustedProxies,
+  pub ignore_missing_header: bool,
+  pub header: HeaderLimits,
+  /// `'sid'` routing only.
+  pub sessions: Option<SessionSettings>,
+  pub max_pending_per_slot: usize,
+  pub max_parked: usize,
+  pub startup_wait: Duration,
+}
+
+/// The session table of `'sid'` routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+  pub balance: NewSessionBalance,
+  pub ttl_ms: u64,
+  pub max_entries: usize,
+  /// Behind slot ports the workers tag their sids, and report only the
+  /// sessions opened through the primary's port.
+  pub slot_tags: bool,
+}
+
+/// The slot ports (`slotPorts`), when on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotPortSettings {
+  pub host: IpAddr,
+  /// Slot `n` listens on `first_port + n`; `None`: the system picks each.
+  pub first_port: Option<u16>,
+  /// With `SO_REUSEPORT`, so that a primary taking over (`takeover: true`)
+  /// binds the same ports while this one drains.
+  pub share: bool,
+}
+
+/// The options as the core uses them, made by `resolveOptions`: JavaScript
+/// holds it and passes it on to `Balancer`, `ReuseportGroup`,
+/// `SlotPortGroup` and `TakeoverOffer`, but reads nothing in it.
+#[napi]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenConfig {
+  pub(super) listen: ListenSettings,
+  pub(super) accept_loop: AcceptLoopSettings,
+  pub(super) slot_ports: Option<SlotPortSettings>,
+}
+
+impl AcceptLoopSettings {
+  /// The router these settings describe, hashing with `seed`: the accept
+  /// loop's, and `routeDecision`'s (src/binding/contract.rs).
+  pub fn router(&self, seed: u64) -> Router {
+    Router::new(self.mode.clone(), self.trusted.clone(), self.ignore_missing_header, Rendezvous::new(seed))
+  }
+}
+
+/// What JavaScript uses of the options (lib/primary.js, lib/slot-ports.js,
+/// lib/takeover.js), in their final types, and `config`, the rest, for the
+/// native classes.
+#[napi(object, object_from_js = false)]
+#[derive(Debug)]
+pub struct ResolvedOptions {
+  /// Resolved to an address by lib/primary.js (`resolveHost`).
+  pub host: String,
+  pub workers: u32,
+  /// Compared with a takeover offer's (`ReceivedOffer.seed`).
+  pub seed: u64,
   pub startup_wait: u32,
   pub shutdown_timeout: u32,
   pub handle_signals: bool,
@@ -384,119 +624,141 @@ pub struct ResolvedOptions {
   pub kernel_asked: bool,
   pub takeover: bool,
   pub routing: Routing,
-  /// Lower case.
-  pub header: String,
-  pub trusted_proxies: Vec<String>,
-  pub ignore_missing_header: bool,
-  pub header_timeout: u32,
-  pub max_header_bytes: u32,
-  pub max_pending_headers: u32,
-  pub load_balancing_method: LoadBalancingMethod,
-  pub session_ttl: u32,
-  pub max_sessions: u32,
   /// Slot ports on (`slotPorts: true` or a port).
   pub slot_ports: bool,
   /// The first slot port; `0`: the system picks each (`slotPorts: true`).
   pub first_slot_port: u32,
   pub slot_host: String,
+  pub config: ListenConfig,
 }
 
 impl ListenOptions {
-  /// Fills in the defaults, and checks what involves more than one option or
-  /// more than a value's type and range. `cpu_count` is the workers' default
-  /// (the count Node reports: `os.cpus().length`).
+  /// Fills in the defaults, checks what involves more than one option, and
+  /// makes the typed settings. `cpu_count` is the workers' default (the
+  /// count Node reports: `os.cpus().length`).
   pub fn resolve(self, cpu_count: u32) -> std::result::Result<ResolvedOptions, StickyError> {
-    let routing = self.routing.unwrap_or(Routing::Ip);
+    let host_is_default = self.host.is_none();
     let kernel_asked = self.kernel == Some(true);
-    let kernel = self.kernel.unwrap_or(routing == Routing::Ip);
+    let first_slot_port = self.slot_ports;
+    let options = self.or_defaults();
+    let routing = settled(options.routing, "routing")?;
+    let kernel = options.kernel.unwrap_or(routing == Routing::Ip);
     if kernel && routing != Routing::Ip {
       return Err(StickyError::KernelNeedsIpRouting { routing: routing.as_str() });
     }
-    let trusted_proxies = self.trusted_proxies.unwrap_or_else(|| vec!["loopback".into()]);
-    let entries: Vec<&str> = trusted_proxies.iter().map(String::as_str).collect();
-    TrustedProxies::parse(&entries)?;
-    let workers = self.workers.unwrap_or(cpu_count.max(1));
-    if self.slot_ports.is_some() && !matches!(routing, Routing::Header | Routing::Sid) {
+    let workers = options.workers.unwrap_or(cpu_count.max(1));
+    let slots = in_range(workers, "workers")?;
+    let trusted_entries = settled(options.trusted_proxies, "trustedProxies")?;
+    let trusted = TrustedProxies::parse(&trusted_entries.iter().map(String::as_str).collect::<Vec<_>>())?;
+    if first_slot_port.is_some() && !matches!(routing, Routing::Header | Routing::Sid) {
       return Err(StickyError::SlotPortsNeedProxyRouting { routing: routing.as_str() });
     }
-    if let Some(first) = self.slot_ports.filter(|&first| first > 0) {
-      if u64::from(first) + u64::from(workers) - 1 > 65_535 {
-        return Err(StickyError::SlotPortsOutOfRange { first, workers });
-      }
-    }
-    let slot_host = self.slot_host.unwrap_or_else(|| "127.0.0.1".into());
-    if slot_host.parse::<std::net::IpAddr>().is_err() {
-      return Err(StickyError::InvalidOption {
-        name: "slotHost",
-        expected: Rule::IpAddress.expected(),
-        got: quoted(&slot_host),
-      });
-    }
+    let first_port = match first_slot_port.filter(|&first| first > 0) {
+      Some(first) => Some(
+        first
+          .checked_add(workers.saturating_sub(1))
+          .and_then(|last| u16::try_from(last).ok())
+          .and_then(|_| u16::try_from(first).ok())
+          .ok_or(StickyError::SlotPortsOutOfRange { first, workers })?,
+      ),
+      None => None,
+    };
+    let slot_host = settled(options.slot_host, "slotHost")?;
+    let slot_ip: IpAddr = slot_host.parse().map_err(|_| StickyError::InvalidOption {
+      name: "slotHost",
+      expected: Rule::IpAddress.expected(),
+      got: quoted(&slot_host),
+    })?;
+    let takeover = settled(options.takeover, "takeover")?;
+    let header = settled(options.header, "header")?.to_ascii_lowercase();
+    let mode = match routing {
+      Routing::Ip => RoutingMode::Ip,
+      Routing::ProxyProtocol => RoutingMode::ProxyProtocol,
+      Routing::Sid => RoutingMode::Sid,
+      Routing::Header if header == "forwarded" => RoutingMode::Header(ForwardingHeader::Forwarded),
+      Routing::Header => RoutingMode::Header(ForwardingHeader::AddressList(header)),
+    };
+    let sessions = match routing {
+      Routing::Sid => Some(SessionSettings {
+        balance: match settled(options.load_balancing_method, "loadBalancingMethod")? {
+          LoadBalancingMethod::LeastConnection => NewSessionBalance::LeastConnection,
+          LoadBalancingMethod::RoundRobin => NewSessionBalance::RoundRobin,
+          LoadBalancingMethod::Random => NewSessionBalance::Random,
+        },
+        ttl_ms: u64::from(settled(options.session_ttl, "sessionTtl")?),
+        max_entries: in_range(settled(options.max_sessions, "maxSessions")?, "maxSessions")?,
+        slot_tags: first_slot_port.is_some(),
+      }),
+      _ => None,
+    };
+    let seed = settled(options.seed, "seed")?;
+    let startup_wait = settled(options.startup_wait, "startupWait")?;
+    let config = ListenConfig {
+      listen: ListenSettings {
+        host_is_default,
+        backlog: in_range(settled(options.backlog, "backlog")?, "backlog")?,
+        slots,
+        seed,
+      },
+      accept_loop: AcceptLoopSettings {
+        mode,
+        trusted,
+        ignore_missing_header: settled(options.ignore_missing_header, "ignoreMissingHeader")?,
+        header: HeaderLimits {
+          timeout: Duration::from_millis(u64::from(settled(options.header_timeout, "headerTimeout")?)),
+          max_bytes: in_range(settled(options.max_header_bytes, "maxHeaderBytes")?, "maxHeaderBytes")?,
+          max_waiting: in_range(settled(options.max_pending_headers, "maxPendingHeaders")?, "maxPendingHeaders")?,
+        },
+        sessions,
+        max_pending_per_slot: in_range(
+          settled(options.max_pending_per_slot, "maxPendingPerSlot")?,
+          "maxPendingPerSlot",
+        )?,
+        max_parked: in_range(settled(options.max_parked, "maxParked")?, "maxParked")?,
+        startup_wait: Duration::from_millis(u64::from(startup_wait)),
+      },
+      slot_ports: first_slot_port.map(|_| SlotPortSettings { host: slot_ip, first_port, share: takeover }),
+    };
     Ok(ResolvedOptions {
+      host: settled(options.host, "host")?,
       workers,
-      host_is_default: self.host.is_none(),
-      host: self.host.unwrap_or_else(|| "::".into()),
-      backlog: self.backlog.unwrap_or(511),
-      seed: self.seed.unwrap_or(DEFAULT_SEED).to_string(),
-      max_pending_per_slot: self.max_pending_per_slot.unwrap_or(1024),
-      max_parked: self.max_parked.unwrap_or(4096),
-      startup_wait: self.startup_wait.unwrap_or(10_000),
-      shutdown_timeout: self.shutdown_timeout.unwrap_or(10_000),
-      handle_signals: self.handle_signals.unwrap_or(true),
+      seed,
+      startup_wait,
+      shutdown_timeout: settled(options.shutdown_timeout, "shutdownTimeout")?,
+      handle_signals: settled(options.handle_signals, "handleSignals")?,
       kernel,
       kernel_asked,
-      takeover: self.takeover.unwrap_or(false),
+      takeover,
       routing,
-      header: self.header.map_or_else(|| "x-forwarded-for".into(), |header| header.to_ascii_lowercase()),
-      trusted_proxies,
-      ignore_missing_header: self.ignore_missing_header.unwrap_or(true),
-      header_timeout: self.header_timeout.unwrap_or(5000),
-      max_header_bytes: self.max_header_bytes.unwrap_or(16_384),
-      max_pending_headers: self.max_pending_headers.unwrap_or(1024),
-      load_balancing_method: self.load_balancing_method.unwrap_or(LoadBalancingMethod::LeastConnection),
-      session_ttl: self.session_ttl.unwrap_or(120_000),
-      max_sessions: self.max_sessions.unwrap_or(100_000),
-      slot_ports: self.slot_ports.is_some(),
-      first_slot_port: self.slot_ports.unwrap_or(0),
+      slot_ports: first_slot_port.is_some(),
+      first_slot_port: first_slot_port.unwrap_or(0),
       slot_host,
-    })
-  }
-
-  /// Reads the options from a JavaScript object; each value of the wrong type
-  /// or out of range is refused with what to pass instead. `undefined` and
-  /// `null` mean "the default", as they always have.
-  fn read(object: &Object<'_>) -> std::result::Result<Self, StickyError> {
-    let read = Reader(object);
-    Ok(ListenOptions {
-      workers: read.count("workers")?,
-      host: read.host()?,
-      backlog: read.count("backlog")?,
-      seed: read.seed()?,
-      max_pending_per_slot: read.count("maxPendingPerSlot")?,
-      max_parked: read.count("maxParked")?,
-      startup_wait: read.count("startupWait")?,
-      shutdown_timeout: read.count("shutdownTimeout")?,
-      handle_signals: read.flag("handleSignals")?,
-      kernel: read.flag("kernel")?,
-      takeover: read.flag("takeover")?,
-      routing: read.spelled("routing")?,
-      header: read.header()?,
-      trusted_proxies: read.trusted_proxies()?,
-      ignore_missing_header: read.flag("ignoreMissingHeader")?,
-      header_timeout: read.count("headerTimeout")?,
-      max_header_bytes: read.count("maxHeaderBytes")?,
-      max_pending_headers: read.count("maxPendingHeaders")?,
-      load_balancing_method: read.spelled("loadBalancingMethod")?,
-      session_ttl: read.count("sessionTtl")?,
-      max_sessions: read.count("maxSessions")?,
-      slot_ports: read.slot_ports()?,
-      slot_host: read.slot_host()?,
+      config,
     })
   }
 }
 
-const TRUSTED_PROXIES_EXPECTED: &str =
-  "a non-empty array of IP addresses, CIDR ranges or 'loopback' / 'linklocal' / 'uniquelocal'";
+/// The value of an option `or_defaults` filled in. Every option whose
+/// default is a value has one (`every_option_has_a_rule_and_a_default_or_a_derivation`
+/// checks the table), so the error is for a table that lost one.
+fn settled<T>(value: Option<T>, name: &'static str) -> std::result::Result<T, StickyError> {
+  value.ok_or(StickyError::InvalidOption {
+    name,
+    expected: "a value (the option table gives it no default)".into(),
+    got: "nothing".into(),
+  })
+}
+
+/// `value` as the type the core takes. The option's rule already keeps it in
+/// range, so a refusal here (with that rule's words) is for a rule that
+/// allows more than the type holds.
+fn in_range<T: TryFrom<u32>>(value: u32, name: &'static str) -> std::result::Result<T, StickyError> {
+  T::try_from(value).map_err(|_| StickyError::InvalidOption {
+    name,
+    expected: OptionSpec::of(name).map_or(Cow::Borrowed("a smaller value"), |option| option.rule.expected()),
+    got: format!("number {value}"),
+  })
+}
 
 /// Checks `options` (the options of `sticky.listen`, as the user passed them)
 /// and fills in their defaults; `cpuCount` (`os.cpus().length`) is the
@@ -517,42 +779,76 @@ fn read_options(options: Option<Unknown<'_>>) -> std::result::Result<ListenOptio
   ListenOptions::read(&value.coerce_to_object()?)
 }
 
-/// One option's rule, as `optionRules()` reports it.
+/// One option's rule and default, as `optionRules()` reports it.
 #[napi(object)]
 pub struct OptionRule {
   /// The option's name in the options object.
   pub name: String,
   /// `'count'`, `'flag'`, `'one-of'`, `'host'`, `'header'`, `'trusted-proxies'`, `'seed'`, `'slot-ports'` or `'ip-address'`.
   pub kind: String,
+  /// A `count`'s smallest value.
+  pub min: Option<u32>,
   /// A `count`'s largest value.
   pub max: Option<u32>,
   /// A `one-of`'s spellings.
   pub values: Option<Vec<String>>,
   /// What a refusal says the value must be.
   pub expected: String,
+  /// The default, as JavaScript writes the value (the seed: a decimal
+  /// string); absent when it is derived: `workers` (the CPU count) and
+  /// `kernel` (`true` with `routing: 'ip'`).
+  pub default_value: Option<Either4<u32, bool, String, Vec<String>>>,
 }
 
-/// Every option `resolveOptions` checks and what its value must be, in the
-/// order the types list them. The portable path (no binding) checks options
-/// against a copy of this list generated into `lib/portable/contract.js`.
+/// Every option `resolveOptions` checks, what its value must be and its
+/// default, in the order the types list them. The portable path (no
+/// binding) checks options against a copy of this list generated into
+/// `lib/portable/contract.js`.
 #[napi]
 pub fn option_rules() -> Vec<OptionRule> {
   OPTION_RULES
     .iter()
-    .map(|&(name, rule)| OptionRule {
+    .map(|&OptionSpec { name, rule, default }| OptionRule {
       name: name.into(),
       kind: rule.kind().into(),
+      min: match rule {
+        Rule::Count { min, .. } => Some(min),
+        _ => None,
+      },
       max: match rule {
-        Rule::Count { max } => Some(max),
+        Rule::Count { max, .. } => Some(max),
         _ => None,
       },
       values: rule.spellings().map(|spellings| spellings.into_iter().map(String::from).collect()),
       expected: rule.expected().into_owned(),
+      default_value: match default {
+        OptionDefault::Count(count) => Some(Either4::A(count)),
+        OptionDefault::Flag(flag) => Some(Either4::B(flag)),
+        OptionDefault::Text(text) => Some(Either4::C(text.into())),
+        OptionDefault::Seed(seed) => Some(Either4::C(seed.to_string())),
+        OptionDefault::List(entries) => Some(Either4::D(entries.iter().map(|&entry| entry.into()).collect())),
+        OptionDefault::CpuCount | OptionDefault::KernelWithIpRouting => None,
+      },
     })
     .collect()
 }
 
-/// Reads one option after another from the user's object.
+/// The defaults of the options only `setupMaster` (the @socket.io/sticky
+/// shape) has.
+#[napi(object)]
+pub struct SetupMasterDefaults {
+  /// The slots opened for the workers the user forks.
+  pub max_workers: u32,
+}
+
+/// The defaults of `setupMaster`'s own options (index.js applies them;
+/// `index.d.ts` and README state them, checked by `option-defaults.spec.js`).
+#[napi]
+pub fn setup_master_defaults() -> SetupMasterDefaults {
+  SetupMasterDefaults { max_workers: SETUP_MASTER_MAX_WORKERS }
+}
+
+/// Reads one option after another from the user's object, each by its rule.
 struct Reader<'a, 'env>(&'a Object<'env>);
 
 impl<'env> Reader<'_, 'env> {
@@ -566,59 +862,64 @@ impl<'env> Reader<'_, 'env> {
   }
 
   /// The refusal of `value` for option `name`, saying what its rule expects.
-  fn invalid(&self, name: &'static str, value: &Unknown<'_>) -> std::result::Result<StickyError, StickyError> {
-    let expected = Rule::of(name).map_or(Cow::Borrowed("a valid value"), Rule::expected);
-    Ok(StickyError::InvalidOption { name, expected, got: describe(value)? })
+  fn invalid(name: &'static str, rule: Rule, value: &Unknown<'_>) -> std::result::Result<StickyError, StickyError> {
+    Ok(StickyError::InvalidOption { name, expected: rule.expected(), got: describe(value)? })
   }
 
-  /// An integer from 1 to the `max` of the option's rule.
-  fn count(&self, name: &'static str) -> std::result::Result<Option<u32>, StickyError> {
+  /// An integer from the `min` to the `max` of a `Count` rule.
+  fn count(&self, name: &'static str, rule: Rule) -> std::result::Result<Option<u32>, StickyError> {
     let Some(value) = self.value(name)? else { return Ok(None) };
-    let rule = Rule::of(name);
-    if let (Some(Rule::Count { max }), ValueType::Number) = (rule, value.get_type()?) {
+    if let (Rule::Count { min, max }, ValueType::Number) = (rule, value.get_type()?) {
       let number = value.coerce_to_number()?.get_double()?;
-      if number.fract() == 0.0 && number >= 1.0 && number <= f64::from(max) {
+      if number.fract() == 0.0 && number >= f64::from(min) && number <= f64::from(max) {
         return Ok(Some(number as u32));
       }
     }
-    Err(self.invalid(name, &value)?)
+    Err(Self::invalid(name, rule, &value)?)
   }
 
-  fn flag(&self, name: &'static str) -> std::result::Result<Option<bool>, StickyError> {
+  fn flag(&self, name: &'static str, rule: Rule) -> std::result::Result<Option<bool>, StickyError> {
     let Some(value) = self.value(name)? else { return Ok(None) };
     if value.get_type()? == ValueType::Boolean {
       return Ok(Some(value.coerce_to_bool()?));
     }
-    Err(self.invalid(name, &value)?)
+    Err(Self::invalid(name, rule, &value)?)
   }
 
-  fn string(&self, value: &Unknown<'_>) -> std::result::Result<Option<String>, StickyError> {
+  fn string(value: &Unknown<'_>) -> std::result::Result<Option<String>, StickyError> {
     if value.get_type()? != ValueType::String {
       return Ok(None);
     }
     Ok(Some(value.coerce_to_string()?.into_utf8()?.into_owned()?))
   }
 
-  fn spelled<T: Spelled>(&self, name: &'static str) -> std::result::Result<Option<T>, StickyError> {
+  fn spelled<T: Spelled>(&self, name: &'static str, rule: Rule) -> std::result::Result<Option<T>, StickyError> {
     let Some(value) = self.value(name)? else { return Ok(None) };
-    match self.string(&value)?.as_deref().and_then(T::parse) {
+    match Self::string(&value)?.as_deref().and_then(T::parse) {
       Some(parsed) => Ok(Some(parsed)),
-      None => Err(self.invalid(name, &value)?),
+      None => Err(Self::invalid(name, rule, &value)?),
     }
   }
 
-  fn host(&self) -> std::result::Result<Option<String>, StickyError> {
-    let Some(value) = self.value("host")? else { return Ok(None) };
-    match self.string(&value)? {
-      Some(host) if !host.is_empty() => Ok(Some(host)),
-      _ => Err(self.invalid("host", &value)?),
+  /// A string as a `Host` (non-empty), `Header` (an RFC 9110 token) or
+  /// `IpAddress` rule takes it (whether it is an address, `resolve` checks).
+  fn text(&self, name: &'static str, rule: Rule) -> std::result::Result<Option<String>, StickyError> {
+    let Some(value) = self.value(name)? else { return Ok(None) };
+    let accepted = Self::string(&value)?.filter(|text| match rule {
+      Rule::Host => !text.is_empty(),
+      Rule::Header => !text.is_empty() && text.bytes().all(crate::core::parsers::is_token_byte),
+      _ => true,
+    });
+    match accepted {
+      Some(text) => Ok(Some(text)),
+      None => Err(Self::invalid(name, rule, &value)?),
     }
   }
 
   /// `false` (none), `true` (the system picks each port: `Some(0)`), or the
   /// first port, from 1 to 65535.
-  fn slot_ports(&self) -> std::result::Result<Option<u32>, StickyError> {
-    let Some(value) = self.value("slotPorts")? else { return Ok(None) };
+  fn slot_ports(&self, name: &'static str, rule: Rule) -> std::result::Result<Option<u32>, StickyError> {
+    let Some(value) = self.value(name)? else { return Ok(None) };
     match value.get_type()? {
       ValueType::Boolean => return Ok(value.coerce_to_bool()?.then_some(0)),
       ValueType::Number => {
@@ -629,39 +930,22 @@ impl<'env> Reader<'_, 'env> {
       }
       _ => {}
     }
-    Err(self.invalid("slotPorts", &value)?)
-  }
-
-  fn slot_host(&self) -> std::result::Result<Option<String>, StickyError> {
-    let Some(value) = self.value("slotHost")? else { return Ok(None) };
-    match self.string(&value)? {
-      Some(host) => Ok(Some(host)),
-      None => Err(self.invalid("slotHost", &value)?),
-    }
-  }
-
-  /// An HTTP header name (RFC 9110 token).
-  fn header(&self) -> std::result::Result<Option<String>, StickyError> {
-    let Some(value) = self.value("header")? else { return Ok(None) };
-    match self.string(&value)? {
-      Some(name) if !name.is_empty() && name.bytes().all(crate::core::parsers::is_token_byte) => Ok(Some(name)),
-      _ => Err(self.invalid("header", &value)?),
-    }
+    Err(Self::invalid(name, rule, &value)?)
   }
 
   /// A non-empty array of non-empty strings, or one comma-separated string.
-  fn trusted_proxies(&self) -> std::result::Result<Option<Vec<String>>, StickyError> {
-    let Some(value) = self.value("trustedProxies")? else { return Ok(None) };
-    let entries = if let Some(list) = self.string(&value)? {
+  fn trusted_proxies(&self, name: &'static str, rule: Rule) -> std::result::Result<Option<Vec<String>>, StickyError> {
+    let Some(value) = self.value(name)? else { return Ok(None) };
+    let entries = if let Some(list) = Self::string(&value)? {
       Some(list.split(',').map(|entry| entry.trim().to_owned()).collect::<Vec<_>>())
     } else if value.is_array()? {
       let array = value.coerce_to_object()?;
       let mut entries = Vec::new();
       for index in 0..array.get_array_length()? {
         let entry: Unknown<'_> = array.get_element(index)?;
-        match self.string(&entry)? {
+        match Self::string(&entry)? {
           Some(entry) => entries.push(entry),
-          None => return Err(self.invalid("trustedProxies", &value)?),
+          None => return Err(Self::invalid(name, rule, &value)?),
         }
       }
       Some(entries)
@@ -670,13 +954,13 @@ impl<'env> Reader<'_, 'env> {
     };
     match entries {
       Some(entries) if !entries.is_empty() && entries.iter().all(|entry| !entry.is_empty()) => Ok(Some(entries)),
-      _ => Err(self.invalid("trustedProxies", &value)?),
+      _ => Err(Self::invalid(name, rule, &value)?),
     }
   }
 
   /// An unsigned 64-bit integer: a safe-integer number, a bigint, or a decimal string.
-  fn seed(&self) -> std::result::Result<Option<u64>, StickyError> {
-    let Some(value) = self.value("seed")? else { return Ok(None) };
+  fn seed(&self, name: &'static str, rule: Rule) -> std::result::Result<Option<u64>, StickyError> {
+    let Some(value) = self.value(name)? else { return Ok(None) };
     let seed = match value.get_type()? {
       ValueType::Number => {
         let number = value.coerce_to_number()?.get_double()?;
@@ -695,7 +979,7 @@ impl<'env> Reader<'_, 'env> {
     };
     match seed {
       Some(seed) => Ok(Some(seed)),
-      None => Err(self.invalid("seed", &value)?),
+      None => Err(Self::invalid(name, rule, &value)?),
     }
   }
 }
@@ -756,40 +1040,100 @@ fn quoted(text: &str) -> String {
 mod tests {
   use super::*;
 
+  fn resolve(options: ListenOptions) -> ResolvedOptions {
+    options.resolve(2).unwrap()
+  }
+
   #[test]
-  fn no_options_resolve_to_the_documented_defaults() {
+  fn no_options_resolve_to_the_defaults_of_the_table() {
     let resolved = ListenOptions::default().resolve(4).unwrap();
     assert_eq!(
-      resolved,
-      ResolvedOptions {
-        workers: 4,
-        host: "::".into(),
-        host_is_default: true,
-        backlog: 511,
-        seed: "6274051578553076311".into(),
+      (resolved.workers, resolved.seed, resolved.startup_wait, resolved.shutdown_timeout),
+      (4, DEFAULT_SEED, 10_000, 10_000)
+    );
+    assert!(resolved.handle_signals && resolved.kernel && !resolved.kernel_asked && !resolved.takeover);
+    assert_eq!(resolved.routing, Routing::Ip);
+    assert!(!resolved.slot_ports);
+    assert_eq!((resolved.first_slot_port, resolved.slot_host.as_str()), (0, "127.0.0.1"));
+    let config = resolved.config;
+    assert_eq!(config.listen, ListenSettings { host_is_default: true, backlog: 511, slots: 4, seed: DEFAULT_SEED });
+    assert_eq!(
+      config.accept_loop,
+      AcceptLoopSettings {
+        mode: RoutingMode::Ip,
+        trusted: TrustedProxies::parse(&["loopback"]).unwrap(),
+        ignore_missing_header: true,
+        header: config.accept_loop.header,
+        sessions: None,
         max_pending_per_slot: 1024,
         max_parked: 4096,
-        startup_wait: 10_000,
-        shutdown_timeout: 10_000,
-        handle_signals: true,
-        kernel: true,
-        kernel_asked: false,
-        takeover: false,
-        routing: Routing::Ip,
-        header: "x-forwarded-for".into(),
-        trusted_proxies: vec!["loopback".into()],
-        ignore_missing_header: true,
-        header_timeout: 5000,
-        max_header_bytes: 16_384,
-        max_pending_headers: 1024,
-        load_balancing_method: LoadBalancingMethod::LeastConnection,
-        session_ttl: 120_000,
-        max_sessions: 100_000,
-        slot_ports: false,
-        first_slot_port: 0,
-        slot_host: "127.0.0.1".into(),
+        startup_wait: Duration::from_secs(10),
       }
     );
+    let header = config.accept_loop.header;
+    assert_eq!((header.timeout, header.max_bytes, header.max_waiting), (Duration::from_secs(5), 16_384, 1024));
+    assert_eq!(config.slot_ports, None);
+  }
+
+  #[test]
+  fn sid_routing_makes_session_settings_with_the_defaults() {
+    let resolved = resolve(ListenOptions { routing: Some(Routing::Sid), ..Default::default() });
+    assert_eq!(
+      resolved.config.accept_loop.sessions,
+      Some(SessionSettings {
+        balance: NewSessionBalance::LeastConnection,
+        ttl_ms: 120_000,
+        max_entries: 100_000,
+        slot_tags: false
+      })
+    );
+    let tagged = resolve(ListenOptions {
+      routing: Some(Routing::Sid),
+      slot_ports: Some(0),
+      load_balancing_method: Some(LoadBalancingMethod::Random),
+      ..Default::default()
+    });
+    let sessions = tagged.config.accept_loop.sessions.unwrap();
+    assert!(sessions.slot_tags);
+    assert_eq!(sessions.balance, NewSessionBalance::Random);
+  }
+
+  #[test]
+  fn every_option_has_a_rule_and_a_default_or_a_derivation() {
+    let mut names: Vec<&str> = OPTION_RULES.iter().map(|option| option.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), OPTION_RULES.len());
+    // Every value default fills its option in (the rest are derived, or "off").
+    let filled = ListenOptions::default().or_defaults();
+    let unfilled: Vec<&str> =
+      OPTION_RULES.iter().map(|option| option.name).filter(|name| !filled.given().contains(name)).collect();
+    assert_eq!(unfilled, ["workers", "kernel", "slotPorts"]);
+    assert_eq!(OptionSpec::of("workers").unwrap().default, OptionDefault::CpuCount);
+    assert_eq!(OptionSpec::of("kernel").unwrap().default, OptionDefault::KernelWithIpRouting);
+    assert_eq!(OptionSpec::of("slotPorts").unwrap().default, OptionDefault::Flag(false));
+    // A count's range fits the type the core takes it as.
+    for option in OPTION_RULES {
+      if let Rule::Count { min, max } = option.rule {
+        assert!(1 <= min && min <= max && max <= MAX_COUNT, "{option:?}");
+      }
+    }
+    assert!(u16::try_from(MAX_WORKERS).is_ok() && SETUP_MASTER_MAX_WORKERS <= MAX_WORKERS);
+  }
+
+  #[test]
+  fn refusals_say_what_the_rule_expects() {
+    let expected = |name| OptionSpec::of(name).map(|option| option.rule.expected());
+    assert_eq!(expected("workers").as_deref(), Some("an integer from 1 to 1024"));
+    assert_eq!(expected("maxHeaderBytes").as_deref(), Some("an integer from 64 to 1048576"));
+    assert_eq!(expected("routing").as_deref(), Some("one of 'ip', 'header', 'proxy-protocol', 'sid'"));
+    assert_eq!(OptionSpec::of("nope"), None);
+    let rules = option_rules();
+    assert_eq!(rules.len(), OPTION_RULES.len());
+    let balance = rules.iter().find(|rule| rule.name == "loadBalancingMethod").unwrap();
+    assert_eq!((balance.kind.as_str(), balance.values.clone().unwrap().len()), ("one-of", 3));
+    let bytes = rules.iter().find(|rule| rule.name == "maxHeaderBytes").unwrap();
+    assert_eq!((bytes.min, bytes.max), (Some(64), Some(1_048_576)));
   }
 
   #[test]
@@ -802,11 +1146,21 @@ mod tests {
       assert!(error.to_string().contains("'header' or 'sid'"), "{error}");
     }
     for routing in [Routing::Header, Routing::Sid] {
-      let options = ListenOptions { slot_ports: Some(3100), routing: Some(routing), ..Default::default() };
-      let resolved = options.resolve(2).unwrap();
+      let resolved = resolve(ListenOptions { slot_ports: Some(3100), routing: Some(routing), ..Default::default() });
       assert!(resolved.slot_ports);
       assert_eq!(resolved.first_slot_port, 3100);
+      assert_eq!(
+        resolved.config.slot_ports,
+        Some(SlotPortSettings { host: "127.0.0.1".parse().unwrap(), first_port: Some(3100), share: false })
+      );
     }
+    let system_picks = resolve(ListenOptions {
+      slot_ports: Some(0),
+      routing: Some(Routing::Sid),
+      takeover: Some(true),
+      ..Default::default()
+    });
+    assert_eq!(system_picks.config.slot_ports.map(|ports| (ports.first_port, ports.share)), Some((None, true)));
   }
 
   #[test]
@@ -824,7 +1178,8 @@ mod tests {
 
   #[test]
   fn the_default_seed_is_the_one_the_pinned_mapping_pins() {
-    assert_eq!(ListenOptions::default().resolve(1).unwrap().seed, DEFAULT_SEED.to_string());
+    assert_eq!(ListenOptions::default().resolve(1).unwrap().config.listen.seed, DEFAULT_SEED);
+    assert_eq!(OptionSpec::of("seed").unwrap().default, OptionDefault::Seed(DEFAULT_SEED));
   }
 
   #[test]
@@ -840,20 +1195,20 @@ mod tests {
       assert_eq!(error.code(), "ERR_STICKY_INVALID_OPTION");
       assert!(error.to_string().contains("routing 'ip' only"), "{error}");
     }
-    assert!(ListenOptions { kernel: Some(true), ..Default::default() }.resolve(2).unwrap().kernel);
+    assert!(resolve(ListenOptions { kernel: Some(true), ..Default::default() }).kernel);
   }
 
   #[test]
   fn kernel_steering_is_the_default_for_ip_routing_only_and_asked_for_only_when_set() {
-    let default = ListenOptions::default().resolve(2).unwrap();
+    let default = resolve(ListenOptions::default());
     assert!(default.kernel && !default.kernel_asked);
     for routing in [Routing::Header, Routing::ProxyProtocol, Routing::Sid] {
-      let resolved = ListenOptions { routing: Some(routing), ..Default::default() }.resolve(2).unwrap();
+      let resolved = resolve(ListenOptions { routing: Some(routing), ..Default::default() });
       assert!(!resolved.kernel && !resolved.kernel_asked, "{routing:?}");
     }
-    let off = ListenOptions { kernel: Some(false), ..Default::default() }.resolve(2).unwrap();
+    let off = resolve(ListenOptions { kernel: Some(false), ..Default::default() });
     assert!(!off.kernel && !off.kernel_asked);
-    let asked = ListenOptions { kernel: Some(true), ..Default::default() }.resolve(2).unwrap();
+    let asked = resolve(ListenOptions { kernel: Some(true), ..Default::default() });
     assert!(asked.kernel && asked.kernel_asked);
   }
 
@@ -867,9 +1222,16 @@ mod tests {
   }
 
   #[test]
-  fn the_header_name_is_kept_in_lower_case() {
-    let options = ListenOptions { header: Some("X-Real-IP".into()), ..Default::default() };
-    assert_eq!(options.resolve(2).unwrap().header, "x-real-ip");
+  fn the_header_name_is_matched_in_lower_case() {
+    let options =
+      ListenOptions { header: Some("X-Real-IP".into()), routing: Some(Routing::Header), ..Default::default() };
+    assert_eq!(
+      resolve(options).config.accept_loop.mode,
+      RoutingMode::Header(ForwardingHeader::AddressList("x-real-ip".into()))
+    );
+    let options =
+      ListenOptions { header: Some("Forwarded".into()), routing: Some(Routing::Header), ..Default::default() };
+    assert_eq!(resolve(options).config.accept_loop.mode, RoutingMode::Header(ForwardingHeader::Forwarded));
   }
 
   #[test]
@@ -881,25 +1243,6 @@ mod tests {
     assert_eq!(Routing::expected(), "one of 'ip', 'header', 'proxy-protocol', 'sid'");
     assert_eq!(LoadBalancingMethod::expected(), "one of 'least-connection', 'round-robin', 'random'");
     assert_eq!(Routing::parse("IP"), None);
-  }
-
-  #[test]
-  fn each_option_has_one_rule_and_refusals_say_what_it_expects() {
-    let mut names: Vec<&str> = OPTION_RULES.iter().map(|(name, _)| *name).collect();
-    names.sort_unstable();
-    names.dedup();
-    assert_eq!(names.len(), OPTION_RULES.len());
-    assert_eq!(Rule::of("workers"), Some(Rule::Count { max: 1024 }));
-    assert_eq!(Rule::of("maxHeaderBytes").map(Rule::expected).as_deref(), Some("an integer from 1 to 1048576"));
-    assert_eq!(
-      Rule::of("routing").map(Rule::expected).as_deref(),
-      Some("one of 'ip', 'header', 'proxy-protocol', 'sid'")
-    );
-    assert_eq!(Rule::of("nope"), None);
-    let rules = option_rules();
-    assert_eq!(rules.len(), OPTION_RULES.len());
-    let balance = rules.iter().find(|rule| rule.name == "loadBalancingMethod").unwrap();
-    assert_eq!((balance.kind.as_str(), balance.values.clone().unwrap().len()), ("one-of", 3));
   }
 
   #[test]

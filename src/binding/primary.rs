@@ -1,7 +1,6 @@
 //! `Balancer`: the primary's accept loop, as JavaScript sees it.
 
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
-use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
@@ -9,17 +8,12 @@ use napi_derive::napi;
 
 use super::error::{Result, StickyError};
 use super::listen::{AddressInfo, Listen, ListenSpec};
-use super::options::{LoadBalancingMethod, ResolvedOptions, Routing};
+use super::options::ListenConfig;
 use super::rendezvous::RendezvousSocket;
 use super::stats::{to_js_stats, StatsObject};
-use crate::core::hrw::Rendezvous;
-use crate::core::parsers::trusted::TrustedProxies;
-use crate::core::routing::{ForwardingHeader, Router, RoutingMode};
-use crate::core::sessions::{NewSessionBalance, SessionTable};
+use crate::core::sessions::SessionTable;
 use crate::listener::{adopt_listener, bind_listener};
-use crate::primary::{
-  descriptor_budget, Fault, HeaderLimits, OpenSlotError, PrimaryConfig, PrimaryEvent, PrimaryHandle,
-};
+use crate::primary::{descriptor_budget, Fault, OpenSlotError, PrimaryConfig, PrimaryEvent, PrimaryHandle};
 
 /// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`.
 #[napi(object)]
@@ -34,21 +28,6 @@ pub struct BalancerEvent {
   pub fatal: Option<bool>,
 }
 
-/// The router the options describe, hashing with `seed`: the accept loop's,
-/// and `routeDecision`'s (src/binding/contract.rs).
-pub(super) fn router_for(options: &ResolvedOptions, seed: u64) -> Result<Router> {
-  let mode = match options.routing {
-    Routing::Ip => RoutingMode::Ip,
-    Routing::ProxyProtocol => RoutingMode::ProxyProtocol,
-    Routing::Sid => RoutingMode::Sid,
-    Routing::Header if options.header == "forwarded" => RoutingMode::Header(ForwardingHeader::Forwarded),
-    Routing::Header => RoutingMode::Header(ForwardingHeader::AddressList(options.header.clone())),
-  };
-  let trusted_entries: Vec<&str> = options.trusted_proxies.iter().map(String::as_str).collect();
-  let trusted = TrustedProxies::parse(&trusted_entries).map_err(StickyError::from)?;
-  Ok(Router::new(mode, trusted, options.ignore_missing_header, Rendezvous::new(seed)))
-}
-
 #[napi]
 pub struct Balancer {
   handle: PrimaryHandle,
@@ -61,19 +40,19 @@ pub struct Balancer {
 impl Balancer {
   /// Binds the listening socket now (so listen errors are synchronous), or
   /// adopts the one in `listen.adopt`, and starts the accept loop with
-  /// `options` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
+  /// `config` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
   /// With `rendezvous` (the user forks the workers), workers take their
   /// channels there; the accept loop keeps its own reference to it.
   #[napi(constructor)]
   pub fn new(
     listen: ListenSpec,
-    options: ResolvedOptions,
+    config: &ListenConfig,
     on_event: Function<'_, BalancerEvent, ()>,
     rendezvous: Option<&RendezvousSocket>,
   ) -> Result<Self> {
     // Taken first, so they are closed whatever fails below.
     let adopted = listen.adopted()?;
-    let Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed } = listen.check(&options)?;
+    let Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed } = listen.check(&config.listen)?;
     let rendezvous = rendezvous.map(RendezvousSocket::for_accept_loop).transpose()?;
     let events = on_event
       .build_threadsafe_function::<BalancerEvent>()
@@ -90,32 +69,20 @@ impl Balancer {
       None => bind_listener(host, port, backlog, host_is_default, ipv6_only).map_err(StickyError::Listen)?,
     };
     let listener_fd = listener.as_raw_fd();
-    let router = router_for(&options, seed)?;
-    let mode = router.mode().clone();
-    let balance = match options.load_balancing_method {
-      LoadBalancingMethod::LeastConnection => NewSessionBalance::LeastConnection,
-      LoadBalancingMethod::RoundRobin => NewSessionBalance::RoundRobin,
-      LoadBalancingMethod::Random => NewSessionBalance::Random,
-    };
-    let sessions = (mode == RoutingMode::Sid).then(|| {
-      let table =
-        SessionTable::new(slots, balance, u64::from(options.session_ttl), options.max_sessions as usize, seed);
-      // Behind slot ports the workers tag their sids, and report only the
-      // sessions opened through this primary's port.
-      if options.slot_ports {
+    let settings = &config.accept_loop;
+    let router = settings.router(seed);
+    let sessions = settings.sessions.map(|sessions| {
+      let table = SessionTable::new(slots, sessions.balance, sessions.ttl_ms, sessions.max_entries, seed);
+      if sessions.slot_tags {
         table.with_slot_tags()
       } else {
         table
       }
     });
-    let config = PrimaryConfig {
+    let primary = PrimaryConfig {
       slots,
       router,
-      header: HeaderLimits {
-        timeout: Duration::from_millis(u64::from(options.header_timeout)),
-        max_bytes: options.max_header_bytes.max(64) as usize,
-        max_waiting: options.max_pending_headers.max(1) as usize,
-      },
+      header: settings.header,
       sessions,
       rendezvous,
       fault: match super::injected_fault().as_deref() {
@@ -123,15 +90,15 @@ impl Balancer {
         Some("slow-close") => Some(Fault::SlowClose),
         _ => None,
       },
-      max_pending_per_slot: options.max_pending_per_slot.max(1) as usize,
-      max_parked: options.max_parked as usize,
+      max_pending_per_slot: settings.max_pending_per_slot,
+      max_parked: settings.max_parked,
       max_held: descriptor_budget(),
-      startup_wait: Duration::from_millis(u64::from(options.startup_wait)),
+      startup_wait: settings.startup_wait,
     };
     let sink = Box::new(move |event: PrimaryEvent| {
       events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
     });
-    let handle = PrimaryHandle::start(config, listener, sink).map_err(StickyError::Start)?;
+    let handle = PrimaryHandle::start(primary, listener, sink).map_err(StickyError::Start)?;
     Ok(Balancer { handle, listener_fd })
   }
 

@@ -9,13 +9,14 @@
 //! waits in that socket's queue for the next worker of the slot, which is
 //! handed the same socket (`claim_listening_fd` in the worker).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use napi_derive::napi;
 use socket2::Socket;
 
 use super::error::{Result, StickyError};
 use super::listen::AddressInfo;
+use super::options::{ListenConfig, ListenSettings, SlotPortSettings};
 use super::slot_fd;
 use crate::core::sessions::SID_TAG_SEPARATOR;
 use crate::listener::listening_socket;
@@ -35,31 +36,31 @@ pub struct SlotPortGroup {
 
 #[napi]
 impl SlotPortGroup {
-  /// Binds `slots` listening sockets on `host`: slot `n` on `first_port + n`,
-  /// or on a port the system picks when `first_port` is 0. `share`: with
-  /// `SO_REUSEPORT`, so that a primary taking over this one (`takeover: true`)
-  /// binds the same ports while this one drains. Throws the errno of a listen
-  /// failure (`EADDRINUSE`, ...).
+  /// Binds the slot ports `config` (from `resolveOptions`) asks for: one
+  /// listening socket per slot on its host, slot `n` on the first port + `n`,
+  /// or on a port the system picks. A primary that offers takeover binds them
+  /// with `SO_REUSEPORT`, so that the primary taking over binds the same ports
+  /// while this one drains. Throws `ERR_STICKY_INVALID_OPTION` when `config`
+  /// has no slot ports, and the errno of a listen failure (`EADDRINUSE`, ...).
   #[napi(constructor)]
-  pub fn new(host: String, first_port: u32, slots: u32, backlog: u32, share: bool) -> Result<Self> {
-    let ip: IpAddr = host.parse().map_err(|_| StickyError::InvalidOption {
-      name: "slotHost",
-      expected: "an IP address such as '127.0.0.1'".into(),
-      got: host.clone(),
-    })?;
-    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-    let mut sockets = Vec::with_capacity(slots as usize);
+  pub fn new(config: &ListenConfig) -> Result<Self> {
+    let Some(SlotPortSettings { host, first_port, share }) = config.slot_ports else {
+      return Err(
+        StickyError::InvalidOption { name: "slotPorts", expected: "true or a first port".into(), got: "false".into() }
+          .into(),
+      );
+    };
+    let ListenSettings { backlog, slots, .. } = config.listen;
+    let mut sockets = Vec::with_capacity(usize::from(slots));
     for slot in 0..slots {
-      let port = if first_port == 0 {
-        0
-      } else {
-        first_port
-          .checked_add(slot)
-          .and_then(|port| u16::try_from(port).ok())
-          .ok_or(StickyError::SlotPortsOutOfRange { first: first_port, workers: slots })?
-      };
-      let socket =
-        listening_socket(SocketAddr::new(ip, port), backlog, share && port != 0, false).map_err(StickyError::Listen)?;
+      // `resolveOptions` checked that the last port fits.
+      let port = first_port.map_or(Some(0), |first| first.checked_add(slot));
+      let port = port.ok_or(StickyError::SlotPortsOutOfRange {
+        first: first_port.map_or(0, u32::from),
+        workers: u32::from(slots),
+      })?;
+      let socket = listening_socket(SocketAddr::new(host, port), backlog, share && port != 0, false)
+        .map_err(StickyError::Listen)?;
       sockets.push(socket);
     }
     Ok(SlotPortGroup { sockets })

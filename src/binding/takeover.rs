@@ -8,6 +8,7 @@ use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
 use super::error::{Result, StickyError};
+use super::options::{ListenConfig, ListenSettings};
 use crate::core::takeover_message::{ListenMode, Offer};
 use crate::takeover::offering::{Offering, OfferingEvent};
 use crate::takeover::taking::Taking;
@@ -38,15 +39,6 @@ impl From<ListenMode> for TakeoverMode {
   }
 }
 
-/// What the running primary listens with, as it offers it.
-#[napi(object)]
-pub struct TakeoverDescription {
-  pub mode: TakeoverMode,
-  pub workers: u32,
-  /// Decimal string of the unsigned 64-bit seed.
-  pub seed: String,
-}
-
 /// An event of a running offer: `kind` is `'refused'` (`pid`, `uid`),
 /// `'busy'`, `'offered'`, `'abandoned'` (`message`), `'released'` (`pid`
 /// of the new primary) or `'failed'` (`message`).
@@ -67,32 +59,20 @@ pub struct TakeoverOffer {
 
 #[napi]
 impl TakeoverOffer {
-  /// Listens on `name` and offers duplicates of `fds` (the listening sockets,
-  /// borrowed: they stay the caller's). Throws `EADDRINUSE` when a process
-  /// already listens on the name.
+  /// Listens on `name` and offers duplicates of `fds` (the listening sockets
+  /// of a primary listening in `mode` with `config`, borrowed: they stay the
+  /// caller's). Throws `EADDRINUSE` when a process already listens on the name.
   #[napi(constructor)]
   pub fn new(
     name: String,
-    description: TakeoverDescription,
+    mode: TakeoverMode,
+    config: &ListenConfig,
     fds: Vec<i32>,
     on_event: Function<'_, TakeoverEvent, ()>,
   ) -> Result<Self> {
-    let invalid = |name: &'static str, expected: &'static str, got: String| StickyError::InvalidOption {
-      name,
-      expected: expected.into(),
-      got,
-    };
-    let workers = u16::try_from(description.workers)
-      .map_err(|_| invalid("workers", "an integer from 1 to 1024", description.workers.to_string()))?;
+    let ListenSettings { slots: workers, seed, .. } = config.listen;
     let sockets = u16::try_from(fds.len())
       .map_err(|_| StickyError::InheritedSocketCount { given: fds.len(), wanted: usize::from(workers) })?;
-    let seed = description.seed.parse().map_err(|_| {
-      invalid(
-        "seed",
-        "an unsigned 64-bit integer (number, bigint or decimal string)",
-        format!("{:?}", description.seed),
-      )
-    })?;
     let copies = fds
       .iter()
       .map(|&fd| {
@@ -110,7 +90,7 @@ impl TakeoverOffer {
       .weak::<true>()
       .build_callback(|context| Ok(context.value))
       .map_err(StickyError::from)?;
-    let offer = Offer { mode: description.mode.into(), sockets, workers, seed, pid: std::process::id() };
+    let offer = Offer { mode: mode.into(), sockets, workers, seed, pid: std::process::id() };
     let sink = Box::new(move |event: OfferingEvent| {
       events.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
     });
@@ -141,13 +121,13 @@ fn to_js_event(event: OfferingEvent) -> TakeoverEvent {
 }
 
 /// What the running primary offered.
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct ReceivedOffer {
   pub mode: TakeoverMode,
   pub sockets: u32,
   pub workers: u32,
-  /// Decimal string of the unsigned 64-bit seed.
-  pub seed: String,
+  /// Compared with this primary's (`ResolvedOptions.seed`).
+  pub seed: u64,
   pub pid: u32,
 }
 
@@ -199,7 +179,7 @@ impl TakeoverClient {
       mode: offer.mode.into(),
       sockets: u32::from(offer.sockets),
       workers: u32::from(offer.workers),
-      seed: offer.seed.to_string(),
+      seed: offer.seed,
       pid: offer.pid,
     })
   }

@@ -64,7 +64,7 @@ impl LoopState {
 
 /// Limits on reading a routing key (the modes that peek: a PROXY header, a
 /// request head).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderLimits {
   /// How long a client has to send its header.
   pub timeout: Duration,

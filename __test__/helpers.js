@@ -267,6 +267,27 @@ function requireProgram(name, howToInstall, { envVariable } = {}) {
   return null
 }
 
+/**
+ * The seed of a spec's random cases: `STICKY_FUZZ_SEED=<seed>` replays the
+ * cases of a failure (the specs print the seed they used), else a new one.
+ */
+const FUZZ_SEED = Number(process.env.STICKY_FUZZ_SEED) || Date.now() % 2 ** 31
+
+/** mulberry32: a small seeded generator, so a failure can be replayed. */
+function seededRandom(seed) {
+  let state = seed >>> 0
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const int = (n) => Math.floor(next() * n)
+  const pick = (list) => list[int(list.length)]
+  return { next, int, pick, chance: (p) => next() < p }
+}
+
 /** A port nothing listens on right now (for tests that need a busy port). */
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -381,6 +402,8 @@ async function freeze(pid) {
 
 module.exports = {
   PORTABLE,
+  FUZZ_SEED,
+  seededRandom,
   nativeTest,
   freeze,
   sleep,

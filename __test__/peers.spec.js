@@ -14,11 +14,11 @@ const http = require('http')
 const path = require('path')
 const { io } = require('socket.io-client')
 const sticky = require('..')
-const { requireProgram, freePort } = require('./helpers')
+const { freePort } = require('./helpers')
+const { nodeAndBun } = require('./runtime-specs')
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'peers')
-const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
-const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
+const runtimes = nodeAndBun()
 
 const running = new Set()
 afterAll(() => {

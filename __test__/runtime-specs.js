@@ -22,6 +22,12 @@ function bunRuntime() {
   return binary && { name: `Bun ${execFileSync(binary, ['--version']).toString().trim()}`, binary, args: [], env: {} }
 }
 
+/** This Node and Bun (when there is one, as `bunRuntime`), as `[name, binary]` rows for `describe.each`. */
+function nodeAndBun() {
+  const bun = bunRuntime()
+  return [NODE, ...(bun ? [bun] : [])].map((runtime) => [runtime.name, runtime.binary])
+}
+
 /**
  * Deno (STICKY_DENO, else `deno` on PATH), or null as `bunRuntime`. Scripts run
  * as `deno run -A <script>`: addons need --allow-ffi, cluster needs --allow-run.
@@ -350,6 +356,7 @@ async function reloadUnderLoad(runtime, options, how) {
 module.exports = {
   NODE,
   bunRuntime,
+  nodeAndBun,
   denoRuntime,
   startOn,
   runsOn,

@@ -85,12 +85,29 @@ async function startApp(config = {}, { script = APP, waitForWorkers = true, wait
   return app
 }
 
+/** SIGKILL to the process group of a detached child (`pid`), if it is still there. */
+function killProcessGroup(pid) {
+  try {
+    process.kill(-pid, 'SIGKILL')
+  } catch {}
+}
+
+/**
+ * A set for a spec file's detached child processes: the process group of
+ * each one still in it is killed after all the file's tests.
+ */
+function childrenKilledAfterAll() {
+  const children = new Set()
+  afterAll(() => {
+    for (const child of children) killProcessGroup(child.pid)
+  })
+  return children
+}
+
 async function stopApp(app) {
   if (!running.has(app)) return
   running.delete(app)
-  try {
-    process.kill(-app.pid, 'SIGKILL')
-  } catch {}
+  killProcessGroup(app.pid)
   await waitUntil(() => app.exited, { timeout: 5000, what: 'the app to exit' }).catch(() => {})
 }
 
@@ -402,6 +419,8 @@ async function freeze(pid) {
 
 module.exports = {
   PORTABLE,
+  killProcessGroup,
+  childrenKilledAfterAll,
   FUZZ_SEED,
   seededRandom,
   nativeTest,

@@ -7,19 +7,13 @@
 
 const { spawn } = require('child_process')
 const path = require('path')
+const { childrenKilledAfterAll } = require('./helpers')
 const { nodeAndBun } = require('./runtime-specs')
 
 const runtimes = nodeAndBun()
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'listen-forms.js')
-const running = new Set()
-afterAll(() => {
-  for (const child of running) {
-    try {
-      process.kill(-child.pid, 'SIGKILL')
-    } catch {}
-  }
-})
+const running = childrenKilledAfterAll()
 
 /** Runs the fixture for `shape` under `runtime`; resolves with its lines and how it exited. */
 function runShape(runtime, shape, { timeout = 90000 } = {}) {

@@ -239,6 +239,13 @@ function emitWithAck(socket, event, timeout = 10000) {
   return socket.timeout(timeout).emitWithAck(event)
 }
 
+/** Runs `rounds` acknowledged emits on a connected client; returns the identities seen. */
+async function whoamiRounds(socket, rounds) {
+  const seen = []
+  for (let i = 0; i < rounds; i++) seen.push(await emitWithAck(socket, 'whoami'))
+  return seen
+}
+
 function fdCount(pid) {
   return fs.readdirSync(`/proc/${pid}/fd`).length
 }
@@ -432,4 +439,4 @@ module.exports = {
   packageCopyFor,
   pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
-  freePort, startApp, stopAll, request, ioClient, ioClientsClosedAfterEach, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }
+  freePort, startApp, stopAll, request, ioClient, ioClientsClosedAfterEach, once, emitWithAck, whoamiRounds, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }

@@ -2,7 +2,7 @@
 // Kernel-steered routing (kernel: true): SO_REUSEPORT listeners, one per
 // slot, steered by a classic BPF program; the primary is out of the path.
 
-const { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, clientIp, sleep, startLoad, failuresOf, waitUntil, freeze } = require('./helpers')
+const { startApp, stopAll, request, ioClient, once, whoamiRounds, fdCount, clientIp, sleep, startLoad, failuresOf, waitUntil, freeze } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -20,7 +20,7 @@ describe('kernel: true', () => {
       await Promise.all(clients.map((socket) => once(socket, 'connect')))
       const workers = new Set()
       for (const socket of clients) {
-        const replies = [await emitWithAck(socket, 'whoami'), await emitWithAck(socket, 'whoami'), await emitWithAck(socket, 'whoami')]
+        const replies = await whoamiRounds(socket, 3)
         expect(new Set(replies.map((r) => r.pid)).size).toBe(1)
         workers.add(replies[0].pid)
       }

@@ -8,7 +8,7 @@
 const { execFileSync } = require('child_process')
 const fs = require('fs')
 const path = require('path')
-const { requireProgram, startApp, stopAll, request, ioClient, once, emitWithAck, freePort, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf } = require('./helpers')
+const { requireProgram, startApp, stopAll, request, ioClient, once, emitWithAck, freePort, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf, whoamiRounds } = require('./helpers')
 
 /**
  * A runtime: `name` for the specs' titles, `binary`, the `args` before the
@@ -72,13 +72,6 @@ async function runExample(runtime, file, ready) {
 async function cleanUp() {
   await stopAll()
   for (const copy of exampleCopies.splice(0)) fs.rmSync(copy, { force: true })
-}
-
-/** Runs `rounds` acknowledged emits on a connected client; returns the identities seen. */
-async function whoamiRounds(socket, rounds) {
-  const seen = []
-  for (let i = 0; i < rounds; i++) seen.push(await emitWithAck(socket, 'whoami'))
-  return seen
 }
 
 /** `count` socket.io clients made by `make(i)`, connected; closed after `body(clients)`. */
@@ -362,7 +355,6 @@ module.exports = {
   runsOn,
   runExample,
   cleanUp,
-  whoamiRounds,
   withClients,
   stickySessionReadmeSpec,
   socketioStickySessionSpecs,

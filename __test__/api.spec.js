@@ -9,7 +9,7 @@ const net = require('net')
 const os = require('os')
 const path = require('path')
 const sticky = require('..')
-const { startApp, stopAll, request, freePort, waitUntil, clientIp, nativeTest } = require('./helpers')
+const { startApp, stopAll, request, freePort, waitUntil, clientIp, nativeTest, killProcessGroup } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -122,9 +122,7 @@ describe("sticky-session's README example", () => {
       }, { what: 'a worker reply' })
       expect(reply).toMatch(/^worker: [12]$/)
     } finally {
-      try {
-        process.kill(-child.pid, 'SIGKILL')
-      } catch {}
+      killProcessGroup(child.pid)
       fs.rmSync(appDir, { recursive: true, force: true })
     }
   })

@@ -1,58 +1,15 @@
 'use strict'
-// Worker death, graceful close, and hostile or broken clients.
+// Worker death, graceful close, and hostile or broken clients. The worker's
+// death and the slowloris are runtime-specs.js's, run here under Node (and
+// under Bun and Deno by bun.spec.js and deno.spec.js).
 
-const { startApp, stopAll, request, ioClient, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, sleep } = require('./helpers')
+const { startApp, request, fdCount, rawConnection, waitUntil, clientIp, sleep } = require('./helpers')
+const { NODE, cleanUp, socketIoApp, killedWorkerSpec, SLOWLORIS_TIMEOUTS, expectSlowloris408 } = require('./runtime-specs')
 
-afterAll(stopAll)
+afterAll(cleanUp)
 
-
-describe('a worker killed with SIGKILL', () => {
-  let app
-  beforeAll(async () => {
-    app = await startApp({ options: { workers: 3 } })
-  })
-
-  test('is respawned into its slot, and the clients of the surviving workers keep their sessions and workers', async () => {
-    const clients = Array.from({ length: 24 }, (_, i) => ioClient(app.port, clientIp(i)))
-    try {
-      await Promise.all(clients.map((socket) => once(socket, 'connect')))
-      const before = await Promise.all(clients.map((socket) => emitWithAck(socket, 'whoami')))
-      const victim = before[0]
-      const survivors = clients.filter((_, i) => before[i].pid !== victim.pid)
-      expect(survivors.length).toBeGreaterThan(0)
-      let survivorDisconnects = 0
-      survivors.forEach((socket) => socket.on('disconnect', () => survivorDisconnects++))
-
-      process.kill(victim.pid, 'SIGKILL')
-      await app.waitFor('exit', (e) => e.pid === victim.pid)
-      // The respawned worker takes the victim's slot, and with it the victim's clients.
-      const replacement = await waitUntil(
-        async () => {
-          const { json } = await request(app.port, { localAddress: clientIp(0) })
-          return json.pid !== victim.pid && json.slot === victim.slot ? json : null
-        },
-        { what: 'the replacement worker to serve slot ' + victim.slot },
-      )
-      expect(app.workerPids()).toContain(replacement.pid)
-
-      const after = await Promise.all(survivors.map((socket) => emitWithAck(socket, 'whoami')))
-      survivors.forEach((socket, i) => {
-        const original = before[clients.indexOf(socket)]
-        expect(after[i].pid).toBe(original.pid)
-      })
-      expect(survivorDisconnects).toBe(0)
-      // Every client address is back on its original slot.
-      for (let i = 0; i < clients.length; i++) {
-        const { json } = await request(app.port, { localAddress: clientIp(i) })
-        expect(json.slot).toBe(before[i].slot)
-      }
-      const stats = await app.stats()
-      expect(stats.slots[Number(victim.slot)].respawns).toBe(1)
-      expect(stats.slots.every((slot) => slot.state === 'live')).toBe(true)
-    } finally {
-      clients.forEach((socket) => socket.close())
-    }
-  })
+describe('a socket.io app, 3 workers', () => {
+  killedWorkerSpec(NODE, socketIoApp(NODE))
 })
 
 describe('server.close() in a worker', () => {
@@ -91,7 +48,7 @@ describe('slow, broken and hostile clients', () => {
   beforeAll(async () => {
     // The accept loop: what the primary does with hostile clients (kernel
     // steering never shows them to the primary).
-    app = await startApp({ options: { workers: 2, kernel: false }, headersTimeout: 1000, requestTimeout: 2000, connectionsCheckingInterval: 100 })
+    app = await startApp({ options: { workers: 2, kernel: false }, ...SLOWLORIS_TIMEOUTS })
   })
 
   test('garbage, immediate resets and silent connections leave the primary serving, with no fd growth', async () => {
@@ -135,13 +92,6 @@ describe('slow, broken and hostile clients', () => {
   })
 
   test('a slowloris gets its 408 after headersTimeout: the worker enforces Node timeouts', async () => {
-    const socket = await rawConnection(app.port, clientIp(9))
-    socket.write('GET /whoami HTTP/1.1\r\nHost: x\r\n')
-    let reply = ''
-    socket.on('data', (chunk) => (reply += chunk))
-    const started = Date.now()
-    await once(socket, 'close', 8000)
-    expect(reply).toMatch(/^HTTP\/1\.1 408/)
-    expect(Date.now() - started).toBeLessThan(6000)
+    await expectSlowloris408(app.port, clientIp(9))
   })
 })

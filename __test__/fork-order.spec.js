@@ -8,10 +8,10 @@
 // a clear error, and that primary stays controllable.
 
 const path = require('path')
-const { startApp, stopAll, ioClientsClosedAfterEach, once, emitWithAck, waitUntil, requireProgram, nativeTest } = require('./helpers')
+const { startApp, stopAll, ioClientsClosedAfterEach, once, emitWithAck, waitUntil, nativeTest } = require('./helpers')
+const { nodeAndBun } = require('./runtime-specs')
 
-const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
-const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
+const runtimes = nodeAndBun()
 
 const APP = path.join(__dirname, 'fixtures', 'app-setup-master.js')
 const ioClient = ioClientsClosedAfterEach()

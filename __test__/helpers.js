@@ -85,12 +85,29 @@ async function startApp(config = {}, { script = APP, waitForWorkers = true, wait
   return app
 }
 
+/** SIGKILL to the process group of a detached child (`pid`), if it is still there. */
+function killProcessGroup(pid) {
+  try {
+    process.kill(-pid, 'SIGKILL')
+  } catch {}
+}
+
+/**
+ * A set for a spec file's detached child processes: the process group of
+ * each one still in it is killed after all the file's tests.
+ */
+function childrenKilledAfterAll() {
+  const children = new Set()
+  afterAll(() => {
+    for (const child of children) killProcessGroup(child.pid)
+  })
+  return children
+}
+
 async function stopApp(app) {
   if (!running.has(app)) return
   running.delete(app)
-  try {
-    process.kill(-app.pid, 'SIGKILL')
-  } catch {}
+  killProcessGroup(app.pid)
   await waitUntil(() => app.exited, { timeout: 5000, what: 'the app to exit' }).catch(() => {})
 }
 
@@ -222,6 +239,13 @@ function emitWithAck(socket, event, timeout = 10000) {
   return socket.timeout(timeout).emitWithAck(event)
 }
 
+/** Runs `rounds` acknowledged emits on a connected client; returns the identities seen. */
+async function whoamiRounds(socket, rounds) {
+  const seen = []
+  for (let i = 0; i < rounds; i++) seen.push(await emitWithAck(socket, 'whoami'))
+  return seen
+}
+
 function fdCount(pid) {
   return fs.readdirSync(`/proc/${pid}/fd`).length
 }
@@ -265,6 +289,27 @@ function requireProgram(name, howToInstall, { envVariable } = {}) {
   if (process.env.CI === 'true') throw new Error(`${missing}: with CI=true the specs that need it fail instead of skipping`)
   process.stderr.write(`${missing}: skipping the specs that need it\n`)
   return null
+}
+
+/**
+ * The seed of a spec's random cases: `STICKY_FUZZ_SEED=<seed>` replays the
+ * cases of a failure (the specs print the seed they used), else a new one.
+ */
+const FUZZ_SEED = Number(process.env.STICKY_FUZZ_SEED) || Date.now() % 2 ** 31
+
+/** mulberry32: a small seeded generator, so a failure can be replayed. */
+function seededRandom(seed) {
+  let state = seed >>> 0
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const int = (n) => Math.floor(next() * n)
+  const pick = (list) => list[int(list.length)]
+  return { next, int, pick, chance: (p) => next() < p }
 }
 
 /** A port nothing listens on right now (for tests that need a busy port). */
@@ -381,6 +426,10 @@ async function freeze(pid) {
 
 module.exports = {
   PORTABLE,
+  killProcessGroup,
+  childrenKilledAfterAll,
+  FUZZ_SEED,
+  seededRandom,
   nativeTest,
   freeze,
   sleep,
@@ -390,4 +439,4 @@ module.exports = {
   packageCopyFor,
   pathWithoutRust,
   SUPPORTED_NODE_MAJORS,
-  freePort, startApp, stopAll, request, ioClient, ioClientsClosedAfterEach, once, emitWithAck, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }
+  freePort, startApp, stopAll, request, ioClient, ioClientsClosedAfterEach, once, emitWithAck, whoamiRounds, fdCount, rawConnection, waitUntil, clientIp, startLoad, failuresOf }

@@ -1,17 +1,13 @@
 'use strict'
 // IP routing end to end: real socket.io servers in real workers, real
-// socket.io clients from many loopback addresses.
+// socket.io clients from many loopback addresses. The socket.io and https
+// specs are runtime-specs.js's, run here under Node (and under Bun and Deno
+// by bun.spec.js and deno.spec.js).
 
-const { startApp, stopAll, request, ioClient, once, emitWithAck, clientIp, PORTABLE, nativeTest } = require('./helpers')
+const { startApp, request, clientIp, PORTABLE, nativeTest } = require('./helpers')
+const { NODE, cleanUp, socketIoApp, pollingAndUpgradeSpecs, httpsSpec } = require('./runtime-specs')
 
-afterAll(stopAll)
-
-/** Runs `rounds` acknowledged emits on a connected client; returns the identities seen. */
-async function whoamiRounds(socket, rounds) {
-  const seen = []
-  for (let i = 0; i < rounds; i++) seen.push(await emitWithAck(socket, 'whoami'))
-  return seen
-}
+afterAll(cleanUp)
 
 // Both ways of routing by IP: kernel steering (the default on Linux) and the
 // accept loop in the primary (`kernel: false`, and wherever kernel steering
@@ -20,34 +16,16 @@ describe.each([
   ['kernel steering (the default)', {}],
   ['the accept loop (kernel: false)', { kernel: false }],
 ])('ip routing with socket.io: %s', (_, mode) => {
+  const appOf = socketIoApp(NODE, mode)
   let app
-  beforeAll(async () => {
-    app = await startApp({ options: { workers: 3, ...mode } })
-  })
+  beforeAll(() => (app = appOf()))
 
   test('the primary routes as asked (the portable path by the same hash in JavaScript)', async () => {
     const stats = await app.stats()
     expect(Boolean(stats.kernel)).toBe(mode.kernel !== false && !PORTABLE)
   })
 
-  test('polling-only clients from 12 addresses complete the handshake and acknowledged emits, each on one worker', async () => {
-    const clients = Array.from({ length: 12 }, (_, i) => ioClient(app.port, clientIp(i)))
-    try {
-      await Promise.all(clients.map((socket) => once(socket, 'connect')))
-      const perClient = await Promise.all(clients.map((socket) => whoamiRounds(socket, 5)))
-      const workersUsed = new Set()
-      perClient.forEach((seen, i) => {
-        const pids = new Set(seen.map((s) => s.pid))
-        expect({ ip: clientIp(i), pids: [...pids] }).toEqual({ ip: clientIp(i), pids: [seen[0].pid] })
-        expect(seen[0].remoteAddress).toMatch(new RegExp(`${clientIp(i).replace(/\./g, '\\.')}$`))
-        workersUsed.add(seen[0].pid)
-      })
-      expect(workersUsed.size).toBeGreaterThanOrEqual(2)
-      for (const socket of clients) expect(socket.io.engine.transport.name).toBe('polling')
-    } finally {
-      clients.forEach((socket) => socket.close())
-    }
-  })
+  pollingAndUpgradeSpecs(appOf)
 
   test('an address always reaches the same worker across new connections', async () => {
     for (let i = 0; i < 8; i++) {
@@ -55,22 +33,6 @@ describe.each([
       for (let j = 0; j < 4; j++) replies.push((await request(app.port, { localAddress: clientIp(i) })).json)
       expect(new Set(replies.map((r) => r.pid)).size).toBe(1)
       expect(['0', '1', '2']).toContain(replies[0].slot)
-    }
-  })
-
-  test('clients upgrade from polling to websocket and keep their worker', async () => {
-    const clients = Array.from({ length: 6 }, (_, i) => ioClient(app.port, clientIp(40 + i), { transports: ['polling', 'websocket'], upgrade: true }))
-    try {
-      await Promise.all(clients.map((socket) => once(socket, 'connect')))
-      const before = await Promise.all(clients.map((socket) => emitWithAck(socket, 'whoami')))
-      await Promise.all(clients.map((socket) => (socket.io.engine.transport.name === 'websocket' ? null : once(socket.io.engine, 'upgrade'))))
-      const after = await Promise.all(clients.map((socket) => emitWithAck(socket, 'whoami')))
-      clients.forEach((socket, i) => {
-        expect(socket.io.engine.transport.name).toBe('websocket')
-        expect(after[i].pid).toBe(before[i].pid)
-      })
-    } finally {
-      clients.forEach((socket) => socket.close())
     }
   })
 
@@ -100,25 +62,7 @@ describe.each([
 })
 
 describe('https', () => {
-  let app
-  beforeAll(async () => {
-    app = await startApp({ https: true, options: { workers: 2 } })
-  })
-
-  test('https requests and socket.io over TLS (polling, then websocket) are served', async () => {
-    const reply = await request(app.port, { tls: true, localAddress: clientIp(3) })
-    expect(reply.status).toBe(200)
-    const socket = ioClient(app.port, clientIp(3), { tls: true, transports: ['polling', 'websocket'], upgrade: true })
-    try {
-      await once(socket, 'connect')
-      const first = await emitWithAck(socket, 'whoami')
-      expect(first.pid).toBe(reply.json.pid)
-      if (socket.io.engine.transport.name !== 'websocket') await once(socket.io.engine, 'upgrade')
-      expect((await emitWithAck(socket, 'whoami')).pid).toBe(first.pid)
-    } finally {
-      socket.close()
-    }
-  })
+  httpsSpec(NODE)
 })
 
 describe('seed', () => {

@@ -1,17 +1,53 @@
 'use strict'
-// Nothing lost, in the accept loop (kernel: false; kernel steering's
-// lifecycle is in kernel.spec.js): a worker killed under load, rolling reload
-// under load, graceful shutdown under load, and running out of file descriptors.
+// Nothing lost: a worker killed under load, rolling reload under load and
+// graceful shutdown under load, in both ways of routing by IP (the accept
+// loop and kernel steering); then the accept loop's own limits (a burst
+// beyond a worker's queue, running out of file descriptors, a closing
+// worker). What only kernel steering has is in kernel.spec.js.
 
 const { execFileSync } = require('child_process')
 const net = require('net')
-const { startApp, stopAll, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf, freeze, nativeTest, PORTABLE } = require('./helpers')
+const { startApp, request, rawConnection, waitUntil, clientIp, sleep, startLoad, failuresOf, freeze, nativeTest, PORTABLE } = require('./helpers')
+const { NODE, cleanUp, reloadUnderLoad } = require('./runtime-specs')
 
-afterAll(stopAll)
+afterAll(cleanUp)
 
-describe('a worker killed under load', () => {
-  test('connections it had not taken are re-dispatched: no request sent after it stopped fails', async () => {
-    const app = await startApp({ options: { kernel: false, workers: 3 } })
+/**
+ * The two ways the primary routes by IP, each lifecycle spec runs in both:
+ * the accept loop in the primary, and kernel steering (the native path's
+ * only: skipped in the portable pass, which has the accept loop alone).
+ * `killed`: what becomes of the connections a killed worker had not taken;
+ * `settleAfterKill`: how long the load goes on after the kill.
+ */
+const MODES = [
+  {
+    name: 'the accept loop (kernel: false)',
+    kernel: false,
+    killed: "connections it had not taken are re-dispatched to the clients' next choice",
+    settleAfterKill: 800,
+    expectAfterKill(stats, results) {
+      expect(stats.slots.reduce((sum, slot) => sum + slot.redispatched, 0)).toBeGreaterThan(0)
+      expect(results.length).toBeGreaterThan(200)
+      expect(stats.dropped).toBe(0)
+    },
+  },
+  {
+    name: 'kernel steering (kernel: true)',
+    kernel: true,
+    killed: "connections queued on its slot's socket are served by its replacement",
+    // Its slot's clients wait for the replacement to start.
+    settleAfterKill: 1500,
+    expectAfterKill(stats, results) {
+      // Fewer than in the accept loop: the frozen slot's clients wait for the replacement.
+      expect(results.length).toBeGreaterThan(100)
+    },
+  },
+]
+const testIn = (mode) => (PORTABLE && mode.kernel ? test.skip : test)
+
+describe.each(MODES)('a worker killed under load, $name', (mode) => {
+  testIn(mode)(`${mode.killed}: no request sent after it stopped fails`, async () => {
+    const app = await startApp({ options: { kernel: mode.kernel, workers: 3 } })
     const load = startLoad(app.port)
     await sleep(500)
     const victim = app.workerPids()[0]
@@ -19,23 +55,20 @@ describe('a worker killed under load', () => {
     await freeze(victim)
     const stoppedAt = Date.now()
     await sleep(400)
-    // ...then kill it: everything queued goes to the clients' next choice.
+    // ...then kill it.
     process.kill(victim, 'SIGKILL')
     await app.waitFor('exit', (e) => e.pid === victim)
-    await sleep(800)
+    await sleep(mode.settleAfterKill)
     const results = await load.stop()
     const stats = await app.stats()
-    const redispatched = stats.slots.reduce((sum, slot) => sum + slot.redispatched, 0)
     // Strictly later: Date.now() counts milliseconds, and a request started in
     // the millisecond the stop was seen may have been taken just before it.
     const afterStop = results.filter((r) => r.started > stoppedAt)
     // Requests the victim took before it was frozen die with it (at most one per load loop).
     expect(failuresOf(results).length).toBeLessThanOrEqual(8)
     expect(failuresOf(afterStop)).toEqual([])
-    expect(redispatched).toBeGreaterThan(0)
-    expect(results.length).toBeGreaterThan(200)
-    expect(stats.dropped).toBe(0)
-    console.log(`kill under load: ${results.length} requests, ${failuresOf(results).length} failed (taken by the victim), ${redispatched} re-dispatched`)
+    mode.expectAfterKill(stats, results)
+    console.log(`${mode.name}: kill under load: ${results.length} requests, ${failuresOf(results).length} failed (taken by the victim)`)
   })
 })
 
@@ -116,25 +149,10 @@ describe('descriptors running out', () => {
   })
 })
 
-describe('rolling reload under load', () => {
-  test.each([['sticky.reload()', 'api'], ['SIGHUP', 'signal']])('%s replaces every worker one at a time with zero failed requests', async (_, how) => {
-    const app = await startApp({ options: { kernel: false, workers: 3 } })
-    const slotOf = new Map()
-    for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json.slot)
-    const before = new Set(app.workerPids())
-    const load = startLoad(app.port)
-    await sleep(300)
-    if (how === 'api') app.child.stdin.write('reload\n')
-    else process.kill(app.pid, 'SIGHUP')
-    await waitUntil(() => app.workerPids().length === 3 && app.workerPids().every((pid) => !before.has(pid)), { what: 'every worker replaced', timeout: 30000 })
-    if (how === 'api') expect((await app.waitFor('reloaded')).error).toBeNull()
-    await sleep(300)
-    const results = await load.stop()
-    expect(failuresOf(results)).toEqual([])
-    expect(results.length).toBeGreaterThan(100)
-    for (let i = 0; i < 40; i++) expect((await request(app.port, { localAddress: clientIp(i) })).json.slot).toBe(slotOf.get(clientIp(i)))
-    expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
-    console.log(`reload (${how}) under load: ${results.length} requests, 0 failed`)
+describe.each(MODES)('rolling reload under load, $name', (mode) => {
+  testIn(mode).each([['sticky.reload()', 'api'], ['SIGHUP', 'signal']])('%s replaces every worker one at a time with zero failed requests; every client keeps its slot', async (_, how) => {
+    const results = await reloadUnderLoad(NODE, { kernel: mode.kernel }, how)
+    console.log(`${mode.name}: reload (${how}) under load: ${results.length} requests, 0 failed`)
   })
 })
 
@@ -217,9 +235,9 @@ describe('a closing worker', () => {
   })
 })
 
-describe('graceful shutdown under load', () => {
-  test('SIGTERM: no accepted connection is dropped, in-flight requests finish, the primary exits 0', async () => {
-    const app = await startApp({ options: { kernel: false, workers: 2 } })
+describe.each(MODES)('graceful shutdown under load, $name', (mode) => {
+  testIn(mode)('SIGTERM: no accepted connection is dropped, in-flight requests finish, the primary and every worker exit 0', async () => {
+    const app = await startApp({ options: { kernel: mode.kernel, workers: 2 } })
     const load = startLoad(app.port, { path: '/slow?ms=300', concurrency: 16 })
     await sleep(700)
     process.kill(app.pid, 'SIGTERM')
@@ -227,11 +245,11 @@ describe('graceful shutdown under load', () => {
     const results = await load.stop()
     expect(app.exited).toEqual({ code: 0, signal: null })
     const failures = failuresOf(results)
-    // After the listener closes, new connections are refused; nothing else may fail.
+    // After the listening sockets close, new connections are refused; nothing else may fail.
     expect(failures.filter((r) => r.error !== 'ECONNREFUSED')).toEqual([])
     expect(results.filter((r) => r.ok).length).toBeGreaterThan(16)
     expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
-    console.log(`shutdown under load: ${results.filter((r) => r.ok).length} completed, ${failures.length} refused after close, 0 dropped`)
+    console.log(`${mode.name}: shutdown under load: ${results.filter((r) => r.ok).length} completed, ${failures.length} refused after close, 0 dropped`)
   })
 })
 

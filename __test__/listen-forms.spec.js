@@ -7,20 +7,13 @@
 
 const { spawn } = require('child_process')
 const path = require('path')
-const { requireProgram } = require('./helpers')
+const { childrenKilledAfterAll } = require('./helpers')
+const { nodeAndBun } = require('./runtime-specs')
 
-const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
-const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
+const runtimes = nodeAndBun()
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'listen-forms.js')
-const running = new Set()
-afterAll(() => {
-  for (const child of running) {
-    try {
-      process.kill(-child.pid, 'SIGKILL')
-    } catch {}
-  }
-})
+const running = childrenKilledAfterAll()
 
 /** Runs the fixture for `shape` under `runtime`; resolves with its lines and how it exited. */
 function runShape(runtime, shape, { timeout = 90000 } = {}) {

@@ -14,20 +14,13 @@ const http = require('http')
 const path = require('path')
 const { io } = require('socket.io-client')
 const sticky = require('..')
-const { requireProgram, freePort } = require('./helpers')
+const { freePort, childrenKilledAfterAll, killProcessGroup } = require('./helpers')
+const { nodeAndBun } = require('./runtime-specs')
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'peers')
-const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
-const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
+const runtimes = nodeAndBun()
 
-const running = new Set()
-afterAll(() => {
-  for (const child of running) {
-    try {
-      process.kill(-child.pid, 'SIGKILL')
-    } catch {}
-  }
-})
+const running = childrenKilledAfterAll()
 
 /** Runs a fixture (inside the package, so `require('sticky-session-rs')` is this one) until it exits by itself. */
 function runFixture(runtime, file, env, timeout = 30000) {
@@ -38,9 +31,7 @@ function runFixture(runtime, file, env, timeout = 30000) {
     child.stdout.on('data', (chunk) => (output += chunk))
     child.stderr.on('data', (chunk) => (output += chunk))
     const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid, 'SIGKILL')
-      } catch {}
+      killProcessGroup(child.pid)
     }, timeout)
     child.on('exit', (code, signal) => {
       clearTimeout(timer)

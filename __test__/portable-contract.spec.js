@@ -17,25 +17,10 @@ const portable = require('../lib/portable/options')
 const { Router } = require('../lib/portable/routing')
 const { Rendezvous } = require('../lib/portable/hrw')
 const { parseIpLiteral, parsePeer, clientKey, formatIp } = require('../lib/portable/address')
+const { FUZZ_SEED: SEED, seededRandom } = require('./helpers')
 
 const ROOT = path.join(__dirname, '..')
-const SEED = Number(process.env.STICKY_FUZZ_SEED) || Date.now() % 2 ** 31
 const ROUNDS = Number(process.env.STICKY_FUZZ_ROUNDS) || 3000
-
-/** mulberry32: a small seeded generator, so a failure can be replayed. */
-function generator(seed) {
-  let state = seed >>> 0
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const int = (n) => Math.floor(next() * n)
-  const pick = (list) => list[int(list.length)]
-  return { next, int, pick, chance: (p) => next() < p }
-}
 
 /** Sorts object keys (the two sides build their objects in different orders). */
 function canonical(value) {
@@ -75,7 +60,7 @@ function nativeDecision(options, peerAddress, bytes) {
 
 /** Runs `rounds` random cases; `compare(rng, round)` returns null or a description of the disagreement. */
 function fuzz(name, compare, rounds = ROUNDS) {
-  const rng = generator(SEED ^ [...name].reduce((hash, char) => Math.imul(hash, 31) + char.charCodeAt(0), 7))
+  const rng = seededRandom(SEED ^ [...name].reduce((hash, char) => Math.imul(hash, 31) + char.charCodeAt(0), 7))
   const disagreements = []
   for (let round = 0; round < rounds && disagreements.length < 5; round++) {
     const disagreement = compare(rng, round)

@@ -10,20 +10,7 @@
 const { Ledger } = require('../lib/portable/ledger')
 const { Rendezvous } = require('../lib/portable/hrw')
 const { SessionTable } = require('../lib/portable/sessions')
-
-const SEED = Number(process.env.STICKY_FUZZ_SEED) || Date.now() % 2 ** 31
-
-function generator(seed) {
-  let state = seed >>> 0
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return { int: (n) => Math.floor(next() * n), chance: (p) => next() < p }
-}
+const { FUZZ_SEED: SEED, seededRandom } = require('./helpers')
 
 function counters(slots) {
   return { parked: 0, droppedNoWorker: 0, rejectedChannels: 0, sessionsRefused: 0, slots: Array.from({ length: slots }, () => ({ pid: 0, live: false, channels: 0, dispatched: 0, taken: 0, redispatched: 0, pending: 0 })) }
@@ -99,7 +86,7 @@ class Harness {
 }
 
 test(`random event sequences: every connection ends exactly once, in one place until then, first choices only (STICKY_FUZZ_SEED=${SEED})`, () => {
-  const rng = generator(SEED)
+  const rng = seededRandom(SEED)
   for (let sequence = 0; sequence < 300; sequence++) {
     const slots = 1 + rng.int(4)
     const harness = new Harness(slots, { sid: rng.chance(0.3) })

@@ -9,12 +9,13 @@
 // connection; every response closes its connection).
 
 const { startApp, stopAll, request, ioClient, once, emitWithAck, clientIp, requireProgram, waitUntil } = require('./helpers')
+const { bunRuntime } = require('./runtime-specs')
 const http = require('http')
 const { haproxyConfig, nginxConfig, startProxy } = require('../bench/proxied/proxies')
 
 const haproxyBinary = requireProgram('haproxy', 'Debian/Ubuntu: apt-get install haproxy')
 const nginxBinary = requireProgram('nginx', 'Debian/Ubuntu: apt-get install nginx')
-const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
+const { binary: bun = null } = bunRuntime() || {}
 
 const FRONTS = [
   { name: 'HAProxy, http-reuse safe', kind: 'haproxy', reuse: 'safe', available: Boolean(haproxyBinary) },

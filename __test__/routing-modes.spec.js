@@ -5,7 +5,7 @@
 const crypto = require('crypto')
 const net = require('net')
 const tls = require('tls')
-const { startApp, stopAll, request, ioClient, once, emitWithAck, rawConnection, waitUntil, clientIp } = require('./helpers')
+const { startApp, stopAll, request, ioClient, once, emitWithAck, whoamiRounds, rawConnection, waitUntil, clientIp } = require('./helpers')
 
 afterAll(stopAll)
 
@@ -59,8 +59,7 @@ describe("routing: 'header'", () => {
       await Promise.all(clients.map((socket) => once(socket, 'connect')))
       const workers = new Set()
       for (const socket of clients) {
-        const replies = []
-        for (let round = 0; round < 4; round++) replies.push(await emitWithAck(socket, 'whoami'))
+        const replies = await whoamiRounds(socket, 4)
         expect(new Set(replies.map((r) => r.pid)).size).toBe(1)
         workers.add(replies[0].pid)
       }
@@ -217,8 +216,7 @@ describe("routing: 'sid'", () => {
       await Promise.all(clients.map((socket) => once(socket, 'connect')))
       const perWorker = new Map()
       for (const socket of clients) {
-        const replies = []
-        for (let round = 0; round < 4; round++) replies.push(await emitWithAck(socket, 'whoami'))
+        const replies = await whoamiRounds(socket, 4)
         expect(new Set(replies.map((r) => r.pid)).size).toBe(1)
         perWorker.set(replies[0].pid, (perWorker.get(replies[0].pid) || 0) + 1)
       }

@@ -11,10 +11,10 @@
 
 const { spawn } = require('child_process')
 const path = require('path')
-const { startApp, stopAll, rawConnection, waitUntil, sleep, requireProgram } = require('./helpers')
+const { startApp, stopAll, rawConnection, waitUntil, sleep } = require('./helpers')
+const { nodeAndBun } = require('./runtime-specs')
 
-const bun = requireProgram('bun', 'npm install -g bun, or unpack the npm package @oven/bun-linux-x64 and set STICKY_BUN to its bin/bun', { envVariable: 'STICKY_BUN' })
-const runtimes = [[`Node ${process.version}`, process.execPath], ...(bun ? [['Bun', bun]] : [])]
+const runtimes = nodeAndBun()
 
 afterAll(stopAll)
 

@@ -7,17 +7,10 @@ const fs = require('fs')
 const net = require('net')
 const path = require('path')
 const { spawn } = require('child_process')
-const { startApp, stopAll, request, clientIp, waitUntil } = require('./helpers')
+const { startApp, stopAll, request, clientIp, waitUntil, childrenKilledAfterAll } = require('./helpers')
 
-const spawned = new Set()
-afterAll(async () => {
-  await stopAll()
-  for (const child of spawned) {
-    try {
-      process.kill(-child.pid, 'SIGKILL')
-    } catch {}
-  }
-})
+afterAll(stopAll)
+const spawned = childrenKilledAfterAll()
 
 /** A listening TCP socket on loopback, and the kernel's name for it (`socket:[inode]`). */
 async function listeningSocket() {

@@ -5,6 +5,7 @@
 
 const { spawn, spawnSync, execFileSync } = require('child_process');
 const fs = require('fs');
+const net = require('net');
 const os = require('os');
 const path = require('path');
 
@@ -119,4 +120,16 @@ function runWrk(url, { connections = 64, threads = 2, seconds = 5, env = {}, scr
   return { ...summary, rps: summary.requests / (summary.duration_us / 1e6) };
 }
 
-module.exports = { which, haproxyConfig, nginxConfig, startProxy, runWrk };
+/** A port nothing listens on right now (for a proxy or a backend). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+module.exports = { which, haproxyConfig, nginxConfig, startProxy, runWrk, freePort };

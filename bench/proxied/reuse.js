@@ -10,20 +10,8 @@
 
 const { spawn } = require('child_process');
 const http = require('http');
-const net = require('net');
 const path = require('path');
-const { haproxyConfig, nginxConfig, startProxy, runWrk } = require('./proxies');
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
+const { haproxyConfig, nginxConfig, startProxy, runWrk, freePort } = require('./proxies');
 
 function get(port, urlPath) {
   return new Promise((resolve, reject) => {

@@ -22,11 +22,10 @@
 
 const { spawn } = require('child_process');
 const fs = require('fs');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const http = require('http');
-const { which, haproxyConfig, nginxConfig, startProxy, runWrk } = require('./proxies');
+const { which, haproxyConfig, nginxConfig, startProxy, runWrk, freePort } = require('./proxies');
 
 const RESULTS = path.join(__dirname, '..', 'results');
 const CLK_TCK = 100;
@@ -74,17 +73,6 @@ const PLAN = [
   ...['haproxy', 'nginx'].flatMap((proxy) => ['ours-sid-slots', 'ours-sid-one', 'plain-hash', 'sched-none'].map((backend) => ({ proxy, traffic: 'sid', backend }))),
   ...['ours-header-slots', 'plain-hash', 'ours-pp', 'ours-pp-tcp', 'plain-hash-tcp'].map((backend) => ({ proxy: 'haproxy', traffic: 'per-connection', backend })),
 ];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 function get(port) {
   return new Promise((resolve, reject) => {

@@ -9,29 +9,15 @@
 -- 198.18.0.0/15), so a proxy hashing the client address keeps it too. A
 -- request that reaches a worker without the session gets 400 ("Session ID
 -- unknown"): wrk counts it as a status error.
-local clients = tonumber(os.getenv("XFF_CLIENTS") or "1400")
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "wrk_common.lua")
+common.install()
+local address = common.address
 local messages = tonumber(os.getenv("SIO_MESSAGES") or "9")
-local counter = 0
 local sessions = {}
 local pending_xff = nil
 
-local function address(n)
-  local i = n % clients
-  return string.format("198.18.%d.%d", math.floor(i / 250), 2 + i % 250)
-end
-
-local threads = {}
-function setup(thread)
-  thread:set("id", #threads)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  counter = (id or 0) * 7919
-end
-
 function request()
-  counter = counter + 1
+  local counter = common.next()
   if #sessions == 0 or counter % (messages + 1) == 0 then
     pending_xff = address(counter)
     return wrk.format("GET", "/socket.io/?EIO=4&transport=polling", { ["X-Forwarded-For"] = pending_xff })
@@ -47,11 +33,4 @@ function response(status, headers, body)
     table.insert(sessions, { sid = sid, xff = pending_xff })
     if #sessions > 256 then table.remove(sessions, 1) end
   end
-end
-
-function done(summary, latency, requests)
-  io.write(string.format('WRK_JSON {"requests":%d,"duration_us":%d,"status_errors":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\n',
-    summary.requests, summary.duration, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
 end

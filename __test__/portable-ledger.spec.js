@@ -26,7 +26,7 @@ function generator(seed) {
 }
 
 function counters(slots) {
-  return { parked: 0, droppedNoWorker: 0, rejectedChannels: 0, sessionsRefused: 0, slots: Array.from({ length: slots }, () => ({ pid: 0, live: false, channels: 0, dispatched: 0, acknowledged: 0, redispatched: 0, pending: 0 })) }
+  return { parked: 0, droppedNoWorker: 0, rejectedChannels: 0, sessionsRefused: 0, slots: Array.from({ length: slots }, () => ({ pid: 0, state: 0, respawns: 0, dispatched: 0, acknowledged: 0, redispatched: 0, pending: 0 })) }
 }
 
 /** Runs a ledger, checking each action against a model of where every connection is. */

@@ -14,7 +14,7 @@
 // process of another user gets nothing.
 
 const native = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 
 /** The abstract socket name a primary on `address`:`port` offers its sockets under. */
 function takeoverName(address, port) {
@@ -57,7 +57,7 @@ function checkOffer(offer, options) {
   if (offer.mode !== 'kernel') return { kernel: false }
   const mismatch = (what) =>
     stickyError(
-      'ERR_STICKY_TAKEOVER_MISMATCH',
+      codes.TAKEOVER_MISMATCH,
       `primary ${offer.pid} steers connections in the kernel (kernel: true, workers: ${offer.workers}, its seed); ${what}. ` +
         `Its group of ${offer.sockets} sockets moves whole: start this primary with the same kernel, workers and seed options, ` +
         'or stop the old primary first (clients are refused meanwhile)',

@@ -4,8 +4,12 @@
 // Writes lib/portable/contract.js from the native binding: the facts the
 // portable path (no binding: macOS, Windows, STICKY_SESSION_PORTABLE=1)
 // needs and must not restate by hand — every option's rule and default
-// (src/binding/options.rs), the stats fields (src/primary/stats.rs) and the
-// separator of a sid's slot tag (src/sessions.rs).
+// (src/binding/options.rs), the stats fields (src/primary/stats.rs), the
+// separator of a sid's slot tag (src/sessions.rs), how long no worker may
+// exist before connections are refused (src/primary/rendezvous.rs) — and
+// the facts JavaScript takes from here on both paths: every error code
+// (src/binding/error.rs; lib/errors.js `codes`) and the kinds of a
+// listener's events (src/binding/primary.rs; lib/listeners.js `eventKinds`).
 // Run it after changing either (`npm run generate:contract`, after
 // `npm run build`); __test__/portable-contract.spec.js fails while the
 // committed file differs from what the binding reports.
@@ -36,6 +40,9 @@ function contractOf(binding) {
     defaults,
     statsFields: binding.statsFields(),
     sidTagSeparator: binding.sidTagSeparator(),
+    noWorkerGraceMs: binding.noWorkerGraceMs(),
+    errorCodes: Object.fromEntries(binding.errorCodes().map(({ name, code }) => [name, code])),
+    eventKinds: { ...binding.ListenerEventKind },
   }
 }
 

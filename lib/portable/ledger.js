@@ -32,6 +32,8 @@
 // 'slot-ready', slot, pid } | { kind: 'slot-closed', slot, requeued, reason }
 // | { kind: 'rejected', channel, pid } }.
 
+const { eventKinds } = require('./contract')
+
 class Ledger {
   /**
    * `slots`: how many; `hrw`: a Rendezvous; `sessions`: a SessionTable
@@ -53,6 +55,8 @@ class Ledger {
     this.accepting = false
     /** False while no worker process exists that could ever take a connection (setupMaster, none forked). */
     this.workersExist = true
+    /** Slots a worker was ever started in: the next one is a respawn. */
+    this.started = new Set()
     /** Set by `terminate`: whatever comes after is reset. */
     this.terminated = false
     this.actions = []
@@ -63,7 +67,10 @@ class Ledger {
   /** A worker forked into `slot` (channel `id`); it takes connections once it says hello. */
   open(id, slot, pid) {
     this.channels.set(id, { id, slot, pid, ready: false, taking: true, unacked: new Map() })
-    this.stats.slots[slot].channels++
+    // After the slot's first worker, a respawn (as SlotStats::worker_started).
+    const slotStats = this.stats.slots[slot]
+    if (this.started.has(slot)) slotStats.respawns++
+    this.started.add(slot)
   }
 
   /**
@@ -96,7 +103,7 @@ class Ledger {
     const slotStats = this.stats.slots[channel.slot]
     slotStats.pid = pid
     this.rebuildLive()
-    this.actions.push({ notify: { kind: 'slot-ready', slot: channel.slot, pid } })
+    this.actions.push({ notify: { kind: eventKinds.SlotReady, slot: channel.slot, pid } })
     this.unpark(now)
     return this.done()
   }
@@ -149,7 +156,7 @@ class Ledger {
       if (this.sessions) this.sessions.forgetSlot(slot)
     }
     this.rebuildLive()
-    if (channel.ready) this.actions.push({ notify: { kind: 'slot-closed', slot, requeued: requeue.length, reason } })
+    if (channel.ready) this.actions.push({ notify: { kind: eventKinds.SlotClosed, slot, requeued: requeue.length, reason } })
     for (const held of requeue) this.dispatch(now, held)
     return this.done()
   }
@@ -259,7 +266,8 @@ class Ledger {
     this.live = []
     this.current.forEach((channel, slot) => {
       const live = Boolean(channel && channel.ready && channel.taking)
-      this.stats.slots[slot].live = live
+      // The stats field `state`: 1 live, 0 down (its names are the field's `values`).
+      this.stats.slots[slot].state = Number(live)
       if (live) this.live.push(slot)
     })
   }

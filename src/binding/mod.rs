@@ -20,14 +20,14 @@ mod systemd;
 mod takeover;
 mod worker;
 
-pub use contract::{client_key, rendezvous_ranked, route_decision, RankedSlots, RouteDecision};
-pub use error::{ErrorCode, StickyError};
+pub use contract::{client_key, no_worker_grace_ms, rendezvous_ranked, route_decision, RankedSlots, RouteDecision};
+pub use error::{error_codes, ErrorCode, NamedErrorCode, StickyError};
 pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
 pub use options::{
   option_rules, resolve_options, ListenOptions, LoadBalancingMethod, OptionRule, ResolvedOptions, Routing,
 };
-pub use primary::Balancer;
+pub use primary::{Balancer, ListenerEvent, ListenerEventKind};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use rendezvous::RendezvousSocket;
 pub use resolve::{resolve_host, ResolvedHost};

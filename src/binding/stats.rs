@@ -7,29 +7,42 @@ use napi_derive::napi;
 
 use crate::primary::stats::{
   primary_stats_fields, slot_stats_fields, FieldDoc, FieldKind, SlotSnapshot, StatsSnapshot, PRIMARY_FIELDS,
-  SLOT_FIELDS,
+  SLOT_FIELDS, SLOT_STATES,
 };
 
+/// A slot field's value as JavaScript sees it: a number, or the name of a
+/// `state`.
+macro_rules! js_value {
+  (state, $value:expr) => {
+    SLOT_STATES.get(usize::try_from($value).unwrap_or(usize::MAX)).copied().unwrap_or_default().to_owned()
+  };
+  ($kind:ident, $value:expr) => {
+    $value as f64
+  };
+}
+
+/// `SlotStatsObject`, one field at a time (a `state` is its name, typed by
+/// its values; the rest are numbers), then `to_js_slot_stats`.
 macro_rules! define_js_slot_stats {
-  ($($kind:ident $name:ident $help:tt;)*) => {
+  (@fields [$($done:tt)*] state $name:ident $help:tt; $($rest:tt)*) => {
+    define_js_slot_stats!(@fields [$($done)* #[doc = $help] #[napi(ts_type = "'live' | 'down'")] pub $name: String,] $($rest)*);
+  };
+  (@fields [$($done:tt)*] $kind:ident $name:ident $help:tt; $($rest:tt)*) => {
+    define_js_slot_stats!(@fields [$($done)* #[doc = $help] pub $name: f64,] $($rest)*);
+  };
+  (@fields [$($field:tt)*]) => {
     #[napi(object)]
     pub struct SlotStatsObject {
+      /// The slot's index.
       pub slot: u32,
-      pub pid: u32,
-      /// `'live'` or `'down'`.
-      pub state: String,
-      pub respawns: f64,
-      $(#[doc = $help] pub $name: f64,)*
+      $($field)*
     }
+  };
+  ($($kind:ident $name:ident $help:tt;)*) => {
+    define_js_slot_stats!(@fields [] $($kind $name $help;)*);
 
     fn to_js_slot_stats(slot: SlotSnapshot) -> SlotStatsObject {
-      SlotStatsObject {
-        slot: slot.slot,
-        pid: slot.pid,
-        state: if slot.live { "live".into() } else { "down".into() },
-        respawns: slot.respawns as f64,
-        $($name: slot.$name as f64,)*
-      }
+      SlotStatsObject { slot: slot.slot, $($name: js_value!($kind, slot.$name),)* }
     }
   };
 }
@@ -70,27 +83,35 @@ pub struct StatsField {
   pub scope: String,
   /// The property name in `stats()` (camelCase).
   pub name: String,
+  /// The same in snake_case, as Prometheus names metrics: the name the
+  /// field has in Rust.
+  pub snake_name: String,
   /// `'counter'` (only grows) or `'gauge'` (a level now).
   pub kind: String,
   /// What it counts, one sentence.
   pub help: String,
   /// Counted in the total `dropped`.
   pub dropped: bool,
+  /// A gauge whose values have names (a slot's `state`): `stats()` shows
+  /// the name at the value's index, a metric the index.
+  pub values: Option<Vec<String>>,
 }
 
-/// Every numeric field of `stats()` and of each slot (`slot`, the slot's
-/// index, aside), with its kind and meaning.
+/// Every field of `stats()` and of each slot (`slot`, the slot's index,
+/// aside), with its kind and meaning.
 #[napi]
 pub fn stats_fields() -> Vec<StatsField> {
   let field = |scope: &str, doc: &FieldDoc| StatsField {
     scope: scope.into(),
     name: camel_case(doc.name),
+    snake_name: doc.name.into(),
     kind: match doc.kind {
       FieldKind::Counter => "counter".into(),
       FieldKind::Gauge => "gauge".into(),
     },
     help: doc.help.into(),
     dropped: doc.dropped,
+    values: (!doc.values.is_empty()).then(|| doc.values.iter().map(|value| (*value).to_owned()).collect()),
   };
   PRIMARY_FIELDS
     .iter()
@@ -99,7 +120,9 @@ pub fn stats_fields() -> Vec<StatsField> {
     .collect()
 }
 
-/// `dropped_queue_full` -> `droppedQueueFull`, as napi names object properties.
+/// `dropped_queue_full` -> `droppedQueueFull`, as napi names object
+/// properties: the one conversion between the two spellings (`statsFields()`
+/// gives both).
 fn camel_case(snake: &str) -> String {
   let mut parts = snake.split('_');
   let mut name = parts.next().unwrap_or_default().to_owned();

@@ -30,5 +30,5 @@ pub use listener::{
   adopt_listener, bind_listener, bound_socket, errno_name, listening_socket, socket_facts, with_default_host_fallback,
   AdoptError, ListenError, SocketFacts,
 };
-pub use rendezvous::AllowedWorkers;
+pub use rendezvous::{AllowedWorkers, NO_WORKER_GRACE};
 pub use stats::{SlotSnapshot, Stats, StatsSnapshot};

@@ -191,7 +191,7 @@ test('a reload: the new worker takes the slot when it says hello, the old one is
   // The old worker still takes what it was sent before.
   harness.run(harness.ledger.taken(1, [before]))
   expect(harness.where.get(before)).toBe('released')
-  expect(harness.stats.slots[0]).toEqual(expect.objectContaining({ pid: 200, channels: 2, live: true, dispatched: 2, acknowledged: 1, pending: 1 }))
+  expect(harness.stats.slots[0]).toEqual(expect.objectContaining({ pid: 200, respawns: 1, state: 1, dispatched: 2, acknowledged: 1, pending: 1 }))
 })
 
 test('until every worker said hello (or the start-up wait ended), connections wait parked; shutting down with no worker resets them, counted', () => {

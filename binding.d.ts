@@ -893,17 +893,19 @@ export interface TakeoverDescription {
   seed: string
 }
 
-/**
- * An event of a running offer: `kind` is `'refused'` (`pid`, `uid`),
- * `'busy'`, `'offered'`, `'abandoned'` (`message`), `'released'` (`pid`
- * of the new primary) or `'failed'` (`message`).
- */
+/** An event of a running offer: the fields its `kind` names are set. */
 export interface TakeoverEvent {
-  kind: string
+  kind: TakeoverEventKind
   pid?: number
   uid?: number
   message?: string
 }
+
+/**
+ * What an event of a running offer is about (lib/takeover.js
+ * `takeoverEventKinds`, from the generated contract).
+ */
+export type TakeoverEventKind = 'refused' | 'busy' | 'offered' | 'abandoned' | 'released' | 'failed'
 
 /** How a primary listens: the accept loop's one socket, or a kernel-steered group. */
 export type TakeoverMode = 'accept-loop' | 'kernel'

@@ -862,4 +862,5 @@ module.exports.Routing = nativeBinding.Routing
 module.exports.sidTagSeparator = nativeBinding.sidTagSeparator
 module.exports.statsFields = nativeBinding.statsFields
 module.exports.systemdSockets = nativeBinding.systemdSockets
+module.exports.TakeoverEventKind = nativeBinding.TakeoverEventKind
 module.exports.TakeoverMode = nativeBinding.TakeoverMode

@@ -22,7 +22,7 @@ const { portable } = require('./native')
 const { codes, listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
-const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
+const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets, takeoverEventKinds } = require('./takeover')
 const { pm2WorkerEnvironment } = require('./pm2')
 const { resolveHost } = require('./native')
 const { openSlotPorts, slotPortsUnsupported } = require('./slot-ports')
@@ -429,23 +429,23 @@ class Primary extends EventEmitter {
   onTakeoverEvent(event) {
     const warn = (code, message) => process.emitWarning(message, { code, type: 'StickySessionWarning' })
     switch (event.kind) {
-      case 'offered':
+      case takeoverEventKinds.Offered:
         debug('takeover: sent the listening socket(s) to primary %d; accepting until its workers are ready', event.pid)
         break
-      case 'busy':
+      case takeoverEventKinds.Busy:
         debug('takeover: refused process %d: another takeover is under way', event.pid)
         break
-      case 'refused':
+      case takeoverEventKinds.Refused:
         warn(codes.TAKEOVER_REFUSED, `refused to hand ${this.where()} to process ${event.pid} of uid ${event.uid}: only a process of this user (uid ${process.geteuid()}) may take over`)
         break
-      case 'abandoned':
+      case takeoverEventKinds.Abandoned:
         warn(codes.TAKEOVER_ABANDONED, `process ${event.pid} gave up taking over ${this.where()} (${event.message}); this primary goes on serving`)
         break
-      case 'failed':
+      case takeoverEventKinds.Failed:
         this.takeoverOffer = null
         warn(codes.TAKEOVER_UNAVAILABLE, `the takeover offer stopped (${event.message}); a later primary cannot take over from this one`)
         break
-      case 'released':
+      case takeoverEventKinds.Released:
         if (this.takeoverOffer) this.takeoverOffer.close()
         this.takeoverOffer = null
         announce(`primary ${process.pid} handed ${this.where()} over to primary ${event.pid}; draining, then exiting with code 0`)

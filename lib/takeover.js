@@ -16,6 +16,9 @@
 const native = require('./native')
 const { codes, stickyError } = require('./errors')
 
+/** The kinds of an offer's events (written once, in src/binding/takeover.rs): `takeoverEventKinds.Released` is 'released'. */
+const takeoverEventKinds = Object.freeze({ ...require('./portable/contract').takeoverEventKinds })
+
 /** The abstract socket name a primary on `address`:`port` offers its sockets under. */
 function takeoverName(address, port) {
   return `sticky-session-rs/takeover/uid=${process.geteuid()}/[${address}]:${port}`
@@ -77,4 +80,4 @@ function offerSockets(address, port, description, fds, onEvent) {
   return new native.TakeoverOffer(takeoverName(address, port), description, fds, onEvent)
 }
 
-module.exports = { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets }
+module.exports = { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets, takeoverEventKinds }

@@ -9,8 +9,9 @@
 // exist before connections are refused (src/primary/rendezvous.rs) — and
 // the facts JavaScript takes from here on both paths: every error code
 // (src/binding/error.rs; lib/errors.js `codes`) and the kinds of a
-// listener's events (src/binding/primary.rs; lib/listeners.js `eventKinds`).
-// Run it after changing either (`npm run generate:contract`, after
+// listener's events (src/binding/primary.rs; lib/listeners.js `eventKinds`)
+// and of a takeover offer's (src/binding/takeover.rs; lib/takeover.js).
+// Run it after changing any of them (`npm run generate:contract`, after
 // `npm run build`); __test__/portable-contract.spec.js fails while the
 // committed file differs from what the binding reports.
 //
@@ -43,6 +44,7 @@ function contractOf(binding) {
     noWorkerGraceMs: binding.noWorkerGraceMs(),
     errorCodes: Object.fromEntries(binding.errorCodes().map(({ name, code }) => [name, code])),
     eventKinds: { ...binding.ListenerEventKind },
+    takeoverEventKinds: { ...binding.TakeoverEventKind },
   }
 }
 

@@ -465,5 +465,13 @@ module.exports = {
     "SlotClosed": "slot-closed",
     "Drained": "drained",
     "Error": "error"
+  },
+  "takeoverEventKinds": {
+    "Refused": "refused",
+    "Busy": "busy",
+    "Offered": "offered",
+    "Abandoned": "abandoned",
+    "Released": "released",
+    "Failed": "failed"
   }
 }

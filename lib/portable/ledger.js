@@ -28,9 +28,10 @@
 //
 // Actions: { send: { channel, connection } }, { release: connection },
 // { reset: connection }, { unavailable: connection }, { replace: channel }
-// (tell that worker a new one took its slot), { notify: { kind:
-// 'slot-ready', slot, pid } | { kind: 'slot-closed', slot, requeued, reason }
-// | { kind: 'rejected', channel, pid } }.
+// (tell that worker a new one took its slot), { notify: a listener event
+// (lib/listeners.js: eventKinds.SlotReady { slot, pid }, eventKinds.SlotClosed
+// { slot, requeued, reason }), or { kind: 'rejected', channel, pid } (the
+// listener reports it as an error) }.
 
 const { eventKinds } = require('./contract')
 

@@ -35,7 +35,7 @@ pub use slot_ports::{sid_tag_separator, SlotPortGroup};
 pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub use takeover::{connect_takeover, TakeoverClient, TakeoverOffer};
+pub use takeover::{connect_takeover, TakeoverClient, TakeoverEvent, TakeoverEventKind, TakeoverOffer};
 pub use worker::{claim_channel, close_descriptor, connect_channel, WorkerChannel};
 
 /// The failure a test asked to inject (`STICKY_FAULT_INJECTION`), read when a

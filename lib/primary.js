@@ -505,10 +505,9 @@ class Primary extends EventEmitter {
       cluster.setupPrimary({ stdio: previousStdio })
       workerEnd.afterFork()
     }
-    const state = this.slots.get(slot) || { quickExits: 0, forks: 0 }
+    const state = this.slots.get(slot) || { quickExits: 0 }
     state.worker = worker
     state.pid = worker.process.pid
-    state.forks++
     listener.watch(worker, slot, workerEnd)
     state.startedAt = Date.now()
     this.slots.set(slot, state)

@@ -13,11 +13,11 @@ export declare class Balancer {
   /**
    * Binds the listening socket now (so listen errors are synchronous), or
    * adopts the one in `listen.adopt`, and starts the accept loop with
-   * `config` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
+   * `config` (from `resolveOptions`). `on_event` receives `ListenerEvent`s.
    * With `rendezvous` (the user forks the workers), workers take their
    * channels there; the accept loop keeps its own reference to it.
    */
-  constructor(listen: ListenSpec, config: ListenConfig, onEvent: (arg: BalancerEvent) => void, rendezvous?: RendezvousSocket | undefined | null)
+  constructor(listen: ListenSpec, config: ListenConfig, onEvent: (arg: ListenerEvent) => void, rendezvous?: RendezvousSocket | undefined | null)
   address(): AddressInfo
   /**
    * Creates the channel of a worker about to be forked into `slot`; returns
@@ -157,11 +157,22 @@ export declare class ReuseportGroup {
    */
   releaseSeat(seat: number): void
   /**
-   * `stats()` of a kernel-steered primary: per slot, what its workers
-   * accepted and relieved (from the shared counters) and its queue and
-   * drops (from the kernel), the host's listen counters; the accept loop's
-   * counters are 0 (the primary sees no connection), and so are each
-   * slot's `pid`, `state` and `respawns`, which JavaScript knows.
+   * Worker `pid` was forked into `slot`: the slot is live under it (the
+   * primary sees no connection, so it does not wait for the worker's
+   * hello), and after the slot's first worker it is a respawn.
+   */
+  workerForked(slot: number, pid: number): void
+  /**
+   * Worker `pid` of `slot` exited: the slot is down, unless another
+   * worker has been forked into it since (a reload, a quick respawn).
+   */
+  workerExited(slot: number, pid: number): void
+  /**
+   * `stats()` of a kernel-steered primary: per slot, its worker (as
+   * JavaScript forked them), what its workers accepted and relieved (from
+   * the shared counters) and its queue and drops (from the kernel), the
+   * host's listen counters; the accept loop's counters are 0 (the primary
+   * sees no connection).
    */
   stats(): StatsObject
   /**
@@ -289,18 +300,6 @@ export interface AddressInfo {
   port: number
 }
 
-/** An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`. */
-export interface BalancerEvent {
-  kind: string
-  slot?: number
-  pid?: number
-  requeued?: number
-  reason?: string
-  code?: string
-  message?: string
-  fatal?: boolean
-}
-
 /**
  * Takes ownership of the channel fd the primary placed in this worker: checks
  * that it is one, and makes it close-on-exec so this worker's own children
@@ -356,6 +355,12 @@ export interface Connection {
 /** Connects to the offer at `name`; `null` when no process listens there. */
 export declare function connectTakeover(name: string): TakeoverClient | null
 
+/**
+ * Every `ERR_STICKY_*` code, with the name JavaScript writes it by
+ * (`codes.INVALID_OPTION`); what each means is README's "Errors" table.
+ */
+export declare function errorCodes(): Array<NamedErrorCode>
+
 /** One descriptor systemd passed. */
 export interface InheritedSocket {
   fd: number
@@ -367,6 +372,28 @@ export interface InheritedSocket {
   family?: string
   port?: number
 }
+
+/**
+ * An event of a listener (lib/listeners.js), the one shape every way of
+ * listening gives lib/primary.js: the fields `kind` names are set.
+ */
+export interface ListenerEvent {
+  kind: ListenerEventKind
+  slot?: number
+  pid?: number
+  requeued?: number
+  reason?: string
+  code?: string
+  message?: string
+  fatal?: boolean
+}
+
+/**
+ * What an event of a listener is about: the one list of them, for every way
+ * of listening (the accept loop here; kernel steering and the portable path
+ * in JavaScript, which take it from the generated contract).
+ */
+export type ListenerEventKind = 'slot-ready' | 'slot-closed' | 'drained' | 'error'
 
 /**
  * Options of `sticky.listen(server, port, options)`: every one optional,
@@ -598,6 +625,18 @@ export interface ListenSpec {
 /** Where new engine.io sessions (requests without `sid`) go in `'sid'` routing. */
 export type LoadBalancingMethod = 'least-connection' | 'round-robin' | 'random'
 
+/** One error code, and its name in `codes` (`lib/errors.js`). */
+export interface NamedErrorCode {
+  name: string
+  code: string
+}
+
+/**
+ * With workers the user forks, how long (ms) none must exist before
+ * connections are refused (`NO_WORKER_GRACE`): the portable path waits as long.
+ */
+export declare function noWorkerGraceMs(): number
+
 /** One option's rule and default, as `optionRules()` reports it. */
 export interface OptionRule {
   /** The option's name in the options object. */
@@ -755,15 +794,24 @@ export interface SetupMasterDefaults {
 export declare function sidTagSeparator(): string
 
 export interface SlotStatsObject {
+  /** The slot's index. */
   slot: number
+  /** Process id of the slot's worker (0 while it has none). */
   pid: number
-  /** `'live'` or `'down'`. */
-  state: string
+  /** The slot's state: 1 while it has a live worker ('live' in stats()), 0 while it is down ('down'). */
+  state: 'live' | 'down'
+  /** Workers started into the slot after its first (respawns and reloads). */
   respawns: number
   /** Connections handed to the slot's workers. */
   dispatched: number
   /** Connections the slot's workers took (read from their channel), as the primary last looked. */
   taken: number
+  /**
+   * r" @deprecated The old name of a renamed field, with its value
+   * r" (`statsFields()` names the field in its `aliasOf`); kept for one
+   * r" minor version.
+   */
+  acknowledged: number
   /** Connections this slot's worker never took (it died or left), sent to another slot. */
   redispatched: number
   /** New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot. */
@@ -784,12 +832,6 @@ export interface SlotStatsObject {
   relieved: number
   /** Kernel steering: connections the relief threads hold for their worker's JavaScript now. */
   held: number
-  /**
-   * @deprecated The old name of a renamed field, with its value
-   * (`statsFields()` names the field in its `aliasOf`); kept for one
-   * minor version.
-   */
-  acknowledged: number
 }
 
 /**
@@ -801,12 +843,22 @@ export interface StatsField {
   scope: string
   /** The property name in `stats()` (camelCase). */
   name: string
+  /**
+   * The same in snake_case, as Prometheus names metrics: the name the
+   * field has in Rust.
+   */
+  snakeName: string
   /** `'counter'` (only grows) or `'gauge'` (a level now). */
   kind: string
   /** What it counts, one sentence. */
   help: string
   /** Counted in the total `dropped`. */
   dropped: boolean
+  /**
+   * A gauge whose values have names (a slot's `state`): `stats()` shows
+   * the name at the value's index, a metric the index.
+   */
+  values?: Array<string>
   /**
    * Set on a renamed field's old name, kept for one minor version: the
    * field it names now (same value). Absent on every other field.
@@ -815,8 +867,8 @@ export interface StatsField {
 }
 
 /**
- * Every numeric field of `stats()` and of each slot (`slot`, the slot's
- * index, aside), with its kind and meaning; a renamed field's old name right
+ * Every field of `stats()` and of each slot (`slot`, the slot's index,
+ * aside), with its kind and meaning; a renamed field's old name right
  * after the field (with `aliasOf`).
  */
 export declare function statsFields(): Array<StatsField>
@@ -865,17 +917,19 @@ export interface StatsObject {
  */
 export declare function systemdSockets(listenFds?: string | undefined | null, listenPid?: string | undefined | null, listenFdnames?: string | undefined | null): Array<InheritedSocket> | null
 
-/**
- * An event of a running offer: `kind` is `'refused'` (`pid`, `uid`),
- * `'busy'`, `'offered'`, `'abandoned'` (`message`), `'released'` (`pid`
- * of the new primary) or `'failed'` (`message`).
- */
+/** An event of a running offer: the fields its `kind` names are set. */
 export interface TakeoverEvent {
-  kind: string
+  kind: TakeoverEventKind
   pid?: number
   uid?: number
   message?: string
 }
+
+/**
+ * What an event of a running offer is about (lib/takeover.js
+ * `takeoverEventKinds`, from the generated contract).
+ */
+export type TakeoverEventKind = 'refused' | 'busy' | 'offered' | 'abandoned' | 'released' | 'failed'
 
 /** How a primary listens: the accept loop's one socket, or a kernel-steered group. */
 export type TakeoverMode = 'accept-loop' | 'kernel'

@@ -1,7 +1,8 @@
 // Type definitions for sticky-session-rs. The options' types and their
 // documentation (with each default) are generated from the Rust that checks
-// them (binding.d.ts, from src/binding/options.rs) and reused here; the API
-// shapes are written by hand.
+// them (binding.d.ts, from src/binding/options.rs) and reused here, and so
+// are the stats' (from src/core/stats.rs); the API shapes are written by
+// hand.
 
 import type { Server } from 'net'
 import type * as native from './binding'
@@ -61,80 +62,23 @@ declare namespace sticky {
     env?: NodeJS.ProcessEnv
   }
 
-  /** Counters of one slot. */
-  export interface SlotStats {
-    slot: number
-    /** Pid of the slot's current worker, `0` while it has none. */
-    pid: number
-    /** `'live'`: the worker takes connections; `'down'`: its clients go to their next choice. */
-    state: 'live' | 'down'
-    /** Workers started in this slot after the first. */
-    respawns: number
-    /** Connections sent to this slot (including re-dispatched ones). */
-    dispatched: number
-    /** Connections the slot's workers took (read from their channel), as the primary last looked (every 10 ms while some are on their way). */
-    taken: number
-    /** @deprecated The old name of `taken` (the same value), removed in 0.2.0. */
-    acknowledged: number
-    /** Connections this slot's worker never took, sent to another slot when its channel closed. */
-    redispatched: number
-    /** New connections reset because the descriptor budget was used up while this slot was over `maxPendingPerSlot`. */
-    droppedQueueFull: number
-    /** Connections waiting for the slot's channel, or handed off and not yet seen taken by its worker. */
-    pending: number
-    /** Engine.io sessions this slot owns (`'sid'` routing). */
-    sessions: number
-    /** Kernel steering: connections the slot's workers took off its socket (counted by the workers in memory shared with the primary). */
-    accepted: number
-    /** Kernel steering: connections waiting in the slot's accept queue now, as the kernel reports it. */
-    queued: number
-    /** Kernel steering: the most connections the slot's accept queue holds (`backlog`, capped by `net.core.somaxconn`). */
-    queueLimit: number
-    /** Kernel steering: connection requests and handshakes the kernel dropped at the slot's socket, its queue being full. */
-    listenDrops: number
-    /** Kernel steering: connections the workers' relief threads took off the slot's queue while their JavaScript was busy. */
-    relieved: number
-    /** Kernel steering: connections the relief threads hold for their worker's JavaScript now. */
-    held: number
-  }
+  /**
+   * One slot of {@link Stats}: its worker and its counters. Generated, with
+   * each field's meaning, from the one list of stats fields
+   * (src/core/stats.rs), as `statsFields()` reports them (a renamed field's
+   * old name, such as `acknowledged` for `taken`, is marked deprecated).
+   */
+  export type SlotStats = native.SlotStatsObject
 
   /**
    * `stats()` in the primary: the accept loop's counters (with kernel
    * steering, the default for IP routing, they stay 0 and the slots report
    * what the kernel and the workers count), and the host's listen counters.
+   * Generated as {@link SlotStats} is.
    */
-  export interface Stats {
+  export interface Stats extends native.StatsObject {
     /** True in kernel-steered mode, where the primary sees no connection. */
     kernel?: boolean
-    accepted: number
-    /** Failed `accept` calls (EMFILE, ENFILE, ...), each retried after a pause. */
-    acceptErrors: number
-    /** Every connection the primary reset, whatever the reason. */
-    dropped: number
-    droppedNoWorker: number
-    /** Connections waiting for any worker to come up. */
-    parked: number
-    /** Connections whose PROXY header or request head is being read now. */
-    readingHeader: number
-    /** Closed: no complete header within `headerTimeout`. */
-    droppedHeaderTimeout: number
-    /** Closed: invalid PROXY header, header over `maxHeaderBytes`, or missing header with `ignoreMissingHeader: false`. */
-    droppedInvalidHeader: number
-    /** Closed: `'proxy-protocol'` connection from a peer not in `trustedProxies`. */
-    droppedUntrustedProxy: number
-    /** Closed: the oldest connection reading its header, past `maxPendingHeaders` with the descriptor budget used up. */
-    droppedHeaderOverflow: number
-    /** The client closed before its header was complete (not a drop). */
-    closedBeforeHeader: number
-    /** Session reports ignored because `maxSessions` was reached. */
-    sessionsRefused: number
-    /** Processes refused a worker channel (not a worker of this cluster, or no free slot). */
-    rejectedChannels: number
-    /** Host-wide (every listening socket of this network namespace, since boot): handshakes dropped because an accept queue was full (`/proc/net/netstat` `ListenOverflows`). */
-    hostListenOverflows: number
-    /** Host-wide (as `hostListenOverflows`): connection requests and handshakes dropped at a listening socket, overflows included (`ListenDrops`). */
-    hostListenDrops: number
-    slots: SlotStats[]
   }
 
   /**

@@ -9,7 +9,7 @@
 const cluster = require('cluster')
 const { listenOptions, setupMasterDefaults, validateServer } = require('./lib/options')
 const { parseListenArguments } = require('./lib/listen-arguments')
-const { stickyError } = require('./lib/errors')
+const { codes, stickyError } = require('./lib/errors')
 const { isServer } = require('./lib/runtime')
 const { pm2ClusterModeError } = require('./lib/pm2')
 const worker = require('./lib/worker')
@@ -29,7 +29,7 @@ let primary = null
  */
 function startBalancing(server, listen, options) {
   if (primary && !primary.closing) {
-    throw stickyError('ERR_STICKY_ALREADY_LISTENING', 'sticky-session-rs balances one server per primary and listen was already called: call listen() once, in the primary (or close() first)')
+    throw stickyError(codes.ALREADY_LISTENING, 'sticky-session-rs balances one server per primary and listen was already called: call listen() once, in the primary (or close() first)')
   }
   primary = startPrimary(server, listen, options)
   return primary
@@ -121,11 +121,11 @@ function sticky(first, second) {
 function setupMaster(httpServer, options = {}) {
   validateServer(httpServer)
   if (!cluster.isPrimary) {
-    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NOT_PRIMARY', 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
+    throw pm2ClusterModeError() || stickyError(codes.NOT_PRIMARY, 'setupMaster() belongs in the cluster primary; call setupWorker(io) in workers')
   }
   const { maxWorkers, ...rest } = options || {}
   if (rest.takeover) {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.takeover needs workers that sticky-session-rs forks (listen() or sticky()); with setupMaster you fork them yourself')
+    throw stickyError(codes.INVALID_OPTION, 'options.takeover needs workers that sticky-session-rs forks (listen() or sticky()); with setupMaster you fork them yourself')
   }
   // The slots are a capacity for the workers the user forks, who need not
   // wait for one another: accept as soon as any is there.
@@ -171,10 +171,10 @@ function closeQuietly(server) {
 function setupWorker(io) {
   const server = io && io.httpServer
   if (!isServer(server)) {
-    throw stickyError('ERR_STICKY_INVALID_SERVER', 'setupWorker(io) needs a socket.io server attached to an http server: new Server(httpServer)')
+    throw stickyError(codes.INVALID_SERVER, 'setupWorker(io) needs a socket.io server attached to an http server: new Server(httpServer)')
   }
   if (!cluster.isWorker) {
-    throw pm2ClusterModeError() || stickyError('ERR_STICKY_NO_CHANNEL', 'setupWorker(io) runs in a cluster worker (cluster.fork() in the primary that calls setupMaster(httpServer))')
+    throw pm2ClusterModeError() || stickyError(codes.NO_CHANNEL, 'setupWorker(io) runs in a cluster worker (cluster.fork() in the primary that calls setupMaster(httpServer))')
   }
   const channel = rendezvous.channelFromPrimary((error) => server.emit('error', error))
   worker.startWorker(server, { routing: 'sid', channel })
@@ -238,7 +238,7 @@ function close(callback) {
  */
 function reload(callback) {
   if (!primary) {
-    const error = stickyError('ERR_STICKY_NOT_LISTENING', 'reload() needs a primary that is balancing: call listen() first')
+    const error = stickyError(codes.NOT_LISTENING, 'reload() needs a primary that is balancing: call listen() first')
     if (callback) return process.nextTick(callback, error)
     return Promise.reject(error)
   }

@@ -1,13 +1,17 @@
 'use strict'
-// Every code the code base can give an error (thrown, emitted or warned; in
-// lib/, index.js and the Rust under src/) is listed in README's "Errors"
-// table, and the table lists no code that nothing produces.
+// Every error code is written once, in Rust (src/binding/error.rs: those the
+// binding gives and those the JavaScript gives its own errors), and the
+// JavaScript takes them by name (lib/errors.js `codes`). Each is used where
+// errors are thrown, emitted or warned of (lib/, index.js, src/), and
+// README's "Errors" table lists exactly these codes.
 
 const fs = require('fs')
 const path = require('path')
+const { errorCodes } = require('../binding.js')
+const { codes } = require('../lib/errors')
 
 const ROOT = path.join(__dirname, '..')
-const CODE = /ERR_STICKY_[A-Z0-9_]*[A-Z0-9]/g
+const GENERATED = path.join('lib', 'portable', 'contract.js')
 
 function filesUnder(directory, extension) {
   return fs.readdirSync(path.join(ROOT, directory), { withFileTypes: true }).flatMap((entry) => {
@@ -17,25 +21,39 @@ function filesUnder(directory, extension) {
   })
 }
 
-function codesIn(files) {
-  return new Set(files.flatMap((file) => fs.readFileSync(path.join(ROOT, file), 'utf8').match(CODE) || []))
-}
-
-const produced = codesIn(['index.js', ...filesUnder('lib', '.js'), ...filesUnder('src', '.rs')])
-const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
+const read = (file) => fs.readFileSync(path.join(ROOT, file), 'utf8')
+const javascript = ['index.js', ...filesUnder('lib', '.js')].filter((file) => file !== GENERATED)
+const rust = filesUnder('src', '.rs')
+const written = errorCodes()
+const readme = read('README.md')
 const section = /\n## Errors\n([\s\S]*?)\n## /.exec(readme)[1]
 const listed = [...section.matchAll(/^\| `(ERR_STICKY_\w+)` \|/gm)].map((match) => match[1])
 
-test('the code base produces a few dozen codes, found where they are written', () => {
-  expect(produced.size).toBeGreaterThan(30)
-  // Rust's one mapping function, and JavaScript's own.
-  expect(produced.has('ERR_STICKY_NO_LISTENING_SOCKET')).toBe(true)
-  expect(produced.has('ERR_STICKY_RELOAD_TIMEOUT')).toBe(true)
+test('the binding writes a few dozen codes, each once, and lib/errors.js has every one by name', () => {
+  expect(written.length).toBeGreaterThan(30)
+  expect(new Set(written.map(({ code }) => code)).size).toBe(written.length)
+  expect(codes).toEqual(Object.fromEntries(written.map(({ name, code }) => [name, code])))
+  expect(Object.isFrozen(codes)).toBe(true)
 })
 
-test("README's Errors table lists exactly the codes the code base produces, each once", () => {
+test('every code is used where errors are made (codes.NAME in JavaScript, codes::NAME in Rust)', () => {
+  const used = new Set([
+    ...javascript.flatMap((file) => [...read(file).matchAll(/\bcodes\.([A-Z0-9_]+)/g)].map((match) => match[1])),
+    ...rust.flatMap((file) => [...read(file).matchAll(/\bcodes::([A-Z0-9_]+)/g)].map((match) => match[1]).filter((name) => name !== 'ALL')),
+  ])
+  expect(written.map(({ name }) => name).filter((name) => !used.has(name))).toEqual([])
+  // A name used and not written would be undefined at run time.
+  expect([...used].filter((name) => !(name in codes))).toEqual([])
+})
+
+test('no JavaScript writes a code as a string of its own', () => {
+  const literals = javascript.flatMap((file) => (read(file).match(/['"]ERR_STICKY_[A-Z0-9_]*['"]/g) || []).map((literal) => `${file}: ${literal}`))
+  expect(literals).toEqual([])
+})
+
+test("README's Errors table lists exactly the codes written, each once", () => {
   expect(new Set(listed).size).toBe(listed.length)
-  expect([...listed].sort()).toEqual([...produced].sort())
+  expect([...listed].sort()).toEqual(written.map(({ code }) => code).sort())
 })
 
 test('each row says when the error happens and what to do', () => {

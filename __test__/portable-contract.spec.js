@@ -1,6 +1,7 @@
 'use strict'
 // The portable path (lib/portable/) copies what the native binding defines:
-// the option rules and defaults and the stats fields (generated into
+// the option rules and defaults, the stats fields, the no-worker grace, and
+// (for both paths) the error codes and event kinds (generated into
 // lib/portable/contract.js), and the pure Rust it re-implements in
 // JavaScript (the router with its parsers, the rendezvous hash, address
 // parsing, option checks). Here the generated file must be what the binding
@@ -70,8 +71,23 @@ function fuzz(name, compare, rounds = ROUNDS) {
 }
 
 describe('the generated contract (lib/portable/contract.js)', () => {
-  test('is what the binding reports: regenerate it with `npm run generate:contract` after changing options or stats fields in Rust', () => {
+  test('is what the binding reports: regenerate it with `npm run generate:contract` after changing options, stats fields, error codes or event kinds in Rust', () => {
     expect(fs.readFileSync(FILE, 'utf8')).toBe(contractText(binding))
+  })
+
+  test('has every kind JavaScript names: listener events (eventKinds.X) and takeover events (takeoverEventKinds.X)', () => {
+    const contract = require('../lib/portable/contract')
+    const sources = ['index.js', 'lib/primary.js', 'lib/listeners.js', 'lib/takeover.js', ...fs.readdirSync(path.join(ROOT, 'lib', 'portable')).map((name) => `lib/portable/${name}`)]
+    const text = sources.map((file) => fs.readFileSync(path.join(ROOT, file), 'utf8')).join('\n')
+    for (const map of ['eventKinds', 'takeoverEventKinds']) {
+      const named = [...text.matchAll(new RegExp(`\\b${map}\\.(\\w+)`, 'g'))].map((match) => match[1])
+      expect(named.length).toBeGreaterThan(2)
+      expect(named.filter((name) => !(name in contract[map]))).toEqual([])
+    }
+    // None is written as a string of its own (as `kind: '…'`, or a `case '…':`).
+    const kinds = [...Object.values(contract.eventKinds), ...Object.values(contract.takeoverEventKinds)]
+    const written = [...text.matchAll(/(?:kind: |case )'([a-z-]+)'/g)].map((match) => match[1])
+    expect(written.filter((kind) => kinds.includes(kind))).toEqual([])
   })
 
   test('names every option binding.d.ts declares, in the same order', () => {

@@ -13,7 +13,7 @@ const { SessionTable } = require('../lib/portable/sessions')
 const { FUZZ_SEED: SEED, seededRandom } = require('./helpers')
 
 function counters(slots) {
-  return { parked: 0, droppedNoWorker: 0, rejectedChannels: 0, sessionsRefused: 0, slots: Array.from({ length: slots }, () => ({ pid: 0, live: false, channels: 0, dispatched: 0, taken: 0, redispatched: 0, pending: 0 })) }
+  return { parked: 0, droppedNoWorker: 0, rejectedChannels: 0, sessionsRefused: 0, slots: Array.from({ length: slots }, () => ({ pid: 0, state: 0, respawns: 0, dispatched: 0, taken: 0, redispatched: 0, pending: 0 })) }
 }
 
 /** Runs a ledger, checking each action against a model of where every connection is. */
@@ -178,7 +178,7 @@ test('a reload: the new worker takes the slot when it says hello, the old one is
   // The old worker still takes what it was sent before.
   harness.run(harness.ledger.taken(1, [before]))
   expect(harness.where.get(before)).toBe('released')
-  expect(harness.stats.slots[0]).toEqual(expect.objectContaining({ pid: 200, channels: 2, live: true, dispatched: 2, taken: 1, pending: 1 }))
+  expect(harness.stats.slots[0]).toEqual(expect.objectContaining({ pid: 200, respawns: 1, state: 1, dispatched: 2, taken: 1, pending: 1 }))
 })
 
 test('until every worker said hello (or the start-up wait ended), connections wait parked; shutting down with no worker resets them, counted', () => {

@@ -24,7 +24,7 @@
 // or socket object) or a descriptor (`{ fd }`) — throw
 // ERR_STICKY_UNSUPPORTED_LISTEN.
 
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 
 const SUPPORTED =
   'listen(port[, host][, backlog][, callback]), listen([callback]) or ' +
@@ -70,7 +70,7 @@ function describe(value) {
 
 function unsupported(what) {
   return stickyError(
-    'ERR_STICKY_UNSUPPORTED_LISTEN',
+    codes.UNSUPPORTED_LISTEN,
     `sticky-session-rs balances TCP connections on a port, so it cannot listen on ${what}: call ${SUPPORTED}`,
   )
 }
@@ -95,7 +95,7 @@ function parseListenArguments(args) {
   if (options._handle || options.handle) throw unsupported('a handle (a server, socket or { handle } object)')
   const signal = options.signal
   if (signal !== undefined && (signal === null || typeof signal !== 'object' || !('aborted' in signal))) {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', `options.signal must be an AbortSignal, got ${describe(signal)}`)
+    throw stickyError(codes.INVALID_OPTION, `options.signal must be an AbortSignal, got ${describe(signal)}`)
   }
   if (typeof options.fd === 'number' && options.fd >= 0) throw unsupported(`a file descriptor ({ fd: ${options.fd} })`)
 
@@ -104,7 +104,7 @@ function parseListenArguments(args) {
   if (typeof port === 'number' || typeof port === 'string') {
     const checked = validPort(port)
     if (checked === undefined) {
-      throw stickyError('ERR_STICKY_INVALID_PORT', `port must be an integer from 0 to 65535 (0 picks a free port), got ${describe(port)}`)
+      throw stickyError(codes.INVALID_PORT, `port must be an integer from 0 to 65535 (0 picks a free port), got ${describe(port)}`)
     }
     const backlogFromArguments = toNumber(args.length > 1 && args[1]) || toNumber(args.length > 2 && args[2])
     const backlog = options.backlog || backlogFromArguments || undefined
@@ -120,7 +120,7 @@ function parseListenArguments(args) {
   }
   if (options.path && isPipeName(options.path)) throw unsupported(`a path (${JSON.stringify(options.path)}: a Unix socket or pipe)`)
   throw stickyError(
-    'ERR_STICKY_INVALID_PORT',
+    codes.INVALID_PORT,
     'port' in options
       ? `port must be an integer from 0 to 65535 (0 picks a free port), got ${describe(port)}`
       : `listen options must have a port (0 picks a free port): call ${SUPPORTED}`,

@@ -11,14 +11,17 @@
 //   watch(worker, slot, end)  a worker was forked into `slot` with `end` (workerEnd's)
 //   retire(worker)         a reload replaced `worker`: make it drain and exit
 //   listeningFds()         the listening socket(s), for a takeover offer
-//   stats(slots)           `sticky.stats()`
-//   stopAccepting(drainQueue)   then a 'drained' event once nothing accepted
-//                          waits for a worker
+//   stats()                `sticky.stats()`
+//   stopAccepting(drainQueue, { refuseNew })   then a 'drained' event once
+//                          nothing accepted waits for a worker
 //   close()                once every worker has exited (or the shutdown ran
 //                          out of time): releases every descriptor and thread
 //
-// Events (`onEvent`): 'slot-ready' { slot, pid }, 'slot-closed', 'drained',
-// 'error' { code, message, fatal }.
+// Events (`onEvent`): one shape from every listener, the binding's
+// `ListenerEvent` (binding.d.ts): `kind` one of `eventKinds` (written once,
+// in src/binding/primary.rs, and taken from the generated contract) —
+// 'slot-ready' { slot, pid }, 'slot-closed' { slot, reason, requeued },
+// 'drained', 'error' { code, message, fatal }.
 //
 // Where the listening socket(s) come from (a bind, systemd, a takeover) is
 // the caller's business: `spec.adopt` carries sockets to use instead of
@@ -27,6 +30,9 @@
 const debug = require('debug')('sticky-session-rs')
 const { Balancer, ReuseportGroup } = require('./native')
 const { closeDescriptor } = require('./runtime')
+
+/** The kinds of a listener's events, by name: `eventKinds.SlotReady` is 'slot-ready'. */
+const eventKinds = Object.freeze({ ...require('./portable/contract').eventKinds })
 
 /**
  * The native accept loop: one listening socket; the primary accepts each
@@ -121,15 +127,23 @@ class KernelGroupListener {
   }
 
   /**
-   * A kernel-mode worker says it accepts with an internal cluster message
-   * (`cmd: 'NODE_…'`, as cluster's own): the user's 'message' listeners on
-   * the worker never see it. Its seat (`end.seat`) is freed when it exits.
+   * The group counts the slot's worker (its stats: `pid`, `state`,
+   * `respawns`) from its fork to its exit. A kernel-mode worker says it
+   * accepts with an internal cluster message (`cmd: 'NODE_…'`, as
+   * cluster's own): the user's 'message' listeners on the worker never see
+   * it. Its seat (`end.seat`) is freed when it exits.
    */
   watch(worker, slot, end = {}) {
-    if (end.seat !== undefined) worker.once('exit', () => this.group.releaseSeat(end.seat))
+    const { pid } = worker.process
+    // A fork that failed to spawn has no pid: cluster reports its error and exit.
+    if (pid !== undefined) this.group.workerForked(slot, pid)
+    worker.once('exit', () => {
+      if (pid !== undefined) this.group.workerExited(slot, pid)
+      if (end.seat !== undefined) this.group.releaseSeat(end.seat)
+    })
     worker.process.on('internalMessage', (message) => {
       if (!message || message.cmd !== 'NODE_STICKY_SESSION_RS' || !message.ready) return
-      this.onEvent({ kind: 'slot-ready', slot, pid: worker.process.pid })
+      this.onEvent({ kind: eventKinds.SlotReady, slot, pid })
     })
   }
 
@@ -146,16 +160,10 @@ class KernelGroupListener {
    * The primary sees no connection, so the accept loop's counters stay 0;
    * each slot's queue and drops come from the kernel, what its workers
    * accepted and relieved from the counters they share with the group, its
-   * worker from `slots`.
+   * worker from `watch`.
    */
-  stats(slots) {
-    const stats = this.group.stats()
-    for (const slotStats of stats.slots) {
-      const state = slots.get(slotStats.slot)
-      const live = Boolean(state && state.worker && !state.worker.isDead())
-      Object.assign(slotStats, { pid: live ? state.worker.process.pid : 0, state: live ? 'live' : 'down', respawns: state ? state.forks - 1 : 0 })
-    }
-    return { ...stats, kernel: true }
+  stats() {
+    return { ...this.group.stats(), kernel: true }
   }
 
   /**
@@ -173,7 +181,7 @@ class KernelGroupListener {
   stopAccepting(drainQueue, { refuseNew = false } = {}) {
     const closeCopies = () => {
       this.group.close()
-      this.onEvent({ kind: 'drained' })
+      this.onEvent({ kind: eventKinds.Drained })
     }
     if (refuseNew && this.group.refuseNewConnections()) setTimeout(closeCopies, HANDSHAKE_SETTLE_MS)
     else process.nextTick(closeCopies)
@@ -186,4 +194,4 @@ class KernelGroupListener {
   }
 }
 
-module.exports = { AcceptLoopListener, KernelGroupListener }
+module.exports = { AcceptLoopListener, KernelGroupListener, eventKinds }

@@ -2,33 +2,31 @@
 
 // Prometheus metrics over `stats()`, for prom-client's registry. The metric
 // list comes from the stats fields themselves (`statsFields()`, generated from
-// the one list in src/core/stats.rs): a counter `acceptErrors` becomes
+// the one list in src/core/stats.rs, which gives each field's snake_case
+// name too): a counter `acceptErrors` becomes
 // `sticky_session_accept_errors_total`, a slot gauge `pending` becomes
 // `sticky_session_slot_pending{slot="0"}`. prom-client is the application's
 // dependency, not ours: it is passed in, or required only when this runs.
 
 const { statsFields } = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 
 const DEFAULT_PREFIX = 'sticky_session_'
 
-/** `droppedQueueFull` -> `dropped_queue_full`. */
-const snakeCase = (name) => name.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`)
-
 /** Prometheus' name for a stats field: base name, `slot_` for per-slot ones, `_total` for counters. */
 function metricName(prefix, field) {
-  return `${prefix}${field.scope === 'slot' ? 'slot_' : ''}${snakeCase(field.name)}${field.kind === 'counter' ? '_total' : ''}`
+  return `${prefix}${field.scope === 'slot' ? 'slot_' : ''}${field.snakeName}${field.kind === 'counter' ? '_total' : ''}`
 }
 
-/** A stats value as a number: a slot's state is 1 when `'live'`. */
-const numeric = (value) => (typeof value === 'string' ? Number(value === 'live') : value)
+/** A stats value as a number: a field whose values have names (a slot's `state`) by the name's index. */
+const numeric = (field, value) => (field.values ? field.values.indexOf(value) : value)
 
 function loadPromClient() {
   try {
     return require('prom-client')
   } catch (cause) {
     const error = stickyError(
-      'ERR_STICKY_NO_PROM_CLIENT',
+      codes.NO_PROM_CLIENT,
       "registerMetrics() needs prom-client: install it (npm install prom-client) or pass it: registerMetrics({ client: require('prom-client') })",
     )
     error.cause = cause
@@ -43,7 +41,7 @@ function loadPromClient() {
  */
 function registerMetrics(readStats, { client = loadPromClient(), register = client.register, prefix = DEFAULT_PREFIX } = {}) {
   if (!client || typeof client.Counter !== 'function' || typeof client.Gauge !== 'function') {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', "registerMetrics({ client }) takes the prom-client module: { client: require('prom-client') }")
+    throw stickyError(codes.INVALID_OPTION, "registerMetrics({ client }) takes the prom-client module: { client: require('prom-client') }")
   }
   const metrics = {}
   for (const field of statsFields()) {
@@ -61,7 +59,7 @@ function registerMetrics(readStats, { client = loadPromClient(), register = clie
         this.reset()
         const stats = readStats()
         if (!stats) return
-        const record = (labels, value) => (field.kind === 'counter' ? this.inc(labels, numeric(value)) : this.set(labels, numeric(value)))
+        const record = (labels, value) => (field.kind === 'counter' ? this.inc(labels, numeric(field, value)) : this.set(labels, numeric(field, value)))
         if (field.scope === 'primary') record({}, stats[field.name])
         else for (const slot of stats.slots) record({ slot: String(slot.slot) }, slot[field.name])
       },

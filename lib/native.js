@@ -19,6 +19,7 @@
 const cluster = require('cluster')
 const pkg = require('../package.json')
 const { currentPlatform, platformOfTarget } = require('./platform')
+const { codes, stickyError } = require('./errors')
 
 const choice = process.env.STICKY_SESSION_PORTABLE
 let binding = null
@@ -36,7 +37,6 @@ if (binding) {
   module.exports = { ...binding, portable: null }
 } else {
   const { resolveOptions, optionRules, setupMasterDefaults, statsFields, sidTagSeparator } = require('./portable/options')
-  const { stickyError } = require('./errors')
   const portable = choice === '1' ? 'STICKY_SESSION_PORTABLE=1 asks for it' : noBindingError(cause).message
   if (cluster.isPrimary) require('debug')('sticky-session-rs')('portable path (JavaScript, cluster IPC): %s', portable)
   module.exports = {
@@ -49,7 +49,7 @@ if (binding) {
     systemdSockets(listenFds, listenPid) {
       if (listenFds === undefined || listenPid === undefined || Number(listenPid) !== process.pid) return null
       throw stickyError(
-        'ERR_STICKY_SYSTEMD_UNSUPPORTED',
+        codes.SYSTEMD_UNSUPPORTED,
         `systemd passed listening sockets (LISTEN_FDS=${listenFds}) but the portable path cannot use them (${portable}): ` +
           'install the native binding, or start the app without socket activation',
       )
@@ -83,7 +83,7 @@ function noBindingError(cause) {
       'The portable path serves this platform (unset STICKY_SESSION_PORTABLE=0 to let it); ' +
       'the native one needs Linux: see Platforms in the README.'
   const error = new Error(message)
-  error.code = 'ERR_STICKY_NO_BINDING'
+  error.code = codes.NO_BINDING
   error.platformPackage = supported.includes(platform) ? platformPackage : null
   error.cause = cause
   return error

@@ -8,7 +8,7 @@
 
 const os = require('os')
 const { resolveOptions, optionRules, setupMasterDefaults } = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 const { isServer } = require('./runtime')
 
 /**
@@ -21,7 +21,7 @@ function listenOptions(options) {
   const resolved = resolveOptions(options, os.cpus().length)
   const env = options ? options.env : undefined
   if (env !== undefined && !isPlainObject(env)) {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', `options.env must be an object of environment variables, got ${describe(env)}`)
+    throw stickyError(codes.INVALID_OPTION, `options.env must be an object of environment variables, got ${describe(env)}`)
   }
   return { ...resolved, env: env || {} }
 }
@@ -36,7 +36,7 @@ function optionDefault(name) {
 function validateServer(server) {
   if (!isServer(server)) {
     throw stickyError(
-      'ERR_STICKY_INVALID_SERVER',
+      codes.INVALID_SERVER,
       `server must be a net.Server or http.Server (http.createServer(), https.createServer(), net.createServer()), got ${describe(server)}`,
     )
   }

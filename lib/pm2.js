@@ -6,7 +6,7 @@
 // `NODE_APP_INSTANCE` is renamable with `instance_var`, so it is not used).
 
 const fs = require('fs')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 
 /** pm2's exec mode of this process, or null when pm2 did not start it. */
 function pm2ExecMode(env = process.env) {
@@ -22,7 +22,7 @@ function pm2ExecMode(env = process.env) {
 function pm2ClusterModeError(env = process.env) {
   if (pm2ExecMode(env) !== 'cluster_mode') return null
   const error = stickyError(
-    'ERR_STICKY_PM2_CLUSTER_MODE',
+    codes.PM2_CLUSTER_MODE,
     "sticky-session-rs cannot run in pm2's cluster mode: there pm2 is the cluster primary and spreads connections " +
       'over the instances round-robin itself, so no client can be sticky. Start the app in fork mode with one ' +
       "instance (exec_mode: 'fork', instances: 1 in the ecosystem file, or `pm2 start app.js` without -i): " +

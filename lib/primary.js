@@ -16,13 +16,13 @@ const cluster = require('cluster')
 const { EventEmitter } = require('events')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
-const { AcceptLoopListener, KernelGroupListener } = require('./listeners')
+const { AcceptLoopListener, KernelGroupListener, eventKinds } = require('./listeners')
 const { PortableListener } = require('./portable/listener')
 const { portable } = require('./native')
-const { listenError, stickyError } = require('./errors')
+const { codes, listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./runtime')
 const { systemdListener } = require('./systemd')
-const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
+const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets, takeoverEventKinds } = require('./takeover')
 const { pm2WorkerEnvironment } = require('./pm2')
 const { resolveHost } = require('./native')
 const { openSlotPorts, slotPortsUnsupported } = require('./slot-ports')
@@ -198,7 +198,7 @@ class Primary extends EventEmitter {
     try {
       requested = requestSockets(address, this.port)
     } catch (error) {
-      if (error.code !== 'ERR_STICKY_TAKEOVER_FOREIGN') throw error
+      if (error.code !== codes.TAKEOVER_FOREIGN) throw error
       // Another user's process holds the name: it is not this app's primary.
       process.emitWarning(`${error.message}; binding as usual`, { code: error.code, type: 'StickySessionWarning' })
       return { kind: 'bind' }
@@ -212,14 +212,14 @@ class Primary extends EventEmitter {
     try {
       kernel = checkOffer(offer, options).kernel
       const obstacle = kernel && kernelModeObstacle()
-      if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', `${obstacle}: this primary cannot take over the kernel-steered group of primary ${offer.pid}`)
+      if (obstacle) throw stickyError(codes.KERNEL_UNSUPPORTED, `${obstacle}: this primary cannot take over the kernel-steered group of primary ${offer.pid}`)
     } catch (error) {
       client.close()
       throw error
     }
     debug('takeover: primary %d offers %d %s socket(s) (workers %d)', offer.pid, offer.sockets, offer.mode, offer.workers)
     if (options.kernelAsked && !kernel) {
-      process.emitWarning(`primary ${offer.pid}, taken over, uses the accept loop: so does this one (restart without takeover to switch to kernel steering)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+      process.emitWarning(`primary ${offer.pid}, taken over, uses the accept loop: so does this one (restart without takeover to switch to kernel steering)`, { code: codes.KERNEL_UNSUPPORTED, type: 'StickySessionWarning' })
     }
     return { kind: 'takeover', client, offer, kernel, adopt: client.takeSockets() }
   }
@@ -272,7 +272,7 @@ class Primary extends EventEmitter {
     // Kernel steering where it can work; the accept loop is the fallback,
     // worth a warning only when `kernel: true` was asked for.
     const fallBack = (why) => {
-      if (options.kernelAsked) process.emitWarning(`${why}: using the accept loop (leave kernel unset to use it without this warning)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+      if (options.kernelAsked) process.emitWarning(`${why}: using the accept loop (leave kernel unset to use it without this warning)`, { code: codes.KERNEL_UNSUPPORTED, type: 'StickySessionWarning' })
       else debug('kernel steering unavailable (%s): using the accept loop', why)
     }
     // Without the binding (lib/native.js decides), the portable path: sockets over cluster IPC.
@@ -280,7 +280,7 @@ class Primary extends EventEmitter {
       // Slot ports are the native path's: a proxy set up over them (proxyConfig) would find nothing there.
       if (options.slotPorts) return failed(slotPortsUnsupported())
       if (options.kernelAsked) {
-        process.emitWarning(`kernel steering needs the native binding, and ${portable}: routing by the same hash in JavaScript (the portable path)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
+        process.emitWarning(`kernel steering needs the native binding, and ${portable}: routing by the same hash in JavaScript (the portable path)`, { code: codes.KERNEL_UNSUPPORTED, type: 'StickySessionWarning' })
       }
       try {
         return new PortableListener(spec, options, onEvent)
@@ -296,10 +296,10 @@ class Primary extends EventEmitter {
     } else if (kernel) {
       try {
         const obstacle = kernelModeObstacle()
-        if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', obstacle)
+        if (obstacle) throw stickyError(codes.KERNEL_UNSUPPORTED, obstacle)
         return new KernelGroupListener(spec, options, onEvent)
       } catch (error) {
-        if (error.code !== 'ERR_STICKY_KERNEL_UNSUPPORTED' || source.adopt) return failed(error)
+        if (error.code !== codes.KERNEL_UNSUPPORTED || source.adopt) return failed(error)
         fallBack(error.message)
       }
     }
@@ -362,7 +362,7 @@ class Primary extends EventEmitter {
   completeTakeover({ client, offer }) {
     const { options, server } = this
     const ready = new Set()
-    const onReady = (slot, pid) => {
+    const onReady = ({ slot, pid }) => {
       const state = this.slots.get(slot)
       if (!state || state.pid !== pid) return
       ready.add(slot)
@@ -372,7 +372,7 @@ class Primary extends EventEmitter {
       try {
         oldPid = client.release()
       } catch (error) {
-        process.emitWarning(`primary ${offer.pid} did not confirm the takeover (${error.message}); if it still runs, it accepts too until it exits`, { code: 'ERR_STICKY_TAKEOVER_FAILED', type: 'StickySessionWarning' })
+        process.emitWarning(`primary ${offer.pid} did not confirm the takeover (${error.message}); if it still runs, it accepts too until it exits`, { code: codes.TAKEOVER_FAILED, type: 'StickySessionWarning' })
       } finally {
         client.close()
       }
@@ -381,7 +381,7 @@ class Primary extends EventEmitter {
     }
     const timer = setTimeout(() => {
       const error = stickyError(
-        'ERR_STICKY_TAKEOVER_TIMEOUT',
+        codes.TAKEOVER_TIMEOUT,
         `${ready.size} of ${options.workers} workers were ready within startupWait (${options.startupWait} ms): primary ${offer.pid} goes on serving and this primary closes. ` +
           'Find out why the workers do not start (their output above), then start this primary again',
       )
@@ -389,7 +389,7 @@ class Primary extends EventEmitter {
       this.close()
       server.emit('error', error)
     }, options.startupWait)
-    this.on('slot-ready', onReady)
+    this.on(eventKinds.SlotReady, onReady)
     this.takeoverWait = { client, timer, onReady }
   }
 
@@ -399,7 +399,7 @@ class Primary extends EventEmitter {
     const { client, timer, onReady } = this.takeoverWait
     this.takeoverWait = null
     clearTimeout(timer)
-    this.off('slot-ready', onReady)
+    this.off(eventKinds.SlotReady, onReady)
     return client
   }
 
@@ -408,7 +408,7 @@ class Primary extends EventEmitter {
     const { options } = this
     if (this.closing || this.takeoverOffer) return
     const obstacle = takeoverObstacle()
-    if (obstacle) return process.emitWarning(`${obstacle}: takeover is off`, { code: 'ERR_STICKY_TAKEOVER_UNSUPPORTED', type: 'StickySessionWarning' })
+    if (obstacle) return process.emitWarning(`${obstacle}: takeover is off`, { code: codes.TAKEOVER_UNSUPPORTED, type: 'StickySessionWarning' })
     const port = this.server.address().port
     const { listener } = this
     try {
@@ -419,7 +419,7 @@ class Primary extends EventEmitter {
         this.later(TAKEOVER_RETRY_MS, () => this.offerTakeover(attempt + 1))
         return
       }
-      process.emitWarning(`${error.message}; a later primary cannot take over from this one`, { code: 'ERR_STICKY_TAKEOVER_UNAVAILABLE', type: 'StickySessionWarning' })
+      process.emitWarning(`${error.message}; a later primary cannot take over from this one`, { code: codes.TAKEOVER_UNAVAILABLE, type: 'StickySessionWarning' })
       return
     }
     debug('takeover: offering %s under %s', this.where(), takeoverName(this.address, port))
@@ -428,23 +428,23 @@ class Primary extends EventEmitter {
   onTakeoverEvent(event) {
     const warn = (code, message) => process.emitWarning(message, { code, type: 'StickySessionWarning' })
     switch (event.kind) {
-      case 'offered':
+      case takeoverEventKinds.Offered:
         debug('takeover: sent the listening socket(s) to primary %d; accepting until its workers are ready', event.pid)
         break
-      case 'busy':
+      case takeoverEventKinds.Busy:
         debug('takeover: refused process %d: another takeover is under way', event.pid)
         break
-      case 'refused':
-        warn('ERR_STICKY_TAKEOVER_REFUSED', `refused to hand ${this.where()} to process ${event.pid} of uid ${event.uid}: only a process of this user (uid ${process.geteuid()}) may take over`)
+      case takeoverEventKinds.Refused:
+        warn(codes.TAKEOVER_REFUSED, `refused to hand ${this.where()} to process ${event.pid} of uid ${event.uid}: only a process of this user (uid ${process.geteuid()}) may take over`)
         break
-      case 'abandoned':
-        warn('ERR_STICKY_TAKEOVER_ABANDONED', `process ${event.pid} gave up taking over ${this.where()} (${event.message}); this primary goes on serving`)
+      case takeoverEventKinds.Abandoned:
+        warn(codes.TAKEOVER_ABANDONED, `process ${event.pid} gave up taking over ${this.where()} (${event.message}); this primary goes on serving`)
         break
-      case 'failed':
+      case takeoverEventKinds.Failed:
         this.takeoverOffer = null
-        warn('ERR_STICKY_TAKEOVER_UNAVAILABLE', `the takeover offer stopped (${event.message}); a later primary cannot take over from this one`)
+        warn(codes.TAKEOVER_UNAVAILABLE, `the takeover offer stopped (${event.message}); a later primary cannot take over from this one`)
         break
-      case 'released':
+      case takeoverEventKinds.Released:
         if (this.takeoverOffer) this.takeoverOffer.close()
         this.takeoverOffer = null
         announce(`primary ${process.pid} handed ${this.where()} over to primary ${event.pid}; draining, then exiting with code 0`)
@@ -504,10 +504,9 @@ class Primary extends EventEmitter {
       cluster.setupPrimary({ stdio: previousStdio })
       workerEnd.afterFork()
     }
-    const state = this.slots.get(slot) || { quickExits: 0, forks: 0 }
+    const state = this.slots.get(slot) || { quickExits: 0 }
     state.worker = worker
     state.pid = worker.process.pid
-    state.forks++
     listener.watch(worker, slot, workerEnd)
     state.startedAt = Date.now()
     this.slots.set(slot, state)
@@ -542,18 +541,18 @@ class Primary extends EventEmitter {
 
   onListenerEvent(event) {
     switch (event.kind) {
-      case 'slot-ready':
+      case eventKinds.SlotReady:
         debug('slot %d ready (pid %d)', event.slot, event.pid)
-        this.emit('slot-ready', event.slot, event.pid)
+        this.emit(event.kind, event)
         break
-      case 'drained':
+      case eventKinds.Drained:
         debug('accept queue drained; every accepted connection is with a worker')
-        this.emit('drained')
+        this.emit(event.kind, event)
         break
-      case 'slot-closed':
+      case eventKinds.SlotClosed:
         debug('slot %d closed: %s; %d connections re-dispatched', event.slot, event.reason, event.requeued)
         break
-      case 'error': {
+      case eventKinds.Error: {
         const error = stickyError(event.code, event.message, { fatal: event.fatal })
         debug('accept loop error %s: %s', event.code, event.message)
         // A fatal error stopped the accept loop: the user must hear of it, as
@@ -569,7 +568,7 @@ class Primary extends EventEmitter {
   proxyConfig(proxy, settings) {
     if (!this.listener) return null
     if (!this.slotPorts) {
-      throw stickyError('ERR_STICKY_INVALID_OPTION', 'proxyConfig() writes the upstream block over the slot ports: listen with slotPorts (and routing: \'header\' or \'sid\')')
+      throw stickyError(codes.INVALID_OPTION, 'proxyConfig() writes the upstream block over the slot ports: listen with slotPorts (and routing: \'header\' or \'sid\')')
     }
     return this.slotPorts.proxyConfig(proxy, settings)
   }
@@ -581,7 +580,7 @@ class Primary extends EventEmitter {
 
   stats() {
     if (!this.listener) return null
-    const stats = this.listener.stats(this.slots)
+    const stats = this.listener.stats()
     // With user-forked workers the slots are a capacity: list the ones used.
     if (this.options.rendezvous) stats.slots = stats.slots.filter((slot) => slot.pid !== 0 || slot.dispatched > 0)
     return stats
@@ -640,7 +639,7 @@ class Primary extends EventEmitter {
     // queued on its socket before closing it.
     if (this.slotPorts) this.slotPorts.close()
     if (!listener) return then()
-    this.once('drained', then)
+    this.once(eventKinds.Drained, then)
     // Refusing new connections is for a shutdown: sockets handed over (or
     // still the old primary's, taking over) go on serving.
     listener.stopAccepting(!takingOver, { refuseNew: !takingOver && !this.handedOver })
@@ -702,7 +701,7 @@ class Primary extends EventEmitter {
    */
   reload(callback) {
     if (this.options.rendezvous) {
-      const error = stickyError('ERR_STICKY_RELOAD_UNSUPPORTED', 'reload() restarts workers sticky-session-rs forked; with setupMaster you fork them yourself')
+      const error = stickyError(codes.RELOAD_UNSUPPORTED, 'reload() restarts workers sticky-session-rs forked; with setupMaster you fork them yourself')
       if (callback) return process.nextTick(callback, error)
       throw error
     }
@@ -710,32 +709,32 @@ class Primary extends EventEmitter {
     // Closing (close(), a signal, a takeover) ends a reload: the slot being
     // replaced keeps both workers, and close() drains both.
     const interrupted = () =>
-      stickyError('ERR_STICKY_RELOAD_INTERRUPTED', 'the primary started closing (close(), SIGTERM/SIGINT or a takeover) before every worker was replaced; nothing to do')
+      stickyError(codes.RELOAD_INTERRUPTED, 'the primary started closing (close(), SIGTERM/SIGINT or a takeover) before every worker was replaced; nothing to do')
     const replaceSlot = (slot) =>
       new Promise((resolve, reject) => {
         if (this.closing) return reject(interrupted())
         const old = this.slots.get(slot) && this.slots.get(slot).worker
         const settle = (error) => {
           clearTimeout(timer)
-          this.off('slot-ready', onReady)
+          this.off(eventKinds.SlotReady, onReady)
           this.off('closing', onClosing)
           if (error) reject(error)
           else resolve()
         }
-        const timer = setTimeout(() => settle(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms (shutdownTimeout): see its output for why it does not start, or raise shutdownTimeout; the old worker goes on serving`)), this.options.shutdownTimeout)
+        const timer = setTimeout(() => settle(stickyError(codes.RELOAD_TIMEOUT, `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms (shutdownTimeout): see its output for why it does not start, or raise shutdownTimeout; the old worker goes on serving`)), this.options.shutdownTimeout)
         const onClosing = () => settle(interrupted())
         this.fork(slot)
         const fresh = this.slots.get(slot).worker
-        const onReady = (readySlot, pid) => {
+        const onReady = ({ slot: readySlot, pid }) => {
           if (readySlot !== slot || pid !== fresh.process.pid) return
-          this.off('slot-ready', onReady)
+          this.off(eventKinds.SlotReady, onReady)
           clearTimeout(timer)
           // The old worker drains and exits (lib/listeners.js: retire).
           if (!old || old.isDead()) return settle()
           this.listener.retire(old)
           old.once('exit', () => settle())
         }
-        this.on('slot-ready', onReady)
+        this.on(eventKinds.SlotReady, onReady)
         this.on('closing', onClosing)
       })
     this.reloading = (async () => {
@@ -760,7 +759,7 @@ class Primary extends EventEmitter {
     const reload = () => {
       debug('primary got SIGHUP: rolling reload')
       this.reload((error) => {
-        if (error && error.code === 'ERR_STICKY_RELOAD_INTERRUPTED') debug(error.message)
+        if (error && error.code === codes.RELOAD_INTERRUPTED) debug(error.message)
         else if (error) this.server.emit('error', error)
       })
     }
@@ -774,7 +773,7 @@ class Primary extends EventEmitter {
 
 /** Starts balancing `server` where `listen` (lib/listen-arguments.js) says, with `options` (lib/options.js). */
 function startPrimary(server, listen, options) {
-  if (!cluster.isPrimary) throw stickyError('ERR_STICKY_NOT_PRIMARY', 'startPrimary must run in the cluster primary')
+  if (!cluster.isPrimary) throw stickyError(codes.NOT_PRIMARY, 'startPrimary must run in the cluster primary')
   const primary = new Primary(server, listen, options)
   primary.start()
   return primary

@@ -29,7 +29,7 @@
 const cluster = require('cluster')
 const debug = require('debug')('sticky-session-rs')
 const native = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 const portableChannel = require('./portable/channel')
 
 /** A worker started before its primary called setupMaster waits this long for it. */
@@ -127,7 +127,7 @@ function channelFromPrimary(onError) {
 /** A worker's primary did not call setupMaster in time. */
 function noPrimaryError(primary) {
   return stickyError(
-    'ERR_STICKY_NO_CHANNEL',
+    codes.NO_CHANNEL,
     `setupWorker(io): this worker's primary (process ${primary}) did not call setupMaster(httpServer) within ${PRIMARY_WAIT_MS} ms: ` +
       'call setupMaster(httpServer) in the cluster primary (before or after cluster.fork()), then httpServer.listen()',
   )

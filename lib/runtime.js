@@ -19,7 +19,7 @@ const http = require('http')
 const https = require('https')
 const net = require('net')
 const tls = require('tls')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 
 const isBun = typeof process.versions.bun === 'string'
 const isDeno = typeof process.versions.deno === 'string'
@@ -250,7 +250,7 @@ function acceptOnInheritedSocket(server, fd, privateAddress, onListening, { back
   const error = handle.open(fd)
   if (error) {
     throw stickyError(
-      'ERR_STICKY_NO_LISTENING_SOCKET',
+      codes.NO_LISTENING_SOCKET,
       `cannot accept on this worker's listening socket (fd ${fd}): libuv error ${error}; kernel-mode workers are forked by sticky.listen(server, port, { kernel: true }) in the primary`,
     )
   }
@@ -357,7 +357,7 @@ function tlsWrapper(server) {
   const options = bunInternal(server, 'options')
   if (!options || !(options.key || options.pfx)) {
     throw stickyError(
-      'ERR_STICKY_INVALID_SERVER',
+      codes.INVALID_SERVER,
       'sticky-session-rs cannot read the key of this https.Server under Bun: create it with https.createServer({ key, cert }, handler)',
     )
   }

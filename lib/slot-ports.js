@@ -26,7 +26,7 @@
 
 const net = require('net')
 const { SlotPortGroup, claimListeningFd, sidTagSeparator, portable } = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 const { isBun, tcpWrap } = require('./runtime')
 
 /** The environment variable naming a worker's slot-port descriptor. */
@@ -46,7 +46,7 @@ const DEFAULT_UPSTREAM_NAME = 'sticky_session_rs'
 function openSlotPorts(options) {
   if (!options.slotPorts) return null
   if (options.rendezvous) {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', 'options.slotPorts needs workers that sticky-session-rs forks: use sticky.listen(), not setupMaster()')
+    throw stickyError(codes.INVALID_OPTION, 'options.slotPorts needs workers that sticky-session-rs forks: use sticky.listen(), not setupMaster()')
   }
   return new SlotPorts(new SlotPortGroup(options.config), options)
 }
@@ -59,7 +59,7 @@ function openSlotPorts(options) {
  */
 function slotPortsUnsupported() {
   return stickyError(
-    'ERR_STICKY_SLOT_PORTS_UNSUPPORTED',
+    codes.SLOT_PORTS_UNSUPPORTED,
     `options.slotPorts needs the native binding (Linux), and ${portable}: install the native binding, ` +
       'or leave slotPorts off and point the proxy at the one public port',
   )
@@ -116,13 +116,13 @@ const nginxHeaderVariable = (header) => `$http_${header.toLowerCase().replace(/-
  */
 function proxyConfig(proxy, { routing, slots, name = DEFAULT_UPSTREAM_NAME, key = 'address' }) {
   if (proxy !== 'haproxy' && proxy !== 'nginx') {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', `proxyConfig(proxy): proxy must be 'haproxy' or 'nginx', got ${JSON.stringify(proxy)}`)
+    throw stickyError(codes.INVALID_OPTION, `proxyConfig(proxy): proxy must be 'haproxy' or 'nginx', got ${JSON.stringify(proxy)}`)
   }
   if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(name)) {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', `proxyConfig(proxy, { name }): name must be letters, digits, '_', '.' or '-', got ${JSON.stringify(name)}`)
+    throw stickyError(codes.INVALID_OPTION, `proxyConfig(proxy, { name }): name must be letters, digits, '_', '.' or '-', got ${JSON.stringify(name)}`)
   }
   if (typeof key !== 'string' || (key !== 'address' && !/^[A-Za-z0-9-]+$/.test(key))) {
-    throw stickyError('ERR_STICKY_INVALID_OPTION', `proxyConfig(proxy, { key }): key must be 'address' or a header name such as 'x-forwarded-for', got ${JSON.stringify(key)}`)
+    throw stickyError(codes.INVALID_OPTION, `proxyConfig(proxy, { key }): key must be 'address' or a header name such as 'x-forwarded-for', got ${JSON.stringify(key)}`)
   }
   const servers = slots.map((address, slot) => ({ slot, server: `slot${slot}`, at: hostPort(address) }))
   const head = `sticky-session-rs: ${slots.length} slot ports, routing '${routing}'`
@@ -196,11 +196,11 @@ function acceptOnSlotPort(fd, { allowHalfOpen, paused }, adoptSocket, onError) {
   }
   const { binding, error: unavailable } = tcpWrap()
   if (unavailable) {
-    throw stickyError('ERR_STICKY_NO_LISTENING_SOCKET', `slot ports need process.binding('tcp_wrap') in each worker, and it failed (${unavailable.code || unavailable.message}); leave slotPorts off`)
+    throw stickyError(codes.NO_LISTENING_SOCKET, `slot ports need process.binding('tcp_wrap') in each worker, and it failed (${unavailable.code || unavailable.message}); leave slotPorts off`)
   }
   const handle = new binding.TCP(binding.constants.SERVER)
   const opened = handle.open(fd)
-  if (opened) throw stickyError('ERR_STICKY_NO_LISTENING_SOCKET', `cannot accept on this worker's slot port (fd ${fd}): libuv error ${opened}`)
+  if (opened) throw stickyError(codes.NO_LISTENING_SOCKET, `cannot accept on this worker's slot port (fd ${fd}): libuv error ${opened}`)
   handle.onconnection = (status, clientHandle) => {
     if (status < 0 || !clientHandle) return
     adoptSocket(new net.Socket({ handle: clientHandle, allowHalfOpen, pauseOnCreate: paused, readable: true, writable: true }))
@@ -208,7 +208,7 @@ function acceptOnSlotPort(fd, { allowHalfOpen, paused }, adoptSocket, onError) {
   const listened = handle.listen(511)
   if (listened) {
     handle.close()
-    throw stickyError('ERR_STICKY_NO_LISTENING_SOCKET', `cannot accept on this worker's slot port (fd ${fd}): libuv error ${listened}`)
+    throw stickyError(codes.NO_LISTENING_SOCKET, `cannot accept on this worker's slot port (fd ${fd}): libuv error ${listened}`)
   }
   let stopped = false
   return () => {

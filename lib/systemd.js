@@ -7,7 +7,7 @@
 // so clients queue instead of being refused.
 
 const { systemdSockets } = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 
 const VARIABLES = ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']
 
@@ -30,7 +30,7 @@ function systemdListener(port) {
   if (chosen) return chosen
   const passed = sockets.map((socket) => `fd ${socket.fd}${socket.name ? ` (${socket.name})` : ''}: ${socket.listeningTcp ? `TCP port ${socket.port}` : 'not a listening TCP socket'}`)
   throw stickyError(
-    'ERR_STICKY_SYSTEMD_NO_SOCKET',
+    codes.SYSTEMD_NO_SOCKET,
     `systemd passed ${sockets.length} socket(s) [${passed.join('; ')}] but none listens on port ${port}: ` +
       `listen on the port of the .socket unit's ListenStream= (or on port 0, which takes the first one), or add ListenStream=${port} to the unit`,
   )

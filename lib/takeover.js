@@ -14,7 +14,10 @@
 // process of another user gets nothing.
 
 const native = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
+
+/** The kinds of an offer's events (written once, in src/binding/takeover.rs): `takeoverEventKinds.Released` is 'released'. */
+const takeoverEventKinds = Object.freeze({ ...require('./portable/contract').takeoverEventKinds })
 
 /** The abstract socket name a primary on `address`:`port` offers its sockets under. */
 function takeoverName(address, port) {
@@ -57,7 +60,7 @@ function checkOffer(offer, options) {
   if (offer.mode !== 'kernel') return { kernel: false }
   const mismatch = (what) =>
     stickyError(
-      'ERR_STICKY_TAKEOVER_MISMATCH',
+      codes.TAKEOVER_MISMATCH,
       `primary ${offer.pid} steers connections in the kernel (kernel: true, workers: ${offer.workers}, its seed); ${what}. ` +
         `Its group of ${offer.sockets} sockets moves whole: start this primary with the same kernel, workers and seed options, ` +
         'or stop the old primary first (clients are refused meanwhile)',
@@ -78,4 +81,4 @@ function offerSockets(address, port, mode, config, fds, onEvent) {
   return new native.TakeoverOffer(takeoverName(address, port), mode, config, fds, onEvent)
 }
 
-module.exports = { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets }
+module.exports = { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets, takeoverEventKinds }

@@ -10,7 +10,7 @@ const path = require('path')
 const tls = require('tls')
 const debug = require('debug')('sticky-session-rs')
 const { claimChannel, claimListeningFd } = require('./native')
-const { stickyError } = require('./errors')
+const { codes, stickyError } = require('./errors')
 const { optionDefault } = require('./options')
 const { acceptOnInheritedSocket, adoptingServer, closeDescriptor, socketFromFd, startReceiving } = require('./runtime')
 const { ipcChannel } = require('./portable/channel')
@@ -40,7 +40,7 @@ function takeChannel() {
   const channel = claimFromEnvironment()
   if (!channel) {
     throw pm2ClusterModeError() || stickyError(
-      'ERR_STICKY_NO_CHANNEL',
+      codes.NO_CHANNEL,
       'this worker has no sticky-session-rs channel: workers must be forked by sticky.listen() in the primary ' +
         '(do not call cluster.fork() yourself for this server)',
     )

@@ -3,11 +3,16 @@
 
 // Writes lib/portable/contract.js from the native binding: the facts the
 // portable path (no binding: macOS, Windows, STICKY_SESSION_PORTABLE=1)
-// needs and must not restate by hand — every option's rule and default, and
+// needs and must not restate by hand — every option's rule and default and
 // setupMaster's defaults (src/binding/options.rs), the stats fields
-// (src/core/stats.rs) and the separator of a sid's slot tag
-// (src/core/sessions.rs).
-// Run it after changing either (`npm run generate:contract`, after
+// (src/core/stats.rs), the separator of a sid's slot tag
+// (src/core/sessions.rs), how long no worker may exist before connections
+// are refused (src/primary/rendezvous.rs) — and the facts JavaScript takes
+// from here on both paths: every error code (src/binding/error.rs;
+// lib/errors.js `codes`) and the kinds of a listener's events
+// (src/binding/primary.rs; lib/listeners.js `eventKinds`) and of a takeover
+// offer's (src/binding/takeover.rs; lib/takeover.js).
+// Run it after changing any of them (`npm run generate:contract`, after
 // `npm run build`); __test__/portable-contract.spec.js fails while the
 // committed file differs from what the binding reports.
 //
@@ -34,6 +39,10 @@ function contractOf(binding) {
     setupMasterDefaults: binding.setupMasterDefaults(),
     statsFields: binding.statsFields(),
     sidTagSeparator: binding.sidTagSeparator(),
+    noWorkerGraceMs: binding.noWorkerGraceMs(),
+    errorCodes: Object.fromEntries(binding.errorCodes().map(({ name, code }) => [name, code])),
+    eventKinds: { ...binding.ListenerEventKind },
+    takeoverEventKinds: { ...binding.TakeoverEventKind },
   }
 }
 

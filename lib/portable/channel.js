@@ -30,6 +30,7 @@
 // a new worker took this worker's slot.
 
 const cluster = require('cluster')
+const { codes } = require('../errors')
 
 /** The `cmd` of every message: a `NODE_` prefix makes it internal (the one kernel mode's readiness uses too). */
 const MESSAGE_CMD = 'NODE_STICKY_SESSION_RS'
@@ -61,7 +62,7 @@ class IpcChannel {
   start(receive) {
     if (this.receive || this.closed) {
       const error = new Error('the channel was already started or closed: start() it once')
-      error.code = 'ERR_STICKY_CHANNEL_STATE'
+      error.code = codes.CHANNEL_STATE
       throw error
     }
     this.receive = receive

@@ -183,6 +183,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "dropped",
+      "snakeName": "dropped",
       "kind": "counter",
       "help": "Connections the primary reset, whatever the reason (the sum of the dropped_* counters).",
       "dropped": false
@@ -190,6 +191,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "accepted",
+      "snakeName": "accepted",
       "kind": "counter",
       "help": "Connections accepted from the listening socket.",
       "dropped": false
@@ -197,6 +199,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "acceptErrors",
+      "snakeName": "accept_errors",
       "kind": "counter",
       "help": "Failed accept calls (EMFILE, ENFILE, ...), each retried after a pause.",
       "dropped": false
@@ -204,6 +207,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "droppedNoWorker",
+      "snakeName": "dropped_no_worker",
       "kind": "counter",
       "help": "New connections reset because no worker was alive, more than maxParked were parked and the primary's descriptor budget was used up.",
       "dropped": true
@@ -211,6 +215,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "parked",
+      "snakeName": "parked",
       "kind": "gauge",
       "help": "Connections waiting for any worker to come up.",
       "dropped": false
@@ -218,6 +223,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "readingHeader",
+      "snakeName": "reading_header",
       "kind": "gauge",
       "help": "Connections whose routing key (PROXY header, request head) is being read.",
       "dropped": false
@@ -225,6 +231,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "droppedHeaderTimeout",
+      "snakeName": "dropped_header_timeout",
       "kind": "counter",
       "help": "Connections closed because their header did not arrive within headerTimeout.",
       "dropped": true
@@ -232,6 +239,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "droppedInvalidHeader",
+      "snakeName": "dropped_invalid_header",
       "kind": "counter",
       "help": "Connections closed for an invalid PROXY header, a header over maxHeaderBytes, or a missing forwarding header with ignoreMissingHeader false.",
       "dropped": true
@@ -239,6 +247,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "droppedUntrustedProxy",
+      "snakeName": "dropped_untrusted_proxy",
       "kind": "counter",
       "help": "Connections closed in proxy-protocol routing because the peer is not in trustedProxies.",
       "dropped": true
@@ -246,6 +255,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "droppedHeaderOverflow",
+      "snakeName": "dropped_header_overflow",
       "kind": "counter",
       "help": "Connections still reading their header closed, oldest first, to make room when more than maxPendingHeaders were reading and the primary's descriptor budget was used up.",
       "dropped": true
@@ -253,6 +263,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "closedBeforeHeader",
+      "snakeName": "closed_before_header",
       "kind": "counter",
       "help": "Connections the client closed before sending its header (not a drop: nobody was waiting).",
       "dropped": false
@@ -260,6 +271,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "sessionsRefused",
+      "snakeName": "sessions_refused",
       "kind": "counter",
       "help": "Session reports refused because the session table was full (maxSessions).",
       "dropped": false
@@ -267,6 +279,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "rejectedChannels",
+      "snakeName": "rejected_channels",
       "kind": "counter",
       "help": "Processes refused a worker channel: not a worker of this cluster, or no free slot.",
       "dropped": false
@@ -274,6 +287,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "hostListenOverflows",
+      "snakeName": "host_listen_overflows",
       "kind": "counter",
       "help": "Host-wide, every listening socket of this network namespace (not only this app's), since boot: handshakes dropped because an accept queue was full (/proc/net/netstat TcpExt ListenOverflows).",
       "dropped": false
@@ -281,6 +295,7 @@ module.exports = {
     {
       "scope": "primary",
       "name": "hostListenDrops",
+      "snakeName": "host_listen_drops",
       "kind": "counter",
       "help": "Host-wide, every listening socket of this network namespace (not only this app's), since boot: connection requests and handshakes dropped at a listening socket, overflows included (TcpExt ListenDrops).",
       "dropped": false
@@ -288,6 +303,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "pid",
+      "snakeName": "pid",
       "kind": "gauge",
       "help": "Process id of the slot's worker (0 while it has none).",
       "dropped": false
@@ -295,13 +311,19 @@ module.exports = {
     {
       "scope": "slot",
       "name": "state",
+      "snakeName": "state",
       "kind": "gauge",
       "help": "The slot's state: 1 while it has a live worker ('live' in stats()), 0 while it is down ('down').",
-      "dropped": false
+      "dropped": false,
+      "values": [
+        "down",
+        "live"
+      ]
     },
     {
       "scope": "slot",
       "name": "respawns",
+      "snakeName": "respawns",
       "kind": "counter",
       "help": "Workers started into the slot after its first (respawns and reloads).",
       "dropped": false
@@ -309,6 +331,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "dispatched",
+      "snakeName": "dispatched",
       "kind": "counter",
       "help": "Connections handed to the slot's workers.",
       "dropped": false
@@ -316,6 +339,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "taken",
+      "snakeName": "taken",
       "kind": "counter",
       "help": "Connections the slot's workers took (read from their channel), as the primary last looked.",
       "dropped": false
@@ -323,6 +347,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "acknowledged",
+      "snakeName": "acknowledged",
       "kind": "counter",
       "help": "Deprecated, removed in 0.2.0: `taken` under its old name (the same value).",
       "dropped": false,
@@ -331,6 +356,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "redispatched",
+      "snakeName": "redispatched",
       "kind": "counter",
       "help": "Connections this slot's worker never took (it died or left), sent to another slot.",
       "dropped": false
@@ -338,6 +364,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "droppedQueueFull",
+      "snakeName": "dropped_queue_full",
       "kind": "counter",
       "help": "New connections reset because the primary's descriptor budget was used up while this slot was over maxPendingPerSlot.",
       "dropped": true
@@ -345,6 +372,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "pending",
+      "snakeName": "pending",
       "kind": "gauge",
       "help": "Connections waiting for the slot's channel, or handed off and not yet seen taken by its worker.",
       "dropped": false
@@ -352,6 +380,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "sessions",
+      "snakeName": "sessions",
       "kind": "gauge",
       "help": "Engine.io sessions this slot owns (sid routing).",
       "dropped": false
@@ -359,6 +388,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "accepted",
+      "snakeName": "accepted",
       "kind": "counter",
       "help": "Kernel steering: connections the slot's workers took off its socket (counted by the workers in memory shared with the primary).",
       "dropped": false
@@ -366,6 +396,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "queued",
+      "snakeName": "queued",
       "kind": "gauge",
       "help": "Kernel steering: connections waiting in the slot's accept queue now, as the kernel reports it.",
       "dropped": false
@@ -373,6 +404,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "queueLimit",
+      "snakeName": "queue_limit",
       "kind": "gauge",
       "help": "Kernel steering: the most connections the slot's accept queue holds (backlog, capped by net.core.somaxconn).",
       "dropped": false
@@ -380,6 +412,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "listenDrops",
+      "snakeName": "listen_drops",
       "kind": "counter",
       "help": "Kernel steering: connection requests and handshakes the kernel dropped at the slot's socket, its queue being full (their clients send them again after 1 s, 3 s, 7 s).",
       "dropped": false
@@ -387,6 +420,7 @@ module.exports = {
     {
       "scope": "slot",
       "name": "relieved",
+      "snakeName": "relieved",
       "kind": "counter",
       "help": "Kernel steering: connections the slot's workers' relief threads took off its queue, the queue being over a quarter full while their JavaScript was busy.",
       "dropped": false
@@ -394,10 +428,70 @@ module.exports = {
     {
       "scope": "slot",
       "name": "held",
+      "snakeName": "held",
       "kind": "gauge",
       "help": "Kernel steering: connections the relief threads hold for their worker's JavaScript now.",
       "dropped": false
     }
   ],
-  "sidTagSeparator": "~"
+  "sidTagSeparator": "~",
+  "noWorkerGraceMs": 200,
+  "errorCodes": {
+    "INVALID_OPTION": "ERR_STICKY_INVALID_OPTION",
+    "INVALID_PORT": "ERR_STICKY_INVALID_PORT",
+    "INVALID_SERVER": "ERR_STICKY_INVALID_SERVER",
+    "UNSUPPORTED_LISTEN": "ERR_STICKY_UNSUPPORTED_LISTEN",
+    "ALREADY_LISTENING": "ERR_STICKY_ALREADY_LISTENING",
+    "NOT_PRIMARY": "ERR_STICKY_NOT_PRIMARY",
+    "NOT_LISTENING": "ERR_STICKY_NOT_LISTENING",
+    "PM2_CLUSTER_MODE": "ERR_STICKY_PM2_CLUSTER_MODE",
+    "NO_BINDING": "ERR_STICKY_NO_BINDING",
+    "NO_PROM_CLIENT": "ERR_STICKY_NO_PROM_CLIENT",
+    "UNSUPPORTED": "ERR_STICKY_UNSUPPORTED",
+    "LISTEN": "ERR_STICKY_LISTEN",
+    "INHERITED_SOCKET": "ERR_STICKY_INHERITED_SOCKET",
+    "KERNEL_UNSUPPORTED": "ERR_STICKY_KERNEL_UNSUPPORTED",
+    "SLOT_PORTS_UNSUPPORTED": "ERR_STICKY_SLOT_PORTS_UNSUPPORTED",
+    "SYSTEMD_ENV": "ERR_STICKY_SYSTEMD_ENV",
+    "SYSTEMD_UNSUPPORTED": "ERR_STICKY_SYSTEMD_UNSUPPORTED",
+    "SYSTEMD_NO_SOCKET": "ERR_STICKY_SYSTEMD_NO_SOCKET",
+    "START": "ERR_STICKY_START",
+    "ACCEPT_LOOP": "ERR_STICKY_ACCEPT_LOOP",
+    "INVALID_SLOT": "ERR_STICKY_INVALID_SLOT",
+    "CHANNEL": "ERR_STICKY_CHANNEL",
+    "CHANNEL_STATE": "ERR_STICKY_CHANNEL_STATE",
+    "NO_CHANNEL": "ERR_STICKY_NO_CHANNEL",
+    "FOREIGN_CHANNEL": "ERR_STICKY_FOREIGN_CHANNEL",
+    "NO_LISTENING_SOCKET": "ERR_STICKY_NO_LISTENING_SOCKET",
+    "OVERLOAD": "ERR_STICKY_OVERLOAD",
+    "PROTOCOL": "ERR_STICKY_PROTOCOL",
+    "RECLAIM": "ERR_STICKY_RECLAIM",
+    "NAPI": "ERR_STICKY_NAPI",
+    "RELOAD_UNSUPPORTED": "ERR_STICKY_RELOAD_UNSUPPORTED",
+    "RELOAD_TIMEOUT": "ERR_STICKY_RELOAD_TIMEOUT",
+    "RELOAD_INTERRUPTED": "ERR_STICKY_RELOAD_INTERRUPTED",
+    "TAKEOVER_UNSUPPORTED": "ERR_STICKY_TAKEOVER_UNSUPPORTED",
+    "TAKEOVER_UNAVAILABLE": "ERR_STICKY_TAKEOVER_UNAVAILABLE",
+    "TAKEOVER_MISMATCH": "ERR_STICKY_TAKEOVER_MISMATCH",
+    "TAKEOVER_TIMEOUT": "ERR_STICKY_TAKEOVER_TIMEOUT",
+    "TAKEOVER_BUSY": "ERR_STICKY_TAKEOVER_BUSY",
+    "TAKEOVER_FAILED": "ERR_STICKY_TAKEOVER_FAILED",
+    "TAKEOVER_FOREIGN": "ERR_STICKY_TAKEOVER_FOREIGN",
+    "TAKEOVER_REFUSED": "ERR_STICKY_TAKEOVER_REFUSED",
+    "TAKEOVER_ABANDONED": "ERR_STICKY_TAKEOVER_ABANDONED"
+  },
+  "eventKinds": {
+    "SlotReady": "slot-ready",
+    "SlotClosed": "slot-closed",
+    "Drained": "drained",
+    "Error": "error"
+  },
+  "takeoverEventKinds": {
+    "Refused": "refused",
+    "Busy": "busy",
+    "Offered": "offered",
+    "Abandoned": "abandoned",
+    "Released": "released",
+    "Failed": "failed"
+  }
 }

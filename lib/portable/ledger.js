@@ -28,9 +28,12 @@
 //
 // Actions: { send: { channel, connection } }, { release: connection },
 // { reset: connection }, { unavailable: connection }, { replace: channel }
-// (tell that worker a new one took its slot), { notify: { kind:
-// 'slot-ready', slot, pid } | { kind: 'slot-closed', slot, requeued, reason }
-// | { kind: 'rejected', channel, pid } }.
+// (tell that worker a new one took its slot), { notify: a listener event
+// (lib/listeners.js: eventKinds.SlotReady { slot, pid }, eventKinds.SlotClosed
+// { slot, requeued, reason }), or { kind: 'rejected', channel, pid } (the
+// listener reports it as an error) }.
+
+const { eventKinds } = require('./contract')
 
 class Ledger {
   /**
@@ -53,6 +56,8 @@ class Ledger {
     this.accepting = false
     /** False while no worker process exists that could ever take a connection (setupMaster, none forked). */
     this.workersExist = true
+    /** Slots a worker was ever started in: the next one is a respawn. */
+    this.started = new Set()
     /** Set by `terminate`: whatever comes after is reset. */
     this.terminated = false
     this.actions = []
@@ -63,7 +68,10 @@ class Ledger {
   /** A worker forked into `slot` (channel `id`); it takes connections once it says hello. */
   open(id, slot, pid) {
     this.channels.set(id, { id, slot, pid, ready: false, taking: true, inFlight: new Map() })
-    this.stats.slots[slot].channels++
+    // After the slot's first worker, a respawn (as SlotStats::worker_started).
+    const slotStats = this.stats.slots[slot]
+    if (this.started.has(slot)) slotStats.respawns++
+    this.started.add(slot)
   }
 
   /**
@@ -96,7 +104,7 @@ class Ledger {
     const slotStats = this.stats.slots[channel.slot]
     slotStats.pid = pid
     this.rebuildLive()
-    this.actions.push({ notify: { kind: 'slot-ready', slot: channel.slot, pid } })
+    this.actions.push({ notify: { kind: eventKinds.SlotReady, slot: channel.slot, pid } })
     this.unpark(now)
     return this.done()
   }
@@ -149,7 +157,7 @@ class Ledger {
       if (this.sessions) this.sessions.forgetSlot(slot)
     }
     this.rebuildLive()
-    if (channel.ready) this.actions.push({ notify: { kind: 'slot-closed', slot, requeued: requeue.length, reason } })
+    if (channel.ready) this.actions.push({ notify: { kind: eventKinds.SlotClosed, slot, requeued: requeue.length, reason } })
     for (const held of requeue) this.dispatch(now, held)
     return this.done()
   }
@@ -259,7 +267,8 @@ class Ledger {
     this.live = []
     this.current.forEach((channel, slot) => {
       const live = Boolean(channel && channel.ready && channel.taking)
-      this.stats.slots[slot].live = live
+      // The stats field `state`: 1 live, 0 down (its names are the field's `values`).
+      this.stats.slots[slot].state = Number(live)
       if (live) this.live.push(slot)
     })
   }

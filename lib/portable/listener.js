@@ -32,24 +32,19 @@ const { Ledger } = require('./ledger')
 const { SessionTable } = require('./sessions')
 const { parsePeer, formatIp } = require('./address')
 const { statsFields } = require('./options')
+const { noWorkerGraceMs, eventKinds } = require('./contract')
+const { codes } = require('../errors')
 const { stopReading, lateBytes, resetSocket, answerUnavailable } = require('../runtime')
 const { hearWorkers, tellWorker, helloToEveryWorker } = require('./channel')
 
 const EMPTY = Buffer.alloc(0)
 /** How often idle engine.io sessions are forgotten (as the native accept loop does). */
 const SESSION_SWEEP_MS = 5000
-/**
- * With workers the user forks, how long none must exist before connections
- * are refused (as the native accept loop's NO_WORKER_GRACE,
- * src/primary/rendezvous.rs): a worker's 'fork' event comes a tick after
- * fork(), and one that exits may be replaced at once by the user's 'exit' handler.
- */
-const NO_WORKER_GRACE_MS = 200
 
-/** Every counter the stats fields name, at 0: `{ ...primary counters, slots: [{ ...slot counters, live, channels }] }`. */
+/** Every field the stats fields name, at 0: `{ ...primary counters, slots: [{ ...slot fields }] }` (a slot's `state` by its number). */
 function zeroStats(slots) {
   const zeros = (scope) => Object.fromEntries(statsFields().filter((field) => field.scope === scope && !field.aliasOf).map((field) => [field.name, 0]))
-  return { ...zeros('primary'), slots: Array.from({ length: slots }, () => ({ ...zeros('slot'), live: false, channels: 0 })) }
+  return { ...zeros('primary'), slots: Array.from({ length: slots }, () => zeros('slot')) }
 }
 
 class PortableListener {
@@ -139,8 +134,10 @@ class PortableListener {
 
   /**
    * Workers the user forks: tells the ledger whether any exists (at once
-   * when one does, after NO_WORKER_GRACE_MS when none does). Returns the
-   * function that stops.
+   * when one does, after `noWorkerGraceMs` when none does, as the native
+   * accept loop's NO_WORKER_GRACE: a worker's 'fork' event comes a tick
+   * after fork(), and one that exits may be replaced at once by the user's
+   * 'exit' handler). Returns the function that stops.
    */
   watchWorkersExist() {
     let grace = null
@@ -154,7 +151,7 @@ class PortableListener {
         grace = setTimeout(() => {
           grace = null
           if (!Object.values(cluster.workers || {}).some((worker) => !worker.isDead())) this.apply(this.ledger.setWorkersExist(false))
-        }, NO_WORKER_GRACE_MS)
+        }, noWorkerGraceMs)
         grace.unref()
       }
     }
@@ -221,10 +218,14 @@ class PortableListener {
     for (const field of fields.filter((f) => f.scope === 'primary')) primary[field.name] = counters[field.name] || 0
     primary.dropped = fields.filter((field) => field.dropped).reduce((sum, field) => sum + (field.scope === 'primary' ? primary[field.name] : slots.reduce((total, slot) => total + (slot[field.name] || 0), 0)), 0)
     const slotStats = slots.map((slot, index) => {
-      const values = { ...slot, state: slot.live ? 'live' : 'down', respawns: Math.max(slot.channels - 1, 0), sessions: this.ledger.sessionsOf(index) }
+      const values = { ...slot, sessions: this.ledger.sessionsOf(index) }
       const entry = { slot: index }
-      // A renamed field's old name (`aliasOf`) carries the field's value.
-      for (const field of fields.filter((f) => f.scope === 'slot')) entry[field.name] = values[field.aliasOf ?? field.name] ?? 0
+      // A renamed field's old name (`aliasOf`) carries the field's value; a
+      // field whose values have names (`state`) shows the name, as the
+      // binding's stats() does.
+      for (const field of fields.filter((f) => f.scope === 'slot')) {
+        entry[field.name] = field.aliasOf ? (values[field.aliasOf] ?? 0) : field.values ? field.values[values[field.name]] : (values[field.name] ?? 0)
+      }
       return entry
     })
     return { ...primary, slots: slotStats }
@@ -363,7 +364,7 @@ class PortableListener {
 
   onAcceptError(error) {
     this.counters.acceptErrors++
-    this.onEvent({ kind: 'error', code: error.code || 'ERR_STICKY_LISTEN', message: `accept failed: ${error.message}; retrying`, fatal: false })
+    this.onEvent({ kind: eventKinds.Error, code: error.code || codes.LISTEN, message: `accept failed: ${error.message}; retrying`, fatal: false })
   }
 
   // ---- workers ------------------------------------------------------------------------
@@ -427,7 +428,7 @@ class PortableListener {
   notify(notice) {
     if (notice.kind === 'rejected') {
       const message = `process ${notice.pid} is not a worker of this cluster or every worker slot is taken (maxWorkers): it gets no connections`
-      this.onEvent({ kind: 'error', code: 'ERR_STICKY_FOREIGN_CHANNEL', message, fatal: false })
+      this.onEvent({ kind: eventKinds.Error, code: codes.FOREIGN_CHANNEL, message, fatal: false })
       return
     }
     this.onEvent(notice)
@@ -436,7 +437,7 @@ class PortableListener {
   checkDrained() {
     if (!this.stopping || this.drainedReported || this.reading.size > 0 || !this.ledger.isDrained()) return
     this.drainedReported = true
-    process.nextTick(() => this.onEvent({ kind: 'drained' }))
+    process.nextTick(() => this.onEvent({ kind: eventKinds.Drained }))
   }
 
   later(callback, ms) {

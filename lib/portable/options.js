@@ -11,6 +11,7 @@
 // the same error.
 
 const contract = require('./contract')
+const { codes } = require('../errors')
 const { TrustedProxies } = require('./trusted')
 const { rustTrim, parseIp } = require('./address')
 
@@ -22,7 +23,7 @@ const U64_MAX = (1n << 64n) - 1n
 
 function invalidOption(message) {
   const error = new Error(message)
-  error.code = 'ERR_STICKY_INVALID_OPTION'
+  error.code = codes.INVALID_OPTION
   return error
 }
 

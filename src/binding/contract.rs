@@ -1,8 +1,10 @@
 //! The pure functions the portable path copies (lib/portable/, JavaScript
 //! for platforms without this binding), exported so that its copies are
 //! checked against them: `__test__/portable-contract.spec.js` runs the same
-//! inputs, fixed and random, through both and demands the same answers.
-//! Nothing here is on a connection's path.
+//! inputs, fixed and random, through both and demands the same answers; and
+//! the accept loop's constants the portable path takes from its generated
+//! contract (`scripts/generate-contract.js`). Nothing here is on a
+//! connection's path.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -129,6 +131,13 @@ pub fn rendezvous_ranked(key: Buffer, slots: Vec<u32>, seed: String) -> Result<R
 #[napi]
 pub fn client_key(address: String) -> Option<Buffer> {
   parse_ip_literal(&address).map(|ip| Buffer::from(ClientKey::from_ip(ip).as_bytes().to_vec()))
+}
+
+/// With workers the user forks, how long (ms) none must exist before
+/// connections are refused (`NO_WORKER_GRACE`): the portable path waits as long.
+#[napi]
+pub fn no_worker_grace_ms() -> u32 {
+  u32::try_from(crate::primary::NO_WORKER_GRACE.as_millis()).unwrap_or(u32::MAX)
 }
 
 fn invalid(name: &'static str, expected: &'static str, got: &str) -> StickyError {

@@ -1,13 +1,16 @@
-//! The one place where Rust errors become JavaScript errors.
+//! The one place where Rust errors become JavaScript errors, and where every
+//! error code is written.
 //!
 //! Every failure the binding reports is a [`StickyError`]; [`StickyError::code`]
 //! gives each its stable `code`: an errno name where the operating system
-//! refused (`EADDRINUSE`, as `net` reports it), else an `ERR_STICKY_*` code.
-//! The message says what to pass or do instead. README's "Errors" table lists
-//! every code (checked by `__test__/error-codes.spec.js`).
+//! refused (`EADDRINUSE`, as `net` reports it), else one of [`codes`]. The
+//! message says what to pass or do instead. README's "Errors" table lists
+//! every code in [`codes`] (checked by `__test__/error-codes.spec.js`).
 
 use std::borrow::Cow;
 use std::io;
+
+use napi_derive::napi;
 
 use crate::core::parsers::trusted::TrustedProxyError;
 use crate::core::systemd::SystemdError;
@@ -15,6 +18,73 @@ use crate::listener::{errno_name, AdoptError, ListenError};
 use crate::primary::{Problem, StartError};
 use crate::reuseport::AdoptGroupError;
 use crate::takeover::taking::TakeError;
+
+/// Writes [`codes`]: a constant per code, and the list `errorCodes()` exports.
+macro_rules! error_codes {
+  ($($name:ident $code:literal;)*) => {
+    /// Every `ERR_STICKY_*` code, each once: those this binding gives its
+    /// errors ([`StickyError::code`]) and those the JavaScript gives its own
+    /// (`lib/errors.js` exports them as `codes`, keyed by the names here,
+    /// from the generated `lib/portable/contract.js`).
+    // The JavaScript's own codes are used here only through `ALL`.
+    #[allow(dead_code)]
+    pub mod codes {
+      $(pub const $name: &str = $code;)*
+      /// `(name, code)` for each, in the order written.
+      pub const ALL: &[(&str, &str)] = &[$((stringify!($name), $code)),*];
+    }
+  };
+}
+
+error_codes! {
+  // What the user passed.
+  INVALID_OPTION "ERR_STICKY_INVALID_OPTION";
+  INVALID_PORT "ERR_STICKY_INVALID_PORT";
+  INVALID_SERVER "ERR_STICKY_INVALID_SERVER";
+  UNSUPPORTED_LISTEN "ERR_STICKY_UNSUPPORTED_LISTEN";
+  ALREADY_LISTENING "ERR_STICKY_ALREADY_LISTENING";
+  NOT_PRIMARY "ERR_STICKY_NOT_PRIMARY";
+  NOT_LISTENING "ERR_STICKY_NOT_LISTENING";
+  PM2_CLUSTER_MODE "ERR_STICKY_PM2_CLUSTER_MODE";
+  NO_BINDING "ERR_STICKY_NO_BINDING";
+  NO_PROM_CLIENT "ERR_STICKY_NO_PROM_CLIENT";
+  UNSUPPORTED "ERR_STICKY_UNSUPPORTED";
+  // Listening.
+  LISTEN "ERR_STICKY_LISTEN";
+  INHERITED_SOCKET "ERR_STICKY_INHERITED_SOCKET";
+  KERNEL_UNSUPPORTED "ERR_STICKY_KERNEL_UNSUPPORTED";
+  SLOT_PORTS_UNSUPPORTED "ERR_STICKY_SLOT_PORTS_UNSUPPORTED";
+  SYSTEMD_ENV "ERR_STICKY_SYSTEMD_ENV";
+  SYSTEMD_UNSUPPORTED "ERR_STICKY_SYSTEMD_UNSUPPORTED";
+  SYSTEMD_NO_SOCKET "ERR_STICKY_SYSTEMD_NO_SOCKET";
+  START "ERR_STICKY_START";
+  // The accept loop and the workers' channels.
+  ACCEPT_LOOP "ERR_STICKY_ACCEPT_LOOP";
+  INVALID_SLOT "ERR_STICKY_INVALID_SLOT";
+  CHANNEL "ERR_STICKY_CHANNEL";
+  CHANNEL_STATE "ERR_STICKY_CHANNEL_STATE";
+  NO_CHANNEL "ERR_STICKY_NO_CHANNEL";
+  FOREIGN_CHANNEL "ERR_STICKY_FOREIGN_CHANNEL";
+  NO_LISTENING_SOCKET "ERR_STICKY_NO_LISTENING_SOCKET";
+  OVERLOAD "ERR_STICKY_OVERLOAD";
+  PROTOCOL "ERR_STICKY_PROTOCOL";
+  RECLAIM "ERR_STICKY_RECLAIM";
+  NAPI "ERR_STICKY_NAPI";
+  // Reload.
+  RELOAD_UNSUPPORTED "ERR_STICKY_RELOAD_UNSUPPORTED";
+  RELOAD_TIMEOUT "ERR_STICKY_RELOAD_TIMEOUT";
+  RELOAD_INTERRUPTED "ERR_STICKY_RELOAD_INTERRUPTED";
+  // Takeover.
+  TAKEOVER_UNSUPPORTED "ERR_STICKY_TAKEOVER_UNSUPPORTED";
+  TAKEOVER_UNAVAILABLE "ERR_STICKY_TAKEOVER_UNAVAILABLE";
+  TAKEOVER_MISMATCH "ERR_STICKY_TAKEOVER_MISMATCH";
+  TAKEOVER_TIMEOUT "ERR_STICKY_TAKEOVER_TIMEOUT";
+  TAKEOVER_BUSY "ERR_STICKY_TAKEOVER_BUSY";
+  TAKEOVER_FAILED "ERR_STICKY_TAKEOVER_FAILED";
+  TAKEOVER_FOREIGN "ERR_STICKY_TAKEOVER_FOREIGN";
+  TAKEOVER_REFUSED "ERR_STICKY_TAKEOVER_REFUSED";
+  TAKEOVER_ABANDONED "ERR_STICKY_TAKEOVER_ABANDONED";
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StickyError {
@@ -154,38 +224,38 @@ impl StickyError {
       | InvalidTrustedProxy(_)
       | KernelNeedsIpRouting { .. }
       | SlotPortsNeedProxyRouting { .. }
-      | SlotPortsOutOfRange { .. } => "ERR_STICKY_INVALID_OPTION",
-      InvalidPort { .. } => "ERR_STICKY_INVALID_PORT",
+      | SlotPortsOutOfRange { .. } => codes::INVALID_OPTION,
+      InvalidPort { .. } => codes::INVALID_PORT,
       Resolve { code, .. } => code,
       Listen(error) => errno_name(&error.source),
       InheritedSocket(_) | InheritedGroup(_) | InheritedSocketCount { .. } | NotADescriptor { .. } => {
-        "ERR_STICKY_INHERITED_SOCKET"
+        codes::INHERITED_SOCKET
       }
-      KernelUnsupported { .. } => "ERR_STICKY_KERNEL_UNSUPPORTED",
-      Start(_) | ReliefStart(_) => "ERR_STICKY_START",
-      AcceptLoopStopped => "ERR_STICKY_ACCEPT_LOOP",
-      InvalidSlot { .. } => "ERR_STICKY_INVALID_SLOT",
-      CreateChannel { .. } | Receive(_) | ReceiveOnLoop(_) | DuplicateRendezvous(_) => "ERR_STICKY_CHANNEL",
+      KernelUnsupported { .. } => codes::KERNEL_UNSUPPORTED,
+      Start(_) | ReliefStart(_) => codes::START,
+      AcceptLoopStopped => codes::ACCEPT_LOOP,
+      InvalidSlot { .. } => codes::INVALID_SLOT,
+      CreateChannel { .. } | Receive(_) | ReceiveOnLoop(_) | DuplicateRendezvous(_) => codes::CHANNEL,
       RendezvousListen { source, .. } => errno_name(source),
-      RendezvousClosed => "ERR_STICKY_CHANNEL_STATE",
-      NotAChannel { .. } | NoRendezvous(_) | ChannelRefused | ForeignRendezvous { .. } => "ERR_STICKY_NO_CHANNEL",
-      NotAListeningSocket { .. } => "ERR_STICKY_NO_LISTENING_SOCKET",
-      ChannelState => "ERR_STICKY_CHANNEL_STATE",
-      Unsupported => "ERR_STICKY_UNSUPPORTED",
-      SystemdEnv(_) => "ERR_STICKY_SYSTEMD_ENV",
+      RendezvousClosed => codes::CHANNEL_STATE,
+      NotAChannel { .. } | NoRendezvous(_) | ChannelRefused | ForeignRendezvous { .. } => codes::NO_CHANNEL,
+      NotAListeningSocket { .. } => codes::NO_LISTENING_SOCKET,
+      ChannelState => codes::CHANNEL_STATE,
+      Unsupported => codes::UNSUPPORTED,
+      SystemdEnv(_) => codes::SYSTEMD_ENV,
       TakeoverListen { source, .. } => errno_name(source),
-      DuplicateSocket(_) | TakeoverConnect { .. } | TakeoverClosed => "ERR_STICKY_TAKEOVER_FAILED",
-      Take(TakeError::Foreign { .. }) => "ERR_STICKY_TAKEOVER_FOREIGN",
-      Take(TakeError::Busy { .. }) => "ERR_STICKY_TAKEOVER_BUSY",
-      Take(_) => "ERR_STICKY_TAKEOVER_FAILED",
+      DuplicateSocket(_) | TakeoverConnect { .. } | TakeoverClosed => codes::TAKEOVER_FAILED,
+      Take(TakeError::Foreign { .. }) => codes::TAKEOVER_FOREIGN,
+      Take(TakeError::Busy { .. }) => codes::TAKEOVER_BUSY,
+      Take(_) => codes::TAKEOVER_FAILED,
       Loop(Problem::AcceptFailed { source, .. }) => errno_name(source),
-      Loop(Problem::Overloaded { .. }) => "ERR_STICKY_OVERLOAD",
-      Loop(Problem::InvalidRecord { .. }) => "ERR_STICKY_PROTOCOL",
-      Loop(Problem::ReclaimLost { .. }) => "ERR_STICKY_RECLAIM",
-      Loop(Problem::ChannelFailed { .. }) => "ERR_STICKY_CHANNEL",
-      Loop(Problem::ForeignChannel { .. }) => "ERR_STICKY_FOREIGN_CHANNEL",
-      Loop(Problem::Stopped(_)) => "ERR_STICKY_ACCEPT_LOOP",
-      Napi(_) => "ERR_STICKY_NAPI",
+      Loop(Problem::Overloaded { .. }) => codes::OVERLOAD,
+      Loop(Problem::InvalidRecord { .. }) => codes::PROTOCOL,
+      Loop(Problem::ReclaimLost { .. }) => codes::RECLAIM,
+      Loop(Problem::ChannelFailed { .. }) => codes::CHANNEL,
+      Loop(Problem::ForeignChannel { .. }) => codes::FOREIGN_CHANNEL,
+      Loop(Problem::Stopped(_)) => codes::ACCEPT_LOOP,
+      Napi(_) => codes::NAPI,
     }
   }
 }
@@ -213,3 +283,33 @@ impl From<StickyError> for napi::Error<ErrorCode> {
 
 /// What `#[napi]` functions return: a value, or a [`StickyError`] thrown with its code.
 pub type Result<T> = std::result::Result<T, napi::Error<ErrorCode>>;
+
+/// One error code, and its name in `codes` (`lib/errors.js`).
+#[napi(object)]
+pub struct NamedErrorCode {
+  pub name: String,
+  pub code: String,
+}
+
+/// Every `ERR_STICKY_*` code, with the name JavaScript writes it by
+/// (`codes.INVALID_OPTION`); what each means is README's "Errors" table.
+#[napi]
+pub fn error_codes() -> Vec<NamedErrorCode> {
+  codes::ALL.iter().map(|&(name, code)| NamedErrorCode { name: name.into(), code: code.into() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn each_code_is_written_once_and_named_after_itself() {
+    let mut seen: Vec<&str> = codes::ALL.iter().map(|(_, code)| *code).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), codes::ALL.len());
+    for (name, code) in codes::ALL {
+      assert_eq!(code.strip_prefix("ERR_STICKY_"), Some(*name));
+    }
+  }
+}

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::Function;
@@ -36,6 +37,9 @@ pub struct ReuseportGroup {
   drops_at_start: Vec<u32>,
   counters: Option<(SharedRegion, OwnedFd)>,
   seats: SeatTable,
+  /// Each slot's worker (`pid`, `state`, `respawns`), as JavaScript forks
+  /// (`workerForked`, `workerExited`); the accept loop's counters stay 0.
+  stats: Stats,
 }
 
 #[napi]
@@ -78,7 +82,8 @@ impl ReuseportGroup {
     // Without the region (out of descriptors or memory) the group works the
     // same; its workers' counters stay 0.
     let counters = SharedRegion::create(seats.seats()).ok();
-    ReuseportGroup { sockets, address: bound.unwrap_or(fallback_address), drops_at_start, counters, seats }
+    let stats = Stats::new(sockets.len());
+    ReuseportGroup { sockets, address: bound.unwrap_or(fallback_address), drops_at_start, counters, seats, stats }
   }
 
   #[napi]
@@ -120,14 +125,38 @@ impl ReuseportGroup {
     }
   }
 
-  /// `stats()` of a kernel-steered primary: per slot, what its workers
-  /// accepted and relieved (from the shared counters) and its queue and
-  /// drops (from the kernel), the host's listen counters; the accept loop's
-  /// counters are 0 (the primary sees no connection), and so are each
-  /// slot's `pid`, `state` and `respawns`, which JavaScript knows.
+  /// Worker `pid` was forked into `slot`: the slot is live under it (the
+  /// primary sees no connection, so it does not wait for the worker's
+  /// hello), and after the slot's first worker it is a respawn.
+  #[napi]
+  pub fn worker_forked(&self, slot: u32, pid: u32) -> Result<()> {
+    let slots = self.stats.slots.len();
+    let stats = self.stats.slots.get(slot as usize).ok_or(StickyError::InvalidSlot { slot, slots })?;
+    stats.worker_started();
+    stats.set_pid(pid);
+    stats.set_live(true);
+    Ok(())
+  }
+
+  /// Worker `pid` of `slot` exited: the slot is down, unless another
+  /// worker has been forked into it since (a reload, a quick respawn).
+  #[napi]
+  pub fn worker_exited(&self, slot: u32, pid: u32) {
+    let Some(stats) = self.stats.slots.get(slot as usize) else { return };
+    if stats.pid.load(Relaxed) == u64::from(pid) {
+      stats.set_pid(0);
+      stats.set_live(false);
+    }
+  }
+
+  /// `stats()` of a kernel-steered primary: per slot, its worker (as
+  /// JavaScript forked them), what its workers accepted and relieved (from
+  /// the shared counters) and its queue and drops (from the kernel), the
+  /// host's listen counters; the accept loop's counters are 0 (the primary
+  /// sees no connection).
   #[napi]
   pub fn stats(&self) -> StatsObject {
-    let mut snapshot = Stats::new(self.sockets.len()).snapshot();
+    let mut snapshot = self.stats.snapshot();
     for (slot, (socket, stats)) in self.sockets.iter().zip(snapshot.slots.iter_mut()).enumerate() {
       if let Ok(queue) = reuseport::accept_queue(socket.as_fd()) {
         stats.queued = u64::from(queue.queued);

@@ -20,15 +20,15 @@ mod systemd;
 mod takeover;
 mod worker;
 
-pub use contract::{client_key, rendezvous_ranked, route_decision, RankedSlots, RouteDecision};
-pub use error::{ErrorCode, StickyError};
+pub use contract::{client_key, no_worker_grace_ms, rendezvous_ranked, route_decision, RankedSlots, RouteDecision};
+pub use error::{error_codes, ErrorCode, NamedErrorCode, StickyError};
 pub use kernel::{claim_listening_fd, ListeningSocketHold, ReuseportGroup};
 pub use listen::{AddressInfo, ListenSpec};
 pub use options::{
   option_rules, resolve_options, setup_master_defaults, ListenConfig, ListenOptions, LoadBalancingMethod, OptionRule,
   ResolvedOptions, Routing, SetupMasterDefaults,
 };
-pub use primary::Balancer;
+pub use primary::{Balancer, ListenerEvent, ListenerEventKind};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use rendezvous::RendezvousSocket;
 pub use resolve::{resolve_host, ResolvedHost};
@@ -36,7 +36,7 @@ pub use slot_ports::{sid_tag_separator, SlotPortGroup};
 pub use stats::{stats_fields, StatsField};
 pub use systemd::{systemd_sockets, InheritedSocket};
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub use takeover::{connect_takeover, TakeoverClient, TakeoverOffer};
+pub use takeover::{connect_takeover, TakeoverClient, TakeoverEvent, TakeoverEventKind, TakeoverOffer};
 pub use worker::{claim_channel, close_descriptor, connect_channel, WorkerChannel};
 
 /// The failure a test asked to inject (`STICKY_FAULT_INJECTION`), read when a

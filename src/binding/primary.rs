@@ -15,10 +15,27 @@ use crate::core::sessions::SessionTable;
 use crate::listener::{adopt_listener, bind_listener};
 use crate::primary::{descriptor_budget, Fault, OpenSlotError, PrimaryConfig, PrimaryEvent, PrimaryHandle};
 
-/// An event from the accept loop: `kind` is `'slot-ready'`, `'slot-closed'`, `'drained'` or `'error'`.
+/// What an event of a listener is about: the one list of them, for every way
+/// of listening (the accept loop here; kernel steering and the portable path
+/// in JavaScript, which take it from the generated contract).
+#[napi(string_enum = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerEventKind {
+  /// A worker is ready in `slot` (`pid`).
+  SlotReady,
+  /// The channel of `slot` closed (`reason`); `requeued` connections went to other slots.
+  SlotClosed,
+  /// After `close`: every connection accepted is with a worker (or closed, and counted).
+  Drained,
+  /// A failure (`code`, `message`); `fatal` when the accept loop has stopped.
+  Error,
+}
+
+/// An event of a listener (lib/listeners.js), the one shape every way of
+/// listening gives lib/primary.js: the fields `kind` names are set.
 #[napi(object)]
-pub struct BalancerEvent {
-  pub kind: String,
+pub struct ListenerEvent {
+  pub kind: ListenerEventKind,
   pub slot: Option<u32>,
   pub pid: Option<u32>,
   pub requeued: Option<u32>,
@@ -40,14 +57,14 @@ pub struct Balancer {
 impl Balancer {
   /// Binds the listening socket now (so listen errors are synchronous), or
   /// adopts the one in `listen.adopt`, and starts the accept loop with
-  /// `config` (from `resolveOptions`). `on_event` receives `BalancerEvent`s.
+  /// `config` (from `resolveOptions`). `on_event` receives `ListenerEvent`s.
   /// With `rendezvous` (the user forks the workers), workers take their
   /// channels there; the accept loop keeps its own reference to it.
   #[napi(constructor)]
   pub fn new(
     listen: ListenSpec,
     config: &ListenConfig,
-    on_event: Function<'_, BalancerEvent, ()>,
+    on_event: Function<'_, ListenerEvent, ()>,
     rendezvous: Option<&RendezvousSocket>,
   ) -> Result<Self> {
     // Taken first, so they are closed whatever fails below.
@@ -55,7 +72,7 @@ impl Balancer {
     let Listen { host, host_is_default, ipv6_only, port, backlog, slots, seed } = listen.check(&config.listen)?;
     let rendezvous = rendezvous.map(RendezvousSocket::for_accept_loop).transpose()?;
     let events = on_event
-      .build_threadsafe_function::<BalancerEvent>()
+      .build_threadsafe_function::<ListenerEvent>()
       .callee_handled::<false>()
       .weak::<true>()
       .build_callback(|context| Ok(context.value))
@@ -159,9 +176,9 @@ impl Balancer {
   }
 }
 
-fn to_js_event(event: PrimaryEvent) -> BalancerEvent {
-  let empty = BalancerEvent {
-    kind: String::new(),
+fn to_js_event(event: PrimaryEvent) -> ListenerEvent {
+  let empty = |kind| ListenerEvent {
+    kind,
     slot: None,
     pid: None,
     requeued: None,
@@ -172,25 +189,23 @@ fn to_js_event(event: PrimaryEvent) -> BalancerEvent {
   };
   match event {
     PrimaryEvent::SlotReady { slot, pid } => {
-      BalancerEvent { kind: "slot-ready".into(), slot: Some(u32::from(slot)), pid: Some(pid), ..empty }
+      ListenerEvent { slot: Some(u32::from(slot)), pid: Some(pid), ..empty(ListenerEventKind::SlotReady) }
     }
-    PrimaryEvent::SlotClosed { slot, reason, requeued } => BalancerEvent {
-      kind: "slot-closed".into(),
+    PrimaryEvent::SlotClosed { slot, reason, requeued } => ListenerEvent {
       slot: Some(u32::from(slot)),
       requeued: Some(u32::try_from(requeued).unwrap_or(u32::MAX)),
       reason: Some(reason.into()),
-      ..empty
+      ..empty(ListenerEventKind::SlotClosed)
     },
-    PrimaryEvent::Drained => BalancerEvent { kind: "drained".into(), ..empty },
+    PrimaryEvent::Drained => empty(ListenerEventKind::Drained),
     PrimaryEvent::Problem(problem) => {
       let fatal = problem.is_fatal();
       let error = StickyError::from(problem);
-      BalancerEvent {
-        kind: "error".into(),
+      ListenerEvent {
         code: Some(error.code().into()),
         message: Some(error.to_string()),
         fatal: Some(fatal),
-        ..empty
+        ..empty(ListenerEventKind::Error)
       }
     }
   }

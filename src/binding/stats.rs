@@ -7,34 +7,53 @@ use napi_derive::napi;
 
 use crate::core::stats::{
   primary_stats_fields, slot_stats_fields, FieldDoc, FieldKind, SlotSnapshot, StatsSnapshot, ALIASES_REMOVED_IN,
-  PRIMARY_FIELDS, SLOT_ALIASES, SLOT_FIELDS,
+  PRIMARY_FIELDS, SLOT_ALIASES, SLOT_FIELDS, SLOT_STATES,
 };
 
+/// A slot field's value as JavaScript sees it: a number, or the name of a
+/// `state`.
+macro_rules! js_value {
+  (state, $value:expr) => {
+    SLOT_STATES.get(usize::try_from($value).unwrap_or(usize::MAX)).copied().unwrap_or_default().to_owned()
+  };
+  ($kind:ident, $value:expr) => {
+    $value as f64
+  };
+}
+
+/// `SlotStatsObject`, one field at a time (a `state` is its name, typed by
+/// its values; the rest are numbers), then `to_js_slot_stats`.
 macro_rules! define_js_slot_stats {
-  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
+  (@fields [$($done:tt)*] state $name:ident $help:tt; $($rest:tt)*) => {
+    define_js_slot_stats!(@fields [$($done)* #[doc = $help] #[napi(ts_type = "'live' | 'down'")] pub $name: String,] $($rest)*);
+  };
+  (@fields [$($done:tt)*] $kind:ident $name:ident $help:tt was $old:ident; $($rest:tt)*) => {
+    define_js_slot_stats!(@fields [$($done)*
+      #[doc = $help] pub $name: f64,
+      /// @deprecated The old name of a renamed field, with its value
+      /// (`statsFields()` names the field in its `aliasOf`); kept for one
+      /// minor version.
+      pub $old: f64,
+    ] $($rest)*);
+  };
+  (@fields [$($done:tt)*] $kind:ident $name:ident $help:tt; $($rest:tt)*) => {
+    define_js_slot_stats!(@fields [$($done)* #[doc = $help] pub $name: f64,] $($rest)*);
+  };
+  (@fields [$($field:tt)*]) => {
     #[napi(object)]
     pub struct SlotStatsObject {
+      /// The slot's index.
       pub slot: u32,
-      pub pid: u32,
-      /// `'live'` or `'down'`.
-      pub state: String,
-      pub respawns: f64,
-      $(#[doc = $help] pub $name: f64,)*
-      $($(
-        /// @deprecated The old name of a renamed field, with its value
-        /// (`statsFields()` names the field in its `aliasOf`); kept for one
-        /// minor version.
-        pub $old: f64,
-      )?)*
+      $($field)*
     }
+  };
+  ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
+    define_js_slot_stats!(@fields [] $($kind $name $help $(was $old)?;)*);
 
     fn to_js_slot_stats(slot: SlotSnapshot) -> SlotStatsObject {
       SlotStatsObject {
         slot: slot.slot,
-        pid: slot.pid,
-        state: if slot.live { "live".into() } else { "down".into() },
-        respawns: slot.respawns as f64,
-        $($name: slot.$name as f64,)*
+        $($name: js_value!($kind, slot.$name),)*
         $($($old: slot.$name as f64,)?)*
       }
     }
@@ -77,36 +96,45 @@ pub struct StatsField {
   pub scope: String,
   /// The property name in `stats()` (camelCase).
   pub name: String,
+  /// The same in snake_case, as Prometheus names metrics: the name the
+  /// field has in Rust.
+  pub snake_name: String,
   /// `'counter'` (only grows) or `'gauge'` (a level now).
   pub kind: String,
   /// What it counts, one sentence.
   pub help: String,
   /// Counted in the total `dropped`.
   pub dropped: bool,
+  /// A gauge whose values have names (a slot's `state`): `stats()` shows
+  /// the name at the value's index, a metric the index.
+  pub values: Option<Vec<String>>,
   /// Set on a renamed field's old name, kept for one minor version: the
   /// field it names now (same value). Absent on every other field.
   pub alias_of: Option<String>,
 }
 
-/// Every numeric field of `stats()` and of each slot (`slot`, the slot's
-/// index, aside), with its kind and meaning; a renamed field's old name right
+/// Every field of `stats()` and of each slot (`slot`, the slot's index,
+/// aside), with its kind and meaning; a renamed field's old name right
 /// after the field (with `aliasOf`).
 #[napi]
 pub fn stats_fields() -> Vec<StatsField> {
   let field = |scope: &str, doc: &FieldDoc| StatsField {
     scope: scope.into(),
     name: camel_case(doc.name),
+    snake_name: doc.name.into(),
     kind: match doc.kind {
       FieldKind::Counter => "counter".into(),
       FieldKind::Gauge => "gauge".into(),
     },
     help: doc.help.into(),
     dropped: doc.dropped,
+    values: (!doc.values.is_empty()).then(|| doc.values.iter().map(|value| (*value).to_owned()).collect()),
     alias_of: None,
   };
   let with_old_names = |doc: &FieldDoc| {
     let aliases = SLOT_ALIASES.iter().filter(|alias| alias.of == doc.name).map(|alias| StatsField {
       name: camel_case(alias.name),
+      snake_name: alias.name.into(),
       help: format!(
         "Deprecated, removed in {ALIASES_REMOVED_IN}: `{}` under its old name (the same value).",
         camel_case(alias.of)
@@ -120,7 +148,9 @@ pub fn stats_fields() -> Vec<StatsField> {
   PRIMARY_FIELDS.iter().map(|doc| field("primary", doc)).chain(SLOT_FIELDS.iter().flat_map(with_old_names)).collect()
 }
 
-/// `dropped_queue_full` -> `droppedQueueFull`, as napi names object properties.
+/// `dropped_queue_full` -> `droppedQueueFull`, as napi names object
+/// properties: the one conversion between the two spellings (`statsFields()`
+/// gives both).
 fn camel_case(snake: &str) -> String {
   let mut parts = snake.split('_');
   let mut name = parts.next().unwrap_or_default().to_owned();

@@ -39,12 +39,29 @@ impl From<ListenMode> for TakeoverMode {
   }
 }
 
-/// An event of a running offer: `kind` is `'refused'` (`pid`, `uid`),
-/// `'busy'`, `'offered'`, `'abandoned'` (`message`), `'released'` (`pid`
-/// of the new primary) or `'failed'` (`message`).
+/// What an event of a running offer is about (lib/takeover.js
+/// `takeoverEventKinds`, from the generated contract).
+#[napi(string_enum = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverEventKind {
+  /// A process of another user asked (`pid`, `uid`): refused.
+  Refused,
+  /// A process asked while another takeover was under way (`pid`).
+  Busy,
+  /// The sockets were sent to a new primary (`pid`).
+  Offered,
+  /// The new primary gave up (`pid`, `message`): this one goes on serving.
+  Abandoned,
+  /// The new primary (`pid`) took the sockets over: this one drains and exits.
+  Released,
+  /// The offer stopped (`message`).
+  Failed,
+}
+
+/// An event of a running offer: the fields its `kind` names are set.
 #[napi(object)]
 pub struct TakeoverEvent {
-  pub kind: String,
+  pub kind: TakeoverEventKind,
   pub pid: Option<u32>,
   pub uid: Option<u32>,
   pub message: Option<String>,
@@ -107,16 +124,17 @@ impl TakeoverOffer {
 }
 
 fn to_js_event(event: OfferingEvent) -> TakeoverEvent {
-  let event_of = |kind: &str| TakeoverEvent { kind: kind.into(), pid: None, uid: None, message: None };
+  use TakeoverEventKind as Kind;
+  let event_of = |kind| TakeoverEvent { kind, pid: None, uid: None, message: None };
   match event {
-    OfferingEvent::Refused { pid, uid } => TakeoverEvent { pid: Some(pid), uid: Some(uid), ..event_of("refused") },
-    OfferingEvent::Busy { pid } => TakeoverEvent { pid: Some(pid), ..event_of("busy") },
-    OfferingEvent::Offered { pid } => TakeoverEvent { pid: Some(pid), ..event_of("offered") },
+    OfferingEvent::Refused { pid, uid } => TakeoverEvent { pid: Some(pid), uid: Some(uid), ..event_of(Kind::Refused) },
+    OfferingEvent::Busy { pid } => TakeoverEvent { pid: Some(pid), ..event_of(Kind::Busy) },
+    OfferingEvent::Offered { pid } => TakeoverEvent { pid: Some(pid), ..event_of(Kind::Offered) },
     OfferingEvent::Abandoned { pid, reason } => {
-      TakeoverEvent { pid: Some(pid), message: Some(reason), ..event_of("abandoned") }
+      TakeoverEvent { pid: Some(pid), message: Some(reason), ..event_of(Kind::Abandoned) }
     }
-    OfferingEvent::Released { pid } => TakeoverEvent { pid: Some(pid), ..event_of("released") },
-    OfferingEvent::Failed { message } => TakeoverEvent { message: Some(message), ..event_of("failed") },
+    OfferingEvent::Released { pid } => TakeoverEvent { pid: Some(pid), ..event_of(Kind::Released) },
+    OfferingEvent::Failed { message } => TakeoverEvent { message: Some(message), ..event_of(Kind::Failed) },
   }
 }
 

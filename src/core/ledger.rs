@@ -307,7 +307,7 @@ impl<C> Ledger<C> {
     let index = usize::from(slot);
     let id = ChannelId { slot, generation: self.next_generation };
     self.next_generation += 1;
-    self.stats.slots[index].channels.fetch_add(1, Relaxed);
+    self.stats.slots[index].worker_started();
     let channel = Channel::new(id);
     if self.slots[index].is_live() {
       if let Some(previous) = self.slots[index].standby.replace(channel) {
@@ -343,7 +343,7 @@ impl<C> Ledger<C> {
     } else {
       return;
     }
-    self.stats.slots[index].pid.store(pid, Relaxed);
+    self.stats.slots[index].set_pid(pid);
     self.actions.push_back(Action::Notify(Notice::SlotReady { slot: channel.slot, pid }));
     self.rebuild_selection();
     if !self.started && self.slots.iter().all(Slot::is_live) {
@@ -758,7 +758,7 @@ impl<C> Ledger<C> {
     slot_stats.sessions.store(0, Relaxed);
     // A standby worker that took over keeps the slot live under its pid.
     let current = self.slots[index].current.as_ref().filter(|current| current.ready);
-    slot_stats.pid.store(current.map_or(0, |current| current.pid), Relaxed);
+    slot_stats.set_pid(current.map_or(0, |current| current.pid));
     if let Some(sessions) = self.sessions.as_mut() {
       sessions.forget_slot(slot);
     }
@@ -783,7 +783,7 @@ impl<C> Ledger<C> {
     let live: Vec<SlotId> =
       self.slots.iter().enumerate().filter(|(_, slot)| slot.is_live()).map(|(index, _)| index as SlotId).collect();
     for (index, slot_stats) in self.stats.slots.iter().enumerate() {
-      slot_stats.live.store(self.slots[index].is_live(), Relaxed);
+      slot_stats.set_live(self.slots[index].is_live());
     }
     self.selection = Selection::build(self.hrw, live);
   }
@@ -1028,7 +1028,7 @@ mod tests {
       for (index, slot) in self.ledger.slots.iter().enumerate() {
         let pending: usize = slot.current.iter().chain(slot.retiring.iter()).map(Channel::pending).sum();
         assert_eq!(self.stats.slots[index].pending.load(Relaxed), pending as u64, "slot {index}'s pending count");
-        assert_eq!(self.stats.slots[index].live.load(Relaxed), slot.is_live());
+        assert_eq!(self.stats.slots[index].is_live(), slot.is_live());
       }
       assert_eq!(self.stats.parked.load(Relaxed), self.ledger.parked.len() as u64);
     }
@@ -1101,7 +1101,7 @@ mod tests {
     assert_eq!(harness.stats.slots[2].taken.load(Relaxed), 1, "what it read is its own");
     assert!(harness.notices.contains(&Notice::SlotClosed { slot: 2, end: ChannelEnd::WorkerClosed, requeued: 3 }));
     assert!(harness.closed.contains(&channels[2]));
-    assert!(!harness.stats.slots[2].live.load(Relaxed));
+    assert!(!harness.stats.slots[2].is_live());
     harness.check_nothing_lost();
   }
 
@@ -1206,7 +1206,7 @@ mod tests {
     let respawned = harness.attach(0);
     harness.hello(respawned, 2);
     assert_eq!(harness.send_all(respawned), ids[..6]);
-    assert_eq!(harness.stats.slots[0].respawns_for_test(), 1);
+    assert_eq!(harness.stats.slots[0].respawns.load(Relaxed), 1);
     harness.check_nothing_lost();
   }
 
@@ -1317,7 +1317,7 @@ mod tests {
     assert!(harness.notices.contains(&Notice::SlotReady { slot: 1, pid: 77 }));
     assert!(harness.notices.contains(&Notice::SlotClosed { slot: 1, end: ChannelEnd::Replaced, requeued: 2 }));
     assert_eq!(harness.stats.slots[1].pid.load(Relaxed), 77);
-    assert!(harness.stats.slots[1].live.load(Relaxed));
+    assert!(harness.stats.slots[1].is_live());
     harness.check_nothing_lost();
   }
 

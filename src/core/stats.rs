@@ -4,10 +4,10 @@
 //! across counters, and reading never blocks the accept loop.
 //!
 //! Each field is defined once, with its kind and meaning, in
-//! [`primary_stats_fields!`] or [`slot_stats_fields!`] (and the three slot
-//! fields that are not plain counters, beside [`SlotStats`]). The atomics, the
-//! snapshots, the JavaScript objects (`binding/stats.rs`) and the field list
-//! that metrics exporters and the docs' test read ([`PRIMARY_FIELDS`],
+//! [`primary_stats_fields!`] or [`slot_stats_fields!`] (and `dropped`, their
+//! sum, in [`DROPPED`]). The atomics, the snapshots, the JavaScript objects
+//! (`binding/stats.rs`) and the field list that metrics exporters, the
+//! portable path and the docs' test read ([`PRIMARY_FIELDS`],
 //! [`SLOT_FIELDS`], [`SLOT_ALIASES`]) are all generated from those lists.
 //!
 //! A field renamed keeps its old name for one minor version: `was old_name`
@@ -15,7 +15,7 @@
 //! objects carry it with the new field's value, and `statsFields()` lists it
 //! (with `aliasOf`), so the metrics export it too until it goes.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// The primary's counters: `kind name "meaning";` (or `kind name "meaning"
 /// was old_name;` for a renamed field, see the module doc), where `kind` is `counter`
@@ -45,13 +45,19 @@ macro_rules! primary_stats_fields {
 }
 pub(crate) use primary_stats_fields;
 
-/// Each slot's plain counters, as [`primary_stats_fields!`]. The accept loop
-/// counts the first ones; kernel steering (where the primary sees no
-/// connection) fills the ones that say so from the kernel and the workers
-/// (`binding/kernel.rs`), and they stay 0 in the accept loop.
+/// Each slot's fields, as [`primary_stats_fields!`]; `state` is a gauge
+/// whose values have names ([`SLOT_STATES`]). The slot's worker (`pid`,
+/// `state`, `respawns`) is set by the accept loop's ledger, or in kernel
+/// steering by the group as JavaScript forks (`binding/kernel.rs`). The
+/// accept loop counts the next ones; kernel steering (where the primary
+/// sees no connection) fills the ones that say so from the kernel and the
+/// workers, and they stay 0 in the accept loop.
 macro_rules! slot_stats_fields {
   ($apply:ident) => {
     $apply! {
+      gauge pid "Process id of the slot's worker (0 while it has none).";
+      state state "The slot's state: 1 while it has a live worker ('live' in stats()), 0 while it is down ('down').";
+      counter respawns "Workers started into the slot after its first (respawns and reloads).";
       counter dispatched "Connections handed to the slot's workers.";
       counter taken "Connections the slot's workers took (read from their channel), as the primary last looked." was acknowledged;
       counter redispatched "Connections this slot's worker never took (it died or left), sent to another slot.";
@@ -68,6 +74,11 @@ macro_rules! slot_stats_fields {
   };
 }
 pub(crate) use slot_stats_fields;
+
+/// The names of a slot's `state` in `stats()`, by its value: what a metric
+/// reports is the index.
+pub const SLOT_STATES: &[&str] = &["down", "live"];
+const LIVE: u64 = 1;
 
 /// What a stats field measures, for metrics exporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +99,9 @@ pub struct FieldDoc {
   pub help: &'static str,
   /// Counted in the total `dropped`.
   pub dropped: bool,
+  /// A gauge whose values have names: `stats()` shows the name at the
+  /// value's index (empty for plain numbers).
+  pub values: &'static [&'static str],
 }
 
 macro_rules! field_kind {
@@ -99,6 +113,18 @@ macro_rules! field_kind {
   };
   (gauge) => {
     FieldKind::Gauge
+  };
+  (state) => {
+    FieldKind::Gauge
+  };
+}
+
+macro_rules! field_values {
+  (state) => {
+    SLOT_STATES
+  };
+  ($other:ident) => {
+    &[]
   };
 }
 
@@ -113,7 +139,13 @@ macro_rules! is_drop {
 
 macro_rules! field_docs {
   ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
-    &[$(FieldDoc { name: stringify!($name), kind: field_kind!($kind), help: $help, dropped: is_drop!($kind) }),*]
+    &[$(FieldDoc {
+      name: stringify!($name),
+      kind: field_kind!($kind),
+      help: $help,
+      dropped: is_drop!($kind),
+      values: field_values!($kind),
+    }),*]
   };
 }
 
@@ -141,6 +173,7 @@ pub const DROPPED: FieldDoc = FieldDoc {
   kind: FieldKind::Counter,
   help: "Connections the primary reset, whatever the reason (the sum of the dropped_* counters).",
   dropped: false,
+  values: &[],
 };
 
 /// Every field of a [`StatsSnapshot`] but `slots`, in order.
@@ -161,78 +194,27 @@ pub const PRIMARY_FIELDS: &[FieldDoc] = {
 /// The old names of renamed slot fields (`acknowledged`, now `taken`).
 pub const SLOT_ALIASES: &[FieldAlias] = slot_stats_fields!(field_aliases);
 
-/// The slot fields that are not plain counters: written by hand in
-/// [`SlotStats`], [`SlotSnapshot`] and the JavaScript slot object.
-pub const SLOT_SPECIAL_FIELDS: &[FieldDoc] = &[
-  FieldDoc {
-    name: "pid",
-    kind: FieldKind::Gauge,
-    help: "Process id of the slot's worker (0 while it has none).",
-    dropped: false,
-  },
-  FieldDoc {
-    name: "state",
-    kind: FieldKind::Gauge,
-    help: "The slot's state: 1 while it has a live worker ('live' in stats()), 0 while it is down ('down').",
-    dropped: false,
-  },
-  FieldDoc {
-    name: "respawns",
-    kind: FieldKind::Counter,
-    help: "Workers started into the slot after its first (respawns and reloads).",
-    dropped: false,
-  },
-];
-
-/// Every per-slot field of a [`SlotSnapshot`] but `slot`: the special ones, then the counters.
-pub const SLOT_FIELDS: &[FieldDoc] = {
-  const LISTED: &[FieldDoc] = slot_stats_fields!(field_docs);
-  const ALL: [FieldDoc; SLOT_SPECIAL_FIELDS.len() + LISTED.len()] = {
-    let mut all = [DROPPED; SLOT_SPECIAL_FIELDS.len() + LISTED.len()];
-    let mut i = 0;
-    while i < SLOT_SPECIAL_FIELDS.len() {
-      all[i] = SLOT_SPECIAL_FIELDS[i];
-      i += 1;
-    }
-    let mut j = 0;
-    while j < LISTED.len() {
-      all[i + j] = LISTED[j];
-      j += 1;
-    }
-    all
-  };
-  &ALL
-};
+/// Every per-slot field of a [`SlotSnapshot`] but `slot`, in order.
+pub const SLOT_FIELDS: &[FieldDoc] = slot_stats_fields!(field_docs);
 
 macro_rules! define_slot_stats {
   ($($kind:ident $name:ident $help:tt $(was $old:ident)?;)*) => {
     #[derive(Default)]
     pub struct SlotStats {
-      pub pid: AtomicU32,
-      pub live: AtomicBool,
-      /// Channels opened for this slot: 1 for the first worker, +1 per respawn.
-      pub channels: AtomicU64,
       $(#[doc = $help] pub $name: AtomicU64,)*
+      /// A worker was ever started into the slot: the next one is a respawn.
+      started: AtomicBool,
     }
 
     #[derive(Debug, Clone)]
     pub struct SlotSnapshot {
       pub slot: u32,
-      pub pid: u32,
-      pub live: bool,
-      pub respawns: u64,
       $(#[doc = $help] pub $name: u64,)*
     }
 
     impl SlotStats {
       fn snapshot(&self, slot: u32) -> SlotSnapshot {
-        SlotSnapshot {
-          slot,
-          pid: self.pid.load(Relaxed),
-          live: self.live.load(Relaxed),
-          respawns: self.channels.load(Relaxed).saturating_sub(1),
-          $($name: self.$name.load(Relaxed),)*
-        }
+        SlotSnapshot { slot, $($name: self.$name.load(Relaxed),)* }
       }
     }
 
@@ -282,10 +264,26 @@ impl Stats {
   }
 }
 
-#[cfg(test)]
 impl SlotStats {
-  pub fn respawns_for_test(&self) -> u64 {
-    self.channels.load(Relaxed).saturating_sub(1)
+  /// A worker is starting in the slot (its channel opened, or it was
+  /// forked): after the first, a respawn.
+  pub fn worker_started(&self) {
+    if self.started.swap(true, Relaxed) {
+      self.respawns.fetch_add(1, Relaxed);
+    }
+  }
+
+  /// The slot's worker, `pid` (0 for none).
+  pub fn set_pid(&self, pid: u32) {
+    self.pid.store(u64::from(pid), Relaxed);
+  }
+
+  pub fn set_live(&self, live: bool) {
+    self.state.store(if live { LIVE } else { 0 }, Relaxed);
+  }
+
+  pub fn is_live(&self) -> bool {
+    self.state.load(Relaxed) == LIVE
   }
 }
 
@@ -310,14 +308,16 @@ mod tests {
   }
 
   #[test]
-  fn a_slot_snapshot_counts_respawns_from_the_channels_opened() {
+  fn a_slot_counts_every_worker_started_after_its_first_as_a_respawn() {
     let stats = Stats::new(1);
     assert_eq!(stats.snapshot().slots[0].respawns, 0);
-    stats.slots[0].channels.store(3, Relaxed);
-    stats.slots[0].pid.store(42, Relaxed);
-    stats.slots[0].live.store(true, Relaxed);
+    for _ in 0..3 {
+      stats.slots[0].worker_started();
+    }
+    stats.slots[0].set_pid(42);
+    stats.slots[0].set_live(true);
     let slot = &stats.snapshot().slots[0];
-    assert_eq!((slot.slot, slot.pid, slot.live, slot.respawns), (0, 42, true, 2));
+    assert_eq!((slot.slot, slot.pid, SLOT_STATES[slot.state as usize], slot.respawns), (0, 42, "live", 2));
   }
 
   #[test]
@@ -332,6 +332,10 @@ mod tests {
     assert_eq!(PRIMARY_FIELDS[0], DROPPED);
     assert_eq!(PRIMARY_FIELDS.len(), 15);
     assert_eq!(SLOT_FIELDS.len(), 15);
+    let named: Vec<&str> =
+      SLOT_FIELDS.iter().filter(|field| !field.values.is_empty()).map(|field| field.name).collect();
+    assert_eq!(named, ["state"]);
+    assert_eq!(SLOT_STATES[LIVE as usize], "live");
     let drops =
       |fields: &[FieldDoc]| fields.iter().filter(|field| field.dropped).map(|field| field.name).collect::<Vec<_>>();
     assert_eq!(

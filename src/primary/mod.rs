@@ -31,4 +31,4 @@ mod supervise;
 pub use events::{Fault, PrimaryEvent, Problem, SLOW_CLOSE};
 pub use handle::{descriptor_budget, OpenSlotError, PrimaryConfig, PrimaryHandle, StartError};
 pub use loop_state::HeaderLimits;
-pub use rendezvous::AllowedWorkers;
+pub use rendezvous::{AllowedWorkers, NO_WORKER_GRACE};

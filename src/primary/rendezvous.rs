@@ -65,7 +65,8 @@ impl AllowedWorkers {
 /// worker forked just now is known to JavaScript a tick later (cluster's
 /// 'fork' event), and the one that exits may be replaced at once by the
 /// user's 'exit' handler.
-const NO_WORKER_GRACE: Duration = Duration::from_millis(200);
+/// The portable path waits as long (`noWorkerGraceMs()`, in its generated contract).
+pub const NO_WORKER_GRACE: Duration = Duration::from_millis(200);
 
 /// Tells the ledger whether any worker exists, on every change, until the
 /// loop ends: at once when one does, after `NO_WORKER_GRACE` when none does.

@@ -413,8 +413,12 @@ export interface ListenOptions {
    */
   host?: string
   /**
-   * Length of the kernel's queue of connections not yet accepted.
-   * @defaultValue `511`
+   * Length of the kernel's queue of connections not yet accepted (the kernel
+   * caps it at `net.core.somaxconn`). Larger than Node's 511: in a reconnect
+   * storm a full queue makes the kernel drop handshakes, which their clients
+   * send again only after 1 s, 3 s, 7 s; an unused place in the queue costs
+   * nothing.
+   * @defaultValue `4096`
    */
   backlog?: number
   /**
@@ -547,8 +551,12 @@ export interface ListenOptions {
   ignoreMissingHeader?: boolean
   /**
    * Milliseconds a client has to send its PROXY header or request head
-   * (modes other than `'ip'`); then it is closed and counted.
-   * @defaultValue `5000`
+   * (modes other than `'ip'`); then it is closed and counted. As long as
+   * Node's own `server.headersTimeout`: a client on a lossy network, or
+   * one whose process is busy (a reconnect storm), can take seconds to send
+   * its first bytes; slowloris clients are bounded by `maxPendingHeaders`
+   * and the descriptor budget, oldest first.
+   * @defaultValue `60000`
    */
   headerTimeout?: number
   /**

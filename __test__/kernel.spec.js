@@ -218,7 +218,10 @@ describe('kernel: true, observed', () => {
     expect(accepted.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(10)
     for (const slot of stats.slots) {
       expect(text).toContain(`sticky_session_slot_accepted_total{slot="${slot.slot}"} ${slot.accepted}`)
-      expect(text).toContain(`sticky_session_slot_queue_limit{slot="${slot.slot}"} 511`)
+      // The default backlog, as the kernel caps it (net.core.somaxconn).
+      const somaxconn = Number(require('fs').readFileSync('/proc/sys/net/core/somaxconn', 'utf8'))
+      expect(slot.queueLimit).toBe(Math.min(require('../lib/portable/contract').optionRules.find((rule) => rule.name === 'backlog').defaultValue, somaxconn))
+      expect(text).toContain(`sticky_session_slot_queue_limit{slot="${slot.slot}"} ${slot.queueLimit}`)
       expect(text).toContain(`sticky_session_slot_listen_drops_total{slot="${slot.slot}"} 0`)
     }
     expect(text).toMatch(/^sticky_session_host_listen_overflows_total \d+$/m)

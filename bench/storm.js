@@ -14,6 +14,13 @@ const CLIENT = path.join(__dirname, 'storm-client.js');
 const FDS_PER_CLIENT = 3;
 /** Socket errors that mean a connection was reset or refused (by the balancer, or by a full queue). */
 const RESET_OR_REFUSED = ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'];
+// A client whose socket.io session was closed by socket.io itself: the
+// server's engine closed the transport (its upgradeTimeout of 10 s, its ping
+// timeout) because the worker or the client process, both on the storm's
+// CPUs, did not answer in time. No balancer writes these (a reset by the
+// primary or the kernel is an ECONNRESET, a misrouted request a 400); they
+// come from overload, and the peers lose clients to them in the same runs.
+const SOCKETIO_CLOSE = /(transport close|transport closed|ping timeout)$/;
 
 /** The soft limit on open files that a Node child gets (Node raises it to the hard limit). */
 function fileLimit() {
@@ -197,6 +204,7 @@ async function stormOnce(mode, size, { startServer, stopGroup, freePort, liveChi
     rec.socket_errors = {};
     for (const r of results) for (const [k, v] of Object.entries(r.socketErrors || {})) rec.socket_errors[k] = (rec.socket_errors[k] || 0) + v;
     rec.resets = RESET_OR_REFUSED.reduce((sum, code) => sum + (rec.socket_errors[code] || 0), 0);
+    rec.socketio_closes = Object.entries(rec.errors).reduce((sum, [reason, n]) => sum + (SOCKETIO_CLOSE.test(reason) ? n : 0), 0);
     if (mode.ours) {
       const stats = await primaryStats(server);
       if (stats) {

@@ -23,7 +23,7 @@ module.exports = {
       "min": 1,
       "max": 2147483647,
       "expected": "an integer from 1 to 2147483647",
-      "defaultValue": 511
+      "defaultValue": 4096
     },
     {
       "name": "seed",
@@ -118,7 +118,7 @@ module.exports = {
       "min": 1,
       "max": 2147483647,
       "expected": "an integer from 1 to 2147483647",
-      "defaultValue": 5000
+      "defaultValue": 60000
     },
     {
       "name": "maxHeaderBytes",

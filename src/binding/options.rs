@@ -223,8 +223,12 @@ pub struct ListenOptions {
   /// @defaultValue `'::'`
   /// @example `host: '127.0.0.1'`
   pub host: Option<String>,
-  /// Length of the kernel's queue of connections not yet accepted.
-  /// @defaultValue `511`
+  /// Length of the kernel's queue of connections not yet accepted (the kernel
+  /// caps it at `net.core.somaxconn`). Larger than Node's 511: in a reconnect
+  /// storm a full queue makes the kernel drop handshakes, which their clients
+  /// send again only after 1 s, 3 s, 7 s; an unused place in the queue costs
+  /// nothing.
+  /// @defaultValue `4096`
   pub backlog: Option<u32>,
   /// Seed of the rendezvous hash that maps clients to slots: an unsigned 64-bit
   /// integer (number, bigint or decimal string). Fixed by default, so a client
@@ -333,8 +337,12 @@ pub struct ListenOptions {
   /// @defaultValue `true`
   pub ignore_missing_header: Option<bool>,
   /// Milliseconds a client has to send its PROXY header or request head
-  /// (modes other than `'ip'`); then it is closed and counted.
-  /// @defaultValue `5000`
+  /// (modes other than `'ip'`); then it is closed and counted. As long as
+  /// Node's own `server.headersTimeout`: a client on a lossy network, or
+  /// one whose process is busy (a reconnect storm), can take seconds to send
+  /// its first bytes; slowloris clients are bounded by `maxPendingHeaders`
+  /// and the descriptor budget, oldest first.
+  /// @defaultValue `60000`
   pub header_timeout: Option<u32>,
   /// The most bytes read to find the routing key.
   /// @defaultValue `16384`
@@ -433,7 +441,7 @@ macro_rules! option_table {
 option_table! {
   workers "workers" => Count { min: 1, max: MAX_WORKERS }, default CpuCount;
   host "host" => Host, default Text("::");
-  backlog "backlog" => Count { min: 1, max: MAX_COUNT }, default Count(511);
+  backlog "backlog" => Count { min: 1, max: MAX_COUNT }, default Count(4096);
   seed "seed" => Seed, default Seed(DEFAULT_SEED);
   max_pending_per_slot "maxPendingPerSlot" => Count { min: 1, max: MAX_COUNT }, default Count(1024);
   max_parked "maxParked" => Count { min: 1, max: MAX_COUNT }, default Count(4096);
@@ -446,7 +454,7 @@ option_table! {
   header "header" => Header, default Text("x-forwarded-for");
   trusted_proxies "trustedProxies" => TrustedProxies, default List(&["loopback"]);
   ignore_missing_header "ignoreMissingHeader" => Flag, default Flag(true);
-  header_timeout "headerTimeout" => Count { min: 1, max: MAX_COUNT }, default Count(5000);
+  header_timeout "headerTimeout" => Count { min: 1, max: MAX_COUNT }, default Count(60000);
   max_header_bytes "maxHeaderBytes" => Count { min: MIN_HEADER_BYTES, max: MAX_HEADER_BYTES }, default Count(16_384);
   max_pending_headers "maxPendingHeaders" => Count { min: 1, max: MAX_COUNT }, default Count(1024);
   load_balancing_method "loadBalancingMethod" => LoadBalancingMethod, default Text("least-connection");
@@ -1056,7 +1064,7 @@ mod tests {
     assert!(!resolved.slot_ports);
     assert_eq!((resolved.first_slot_port, resolved.slot_host.as_str()), (0, "127.0.0.1"));
     let config = resolved.config;
-    assert_eq!(config.listen, ListenSettings { host_is_default: true, backlog: 511, slots: 4, seed: DEFAULT_SEED });
+    assert_eq!(config.listen, ListenSettings { host_is_default: true, backlog: 4096, slots: 4, seed: DEFAULT_SEED });
     assert_eq!(
       config.accept_loop,
       AcceptLoopSettings {
@@ -1071,7 +1079,7 @@ mod tests {
       }
     );
     let header = config.accept_loop.header;
-    assert_eq!((header.timeout, header.max_bytes, header.max_waiting), (Duration::from_secs(5), 16_384, 1024));
+    assert_eq!((header.timeout, header.max_bytes, header.max_waiting), (Duration::from_secs(60), 16_384, 1024));
     assert_eq!(config.slot_ports, None);
   }
 

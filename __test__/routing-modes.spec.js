@@ -125,6 +125,31 @@ describe("routing: 'header'", () => {
   })
 })
 
+describe("routing: 'header', the primary late", () => {
+  let app
+  beforeAll(async () => {
+    app = await startApp({ options: { workers: 2, routing: 'header', headerTimeout: 300 } })
+  })
+
+  test('a header that arrived within headerTimeout is served even when the primary was busy past it', async () => {
+    const socket = await rawConnection(app.port, '127.0.0.1')
+    let reply = ''
+    socket.on('data', (chunk) => (reply += chunk))
+    socket.on('error', () => {})
+    await waitUntil(async () => (await app.stats()).readingHeader === 1, { what: 'the primary to read the header' })
+    const before = await app.stats()
+    app.child.stdin.write('busy 1000\n')
+    await app.waitFor('busy')
+    const closed = once(socket, 'close')
+    socket.write('GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Forwarded-For: 198.51.100.60\r\n\r\n')
+    await closed
+    // (The native reader has its own thread: it answers before the primary's JavaScript is idle.)
+    await app.waitFor('idle')
+    expect(jsonBody(reply).pid).toBeGreaterThan(0)
+    expect((await app.stats()).droppedHeaderTimeout).toBe(before.droppedHeaderTimeout)
+  })
+})
+
 describe("routing: 'header' with ignoreMissingHeader: false and RFC 7239 Forwarded", () => {
   let app
   beforeAll(async () => {

@@ -334,7 +334,16 @@ class PortableListener {
       socket.destroy()
       this.checkDrained()
     }
-    const timer = setTimeout(() => !settled && refuse('droppedHeaderTimeout'), this.config.headerTimeout)
+    const timer = setTimeout(() => {
+      this.timers.delete(timer)
+      if (settled) return
+      // Node runs its timers before it polls for I/O: after a turn that ran
+      // late (a storm, a starved CPU) this fires ahead of bytes that arrived
+      // in time and wait unread. The poll phase comes before setImmediate's:
+      // the bytes are read first, and a client that sent its header within
+      // headerTimeout keeps it, as the native reader's does.
+      setImmediate(() => !settled && refuse('droppedHeaderTimeout'))
+    }, this.config.headerTimeout)
     this.timers.add(timer)
     this.reading.set(socket, () => !settled && refuse('droppedHeaderTimeout'))
     socket.on('data', onData)

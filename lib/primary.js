@@ -16,8 +16,7 @@ const cluster = require('cluster')
 const { EventEmitter } = require('events')
 const net = require('net')
 const debug = require('debug')('sticky-session-rs')
-const { AcceptLoopListener, KernelGroupListener } = require('./listeners')
-const { PortableListener } = require('./portable/listener')
+const { chooseListener } = require('./primary/listener-choice')
 const { portable } = require('./native')
 const { listenError, stickyError } = require('./errors')
 const { kernelModeObstacle } = require('./runtime')
@@ -25,7 +24,7 @@ const { systemdListener } = require('./systemd')
 const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
 const { pm2WorkerEnvironment } = require('./pm2')
 const { resolveHost } = require('./native')
-const { openSlotPorts, slotPortsUnsupported } = require('./slot-ports')
+const { openSlotPorts } = require('./slot-ports')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
@@ -33,8 +32,6 @@ const MAX_RESPAWN_DELAY_MS = 5000
 /** With `takeover: true`, how often and how long to look for an offer while the port is in use. */
 const TAKEOVER_RETRIES = 10
 const TAKEOVER_RETRY_MS = 100
-/** The accept loop's start-up wait that never ends by itself (2^31 - 1 ms). */
-const UNTIL_READY_MS = 2 ** 31 - 1
 /**
  * Closing: workers still running this long after `shutdownTimeout` are
  * killed (each has had its own `shutdownTimeout` to finish), and this long
@@ -255,13 +252,10 @@ class Primary extends EventEmitter {
   }
 
   /**
-   * Chooses how to listen, once: the kernel-steered group when asked for
-   * (or taken over) and the kernel allows it, else the accept loop. Returns
-   * null when listening failed: an 'error' was emitted, or a retry scheduled
-   * (a group taken over cannot fall back).
+   * Chooses how to listen, once (lib/primary/listener-choice.js). Returns
+   * null when listening failed: an 'error' was emitted, or a retry scheduled.
    */
   listen(address, source, attempt) {
-    const { options } = this
     const spec = { address, port: this.port, adopt: source.adopt, ipv6Only: this.listenArguments.ipv6Only }
     const onEvent = (event) => this.onListenerEvent(event)
     const failed = (error) => {
@@ -269,48 +263,7 @@ class Primary extends EventEmitter {
       if (!this.retryTakeover(error, address, source, attempt)) this.failToListen(error, address)
       return null
     }
-    // Kernel steering where it can work; the accept loop is the fallback,
-    // worth a warning only when `kernel: true` was asked for.
-    const fallBack = (why) => {
-      if (options.kernelAsked) process.emitWarning(`${why}: using the accept loop (leave kernel unset to use it without this warning)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
-      else debug('kernel steering unavailable (%s): using the accept loop', why)
-    }
-    // Without the binding (lib/native.js decides), the portable path: sockets over cluster IPC.
-    if (portable) {
-      // Slot ports are the native path's: a proxy set up over them (proxyConfig) would find nothing there.
-      if (options.slotPorts) return failed(slotPortsUnsupported())
-      if (options.kernelAsked) {
-        process.emitWarning(`kernel steering needs the native binding, and ${portable}: routing by the same hash in JavaScript (the portable path)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
-      }
-      try {
-        return new PortableListener(spec, options, onEvent)
-      } catch (error) {
-        return failed(error)
-      }
-    }
-    const kernel = source.kind === 'takeover' ? source.kernel : options.kernel
-    if (kernel && source.kind === 'systemd') {
-      fallBack('kernel steering needs one listening socket per worker and systemd passed one')
-    } else if (kernel && options.rendezvous) {
-      fallBack('kernel steering needs workers that sticky-session-rs forks, and setupMaster() lets you fork them')
-    } else if (kernel) {
-      try {
-        const obstacle = kernelModeObstacle()
-        if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', obstacle)
-        return new KernelGroupListener(spec, options, onEvent)
-      } catch (error) {
-        if (error.code !== 'ERR_STICKY_KERNEL_UNSUPPORTED' || source.adopt) return failed(error)
-        fallBack(error.message)
-      }
-    }
-    // Taking over, the old primary serves until every worker here is ready:
-    // accept only then (completeTakeover gives up at startupWait).
-    const startupWait = source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait
-    try {
-      return new AcceptLoopListener(spec, { ...options, startupWait }, onEvent)
-    } catch (error) {
-      return failed(error)
-    }
+    return chooseListener(spec, source, this.options, { onEvent, failed })
   }
 
   /**

@@ -14,24 +14,16 @@
 
 const cluster = require('cluster')
 const { EventEmitter } = require('events')
-const net = require('net')
 const debug = require('debug')('sticky-session-rs')
 const { chooseListener } = require('./primary/listener-choice')
-const { portable } = require('./native')
 const { listenError, stickyError } = require('./errors')
-const { kernelModeObstacle } = require('./runtime')
-const { systemdListener } = require('./systemd')
-const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets } = require('./takeover')
+const { TAKEOVER_RETRY_MS, describeSource, systemdSource, resolveAddress, listenSource, lookAgainForOffer, Takeover } = require('./primary/socket-source')
 const { pm2WorkerEnvironment } = require('./pm2')
-const { resolveHost } = require('./native')
 const { openSlotPorts } = require('./slot-ports')
 
 /** Respawns of a worker that lived shorter than this back off (crash loops). */
 const QUICK_EXIT_MS = 1000
 const MAX_RESPAWN_DELAY_MS = 5000
-/** With `takeover: true`, how often and how long to look for an offer while the port is in use. */
-const TAKEOVER_RETRIES = 10
-const TAKEOVER_RETRY_MS = 100
 /**
  * Closing: workers still running this long after `shutdownTimeout` are
  * killed (each has had its own `shutdownTimeout` to finish), and this long
@@ -40,19 +32,6 @@ const TAKEOVER_RETRY_MS = 100
  */
 const KILL_AFTER_TIMEOUT_MS = 400
 const GIVE_UP_AFTER_TIMEOUT_MS = 600
-
-/** One line on stderr for what an operator must know happened (a takeover), whatever DEBUG says. */
-function announce(line) {
-  debug(line)
-  process.stderr.write(`sticky-session-rs: ${line}\n`)
-}
-
-/** Where the listening socket came from, for logs. */
-function describeSource(source) {
-  if (source.kind === 'systemd') return `socket passed by systemd as fd ${source.adopt[0]}`
-  if (source.kind === 'takeover') return `taken over from primary ${source.offer.pid}`
-  return 'bound'
-}
 
 class Primary extends EventEmitter {
   /**
@@ -76,12 +55,8 @@ class Primary extends EventEmitter {
     this.slots = new Map()
     /** Every worker forked and not yet exited, including one a reload is replacing. */
     this.forked = new Set()
-    /** With `takeover: true`: the offer of this primary's sockets to a later primary. */
-    this.takeoverOffer = null
-    /** Set once a takeover took this primary's sockets: closing then leaves them taking connections. */
-    this.handedOver = false
-    /** While taking over: waiting for this primary's workers. */
-    this.takeoverWait = null
+    /** Both sides of a takeover (lib/primary/socket-source.js). */
+    this.takeover = new Takeover(this)
     /** What closing must undo: timers, signal handlers, the abort signal's listener, the server's face. */
     this.timers = new Set()
     this.undo = []
@@ -105,22 +80,16 @@ class Primary extends EventEmitter {
     // systemd's variables are consumed at once, before anything can fork.
     let systemd
     try {
-      systemd = systemdListener(this.port)
+      systemd = systemdSource(this.port)
     } catch (error) {
       return this.failToListen(error, host)
     }
-    if (systemd) {
-      debug('systemd passed fd %d%s, listening on %s port %d: using it', systemd.fd, systemd.name ? ` (${systemd.name})` : '', systemd.address, systemd.port)
-      return this.bind(systemd.address, { kind: 'systemd', adopt: [systemd.fd] })
-    }
-    let address = host
-    // The portable path has no resolveHost: its net.Server looks the name up (as `net` does).
-    if (!net.isIP(host) && !portable) {
-      try {
-        address = resolveHost(host).address
-      } catch (error) {
-        return this.failToListen(Object.assign(error, { syscall: 'getaddrinfo', hostname: host }), host)
-      }
+    if (systemd) return this.bind(systemd.address, systemd.source)
+    let address
+    try {
+      address = resolveAddress(host)
+    } catch (error) {
+      return this.failToListen(error, host)
     }
     this.bind(address)
   }
@@ -183,50 +152,12 @@ class Primary extends EventEmitter {
     return timer
   }
 
-  /**
-   * Where the listening socket comes from: systemd (given by `start`), the
-   * primary this one takes over (`takeover: true`), or a new bind.
-   */
-  listenSource(address) {
-    const { options } = this
-    // Where takeover cannot work, the port is bound as usual (offerTakeover warns, once).
-    if (!options.takeover || this.port === 0 || takeoverObstacle()) return { kind: 'bind' }
-    let requested
-    try {
-      requested = requestSockets(address, this.port)
-    } catch (error) {
-      if (error.code !== 'ERR_STICKY_TAKEOVER_FOREIGN') throw error
-      // Another user's process holds the name: it is not this app's primary.
-      process.emitWarning(`${error.message}; binding as usual`, { code: error.code, type: 'StickySessionWarning' })
-      return { kind: 'bind' }
-    }
-    if (!requested) {
-      debug('takeover: no primary offers [%s]:%d; binding', address, this.port)
-      return { kind: 'bind' }
-    }
-    const { client, offer } = requested
-    let kernel
-    try {
-      kernel = checkOffer(offer, options).kernel
-      const obstacle = kernel && kernelModeObstacle()
-      if (obstacle) throw stickyError('ERR_STICKY_KERNEL_UNSUPPORTED', `${obstacle}: this primary cannot take over the kernel-steered group of primary ${offer.pid}`)
-    } catch (error) {
-      client.close()
-      throw error
-    }
-    debug('takeover: primary %d offers %d %s socket(s) (workers %d)', offer.pid, offer.sockets, offer.mode, offer.workers)
-    if (options.kernelAsked && !kernel) {
-      process.emitWarning(`primary ${offer.pid}, taken over, uses the accept loop: so does this one (restart without takeover to switch to kernel steering)`, { code: 'ERR_STICKY_KERNEL_UNSUPPORTED', type: 'StickySessionWarning' })
-    }
-    return { kind: 'takeover', client, offer, kernel, adopt: client.takeSockets() }
-  }
-
   bind(address, source = null, attempt = 0) {
     const { options, server } = this
     if (this.closing) return
     this.address = address
     try {
-      source = source || this.listenSource(address)
+      source = source || listenSource(address, this.port, options)
     } catch (error) {
       return this.failToListen(error, address)
     }
@@ -273,8 +204,8 @@ class Primary extends EventEmitter {
   listening(source, bound = null) {
     this.listened = true
     if (this.options.handleSignals) this.handleSignals()
-    if (source.kind === 'takeover') this.completeTakeover(source)
-    else if (this.options.takeover) this.offerTakeover()
+    if (source.kind === 'takeover') this.takeover.complete(source)
+    else if (this.options.takeover) this.takeover.offerToSuccessor()
     // As `net`: on a later tick (the caller attaches its listener after listen() returns).
     const emitListening = () => !this.closing && !this.listenArguments.alreadyListening && this.server.emit('listening')
     if (bound) bound.then(emitListening, (error) => this.failedToBind(error))
@@ -294,124 +225,10 @@ class Primary extends EventEmitter {
    * it yet): look again for a short while before reporting EADDRINUSE.
    */
   retryTakeover(error, address, source, attempt) {
-    if (!this.options.takeover || source.kind !== 'bind' || error.code !== 'EADDRINUSE') return false
-    if (attempt >= TAKEOVER_RETRIES) {
-      error.message += ` (and no primary offered it for takeover: one started with takeover: true by this user, uid ${process.geteuid()}, for the same host and port would have)`
-      return false
-    }
+    if (!lookAgainForOffer(error, source, attempt, this.options)) return false
     debug('takeover: [%s]:%d is in use and nobody offers it yet; looking again', address, this.port)
     this.later(TAKEOVER_RETRY_MS, () => this.bind(address, null, attempt + 1))
     return true
-  }
-
-  // ---- takeover -------------------------------------------------------------
-
-  /**
-   * The new primary's side: once every worker is ready, tells the old
-   * primary to stop accepting (it drains and exits), then offers the sockets
-   * in turn. If the workers are not all ready within `startupWait`, the old
-   * primary goes on serving and this one closes, with an 'error'.
-   */
-  completeTakeover({ client, offer }) {
-    const { options, server } = this
-    const ready = new Set()
-    const onReady = (slot, pid) => {
-      const state = this.slots.get(slot)
-      if (!state || state.pid !== pid) return
-      ready.add(slot)
-      if (ready.size < options.workers) return
-      this.endTakeoverWait()
-      let oldPid = offer.pid
-      try {
-        oldPid = client.release()
-      } catch (error) {
-        process.emitWarning(`primary ${offer.pid} did not confirm the takeover (${error.message}); if it still runs, it accepts too until it exits`, { code: 'ERR_STICKY_TAKEOVER_FAILED', type: 'StickySessionWarning' })
-      } finally {
-        client.close()
-      }
-      announce(`primary ${process.pid} took over ${this.where()} from primary ${oldPid} (${offer.mode === 'kernel' ? `its kernel-steered group of ${offer.sockets} sockets` : 'its listening socket'}); primary ${oldPid} drains and exits`)
-      if (options.takeover) this.offerTakeover()
-    }
-    const timer = setTimeout(() => {
-      const error = stickyError(
-        'ERR_STICKY_TAKEOVER_TIMEOUT',
-        `${ready.size} of ${options.workers} workers were ready within startupWait (${options.startupWait} ms): primary ${offer.pid} goes on serving and this primary closes. ` +
-          'Find out why the workers do not start (their output above), then start this primary again',
-      )
-      // close() ends the takeover (the old primary goes on) and leaves it the listen queue.
-      this.close()
-      server.emit('error', error)
-    }, options.startupWait)
-    this.on('slot-ready', onReady)
-    this.takeoverWait = { client, timer, onReady }
-  }
-
-  /** Stops waiting for the workers of a takeover (ready, timed out, or closing). */
-  endTakeoverWait() {
-    if (!this.takeoverWait) return
-    const { client, timer, onReady } = this.takeoverWait
-    this.takeoverWait = null
-    clearTimeout(timer)
-    this.off('slot-ready', onReady)
-    return client
-  }
-
-  /** The old primary's side: offers its listening socket(s) to a later primary. */
-  offerTakeover(attempt = 0) {
-    const { options } = this
-    if (this.closing || this.takeoverOffer) return
-    const obstacle = takeoverObstacle()
-    if (obstacle) return process.emitWarning(`${obstacle}: takeover is off`, { code: 'ERR_STICKY_TAKEOVER_UNSUPPORTED', type: 'StickySessionWarning' })
-    const port = this.server.address().port
-    const { listener } = this
-    const description = { mode: listener.mode, workers: options.workers, seed: options.seed }
-    try {
-      this.takeoverOffer = offerSockets(this.address, port, description, listener.listeningFds(), (event) => this.onTakeoverEvent(event))
-    } catch (error) {
-      // The primary just taken over releases the name an instant before it confirms.
-      if (error.code === 'EADDRINUSE' && attempt < TAKEOVER_RETRIES) {
-        this.later(TAKEOVER_RETRY_MS, () => this.offerTakeover(attempt + 1))
-        return
-      }
-      process.emitWarning(`${error.message}; a later primary cannot take over from this one`, { code: 'ERR_STICKY_TAKEOVER_UNAVAILABLE', type: 'StickySessionWarning' })
-      return
-    }
-    debug('takeover: offering %s under %s', this.where(), takeoverName(this.address, port))
-  }
-
-  onTakeoverEvent(event) {
-    const warn = (code, message) => process.emitWarning(message, { code, type: 'StickySessionWarning' })
-    switch (event.kind) {
-      case 'offered':
-        debug('takeover: sent the listening socket(s) to primary %d; accepting until its workers are ready', event.pid)
-        break
-      case 'busy':
-        debug('takeover: refused process %d: another takeover is under way', event.pid)
-        break
-      case 'refused':
-        warn('ERR_STICKY_TAKEOVER_REFUSED', `refused to hand ${this.where()} to process ${event.pid} of uid ${event.uid}: only a process of this user (uid ${process.geteuid()}) may take over`)
-        break
-      case 'abandoned':
-        warn('ERR_STICKY_TAKEOVER_ABANDONED', `process ${event.pid} gave up taking over ${this.where()} (${event.message}); this primary goes on serving`)
-        break
-      case 'failed':
-        this.takeoverOffer = null
-        warn('ERR_STICKY_TAKEOVER_UNAVAILABLE', `the takeover offer stopped (${event.message}); a later primary cannot take over from this one`)
-        break
-      case 'released':
-        if (this.takeoverOffer) this.takeoverOffer.close()
-        this.takeoverOffer = null
-        announce(`primary ${process.pid} handed ${this.where()} over to primary ${event.pid}; draining, then exiting with code 0`)
-        this.handedOver = true
-        this.close(() => process.exit(0))
-        break
-    }
-  }
-
-  /** `[address]:port` as listened on, for logs. */
-  where() {
-    const address = this.server.address()
-    return address ? `[${address.address}]:${address.port}` : `[${this.address}]:${this.port}`
   }
 
   /**
@@ -569,22 +386,11 @@ class Primary extends EventEmitter {
     this.emit('closing')
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
-    const client = this.stopTakeover()
+    const client = this.takeover.stop()
     const { shutdownTimeout } = this.options
     this.later(shutdownTimeout + KILL_AFTER_TIMEOUT_MS, () => this.killWorkers())
     this.later(shutdownTimeout + GIVE_UP_AFTER_TIMEOUT_MS, () => this.finish())
     this.stopAccepting(client, () => this.retireWorkers(() => this.finish()))
-  }
-
-  /** Ends both sides of a takeover; returns the client of one this primary was taking (its listen queue is the old primary's). */
-  stopTakeover() {
-    // A later primary can no longer take over, and one taking over from this
-    // one stops waiting (its predecessor goes on serving).
-    if (this.takeoverOffer) this.takeoverOffer.close()
-    this.takeoverOffer = null
-    const client = this.endTakeoverWait()
-    if (client) client.close()
-    return client
   }
 
   /** Step 1: `then()` once nothing accepted waits for a worker. */
@@ -597,7 +403,7 @@ class Primary extends EventEmitter {
     this.once('drained', then)
     // Refusing new connections is for a shutdown: sockets handed over (or
     // still the old primary's, taking over) go on serving.
-    listener.stopAccepting(!takingOver, { refuseNew: !takingOver && !this.handedOver })
+    listener.stopAccepting(!takingOver, { refuseNew: !takingOver && !this.takeover.handedOver })
   }
 
   /** Every worker of this primary: those it forked (also one a reload is replacing), or the user's (setupMaster). */

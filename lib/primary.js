@@ -18,12 +18,9 @@ const debug = require('debug')('sticky-session-rs')
 const { chooseListener } = require('./primary/listener-choice')
 const { listenError, stickyError } = require('./errors')
 const { TAKEOVER_RETRY_MS, describeSource, systemdSource, resolveAddress, listenSource, lookAgainForOffer, Takeover } = require('./primary/socket-source')
-const { pm2WorkerEnvironment } = require('./pm2')
+const { SlotSupervisor } = require('./primary/slots')
 const { openSlotPorts } = require('./slot-ports')
 
-/** Respawns of a worker that lived shorter than this back off (crash loops). */
-const QUICK_EXIT_MS = 1000
-const MAX_RESPAWN_DELAY_MS = 5000
 /**
  * Closing: workers still running this long after `shutdownTimeout` are
  * killed (each has had its own `shutdownTimeout` to finish), and this long
@@ -50,11 +47,8 @@ class Primary extends EventEmitter {
     this.listener = null
     this.closing = false
     this.closed = false
-    this.reloading = null
-    /** slot -> { worker, startedAt, quickExits } */
-    this.slots = new Map()
-    /** Every worker forked and not yet exited, including one a reload is replacing. */
-    this.forked = new Set()
+    /** The workers, by slot: forked, respawned, reloaded (lib/primary/slots.js). */
+    this.supervisor = new SlotSupervisor(this)
     /** Both sides of a takeover (lib/primary/socket-source.js). */
     this.takeover = new Takeover(this)
     /** What closing must undo: timers, signal handlers, the abort signal's listener, the server's face. */
@@ -174,7 +168,7 @@ class Primary extends EventEmitter {
     // The user's server object never listens in the primary; make it report
     // the listener's address so `server.address().port` works with port 0.
     server.address = () => listener.address()
-    if (!options.rendezvous) for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
+    if (!options.rendezvous) for (let slot = 0; slot < options.workers; slot++) this.supervisor.fork(slot)
     debug('primary %d listening on %o with %d workers (%s, %s)', process.pid, listener.address(), options.workers, listener.mode, describeSource(source))
     // The portable listener binds asynchronously where the runtime does (a
     // host name to look up; Bun, Deno): its workers are forked already, as
@@ -215,7 +209,7 @@ class Primary extends EventEmitter {
   /** The portable listener could not bind: the workers forked for it leave, and listening failed. */
   failedToBind(error) {
     if (this.closing) return
-    for (const worker of this.workers()) worker.kill()
+    for (const worker of this.supervisor.workers()) worker.kill()
     this.failToListen(error, this.address)
   }
 
@@ -229,86 +223,6 @@ class Primary extends EventEmitter {
     debug('takeover: [%s]:%d is in use and nobody offers it yet; looking again', address, this.port)
     this.later(TAKEOVER_RETRY_MS, () => this.bind(address, null, attempt + 1))
     return true
-  }
-
-  /**
-   * Forks a worker into `slot`, giving it the slot's channel as an extra
-   * stdio entry. Cluster settings are global: they are restored at once so a
-   * later `cluster.fork()` by the user does not pass a closed descriptor.
-   */
-  fork(slot) {
-    const { listener } = this
-    const workerEnd = listener.workerEnd(slot)
-    const slotPortEnd = this.slotPorts ? this.slotPorts.workerEnd(slot) : null
-    const previousStdio = cluster.settings.stdio
-    const stdio = previousStdio
-      ? previousStdio.slice()
-      : cluster.settings.silent
-        ? ['pipe', 'pipe', 'pipe', 'ipc']
-        : ['inherit', 'inherit', 'inherit', 'ipc']
-    while (stdio.length < 4) stdio.push('ignore')
-    // Each descriptor the listener (and the slot ports) give the worker, and the variable naming its place in the worker's stdio.
-    // No fd: the portable path's channel is cluster IPC itself ('ipc').
-    const descriptors = {}
-    for (const { fd, variable } of [workerEnd, ...(workerEnd.more || []), ...(slotPortEnd ? [slotPortEnd] : [])]) {
-      if (fd === null) {
-        descriptors[variable] = 'ipc'
-        continue
-      }
-      descriptors[variable] = String(stdio.length)
-      stdio.push(fd)
-    }
-    let worker
-    try {
-      cluster.setupPrimary({ stdio })
-      worker = cluster.fork({
-        ...pm2WorkerEnvironment(),
-        ...this.options.env,
-        STICKY_WORKER_SLOT: String(slot),
-        ...descriptors,
-        ...workerEnd.env,
-        STICKY_ROUTING: this.options.routing,
-        STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
-        STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',
-      })
-    } finally {
-      cluster.setupPrimary({ stdio: previousStdio })
-      workerEnd.afterFork()
-    }
-    const state = this.slots.get(slot) || { quickExits: 0, forks: 0 }
-    state.worker = worker
-    state.pid = worker.process.pid
-    state.forks++
-    listener.watch(worker, slot, workerEnd)
-    state.startedAt = Date.now()
-    this.slots.set(slot, state)
-    debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)
-    this.forked.add(worker)
-    worker.once('exit', (code, signal) => {
-      this.forked.delete(worker)
-      this.onWorkerExit(slot, worker, code, signal)
-    })
-  }
-
-  onWorkerExit(slot, worker, code, signal) {
-    const state = this.slots.get(slot)
-    if (!state || state.worker !== worker) return
-    state.worker = null
-    if (this.closing) return
-    const lived = Date.now() - state.startedAt
-    state.quickExits = lived < QUICK_EXIT_MS ? state.quickExits + 1 : 0
-    const delay = state.quickExits === 0 ? 0 : Math.min(100 * 2 ** (state.quickExits - 1), MAX_RESPAWN_DELAY_MS)
-    debug('worker %d of slot %d exited (code %s, signal %s); respawning in %d ms', worker.id, slot, code, signal, delay)
-    const respawn = () => {
-      if (this.closing || this.slots.get(slot).worker) return
-      try {
-        this.fork(slot)
-      } catch (error) {
-        this.server.emit('error', error)
-      }
-    }
-    if (delay === 0) respawn()
-    else this.later(delay, respawn)
   }
 
   onListenerEvent(event) {
@@ -352,7 +266,7 @@ class Primary extends EventEmitter {
 
   stats() {
     if (!this.listener) return null
-    const stats = this.listener.stats(this.slots)
+    const stats = this.listener.stats(this.supervisor.slots)
     // With user-forked workers the slots are a capacity: list the ones used.
     if (this.options.rendezvous) stats.slots = stats.slots.filter((slot) => slot.pid !== 0 || slot.dispatched > 0)
     return stats
@@ -406,14 +320,9 @@ class Primary extends EventEmitter {
     listener.stopAccepting(!takingOver, { refuseNew: !takingOver && !this.takeover.handedOver })
   }
 
-  /** Every worker of this primary: those it forked (also one a reload is replacing), or the user's (setupMaster). */
-  workers() {
-    return (this.options.rendezvous ? Object.values(cluster.workers || {}) : [...this.forked]).filter((worker) => !worker.isDead())
-  }
-
   /** Step 2: each worker finishes what it has and exits; `then()` once all have. */
   retireWorkers(then) {
-    const remaining = this.workers()
+    const remaining = this.supervisor.workers()
     let left = remaining.length
     if (left === 0) return then()
     for (const worker of remaining) {
@@ -430,7 +339,7 @@ class Primary extends EventEmitter {
   }
 
   killWorkers() {
-    const remaining = this.workers()
+    const remaining = this.supervisor.workers()
     if (remaining.length) debug('shutdown timeout: killing %d workers', remaining.length)
     for (const worker of remaining) worker.process.kill('SIGKILL')
   }
@@ -454,56 +363,9 @@ class Primary extends EventEmitter {
     if (listened) process.nextTick(() => this.server.emit('close'))
   }
 
-  /**
-   * Rolling reload: for each slot in turn, starts a new worker, waits until it
-   * is ready (it then takes the slot, and what the old worker had not taken),
-   * then lets the old worker finish and exit before the next slot. The slot
-   * is never without a worker; clients keep their slot.
-   */
+  /** Rolling reload (lib/primary/slots.js). */
   reload(callback) {
-    if (this.options.rendezvous) {
-      const error = stickyError('ERR_STICKY_RELOAD_UNSUPPORTED', 'reload() restarts workers sticky-session-rs forked; with setupMaster you fork them yourself')
-      if (callback) return process.nextTick(callback, error)
-      throw error
-    }
-    if (this.reloading) return this.reloading.then(() => this.reload(callback))
-    // Closing (close(), a signal, a takeover) ends a reload: the slot being
-    // replaced keeps both workers, and close() drains both.
-    const interrupted = () =>
-      stickyError('ERR_STICKY_RELOAD_INTERRUPTED', 'the primary started closing (close(), SIGTERM/SIGINT or a takeover) before every worker was replaced; nothing to do')
-    const replaceSlot = (slot) =>
-      new Promise((resolve, reject) => {
-        if (this.closing) return reject(interrupted())
-        const old = this.slots.get(slot) && this.slots.get(slot).worker
-        const settle = (error) => {
-          clearTimeout(timer)
-          this.off('slot-ready', onReady)
-          this.off('closing', onClosing)
-          if (error) reject(error)
-          else resolve()
-        }
-        const timer = setTimeout(() => settle(stickyError('ERR_STICKY_RELOAD_TIMEOUT', `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms (shutdownTimeout): see its output for why it does not start, or raise shutdownTimeout; the old worker goes on serving`)), this.options.shutdownTimeout)
-        const onClosing = () => settle(interrupted())
-        this.fork(slot)
-        const fresh = this.slots.get(slot).worker
-        const onReady = (readySlot, pid) => {
-          if (readySlot !== slot || pid !== fresh.process.pid) return
-          this.off('slot-ready', onReady)
-          clearTimeout(timer)
-          // The old worker drains and exits (lib/listeners.js: retire).
-          if (!old || old.isDead()) return settle()
-          this.listener.retire(old)
-          old.once('exit', () => settle())
-        }
-        this.on('slot-ready', onReady)
-        this.on('closing', onClosing)
-      })
-    this.reloading = (async () => {
-      for (let slot = 0; slot < this.options.workers; slot++) await replaceSlot(slot)
-    })()
-    const settle = this.reloading.finally(() => (this.reloading = null))
-    if (callback) settle.then(() => callback(null), callback)
-    return settle
+    return this.supervisor.reload(callback)
   }
 
   /**

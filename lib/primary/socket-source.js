@@ -144,7 +144,7 @@ class Takeover {
     const { options, server } = primary
     const ready = new Set()
     const onReady = (slot, pid) => {
-      const state = primary.slots.get(slot)
+      const state = primary.supervisor.slots.get(slot)
       if (!state || state.pid !== pid) return
       ready.add(slot)
       if (ready.size < options.workers) return

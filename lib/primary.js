@@ -19,6 +19,7 @@ const { chooseListener } = require('./primary/listener-choice')
 const { listenError, stickyError } = require('./errors')
 const { TAKEOVER_RETRY_MS, describeSource, systemdSource, resolveAddress, listenSource, lookAgainForOffer, Takeover } = require('./primary/socket-source')
 const { SlotSupervisor } = require('./primary/slots')
+const { relayListenerEvent, shapeStats } = require('./primary/report')
 const { openSlotPorts } = require('./slot-ports')
 
 /**
@@ -182,7 +183,7 @@ class Primary extends EventEmitter {
    */
   listen(address, source, attempt) {
     const spec = { address, port: this.port, adopt: source.adopt, ipv6Only: this.listenArguments.ipv6Only }
-    const onEvent = (event) => this.onListenerEvent(event)
+    const onEvent = (event) => relayListenerEvent(event, this, this.server)
     const failed = (error) => {
       if (source.client) source.client.close()
       if (!this.retryTakeover(error, address, source, attempt)) this.failToListen(error, address)
@@ -225,31 +226,6 @@ class Primary extends EventEmitter {
     return true
   }
 
-  onListenerEvent(event) {
-    switch (event.kind) {
-      case 'slot-ready':
-        debug('slot %d ready (pid %d)', event.slot, event.pid)
-        this.emit('slot-ready', event.slot, event.pid)
-        break
-      case 'drained':
-        debug('accept queue drained; every accepted connection is with a worker')
-        this.emit('drained')
-        break
-      case 'slot-closed':
-        debug('slot %d closed: %s; %d connections re-dispatched', event.slot, event.reason, event.requeued)
-        break
-      case 'error': {
-        const error = stickyError(event.code, event.message, { fatal: event.fatal })
-        debug('accept loop error %s: %s', event.code, event.message)
-        // A fatal error stopped the accept loop: the user must hear of it, as
-        // `net` reports errors. A passing one (EMFILE, retried) is a warning.
-        if (event.fatal) this.server.emit('error', error)
-        else process.emitWarning(error.message, { code: error.code, type: 'StickySessionWarning' })
-        break
-      }
-    }
-  }
-
   /** The upstream block for a proxy over the slot ports (lib/slot-ports.js); null before listening. */
   proxyConfig(proxy, settings) {
     if (!this.listener) return null
@@ -266,10 +242,7 @@ class Primary extends EventEmitter {
 
   stats() {
     if (!this.listener) return null
-    const stats = this.listener.stats(this.supervisor.slots)
-    // With user-forked workers the slots are a capacity: list the ones used.
-    if (this.options.rendezvous) stats.slots = stats.slots.filter((slot) => slot.pid !== 0 || slot.dispatched > 0)
-    return stats
+    return shapeStats(this.listener, this.supervisor.slots, this.options)
   }
 
   /**

@@ -60,7 +60,7 @@ function chooseListener(spec, source, options, { onEvent, failed }) {
     }
   }
   // Taking over, the old primary serves until every worker here is ready:
-  // accept only then (completeTakeover gives up at startupWait).
+  // accept only then (lib/primary/socket-source.js: Takeover#complete gives up at startupWait).
   const startupWait = source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait
   try {
     return new AcceptLoopListener(spec, { ...options, startupWait }, onEvent)

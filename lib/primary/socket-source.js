@@ -68,7 +68,7 @@ function resolveAddress(host) {
  * primary this one takes over (`takeover: true`), or a new bind.
  */
 function listenSource(address, port, options) {
-  // Where takeover cannot work, the port is bound as usual (offerTakeover warns, once).
+  // Where takeover cannot work, the port is bound as usual (Takeover#offerToSuccessor warns, once).
   if (!options.takeover || port === 0 || takeoverObstacle()) return { kind: 'bind' }
   let requested
   try {

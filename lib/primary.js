@@ -20,16 +20,8 @@ const { listenError, stickyError } = require('./errors')
 const { TAKEOVER_RETRY_MS, describeSource, systemdSource, resolveAddress, listenSource, lookAgainForOffer, Takeover } = require('./primary/socket-source')
 const { SlotSupervisor } = require('./primary/slots')
 const { relayListenerEvent, shapeStats } = require('./primary/report')
+const shutdown = require('./primary/shutdown')
 const { openSlotPorts } = require('./slot-ports')
-
-/**
- * Closing: workers still running this long after `shutdownTimeout` are
- * killed (each has had its own `shutdownTimeout` to finish), and this long
- * after it the primary is closed whatever still runs: within
- * `shutdownTimeout` + 1 s in every state.
- */
-const KILL_AFTER_TIMEOUT_MS = 400
-const GIVE_UP_AFTER_TIMEOUT_MS = 600
 
 class Primary extends EventEmitter {
   /**
@@ -93,7 +85,7 @@ class Primary extends EventEmitter {
   failToListen(error, host, port = this.port) {
     const reported = listenError(error, { host, port })
     process.nextTick(() => this.server.emit('error', reported))
-    this.finish({ listened: false })
+    shutdown.finish(this, { listened: false })
   }
 
   /**
@@ -198,7 +190,7 @@ class Primary extends EventEmitter {
    */
   listening(source, bound = null) {
     this.listened = true
-    if (this.options.handleSignals) this.handleSignals()
+    if (this.options.handleSignals) shutdown.handleSignals(this)
     if (source.kind === 'takeover') this.takeover.complete(source)
     else if (this.options.takeover) this.takeover.offerToSuccessor()
     // As `net`: on a later tick (the caller attaches its listener after listen() returns).
@@ -245,125 +237,14 @@ class Primary extends EventEmitter {
     return shapeStats(this.listener, this.supervisor.slots, this.options)
   }
 
-  /**
-   * Shutdown (`close()`, `server.close()`, SIGTERM/SIGINT, an aborted
-   * signal, a takeover), in order:
-   *
-   * 1. stop taking new connections: those already in the kernel's queue are
-   *    still taken and served, and every accepted one reaches a worker
-   *    ('drained');
-   * 2. every worker finishes what it has in flight (`server.close()` in the
-   *    worker, within `shutdownTimeout`) and exits; none is respawned;
-   * 3. everything this primary holds is released — the accept loop's thread
-   *    and its descriptors (or the kernel-steered group), timers, signal
-   *    handlers, the rendezvous — `callback` runs, and the server emits
-   *    'close'. The process exits by itself once the user's own handles are
-   *    gone.
-   *
-   * Whatever the state (workers crashing at start, none connected, a reload
-   * under way), this ends within `shutdownTimeout` + 1 s: workers still
-   * running `KILL_AFTER_TIMEOUT_MS` after `shutdownTimeout` are killed, and
-   * at `GIVE_UP_AFTER_TIMEOUT_MS` step 3 runs whatever remains (connections
-   * still waiting for a worker are refused and counted as `droppedNoWorker`).
-   */
+  /** Shuts down (lib/primary/shutdown.js); `callback` once closed. */
   close(callback) {
-    if (callback) this.whenClosed(callback)
-    if (this.closing) return
-    this.closing = true
-    this.emit('closing')
-    for (const timer of this.timers) clearTimeout(timer)
-    this.timers.clear()
-    const client = this.takeover.stop()
-    const { shutdownTimeout } = this.options
-    this.later(shutdownTimeout + KILL_AFTER_TIMEOUT_MS, () => this.killWorkers())
-    this.later(shutdownTimeout + GIVE_UP_AFTER_TIMEOUT_MS, () => this.finish())
-    this.stopAccepting(client, () => this.retireWorkers(() => this.finish()))
-  }
-
-  /** Step 1: `then()` once nothing accepted waits for a worker. */
-  stopAccepting(takingOver, then) {
-    const { listener } = this
-    // The slot ports' last copies are the workers': each takes what is
-    // queued on its socket before closing it.
-    if (this.slotPorts) this.slotPorts.close()
-    if (!listener) return then()
-    this.once('drained', then)
-    // Refusing new connections is for a shutdown: sockets handed over (or
-    // still the old primary's, taking over) go on serving.
-    listener.stopAccepting(!takingOver, { refuseNew: !takingOver && !this.takeover.handedOver })
-  }
-
-  /** Step 2: each worker finishes what it has and exits; `then()` once all have. */
-  retireWorkers(then) {
-    const remaining = this.supervisor.workers()
-    let left = remaining.length
-    if (left === 0) return then()
-    for (const worker of remaining) {
-      // A worker that exits as it is told (killed by the user meanwhile, say)
-      // makes the message fail with EPIPE: nothing to report, it is leaving.
-      const leaving = (error) => debug('worker %d: %s while disconnecting it', worker.process.pid, error.code || error.message)
-      worker.on('error', leaving)
-      worker.once('exit', () => {
-        worker.off('error', leaving)
-        if (--left === 0) then()
-      })
-      if (worker.isConnected() && !worker.exitedAfterDisconnect) worker.disconnect()
-    }
-  }
-
-  killWorkers() {
-    const remaining = this.supervisor.workers()
-    if (remaining.length) debug('shutdown timeout: killing %d workers', remaining.length)
-    for (const worker of remaining) worker.process.kill('SIGKILL')
-  }
-
-  /**
-   * Step 3 (also what a failed listen ends with): releases everything this
-   * primary holds; then 'closed', the callbacks, and the server's 'close'.
-   */
-  finish({ listened = true } = {}) {
-    if (this.closed) return
-    this.closing = true
-    this.closed = true
-    if (!listened) this.listened = false
-    for (const timer of this.timers) clearTimeout(timer)
-    this.timers.clear()
-    if (this.listener) this.listener.close()
-    if (this.options.rendezvous) this.options.rendezvous.release()
-    for (const undo of this.undo.splice(0)) undo()
-    debug('primary %d closed', process.pid)
-    this.emit('closed')
-    if (listened) process.nextTick(() => this.server.emit('close'))
+    shutdown.close(this, callback)
   }
 
   /** Rolling reload (lib/primary/slots.js). */
   reload(callback) {
     return this.supervisor.reload(callback)
-  }
-
-  /**
-   * SIGTERM / SIGINT: graceful shutdown, then exit 0. SIGHUP: rolling reload.
-   * The handlers leave when this primary has closed.
-   */
-  handleSignals() {
-    const shutdown = (signal) => {
-      debug('primary got %s: shutting down', signal)
-      // Also when already closing (by close()): exit once closed.
-      this.close()
-      this.whenClosed(() => process.exit(0))
-    }
-    const reload = () => {
-      debug('primary got SIGHUP: rolling reload')
-      this.reload((error) => {
-        if (error && error.code === 'ERR_STICKY_RELOAD_INTERRUPTED') debug(error.message)
-        else if (error) this.server.emit('error', error)
-      })
-    }
-    const handlers = { SIGTERM: shutdown, SIGINT: shutdown, SIGHUP: reload }
-    for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler)
-    this.undo.push(() => {
-      for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler)
-    })
   }
 }
 

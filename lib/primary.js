@@ -11,6 +11,21 @@
 // workers forked: `cluster.workers` holds them at once. 'listening' and
 // 'error' come on a later tick. The user's server then answers `address()`,
 // `listening` and `close([callback])` for the balancer (`serverFace`).
+//
+// `Primary` wires the parts together, in the order a primary runs:
+//   lib/primary/socket-source.js    where the socket comes from (systemd, a
+//                                   host name, a takeover, a bind), and both
+//                                   sides of a takeover
+//   lib/primary/listener-choice.js  how to listen: kernel group, accept loop
+//                                   (the fallback), or the portable listener
+//   lib/primary/slots.js            the workers: fork, respawn, rolling reload
+//   lib/primary/report.js           the listener's events relayed, stats()
+//   lib/primary/shutdown.js         close (its three steps, the deadline) and
+//                                   the signals
+// It holds what they share: the options, the server, the listener, the slot
+// ports, the lifecycle (closing, closed), its timers (`later`) and what
+// closing undoes, and its events ('slot-ready', 'drained', 'closing',
+// 'closed').
 
 const cluster = require('cluster')
 const { EventEmitter } = require('events')

@@ -570,7 +570,7 @@ export interface ListenOptions {
 
 /** Where to listen. */
 export interface ListenSpec {
-  /** An IP literal (`lib/primary.js` resolves host names first). */
+  /** An IP literal (`lib/primary/socket-source.js` resolves host names first). */
   address: string
   port: number
   /**

@@ -375,7 +375,8 @@ export interface InheritedSocket {
 
 /**
  * An event of a listener (lib/listeners.js), the one shape every way of
- * listening gives lib/primary.js: the fields `kind` names are set.
+ * listening gives the primary (lib/primary/report.js relays it): the fields
+ * `kind` names are set.
  */
 export interface ListenerEvent {
   kind: ListenerEventKind
@@ -613,7 +614,7 @@ export interface ListenOptions {
 
 /** Where to listen. */
 export interface ListenSpec {
-  /** An IP literal (`lib/primary.js` resolves host names first). */
+  /** An IP literal (`lib/primary/socket-source.js` resolves host names first). */
   address: string
   port: number
   /**
@@ -707,12 +708,12 @@ export interface ResolvedHost {
 }
 
 /**
- * What JavaScript uses of the options (lib/primary.js, lib/slot-ports.js,
- * lib/takeover.js), in their final types, and `config`, the rest, for the
- * native classes.
+ * What JavaScript uses of the options (lib/primary.js and lib/primary/,
+ * lib/slot-ports.js, lib/takeover.js), in their final types, and `config`,
+ * the rest, for the native classes.
  */
 export interface ResolvedOptions {
-  /** Resolved to an address by lib/primary.js (`resolveHost`). */
+  /** Resolved to an address by lib/primary/socket-source.js (`resolveHost`). */
   host: string
   workers: number
   /** Compared with a takeover offer's (`ReceivedOffer.seed`). */

@@ -77,7 +77,8 @@ describe('the generated contract (lib/portable/contract.js)', () => {
 
   test('has every kind JavaScript names: listener events (eventKinds.X) and takeover events (takeoverEventKinds.X)', () => {
     const contract = require('../lib/portable/contract')
-    const sources = ['index.js', 'lib/primary.js', 'lib/listeners.js', 'lib/takeover.js', ...fs.readdirSync(path.join(ROOT, 'lib', 'portable')).map((name) => `lib/portable/${name}`)]
+    const inDirectory = (directory) => fs.readdirSync(path.join(ROOT, 'lib', directory)).map((name) => `lib/${directory}/${name}`)
+    const sources = ['index.js', 'lib/primary.js', 'lib/listeners.js', 'lib/takeover.js', ...inDirectory('primary'), ...inDirectory('portable')]
     const text = sources.map((file) => fs.readFileSync(path.join(ROOT, file), 'utf8')).join('\n')
     for (const map of ['eventKinds', 'takeoverEventKinds']) {
       const named = [...text.matchAll(new RegExp(`\\b${map}\\.(\\w+)`, 'g'))].map((match) => match[1])

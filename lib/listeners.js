@@ -1,7 +1,7 @@
 'use strict'
 
-// How a primary listens, chosen once when it binds (lib/primary.js). Both
-// ways have one interface:
+// How a primary listens, chosen once when it binds
+// (lib/primary/listener-choice.js). Both ways have one interface:
 //
 //   mode                   'accept-loop' | 'kernel' (what a takeover offer says)
 //   address()              where it listens, as `net.Server#address()` says
@@ -12,8 +12,12 @@
 //   retire(worker)         a reload replaced `worker`: make it drain and exit
 //   listeningFds()         the listening socket(s), for a takeover offer
 //   stats()                `sticky.stats()`
-//   stopAccepting(drainQueue, { refuseNew })   then a 'drained' event once
-//                          nothing accepted waits for a worker
+//   stopAccepting(drainQueue, { refuseNew })
+//                          stop taking connections: `drainQueue` false leaves
+//                          the listen queue to another process holding the
+//                          socket (a takeover that gave up), `refuseNew` (a
+//                          shutdown) refuses new ones first; then a 'drained'
+//                          event once nothing accepted waits for a worker
 //   close()                once every worker has exited (or the shutdown ran
 //                          out of time): releases every descriptor and thread
 //
@@ -24,8 +28,8 @@
 // 'drained', 'error' { code, message, fatal }.
 //
 // Where the listening socket(s) come from (a bind, systemd, a takeover) is
-// the caller's business: `spec.adopt` carries sockets to use instead of
-// binding, for either way.
+// the caller's business (lib/primary/socket-source.js): `spec.adopt` carries
+// sockets to use instead of binding, for either way.
 
 const debug = require('debug')('sticky-session-rs')
 const { Balancer, ReuseportGroup } = require('./native')

@@ -11,51 +11,32 @@
 // workers forked: `cluster.workers` holds them at once. 'listening' and
 // 'error' come on a later tick. The user's server then answers `address()`,
 // `listening` and `close([callback])` for the balancer (`serverFace`).
+//
+// `Primary` wires the parts together, in the order a primary runs:
+//   lib/primary/socket-source.js    where the socket comes from (systemd, a
+//                                   host name, a takeover, a bind), and both
+//                                   sides of a takeover
+//   lib/primary/listener-choice.js  how to listen: kernel group, accept loop
+//                                   (the fallback), or the portable listener
+//   lib/primary/slots.js            the workers: fork, respawn, rolling reload
+//   lib/primary/report.js           the listener's events relayed, stats()
+//   lib/primary/shutdown.js         close (its three steps, the deadline) and
+//                                   the signals
+// It holds what they share: the options, the server, the listener, the slot
+// ports, the lifecycle (closing, closed), its timers (`later`) and what
+// closing undoes, and its events ('slot-ready', 'drained', 'closing',
+// 'closed').
 
 const cluster = require('cluster')
 const { EventEmitter } = require('events')
-const net = require('net')
 const debug = require('debug')('sticky-session-rs')
-const { AcceptLoopListener, KernelGroupListener, eventKinds } = require('./listeners')
-const { PortableListener } = require('./portable/listener')
-const { portable } = require('./native')
+const { chooseListener } = require('./primary/listener-choice')
 const { codes, listenError, stickyError } = require('./errors')
-const { kernelModeObstacle } = require('./runtime')
-const { systemdListener } = require('./systemd')
-const { takeoverName, takeoverObstacle, requestSockets, checkOffer, offerSockets, takeoverEventKinds } = require('./takeover')
-const { pm2WorkerEnvironment } = require('./pm2')
-const { resolveHost } = require('./native')
-const { openSlotPorts, slotPortsUnsupported } = require('./slot-ports')
-
-/** Respawns of a worker that lived shorter than this back off (crash loops). */
-const QUICK_EXIT_MS = 1000
-const MAX_RESPAWN_DELAY_MS = 5000
-/** With `takeover: true`, how often and how long to look for an offer while the port is in use. */
-const TAKEOVER_RETRIES = 10
-const TAKEOVER_RETRY_MS = 100
-/** The accept loop's start-up wait that never ends by itself (2^31 - 1 ms). */
-const UNTIL_READY_MS = 2 ** 31 - 1
-/**
- * Closing: workers still running this long after `shutdownTimeout` are
- * killed (each has had its own `shutdownTimeout` to finish), and this long
- * after it the primary is closed whatever still runs: within
- * `shutdownTimeout` + 1 s in every state.
- */
-const KILL_AFTER_TIMEOUT_MS = 400
-const GIVE_UP_AFTER_TIMEOUT_MS = 600
-
-/** One line on stderr for what an operator must know happened (a takeover), whatever DEBUG says. */
-function announce(line) {
-  debug(line)
-  process.stderr.write(`sticky-session-rs: ${line}\n`)
-}
-
-/** Where the listening socket came from, for logs. */
-function describeSource(source) {
-  if (source.kind === 'systemd') return `socket passed by systemd as fd ${source.adopt[0]}`
-  if (source.kind === 'takeover') return `taken over from primary ${source.offer.pid}`
-  return 'bound'
-}
+const { TAKEOVER_RETRY_MS, describeSource, systemdSource, resolveAddress, listenSource, lookAgainForOffer, Takeover } = require('./primary/socket-source')
+const { SlotSupervisor } = require('./primary/slots')
+const { relayListenerEvent, shapeStats } = require('./primary/report')
+const shutdown = require('./primary/shutdown')
+const { openSlotPorts } = require('./slot-ports')
 
 class Primary extends EventEmitter {
   /**
@@ -74,17 +55,10 @@ class Primary extends EventEmitter {
     this.listener = null
     this.closing = false
     this.closed = false
-    this.reloading = null
-    /** slot -> { worker, startedAt, quickExits } */
-    this.slots = new Map()
-    /** Every worker forked and not yet exited, including one a reload is replacing. */
-    this.forked = new Set()
-    /** With `takeover: true`: the offer of this primary's sockets to a later primary. */
-    this.takeoverOffer = null
-    /** Set once a takeover took this primary's sockets: closing then leaves them taking connections. */
-    this.handedOver = false
-    /** While taking over: waiting for this primary's workers. */
-    this.takeoverWait = null
+    /** The workers, by slot: forked, respawned, reloaded (lib/primary/slots.js). */
+    this.supervisor = new SlotSupervisor(this)
+    /** Both sides of a takeover (lib/primary/socket-source.js). */
+    this.takeover = new Takeover(this)
     /** What closing must undo: timers, signal handlers, the abort signal's listener, the server's face. */
     this.timers = new Set()
     this.undo = []
@@ -108,22 +82,16 @@ class Primary extends EventEmitter {
     // systemd's variables are consumed at once, before anything can fork.
     let systemd
     try {
-      systemd = systemdListener(this.port)
+      systemd = systemdSource(this.port)
     } catch (error) {
       return this.failToListen(error, host)
     }
-    if (systemd) {
-      debug('systemd passed fd %d%s, listening on %s port %d: using it', systemd.fd, systemd.name ? ` (${systemd.name})` : '', systemd.address, systemd.port)
-      return this.bind(systemd.address, { kind: 'systemd', adopt: [systemd.fd] })
-    }
-    let address = host
-    // The portable path has no resolveHost: its net.Server looks the name up (as `net` does).
-    if (!net.isIP(host) && !portable) {
-      try {
-        address = resolveHost(host).address
-      } catch (error) {
-        return this.failToListen(Object.assign(error, { syscall: 'getaddrinfo', hostname: host }), host)
-      }
+    if (systemd) return this.bind(systemd.address, systemd.source)
+    let address
+    try {
+      address = resolveAddress(host)
+    } catch (error) {
+      return this.failToListen(error, host)
     }
     this.bind(address)
   }
@@ -132,7 +100,7 @@ class Primary extends EventEmitter {
   failToListen(error, host, port = this.port) {
     const reported = listenError(error, { host, port })
     process.nextTick(() => this.server.emit('error', reported))
-    this.finish({ listened: false })
+    shutdown.finish(this, { listened: false })
   }
 
   /**
@@ -186,50 +154,12 @@ class Primary extends EventEmitter {
     return timer
   }
 
-  /**
-   * Where the listening socket comes from: systemd (given by `start`), the
-   * primary this one takes over (`takeover: true`), or a new bind.
-   */
-  listenSource(address) {
-    const { options } = this
-    // Where takeover cannot work, the port is bound as usual (offerTakeover warns, once).
-    if (!options.takeover || this.port === 0 || takeoverObstacle()) return { kind: 'bind' }
-    let requested
-    try {
-      requested = requestSockets(address, this.port)
-    } catch (error) {
-      if (error.code !== codes.TAKEOVER_FOREIGN) throw error
-      // Another user's process holds the name: it is not this app's primary.
-      process.emitWarning(`${error.message}; binding as usual`, { code: error.code, type: 'StickySessionWarning' })
-      return { kind: 'bind' }
-    }
-    if (!requested) {
-      debug('takeover: no primary offers [%s]:%d; binding', address, this.port)
-      return { kind: 'bind' }
-    }
-    const { client, offer } = requested
-    let kernel
-    try {
-      kernel = checkOffer(offer, options).kernel
-      const obstacle = kernel && kernelModeObstacle()
-      if (obstacle) throw stickyError(codes.KERNEL_UNSUPPORTED, `${obstacle}: this primary cannot take over the kernel-steered group of primary ${offer.pid}`)
-    } catch (error) {
-      client.close()
-      throw error
-    }
-    debug('takeover: primary %d offers %d %s socket(s) (workers %d)', offer.pid, offer.sockets, offer.mode, offer.workers)
-    if (options.kernelAsked && !kernel) {
-      process.emitWarning(`primary ${offer.pid}, taken over, uses the accept loop: so does this one (restart without takeover to switch to kernel steering)`, { code: codes.KERNEL_UNSUPPORTED, type: 'StickySessionWarning' })
-    }
-    return { kind: 'takeover', client, offer, kernel, adopt: client.takeSockets() }
-  }
-
   bind(address, source = null, attempt = 0) {
     const { options, server } = this
     if (this.closing) return
     this.address = address
     try {
-      source = source || this.listenSource(address)
+      source = source || listenSource(address, this.port, options)
     } catch (error) {
       return this.failToListen(error, address)
     }
@@ -246,7 +176,7 @@ class Primary extends EventEmitter {
     // The user's server object never listens in the primary; make it report
     // the listener's address so `server.address().port` works with port 0.
     server.address = () => listener.address()
-    if (!options.rendezvous) for (let slot = 0; slot < options.workers; slot++) this.fork(slot)
+    if (!options.rendezvous) for (let slot = 0; slot < options.workers; slot++) this.supervisor.fork(slot)
     debug('primary %d listening on %o with %d workers (%s, %s)', process.pid, listener.address(), options.workers, listener.mode, describeSource(source))
     // The portable listener binds asynchronously where the runtime does (a
     // host name to look up; Bun, Deno): its workers are forked already, as
@@ -255,62 +185,18 @@ class Primary extends EventEmitter {
   }
 
   /**
-   * Chooses how to listen, once: the kernel-steered group when asked for
-   * (or taken over) and the kernel allows it, else the accept loop. Returns
-   * null when listening failed: an 'error' was emitted, or a retry scheduled
-   * (a group taken over cannot fall back).
+   * Chooses how to listen, once (lib/primary/listener-choice.js). Returns
+   * null when listening failed: an 'error' was emitted, or a retry scheduled.
    */
   listen(address, source, attempt) {
-    const { options } = this
     const spec = { address, port: this.port, adopt: source.adopt, ipv6Only: this.listenArguments.ipv6Only }
-    const onEvent = (event) => this.onListenerEvent(event)
+    const onEvent = (event) => relayListenerEvent(event, this, this.server)
     const failed = (error) => {
       if (source.client) source.client.close()
       if (!this.retryTakeover(error, address, source, attempt)) this.failToListen(error, address)
       return null
     }
-    // Kernel steering where it can work; the accept loop is the fallback,
-    // worth a warning only when `kernel: true` was asked for.
-    const fallBack = (why) => {
-      if (options.kernelAsked) process.emitWarning(`${why}: using the accept loop (leave kernel unset to use it without this warning)`, { code: codes.KERNEL_UNSUPPORTED, type: 'StickySessionWarning' })
-      else debug('kernel steering unavailable (%s): using the accept loop', why)
-    }
-    // Without the binding (lib/native.js decides), the portable path: sockets over cluster IPC.
-    if (portable) {
-      // Slot ports are the native path's: a proxy set up over them (proxyConfig) would find nothing there.
-      if (options.slotPorts) return failed(slotPortsUnsupported())
-      if (options.kernelAsked) {
-        process.emitWarning(`kernel steering needs the native binding, and ${portable}: routing by the same hash in JavaScript (the portable path)`, { code: codes.KERNEL_UNSUPPORTED, type: 'StickySessionWarning' })
-      }
-      try {
-        return new PortableListener(spec, options, onEvent)
-      } catch (error) {
-        return failed(error)
-      }
-    }
-    const kernel = source.kind === 'takeover' ? source.kernel : options.kernel
-    if (kernel && source.kind === 'systemd') {
-      fallBack('kernel steering needs one listening socket per worker and systemd passed one')
-    } else if (kernel && options.rendezvous) {
-      fallBack('kernel steering needs workers that sticky-session-rs forks, and setupMaster() lets you fork them')
-    } else if (kernel) {
-      try {
-        const obstacle = kernelModeObstacle()
-        if (obstacle) throw stickyError(codes.KERNEL_UNSUPPORTED, obstacle)
-        return new KernelGroupListener(spec, options, onEvent)
-      } catch (error) {
-        if (error.code !== codes.KERNEL_UNSUPPORTED || source.adopt) return failed(error)
-        fallBack(error.message)
-      }
-    }
-    // Taking over, the old primary serves until every worker here is ready:
-    // accept only then (completeTakeover gives up at startupWait).
-    const startupWait = source.kind === 'takeover' ? UNTIL_READY_MS : options.startupWait
-    try {
-      return new AcceptLoopListener(spec, { ...options, startupWait }, onEvent)
-    } catch (error) {
-      return failed(error)
-    }
+    return chooseListener(spec, source, this.options, { onEvent, failed })
   }
 
   /**
@@ -319,9 +205,9 @@ class Primary extends EventEmitter {
    */
   listening(source, bound = null) {
     this.listened = true
-    if (this.options.handleSignals) this.handleSignals()
-    if (source.kind === 'takeover') this.completeTakeover(source)
-    else if (this.options.takeover) this.offerTakeover()
+    if (this.options.handleSignals) shutdown.handleSignals(this)
+    if (source.kind === 'takeover') this.takeover.complete(source)
+    else if (this.options.takeover) this.takeover.offerToSuccessor()
     // As `net`: on a later tick (the caller attaches its listener after listen() returns).
     const emitListening = () => !this.closing && !this.listenArguments.alreadyListening && this.server.emit('listening')
     if (bound) bound.then(emitListening, (error) => this.failedToBind(error))
@@ -331,7 +217,7 @@ class Primary extends EventEmitter {
   /** The portable listener could not bind: the workers forked for it leave, and listening failed. */
   failedToBind(error) {
     if (this.closing) return
-    for (const worker of this.workers()) worker.kill()
+    for (const worker of this.supervisor.workers()) worker.kill()
     this.failToListen(error, this.address)
   }
 
@@ -341,227 +227,10 @@ class Primary extends EventEmitter {
    * it yet): look again for a short while before reporting EADDRINUSE.
    */
   retryTakeover(error, address, source, attempt) {
-    if (!this.options.takeover || source.kind !== 'bind' || error.code !== 'EADDRINUSE') return false
-    if (attempt >= TAKEOVER_RETRIES) {
-      error.message += ` (and no primary offered it for takeover: one started with takeover: true by this user, uid ${process.geteuid()}, for the same host and port would have)`
-      return false
-    }
+    if (!lookAgainForOffer(error, source, attempt, this.options)) return false
     debug('takeover: [%s]:%d is in use and nobody offers it yet; looking again', address, this.port)
     this.later(TAKEOVER_RETRY_MS, () => this.bind(address, null, attempt + 1))
     return true
-  }
-
-  // ---- takeover -------------------------------------------------------------
-
-  /**
-   * The new primary's side: once every worker is ready, tells the old
-   * primary to stop accepting (it drains and exits), then offers the sockets
-   * in turn. If the workers are not all ready within `startupWait`, the old
-   * primary goes on serving and this one closes, with an 'error'.
-   */
-  completeTakeover({ client, offer }) {
-    const { options, server } = this
-    const ready = new Set()
-    const onReady = ({ slot, pid }) => {
-      const state = this.slots.get(slot)
-      if (!state || state.pid !== pid) return
-      ready.add(slot)
-      if (ready.size < options.workers) return
-      this.endTakeoverWait()
-      let oldPid = offer.pid
-      try {
-        oldPid = client.release()
-      } catch (error) {
-        process.emitWarning(`primary ${offer.pid} did not confirm the takeover (${error.message}); if it still runs, it accepts too until it exits`, { code: codes.TAKEOVER_FAILED, type: 'StickySessionWarning' })
-      } finally {
-        client.close()
-      }
-      announce(`primary ${process.pid} took over ${this.where()} from primary ${oldPid} (${offer.mode === 'kernel' ? `its kernel-steered group of ${offer.sockets} sockets` : 'its listening socket'}); primary ${oldPid} drains and exits`)
-      if (options.takeover) this.offerTakeover()
-    }
-    const timer = setTimeout(() => {
-      const error = stickyError(
-        codes.TAKEOVER_TIMEOUT,
-        `${ready.size} of ${options.workers} workers were ready within startupWait (${options.startupWait} ms): primary ${offer.pid} goes on serving and this primary closes. ` +
-          'Find out why the workers do not start (their output above), then start this primary again',
-      )
-      // close() ends the takeover (the old primary goes on) and leaves it the listen queue.
-      this.close()
-      server.emit('error', error)
-    }, options.startupWait)
-    this.on(eventKinds.SlotReady, onReady)
-    this.takeoverWait = { client, timer, onReady }
-  }
-
-  /** Stops waiting for the workers of a takeover (ready, timed out, or closing). */
-  endTakeoverWait() {
-    if (!this.takeoverWait) return
-    const { client, timer, onReady } = this.takeoverWait
-    this.takeoverWait = null
-    clearTimeout(timer)
-    this.off(eventKinds.SlotReady, onReady)
-    return client
-  }
-
-  /** The old primary's side: offers its listening socket(s) to a later primary. */
-  offerTakeover(attempt = 0) {
-    const { options } = this
-    if (this.closing || this.takeoverOffer) return
-    const obstacle = takeoverObstacle()
-    if (obstacle) return process.emitWarning(`${obstacle}: takeover is off`, { code: codes.TAKEOVER_UNSUPPORTED, type: 'StickySessionWarning' })
-    const port = this.server.address().port
-    const { listener } = this
-    try {
-      this.takeoverOffer = offerSockets(this.address, port, listener.mode, options.config, listener.listeningFds(), (event) => this.onTakeoverEvent(event))
-    } catch (error) {
-      // The primary just taken over releases the name an instant before it confirms.
-      if (error.code === 'EADDRINUSE' && attempt < TAKEOVER_RETRIES) {
-        this.later(TAKEOVER_RETRY_MS, () => this.offerTakeover(attempt + 1))
-        return
-      }
-      process.emitWarning(`${error.message}; a later primary cannot take over from this one`, { code: codes.TAKEOVER_UNAVAILABLE, type: 'StickySessionWarning' })
-      return
-    }
-    debug('takeover: offering %s under %s', this.where(), takeoverName(this.address, port))
-  }
-
-  onTakeoverEvent(event) {
-    const warn = (code, message) => process.emitWarning(message, { code, type: 'StickySessionWarning' })
-    switch (event.kind) {
-      case takeoverEventKinds.Offered:
-        debug('takeover: sent the listening socket(s) to primary %d; accepting until its workers are ready', event.pid)
-        break
-      case takeoverEventKinds.Busy:
-        debug('takeover: refused process %d: another takeover is under way', event.pid)
-        break
-      case takeoverEventKinds.Refused:
-        warn(codes.TAKEOVER_REFUSED, `refused to hand ${this.where()} to process ${event.pid} of uid ${event.uid}: only a process of this user (uid ${process.geteuid()}) may take over`)
-        break
-      case takeoverEventKinds.Abandoned:
-        warn(codes.TAKEOVER_ABANDONED, `process ${event.pid} gave up taking over ${this.where()} (${event.message}); this primary goes on serving`)
-        break
-      case takeoverEventKinds.Failed:
-        this.takeoverOffer = null
-        warn(codes.TAKEOVER_UNAVAILABLE, `the takeover offer stopped (${event.message}); a later primary cannot take over from this one`)
-        break
-      case takeoverEventKinds.Released:
-        if (this.takeoverOffer) this.takeoverOffer.close()
-        this.takeoverOffer = null
-        announce(`primary ${process.pid} handed ${this.where()} over to primary ${event.pid}; draining, then exiting with code 0`)
-        this.handedOver = true
-        this.close(() => process.exit(0))
-        break
-    }
-  }
-
-  /** `[address]:port` as listened on, for logs. */
-  where() {
-    const address = this.server.address()
-    return address ? `[${address.address}]:${address.port}` : `[${this.address}]:${this.port}`
-  }
-
-  /**
-   * Forks a worker into `slot`, giving it the slot's channel as an extra
-   * stdio entry. Cluster settings are global: they are restored at once so a
-   * later `cluster.fork()` by the user does not pass a closed descriptor.
-   */
-  fork(slot) {
-    const { listener } = this
-    const workerEnd = listener.workerEnd(slot)
-    const slotPortEnd = this.slotPorts ? this.slotPorts.workerEnd(slot) : null
-    const previousStdio = cluster.settings.stdio
-    const stdio = previousStdio
-      ? previousStdio.slice()
-      : cluster.settings.silent
-        ? ['pipe', 'pipe', 'pipe', 'ipc']
-        : ['inherit', 'inherit', 'inherit', 'ipc']
-    while (stdio.length < 4) stdio.push('ignore')
-    // Each descriptor the listener (and the slot ports) give the worker, and the variable naming its place in the worker's stdio.
-    // No fd: the portable path's channel is cluster IPC itself ('ipc').
-    const descriptors = {}
-    for (const { fd, variable } of [workerEnd, ...(workerEnd.more || []), ...(slotPortEnd ? [slotPortEnd] : [])]) {
-      if (fd === null) {
-        descriptors[variable] = 'ipc'
-        continue
-      }
-      descriptors[variable] = String(stdio.length)
-      stdio.push(fd)
-    }
-    let worker
-    try {
-      cluster.setupPrimary({ stdio })
-      worker = cluster.fork({
-        ...pm2WorkerEnvironment(),
-        ...this.options.env,
-        STICKY_WORKER_SLOT: String(slot),
-        ...descriptors,
-        ...workerEnd.env,
-        STICKY_ROUTING: this.options.routing,
-        STICKY_SHUTDOWN_TIMEOUT: String(this.options.shutdownTimeout),
-        STICKY_HANDLE_SIGNALS: this.options.handleSignals ? '1' : '0',
-      })
-    } finally {
-      cluster.setupPrimary({ stdio: previousStdio })
-      workerEnd.afterFork()
-    }
-    const state = this.slots.get(slot) || { quickExits: 0 }
-    state.worker = worker
-    state.pid = worker.process.pid
-    listener.watch(worker, slot, workerEnd)
-    state.startedAt = Date.now()
-    this.slots.set(slot, state)
-    debug('forked worker %d (pid %d) into slot %d', worker.id, worker.process.pid, slot)
-    this.forked.add(worker)
-    worker.once('exit', (code, signal) => {
-      this.forked.delete(worker)
-      this.onWorkerExit(slot, worker, code, signal)
-    })
-  }
-
-  onWorkerExit(slot, worker, code, signal) {
-    const state = this.slots.get(slot)
-    if (!state || state.worker !== worker) return
-    state.worker = null
-    if (this.closing) return
-    const lived = Date.now() - state.startedAt
-    state.quickExits = lived < QUICK_EXIT_MS ? state.quickExits + 1 : 0
-    const delay = state.quickExits === 0 ? 0 : Math.min(100 * 2 ** (state.quickExits - 1), MAX_RESPAWN_DELAY_MS)
-    debug('worker %d of slot %d exited (code %s, signal %s); respawning in %d ms', worker.id, slot, code, signal, delay)
-    const respawn = () => {
-      if (this.closing || this.slots.get(slot).worker) return
-      try {
-        this.fork(slot)
-      } catch (error) {
-        this.server.emit('error', error)
-      }
-    }
-    if (delay === 0) respawn()
-    else this.later(delay, respawn)
-  }
-
-  onListenerEvent(event) {
-    switch (event.kind) {
-      case eventKinds.SlotReady:
-        debug('slot %d ready (pid %d)', event.slot, event.pid)
-        this.emit(event.kind, event)
-        break
-      case eventKinds.Drained:
-        debug('accept queue drained; every accepted connection is with a worker')
-        this.emit(event.kind, event)
-        break
-      case eventKinds.SlotClosed:
-        debug('slot %d closed: %s; %d connections re-dispatched', event.slot, event.reason, event.requeued)
-        break
-      case eventKinds.Error: {
-        const error = stickyError(event.code, event.message, { fatal: event.fatal })
-        debug('accept loop error %s: %s', event.code, event.message)
-        // A fatal error stopped the accept loop: the user must hear of it, as
-        // `net` reports errors. A passing one (EMFILE, retried) is a warning.
-        if (event.fatal) this.server.emit('error', error)
-        else process.emitWarning(error.message, { code: error.code, type: 'StickySessionWarning' })
-        break
-      }
-    }
   }
 
   /** The upstream block for a proxy over the slot ports (lib/slot-ports.js); null before listening. */
@@ -580,194 +249,17 @@ class Primary extends EventEmitter {
 
   stats() {
     if (!this.listener) return null
-    const stats = this.listener.stats()
-    // With user-forked workers the slots are a capacity: list the ones used.
-    if (this.options.rendezvous) stats.slots = stats.slots.filter((slot) => slot.pid !== 0 || slot.dispatched > 0)
-    return stats
+    return shapeStats(this.listener, this.options)
   }
 
-  /**
-   * Shutdown (`close()`, `server.close()`, SIGTERM/SIGINT, an aborted
-   * signal, a takeover), in order:
-   *
-   * 1. stop taking new connections: those already in the kernel's queue are
-   *    still taken and served, and every accepted one reaches a worker
-   *    ('drained');
-   * 2. every worker finishes what it has in flight (`server.close()` in the
-   *    worker, within `shutdownTimeout`) and exits; none is respawned;
-   * 3. everything this primary holds is released — the accept loop's thread
-   *    and its descriptors (or the kernel-steered group), timers, signal
-   *    handlers, the rendezvous — `callback` runs, and the server emits
-   *    'close'. The process exits by itself once the user's own handles are
-   *    gone.
-   *
-   * Whatever the state (workers crashing at start, none connected, a reload
-   * under way), this ends within `shutdownTimeout` + 1 s: workers still
-   * running `KILL_AFTER_TIMEOUT_MS` after `shutdownTimeout` are killed, and
-   * at `GIVE_UP_AFTER_TIMEOUT_MS` step 3 runs whatever remains (connections
-   * still waiting for a worker are refused and counted as `droppedNoWorker`).
-   */
+  /** Shuts down (lib/primary/shutdown.js); `callback` once closed. */
   close(callback) {
-    if (callback) this.whenClosed(callback)
-    if (this.closing) return
-    this.closing = true
-    this.emit('closing')
-    for (const timer of this.timers) clearTimeout(timer)
-    this.timers.clear()
-    const client = this.stopTakeover()
-    const { shutdownTimeout } = this.options
-    this.later(shutdownTimeout + KILL_AFTER_TIMEOUT_MS, () => this.killWorkers())
-    this.later(shutdownTimeout + GIVE_UP_AFTER_TIMEOUT_MS, () => this.finish())
-    this.stopAccepting(client, () => this.retireWorkers(() => this.finish()))
+    shutdown.close(this, callback)
   }
 
-  /** Ends both sides of a takeover; returns the client of one this primary was taking (its listen queue is the old primary's). */
-  stopTakeover() {
-    // A later primary can no longer take over, and one taking over from this
-    // one stops waiting (its predecessor goes on serving).
-    if (this.takeoverOffer) this.takeoverOffer.close()
-    this.takeoverOffer = null
-    const client = this.endTakeoverWait()
-    if (client) client.close()
-    return client
-  }
-
-  /** Step 1: `then()` once nothing accepted waits for a worker. */
-  stopAccepting(takingOver, then) {
-    const { listener } = this
-    // The slot ports' last copies are the workers': each takes what is
-    // queued on its socket before closing it.
-    if (this.slotPorts) this.slotPorts.close()
-    if (!listener) return then()
-    this.once(eventKinds.Drained, then)
-    // Refusing new connections is for a shutdown: sockets handed over (or
-    // still the old primary's, taking over) go on serving.
-    listener.stopAccepting(!takingOver, { refuseNew: !takingOver && !this.handedOver })
-  }
-
-  /** Every worker of this primary: those it forked (also one a reload is replacing), or the user's (setupMaster). */
-  workers() {
-    return (this.options.rendezvous ? Object.values(cluster.workers || {}) : [...this.forked]).filter((worker) => !worker.isDead())
-  }
-
-  /** Step 2: each worker finishes what it has and exits; `then()` once all have. */
-  retireWorkers(then) {
-    const remaining = this.workers()
-    let left = remaining.length
-    if (left === 0) return then()
-    for (const worker of remaining) {
-      // A worker that exits as it is told (killed by the user meanwhile, say)
-      // makes the message fail with EPIPE: nothing to report, it is leaving.
-      const leaving = (error) => debug('worker %d: %s while disconnecting it', worker.process.pid, error.code || error.message)
-      worker.on('error', leaving)
-      worker.once('exit', () => {
-        worker.off('error', leaving)
-        if (--left === 0) then()
-      })
-      if (worker.isConnected() && !worker.exitedAfterDisconnect) worker.disconnect()
-    }
-  }
-
-  killWorkers() {
-    const remaining = this.workers()
-    if (remaining.length) debug('shutdown timeout: killing %d workers', remaining.length)
-    for (const worker of remaining) worker.process.kill('SIGKILL')
-  }
-
-  /**
-   * Step 3 (also what a failed listen ends with): releases everything this
-   * primary holds; then 'closed', the callbacks, and the server's 'close'.
-   */
-  finish({ listened = true } = {}) {
-    if (this.closed) return
-    this.closing = true
-    this.closed = true
-    if (!listened) this.listened = false
-    for (const timer of this.timers) clearTimeout(timer)
-    this.timers.clear()
-    if (this.listener) this.listener.close()
-    if (this.options.rendezvous) this.options.rendezvous.release()
-    for (const undo of this.undo.splice(0)) undo()
-    debug('primary %d closed', process.pid)
-    this.emit('closed')
-    if (listened) process.nextTick(() => this.server.emit('close'))
-  }
-
-  /**
-   * Rolling reload: for each slot in turn, starts a new worker, waits until it
-   * is ready (it then takes the slot, and what the old worker had not taken),
-   * then lets the old worker finish and exit before the next slot. The slot
-   * is never without a worker; clients keep their slot.
-   */
+  /** Rolling reload (lib/primary/slots.js). */
   reload(callback) {
-    if (this.options.rendezvous) {
-      const error = stickyError(codes.RELOAD_UNSUPPORTED, 'reload() restarts workers sticky-session-rs forked; with setupMaster you fork them yourself')
-      if (callback) return process.nextTick(callback, error)
-      throw error
-    }
-    if (this.reloading) return this.reloading.then(() => this.reload(callback))
-    // Closing (close(), a signal, a takeover) ends a reload: the slot being
-    // replaced keeps both workers, and close() drains both.
-    const interrupted = () =>
-      stickyError(codes.RELOAD_INTERRUPTED, 'the primary started closing (close(), SIGTERM/SIGINT or a takeover) before every worker was replaced; nothing to do')
-    const replaceSlot = (slot) =>
-      new Promise((resolve, reject) => {
-        if (this.closing) return reject(interrupted())
-        const old = this.slots.get(slot) && this.slots.get(slot).worker
-        const settle = (error) => {
-          clearTimeout(timer)
-          this.off(eventKinds.SlotReady, onReady)
-          this.off('closing', onClosing)
-          if (error) reject(error)
-          else resolve()
-        }
-        const timer = setTimeout(() => settle(stickyError(codes.RELOAD_TIMEOUT, `the new worker for slot ${slot} was not ready within ${this.options.shutdownTimeout} ms (shutdownTimeout): see its output for why it does not start, or raise shutdownTimeout; the old worker goes on serving`)), this.options.shutdownTimeout)
-        const onClosing = () => settle(interrupted())
-        this.fork(slot)
-        const fresh = this.slots.get(slot).worker
-        const onReady = ({ slot: readySlot, pid }) => {
-          if (readySlot !== slot || pid !== fresh.process.pid) return
-          this.off(eventKinds.SlotReady, onReady)
-          clearTimeout(timer)
-          // The old worker drains and exits (lib/listeners.js: retire).
-          if (!old || old.isDead()) return settle()
-          this.listener.retire(old)
-          old.once('exit', () => settle())
-        }
-        this.on(eventKinds.SlotReady, onReady)
-        this.on('closing', onClosing)
-      })
-    this.reloading = (async () => {
-      for (let slot = 0; slot < this.options.workers; slot++) await replaceSlot(slot)
-    })()
-    const settle = this.reloading.finally(() => (this.reloading = null))
-    if (callback) settle.then(() => callback(null), callback)
-    return settle
-  }
-
-  /**
-   * SIGTERM / SIGINT: graceful shutdown, then exit 0. SIGHUP: rolling reload.
-   * The handlers leave when this primary has closed.
-   */
-  handleSignals() {
-    const shutdown = (signal) => {
-      debug('primary got %s: shutting down', signal)
-      // Also when already closing (by close()): exit once closed.
-      this.close()
-      this.whenClosed(() => process.exit(0))
-    }
-    const reload = () => {
-      debug('primary got SIGHUP: rolling reload')
-      this.reload((error) => {
-        if (error && error.code === codes.RELOAD_INTERRUPTED) debug(error.message)
-        else if (error) this.server.emit('error', error)
-      })
-    }
-    const handlers = { SIGTERM: shutdown, SIGINT: shutdown, SIGHUP: reload }
-    for (const [signal, handler] of Object.entries(handlers)) process.on(signal, handler)
-    this.undo.push(() => {
-      for (const [signal, handler] of Object.entries(handlers)) process.off(signal, handler)
-    })
+    return this.supervisor.reload(callback)
   }
 }
 

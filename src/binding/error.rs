@@ -128,7 +128,7 @@ pub enum StickyError {
   InheritedSocketCount { given: usize, wanted: usize },
   #[error("adopt: {fd} is not a file descriptor (takeover and systemd pass the descriptors they received)")]
   NotADescriptor { fd: i32 },
-  /// `lib/primary.js` falls back to the accept loop, with a warning that says so.
+  /// `lib/primary/listener-choice.js` falls back to the accept loop, with a warning that says so.
   #[error("kernel steering (SO_REUSEPORT with a classic BPF program) is not available here: {reason}")]
   KernelUnsupported { reason: String },
   #[error("cannot start the accept loop: {0}; the process is out of threads, descriptors or memory")]

@@ -13,7 +13,7 @@ use super::options::ListenSettings;
 /// Where to listen.
 #[napi(object)]
 pub struct ListenSpec {
-  /// An IP literal (`lib/primary.js` resolves host names first).
+  /// An IP literal (`lib/primary/socket-source.js` resolves host names first).
   pub address: String,
   pub port: u32,
   /// Listening sockets to use instead of binding (systemd socket activation,
@@ -57,9 +57,10 @@ impl ListenSpec {
     if let Some(&fd) = fds.iter().find(|&&fd| fd < 0) {
       return Err(StickyError::NotADescriptor { fd });
     }
-    // SAFETY: `lib/primary.js` passes descriptors it owns and never touches
-    // again: those `TakeoverClient::take_sockets` released to it, or the one
-    // systemd passed that it chose. Each becomes owned exactly once, here. An
+    // SAFETY: the primary's JavaScript (`lib/primary/socket-source.js`)
+    // passes descriptors it owns and never touches again: those
+    // `TakeoverClient::take_sockets` released to it, or the one systemd
+    // passed that it chose. Each becomes owned exactly once, here. An
     // integer from JavaScript becomes a descriptor only this way.
     Ok(Some(fds.iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()))
   }

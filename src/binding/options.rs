@@ -612,13 +612,13 @@ impl AcceptLoopSettings {
   }
 }
 
-/// What JavaScript uses of the options (lib/primary.js, lib/slot-ports.js,
-/// lib/takeover.js), in their final types, and `config`, the rest, for the
-/// native classes.
+/// What JavaScript uses of the options (lib/primary.js and lib/primary/,
+/// lib/slot-ports.js, lib/takeover.js), in their final types, and `config`,
+/// the rest, for the native classes.
 #[napi(object, object_from_js = false)]
 #[derive(Debug)]
 pub struct ResolvedOptions {
-  /// Resolved to an address by lib/primary.js (`resolveHost`).
+  /// Resolved to an address by lib/primary/socket-source.js (`resolveHost`).
   pub host: String,
   pub workers: u32,
   /// Compared with a takeover offer's (`ReceivedOffer.seed`).

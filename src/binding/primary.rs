@@ -32,7 +32,8 @@ pub enum ListenerEventKind {
 }
 
 /// An event of a listener (lib/listeners.js), the one shape every way of
-/// listening gives lib/primary.js: the fields `kind` names are set.
+/// listening gives the primary (lib/primary/report.js relays it): the fields
+/// `kind` names are set.
 #[napi(object)]
 pub struct ListenerEvent {
   pub kind: ListenerEventKind,

@@ -187,11 +187,11 @@ function claimSlotPort() {
  * primary holds its own). Node: a TCP handle opened on the fd, as Node's own
  * server accepts; Bun, which has no `tcp_wrap`: a `net.Server` opened on the fd.
  */
-function acceptOnSlotPort(fd, { allowHalfOpen, paused }, adoptSocket, onError) {
+function acceptOnSlotPort(fd, { allowHalfOpen, paused, backlog }, adoptSocket, onError) {
   if (isBun) {
     const acceptor = net.createServer({ allowHalfOpen, pauseOnConnect: paused }, adoptSocket)
     acceptor.on('error', onError)
-    acceptor.listen({ fd, exclusive: true })
+    acceptor.listen({ fd, exclusive: true, backlog: backlog ?? undefined })
     return () => acceptor.close()
   }
   const { binding, error: unavailable } = tcpWrap()
@@ -205,7 +205,10 @@ function acceptOnSlotPort(fd, { allowHalfOpen, paused }, adoptSocket, onError) {
     if (status < 0 || !clientHandle) return
     adoptSocket(new net.Socket({ handle: clientHandle, allowHalfOpen, pauseOnCreate: paused, readable: true, writable: true }))
   }
-  const listened = handle.listen(511)
+  // listen() again on a listening socket sets its queue limit anew: keep the
+  // one the primary gave it (`backlog`, as the kernel reports it); Node's
+  // 511 where the kernel does not say.
+  const listened = handle.listen(backlog ?? 511)
   if (listened) {
     handle.close()
     throw stickyError(codes.NO_LISTENING_SOCKET, `cannot accept on this worker's slot port (fd ${fd}): libuv error ${listened}`)

@@ -408,7 +408,7 @@ function startWorker(server, options = {}) {
       if (slotPort) {
         stopSlotPort = slotPorts.acceptOnSlotPort(
           slotPort.fd,
-          { allowHalfOpen: Boolean(server.allowHalfOpen), paused: Boolean(server.pauseOnConnect) },
+          { allowHalfOpen: Boolean(server.allowHalfOpen), paused: Boolean(server.pauseOnConnect), backlog: slotPort.hold.queueLimit() },
           (socket) => {
             if (server.maxConnections != null && server._connections >= server.maxConnections) return socket.destroy()
             viaSlotPort.add(socket)

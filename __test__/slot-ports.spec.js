@@ -210,6 +210,27 @@ describe('lifecycle: the primary holds each slot port', () => {
     await fresh.stop()
   })
 
+  test("each slot port keeps its backlog once its worker listens on it too (listen() again would set Node's 511)", async () => {
+    const ss = requireProgram('ss', 'Debian/Ubuntu: apt-get install iproute2')
+    if (!ss) return
+    const backlog = 1000
+    const app = await startApp({ options: { workers: 2, routing: 'header', slotPorts: true, host: '127.0.0.1', backlog } })
+    try {
+      const somaxconn = Number(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8'))
+      for (const { port } of await slotAddressesOf(app)) {
+        // Served: the slot's worker has called listen() on the port.
+        const served = await loadOn(port).stop()
+        expect(served.length).toBeGreaterThan(0)
+        expect(served.every((r) => r.ok)).toBe(true)
+        // A listening socket's Send-Q in ss is its queue limit.
+        const listed = spawnSync(ss, ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).stdout.trim().split(/\s+/)
+        expect(Number(listed[2])).toBe(Math.min(backlog, somaxconn))
+      }
+    } finally {
+      await app.stop()
+    }
+  })
+
   test('a worker killed: its slot port is never refused, and what arrives meanwhile is served by the worker respawned into the slot', async () => {
     const app = await startApp({ options: { workers: 2, routing: 'sid', slotPorts: true, host: '127.0.0.1' } })
     try {

@@ -144,20 +144,31 @@ function request(port, { path: urlPath = '/whoami', localAddress = '127.0.0.1', 
 /**
  * Closed-loop load: `concurrency` loops, each sending one request per new
  * connection from rotating client addresses (`clients` of them), until
- * `stop()` (or `maxMs`). Every request is recorded with its start and end
- * time, its outcome, and the worker (pid, slot) that answered.
+ * `stop()` (or `maxMs`, a safety stop). Every request is recorded with its
+ * number (`id`), start and end time, its outcome, and the worker (pid,
+ * slot) that answered.
+ *
+ * A spec waits for counts, not for time, so that it holds on a slow machine:
+ * `completed(count, { since, where })` resolves once `count` requests started
+ * after `since` (and matching `where`) have ended, and `inFlight()` lists the
+ * requests under way, each with `connected` (the handshake completed).
  */
 function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/whoami', clients = 40 } = {}) {
   const results = []
+  const underWay = new Set()
   let running = true
   const deadline = Date.now() + maxMs
   let counter = 0
   const one = () =>
     new Promise((resolve) => {
+      const id = counter++
       const started = Date.now()
-      const localAddress = clientIp(counter++ % clients)
+      const localAddress = clientIp(id % clients)
+      const attempt = { id, started, localAddress, connected: false }
+      underWay.add(attempt)
       const record = (outcome) => {
-        results.push({ started, ended: Date.now(), localAddress, ...outcome })
+        underWay.delete(attempt)
+        results.push({ id, started, ended: Date.now(), localAddress, ...outcome })
         resolve()
       }
       const req = http.request({ host: '127.0.0.1', port, path: urlPath, localAddress, agent: false, headers: { connection: 'close' }, timeout: 10000 }, (res) => {
@@ -169,6 +180,7 @@ function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/who
         })
         res.on('error', (error) => record({ ok: false, error: error.code || error.message }))
       })
+      req.on('socket', (socket) => socket.once('connect', () => (attempt.connected = true)))
       req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })))
       req.on('error', (error) => record({ ok: false, error: error.code || error.message }))
       req.end()
@@ -179,6 +191,13 @@ function startLoad(port, { concurrency = 8, maxMs = 20000, path: urlPath = '/who
   const done = Promise.all(loops)
   return {
     results,
+    inFlight: () => [...underWay],
+    completed(count, { since = -Infinity, where = () => true, timeout = maxMs, what = `${count} requests to complete` } = {}) {
+      const counted = () => results.filter((r) => r.started > since && where(r)).length
+      return waitUntil(() => counted() >= count, { timeout, what }).catch((error) => {
+        throw new Error(`${error.message}: ${counted()} did`)
+      })
+    },
     async stop() {
       running = false
       await done

@@ -88,32 +88,47 @@ describe('kernel: true, under load', () => {
     const app = await startApp({ options: { workers: 2, kernel: true } })
     const slotOf = new Map()
     for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(app.port, { localAddress: clientIp(i) })).json)
-    const load = startLoad(app.port)
-    await sleep(300)
-    const closer = (await request(app.port, { localAddress: clientIp(0), path: '/close' })).json
-    await app.waitFor('exit', (e) => e.pid === closer.pid, 15000)
-    await waitUntil(() => app.workerPids().length === 2, { what: 'the replacement', timeout: 15000 })
-    await sleep(300)
-    const results = await load.stop()
+    // Counts, not time, so that it holds on a slow machine (60 s: a safety stop).
+    const load = startLoad(app.port, { maxMs: 60000 })
+    let results, closer
+    try {
+      await load.completed(50, { what: 'the load to get going' })
+      closer = (await request(app.port, { localAddress: clientIp(0), path: '/close' })).json
+      await app.waitFor('exit', (e) => e.pid === closer.pid, 60000)
+      await waitUntil(() => app.workerPids().length === 2, { what: 'the replacement', timeout: 60000 })
+      // The closer's slot's clients are served again, by the replacement.
+      const replacedAt = Date.now()
+      await load.completed(20, { since: replacedAt, where: (r) => r.slot === closer.slot, what: "20 requests of the closer's slot after the replacement" })
+    } finally {
+      results = await load.stop()
+    }
     expect(failuresOf(results)).toEqual([])
     for (const result of results) expect(result.slot).toBe(slotOf.get(result.localAddress).slot)
     expect(app.find('exit', (e) => e.pid === closer.pid)).toEqual([expect.objectContaining({ code: 0 })])
-  })
+  }, 180000)
 
   test('close() (the API) serves every accepted connection, then reports closed; the workers exit 0', async () => {
     const app = await startApp({ options: { workers: 2, kernel: true } })
-    const load = startLoad(app.port, { path: '/slow?ms=200', concurrency: 12 })
-    // Once a first round is served (not after a fixed time: on one CPU the
-    // first round alone can take longer), the next round is in flight.
-    await waitUntil(() => load.results.filter((r) => r.ok).length >= 12, { what: 'a first round of 12 served' })
-    app.child.stdin.write('close\n')
-    await app.waitFor('closed', () => true, 20000)
-    const results = await load.stop()
+    const load = startLoad(app.port, { path: '/slow?ms=200', concurrency: 12, maxMs: 60000 })
+    let results, underWayAtClose
+    try {
+      // Counts, not time: on one CPU the first round alone can take long.
+      await load.completed(12, { what: 'a first round of 12' })
+      // Requests whose connection is established when close() is called: each must be answered.
+      const underWay = () => load.inFlight().filter((r) => r.connected)
+      await waitUntil(() => underWay().length >= 6, { what: '6 requests under way', timeout: 60000 })
+      underWayAtClose = underWay()
+      app.child.stdin.write('close\n')
+      await app.waitFor('closed', () => true, 60000)
+    } finally {
+      results = await load.stop()
+    }
     expect(failuresOf(results).filter((r) => r.error !== 'ECONNREFUSED')).toEqual([])
-    expect(results.filter((r) => r.ok).length).toBeGreaterThan(12)
+    const underWayIds = new Set(underWayAtClose.map((r) => r.id))
+    expect(results.filter((r) => underWayIds.has(r.id)).map((r) => r.ok)).toEqual(underWayAtClose.map(() => true))
     await waitUntil(() => app.find('exit').length === 2, { what: 'both workers to exit' })
     expect(app.find('exit').every((e) => e.code === 0)).toBe(true)
-  })
+  }, 180000)
 })
 
 // What stats() and the metrics show of kernel steering: the primary sees no
@@ -133,9 +148,13 @@ describe('kernel: true, observed', () => {
 
   test('under load, each slot counts what its workers accepted; the queue limit is the backlog, and an idle queue is empty', async () => {
     const app = await startApp({ options: { workers: 2, kernel: true, backlog: 64 } })
-    const load = startLoad(app.port, { concurrency: 8 })
-    await sleep(1000)
-    const results = await load.stop()
+    const load = startLoad(app.port, { concurrency: 8, maxMs: 60000 })
+    let results
+    try {
+      await load.completed(150)
+    } finally {
+      results = await load.stop()
+    }
     expect(failuresOf(results)).toEqual([])
     const stats = await app.stats()
     const served = (slot) => results.filter((r) => r.slot === String(slot)).length
@@ -148,7 +167,7 @@ describe('kernel: true, observed', () => {
     expect(stats.slots.reduce((sum, slot) => sum + slot.accepted, 0)).toBeGreaterThan(100)
     expect(stats.accepted).toBe(0)
     expect(stats.hostListenDrops).toBeGreaterThanOrEqual(stats.hostListenOverflows)
-  })
+  }, 180000)
 
   test('a worker whose JavaScript is busy: its relief thread takes the burst off the queue (relieved, held), nothing is dropped, everyone is served', async () => {
     const app = await startApp({ options: { workers: 2, kernel: true, backlog: 64 } })

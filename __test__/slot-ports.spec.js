@@ -11,7 +11,7 @@ const http = require('http')
 const os = require('os')
 const path = require('path')
 const net = require('net')
-const { startApp, stopAll, requireProgram, waitUntil, sleep, freePort } = require('./helpers')
+const { startApp, stopAll, requireProgram, waitUntil, freePort } = require('./helpers')
 const { resolveOptions } = require('../lib/native')
 const { proxyConfig, tagSid, untagUrl, tagHandshakeBody } = require('../lib/slot-ports')
 const { haproxyConfig, nginxConfig } = require('../bench/proxied/proxies')
@@ -115,21 +115,28 @@ describe('options', () => {
   })
 })
 
-/** Requests to `port`, one per new connection, until `stop()`; every outcome recorded. */
+/**
+ * Requests to `port`, one per new connection, in two loops until `stop()`
+ * (or a safety stop of 60 s); every outcome recorded with when it started.
+ * `completed(count, since)` resolves once `count` requests started after
+ * `since` have ended: specs wait for counts, not time, to hold on a slow machine.
+ */
 function loadOn(port) {
   const results = []
   let running = true
+  const deadline = Date.now() + 60000
   const loop = async () => {
-    while (running) {
+    while (running && Date.now() < deadline) {
+      const started = Date.now()
       results.push(
         await new Promise((resolve) => {
           const req = http.get({ host: '127.0.0.1', port, path: '/whoami', agent: false, timeout: 10000 }, (res) => {
             let body = ''
             res.on('data', (chunk) => (body += chunk))
-            res.on('end', () => resolve({ ok: res.statusCode === 200, pid: res.statusCode === 200 ? JSON.parse(body).pid : null }))
+            res.on('end', () => resolve({ started, ok: res.statusCode === 200, pid: res.statusCode === 200 ? JSON.parse(body).pid : null }))
           })
           req.on('timeout', () => req.destroy(new Error('timeout')))
-          req.on('error', (error) => resolve({ ok: false, error: error.code || error.message }))
+          req.on('error', (error) => resolve({ started, ok: false, error: error.code || error.message }))
         }),
       )
     }
@@ -137,6 +144,8 @@ function loadOn(port) {
   const loops = [loop(), loop()]
   return {
     results,
+    completed: (count, since = -Infinity) =>
+      waitUntil(() => results.filter((r) => r.started > since).length >= count, { timeout: 60000, what: `${count} requests to port ${port}` }),
     stop: async () => {
       running = false
       await Promise.all(loops)
@@ -175,13 +184,17 @@ describe('lifecycle: the primary holds each slot port', () => {
       const slots = await slotAddressesOf(app)
       const before = app.workerPids()
       const loads = slots.map(({ port }) => loadOn(port))
-      await sleep(300)
-      app.child.stdin.write('reload\n')
-      const reloaded = await app.waitFor('reloaded', () => true, 30000)
-      expect(reloaded.error).toBeNull()
-      await sleep(300)
-      const results = (await Promise.all(loads.map((load) => load.stop()))).flat()
-      expect(results.length).toBeGreaterThan(20)
+      let results
+      try {
+        for (const load of loads) await load.completed(10)
+        app.child.stdin.write('reload\n')
+        const reloaded = await app.waitFor('reloaded', () => true, 60000)
+        expect(reloaded.error).toBeNull()
+        const reloadedAt = Date.now()
+        for (const load of loads) await load.completed(10, reloadedAt)
+      } finally {
+        results = (await Promise.all(loads.map((load) => load.stop()))).flat()
+      }
       expect(results.filter((r) => !r.ok)).toEqual([])
       const after = app.workerPids()
       for (const pid of before) expect(after).not.toContain(pid)
@@ -189,7 +202,7 @@ describe('lifecycle: the primary holds each slot port', () => {
     } finally {
       await app.stop()
     }
-  })
+  }, 180000)
 
   test('a takeover (takeover: true) under load on every slot port: no request fails, and the new primary\'s workers serve the ports after', async () => {
     const port = await freePort()
@@ -199,16 +212,21 @@ describe('lifecycle: the primary holds each slot port', () => {
     const slots = await slotAddressesOf(old)
     expect(slots.map((slot) => slot.port)).toEqual([firstSlotPort, firstSlotPort + 1])
     const loads = slots.map((slot) => loadOn(slot.port))
-    await sleep(300)
-    const fresh = await startApp(config)
-    await waitUntil(() => old.exited, { timeout: 20000, what: 'the old primary to hand over and exit' })
+    let results, fresh
+    try {
+      for (const load of loads) await load.completed(10)
+      fresh = await startApp(config)
+      await waitUntil(() => old.exited, { timeout: 60000, what: 'the old primary to hand over and exit' })
+      const handedOverAt = Date.now()
+      for (const load of loads) await load.completed(10, handedOverAt)
+    } finally {
+      results = (await Promise.all(loads.map((load) => load.stop()))).flat()
+    }
     expect(old.exited.code).toBe(0)
-    await sleep(300)
-    const results = (await Promise.all(loads.map((load) => load.stop()))).flat()
     expect(results.filter((r) => !r.ok)).toEqual([])
     for (const load of loads) expect(fresh.workerPids()).toContain(load.results[load.results.length - 1].pid)
     await fresh.stop()
-  })
+  }, 180000)
 
   test("each slot port keeps its backlog once its worker listens on it too (listen() again would set Node's 511)", async () => {
     const ss = requireProgram('ss', 'Debian/Ubuntu: apt-get install iproute2')

@@ -443,8 +443,14 @@ async function freeze(pid) {
   await waitUntil(() => state() === 'T', { interval: 1, timeout: 5000, what: `process ${pid} to stop` })
 }
 
+/** A listening socket's queue limit for `backlog`, as the kernel caps it (`net.core.somaxconn`). */
+function kernelQueueLimit(backlog) {
+  return Math.min(backlog, Number(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8')))
+}
+
 module.exports = {
   PORTABLE,
+  kernelQueueLimit,
   killProcessGroup,
   childrenKilledAfterAll,
   FUZZ_SEED,

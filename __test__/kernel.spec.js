@@ -2,7 +2,8 @@
 // Kernel-steered routing (kernel: true): SO_REUSEPORT listeners, one per
 // slot, steered by a classic BPF program; the primary is out of the path.
 
-const { startApp, stopAll, request, ioClient, once, whoamiRounds, fdCount, clientIp, sleep, startLoad, failuresOf, waitUntil, freeze } = require('./helpers')
+const { startApp, stopAll, request, ioClient, once, whoamiRounds, fdCount, clientIp, sleep, startLoad, failuresOf, waitUntil, freeze, kernelQueueLimit } = require('./helpers')
+const { optionDefault } = require('../lib/options')
 
 afterAll(stopAll)
 
@@ -237,9 +238,8 @@ describe('kernel: true, observed', () => {
     expect(accepted.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(10)
     for (const slot of stats.slots) {
       expect(text).toContain(`sticky_session_slot_accepted_total{slot="${slot.slot}"} ${slot.accepted}`)
-      // The default backlog, as the kernel caps it (net.core.somaxconn).
-      const somaxconn = Number(require('fs').readFileSync('/proc/sys/net/core/somaxconn', 'utf8'))
-      expect(slot.queueLimit).toBe(Math.min(require('../lib/portable/contract').optionRules.find((rule) => rule.name === 'backlog').defaultValue, somaxconn))
+      // The default backlog, as the kernel caps it.
+      expect(slot.queueLimit).toBe(kernelQueueLimit(optionDefault('backlog')))
       expect(text).toContain(`sticky_session_slot_queue_limit{slot="${slot.slot}"} ${slot.queueLimit}`)
       expect(text).toContain(`sticky_session_slot_listen_drops_total{slot="${slot.slot}"} 0`)
     }

@@ -11,7 +11,7 @@ const http = require('http')
 const os = require('os')
 const path = require('path')
 const net = require('net')
-const { startApp, stopAll, requireProgram, waitUntil, freePort } = require('./helpers')
+const { startApp, stopAll, requireProgram, waitUntil, freePort, kernelQueueLimit } = require('./helpers')
 const { resolveOptions } = require('../lib/native')
 const { proxyConfig, tagSid, untagUrl, tagHandshakeBody } = require('../lib/slot-ports')
 const { haproxyConfig, nginxConfig } = require('../bench/proxied/proxies')
@@ -234,7 +234,6 @@ describe('lifecycle: the primary holds each slot port', () => {
     const backlog = 1000
     const app = await startApp({ options: { workers: 2, routing: 'header', slotPorts: true, host: '127.0.0.1', backlog } })
     try {
-      const somaxconn = Number(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8'))
       for (const { port } of await slotAddressesOf(app)) {
         // Served: the slot's worker has called listen() on the port.
         const served = await loadOn(port).stop()
@@ -242,7 +241,7 @@ describe('lifecycle: the primary holds each slot port', () => {
         expect(served.every((r) => r.ok)).toBe(true)
         // A listening socket's Send-Q in ss is its queue limit.
         const listed = spawnSync(ss, ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).stdout.trim().split(/\s+/)
-        expect(Number(listed[2])).toBe(Math.min(backlog, somaxconn))
+        expect(Number(listed[2])).toBe(kernelQueueLimit(backlog))
       }
     } finally {
       await app.stop()

@@ -378,8 +378,20 @@ mod tests {
   }
 
   fn primary_with(config: PrimaryConfig) -> (PrimaryHandle, TestWorker) {
+    start_with_events(config, Box::new(|_| {}))
+  }
+
+  /// A primary whose events arrive, as their `Debug` text, on the receiver.
+  fn primary_logging_events(mode: RoutingMode) -> (PrimaryHandle, TestWorker, std_mpsc::Receiver<String>) {
+    let (events, event_log) = std_mpsc::channel();
+    let (handle, worker) =
+      start_with_events(config(mode), Box::new(move |event| drop(events.send(format!("{event:?}")))));
+    (handle, worker, event_log)
+  }
+
+  fn start_with_events(config: PrimaryConfig, on_event: EventSink) -> (PrimaryHandle, TestWorker) {
     let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false, false).unwrap();
-    let handle = PrimaryHandle::start(config, listener, Box::new(|_| {})).unwrap();
+    let handle = PrimaryHandle::start(config, listener, on_event).unwrap();
     let worker = TestWorker::hello(handle.open_slot(0).unwrap());
     (handle, worker)
   }
@@ -479,15 +491,7 @@ mod tests {
 
   #[test]
   fn closing_an_idle_primary_reports_drained_without_waiting_for_a_connection() {
-    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false, false).unwrap();
-    let (events, event_log) = std_mpsc::channel();
-    let handle = PrimaryHandle::start(
-      config(RoutingMode::Ip),
-      listener,
-      Box::new(move |event| drop(events.send(format!("{event:?}")))),
-    )
-    .unwrap();
-    let _worker = TestWorker::hello(handle.open_slot(0).unwrap());
+    let (handle, _worker, event_log) = primary_logging_events(RoutingMode::Ip);
     assert!(event_log.recv_timeout(Duration::from_secs(5)).unwrap().contains("SlotReady"));
     handle.close(false);
     assert_eq!(event_log.recv_timeout(Duration::from_secs(2)).unwrap(), "Drained");
@@ -514,15 +518,7 @@ mod tests {
 
   #[test]
   fn a_connection_reaches_the_worker_and_the_primary_keeps_no_copy() {
-    let listener = bind_listener(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 64, false, false).unwrap();
-    let (events, event_log) = std_mpsc::channel();
-    let handle = PrimaryHandle::start(
-      config(RoutingMode::Ip),
-      listener,
-      Box::new(move |event| drop(events.send(format!("{event:?}")))),
-    )
-    .unwrap();
-    let worker = TestWorker::hello(handle.open_slot(0).unwrap());
+    let (handle, worker, event_log) = primary_logging_events(RoutingMode::Ip);
 
     let mut client = TcpStream::connect(handle.local_addr()).unwrap();
     client.write_all(b"ping").unwrap();

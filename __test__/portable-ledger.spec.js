@@ -212,3 +212,36 @@ test('a worker the user forked gets the lowest free slot; one too many is refuse
   harness.run(harness.ledger.session(0, 8, 'abc', true))
   expect(harness.where.get(harness.accept({ sid: 'abc' }))).toBe(8)
 })
+
+test(`least-connection: a burst of handshakes lands evenly whatever the order and number of their sessions' reports (setupWorker reports each twice) (STICKY_FUZZ_SEED=${SEED})`, () => {
+  const rng = seededRandom(SEED)
+  for (let sequence = 0; sequence < 300; sequence++) {
+    const slots = 1 + rng.int(4)
+    const live = Array.from({ length: slots }, (_, slot) => slot)
+    const table = new SessionTable(slots, 'least-connection', 60000, 1000, 1n)
+    const picked = []
+    const handshakes = new Array(slots).fill(0)
+    for (let step = 0; step < 120; step++) {
+      if (picked.length === 0 || rng.chance(0.5)) {
+        const slot = table.pickNew(live, true)
+        if (handshakes[slot] !== Math.min(...handshakes)) throw new Error(`sequence ${sequence}: picked slot ${slot} with handshakes ${handshakes}`)
+        handshakes[slot]++
+        picked.push(slot)
+      } else {
+        const index = rng.int(picked.length)
+        if (!table.open(`sid${index}`, picked[index], 0)) throw new Error(`sequence ${sequence}: report of sid${index} refused`)
+      }
+    }
+  }
+})
+
+test('least-connection: a handshake in flight at a sweep still counts; one never reported is forgotten after the next sweep', () => {
+  const table = new SessionTable(2, 'least-connection', 1000, 100, 1n)
+  expect(table.pickNew([0, 1], true)).toBe(0)
+  table.expire(10)
+  expect(table.pickNew([0, 1], true)).toBe(1)
+  expect(table.open('a', 0, 20)).toBe(true)
+  table.expire(30)
+  table.expire(40)
+  expect(table.pickNew([0, 1], true)).toBe(1)
+})

@@ -13,8 +13,12 @@ class SessionTable {
     this.entries = new Map()
     /** Sessions per slot (entries owned). */
     this.owned = new Array(slots).fill(0)
-    /** Handshakes sent to a slot whose session has not been reported yet. */
-    this.provisional = new Array(slots).fill(0)
+    /**
+     * Handshakes sent to each slot whose session has not been reported yet, in
+     * two generations (as src/core/sessions.rs `Provisional`): a sweep ages
+     * `current` into `previous` and drops the old `previous`.
+     */
+    this.provisional = Array.from({ length: slots }, () => ({ current: 0, previous: 0 }))
     this.maxEntries = maxEntries
     this.ttlMs = ttlMs
     this.balance = balance
@@ -44,14 +48,26 @@ class SessionTable {
     return entry.slot
   }
 
-  /** A worker reported a new session; false when the table is full (its client reconnects). */
+  /**
+   * A worker reported a session it opened; false when the table is full (its
+   * client reconnects). Only a session's first report settles an in-flight
+   * handshake: `setupWorker` reports each session twice.
+   */
   open(sid, slot, now) {
     if (slot >= this.owned.length) return false
-    this.provisional[slot] = Math.max(0, this.provisional[slot] - 1)
-    const previous = this.entries.get(sid)
-    if (previous) this.release(previous.slot)
-    else if (this.entries.size >= this.maxEntries) return false
-    this.entries.set(sid, { slot, lastSeen: now })
+    const entry = this.entries.get(sid)
+    if (entry) {
+      entry.lastSeen = now
+      if (entry.slot === slot) return true
+      this.release(entry.slot)
+      entry.slot = slot
+    } else {
+      if (this.entries.size >= this.maxEntries) return false
+      const inFlight = this.provisional[slot]
+      if (inFlight.current > 0) inFlight.current--
+      else inFlight.previous = Math.max(0, inFlight.previous - 1)
+      this.entries.set(sid, { slot, lastSeen: now })
+    }
     this.owned[slot]++
     return true
   }
@@ -72,11 +88,11 @@ class SessionTable {
     for (const [sid, entry] of this.entries) if (entry.slot === slot) this.entries.delete(sid)
     if (slot < this.owned.length) {
       this.owned[slot] = 0
-      this.provisional[slot] = 0
+      this.provisional[slot] = { current: 0, previous: 0 }
     }
   }
 
-  /** Forgets entries idle for longer than the TTL, and the provisional counts. */
+  /** Forgets entries idle for longer than the TTL, and ages the provisional counts. */
   expire(now) {
     for (const [sid, entry] of this.entries) {
       if (now - entry.lastSeen > this.ttlMs) {
@@ -84,7 +100,10 @@ class SessionTable {
         this.release(entry.slot)
       }
     }
-    this.provisional.fill(0)
+    for (const inFlight of this.provisional) {
+      inFlight.previous = inFlight.current
+      inFlight.current = 0
+    }
   }
 
   /** The slot for a new session among `live` (sorted); a handshake counts provisionally. */
@@ -92,7 +111,7 @@ class SessionTable {
     if (live.length === 0) return null
     let slot
     if (this.balance === 'least-connection') {
-      const load = (candidate) => this.owned[candidate] + this.provisional[candidate]
+      const load = (candidate) => this.owned[candidate] + this.provisional[candidate].current + this.provisional[candidate].previous
       const least = Math.min(...live.map(load))
       const tied = live.filter((candidate) => load(candidate) === least)
       slot = tied[this.roundRobinNext % tied.length]
@@ -108,7 +127,7 @@ class SessionTable {
       this.randomState = x
       slot = live[Number(x % BigInt(live.length))]
     }
-    if (handshake) this.provisional[slot]++
+    if (handshake) this.provisional[slot].current++
     return slot
   }
 }

@@ -42,13 +42,42 @@ struct Entry {
   last_seen_ms: u64,
 }
 
+/// Handshakes in flight to one slot, in two generations so a sweep never
+/// forgets one that is still in flight: `expire` ages `current` into
+/// `previous` and drops the old `previous`. A handshake that never becomes a
+/// session (its client gave up) stops counting after one to two sweeps.
+#[derive(Debug, Clone, Copy, Default)]
+struct Provisional {
+  current: u64,
+  previous: u64,
+}
+
+impl Provisional {
+  fn count(self) -> u64 {
+    self.current + self.previous
+  }
+
+  /// One in-flight handshake became a session.
+  fn settle_one(&mut self) {
+    if self.current > 0 {
+      self.current -= 1;
+    } else {
+      self.previous = self.previous.saturating_sub(1);
+    }
+  }
+
+  fn age(&mut self) {
+    self.previous = std::mem::take(&mut self.current);
+  }
+}
+
 #[derive(Debug)]
 pub struct SessionTable {
   entries: HashMap<Box<[u8]>, Entry>,
   /// Sessions per slot (entries owned).
   owned: Vec<u64>,
-  /// Handshakes sent to a slot whose session has not been reported yet.
-  provisional: Vec<u64>,
+  /// Handshakes sent to each slot whose session has not been reported yet.
+  provisional: Vec<Provisional>,
   max_entries: usize,
   ttl_ms: u64,
   balance: NewSessionBalance,
@@ -63,7 +92,7 @@ impl SessionTable {
     SessionTable {
       entries: HashMap::new(),
       owned: vec![0; usize::from(slots)],
-      provisional: vec![0; usize::from(slots)],
+      provisional: vec![Provisional::default(); usize::from(slots)],
       max_entries,
       ttl_ms,
       balance,
@@ -113,20 +142,35 @@ impl SessionTable {
     Some(entry.slot)
   }
 
-  /// A worker reported a new session. Returns false when the table is full
-  /// (the session then routes as unknown: its client reconnects).
+  /// A worker reported a session it opened. Returns false when the table is
+  /// full (the session then routes as unknown: its client reconnects).
+  ///
+  /// A session may be reported more than once (`setupWorker` reports it from
+  /// the handshake response and again from engine.io's `connection` event):
+  /// only its first report settles an in-flight handshake, so the others'
+  /// provisional counts stay and least-connection keeps spreading a burst.
   pub fn open(&mut self, sid: &[u8], slot: SlotId, now_ms: u64) -> bool {
     let index = usize::from(slot);
     if index >= self.owned.len() {
       return false;
     }
-    self.provisional[index] = self.provisional[index].saturating_sub(1);
-    if let Some(previous) = self.entries.get(sid).copied() {
-      self.release(previous.slot);
-    } else if self.entries.len() >= self.max_entries {
-      return false;
+    let full = self.entries.len() >= self.max_entries;
+    match self.entries.get_mut(sid) {
+      Some(entry) if entry.slot == slot => {
+        entry.last_seen_ms = now_ms;
+        return true;
+      }
+      Some(entry) => {
+        let moved_from = std::mem::replace(&mut entry.slot, slot);
+        entry.last_seen_ms = now_ms;
+        self.release(moved_from);
+      }
+      None if full => return false,
+      None => {
+        self.provisional[index].settle_one();
+        self.entries.insert(sid.into(), Entry { slot, last_seen_ms: now_ms });
+      }
     }
-    self.entries.insert(sid.into(), Entry { slot, last_seen_ms: now_ms });
     self.owned[index] += 1;
     true
   }
@@ -150,12 +194,12 @@ impl SessionTable {
       *count = 0;
     }
     if let Some(count) = self.provisional.get_mut(usize::from(slot)) {
-      *count = 0;
+      *count = Provisional::default();
     }
   }
 
-  /// Forgets entries idle for longer than the TTL, and the provisional counts
-  /// (handshakes that became sessions were reported long before a sweep).
+  /// Forgets entries idle for longer than the TTL, and ages the provisional
+  /// counts (a handshake still unreported after two sweeps never will be).
   pub fn expire(&mut self, now_ms: u64) {
     let ttl = self.ttl_ms;
     let mut released = Vec::new();
@@ -169,7 +213,7 @@ impl SessionTable {
     for slot in released {
       self.release(slot);
     }
-    self.provisional.iter_mut().for_each(|count| *count = 0);
+    self.provisional.iter_mut().for_each(Provisional::age);
   }
 
   /// The slot for a new session among `live` (sorted slot ids).
@@ -180,7 +224,7 @@ impl SessionTable {
     }
     let slot = match self.balance {
       NewSessionBalance::LeastConnection => {
-        let load = |slot: &SlotId| self.owned[usize::from(*slot)] + self.provisional[usize::from(*slot)];
+        let load = |slot: &SlotId| self.owned[usize::from(*slot)] + self.provisional[usize::from(*slot)].count();
         // Among the least loaded, rotate, so equal loads do not all pick the lowest id.
         let least = live.iter().map(load).min()?;
         let tied: Vec<SlotId> = live.iter().copied().filter(|slot| load(slot) == least).collect();
@@ -204,7 +248,7 @@ impl SessionTable {
       }
     };
     if is_handshake {
-      self.provisional[usize::from(slot)] += 1;
+      self.provisional[usize::from(slot)].current += 1;
     }
     Some(slot)
   }
@@ -212,6 +256,8 @@ impl SessionTable {
 
 #[cfg(test)]
 mod tests {
+  use proptest::prelude::*;
+
   use super::*;
 
   fn table(balance: NewSessionBalance) -> SessionTable {
@@ -306,5 +352,82 @@ mod tests {
     // A reported session is its report's, tag or not.
     assert!(tagged.open(b"def~0", 2, 0));
     assert_eq!(tagged.lookup(b"def~0", 0), Some(2));
+  }
+
+  #[test]
+  fn a_session_reported_twice_settles_one_handshake_only() {
+    let mut sessions = SessionTable::new(2, NewSessionBalance::LeastConnection, 1_000, 100, 1);
+    // Four handshakes in flight, two per slot; slot 0's first one reports its
+    // session twice (response, then engine.io's `connection` event).
+    let picks: Vec<SlotId> = (0..4).map(|_| sessions.pick_new(&[0, 1], true).unwrap()).collect();
+    assert_eq!(picks, vec![0, 1, 0, 1]);
+    assert!(sessions.open(b"s0", 0, 0));
+    assert!(sessions.open(b"s0", 0, 1));
+    assert_eq!(sessions.sessions_of(0), 1);
+    // Slot 0 still has one handshake in flight, as slot 1 has two: a tie, not slot 0.
+    let next: Vec<SlotId> = (0..2).map(|_| sessions.pick_new(&[0, 1], true).unwrap()).collect();
+    assert!(next.contains(&0) && next.contains(&1), "{next:?}");
+  }
+
+  #[test]
+  fn a_handshake_in_flight_at_a_sweep_still_counts_and_is_forgotten_after_the_next() {
+    let mut sessions = SessionTable::new(2, NewSessionBalance::LeastConnection, 1_000, 100, 1);
+    assert_eq!(sessions.pick_new(&[0, 1], true), Some(0));
+    sessions.expire(10);
+    assert_eq!(sessions.pick_new(&[0, 1], true), Some(1), "slot 0's handshake still counts");
+    assert!(sessions.open(b"a", 0, 20));
+    sessions.expire(30);
+    sessions.expire(40);
+    // Slot 0 owns a session; slot 1's handshake never reported and is forgotten.
+    assert_eq!(sessions.pick_new(&[0, 1], true), Some(1));
+  }
+
+  #[test]
+  fn a_session_reported_by_another_slot_moves_there() {
+    let mut sessions = table(NewSessionBalance::LeastConnection);
+    assert!(sessions.open(b"m", 0, 0));
+    assert!(sessions.open(b"m", 2, 0));
+    assert_eq!((sessions.sessions_of(0), sessions.sessions_of(2)), (0, 1));
+    assert_eq!(sessions.lookup(b"m", 0), Some(2));
+  }
+
+  /// One step of a burst: a new handshake, or a (re-)report of one picked earlier.
+  #[derive(Debug, Clone)]
+  enum Step {
+    Handshake,
+    Report(usize),
+  }
+
+  proptest! {
+    /// However handshakes and their reports interleave, and however often each
+    /// session is reported, a burst of handshakes lands evenly: every pick
+    /// goes to a slot with the least handshakes so far.
+    #[test]
+    fn a_burst_spreads_evenly_whatever_the_report_order(
+      slots in 1u16..5,
+      steps in proptest::collection::vec(prop_oneof![Just(Step::Handshake), (0usize..64).prop_map(Step::Report)], 1..120),
+    ) {
+      let live: Vec<SlotId> = (0..slots).collect();
+      let mut sessions = SessionTable::new(slots, NewSessionBalance::LeastConnection, 60_000, 1_000, 1);
+      let mut picked: Vec<SlotId> = Vec::new();
+      let mut handshakes = vec![0u64; usize::from(slots)];
+      for step in steps {
+        match step {
+          Step::Handshake => {
+            let slot = sessions.pick_new(&live, true).unwrap();
+            let fewest = *handshakes.iter().min().unwrap();
+            prop_assert_eq!(handshakes[usize::from(slot)], fewest, "picked {} with {:?}", slot, handshakes);
+            handshakes[usize::from(slot)] += 1;
+            picked.push(slot);
+          }
+          Step::Report(index) if !picked.is_empty() => {
+            let index = index % picked.len();
+            let sid = format!("sid{index}");
+            prop_assert!(sessions.open(sid.as_bytes(), picked[index], 0));
+          }
+          Step::Report(_) => {}
+        }
+      }
+    }
   }
 }

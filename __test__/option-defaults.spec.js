@@ -95,6 +95,21 @@ test("the README's option table lists every option of listen (and env) with the 
   expect(rows.env).toBe('`{}`')
 })
 
+test("the README states each count's range: the common one once, and every narrower one in its option's row", () => {
+  const readme = read('README.md')
+  const section = /### `sticky\.listen\(server, port\[, options\]\)[\s\S]*?\n### /.exec(readme)[0]
+  const counts = Object.values(rules).filter((rule) => rule.max !== undefined)
+  const widest = Math.max(...counts.map((rule) => rule.max))
+  const range = (rule) => `${rule.min.toLocaleString('en-US')} to ${rule.max.toLocaleString('en-US')}`
+  expect(section).toContain(`whole numbers from ${range({ min: 1, max: widest })} unless their row\ngives a range`)
+  const narrower = counts.filter((rule) => rule.min !== 1 || rule.max !== widest)
+  expect(narrower.map((rule) => rule.name).sort()).toEqual(['maxHeaderBytes', 'workers'])
+  for (const rule of narrower) {
+    const row = new RegExp(`^\\| \`${rule.name}\` \\|.*$`, 'm').exec(section)[0]
+    expect({ name: rule.name, row }).toEqual({ name: rule.name, row: expect.stringContaining(`(${range(rule)})`) })
+  }
+})
+
 test('index.d.ts reuses the generated option types and restates no default, but for its API shapes', () => {
   const types = read('index.d.ts')
   expect(types).toMatch(/export interface ListenOptions extends native\.ListenOptions \{/)

@@ -74,17 +74,23 @@ function checkLoad(results, slotBefore, primaries) {
   return { requests: results.length, failed: failed.length, refused: refused.length, servedBy }
 }
 
+/** Waits until `count` requests started after `since` were answered by `app`'s workers (not for a time: a slow machine serves fewer a second). */
+function servedBy(load, app, { count = 20, since = -Infinity } = {}) {
+  const pids = workerPidsOf(app)
+  return load.completed(count, { since, where: (r) => pids.has(r.pid), what: `${count} requests answered by process ${app.pid}'s workers` })
+}
+
 describe('takeover: true, accept loop', () => {
   test('under load a second primary takes the socket over: nothing refused, nothing failed, every client keeps its slot', async () => {
     const options = { workers: 3, takeover: true }
     const old = await startApp({ options })
     const slotBefore = await slotTable(old.port)
     const load = startLoad(old.port, { clients: CLIENTS })
-    await sleep(500)
+    await servedBy(load, old)
     const swapStarted = Date.now()
     const fresh = await takeOver(old, { options })
     const swapEnded = Date.now()
-    await sleep(500)
+    await servedBy(load, fresh, { since: swapEnded })
     const results = await load.stop()
     const figures = checkLoad(results, slotBefore, [old, fresh])
     const duringSwap = results.filter((r) => r.started >= swapStarted && r.started <= swapEnded)
@@ -110,11 +116,11 @@ describe('takeover: true, accept loop', () => {
     const first = await startApp({ options })
     const slotBefore = await slotTable(first.port)
     const load = startLoad(first.port, { clients: CLIENTS })
-    await sleep(300)
+    await servedBy(load, first)
     const second = await takeOver(first, { options })
-    await sleep(300)
+    await servedBy(load, second, { since: Date.now() })
     const third = await takeOver(second, { options })
-    await sleep(300)
+    await servedBy(load, third, { since: Date.now() })
     const results = await load.stop()
     const figures = checkLoad(results, slotBefore, [first, second, third])
     expect(third.find('warning')).toEqual([])
@@ -126,7 +132,7 @@ describe('takeover: true, accept loop', () => {
     const old = await startApp({ options })
     const slotBefore = await slotTable(old.port)
     const load = startLoad(old.port, { clients: CLIENTS })
-    await sleep(300)
+    await servedBy(load, old)
     const firstWorkers = workerPidsOf(old)
     // A slow request holds slot 0's worker: the reload, which replaces slot 0
     // first, waits for it to finish before it goes on to slot 1.
@@ -136,7 +142,7 @@ describe('takeover: true, accept loop', () => {
     old.child.stdin.write('reload\n')
     await waitUntil(() => old.find('online').some((e) => !firstWorkers.has(e.pid)), { what: 'the reload to fork a replacement' })
     const fresh = await takeOver(old, { options })
-    await sleep(300)
+    await servedBy(load, fresh, { since: Date.now() })
     const results = await load.stop()
     const figures = checkLoad(results, slotBefore, [old, fresh])
     // The reload did not finish: the takeover closed the old primary under it...
@@ -175,7 +181,7 @@ describe('takeover: true, accept loop', () => {
     expect(error.message).toMatch(/0 of 2 workers were ready .* goes on serving/)
     const abandoned = await old.waitFor('warning', (w) => w.code === 'ERR_STICKY_TAKEOVER_ABANDONED')
     expect(abandoned.message).toMatch(new RegExp(`process ${fresh.pid} gave up taking over`))
-    await sleep(300)
+    await servedBy(load, old, { since: Date.now() })
     // The failed primary took no connection from the shared queue: the old one served every request.
     const results = await load.stop()
     expect(failuresOf(results)).toEqual([])
@@ -195,9 +201,9 @@ describe('takeover: true, kernel-steered (kernel: true)', () => {
     expect((await old.stats()).kernel).toBe(true)
     const slotBefore = await slotTable(old.port)
     const load = startLoad(old.port, { clients: CLIENTS })
-    await sleep(500)
+    await servedBy(load, old)
     const fresh = await takeOver(old, { options })
-    await sleep(500)
+    await servedBy(load, fresh, { since: Date.now() })
     const results = await load.stop()
     const figures = checkLoad(results, slotBefore, [old, fresh])
     expect((await fresh.stats()).kernel).toBe(true)

@@ -138,7 +138,7 @@ describe('pm2 fork mode (examples/pm2/ecosystem.config.js)', () => {
     const [{ pid: primary }] = await pm2List()
     const before = new Set((await Promise.all([0, 1, 2, 3].map((i) => request(port, { path: '/', localAddress: clientIp(i) })))).map((r) => r.json.pid))
     const load = startLoad(port, { path: '/', concurrency: 8, clients: 40 })
-    await sleep(300)
+    await load.completed(20, { what: '20 requests before the reload' })
     await pm2(['sendSignal', 'SIGHUP', 'sticky-app'])
     // Done when every slot answers from a new worker.
     await waitUntil(
@@ -148,7 +148,7 @@ describe('pm2 fork mode (examples/pm2/ecosystem.config.js)', () => {
       },
       { timeout: 30000, interval: 200, what: 'every worker replaced' },
     )
-    await sleep(300)
+    await load.completed(20, { since: Date.now(), what: '20 requests after the reload' })
     const results = await load.stop()
     for (const r of results) if (r.pid) seenPids.add(r.pid)
     expect(failuresOf(results)).toEqual([])
@@ -170,12 +170,12 @@ describe('pm2 fork mode (examples/pm2/ecosystem.config.js)', () => {
   test.each([['restart'], ['reload']])('pm2 %s of a fork-mode app stops the primary, then starts a new one: a connection in between waits or is refused, none is reset', async (command) => {
     const [{ pid: oldPrimary, pm2_env: { restart_time: restartsBefore } }] = await pm2List()
     const load = startLoad(port, { path: '/', concurrency: 8, clients: 40 })
-    await sleep(300)
+    await load.completed(20, { what: '20 requests before the command' })
     const issued = Date.now()
     await pm2([command, 'sticky-app'])
     await waitUntil(async () => (await pm2List())[0].pid !== oldPrimary, { timeout: 20000, what: 'a new primary' })
     await waitForApp(port, 'sticky-app')
-    await sleep(500)
+    await load.completed(20, { since: Date.now(), where: (r) => r.ok, what: "20 requests answered by the new primary's workers" })
     const results = await load.stop()
     for (const r of results) if (r.pid) seenPids.add(r.pid)
     const failures = failuresOf(results)
@@ -205,12 +205,12 @@ describe('pm2 fork mode, a new primary by socket takeover (examples/pm2/blue-gre
       for (let i = 0; i < 40; i++) slotOf.set(clientIp(i), (await request(port, { path: '/', localAddress: clientIp(i) })).json.slot)
       const [blue] = await pm2List()
       const load = startLoad(port, { path: '/', concurrency: 8, clients: 40 })
-      await sleep(300)
+      await load.completed(20, { what: '20 requests before green starts' })
       await pm2(['start', BLUE_GREEN, '--only', 'sticky-app-green'], env)
       const green = await waitUntil(async () => (await pm2List()).find((app) => app.name === 'sticky-app-green' && app.pid), { what: 'green under pm2' })
       // Blue hands its socket over once green's workers are ready, drains, and exits 0.
       await waitUntil(() => !isAlive(blue.pid), { timeout: 30000, what: 'blue to exit' })
-      await sleep(500)
+      await load.completed(20, { since: Date.now(), what: "20 requests after blue's exit" })
       const results = await load.stop()
       for (const r of results) if (r.pid) seenPids.add(r.pid)
       expect(failuresOf(results)).toEqual([])

@@ -11,7 +11,7 @@
 
 const { spawn } = require('child_process')
 const path = require('path')
-const { startApp, stopAll, rawConnection, waitUntil, sleep } = require('./helpers')
+const { startApp, stopAll, rawConnection, waitUntil } = require('./helpers')
 const { nodeAndBun } = require('./runtime-specs')
 
 const runtimes = nodeAndBun()
@@ -45,7 +45,7 @@ describe.each(runtimes)(`%s: SIGTERM and SIGINT end the primary within shutdownT
     const app = await startApp({ options: { workers: 2, kernel: false, shutdownTimeout: SHUTDOWN_TIMEOUT } }, { runtime, env: { STICKY_TEST_HANG_WORKER: '1' } })
     const waiting = await Promise.all([2, 3, 4].map((n) => rawConnection(app.port, `127.0.0.${n}`)))
     const ended = waiting.map((socket) => new Promise((resolve) => socket.on('close', resolve).on('error', () => {})))
-    await sleep(200)
+    // Each is connected (in the kernel's queue until a worker is ready, or held by the portable primary).
     const { took, exited } = await signalAndTime(app, 'SIGINT')
     expect(exited).toEqual({ code: 0, signal: null })
     expect(took).toBeLessThan(BOUND)
@@ -71,8 +71,9 @@ describe.each(runtimes)(`%s: SIGTERM and SIGINT end the primary within shutdownT
 
   test('a rolling reload under way', async () => {
     const app = await startApp({ options: { workers: 2, kernel: false, shutdownTimeout: SHUTDOWN_TIMEOUT } }, { runtime })
+    const firstWorkers = new Set(app.workerPids())
     app.child.stdin.write('reload\n')
-    await sleep(50)
+    await waitUntil(() => app.find('online').some((e) => !firstWorkers.has(e.pid)), { what: 'the reload to fork a replacement' })
     const { took, exited } = await signalAndTime(app)
     expect(exited).toEqual({ code: 0, signal: null })
     expect(took).toBeLessThan(BOUND)

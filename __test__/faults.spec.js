@@ -22,7 +22,14 @@ describe('server.close() in a worker', () => {
     const { json: closing } = await request(app.port, { localAddress: clientIp(0) })
     // A slow request in flight on the closing worker must complete.
     const slow = request(app.port, { localAddress: clientIp(0), path: '/slow?ms=700' })
-    await sleep(100)
+    // Until the worker has taken the slow request's connection (not for a time:
+    // each look is a connection of its own to the same worker, counted too).
+    let looks = 0
+    await waitUntil(async () => {
+      looks++
+      const { json } = await request(app.port, { localAddress: clientIp(0) })
+      return json.connectionsTaken >= closing.connectionsTaken + looks + 1
+    }, { what: 'the worker to take the slow request' })
     const closed = await request(app.port, { localAddress: clientIp(0), path: '/close' })
     expect(closed.json.pid).toBe(closing.pid)
 
